@@ -1,0 +1,13 @@
+"""The command-line app; each command lives in its own module and registers on ``app``."""
+
+import typer
+
+app = typer.Typer(
+    name="msmt",
+    help="Multi-scenario, multi-task prediction: synth, train, evaluate, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+synth_app = typer.Typer(help="Write synthetic datasets with ground truth (and their configs).", no_args_is_help=True)
+app.add_typer(synth_app, name="synth")

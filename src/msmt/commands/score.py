@@ -1,0 +1,57 @@
+"""``msmt evaluate`` and ``msmt predict``: score new data with a finished run."""
+
+from pathlib import Path
+
+import typer
+
+from msmt.commands import app
+
+
+def _load(run_dir: Path, data: Path, with_labels: bool):
+    from msmt.data.loading import read_data
+    from msmt.data.tensorize import encode_frame
+    from msmt.run_dir import load_run
+
+    run = load_run(run_dir)
+    frame = read_data(data, run.schema.spec)
+    return run, frame, encode_frame(frame, run.schema, with_labels=with_labels)
+
+
+@app.command("evaluate")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train'."),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet with labels."),
+    out: Path = typer.Option(None, "--out", help="Write the metrics JSON here."),
+    batch_size: int = typer.Option(8192, "--batch-size", min=1),
+) -> None:
+    """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
+    from msmt.evaluation import evaluate_model
+    from msmt.report import metrics_table
+    from msmt.run_dir import write_json
+
+    run, frame, encoded = _load(run_dir, data, with_labels=True)
+    M = evaluate_model(run.model, frame, encoded, batch_size)
+    typer.echo(metrics_table(M, run.schema.spec.tasks))
+    if out:
+        write_json(out, M)
+        typer.echo(f"wrote {out}")
+
+
+@app.command("predict")
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train'."),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet; labels not needed."),
+    out: Path = typer.Option(..., "--out", help="CSV or Parquet: the input columns plus pred_<task>."),
+    batch_size: int = typer.Option(8192, "--batch-size", min=1),
+) -> None:
+    """Per-row predictions: probability for binary tasks, expected value for count tasks."""
+    from msmt.data.io import write_table
+    from msmt.inference import predict_batches
+
+    run, frame, encoded = _load(run_dir, data, with_labels=False)
+    preds = predict_batches(run.model, encoded, batch_size)
+    result = frame.copy()
+    for task, values in preds.items():
+        result[f"pred_{task}"] = values
+    write_table(result, out)
+    typer.echo(f"wrote {len(result)} rows to {out}")

@@ -1,0 +1,20 @@
+"""``msmt synth simple``."""
+
+from pathlib import Path
+
+import typer
+
+from msmt.commands import synth_app
+
+
+@synth_app.command("simple")
+def synth_simple(
+    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    rows: int = typer.Option(30000, "--rows", min=100, help="Rows in total (80/10/10 time split)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
+) -> None:
+    """A small 4-scenario x 3-task world (click, purchase, dwell) with true_<task> columns."""
+    from msmt.data.synthetic import write_simple
+
+    write_simple(out, rows=rows, seed=seed)
+    typer.echo(f"wrote {out}/{{train,validation,test}}.csv, dataset.yaml, experiment.yaml")

@@ -1,0 +1,1 @@
+"""Reading, validation, encoding, batching and synthetic data."""

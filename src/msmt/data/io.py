@@ -1,0 +1,96 @@
+"""Reading and writing tables (CSV or Parquet) with errors that name the file.
+
+Categorical columns are read as strings so that ``259`` in a CSV, ``259`` in Parquet and
+``"259"`` in a JSON request all map to the same vocabulary entry.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from msmt.errors import DataError
+
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+def read_table(path: str | Path, string_columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV (optionally gzipped) or Parquet file.
+
+    Args:
+        path: the file.
+        string_columns: columns to read as text (categoricals, scenario).
+    Raises:
+        DataError: the file is missing, unreadable or has no rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), None, "no such file")
+    string_columns = list(string_columns or [])
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            frame = pd.read_parquet(path)
+            for col in string_columns:
+                if col in frame.columns:
+                    frame[col] = _as_text(frame[col])
+        else:
+            frame = pd.read_csv(path, dtype={c: str for c in string_columns}, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(str(path), None, "empty file") from None
+    except (ValueError, OSError) as exc:  # malformed CSV / Parquet
+        raise DataError(str(path), None, f"cannot read table ({exc})") from None
+    if len(frame) == 0:
+        raise DataError(str(path), None, "empty file (no data rows)")
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Categorical values as strings; integral floats lose their '.0'; missing stays missing."""
+    if pd.api.types.is_float_dtype(series):
+        as_int = series.dropna()
+        if (as_int == as_int.round()).all():
+            return series.map(lambda v: None if pd.isna(v) else str(int(v)))
+    return series.map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+
+
+def source_of(frame: pd.DataFrame) -> str:
+    return frame.attrs.get("source", "<data>")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write CSV or Parquet (by suffix) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,37 @@
+"""Load a dataset's splits as DataFrames, reading categorical columns as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from msmt.data.io import read_table
+from msmt.data.split import split_frame
+from msmt.schema import DatasetSpec
+
+
+def string_columns(spec: DatasetSpec) -> list[str]:
+    """Columns read as text: scenario, categoricals, multi-valued features, group."""
+    cols = [spec.scenario.column]
+    for fs in (spec.features, spec.scenario.attributes):
+        cols += [f.column for f in (*fs.sparse, *fs.multi_sparse)]
+    if spec.group:
+        cols.append(spec.group)
+    return list(dict.fromkeys(cols))
+
+
+def read_data(path: str | Path, spec: DatasetSpec) -> pd.DataFrame:
+    return read_table(path, string_columns(spec))
+
+
+def load_splits(spec: DatasetSpec) -> dict[str, pd.DataFrame]:
+    """``{"train", "validation"[, "test"]}``: from the given files, else split by ``spec.split``."""
+    train = read_data(spec.files.train, spec)
+    if spec.files.validation:
+        parts = {"train": train, "validation": read_data(spec.files.validation, spec)}
+    else:
+        parts = split_frame(train, spec.split)
+    if spec.files.test:
+        parts["test"] = read_data(spec.files.test, spec)
+    return parts

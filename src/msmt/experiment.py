@@ -1,0 +1,51 @@
+"""``msmt train``: config in, complete run directory out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from msmt.config import ExperimentConfig
+from msmt.data.encoders import fit_schema
+from msmt.data.loading import load_splits
+from msmt.data.tensorize import encode_frame
+from msmt.data.validate import validate_frame
+from msmt.evaluation import evaluate_model
+from msmt.models import build_model
+from msmt.report import write_report
+from msmt.run_dir import HISTORY, METRICS, SCHEMA, WEIGHTS, save_weights, write_config, write_json
+from msmt.train import FitResult, fit, seed_everything
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
+    """Train and evaluate; write the run directory; return ``{"val": M[, "test": M]}``."""
+    out = Path(out_dir)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    seed_everything(cfg.train.seed)
+    spec = cfg.dataset
+    splits = load_splits(spec)
+    validate_frame(splits["train"], spec, with_labels=True)  # before fitting anything
+    schema = fit_schema(splits["train"], spec)
+    encoded = {name: encode_frame(frame, schema) for name, frame in splits.items()}
+
+    model = build_model(schema, cfg.model)
+    result: FitResult = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
+
+    metrics = {"val": result.val_metrics}
+    if "test" in splits:
+        metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out, cfg)
+    schema.save(out / SCHEMA)
+    save_weights(model, out / WEIGHTS)
+    history = pd.DataFrame(result.history)
+    tmp = out / f".{HISTORY}.tmp"
+    history.to_csv(tmp, index=False)
+    tmp.replace(out / HISTORY)
+    write_json(out / METRICS, metrics)
+    write_report(out, cfg, metrics, history)
+    return metrics

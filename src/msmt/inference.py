@@ -1,0 +1,26 @@
+"""Batched scoring: model outputs -> probabilities / expected counts, as NumPy arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from msmt.data.tensorize import Batch, iterate_batches
+from msmt.losses import to_prediction
+from msmt.models.base import MultiTaskModel
+
+
+@torch.no_grad()
+def predict_batches(model: MultiTaskModel, data: Batch, batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """{task: [N]} predictions in user units (probability, expected count, value)."""
+    was_training = model.training
+    model.eval()
+    kinds = {t.name: t.kind for t in model.schema.spec.tasks}
+    chunks: dict[str, list[np.ndarray]] = {t: [] for t in kinds}
+    inputs = {k: v for k, v in data.items() if k not in ("labels", "weight")}
+    for batch in iterate_batches(inputs, batch_size):
+        out = model(batch)
+        for t, kind in kinds.items():
+            chunks[t].append(to_prediction(kind, out[t]).float().cpu().numpy())
+    model.train(was_training)
+    return {t: np.concatenate(c) if c else np.zeros(0, dtype=np.float32) for t, c in chunks.items()}

@@ -1,0 +1,80 @@
+"""Input encoding: every categorical feature through one fused embedding table.
+
+All sparse and multi-valued features share one ``nn.Embedding`` with per-feature offsets, so a
+batch needs one lookup instead of one per feature (fewer kernel launches on CPU). Each feature
+keeps its own rows: indices never collide across features.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from msmt.data.encoders import FittedSchema
+from msmt.data.tensorize import Batch
+from msmt.schema import FeatureSet
+
+
+class FeatureEncoder(nn.Module):
+    """Embeds a feature set and concatenates it with its dense values.
+
+    Input: a :data:`~msmt.data.tensorize.Batch`. Output: [B, out_dim] where
+    ``out_dim = dim * (S + M [+ 1 for the scenario]) + D``.
+
+    Args:
+        schema: fitted encoders (vocabulary sizes).
+        dim: embedding size.
+        features: which feature set (the dataset's features, or the scenario attributes).
+        prefix: batch-key prefix: ``""`` for features, ``"scenario_"`` for scenario attributes.
+        with_scenario: also embed the scenario index as one more categorical feature.
+    """
+
+    def __init__(
+        self,
+        schema: FittedSchema,
+        dim: int,
+        features: FeatureSet | None = None,
+        prefix: str = "",
+        with_scenario: bool = False,
+    ):
+        super().__init__()
+        features = features if features is not None else schema.spec.features
+        self.prefix = prefix
+        self.with_scenario = with_scenario
+        self.multi_names = [f.name for f in features.multi_sparse]
+        sizes = schema.vocab_sizes(features.sparse) + schema.vocab_sizes(features.multi_sparse)
+        if with_scenario:
+            sizes.append(schema.num_scenarios + 1)
+        offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.num_sparse = len(features.sparse)
+        self.num_dense = len(features.dense)
+        self.dim = dim
+        self.table = nn.Embedding(max(sum(sizes), 1), dim)
+        nn.init.normal_(self.table.weight, std=0.05)
+        n_embedded = self.num_sparse + len(self.multi_names) + int(with_scenario)
+        self.out_dim = dim * n_embedded + self.num_dense
+
+    def embed_fields(self, batch: Batch) -> Tensor:
+        """[B, F, dim]: one embedding per categorical field (multi-valued ones mean-pooled)."""
+        parts = []
+        S = self.num_sparse
+        if S:
+            parts.append(self.table(batch[f"{self.prefix}sparse"] + self.offsets[:S]))
+        for j, name in enumerate(self.multi_names):
+            ids = batch[f"multi.{name}"]  # [B, L], 0 = padding
+            mask = (ids > 0).unsqueeze(-1).to(self.table.weight.dtype)
+            emb = self.table(ids + self.offsets[S + j]) * mask
+            parts.append((emb.sum(1) / mask.sum(1).clamp_min(1.0)).unsqueeze(1))
+        if self.with_scenario:
+            parts.append(self.table(batch["scenario"] + self.offsets[-1]).unsqueeze(1))
+        if not parts:
+            return batch[f"{self.prefix}dense"].new_zeros(batch[f"{self.prefix}dense"].shape[0], 0, self.dim)
+        return torch.cat(parts, dim=1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        fields = self.embed_fields(batch)
+        flat = fields.flatten(1)
+        if self.num_dense:
+            flat = torch.cat([flat, batch[f"{self.prefix}dense"]], dim=1)
+        return flat

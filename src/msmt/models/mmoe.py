@@ -1,0 +1,46 @@
+"""MMoE: Multi-gate Mixture-of-Experts (Ma et al., KDD 2018).
+
+Experts f_i(x), i = 1..k, each [B, E]; per task a gate g_t(x) = softmax(W_t x) in R^k;
+z_t = sum_i g_t(x)_i f_i(x); y_t = Tower_t(z_t).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from msmt.layers import MLP, FeatureEncoder
+from msmt.models.base import MultiTaskModel
+from msmt.models.registry import register
+
+
+class MMoEParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_experts: int = Field(default=4, ge=1)
+
+
+@register("mmoe", MMoEParams)
+class MMoE(MultiTaskModel):
+    """Experts use ``model.hidden_dims``; towers use ``model.tower_dims``."""
+
+    def __init__(self, schema, cfg):
+        super().__init__(schema, cfg)
+        k = self.params.num_experts
+        self.encoder = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+        d_in = self.encoder.out_dim
+        self.experts = nn.ModuleList(MLP(d_in, cfg.hidden_dims, act=cfg.activation, dropout=cfg.dropout) for _ in range(k))
+        self.gates = nn.Linear(d_in, k * self.num_tasks, bias=False)  # W_t for all tasks in one matmul
+        d_exp = self.experts[0].out_dim
+        self.towers = nn.ModuleDict({t: MLP(d_exp, cfg.tower_dims, 1, cfg.activation, cfg.dropout) for t in self.task_names})
+
+    def forward(self, batch) -> dict[str, Tensor]:
+        x = self.encoder(batch)  # [B, D]
+        experts = torch.stack([e(x) for e in self.experts], dim=1)  # [B, k, E]
+        gates = self.gates(x).view(x.shape[0], self.num_tasks, -1).softmax(-1)  # [B, T, k]
+        mixed = torch.bmm(gates, experts)  # [B, T, E]
+        return {t: self.towers[t](mixed[:, i]).squeeze(-1) for i, t in enumerate(self.task_names)}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.experts.parameters()]

@@ -1,0 +1,80 @@
+"""Tables and plots: the per-scenario x per-task table, training curves, ``report.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from msmt.data.io import atomic_write_text  # noqa: E402
+
+PRIMARY = {"binary": ["auc", "logloss"], "count": ["smape", "nmae"], "regression": ["smape", "nmae", "rmse"]}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}"
+
+
+def metrics_table(M: dict, tasks, with_oracle: bool = True) -> str:
+    """Markdown table: one row per scenario (and overall), columns task/metric.
+
+    With an oracle block, each cell reads ``model (oracle)``.
+    """
+    kinds = {t.name: t.kind.value for t in tasks}
+    cols = [(t, m) for t in kinds for m in PRIMARY[kinds[t]] if m in M["overall"].get(t, {})]
+    oracle = M.get("oracle") if with_oracle else None
+    header = "| scenario | rows | " + " | ".join(f"{t} {m}" for t, m in cols) + " |"
+    lines = [header, "|" + "---|" * (len(cols) + 2)]
+
+    def row(name: str, block: dict, oblock: dict | None) -> str:
+        rows = next(iter(block.values()))["rows"]
+        cells = []
+        for t, m in cols:
+            cell = _fmt(block[t].get(m))
+            if oblock and t in oblock:
+                cell += f" ({_fmt(oblock[t].get(m))})"
+            cells.append(cell)
+        return f"| {name} | {rows} | " + " | ".join(cells) + " |"
+
+    for scen, block in M["scenarios"].items():
+        lines.append(row(str(scen), block, oracle["scenarios"].get(scen) if oracle else None))
+    lines.append(row("**overall**", M["overall"], oracle["overall"] if oracle else None))
+    return "\n".join(lines)
+
+
+def plot_history(history: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for col in [c for c in history.columns if c in ("train_loss", "val_loss")]:
+        ax.plot(history["epoch"], history[col], marker="o", label=col)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weighted loss")
+    ax.set_title("training curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame) -> None:
+    tasks = cfg.dataset.tasks
+    plot_history(history, run_dir / "plots" / "training_curves.png")
+    parts = [
+        f"# Run report: {cfg.model.name} on {cfg.dataset.name}",
+        "",
+        f"Seed {cfg.train.seed}, {len(history)} epoch(s) run, monitor `{cfg.train.monitor}`.",
+        "Cells read `model (oracle)` where the data carry true expected values.",
+    ]
+    for split, M in metrics.items():
+        parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]
+    parts += ["", "## Training curves", "", "![training curves](plots/training_curves.png)", ""]
+    atomic_write_text(run_dir / "report.md", "\n".join(parts))

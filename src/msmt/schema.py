@@ -1,0 +1,205 @@
+"""Dataset specification: features, tasks and scenarios as frozen, validated values.
+
+A dataset config (YAML) is parsed into a :class:`DatasetSpec`. Every spec is immutable
+(``frozen=True``) and rejects unknown keys (``extra="forbid"``), so a typo in a YAML file
+is an error that names the key. Specs never own tensors or ``nn.Module`` objects: the
+fitted encoders live in :mod:`msmt.data.encoders` and the layers in :mod:`msmt.layers`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Spec(BaseModel):
+    """Base for every spec: immutable and strict about keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskKind(str, Enum):
+    """What a task predicts; decides its output, loss and metrics."""
+
+    BINARY = "binary"  # output: logit; loss: BCE; metrics: auc, logloss
+    COUNT = "count"  # output: log-rate; loss: Poisson NLL; metrics: smape, nmae, mape, rmse, deviance
+    REGRESSION = "regression"  # output: value; loss: MSE; metrics: smape, nmae, mape, rmse
+
+
+class Task(Spec):
+    """One prediction target.
+
+    ``product_of`` declares a task whose probability is the product of other binary tasks'
+    probabilities (ESMM's CTCVR = CTR x CVR); such a model composes it itself and the trainer
+    needs no special case.
+    """
+
+    name: str
+    label: str
+    kind: TaskKind
+    weight: float = Field(default=1.0, ge=0.0)
+    product_of: tuple[str, ...] = ()
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: object) -> object:
+        allowed = [k.value for k in TaskKind]
+        if isinstance(value, str) and value not in allowed:
+            raise ValueError(f"unknown task kind '{value}' (expected one of {allowed})")
+        return value
+
+
+class SparseFeature(Spec):
+    """A categorical column, embedded through a vocabulary with an out-of-vocabulary index."""
+
+    name: str
+    column: str
+    min_count: int = Field(default=1, ge=1)
+
+
+class DenseFeature(Spec):
+    """A numeric column, standardised with training-split statistics (optionally after log1p)."""
+
+    name: str
+    column: str
+    transform: Literal["none", "log1p"] = "none"
+
+
+class MultiSparseFeature(Spec):
+    """A multi-valued categorical column ("Comedy Romance"), mean-pooled over its values."""
+
+    name: str
+    column: str
+    separator: str = " "
+    max_length: int = Field(default=8, ge=1)
+    min_count: int = Field(default=1, ge=1)
+
+
+def _named(items: list, default_kind: str) -> list:
+    """Accept ``[col, ...]`` as shorthand for ``[{name: col, column: col}, ...]``."""
+    out = []
+    for item in items or []:
+        if isinstance(item, str):
+            out.append({"name": item, "column": item})
+        elif isinstance(item, dict) and "column" in item and "name" not in item:
+            out.append({**item, "name": item["column"]})
+        elif isinstance(item, dict) and "name" in item and "column" not in item:
+            out.append({**item, "column": item["name"]})
+        else:
+            out.append(item)
+    return out
+
+
+class FeatureSet(Spec):
+    """Feature columns grouped by kind."""
+
+    sparse: tuple[SparseFeature, ...] = ()
+    dense: tuple[DenseFeature, ...] = ()
+    multi_sparse: tuple[MultiSparseFeature, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        if isinstance(data, dict):
+            data = dict(data)
+            for kind in ("sparse", "dense", "multi_sparse"):
+                if kind in data:
+                    data[kind] = _named(data[kind], kind)
+        return data
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.column for f in (*self.sparse, *self.dense, *self.multi_sparse)]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in (*self.sparse, *self.dense, *self.multi_sparse)]
+
+
+class ScenarioSpec(Spec):
+    """The scenario column and, optionally, the attributes that describe each scenario.
+
+    Attributes (traffic volume, ad format, ...) are what M2M builds its scenario knowledge
+    from; they also let a model score a scenario it never saw in training.
+    """
+
+    column: str
+    attributes: FeatureSet = FeatureSet()
+
+
+class SplitSpec(Spec):
+    """How to carve validation/test splits out of the training file when they are not given."""
+
+    method: Literal["random", "time"] = "random"
+    time_column: str | None = None
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _time_needs_column(self) -> "SplitSpec":
+        if self.method == "time" and not self.time_column:
+            raise ValueError("split.method 'time' needs split.time_column")
+        return self
+
+
+class FileSet(Spec):
+    """Data files (CSV or Parquet). Paths are resolved relative to the dataset config."""
+
+    train: str
+    validation: str | None = None
+    test: str | None = None
+
+
+class DatasetSpec(Spec):
+    """Everything msmt needs to know about a dataset: files, scenario, features, tasks."""
+
+    name: str = "dataset"
+    files: FileSet
+    split: SplitSpec = SplitSpec()
+    scenario: ScenarioSpec
+    features: FeatureSet = FeatureSet()
+    tasks: tuple[Task, ...]
+    sample_weight: str | None = None
+    group: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatasetSpec":
+        if not self.tasks:
+            raise ValueError("tasks: at least one task is required")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks: duplicate task names in {names}")
+        for task in self.tasks:
+            for part in task.product_of:
+                if part not in names:
+                    raise ValueError(f"tasks.{task.name}.product_of: unknown task '{part}'")
+        feature_names = self.features.names + self.scenario.attributes.names
+        if len(set(feature_names)) != len(feature_names):
+            raise ValueError(f"features: duplicate feature names in {feature_names}")
+        labels = {t.label for t in self.tasks}
+        leaked = labels & set(self.features.columns + self.scenario.attributes.columns)
+        if leaked:
+            raise ValueError(f"features: label column(s) {sorted(leaked)} must not be features")
+        return self
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def required_columns(self, with_labels: bool = True) -> list[str]:
+        """Columns a data file must hold (labels only where they are to be scored)."""
+        cols = [self.scenario.column, *self.scenario.attributes.columns, *self.features.columns]
+        if with_labels:
+            cols += [t.label for t in self.tasks]
+            if self.sample_weight:
+                cols.append(self.sample_weight)
+        return list(dict.fromkeys(cols))

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny synthetic data, a fitted schema, and the shared-data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from msmt.config import load_dataset_spec
+from msmt.data.encoders import fit_schema
+from msmt.data.loading import read_data
+from msmt.data.synthetic import write_simple
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The public datasets of ../shared/data (override with MSMT_SHARED_DATA)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA} (set MSMT_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A 2,000-row synthetic dataset with dataset.yaml and experiment.yaml."""
+    return write_simple(tmp_path_factory.mktemp("tiny"), rows=2000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_dir):
+    return load_dataset_spec(tiny_dir / "dataset.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_train(tiny_dir, tiny_spec):
+    return read_data(tiny_dir / "train.csv", tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_schema(tiny_train, tiny_spec):
+    return fit_schema(tiny_train, tiny_spec)
