@@ -1,0 +1,111 @@
+"""One parametrised test over every registered model (DeepCTR-Torch's check_mtl_model idea).
+
+Each model must: return {task: [B]} for every task; work with a batch of one row and with a
+batch holding a single scenario; reduce its training loss in a few steps; give identical
+predictions after a save/load round trip; and score each row independently of its batch-mates.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_model
+
+from msmt.data.tensorize import take
+from msmt.losses import task_losses
+from msmt.models import build_model, model_names
+from msmt.run_dir import save_weights
+
+from helpers import encoded, model_config
+
+MODELS = model_names()
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_train, tiny_schema):
+    return encoded(tiny_train.iloc[:256].reset_index(drop=True), tiny_schema)
+
+
+def make(name, schema, seed=0):
+    torch.manual_seed(seed)
+    return build_model(schema, model_config(name))
+
+
+def inputs(batch):
+    return {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_shapes(name, tiny_schema, batch):
+    model = make(name, tiny_schema).eval()
+    out = model(inputs(batch))
+    assert set(out) == set(tiny_schema.spec.task_names)
+    for value in out.values():
+        assert value.shape == (256,)
+        assert torch.isfinite(value).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batch_of_one_and_single_scenario(name, tiny_schema, batch):
+    model = make(name, tiny_schema).eval()
+    one = model(take(inputs(batch), slice(0, 1)))
+    assert all(v.shape == (1,) for v in one.values())
+    scen = batch["scenario"]
+    rows = torch.nonzero(scen == scen[0]).flatten()
+    single = model(take(inputs(batch), rows))
+    assert all(v.shape == (len(rows),) for v in single.values())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_rows_do_not_depend_on_batch_mates(name, tiny_schema, batch):
+    model = make(name, tiny_schema).eval()
+    full = model(inputs(batch))
+    shuffled_idx = torch.randperm(256, generator=torch.Generator().manual_seed(1))
+    shuffled = model(take(inputs(batch), shuffled_idx))
+    alone = model(take(inputs(batch), slice(5, 6)))
+    for t in full:
+        torch.testing.assert_close(shuffled[t], full[t][shuffled_idx], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(alone[t], full[t][5:6], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_few_steps_reduce_the_loss(name, tiny_schema, batch):
+    model = make(name, tiny_schema)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    tasks = tiny_schema.spec.tasks
+
+    def loss():
+        losses = task_losses(tasks, model(inputs(batch)), batch["labels"], batch["weight"])
+        return sum(losses.values())
+
+    model.train()
+    with torch.no_grad():
+        start = float(loss())
+    for _ in range(30):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(loss()) < 0.9 * start
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip(name, tiny_schema, batch, tmp_path):
+    model = make(name, tiny_schema, seed=3).eval()
+    path = tmp_path / "model.safetensors"
+    save_weights(model, path)
+    fresh = make(name, tiny_schema, seed=99).eval()
+    load_model(fresh, str(path))
+    a, b = model(inputs(batch)), fresh(inputs(batch))
+    for t in a:
+        assert torch.equal(a[t], b[t])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_declares_shared_parameters(name, tiny_schema):
+    model = make(name, tiny_schema)
+    shared = {id(p) for p in model.shared_parameters()}
+    assert shared <= {id(p) for p in model.parameters()}
+    if name != "single_task":  # single-task shares nothing by construction
+        assert shared
