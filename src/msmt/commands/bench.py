@@ -1,0 +1,29 @@
+"""``msmt bench --datasets ... --models ... --seeds N --out DIR``."""
+
+from pathlib import Path
+
+import typer
+
+from msmt.commands import app
+
+
+@app.command("bench")
+def bench(
+    datasets: list[str] = typer.Option(..., "--datasets", help="Experiment configs, or names of configs/<name>.yaml."),
+    models: list[str] = typer.Option(None, "--models", help="Registry names (default: every registered model)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds 0..N-1 per cell."),
+    out: Path = typer.Option(..., "--out", help="Folder for runs/, leaderboard.md/.csv and plots/."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override applied to every cell."),
+) -> None:
+    """Run the models × datasets × seeds grid (reusing finished cells) and write a leaderboard."""
+    from msmt.bench import bench as run_bench
+    from msmt.models import model_names
+
+    chosen = models or model_names()
+    unknown = sorted(set(chosen) - set(model_names()))
+    if unknown:
+        from msmt.errors import ConfigError
+
+        raise ConfigError(f"--models: unknown model(s) {unknown} (registered: {model_names()})")
+    run_bench(datasets, chosen, list(range(seeds)), out, overrides or [], log=typer.echo)
+    typer.echo(f"wrote {out}/leaderboard.md, leaderboard.csv and plots/")
