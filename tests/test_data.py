@@ -136,3 +136,14 @@ def test_batches_cover_every_row_once(tiny_train, tiny_schema):
     data["row"] = torch.arange(len(tiny_train))
     seen = torch.cat([b["row"] for b in iterate_batches(data, 97, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(len(tiny_train)))
+
+
+def test_sample_weight_column(tiny_train, tiny_spec, tmp_path):
+    spec = tiny_spec.model_copy(update={"sample_weight": "w"})
+    frame = tiny_train.iloc[:20].copy()
+    frame["w"] = np.linspace(0, 2, 20)
+    schema = fit_schema(frame, spec)
+    assert np.allclose(encode_frame(frame, schema)["weight"].numpy(), frame["w"].to_numpy())
+    frame.loc[3, "w"] = -1.0
+    with pytest.raises(DataError, match="column 'w': sample weights must be >= 0"):
+        encode_frame(frame, schema)
