@@ -71,7 +71,7 @@ SCENARIOS: dict[str, tuple] = {
     "feed": (0.60, 150.0, "image", "first_price", "cpc", 0.01, 0.8, 1.10, 0.9, (0.3, 0.9, 0.0)),
     "short_video": (0.45, 200.0, "video", "first_price", "cpm", 0.010, 6.0, 1.20, 1.0, (-0.4, 0.2, 1.0)),
     "live_stream": (0.30, 60.0, "live", "vcg", "cpc", 0.012, 1.2, 0.90, 0.7, (0.0, -0.3, 1.1)),
-    MINOR_SCENARIO: (0.035, 10.0, "image", "gsp", "cpm", 0.004, 10.0, 0.80, 0.5, (0.2, 1.0, 0.0)),
+    MINOR_SCENARIO: (0.014, 10.0, "image", "gsp", "cpm", 0.004, 10.0, 0.80, 0.5, (0.2, 1.0, 0.0)),
     NEW_SCENARIO: (0.40, 40.0, "image", "gsp", "cpc", 0.015, 0.9, 1.00, 0.8, (0.6, 0.4, 0.3)),
 }
 INDUSTRIES = ("ecommerce", "gaming", "education", "finance", "travel", "auto", "food", "health", "beauty", "local")
@@ -132,6 +132,11 @@ class _World:
         known = np.array([s != NEW_SCENARIO for s in self.names])
         none = ~(member & known).any(1)
         member[none, rng.integers(0, 3, none.sum())] = True  # search, display or feed
+        # the minor scenario: a fixed ~1.4% of the known units, so it stays under 2% of the rows
+        minor = self.names.index(MINOR_SCENARIO)
+        others = int((member & known).sum() - member[:, minor].sum())
+        member[:, minor] = False
+        member[rng.choice(n, max(1, int(round(0.014 * others))), replace=False), minor] = True
         self.member = member
         adv, scen = np.nonzero(member)  # units, ordered by advertiser then scenario
         self.u_adv, self.u_scen = adv, scen

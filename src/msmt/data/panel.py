@@ -52,7 +52,10 @@ def time_steps(frame: pd.DataFrame, column: str) -> np.ndarray:
             raise DataError(source_of(frame), column, "panel time steps must be integers or dates")
         return x.astype(np.int64)
     try:
-        dates = pd.to_datetime(values.astype(str), errors="raise")
+        try:
+            dates = pd.to_datetime(values.astype(str), format="ISO8601")
+        except (ValueError, TypeError):
+            dates = pd.to_datetime(values.astype(str), format="mixed")
     except (ValueError, TypeError):
         row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
         raise DataError(source_of(frame), column, f"not an integer step or a date: {values.iloc[row]!r} in data row {row + 1}") from None
@@ -178,8 +181,8 @@ def encode_panel(
     perf = z[safe] * mask[..., None]  # [N, W, F]
 
     if spec.event:
-        cats = pd.Categorical(source[spec.event].astype("string"), categories=fitted["events"])
-        ev = np.where(np.asarray(cats.codes) >= 0, np.asarray(cats.codes) + 2, OOV).astype(np.int64)
+        codes = pd.Index(fitted["events"], dtype=object).get_indexer(source[spec.event].astype(object))
+        ev = np.where(codes >= 0, codes + 2, OOV).astype(np.int64)  # unseen or missing event -> OOV
     else:
         ev = np.full(len(source), OOV, dtype=np.int64)
     behaviour = np.where(mask, ev[safe], PAD).astype(np.int64)
