@@ -56,7 +56,7 @@ def plot_correlation_heatmaps(
     """One heatmap per task (``values`` columns) side by side in one PNG; returns the matrices."""
     path = Path(path)
     mats = {v: cross_scenario_correlation(frame, unit, scenario, v) for v in values}
-    fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(values), figsize=(5.0 * len(values), 4.4), squeeze=False, gridspec_kw={"wspace": 0.5})
     for ax, (name, corr) in zip(axes[0], mats.items()):
         im = ax.imshow(corr.to_numpy(dtype=float), vmin=-1, vmax=1, cmap="RdBu_r")
         labels = list(corr.columns)
