@@ -174,3 +174,16 @@ def test_panel_spec_validation():
             {"files": {"train": "x.csv"}, "scenario": {"column": "s"}, "tasks": [{"name": "y", "label": "y", "kind": "count"}],
              "panel": {"keys": ["a"], "time": "t", "metrics": ["m"], "windw": 3}}
         )
+
+
+def test_empty_frame_and_batch_independence():
+    frame = _hand_frame()
+    fitted = fit_panel(frame, SPEC)
+    empty = encode_panel(frame.iloc[:0], SPEC, fitted)
+    assert empty["seq.performance"].shape == (0, 3, 2)
+    # a row's history depends on history rows, not on which other rows are scored with it
+    ctx = frame.iloc[:3]
+    alone = encode_panel(frame.iloc[[3]], SPEC, fitted, context=ctx)
+    together = encode_panel(frame.iloc[3:], SPEC, fitted, context=ctx)
+    for key in alone:
+        np.testing.assert_array_equal(alone[key][0], together[key][0])

@@ -167,6 +167,9 @@ def encode_panel(
     frame: pd.DataFrame, spec: PanelSpec, fitted: dict[str, Any], context: pd.DataFrame | None = None
 ) -> dict[str, np.ndarray]:
     """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool}``."""
+    W, F = spec.window, len(spec.metrics)
+    if len(frame) == 0:
+        return {"seq.behaviour": np.zeros((0, W), np.int64), "seq.performance": np.zeros((0, W, F), np.float32), "seq.mask": np.zeros((0, W), bool)}
     index, source = history_index(frame, spec, context)
     mask = index >= 0
     safe = np.where(mask, index, 0)
