@@ -150,7 +150,9 @@ def render(blocks: list[dict], seeds: list[int], command: str) -> str:
         cols = ["trailing mean", *MODELS, *(["oracle"] if "oracle" in b["results"] else [])]
         lines += [f"## {b['name']}", "", f"Config `{b['config']}`" + (f" with `{' '.join(b['overrides'])}`" if b["overrides"] else "") + ".", ""]
         if b["timings"]:
-            lines += ["Training time per seed (1 thread): " + ", ".join(f"{m} {t:.0f} s" for m, t in b["timings"].items()) + ".", ""]
+            lines += ["Training time per seed (1 thread, shared 2-core machine, indicative): " + ", ".join(f"{m} {t:.0f} s" for m, t in b["timings"].items()) + ".", ""]
+        if b["name"] == "fb_ads":
+            lines += ["No time axis: the \"trailing mean\" column is the mean of the ad's `fb_campaign_id` in the training split (scenario mean when unseen).", ""]
         for task, kind in b["tasks"]:
             metrics = ("auc", "logloss") if kind == "binary" else ("smape", "nmae")
             for metric in metrics:
