@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 
 install: $(STAMP)
 
+# The advertiser simulator (docs/architecture.md "Advertiser simulator"): per scenario and task,
+# the model next to the oracle (true expected values) on the test days and on the new scenario.
 demo: $(STAMP)
 	rm -rf demo
-	$(MSMT) synth simple --out demo/data --seed 0
-	$(MSMT) train demo/data/experiment.yaml --out demo/run
-	@echo "report: demo/run/report.md"
+	$(MSMT) synth advertiser --out demo/data --advertisers 300 --days 60 --seed 0
+	$(MSMT) train demo/data/experiment.yaml --out demo/run --quiet
+	@echo "\nnew scenario (never seen in training), model (oracle):\n"
+	$(MSMT) evaluate demo/run --data demo/data/new_scenario.csv --out demo/run/new_scenario_metrics.json
+	@echo "report: demo/run/report.md; cross-scenario correlations: demo/data/plots/scenario_correlation.png"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

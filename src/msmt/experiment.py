@@ -29,7 +29,12 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
     splits = load_splits(spec)
     validate_frame(splits["train"], spec, with_labels=True)  # before fitting anything
     schema = fit_schema(splits["train"], spec)
-    encoded = {name: encode_frame(frame, schema) for name, frame in splits.items()}
+    encoded = {}
+    for i, (name, frame) in enumerate(splits.items()):
+        # panel history of a later split may come from earlier splits' rows (still strictly earlier steps)
+        earlier = list(splits.values())[:i]
+        context = pd.concat(earlier, ignore_index=True) if earlier and spec.panel else None
+        encoded[name] = encode_frame(frame, schema, context=context)
 
     model = build_model(schema, cfg.model)
     result: FitResult = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])

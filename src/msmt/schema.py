@@ -153,6 +153,36 @@ class FileSet(Spec):
     test: str | None = None
 
 
+class PanelSpec(Spec):
+    """Trailing-window history of an (entity, time) panel: what M2M's sequences are built from.
+
+    Each row is one entity (``keys``) at one time step (``time``: integer steps, or dates read
+    as days). Its history is the ``window`` steps before its own step: the ``metrics`` columns
+    (log1p, then standardised with training statistics) and the categorical ``event`` column,
+    with a mask for steps the entity has no row for. A row's own step is never part of it.
+    """
+
+    keys: tuple[str, ...]
+    time: str
+    window: int = Field(default=14, ge=1, le=366)
+    metrics: tuple[str, ...] = ()
+    event: str | None = None
+
+    @model_validator(mode="after")
+    def _something_to_track(self) -> "PanelSpec":
+        if not self.keys:
+            raise ValueError("panel.keys: at least one entity key column is required")
+        if not self.metrics and not self.event:
+            raise ValueError("panel: declare 'metrics' and/or 'event'")
+        if self.time in self.keys:
+            raise ValueError(f"panel.time '{self.time}' must not also be a key column")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.keys, self.time, *self.metrics, *([self.event] if self.event else [])]
+
+
 class DatasetSpec(Spec):
     """Everything msmt needs to know about a dataset: files, scenario, features, tasks."""
 
@@ -164,6 +194,7 @@ class DatasetSpec(Spec):
     tasks: tuple[Task, ...]
     sample_weight: str | None = None
     group: str | None = None
+    panel: PanelSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "DatasetSpec":
@@ -202,4 +233,6 @@ class DatasetSpec(Spec):
             cols += [t.label for t in self.tasks]
             if self.sample_weight:
                 cols.append(self.sample_weight)
+        if self.panel:  # metrics/event columns may be absent from unlabelled data to score
+            cols += [*self.panel.keys, self.panel.time]
         return list(dict.fromkeys(cols))

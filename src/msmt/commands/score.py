@@ -7,14 +7,18 @@ import typer
 from msmt.commands import app
 
 
-def _load(run_dir: Path, data: Path, with_labels: bool):
+def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = None):
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
     from msmt.run_dir import load_run
 
     run = load_run(run_dir)
     frame = read_data(data, run.schema.spec)
-    return run, frame, encode_frame(frame, run.schema, with_labels=with_labels)
+    ctx = read_data(context, run.schema.spec) if context else None
+    return run, frame, encode_frame(frame, run.schema, with_labels=with_labels, context=ctx)
+
+
+CONTEXT_HELP = "Earlier rows (CSV/Parquet) used only to build panel history; never scored."
 
 
 @app.command("evaluate")
@@ -23,13 +27,14 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="CSV or Parquet with labels."),
     out: Path = typer.Option(None, "--out", help="Write the metrics JSON here."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
+    context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
 ) -> None:
     """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
     from msmt.evaluation import evaluate_model
     from msmt.report import metrics_table
     from msmt.run_dir import write_json
 
-    run, frame, encoded = _load(run_dir, data, with_labels=True)
+    run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)
     M = evaluate_model(run.model, frame, encoded, batch_size)
     typer.echo(metrics_table(M, run.schema.spec.tasks))
     if out:
@@ -43,12 +48,13 @@ def predict(
     data: Path = typer.Option(..., "--data", help="CSV or Parquet; labels not needed."),
     out: Path = typer.Option(..., "--out", help="CSV or Parquet: the input columns plus pred_<task>."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
+    context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
 ) -> None:
     """Per-row predictions: probability for binary tasks, expected value for count tasks."""
     from msmt.data.io import write_table
     from msmt.inference import predict_batches
 
-    run, frame, encoded = _load(run_dir, data, with_labels=False)
+    run, frame, encoded = _load(run_dir, data, with_labels=False, context=context)
     preds = predict_batches(run.model, encoded, batch_size)
     result = frame.copy()
     for task, values in preds.items():

@@ -18,3 +18,20 @@ def synth_simple(
 
     write_simple(out, rows=rows, seed=seed)
     typer.echo(f"wrote {out}/{{train,validation,test}}.csv, dataset.yaml, experiment.yaml")
+
+
+@synth_app.command("advertiser")
+def synth_advertiser(
+    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    advertisers: int = typer.Option(300, "--advertisers", min=10, help="Number of advertisers."),
+    days: int = typer.Option(60, "--days", min=20, help="Days of data (70/15/15 split by day)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
+) -> None:
+    """Advertisers x 6 scenarios (+ a new one) x days: impressions, clicks, cost, active, with true_<task>."""
+    from msmt.data.advertiser_sim import write_advertiser
+
+    write_advertiser(out, advertisers=advertisers, days=days, seed=seed)
+    typer.echo(
+        f"wrote {out}/{{train,validation,test,new_scenario}}.csv, dataset.yaml, experiment.yaml, "
+        "plots/scenario_correlation.png"
+    )

@@ -160,7 +160,12 @@ def fit_schema(train: pd.DataFrame, spec: DatasetSpec) -> FittedSchema:
         for f in fs.dense:
             dense[f.name] = DenseStats.fit(numeric_column(train, f.column), f.transform)
     scenarios = tuple(sorted(_text(train[spec.scenario.column]).unique().tolist()))
-    return FittedSchema(spec, scenarios, vocabs, dense)
+    extra: dict[str, Any] = {}
+    if spec.panel is not None:
+        from msmt.data.panel import fit_panel
+
+        extra["panel"] = fit_panel(train, spec.panel)
+    return FittedSchema(spec, scenarios, vocabs, dense, extra)
 
 
 def encode_sparse(frame: pd.DataFrame, schema: FittedSchema, feats: tuple[SparseFeature, ...]) -> np.ndarray:

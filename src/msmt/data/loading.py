@@ -18,6 +18,8 @@ def string_columns(spec: DatasetSpec) -> list[str]:
         cols += [f.column for f in (*fs.sparse, *fs.multi_sparse)]
     if spec.group:
         cols.append(spec.group)
+    if spec.panel:
+        cols += [*spec.panel.keys, *([spec.panel.event] if spec.panel.event else [])]
     return list(dict.fromkeys(cols))
 
 

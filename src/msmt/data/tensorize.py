@@ -13,6 +13,9 @@ key                    shape / dtype         meaning
 ``scenario_dense``     [N, A_d] float32      scenario attribute numerics
 ``labels``             [N, T] float32        one column per task, in ``spec.tasks`` order
 ``weight``             [N] float32           per-sample loss weight (1 without a column)
+``seq.behaviour``      [N, W] int64          panel history events (only with a ``panel``)
+``seq.performance``    [N, W, F] float32     panel history metrics, standardised
+``seq.mask``           [N, W] bool           True where the past step was observed
 =====================  ====================  ==============================================
 """
 
@@ -30,8 +33,13 @@ from msmt.data.validate import label_column, numeric_column, validate_frame
 Batch = dict[str, torch.Tensor]
 
 
-def encode_frame(frame: pd.DataFrame, schema: FittedSchema, with_labels: bool = True) -> Batch:
-    """Validate and encode a table with the fitted schema."""
+def encode_frame(
+    frame: pd.DataFrame, schema: FittedSchema, with_labels: bool = True, context: pd.DataFrame | None = None
+) -> Batch:
+    """Validate and encode a table with the fitted schema.
+
+    ``context``: earlier rows used only for panel history (never encoded as rows themselves).
+    """
     spec = schema.spec
     validate_frame(frame, spec, with_labels=with_labels)
     out: Batch = {
@@ -43,6 +51,11 @@ def encode_frame(frame: pd.DataFrame, schema: FittedSchema, with_labels: bool = 
     }
     for feat in spec.features.multi_sparse:
         out[f"multi.{feat.name}"] = torch.from_numpy(encode_multi(frame, schema, feat))
+    if spec.panel is not None:
+        from msmt.data.panel import encode_panel
+
+        seqs = encode_panel(frame, spec.panel, schema.extra["panel"], context)
+        out.update({k: torch.from_numpy(v) for k, v in seqs.items()})
     if with_labels:
         labels = np.stack([label_column(frame, t.label, t.kind) for t in spec.tasks], axis=1)
         out["labels"] = torch.from_numpy(labels.astype(np.float32))

@@ -1,0 +1,213 @@
+"""Panel history: an (entity, time) table -> trailing-window sequences per row.
+
+M2M (Zhang et al., WSDM 2022, "Leaving No One Behind") feeds each advertiser's last T days of
+*behaviour* (categorical events: bid up, pause, ...) and *performance* (impressions, clicks,
+cost, ...) to a Transformer. This module builds those sequences for any dataset with a
+``panel:`` section (:class:`msmt.schema.PanelSpec`).
+
+For a row of entity ``e`` at step ``t`` and a window ``W``, position ``j`` (0..W-1) holds the
+entity's row at step ``t - (W - j)``: position ``W-1`` is step ``t-1``, the most recent past
+step. A row's own step and later steps are never used. Outputs (the batch keys of
+``docs/architecture.md``):
+
+* ``seq.behaviour``  [N, W] int64: event index (0 = no row that step, 1 = unseen event,
+  2.. = events seen in training); without an event column an observed step holds 1;
+* ``seq.performance`` [N, W, F] float32: ``(log1p(max(x, 0)) - mean) / std`` per metric with
+  training statistics, 0 where the step or the value is missing;
+* ``seq.mask`` [N, W] bool: True where the entity has a row at that step.
+
+History rows come from the frame itself plus an optional ``context`` frame (earlier data used
+only for history, never scored). The lookup is vectorised: every (entity, step) gets one int64
+code, and all N x W lagged codes are found with one ``searchsorted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from msmt.data.io import source_of
+from msmt.data.validate import numeric_column, require_columns
+from msmt.errors import DataError
+from msmt.schema import PanelSpec
+
+PAD, OOV = 0, 1
+_NS_PER_DAY = 86_400 * 10**9
+
+
+def time_steps(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """[N] int64 steps: integral numbers as they are, dates (any pandas-readable form) as days."""
+    values = frame[column]
+    if values.isna().any():
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise DataError(source_of(frame), column, f"missing time value in data row {row + 1}")
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.to_numpy().astype("datetime64[D]").astype(np.int64)
+    numeric = pd.to_numeric(values, errors="coerce")
+    if not numeric.isna().any():
+        x = numeric.to_numpy(dtype=np.float64)
+        if not np.all(x == np.round(x)):
+            raise DataError(source_of(frame), column, "panel time steps must be integers or dates")
+        return x.astype(np.int64)
+    try:
+        try:
+            dates = pd.to_datetime(values.astype(str), format="ISO8601")
+        except (ValueError, TypeError):
+            dates = pd.to_datetime(values.astype(str), format="mixed")
+    except (ValueError, TypeError):
+        row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
+        raise DataError(source_of(frame), column, f"not an integer step or a date: {values.iloc[row]!r} in data row {row + 1}") from None
+    return dates.to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def _entity_text(frame: pd.DataFrame, keys: tuple[str, ...]) -> pd.Series:
+    parts = [frame[k].astype("string").fillna("<NA>") for k in keys]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + "\x1f" + p
+    return out.reset_index(drop=True)
+
+
+def _metric_values(frame: pd.DataFrame, spec: PanelSpec) -> np.ndarray:
+    """[N, F] float64 raw metric values; NaN where missing (or the column is absent)."""
+    cols = [numeric_column(frame, m) if m in frame.columns else np.full(len(frame), np.nan) for m in spec.metrics]
+    return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0))
+
+
+def _events(frame: pd.DataFrame, spec: PanelSpec) -> pd.Series:
+    if spec.event and spec.event in frame.columns:
+        return frame[spec.event].astype("string").reset_index(drop=True)
+    return pd.Series(pd.NA, index=range(len(frame)), dtype="string")
+
+
+def fit_panel(train: pd.DataFrame, spec: PanelSpec) -> dict[str, Any]:
+    """Encoders saved as ``FittedSchema.extra["panel"]``: window, metric list and statistics, events."""
+    require_columns(train, spec.columns)
+    time_steps(train, spec.time)
+    stats = {}
+    values = _metric_values(train, spec)
+    for j, name in enumerate(spec.metrics):
+        z = np.log1p(np.clip(values[:, j], 0.0, None))
+        z = z[~np.isnan(z)]
+        mean = float(z.mean()) if len(z) else 0.0
+        std = float(z.std()) if len(z) else 1.0
+        stats[name] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
+    events = sorted(set(_events(train, spec).dropna().tolist()) - {""}) if spec.event else []
+    return {
+        "window": int(spec.window),
+        "metrics": list(spec.metrics),
+        "metric_stats": stats,
+        "events": events,
+        "keys": list(spec.keys),
+        "time": spec.time,
+        "event": spec.event,
+    }
+
+
+def history_index(
+    frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Where each row's past steps live.
+
+    Returns:
+        index: [N, W] int64 row numbers into ``source`` (-1 where the entity has no row at that
+            step); column ``W-1`` is step ``t-1``.
+        source: the history rows (``context`` rows first, then ``frame`` rows), with columns
+            ``_step`` and the panel's metric/event columns. A (entity, step) present in both
+            keeps the ``frame`` row; duplicates within one file keep the last row.
+    """
+    require_columns(frame, [*spec.keys, spec.time])
+    parts = []
+    if context is not None and len(context):
+        require_columns(context, [*spec.keys, spec.time])
+        parts.append(context)
+    parts.append(frame)
+    ent_text = pd.concat([_entity_text(p, spec.keys) for p in parts], ignore_index=True)
+    steps = np.concatenate([time_steps(p, spec.time) for p in parts])
+    entity, _ = pd.factorize(ent_text)
+    entity = entity.astype(np.int64)
+    t0 = steps.min() - spec.window - 1
+    span = steps.max() - t0 + 1
+    codes = entity * span + (steps - t0)  # unique per (entity, step)
+
+    # The last occurrence of a code wins: frame rows come after context rows.
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    last = np.r_[sorted_codes[1:] != sorted_codes[:-1], True]
+    uniq_codes, uniq_rows = sorted_codes[last], order[last]
+
+    n_frame = len(frame)
+    own = codes[len(codes) - n_frame :]  # [N] the frame's own codes
+    lags = np.arange(spec.window, 0, -1, dtype=np.int64)  # [W]: W, ..., 1
+    wanted = own[:, None] - lags[None, :]  # [N, W] same entity, earlier steps (t0 keeps them >= 0)
+    pos = np.searchsorted(uniq_codes, wanted)
+    pos_c = np.minimum(pos, len(uniq_codes) - 1)
+    found = uniq_codes[pos_c] == wanted
+    index = np.where(found, uniq_rows[pos_c], -1)
+
+    keep = [c for c in [*spec.metrics, *([spec.event] if spec.event else [])]]
+    frames = []
+    for p in parts:
+        cols = {c: p[c].reset_index(drop=True) for c in keep if c in p.columns}
+        sub = pd.DataFrame(cols, index=range(len(p)))
+        for c in keep:
+            if c not in sub.columns:
+                sub[c] = np.nan
+        sub.attrs["source"] = source_of(p)
+        frames.append(sub)
+    source = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    source.attrs["source"] = " + ".join(source_of(p) for p in parts)
+    source["_step"] = steps
+    return index, source
+
+
+def encode_panel(
+    frame: pd.DataFrame, spec: PanelSpec, fitted: dict[str, Any], context: pd.DataFrame | None = None
+) -> dict[str, np.ndarray]:
+    """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool}``."""
+    W, F = spec.window, len(spec.metrics)
+    if len(frame) == 0:
+        return {"seq.behaviour": np.zeros((0, W), np.int64), "seq.performance": np.zeros((0, W, F), np.float32), "seq.mask": np.zeros((0, W), bool)}
+    index, source = history_index(frame, spec, context)
+    mask = index >= 0
+    safe = np.where(mask, index, 0)
+
+    values = np.stack(
+        [numeric_column(source, m) for m in spec.metrics], axis=1
+    ) if spec.metrics else np.zeros((len(source), 0))
+    means = np.array([fitted["metric_stats"][m]["mean"] for m in spec.metrics])
+    stds = np.array([fitted["metric_stats"][m]["std"] for m in spec.metrics])
+    z = (np.log1p(np.clip(values, 0.0, None)) - means) / stds  # [R, F]
+    z = np.nan_to_num(z, nan=0.0).astype(np.float32)
+    perf = z[safe] * mask[..., None]  # [N, W, F]
+
+    if spec.event:
+        codes = pd.Index(fitted["events"], dtype=object).get_indexer(source[spec.event].astype(object))
+        ev = np.where(codes >= 0, codes + 2, OOV).astype(np.int64)  # unseen or missing event -> OOV
+    else:
+        ev = np.full(len(source), OOV, dtype=np.int64)
+    behaviour = np.where(mask, ev[safe], PAD).astype(np.int64)
+    return {
+        "seq.behaviour": behaviour,
+        "seq.performance": perf.astype(np.float32),
+        "seq.mask": mask,
+    }
+
+
+def trailing_mean(
+    frame: pd.DataFrame, spec: PanelSpec, column: str, context: pd.DataFrame | None = None
+) -> np.ndarray:
+    """[N] mean of ``column`` over the row's observed past steps in the window (NaN if none).
+
+    The "unit's trailing mean" baseline; ``column`` may be any numeric column of the history rows.
+    """
+    extra = spec.model_copy(update={"metrics": tuple(dict.fromkeys([*spec.metrics, column]))})
+    index, source = history_index(frame, extra, context)
+    values = numeric_column(source, column)
+    picked = np.where(index >= 0, values[np.where(index >= 0, index, 0)], np.nan)  # [N, W]
+    with np.errstate(invalid="ignore"):
+        counts = (~np.isnan(picked)).sum(1)
+        sums = np.nansum(picked, axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
