@@ -267,11 +267,11 @@ def main() -> None:
         if "funnel" in wanted:
             for s in args.seeds:
                 cached(f"funnel-s{s}", lambda s=s: funnel_seed(s, args.epochs))
-        for name, path in datasets.items():
-            if name not in wanted:
-                continue
-            for label, extra in grid(path):
-                for s in args.seeds:
+        for s in args.seeds:  # seed-major: every configuration gets its first seeds first
+            for name, path in datasets.items():
+                if name not in wanted:
+                    continue
+                for label, extra in grid(path):
                     cached(f"{name}-{label}-s{s}", lambda p=path, e=extra, s=s: real_run(p, e, s, args.epochs))
     text = render(args.seeds, args.epochs, datasets)
     atomic_write_text(PAGE, text)
