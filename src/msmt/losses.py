@@ -102,15 +102,22 @@ def register_balancer(name: str, params: type[BaseModel] = FixedParams) -> Calla
     return deco
 
 
+def _load_strategies() -> None:
+    import msmt.balancing  # noqa: F401  (registers uncertainty, gradnorm, pcgrad, dwa)
+
+
 def balancer_names() -> list[str]:
+    _load_strategies()
     return sorted(_BALANCERS)
 
 
 def balancer_params_class(name: str) -> type[BaseModel]:
+    _load_strategies()
     return _BALANCERS[name][1]
 
 
 def build_balancer(tasks: tuple[Task, ...], loss_cfg, model: nn.Module) -> LossBalancer:
+    _load_strategies()
     cls, _ = _BALANCERS[loss_cfg.strategy]
     return cls(tasks, loss_cfg.params(), model)
 

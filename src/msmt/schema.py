@@ -51,6 +51,21 @@ class Task(Spec):
         return value
 
 
+class AuxiliaryOutput(Spec):
+    """A model output with no training label, used as a factor of a ``product_of`` task.
+
+    ESMM's CVR tower is the example: pCVR is never fitted on its own (only through
+    pCTCVR = pCTR x pCVR over all impressions) but is a prediction users want. A model
+    returns these through ``auxiliary_outputs(batch)``, never from ``forward`` (whose keys
+    are exactly the tasks). ``label`` optionally names an evaluation-only column (e.g. the
+    simulator's counterfactual conversion of every impression); it is never a feature.
+    """
+
+    name: str
+    kind: TaskKind = TaskKind.BINARY
+    label: str | None = None
+
+
 class SparseFeature(Spec):
     """A categorical column, embedded through a vocabulary with an out-of-vocabulary index."""
 
@@ -192,6 +207,7 @@ class DatasetSpec(Spec):
     scenario: ScenarioSpec
     features: FeatureSet = FeatureSet()
     tasks: tuple[Task, ...]
+    auxiliary: tuple[AuxiliaryOutput, ...] = ()
     sample_weight: str | None = None
     group: str | None = None
     panel: PanelSpec | None = None
@@ -203,14 +219,27 @@ class DatasetSpec(Spec):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"tasks: duplicate task names in {names}")
+        aux = [a.name for a in self.auxiliary]
+        if len(set(names + aux)) != len(names) + len(aux):
+            raise ValueError(f"auxiliary: names must differ from each other and from the tasks ({aux})")
+        by_name = {t.name: t for t in self.tasks}
         for task in self.tasks:
             for part in task.product_of:
-                if part not in names:
-                    raise ValueError(f"tasks.{task.name}.product_of: unknown task '{part}'")
+                if part not in names and part not in aux:
+                    raise ValueError(f"tasks.{task.name}.product_of: unknown task or auxiliary output '{part}'")
+                if part == task.name or (part in by_name and by_name[part].product_of):
+                    raise ValueError(f"tasks.{task.name}.product_of: '{part}' must be a plain (non-product) output")
+                if part in by_name and by_name[part].kind != TaskKind.BINARY:
+                    raise ValueError(f"tasks.{task.name}.product_of: '{part}' is not a binary task")
+            if task.product_of and task.kind != TaskKind.BINARY:
+                raise ValueError(f"tasks.{task.name}.product_of: only binary tasks can be products of probabilities")
+        for a in self.auxiliary:
+            if a.kind != TaskKind.BINARY:
+                raise ValueError(f"auxiliary.{a.name}.kind: only binary auxiliary outputs are supported")
         feature_names = self.features.names + self.scenario.attributes.names
         if len(set(feature_names)) != len(feature_names):
             raise ValueError(f"features: duplicate feature names in {feature_names}")
-        labels = {t.label for t in self.tasks}
+        labels = {t.label for t in self.tasks} | {a.label for a in self.auxiliary if a.label}
         leaked = labels & set(self.features.columns + self.scenario.attributes.columns)
         if leaked:
             raise ValueError(f"features: label column(s) {sorted(leaked)} must not be features")

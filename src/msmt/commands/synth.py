@@ -35,3 +35,15 @@ def synth_advertiser(
         f"wrote {out}/{{train,validation,test,new_scenario}}.csv, dataset.yaml, experiment.yaml, "
         "plots/scenario_correlation.png"
     )
+
+@synth_app.command("funnel")
+def synth_funnel(
+    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    rows: int = typer.Option(100000, "--rows", min=100, help="Impressions in total (80/10/10 time split)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
+) -> None:
+    """Impression -> click -> conversion (ESMM's world) with the true pCTR and pCVR of every impression."""
+    from msmt.data.funnel_sim import write_funnel
+
+    write_funnel(out, rows=rows, seed=seed)
+    typer.echo(f"wrote {out}/{{train,validation,test}}.csv, dataset.yaml, experiment.yaml")

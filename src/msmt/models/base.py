@@ -29,6 +29,13 @@ class MultiTaskModel(nn.Module):
     def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def auxiliary_outputs(self, batch: Batch) -> dict[str, Tensor]:
+        """{name: [B]} for the dataset's ``auxiliary`` outputs (label-free; e.g. ESMM's CVR logit).
+
+        Models that do not produce auxiliary outputs return ``{}``.
+        """
+        return {}
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss flows through (loss balancing needs the split)."""
         return []

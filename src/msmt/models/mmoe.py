@@ -44,3 +44,7 @@ class MMoE(MultiTaskModel):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.experts.parameters()]
+
+    def last_shared_layer(self) -> nn.Module | None:
+        """The last linear layer of every expert: all tasks' gates read every expert."""
+        return nn.ModuleList(e.last_linear() for e in self.experts)
