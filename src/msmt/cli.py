@@ -12,6 +12,7 @@ import click
 
 from msmt.commands import app
 from msmt.commands import score, synth, train  # noqa: F401  (register commands)
+from msmt.commands import export, serve  # noqa: F401  (issue 7: msmt export, msmt serve)
 from msmt.errors import MsmtError
 
 
