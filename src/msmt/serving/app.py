@@ -91,8 +91,8 @@ def _field_path(loc: tuple) -> tuple[str, str | None]:
         if len(parts) >= 3 and isinstance(parts[2], str):
             return f"rows[{parts[1]}].{parts[2]}", parts[2]
         return f"rows[{parts[1]}]", None
-    if parts and parts[0] == "rows":
-        return "rows", None
+    if parts and isinstance(parts[0], str):
+        return parts[0], None  # a top-level key: "rows", or an unknown one
     return "body", None
 
 
@@ -108,9 +108,11 @@ def describe_errors(errors: list[dict], kinds: dict[str, str], max_rows: int) ->
             ctx = e.get("ctx") or {}
             problem = f"malformed JSON ({ctx.get('error', 'cannot parse')})"
         elif kind == "missing":
-            problem = "missing field" if column else "missing request body"
-        elif kind == "extra_forbidden":
+            problem = "missing request body" if field == "body" else "missing field"
+        elif kind == "extra_forbidden" and column:
             problem = "unknown field (not a column this model reads; see GET /v1/schema)"
+        elif kind == "extra_forbidden":
+            problem = 'unknown field (the body is {"rows": [...]})'
         elif field == "rows" and kind == "too_long":
             problem = f"at most {max_rows} rows per request"
         elif field == "rows" and kind == "too_short":
