@@ -433,3 +433,38 @@ def test_real_server_end_to_end(blocks_run, run_dir, client, valid_rows, backend
             assert all(abs(g[t] - w[t]) <= tol for t in w)
     finally:
         stop_server(proc)
+
+
+# ---------------------------------------------------------------------------- encoding paths
+
+category = st.one_of(st.none(), st.integers(-5, 500), st.sampled_from(["u1", "u17", "i3", "c4", "nope", "", "<NA>"]), st.text(max_size=6))
+number = st.one_of(st.none(), st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False))
+tags = st.one_of(st.none(), st.text(alphabet="tag0123 ", max_size=20), st.lists(st.sampled_from(["tag1", "tag2", "x", ""]), max_size=6))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_direct_encoding_equals_encode_frame(client, data):
+    """The fast request encoder and `encode_frame` (what `msmt predict` runs) give identical batches."""
+    encoder = client.app.state.encoder
+    assert encoder.direct  # this schema is one the direct path handles
+    row_model = client.app.state.row_model
+    n = data.draw(st.integers(1, 6))
+    rows = [
+        row_model.model_validate(
+            {
+                "scenario": data.draw(st.sampled_from(["feed", "search", "display", "minor"])),
+                "user_id": data.draw(category),
+                "item_id": data.draw(category),
+                "item_category": data.draw(category),
+                "user_age": data.draw(number),
+                "price": data.draw(number),
+                "tags": data.draw(tags),
+            }
+        )
+        for _ in range(n)
+    ]
+    direct, reference = encoder.direct_encode(rows), encoder.via_frame(rows)
+    assert direct.keys() == reference.keys()
+    for key in reference:
+        assert direct[key].dtype == reference[key].dtype and torch.equal(direct[key], reference[key]), key

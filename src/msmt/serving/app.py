@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from msmt.errors import MsmtError
 from msmt.run_dir import LoadedRun
-from msmt.serving.request import build_request_models, rows_to_frame
+from msmt.serving.encode import RowEncoder
+from msmt.serving.request import build_request_models
 from msmt.serving.scorer import Scorer
 
 log = logging.getLogger("msmt.serve")
@@ -171,6 +172,8 @@ def create_app(
     scorer = Scorer(run, backend, onnx_path, block_cache_size, threads)
     Row, PredictRequest, cols = build_request_models(run.schema, max_rows)
     kinds = {c.column: c.kind for c in cols}
+    encoder = RowEncoder(run.schema, cols, Row)
+    group_field = next((c.field for c in cols if c.column == run.schema.spec.group), None)
     task_names = list(scorer.kinds)
     schema_doc = describe_schema(scorer, cols, max_rows, max_body_bytes)
 
@@ -181,6 +184,8 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.scorer = scorer
+    app.state.encoder = encoder
+    app.state.row_model = Row
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -217,8 +222,8 @@ def create_app(
     @app.post("/v1/predict")
     def predict(body: PredictRequest) -> Response:  # type: ignore[valid-type]
         """Score rows: ``{"rows": [{column: raw value}, ...]}`` -> ``{"predictions": [{task: value}]}``."""
-        frame = rows_to_frame(body.rows, cols)
-        preds, personal = scorer.score(frame)
+        groups = [getattr(r, group_field) for r in body.rows] if group_field else None
+        preds, personal = scorer.score(encoder(body.rows), groups)
         columns = [preds[t].tolist() for t in task_names]
         rows = [dict(zip(task_names, values)) for values in zip(*columns)]
         payload = {"predictions": rows, "personal": personal.tolist()}

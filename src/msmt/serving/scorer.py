@@ -1,7 +1,8 @@
 """Scoring a validated request: encode with the run's schema, run the model, map to user units.
 
-Encoding is :func:`msmt.data.tensorize.encode_frame` with the run's :class:`FittedSchema`, the
-same code ``msmt predict`` runs, so a served prediction equals the batch one. Two backends:
+Rows are encoded with the run's :class:`FittedSchema` (:mod:`msmt.serving.encode`, checked
+against :func:`msmt.data.tensorize.encode_frame`, the code ``msmt predict`` runs), so a served
+prediction equals the batch one. Two backends:
 
 * ``torch``: the eager model loaded from safetensors; rows whose group has a personal block
   are scored by base + block (:func:`msmt.personal.forward_with_block`), one forward per such
@@ -40,7 +41,7 @@ def to_user_units(kind: TaskKind, raw: np.ndarray) -> np.ndarray:
 
 
 class Scorer:
-    """Frame in, ``({task: ndarray[N]}, personal: ndarray[N] bool)`` out.
+    """Encoded rows in, ``({task: ndarray[N]}, personal: ndarray[N] bool)`` out.
 
     Args:
         run: a loaded run (``msmt.run_dir.load_run``).
@@ -86,18 +87,24 @@ class Scorer:
             out = forward_with_block(self.model, block, batch)
         return {t: v.numpy() for t, v in out.items()}
 
-    def score(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def score_frame(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Score a table read like ``msmt predict`` reads it (group ids from ``dataset.group``)."""
         batch = encode_frame(frame, self.schema, with_labels=False)
+        groups = frame[self.group_column].tolist() if self.group_column else None
+        return self.score(batch, groups)
+
+    def score(self, batch: Batch, groups: list | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Encoded rows (+ each row's group id or None) -> (``{task: [N]}`` in user units, personal [N])."""
         n = num_rows(batch)
         raw = {t: np.zeros(n, dtype=np.float32) for t in self.kinds}
         personal = np.zeros(n, dtype=bool)
-        groups: dict[str, list[int]] = {}
-        if self.group_column and self.blocks.index:
-            for i, g in enumerate(frame[self.group_column].tolist()):
+        by_group: dict[str, list[int]] = {}
+        if groups is not None and self.blocks.index:
+            for i, g in enumerate(groups):
                 if g is not None and self.blocks.has_block(str(g)):
-                    groups.setdefault(str(g), []).append(i)
+                    by_group.setdefault(str(g), []).append(i)
         base_rows = np.ones(n, dtype=bool)
-        for group, idx in groups.items():
+        for group, idx in by_group.items():
             base_rows[idx] = False
             personal[idx] = True
             index = torch.as_tensor(idx, dtype=torch.long)
