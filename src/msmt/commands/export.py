@@ -17,11 +17,12 @@ def export(
     tolerance: float = typer.Option(1e-5, "--tolerance", min=0.0, help="Max abs difference allowed vs eager."),
 ) -> None:
     """Export the model with dynamic batch (and history length); fail unless it matches eager PyTorch."""
-    from msmt.export import FORMATS, ExportError, export_model, validation_batch
+    from msmt.errors import ConfigError
+    from msmt.export import FORMATS, export_model, validation_batch
     from msmt.run_dir import load_run
 
     if fmt not in FORMATS:
-        raise ExportError(f"--format: unknown format '{fmt}' (expected one of {list(FORMATS)})")
+        raise ConfigError(f"--format: unknown format '{fmt}' (expected one of {list(FORMATS)})")
     run = load_run(run_dir)
     if data is not None:
         from msmt.data.loading import read_data
