@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -36,8 +37,8 @@ from msmt.personal import save_blocks
 from msmt.run_dir import load_run
 from msmt.serving.app import create_app
 
-with __import__("warnings").catch_warnings():
-    __import__("warnings").simplefilter("ignore")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's TestClient warns about its httpx transport
     from fastapi.testclient import TestClient
 
 FEATURES = ["scenario", "user_id", "item_id", "item_category", "user_age", "price", "tags"]
