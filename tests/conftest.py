@@ -43,3 +43,31 @@ def tiny_train(tiny_dir, tiny_spec):
 @pytest.fixture(scope="session")
 def tiny_schema(tiny_train, tiny_spec):
     return fit_schema(tiny_train, tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """Factory: ``trained_run(model, *overrides)`` -> run directory of a tiny trained model.
+
+    400 synthetic rows (``msmt synth simple``), 1 epoch, small layers, ``dataset.group=user_id``;
+    each distinct call trains once per session. Used by the serving and export tests.
+    """
+    from msmt.config import load_experiment
+    from msmt.experiment import run_experiment
+
+    data = write_simple(tmp_path_factory.mktemp("tiny_run_data"), rows=400, seed=0)
+    cache: dict[tuple, Path] = {}
+
+    def make(model: str = "mmoe", *overrides: str) -> Path:
+        key = (model, *overrides)
+        if key not in cache:
+            sets = [f"model.name={model}", "train.epochs=1", "train.batch_size=64", "dataset.group=user_id", *overrides]
+            cfg = load_experiment(data / "experiment.yaml", sets)
+            cfg.train.progress = False
+            out = tmp_path_factory.mktemp(f"run_{model}")
+            run_experiment(cfg, out)
+            cache[key] = out
+        return cache[key]
+
+    make.data_dir = data
+    return make

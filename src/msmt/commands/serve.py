@@ -1,0 +1,47 @@
+"""``msmt serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--backend torch|onnx]``."""
+
+from pathlib import Path
+
+import typer
+
+from msmt.commands import app
+
+
+@app.command("serve")
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train' (or 'msmt adapt')."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    backend: str = typer.Option("torch", "--backend", help="torch (eager, personal blocks) or onnx (onnxruntime)."),
+    onnx_file: Path = typer.Option(
+        None, "--onnx", help="An ONNX file from 'msmt export' (onnx backend; default: export at start, parity-checked)."
+    ),
+    max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Most rows per request."),
+    max_body_bytes: int = typer.Option(2 * 1024 * 1024, "--max-body-bytes", min=1024, help="Largest request body."),
+    block_cache: int = typer.Option(128, "--block-cache", min=0, help="Personal blocks kept in memory (LRU)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Intra-op threads of torch / onnxruntime."),
+) -> None:
+    """Serve predictions over HTTP: POST /v1/predict, GET /v1/schema, GET /healthz, /docs."""
+    import tempfile
+
+    import torch
+    import uvicorn
+
+    from msmt.errors import ConfigError
+    from msmt.run_dir import load_run
+    from msmt.serving.app import create_app
+
+    if backend not in ("torch", "onnx"):
+        raise ConfigError(f"--backend: unknown backend '{backend}' (expected torch or onnx)")
+    torch.set_num_threads(threads)
+    run = load_run(run_dir)
+    with tempfile.TemporaryDirectory(prefix="msmt-serve-") as tmp:
+        if backend == "onnx" and onnx_file is None:
+            from msmt.export import export_model, validation_batch
+
+            result = export_model(run.model, validation_batch(run), "onnx", Path(tmp) / "model.onnx")
+            typer.echo(f"exported ONNX (parity max abs diff {result.max_abs_diff:.2e})")
+            onnx_file = result.path
+        application = create_app(run, backend, onnx_file, max_rows, max_body_bytes, block_cache, threads)
+        typer.echo(f"serving {run_dir} ({run.config.model.name}, {backend}) on http://{host}:{port}  (docs: /docs)")
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
