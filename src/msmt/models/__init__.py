@@ -2,6 +2,7 @@
 
 from msmt.models import registry  # noqa: F401  (first: the modules below register into it)
 from msmt.models import mmoe, sbmm, shared_bottom, single_task  # noqa: F401
+from msmt.models import m2m  # noqa: F401
 from msmt.models.base import MultiTaskModel
 from msmt.models.registry import build_model, model_names
 
