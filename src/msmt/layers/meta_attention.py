@@ -30,11 +30,18 @@ class MetaAttention(nn.Module):
 
     def forward(self, experts: Tensor, tasks: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
         B, k, E = experts.shape
-        m, dt = tasks.shape
-        pairs = torch.cat(
-            [experts.unsqueeze(1).expand(B, m, k, E), tasks.view(1, m, 1, dt).expand(B, m, k, dt)], dim=-1
-        )  # [B, m, k, E + Dt]: every (task, expert) pair of the row
-        h = self.meta(pairs.view(B, 1, m * k, E + dt), s)  # [B, 1, m*k, H]
+        m = tasks.shape[0]
+        params = self.meta.generate(s)
+        w1, b1 = params[0]  # first layer on [E_j ; T_t] = E_j·W1[:E] + T_t·W1[E:] (no pair tensor built)
+        if w1.dim() == 3:  # static ablation: shared weights
+            w1, b1 = w1.expand(B, -1, -1, -1), b1.expand(B, -1, -1)
+        w1, b1 = w1[:, 0], b1[:, 0]  # [B, E+Dt, H1], [B, H1]
+        from_experts = torch.bmm(experts, w1[:, :E])  # [B, k, H1]
+        from_tasks = torch.matmul(tasks, w1[:, E:])  # [B, m, H1]
+        pre = from_tasks.unsqueeze(2) + from_experts.unsqueeze(1) + b1.view(B, 1, 1, -1)  # [B, m, k, H1]
+        last = len(self.meta.shapes) == 1
+        h = self.meta.act(pre) if (not last or self.meta.final_act) else pre
+        h = self.meta.apply(h.view(B, 1, m * k, -1), params, first=1)  # [B, 1, m*k, H]
         scores = (h @ self.v).view(B, m, k)
         alpha = scores.softmax(dim=-1)  # over experts
         return torch.bmm(alpha, experts), alpha

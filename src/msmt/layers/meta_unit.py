@@ -1,13 +1,20 @@
 """The meta unit of M2M (Zhang et al., WSDM 2022, "Leaving No One Behind", section 3.3).
 
 Meta(h; S̃) is a small K-layer network whose weights and biases are *generated* for every row
-from its scenario knowledge representation S̃ [B, s]: one linear generator maps S̃ to a vector
-that is cut and reshaped into each layer's matrix W⁽ⁱ⁾ [d_i, d_{i+1}] and bias b⁽ⁱ⁾ [d_{i+1}];
-then h⁽ⁱ⁺¹⁾ = act(h⁽ⁱ⁾ W⁽ⁱ⁾ + b⁽ⁱ⁾). Every row (scenario and advertiser profile) so gets its own
-network, applied to all rows at once with batched matrix products — no loop over rows.
+from its scenario knowledge representation S̃ [B, s]: for layer i a linear generator gives
+W⁽ⁱ⁾ = reshape(G_Wⁱ [S̃; 1]) [d_i, d_{i+1}] and b⁽ⁱ⁾ = G_bⁱ [S̃; 1] [d_{i+1}]; then
+h⁽ⁱ⁺¹⁾ = act(h⁽ⁱ⁾ W⁽ⁱ⁾ + b⁽ⁱ⁾). Every row (scenario and advertiser profile) gets its own network,
+applied to all rows at once with batched products — no loop over rows or scenarios.
 
-``groups`` G independent networks are generated per row by the same fused generator (M2M's
-per-task meta towers), so one linear layer and one batched matmul per depth serve all of them.
+Two exact evaluations of the same function, chosen per call for speed:
+
+* ``generate`` path (several inputs per row, e.g. the m·k pairs of meta attention): materialise
+  W [B, G, d_i, d_{i+1}] with one einsum and apply it with a batched matmul;
+* ``factored`` path (one input per row and group, e.g. the meta tower): since G_W is linear,
+  h·W(S̃) = (h ⊗ [S̃; 1]) · G_W, one GEMM per layer with no per-row matrix ever materialised
+  (and a backward pass made of GEMMs instead of per-row outer products).
+
+``groups`` G independent networks are generated per row (M2M's per-task meta towers).
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ class MetaUnit(nn.Module):
         groups: G networks generated per row.
         act: activation after each layer; the last layer's only with ``final_act``.
         static: the "w/o meta" ablation: the same network with learned weights shared by
-            every row (the generator's constant part only), S̃ ignored.
+            every row (only the generators' constant parts), S̃ ignored.
 
+    Parameters per layer i: ``weight_i`` [G, d_i, s+1, d_{i+1}] and ``bias_i`` [G, s+1, d_{i+1}]
+    (slot s is the constant part); static: [G, d_i, d_{i+1}] and [G, d_{i+1}].
     Shapes: ``forward(x [B, G, n, d_0], s [B, s]) -> [B, G, n, d_K]``.
     """
 
@@ -47,46 +56,64 @@ class MetaUnit(nn.Module):
         if len(dims) < 2:
             raise ValueError("a meta unit needs at least one layer (dims = [in, out])")
         self.shapes = list(zip(dims[:-1], dims[1:]))
-        self.sizes = [a * b + b for a, b in self.shapes]
-        self.total = sum(self.sizes)
         self.groups = groups
         self.static = static
         self.final_act = final_act
         self.act = activation(act)
-        constant = torch.cat([self._constant_init(a, b) for a, b in self.shapes]).repeat(groups)  # [G*P]
-        if static:
-            self.theta = nn.Parameter(constant.view(groups, self.total))
-            self.generator = None
-        else:
-            self.generator = nn.Linear(scenario_dim, groups * self.total)
-            with torch.no_grad():
-                self.generator.bias.copy_(constant)
-                # scenario-dependent part: about half the scale of the constant part for unit-scale S̃
-                std = torch.cat([torch.full((a * b + b,), 0.5 / math.sqrt(a * scenario_dim)) for a, b in self.shapes])
-                self.generator.weight.normal_().mul_(std.repeat(groups).unsqueeze(1))
+        s = scenario_dim
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in self.shapes:
+            bound = 1.0 / math.sqrt(a)  # nn.Linear's default scale for the constant part
+            if static:
+                w = torch.empty(groups, a, b).uniform_(-bound, bound)
+                bias = torch.empty(groups, b).uniform_(-bound, bound)
+            else:
+                # scenario-dependent part: about half the constant part's scale for unit-scale S̃
+                w = torch.randn(groups, a, s + 1, b) * (0.5 / math.sqrt(a * s))
+                w[:, :, s].uniform_(-bound, bound)
+                bias = torch.randn(groups, s + 1, b) * (0.5 / math.sqrt(a * s))
+                bias[:, s].uniform_(-bound, bound)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(bias))
 
     @staticmethod
-    def _constant_init(a: int, b: int) -> Tensor:
-        bound = 1.0 / math.sqrt(a)  # nn.Linear's default scale
-        return torch.empty(a * b + b).uniform_(-bound, bound)
+    def _with_one(s: Tensor) -> Tensor:
+        return torch.cat([s, s.new_ones(s.shape[0], 1)], dim=1)  # [B, s+1]
 
     def generate(self, s: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per layer (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}]); without the B axis when static."""
-        if self.generator is None:
-            theta = self.theta  # [G, P]
-        else:
-            theta = self.generator(s).view(s.shape[0], self.groups, self.total)  # [B, G, P]
-        params = []
-        for (a, b), chunk in zip(self.shapes, theta.split(self.sizes, dim=-1)):
-            w, bias = chunk.split([a * b, b], dim=-1)
-            params.append((w.unflatten(-1, (a, b)), bias))
-        return params
+        if self.static:
+            return list(zip(self.weights, self.biases))
+        s1 = self._with_one(s)
+        return [
+            (torch.einsum("bk,gako->bgao", s1, w), torch.einsum("bk,gko->bgo", s1, bias))
+            for w, bias in zip(self.weights, self.biases)
+        ]
 
-    def forward(self, x: Tensor, s: Tensor) -> Tensor:
-        params = self.generate(s)
-        last = len(params) - 1
-        for i, (w, b) in enumerate(params):
+    def apply(self, x: Tensor, params: list[tuple[Tensor, Tensor]], first: int = 0) -> Tensor:
+        """Run layers ``first..K-1`` with generated ``params`` on x [B, G, n, d_first]."""
+        last = len(self.shapes) - 1
+        for i, (w, b) in enumerate(params[first:], start=first):
             x = torch.matmul(x, w) + b.unsqueeze(-2)  # batched over (B, G): [B, G, n, d_{i+1}]
             if i < last or self.final_act:
                 x = self.act(x)
         return x
+
+    def forward(self, x: Tensor, s: Tensor) -> Tensor:
+        if self.static or x.shape[2] != 1:
+            return self.apply(x, self.generate(s))
+        return self._factored(x.squeeze(2), s).unsqueeze(2)
+
+    def _factored(self, h: Tensor, s: Tensor) -> Tensor:
+        """One input per (row, group): h [B, G, d_0] -> [B, G, d_K] without materialising W."""
+        s1 = self._with_one(s)  # [B, s+1]
+        B, G = h.shape[:2]
+        last = len(self.shapes) - 1
+        for i, ((a, b), w, bias) in enumerate(zip(self.shapes, self.weights, self.biases)):
+            z = (h.unsqueeze(-1) * s1.view(B, 1, 1, -1)).reshape(B, G, -1)  # h ⊗ [S̃; 1]: [B, G, a(s+1)]
+            y = torch.einsum("bgk,gko->bgo", z, w.reshape(G, -1, b))  # = h · W(S̃), one GEMM per group
+            h = y + torch.einsum("bk,gko->bgo", s1, bias)
+            if i < last or self.final_act:
+                h = self.act(h)
+        return h

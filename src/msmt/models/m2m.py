@@ -135,5 +135,9 @@ class M2M(MultiTaskModel):
             mods.append(self.panel)
         return [q for mod in mods for q in mod.parameters()]
 
+    def scenario_parameters(self) -> list[nn.Parameter]:
+        """The S̃ path (scenario attributes/id embedding and MLP): what few-shot adaptation moves."""
+        return list(self.scenario.parameters())
+
     def last_shared_layer(self) -> nn.Module | None:
         return self.experts.layers[-1]
