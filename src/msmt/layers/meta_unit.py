@@ -6,13 +6,10 @@ W⁽ⁱ⁾ = reshape(G_Wⁱ [S̃; 1]) [d_i, d_{i+1}] and b⁽ⁱ⁾ = G_bⁱ [S�
 h⁽ⁱ⁺¹⁾ = act(h⁽ⁱ⁾ W⁽ⁱ⁾ + b⁽ⁱ⁾). Every row (scenario and advertiser profile) gets its own network,
 applied to all rows at once with batched products — no loop over rows or scenarios.
 
-Two exact evaluations of the same function, chosen per call for speed:
-
-* ``generate`` path (several inputs per row, e.g. the m·k pairs of meta attention): materialise
-  W [B, G, d_i, d_{i+1}] with one einsum and apply it with a batched matmul;
-* ``factored`` path (one input per row and group, e.g. the meta tower): since G_W is linear,
-  h·W(S̃) = (h ⊗ [S̃; 1]) · G_W, one GEMM per layer with no per-row matrix ever materialised
-  (and a backward pass made of GEMMs instead of per-row outer products).
+Generation is one GEMM per layer, [B, s+1] x [s+1, G·d_i·d_{i+1}], whose output is viewed (no
+copy) as the per-row matrices; with one input vector per row and group (the meta tower) the
+generated matrix is applied as an elementwise product and a sum, which on CPU is about twice as
+fast as a batched matmul of B·G 1-row products (benchmarks/m2m_speed.py).
 
 ``groups`` G independent networks are generated per row (M2M's per-task meta towers).
 """
@@ -38,8 +35,8 @@ class MetaUnit(nn.Module):
         static: the "w/o meta" ablation: the same network with learned weights shared by
             every row (only the generators' constant parts), S̃ ignored.
 
-    Parameters per layer i: ``weight_i`` [G, d_i, s+1, d_{i+1}] and ``bias_i`` [G, s+1, d_{i+1}]
-    (slot s is the constant part); static: [G, d_i, d_{i+1}] and [G, d_{i+1}].
+    Parameters per layer i (the linear generators): ``weight_i`` [s+1, G, d_i, d_{i+1}] and
+    ``bias_i`` [s+1, G, d_{i+1}], row s being the constant part; static: [G, d_i, d_{i+1}] and [G, d_{i+1}].
     Shapes: ``forward(x [B, G, n, d_0], s [B, s]) -> [B, G, n, d_K]``.
     """
 
@@ -70,10 +67,10 @@ class MetaUnit(nn.Module):
                 bias = torch.empty(groups, b).uniform_(-bound, bound)
             else:
                 # scenario-dependent part: about half the constant part's scale for unit-scale S̃
-                w = torch.randn(groups, a, s + 1, b) * (0.5 / math.sqrt(a * s))
-                w[:, :, s].uniform_(-bound, bound)
-                bias = torch.randn(groups, s + 1, b) * (0.5 / math.sqrt(a * s))
-                bias[:, s].uniform_(-bound, bound)
+                w = torch.randn(s + 1, groups, a, b) * (0.5 / math.sqrt(a * s))
+                w[s].uniform_(-bound, bound)
+                bias = torch.randn(s + 1, groups, b) * (0.5 / math.sqrt(a * s))
+                bias[s].uniform_(-bound, bound)
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(bias))
 
@@ -85,9 +82,10 @@ class MetaUnit(nn.Module):
         """Per layer (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}]); without the B axis when static."""
         if self.static:
             return list(zip(self.weights, self.biases))
-        s1 = self._with_one(s)
+        s1 = self._with_one(s)  # [B, s+1]
+        B = s.shape[0]
         return [
-            (torch.einsum("bk,gako->bgao", s1, w), torch.einsum("bk,gko->bgo", s1, bias))
+            ((s1 @ w.flatten(1)).view(B, *w.shape[1:]), (s1 @ bias.flatten(1)).view(B, *bias.shape[1:]))
             for w, bias in zip(self.weights, self.biases)
         ]
 
@@ -101,19 +99,13 @@ class MetaUnit(nn.Module):
         return x
 
     def forward(self, x: Tensor, s: Tensor) -> Tensor:
+        params = self.generate(s)
         if self.static or x.shape[2] != 1:
-            return self.apply(x, self.generate(s))
-        return self._factored(x.squeeze(2), s).unsqueeze(2)
-
-    def _factored(self, h: Tensor, s: Tensor) -> Tensor:
-        """One input per (row, group): h [B, G, d_0] -> [B, G, d_K] without materialising W."""
-        s1 = self._with_one(s)  # [B, s+1]
-        B, G = h.shape[:2]
-        last = len(self.shapes) - 1
-        for i, ((a, b), w, bias) in enumerate(zip(self.shapes, self.weights, self.biases)):
-            z = (h.unsqueeze(-1) * s1.view(B, 1, 1, -1)).reshape(B, G, -1)  # h ⊗ [S̃; 1]: [B, G, a(s+1)]
-            y = torch.einsum("bgk,gko->bgo", z, w.reshape(G, -1, b))  # = h · W(S̃), one GEMM per group
-            h = y + torch.einsum("bk,gko->bgo", s1, bias)
+            return self.apply(x, params)
+        h = x.squeeze(2)  # one vector per (row, group): [B, G, d_0]
+        last = len(params) - 1
+        for i, (w, b) in enumerate(params):
+            h = (h.unsqueeze(-1) * w).sum(-2) + b  # h·W per (row, group), [B, G, d_{i+1}]
             if i < last or self.final_act:
                 h = self.act(h)
-        return h
+        return h.unsqueeze(2)
