@@ -1,0 +1,176 @@
+"""M2M results (issue 4, item 8): models × seeds, the paper's ablations and its three
+sensitivity curves, on any experiment config (the advertiser simulator, online-ads, ...).
+
+Every number comes from ``msmt.experiment.run_experiment`` (the same code as ``msmt train``),
+one run directory per (variant, seed); the report gives mean ± std over seeds per scenario ×
+task next to the oracle (when the data has ``true_<task>`` columns), the ablation table and the
+curves for sequence length T, size of S̃ and meta-unit depth K (Zhang et al., WSDM 2022, §4).
+
+    python benchmarks/m2m_results.py EXPERIMENT.yaml --seeds 0 1 2 --out docs/results/m2m.md \\
+        --set train.epochs=10 --set "model.m2m.profile_features=[industry,size_tier,region,account_age,budget_level]"
+
+``--set`` overrides apply to every run; ``--m2m-set`` only to M2M runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from msmt.config import load_experiment  # noqa: E402
+from msmt.data.io import atomic_write_text  # noqa: E402
+from msmt.experiment import run_experiment  # noqa: E402
+from msmt.models.registry import model_names  # noqa: E402
+
+BASELINES = ["single_task", "shared_bottom", "mmoe", "ple", "star"]
+ABLATIONS = {
+    "m2m": [],
+    "m2m w/o meta tower": ["model.m2m.use_meta_tower=false"],
+    "m2m w/o meta attention": ["model.m2m.use_meta_attention=false"],
+    "m2m w/o transformer": ["model.m2m.use_transformer=false"],
+}
+CURVES = {"seq_len": [3, 7, 14, 28], "scenario_dim": [8, 16, 32, 64, 128], "meta_layers": [1, 2, 3, 4]}
+
+
+def fmt(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+class Runner:
+    def __init__(self, config: Path, runs: Path, split: str, common: list[str], m2m_common: list[str]):
+        self.config, self.runs, self.split = config, runs, split
+        self.common, self.m2m_common = common, m2m_common
+        self.metrics: dict[tuple[str, int], dict] = {}
+
+    def run(self, label: str, model: str, seed: int, extra: list[str]) -> dict:
+        key = (label, seed)
+        if key not in self.metrics:
+            out = self.runs / label.replace(" ", "_").replace("/", "") / f"seed{seed}"
+            overrides = [*self.common, f"model.name={model}", f"train.seed={seed}", *extra]
+            if model == "m2m":
+                overrides += self.m2m_common
+            if (out / "metrics.json").exists() and json.loads((out / "overrides.json").read_text()) == overrides:
+                metrics = json.loads((out / "metrics.json").read_text())  # resume a finished run
+            else:
+                print(f"[m2m_results] {label} seed {seed}", file=sys.stderr)
+                metrics = run_experiment(load_experiment(self.config, overrides), out)
+                atomic_write_text(out / "overrides.json", json.dumps(overrides))
+            self.metrics[key] = metrics
+        m = self.metrics[key]
+        return m.get(self.split) or m["val"]
+
+
+def main_metric(block: dict) -> tuple[str, str]:
+    """(task, metric) for the curves: the first count/regression task's SMAPE, else the first AUC."""
+    for task, values in block["overall"].items():
+        if "smape" in values:
+            return task, "smape"
+    return next(iter(block["overall"])), "auc"
+
+
+def scenario_table(labels: list[str], runner: Runner, seeds: list[int], models: dict[str, tuple[str, list[str]]]) -> str:
+    first = runner.run(labels[0], *models[labels[0]][:1], seeds[0], models[labels[0]][1])
+    scenarios = sorted(first["scenarios"])
+    tasks = list(first["overall"])
+    lines = []
+    for task in tasks:
+        kind_metrics = ["smape", "nmae"] if "smape" in first["overall"][task] else ["auc", "logloss"]
+        for metric in kind_metrics:
+            head = "| model | overall | " + " | ".join(scenarios) + " |"
+            lines += [f"\n**{task} — {metric}**\n", head, "|---" * (len(scenarios) + 2) + "|"]
+            for label in labels:
+                model, extra = models[label]
+                blocks = [runner.run(label, model, s, extra) for s in seeds]
+                cells = [fmt([b["overall"][task][metric] for b in blocks])]
+                cells += [fmt([b["scenarios"].get(sc, {}).get(task, {}).get(metric) for b in blocks]) for sc in scenarios]
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            if "oracle" in first and task in first["oracle"]["overall"]:
+                o = first["oracle"]
+                cells = [fmt([o["overall"][task][metric]])] + [
+                    fmt([o["scenarios"].get(sc, {}).get(task, {}).get(metric)]) for sc in scenarios
+                ]
+                lines.append("| oracle (true values) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", type=Path, help="experiment YAML")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", type=Path, default=Path("docs/results/m2m.md"))
+    ap.add_argument("--runs", type=Path, default=Path("runs/m2m_results"))
+    ap.add_argument("--split", default="test", help="metrics block to report (falls back to val)")
+    ap.add_argument("--set", dest="common", action="append", default=[])
+    ap.add_argument("--m2m-set", dest="m2m_common", action="append", default=[])
+    ap.add_argument("--skip-curves", action="store_true")
+    args = ap.parse_args(argv)
+
+    runner = Runner(args.config, args.runs, args.split, args.common, args.m2m_common)
+    registered = set(model_names())
+    models = {name: (name, []) for name in BASELINES if name in registered}
+    models.update({label: ("m2m", extra) for label, extra in ABLATIONS.items()})
+    labels = list(models)
+    for label in labels:
+        for seed in args.seeds:
+            runner.run(label, *models[label][:1], seed, models[label][1])
+
+    panel = json.loads((args.runs / "m2m" / f"seed{args.seeds[0]}" / "schema.json").read_text()).get("extra", {}).get("panel")
+    baseline_labels = [lab for lab in labels if not lab.startswith("m2m ")]
+    ablation_labels = [lab for lab in labels if lab.startswith("m2m")]
+    if not panel:
+        ablation_labels.remove("m2m w/o transformer")  # nothing to ablate without a panel history
+    cmd = "python benchmarks/m2m_results.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    parts = [
+        "# M2M results\n",
+        f"Command: `{cmd}`; split `{args.split}`; mean ± std over seeds {args.seeds}.\n",
+        "## Models\n", scenario_table(baseline_labels, runner, args.seeds, models),
+        "\n## Ablations (Zhang et al., WSDM 2022)\n", scenario_table(ablation_labels, runner, args.seeds, models),
+    ]
+
+    if not args.skip_curves:
+        task, metric = main_metric(runner.run("m2m", "m2m", args.seeds[0], []))
+        plots = args.out.parent / "plots"
+        plots.mkdir(parents=True, exist_ok=True)
+        parts.append(f"\n## Sensitivity (overall {task} {metric})\n")
+        for name, values in CURVES.items():
+            if name == "seq_len" and not panel:
+                parts.append("* `seq_len`: skipped — this dataset has no panel history.")
+                continue
+            if name == "seq_len":
+                values = [v for v in values if v <= panel["window"]]
+            means, stds = [], []
+            for v in values:
+                label = f"m2m {name}={v}"
+                got = [runner.run(label, "m2m", s, [f"model.m2m.{name}={v}"])["overall"][task][metric] for s in args.seeds]
+                means.append(statistics.mean(got))
+                stds.append(statistics.stdev(got) if len(got) > 1 else 0.0)
+            fig, ax = plt.subplots(figsize=(4, 3))
+            ax.errorbar(values, means, yerr=stds, marker="o", capsize=3)
+            ax.set_xlabel(name)
+            ax.set_ylabel(f"{task} {metric}")
+            ax.set_title(f"M2M: {name}")
+            fig.tight_layout()
+            png = plots / f"m2m_{name}.png"
+            fig.savefig(png, dpi=100)
+            plt.close(fig)
+            row = " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in zip(means, stds))
+            parts += [f"\n**{name}** ![{name}](plots/{png.name})\n", "| " + " | ".join(map(str, values)) + " |", "|---" * len(values) + "|", f"| {row} |"]
+    atomic_write_text(args.out, "\n".join(parts) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

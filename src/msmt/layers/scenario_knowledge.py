@@ -1,0 +1,44 @@
+"""Scenario knowledge representation of M2M (Zhang et al., WSDM 2022): S̃ = MLP(S ⊕ A).
+
+S embeds the scenario attributes (``scenario_sparse`` / ``scenario_dense`` batch keys) and A the
+advertiser profile. A scenario never seen in training (index 0) still gets a meaningful S̃ from
+its attributes: the scenario *id* is not used when attributes exist. Datasets without scenario
+attributes fall back to a learned scenario-id embedding as S (unseen scenarios then share the
+embedding of index 0, which training never updates beyond its initial value).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from msmt.data.encoders import FittedSchema
+from msmt.layers.embedding import FeatureEncoder
+from msmt.layers.mlp import MLP
+
+
+class ScenarioKnowledge(nn.Module):
+    """(batch, profile [B, A]) -> S̃ [B, out_dim], layer-normalised per row (unit scale for the generators)."""
+
+    def __init__(self, schema: FittedSchema, embedding_dim: int, profile_dim: int, hidden: list[int], out_dim: int, act: str):
+        super().__init__()
+        attrs = schema.spec.scenario.attributes
+        self.attributes: FeatureEncoder | None = None
+        self.scenario_id: nn.Embedding | None = None
+        if attrs.sparse or attrs.dense:
+            self.attributes = FeatureEncoder(schema, embedding_dim, features=attrs, prefix="scenario_")
+            s_dim = self.attributes.out_dim
+        else:
+            self.scenario_id = nn.Embedding(schema.num_scenarios + 1, embedding_dim)
+            nn.init.normal_(self.scenario_id.weight, std=0.05)
+            s_dim = embedding_dim
+        self.mlp = MLP(s_dim + profile_dim, hidden, out_dim, act)
+        self.norm = nn.LayerNorm(out_dim)  # per row: no dependence on batch-mates
+        self.out_dim = out_dim
+
+    def forward(self, batch: dict[str, Tensor], profile: Tensor) -> Tensor:
+        if self.attributes is not None:
+            s = self.attributes(batch)
+        else:
+            s = self.scenario_id(batch["scenario"])
+        return self.norm(self.mlp(torch.cat([s, profile], dim=1)))

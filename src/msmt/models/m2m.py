@@ -1,0 +1,143 @@
+"""M2M: multi-scenario multi-task meta learning (Zhang et al., WSDM 2022, "Leaving No One Behind").
+
+forward, as in the paper's figure (MODELS.md):
+  F  = emb(other features) ⊕ pool(MH(X_b)) ⊕ pool(MH(X_p))          [B, D]   (panel part optional)
+  E  = expert views: E_j = MLP_j(F), j = 1..k                         [B, k, E]
+  T  = task views: T_t = MLP(task_embedding_t)                        [m, E]
+  S̃  = MLP(scenario attributes ⊕ advertiser profile)                  [B, s]
+  R  = meta attention: R_t = Σ_j softmax_j(vᵀ Meta([E_j ⊕ T_t]; S̃)) E_j   [B, m, E]
+  H  = meta tower: hˡ = σ(Metaˡ_t(hˡ⁻¹; S̃)) + hˡ⁻¹                     [B, m, E]
+  out_t = w_tᵀ h_t + b_t: a log-rate for count tasks (Poisson), a logit for binary ones.
+Ablation switches: ``use_meta_attention``, ``use_meta_tower`` (same structure, shared weights)
+and ``use_transformer`` (pool the position-embedded steps without self-attention).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from msmt.errors import ConfigError
+from msmt.layers import MLP, FeatureEncoder
+from msmt.layers.experts import ParallelMLP
+from msmt.layers.meta_attention import MetaAttention
+from msmt.layers.meta_tower import MetaTower
+from msmt.layers.scenario_knowledge import ScenarioKnowledge
+from msmt.layers.sequence import PanelEncoder
+from msmt.models.base import MultiTaskModel
+from msmt.models.registry import register
+
+
+class M2MParams(BaseModel):
+    """``model.m2m.*``. Expert width comes from ``model.hidden_dims`` unless ``expert_dims`` is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_experts: int = Field(default=4, ge=1)  # k
+    expert_dims: tuple[int, ...] | None = None
+    scenario_dim: int = Field(default=32, ge=1)  # size of S̃
+    scenario_hidden: tuple[int, ...] = (64,)
+    task_dim: int = Field(default=16, ge=1)  # task embedding size
+    meta_layers: int = Field(default=2, ge=1)  # K: depth of every meta unit
+    meta_hidden: int = Field(default=16, ge=1)  # width inside the meta units
+    tower_levels: int = Field(default=2, ge=1)  # L: residual levels of the meta tower
+    seq_len: int | None = Field(default=None, ge=1)  # T ≤ panel window; None = the whole window
+    seq_dim: int = Field(default=32, ge=1)
+    seq_heads: int = Field(default=2, ge=1)
+    seq_layers: int = Field(default=1, ge=1)
+    seq_ff_dim: int = Field(default=64, ge=1)
+    use_transformer: bool = True
+    use_meta_attention: bool = True
+    use_meta_tower: bool = True
+    profile_features: tuple[str, ...] = ()  # feed S̃ only; every other feature feeds F
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "M2MParams":
+        if self.seq_dim % self.seq_heads:
+            raise ValueError(f"seq_dim ({self.seq_dim}) must be divisible by seq_heads ({self.seq_heads})")
+        return self
+
+
+@register("m2m", M2MParams)
+class M2M(MultiTaskModel):
+    """Input: a Batch (docs/architecture.md); output: {task: [B]} logits / log-rates / values."""
+
+    def __init__(self, schema, cfg):
+        super().__init__(schema, cfg)
+        p: M2MParams = self.params
+        feats = schema.spec.features
+        self.encoder = FeatureEncoder(schema, cfg.embedding_dim)  # one fused table for all fields
+        field_names = [f.name for f in (*feats.sparse, *feats.multi_sparse)]
+        dense_names = [f.name for f in feats.dense]
+        unknown = sorted(set(p.profile_features) - set(field_names) - set(dense_names))
+        if unknown:
+            raise ConfigError(f"model.m2m.profile_features: unknown feature(s) {unknown} (features: {field_names + dense_names})")
+        prof = set(p.profile_features)
+        self._index("feat_fields", [i for i, n in enumerate(field_names) if n not in prof])
+        self._index("feat_dense", [i for i, n in enumerate(dense_names) if n not in prof])
+        self._index("prof_fields", [i for i, n in enumerate(field_names) if n in prof])
+        self._index("prof_dense", [i for i, n in enumerate(dense_names) if n in prof])
+        d = cfg.embedding_dim
+        feat_dim = d * len(self.feat_fields) + len(self.feat_dense)
+        profile_dim = d * len(self.prof_fields) + len(self.prof_dense)
+
+        panel = schema.extra.get("panel")
+        self.panel: PanelEncoder | None = None
+        if panel:
+            self.panel = PanelEncoder(
+                panel, p.seq_len, p.seq_dim, p.seq_heads, p.seq_layers, p.seq_ff_dim, cfg.dropout, p.use_transformer
+            )
+            feat_dim += self.panel.out_dim
+
+        self.experts = ParallelMLP(p.num_experts, feat_dim, list(p.expert_dims or cfg.hidden_dims), cfg.activation, cfg.dropout)
+        e = self.experts.out_dim
+        self.task_embedding = nn.Parameter(torch.randn(self.num_tasks, p.task_dim) * 0.1)  # [m, Dt]
+        self.task_view = MLP(p.task_dim, [e], act=cfg.activation)
+        self.scenario = ScenarioKnowledge(schema, d, profile_dim, list(p.scenario_hidden), p.scenario_dim, cfg.activation)
+        s = p.scenario_dim
+        self.attention = MetaAttention(e, e, s, p.meta_hidden, p.meta_layers, cfg.activation, static=not p.use_meta_attention)
+        self.tower = MetaTower(self.num_tasks, e, s, p.meta_hidden, p.meta_layers, p.tower_levels, cfg.activation, static=not p.use_meta_tower)
+        self.out_weight = nn.Parameter(torch.randn(self.num_tasks, e) / e**0.5)  # w_t, [m, E]
+        self.out_bias = nn.Parameter(torch.zeros(self.num_tasks))  # b_t
+
+    def _index(self, name: str, values: list[int]) -> None:
+        self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
+
+    def inputs(self, batch) -> tuple[Tensor, Tensor]:
+        """(F [B, D], advertiser profile A [B, A]) from one embedding lookup."""
+        fields = self.encoder.embed_fields(batch)  # [B, n_fields, d]
+        dense = batch["dense"]
+        feats = [fields.index_select(1, self.feat_fields).flatten(1), dense.index_select(1, self.feat_dense)]
+        if self.panel is not None:
+            feats.append(self.panel(batch))
+        profile = torch.cat([fields.index_select(1, self.prof_fields).flatten(1), dense.index_select(1, self.prof_dense)], 1)
+        return torch.cat(feats, dim=1), profile
+
+    def scenario_representation(self, batch) -> Tensor:
+        """S̃ [B, s] (exposed for inspection and tests)."""
+        return self.scenario(batch, self.inputs(batch)[1])
+
+    def forward(self, batch) -> dict[str, Tensor]:
+        x, profile = self.inputs(batch)
+        s = self.scenario(batch, profile)  # S̃ [B, s]
+        experts = self.experts(x)  # [B, k, E]
+        tasks = self.task_view(self.task_embedding)  # [m, E]
+        r, _ = self.attention(experts, tasks, s)  # [B, m, E]
+        h = self.tower(r, s)  # [B, m, E]
+        out = (h * self.out_weight).sum(-1) + self.out_bias  # [B, m]
+        return {t: out[:, i] for i, t in enumerate(self.task_names)}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Everything every task flows through: inputs, sequences, experts, S̃, task-view MLP, attention."""
+        mods = [self.encoder, self.experts, self.task_view, self.scenario, self.attention]
+        if self.panel is not None:
+            mods.append(self.panel)
+        return [q for mod in mods for q in mod.parameters()]
+
+    def scenario_parameters(self) -> list[nn.Parameter]:
+        """The S̃ path (scenario attributes/id embedding and MLP): what few-shot adaptation moves."""
+        return list(self.scenario.parameters())
+
+    def last_shared_layer(self) -> nn.Module | None:
+        return self.experts.layers[-1]
