@@ -12,6 +12,7 @@ import click
 
 from msmt.commands import app
 from msmt.commands import score, synth, train  # noqa: F401  (register commands)
+from msmt.commands import adapt  # noqa: F401  (register commands)
 from msmt.errors import MsmtError
 
 

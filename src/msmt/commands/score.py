@@ -17,6 +17,22 @@ def _load(run_dir: Path, data: Path, with_labels: bool):
     return run, frame, encode_frame(frame, run.schema, with_labels=with_labels)
 
 
+def _personal_predictions(run, frame, encoded, batch_size: int):
+    """Base + each row's group block when the run has blocks (see msmt.personal), else None."""
+    from msmt.meta.episodes import group_values
+    from msmt.personal import predict_with_blocks, read_index
+
+    group = run.schema.spec.group
+    if not group or not read_index(run.path):
+        return None
+    if group not in frame.columns:
+        typer.echo(f"note: no group column '{group}' in the data: every row is scored by the base", err=True)
+        return None
+    preds, n_block = predict_with_blocks(run.model, run.path, encoded, group_values(frame, group, allow_missing=True), batch_size)
+    typer.echo(f"{n_block} of {len(frame)} rows scored with their group's block, the rest by the base", err=True)
+    return preds
+
+
 @app.command("evaluate")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train'."),
@@ -30,7 +46,17 @@ def evaluate(
     from msmt.run_dir import write_json
 
     run, frame, encoded = _load(run_dir, data, with_labels=True)
-    M = evaluate_model(run.model, frame, encoded, batch_size)
+    preds = _personal_predictions(run, frame, encoded, batch_size)
+    if preds is None:
+        M = evaluate_model(run.model, frame, encoded, batch_size)
+    else:
+        from msmt.evaluation import scenario_names, truth_columns
+        from msmt.metrics import compute_metrics
+
+        spec = run.schema.spec
+        labels = {t.name: encoded["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
+        scenarios = scenario_names(frame, spec.scenario.column)
+        M = compute_metrics(spec.tasks, labels, preds, scenarios, truth_columns(frame, spec.task_names))
     typer.echo(metrics_table(M, run.schema.spec.tasks))
     if out:
         write_json(out, M)
@@ -49,7 +75,9 @@ def predict(
     from msmt.inference import predict_batches
 
     run, frame, encoded = _load(run_dir, data, with_labels=False)
-    preds = predict_batches(run.model, encoded, batch_size)
+    preds = _personal_predictions(run, frame, encoded, batch_size)
+    if preds is None:
+        preds = predict_batches(run.model, encoded, batch_size)
     result = frame.copy()
     for task, values in preds.items():
         result[f"pred_{task}"] = values
