@@ -94,7 +94,7 @@ def test_maml_meta_gradient_matches_finite_differences(tiny_dir, tiny_schema, gr
 
     def value() -> float:
         loss, _ = meta_loss(model, split, support, query, tasks, cfg.meta)
-        return float(loss)
+        return float(loss.detach())
 
     def gradient(algorithm: str) -> torch.Tensor:
         model.zero_grad(set_to_none=True)
