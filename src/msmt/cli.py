@@ -11,7 +11,7 @@ import sys
 import click
 
 from msmt.commands import app
-from msmt.commands import bench, export, score, serve, synth, train  # noqa: F401  (register commands)
+from msmt.commands import adapt, bench, export, score, serve, synth, train  # noqa: F401  (register commands)
 from msmt.errors import MsmtError
 
 

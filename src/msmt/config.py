@@ -109,11 +109,31 @@ class LossConfig(Strict):
         return section if section is not None else balancer_params_class(self.strategy)()
 
 
+class MetaConfig(Strict):
+    """Meta-learning per group (see :mod:`msmt.meta_learning`): which parameters are personal,
+    how episodes are drawn and how the inner and outer loops run. ``algorithm: none`` trains
+    conventionally; ``msmt adapt`` still uses ``personal``, ``inner_steps`` and ``inner_lr``."""
+
+    algorithm: Literal["none", "maml", "fomaml", "reptile"] = "none"
+    personal: list[str] = Field(default_factory=lambda: ["towers.*"], min_length=1)  # globs over parameter names
+    shared: list[str] = Field(default_factory=lambda: ["*"])  # trained in the outer loop; the rest is frozen
+    support_size: int = Field(default=10, ge=1)
+    query_size: int = Field(default=20, ge=1)
+    groups_per_episode: int = Field(default=8, ge=1)
+    episodes: int = Field(default=200, ge=0)
+    inner_steps: int = Field(default=3, ge=0)
+    inner_lr: float = Field(default=0.1, gt=0.0)
+    outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    outer_lr: float = Field(default=1e-3, gt=0.0)
+    seed: int = 0
+
+
 class ExperimentConfig(Strict):
     dataset: DatasetSpec
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    meta: MetaConfig = Field(default_factory=MetaConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=False)

@@ -23,10 +23,16 @@ def truth_columns(frame: pd.DataFrame, task_names: list[str]) -> dict[str, np.nd
     return {t: numeric_column(frame, TRUTH_PREFIX + t) for t in task_names if TRUTH_PREFIX + t in frame.columns}
 
 
-def evaluate_model(model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192) -> dict:
-    """The ``M`` block of DESIGN.md for ``frame`` (encoded as ``data``, labels included)."""
+def evaluate_model(
+    model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192, preds: dict | None = None
+) -> dict:
+    """The ``M`` block of DESIGN.md for ``frame`` (encoded as ``data``, labels included).
+
+    ``preds`` (task -> [N]) replaces the model's own predictions, e.g. base + personal blocks.
+    """
     spec = model.schema.spec
-    preds = predict_batches(model, data, batch_size)
+    if preds is None:
+        preds = predict_batches(model, data, batch_size)
     labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
     return compute_metrics(
         spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names)

@@ -13,6 +13,7 @@ from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
 from msmt.data.validate import validate_frame
 from msmt.evaluation import evaluate_model
+from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
 from msmt.report import write_report
 from msmt.run_dir import HISTORY, METRICS, SCHEMA, WEIGHTS, save_weights, write_config, write_json
@@ -37,9 +38,13 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
         encoded[name] = encode_frame(frame, schema, context=context)
 
     model = build_model(schema, cfg.model)
+    meta_plan = plan_meta(model, cfg, splits["train"])  # meta config errors surface before training
     result: FitResult = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
+    meta_history = meta_train(model, cfg, meta_plan, encoded["train"], progress=cfg.train.progress)
 
     metrics = {"val": result.val_metrics}
+    if meta_history:  # the meta-trained base is what the run directory stores
+        metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size)
     if "test" in splits:
         metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size)
 
@@ -52,5 +57,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
     history.to_csv(tmp, index=False)
     tmp.replace(out / HISTORY)
     write_json(out / METRICS, metrics)
+    if meta_history:
+        pd.DataFrame(meta_history).to_csv(out / ".meta_history.csv.tmp", index=False)
+        (out / ".meta_history.csv.tmp").replace(out / "meta_history.csv")
     write_report(out, cfg, metrics, history)
     return metrics

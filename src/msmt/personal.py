@@ -69,3 +69,54 @@ def forward_with_block(model: nn.Module, block: dict[str, Tensor] | None, batch:
     if not block:
         return model(batch)
     return torch.func.functional_call(model, block, (batch,), strict=False)
+
+
+@torch.no_grad()
+def predict_with_blocks(
+    model: nn.Module,
+    run_dir: str | Path,
+    data: dict[str, Tensor],
+    groups,
+    batch_size: int = 8192,
+) -> tuple[dict[str, "np.ndarray"], int]:
+    """Per-row predictions, each row scored by base + its group's block (base alone without one).
+
+    Args:
+        model: the base model (a ``MultiTaskModel``; left unchanged).
+        run_dir: holds ``blocks/index.json`` (absent: every row falls back to the base).
+        data: an encoded batch of N rows; ``groups``: [N] group ids (text).
+    Returns:
+        ({task: [N] prediction in user units}, number of rows scored with a block).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from msmt.data.tensorize import take
+    from msmt.losses import to_prediction
+
+    was_training = model.training
+    model.eval()
+    kinds = {t.name: t.kind for t in model.schema.spec.tasks}
+    inputs = {k: v for k, v in data.items() if k not in ("labels", "weight")}
+    n = int(inputs["scenario"].shape[0])
+    out = {t: np.zeros(n, dtype=np.float32) for t in kinds}
+    index = read_index(run_dir)
+    groups = np.asarray(groups, dtype=object)
+    with_block = np.array([str(g) in index for g in groups], dtype=bool) if n else np.zeros(0, dtype=bool)
+
+    def score(rows: np.ndarray, block: dict[str, Tensor] | None) -> None:
+        part = take(inputs, torch.from_numpy(rows))
+        for start in range(0, len(rows), batch_size):
+            batch = take(part, slice(start, start + batch_size))
+            pred = forward_with_block(model, block, batch)
+            for t, kind in kinds.items():
+                out[t][rows[start : start + batch_size]] = to_prediction(kind, pred[t]).float().cpu().numpy()
+
+    base_rows = np.flatnonzero(~with_block)
+    if len(base_rows):
+        score(base_rows, None)
+    sel = np.flatnonzero(with_block)
+    for group, rows in pd.Series(sel).groupby(groups[sel], sort=False):
+        score(rows.to_numpy().copy(), load_block(run_dir, str(group), index))
+    model.train(was_training)
+    return out, int(with_block.sum())

@@ -21,6 +21,22 @@ def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = N
 CONTEXT_HELP = "Earlier rows (CSV/Parquet) used only to build panel history; never scored."
 
 
+def _personal_predictions(run, frame, encoded, batch_size: int):
+    """Base + each row's group block when the run has blocks (see msmt.personal), else None."""
+    from msmt.meta.episodes import group_values
+    from msmt.personal import predict_with_blocks, read_index
+
+    group = run.schema.spec.group
+    if not group or not read_index(run.path):
+        return None
+    if group not in frame.columns:
+        typer.echo(f"note: no group column '{group}' in the data: every row is scored by the base", err=True)
+        return None
+    preds, n_block = predict_with_blocks(run.model, run.path, encoded, group_values(frame, group, allow_missing=True), batch_size)
+    typer.echo(f"{n_block} of {len(frame)} rows scored with their group's block, the rest by the base", err=True)
+    return preds
+
+
 @app.command("evaluate")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train'."),
@@ -35,7 +51,8 @@ def evaluate(
     from msmt.run_dir import write_json
 
     run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)
-    M = evaluate_model(run.model, frame, encoded, batch_size)
+    preds = _personal_predictions(run, frame, encoded, batch_size)
+    M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds)
     typer.echo(metrics_table(M, run.schema.spec.tasks))
     if out:
         write_json(out, M)
@@ -55,7 +72,9 @@ def predict(
     from msmt.inference import predict_batches
 
     run, frame, encoded = _load(run_dir, data, with_labels=False, context=context)
-    preds = predict_batches(run.model, encoded, batch_size)
+    preds = _personal_predictions(run, frame, encoded, batch_size)
+    if preds is None:
+        preds = predict_batches(run.model, encoded, batch_size)
     result = frame.copy()
     for task, values in preds.items():
         result[f"pred_{task}"] = values

@@ -1,0 +1,283 @@
+"""Few-shot protocol for new groups: metric vs K support rows, groups held out whole.
+
+For each seed:
+
+1. All rows of the dataset (every split file) are pooled; groups (``dataset.group``) with at least
+   ``max(K) + query`` rows are candidates, and ``--test-groups`` of them are held out whole.
+   The remaining groups' rows train everything (90/10 random train/validation split).
+2. A conventional model is trained (``fit``), then copied and meta-trained with MAML, first-order
+   MAML and Reptile (``meta.*`` of the config).
+3. Each held-out group's rows are ordered by time (the split's time column, else ``timestamp``,
+   else a seeded shuffle); its last ``--query`` rows are the query set, its first K rows the
+   support set, K in ``--ks``. Methods, all scored on the same query rows:
+   ``base`` (conventional model, no adaptation), ``finetune`` (its personal parameters adapted with
+   the same inner steps / lr as the meta models), ``scratch`` (a fresh model of the same
+   architecture trained on the K rows only: ``--scratch-steps`` full-batch Adam steps),
+   ``maml`` / ``fomaml`` / ``reptile`` (meta-trained model adapted on the K rows).
+4. Query predictions are pooled over held-out groups: the task-weighted loss (the training
+   objective) and the AUC of each binary task.
+
+Results (mean ± std over seeds) go to a Markdown file, a JSON file and PNG plots.
+
+Examples::
+
+    python benchmarks/meta_learning.py --config configs/movielens.yaml --name movielens_users
+    python benchmarks/meta_learning.py --synth-simple --name synth_users \
+        --set dataset.group=user_id --set meta.inner_lr=0.02
+    # later, the advertiser simulator (issue 3): its experiment config and its group column
+    python benchmarks/meta_learning.py --config DIR/experiment.yaml --set dataset.group=advertiser_id
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from msmt.config import load_experiment
+from msmt.data.encoders import fit_schema
+from msmt.data.loading import load_splits
+from msmt.data.split import split_frame
+from msmt.data.tensorize import encode_frame, take
+from msmt.losses import row_loss, to_prediction
+from msmt.meta import adapt, meta_train, plan_meta, split_parameters
+from msmt.meta.episodes import group_values
+from msmt.metrics import binary_metrics
+from msmt.models import build_model
+from msmt.personal import forward_with_block
+from msmt.schema import SplitSpec, TaskKind
+from msmt.train import fit, seed_everything
+
+ALGORITHMS = ("maml", "fomaml", "reptile")
+METHODS = ("base", "finetune", "scratch", *ALGORITHMS)
+
+
+def order_rows(frame: pd.DataFrame, spec, seed: int) -> pd.DataFrame:
+    time_col = spec.split.time_column or ("timestamp" if "timestamp" in frame.columns else None)
+    if time_col:
+        return frame.sort_values(time_col, kind="stable").reset_index(drop=True)
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def scratch_block(cfg, schema, support, steps: int, lr: float, seed: int):
+    """A fresh model trained on the support rows only (all of its parameters)."""
+    torch.manual_seed(seed)
+    model = build_model(schema, cfg.model)
+    if int(support["scenario"].shape[0]) and steps:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        tasks = cfg.dataset.tasks
+        for _ in range(steps):
+            out = model(support)
+            loss = sum(t.weight * (support["weight"] * row_loss(t.kind, out[t.name], support["labels"][:, i])).mean() for i, t in enumerate(tasks))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model, block, batch, tasks) -> dict[str, np.ndarray]:
+    out = forward_with_block(model, block, batch)
+    return {t.name: to_prediction(t.kind, out[t.name]).numpy() for t in tasks}
+
+
+def pooled_metrics(tasks, labels: np.ndarray, preds: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    res, objective = {}, 0.0
+    for i, t in enumerate(tasks):
+        p = np.concatenate(preds[t.name])
+        y = labels[:, i]
+        # the training loss on the prediction scale, so every method is scored the same way
+        o = np.log(np.clip(p, 1e-7, 1 - 1e-7) / (1 - np.clip(p, 1e-7, 1 - 1e-7))) if t.kind == TaskKind.BINARY else (np.log(np.maximum(p, 1e-7)) if t.kind == TaskKind.COUNT else p)
+        loss = float(row_loss(t.kind, torch.from_numpy(o).double(), torch.from_numpy(y).double()).mean())
+        res[f"{t.name}_loss"] = loss
+        objective += t.weight * loss
+        if t.kind == TaskKind.BINARY:
+            res[f"{t.name}_auc"] = binary_metrics(y, p)["auc"]
+    res["objective"] = objective
+    return res
+
+
+def run_seed(args, seed: int) -> dict:
+    cfg = load_experiment(args.config, [*args.set, f"train.seed={seed}", f"meta.seed={seed}", "train.progress=false"])
+    spec = cfg.dataset
+    if not spec.group:
+        raise SystemExit("the dataset has no group column: pass --set dataset.group=COLUMN")
+    seed_everything(seed)
+    frame = order_rows(pd.concat(list(load_splits(spec).values()), ignore_index=True), spec, seed)
+    frame.attrs["source"] = str(spec.files.train)
+    groups = group_values(frame, spec.group)
+    counts = pd.Series(groups).value_counts()
+    need = max(args.ks) + args.query
+    candidates = sorted(counts[counts >= need].index)
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(candidates, size=min(args.test_groups, len(candidates)), replace=False).tolist())
+    is_test = np.isin(groups, list(held))
+    train_all = frame[~is_test].reset_index(drop=True)
+    train_all.attrs["source"] = frame.attrs["source"]
+    parts = split_frame(train_all, SplitSpec(method="random", validation_fraction=0.1, seed=seed))
+    schema = fit_schema(parts["train"], spec)
+    enc = {k: encode_frame(v, schema) for k, v in parts.items()}
+
+    timings = {}
+    t0 = time.perf_counter()
+    conventional = build_model(schema, cfg.model)
+    fit(conventional, cfg, enc["train"], enc["validation"], parts["validation"])
+    timings["conventional_train_s"] = time.perf_counter() - t0
+    models = {"base": conventional, "finetune": conventional}
+    for algo in ALGORITHMS:
+        t0 = time.perf_counter()
+        acfg = cfg.model_copy(deep=True)
+        acfg.meta.algorithm = algo
+        model = copy.deepcopy(conventional)
+        meta_train(model, acfg, plan_meta(model, acfg, parts["train"]), enc["train"])
+        models[algo] = model
+        timings[f"{algo}_meta_train_s"] = time.perf_counter() - t0
+    split = split_parameters(conventional, cfg.meta)
+
+    test = frame[is_test].reset_index(drop=True)
+    test_enc = encode_frame(test, schema)
+    test_groups = groups[is_test]
+    tasks = spec.tasks
+    results = {}
+    t0 = time.perf_counter()
+    for k in args.ks:
+        preds = {m: {t.name: [] for t in tasks} for m in METHODS}
+        labels = []
+        for gi, g in enumerate(sorted(held)):
+            rows = np.flatnonzero(test_groups == g)  # already in time order
+            query = take(test_enc, torch.from_numpy(rows[-args.query :]))
+            support = take(test_enc, torch.from_numpy(rows[:k]))
+            labels.append(query["labels"].numpy())
+            for m in METHODS:
+                if m == "scratch":
+                    model, block = scratch_block(cfg, schema, support, args.scratch_steps, args.scratch_lr, seed * 100003 + gi), None
+                elif m == "base":
+                    model, block = models[m], None
+                else:
+                    model = models[m]
+                    block = adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr) if k else None
+                for t, p in predict(model, block, query, tasks).items():
+                    preds[m][t].append(p)
+        y = np.concatenate(labels)
+        results[k] = {m: pooled_metrics(tasks, y, preds[m]) for m in METHODS}
+    timings["evaluation_s"] = time.perf_counter() - t0
+    return {
+        "seed": seed,
+        "held_out_groups": len(held),
+        "train_groups": int(len(set(groups[~is_test]))),
+        "train_rows": int(len(parts["train"])),
+        "results": {str(k): v for k, v in results.items()},
+        "timings": timings,
+    }
+
+
+def summarise(runs: list[dict], ks: list[int], metric: str) -> dict[str, dict[int, tuple[float, float]]]:
+    out = {}
+    for m in METHODS:
+        out[m] = {}
+        for k in ks:
+            vals = np.array([r["results"][str(k)][m][metric] for r in runs if r["results"][str(k)][m][metric] is not None], dtype=float)
+            out[m][k] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+    return out
+
+
+def write_outputs(args, runs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(args.out_dir)
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    metrics = [k for k in runs[0]["results"][str(args.ks[0])]["base"] if k == "objective" or k.endswith("_auc")]
+    lines = [
+        f"## {args.name}\n",
+        f"Command: `{args.command}`\n",
+        f"Seeds {args.seeds}; {runs[0]['held_out_groups']} held-out groups per seed (never seen in training), "
+        f"{runs[0]['train_groups']} training groups, {runs[0]['train_rows']} training rows; query = each held-out "
+        f"group's last {args.query} rows; metrics pooled over the held-out groups' query rows; mean ± std over seeds.\n",
+    ]
+    for metric in metrics:
+        table = summarise(runs, args.ks, metric)
+        better = "lower" if metric == "objective" else "higher"
+        title = "task-weighted query loss" if metric == "objective" else f"query {metric.replace('_', ' ').upper().replace(' AUC', ' AUC')}"
+        lines.append(f"\n**{title}** ({better} is better)\n")
+        lines.append("| method | " + " | ".join(f"K={k}" for k in args.ks) + " |")
+        lines.append("|---|" + "---|" * len(args.ks))
+        for m in METHODS:
+            lines.append(f"| {m} | " + " | ".join(f"{table[m][k][0]:.4f} ± {table[m][k][1]:.4f}" for k in args.ks) + " |")
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for m in METHODS:
+            mean = np.array([table[m][k][0] for k in args.ks])
+            std = np.array([table[m][k][1] for k in args.ks])
+            ax.errorbar(args.ks, mean, yerr=std, marker="o", capsize=3, label=m)
+        ax.set_xlabel("K support rows per held-out group")
+        ax.set_ylabel(title)
+        ax.set_title(args.name)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        png = plots / f"meta_{args.name}_{metric}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        lines.append(f"\n![{title}](plots/{png.name})\n")
+    t = {k: np.mean([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
+    lines.append("\nWall-clock per seed (1 thread): " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()) + "\n")
+    section = out_dir / f"meta_learning_{args.name}.md"
+    tmp = section.with_name(f".{section.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(section)
+    raw = out_dir / f"meta_learning_{args.name}.json"
+    tmp = raw.with_name(f".{raw.name}.tmp")
+    tmp.write_text(json.dumps(runs, indent=1))
+    tmp.replace(raw)
+    print(f"wrote {section} and {raw}")
+
+
+def main() -> None:
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", type=Path, help="experiment YAML (its dataset needs a group column)")
+    p.add_argument("--synth-simple", action="store_true", help="generate `msmt synth simple` data and use its config")
+    p.add_argument("--synth-rows", type=int, default=30000)
+    p.add_argument("--set", action="append", default=[], help="config override, e.g. dataset.group=user_id")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--ks", type=int, nargs="+", default=[0, 5, 10, 20, 50])
+    p.add_argument("--query", type=int, default=20)
+    p.add_argument("--test-groups", type=int, default=40)
+    p.add_argument("--scratch-steps", type=int, default=30)
+    p.add_argument("--scratch-lr", type=float, default=0.01)
+    p.add_argument("--name", default="run")
+    p.add_argument("--out-dir", default="docs/results")
+    args = p.parse_args()
+    args.command = "python benchmarks/meta_learning.py " + " ".join(sys.argv[1:])
+    torch.set_num_threads(1)
+    if args.synth_simple:
+        from msmt.data.synthetic import write_simple
+
+        tmp = Path(tempfile.mkdtemp(prefix="msmt_meta_"))
+        write_simple(tmp, rows=args.synth_rows, seed=0)
+        args.config = tmp / "experiment.yaml"
+    if args.config is None:
+        p.error("give --config or --synth-simple")
+    runs = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        runs.append(run_seed(args, seed))
+        base = runs[-1]["results"]
+        print(f"seed {seed} done in {time.perf_counter() - t0:.0f}s: " + "; ".join(
+            f"K={k} " + " ".join(f"{m}={base[str(k)][m]['objective']:.4f}" for m in METHODS) for k in args.ks))
+    write_outputs(args, runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Which parameters are personal, the per-group objective, and the inner loop.
+
+Notation (DESIGN.md, "Meta-learning per group"): shared parameters θ, personal parameters φ.
+The inner loop is plain gradient descent on the support loss of one group,
+
+    φ_{k+1} = φ_k − α ∇_φ L_support(θ, φ_k),   k = 0 .. steps−1,   φ_0 = φ,
+
+evaluated with :func:`torch.func.functional_call`, so the model object is never modified.
+With ``create_graph=True`` the steps stay differentiable (second-order MAML, Finn et al. 2017).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from msmt.config import MetaConfig
+from msmt.data.tensorize import Batch
+from msmt.errors import ConfigError
+from msmt.losses import task_losses
+from msmt.personal import select_parameters
+from msmt.schema import Task
+
+
+@dataclass(frozen=True)
+class ParameterSplit:
+    """Parameter names: ``personal`` (φ, one copy per group), ``shared`` (θ, trained in the
+    outer loop) and ``frozen`` (neither)."""
+
+    personal: tuple[str, ...]
+    shared: tuple[str, ...]
+    frozen: tuple[str, ...]
+
+
+def split_parameters(model: nn.Module, cfg: MetaConfig) -> ParameterSplit:
+    """Apply the ``meta.personal`` / ``meta.shared`` globs; personal wins over shared."""
+    personal = select_parameters(model, cfg.personal)
+    if not personal:
+        names = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
+        raise ConfigError(
+            f"meta.personal: patterns {cfg.personal} match no parameter of model "
+            f"'{getattr(model, 'registry_name', type(model).__name__)}' (its modules: {names})"
+        )
+    chosen = set(personal)
+    shared = [n for n in select_parameters(model, cfg.shared) if n not in chosen]
+    chosen |= set(shared)
+    frozen = [n for n, _ in model.named_parameters() if n not in chosen]
+    return ParameterSplit(tuple(personal), tuple(shared), tuple(frozen))
+
+
+def objective(model: nn.Module, params: dict[str, Tensor], batch: Batch, tasks: tuple[Task, ...]) -> Tensor:
+    """Σ_t w_t L_t on ``batch`` with ``params`` in place of the model's own (scalar tensor)."""
+    outputs = torch.func.functional_call(model, params, (batch,), strict=False)
+    losses = task_losses(tasks, outputs, batch["labels"], batch["weight"])
+    return sum(t.weight * losses[t.name] for t in tasks)
+
+
+def inner_loop(
+    model: nn.Module,
+    phi: dict[str, Tensor],
+    support: Batch,
+    tasks: tuple[Task, ...],
+    steps: int,
+    lr: float,
+    create_graph: bool = False,
+) -> dict[str, Tensor]:
+    """``steps`` gradient steps on the support loss; returns φ_g (same keys as ``phi``).
+
+    Every tensor of ``phi`` must require grad. With ``create_graph`` the result is a
+    differentiable function of ``phi`` and of the model's shared parameters (MAML); without it
+    each step's gradient is a constant, so dφ_g/dφ = I (first-order MAML).
+    """
+    names = list(phi)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = objective(model, phi, support, tasks)
+            grads = torch.autograd.grad(loss, [phi[n] for n in names], create_graph=create_graph)
+            phi = {n: phi[n] - lr * g for n, g in zip(names, grads)}
+    return phi
+
+
+def adapt(model: nn.Module, split: ParameterSplit, support: Batch, tasks: tuple[Task, ...], steps: int, lr: float) -> dict[str, Tensor]:
+    """A group's personal block: φ adapted on its support rows, detached (model unchanged).
+
+    Runs in eval mode (no dropout); an empty support set or ``steps=0`` returns a copy of φ.
+    """
+    params = dict(model.named_parameters())
+    phi = {n: params[n].detach().clone().requires_grad_(True) for n in split.personal}
+    if int(support["scenario"].shape[0]) > 0 and steps > 0:
+        was_training = model.training
+        model.eval()
+        try:
+            phi = inner_loop(model, phi, support, tasks, steps, lr, create_graph=False)
+        finally:
+            model.train(was_training)
+    return {n: t.detach().clone() for n, t in phi.items()}
