@@ -47,6 +47,7 @@ class ModelConfig(Strict):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     activation: Literal["relu", "gelu", "silu"] = "relu"
     use_scenario_feature: bool = True
+    history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
 
     @model_validator(mode="after")
     def _validate_sections(self) -> "ModelConfig":

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from msmt.data.encoders import FittedSchema
 from msmt.data.tensorize import Batch
+from msmt.layers.history import HistorySummary
 from msmt.schema import FeatureSet
 
 
@@ -27,6 +28,7 @@ class FeatureEncoder(nn.Module):
         features: which feature set (the dataset's features, or the scenario attributes).
         prefix: batch-key prefix: ``""`` for features, ``"scenario_"`` for scenario attributes.
         with_scenario: also embed the scenario index as one more categorical feature.
+        history: append a summary of the row's panel history (:class:`HistorySummary`).
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class FeatureEncoder(nn.Module):
         features: FeatureSet | None = None,
         prefix: str = "",
         with_scenario: bool = False,
+        history: bool = False,
     ):
         super().__init__()
         features = features if features is not None else schema.spec.features
@@ -53,7 +56,13 @@ class FeatureEncoder(nn.Module):
         self.table = nn.Embedding(max(sum(sizes), 1), dim)
         nn.init.normal_(self.table.weight, std=0.05)
         n_embedded = self.num_sparse + len(self.multi_names) + int(with_scenario)
-        self.out_dim = dim * n_embedded + self.num_dense
+        self.history = HistorySummary(schema) if history else None
+        self.out_dim = dim * n_embedded + self.num_dense + (self.history.out_dim if history else 0)
+
+    @classmethod
+    def for_model(cls, schema: FittedSchema, cfg) -> "FeatureEncoder":
+        """The input encoder of the shared ``model.*`` keys (scenario embedding, history summary)."""
+        return cls(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary)
 
     def embed_fields(self, batch: Batch) -> Tensor:
         """[B, F, dim]: one embedding per categorical field (multi-valued ones mean-pooled)."""
@@ -77,4 +86,6 @@ class FeatureEncoder(nn.Module):
         flat = fields.flatten(1)
         if self.num_dense:
             flat = torch.cat([flat, batch[f"{self.prefix}dense"]], dim=1)
+        if self.history is not None:
+            flat = torch.cat([flat, self.history(batch)], dim=1)
         return flat

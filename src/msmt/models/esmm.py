@@ -36,7 +36,7 @@ class ESMM(MultiTaskModel):
         self.products = {t.name: list(t.product_of) for t in spec.tasks if t.product_of}
         self.aux_names = [a.name for a in spec.auxiliary]
         self.tower_names = [t.name for t in spec.tasks if not t.product_of] + self.aux_names
-        self.encoder = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+        self.encoder = FeatureEncoder.for_model(schema, cfg)
         dims = [*cfg.hidden_dims, *cfg.tower_dims]
         self.towers = nn.ModuleDict(
             {n: MLP(self.encoder.out_dim, dims, 1, cfg.activation, cfg.dropout) for n in self.tower_names}

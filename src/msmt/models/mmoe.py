@@ -28,7 +28,7 @@ class MMoE(MultiTaskModel):
     def __init__(self, schema, cfg):
         super().__init__(schema, cfg)
         k = self.params.num_experts
-        self.encoder = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+        self.encoder = FeatureEncoder.for_model(schema, cfg)
         d_in = self.encoder.out_dim
         self.experts = nn.ModuleList(MLP(d_in, cfg.hidden_dims, act=cfg.activation, dropout=cfg.dropout) for _ in range(k))
         self.gates = nn.Linear(d_in, k * self.num_tasks, bias=False)  # W_t for all tasks in one matmul

@@ -32,7 +32,7 @@ class PLE(MultiTaskModel):
         super().__init__(schema, cfg)
         p = self.params
         dims = list(p.expert_dims or cfg.hidden_dims)
-        self.encoder = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+        self.encoder = FeatureEncoder.for_model(schema, cfg)
         self.levels = nn.ModuleList()
         in_dim = self.encoder.out_dim
         for level in range(p.num_levels):

@@ -51,7 +51,7 @@ class ScenarioTowers(nn.Module):
 class SharedBottomScenarioTowers(MultiTaskModel):
     def __init__(self, schema, cfg):
         super().__init__(schema, cfg)
-        self.encoder = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+        self.encoder = FeatureEncoder.for_model(schema, cfg)
         self.bottom = MLP(self.encoder.out_dim, cfg.hidden_dims, act=cfg.activation, dropout=cfg.dropout)
         self.towers = ScenarioTowers(
             max(schema.num_scenarios, 1), self.bottom.out_dim, cfg.tower_dims, self.num_tasks, cfg.activation, cfg.dropout

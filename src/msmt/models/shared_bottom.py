@@ -16,7 +16,7 @@ from msmt.models.registry import register
 class SharedBottom(MultiTaskModel):
     def __init__(self, schema, cfg):
         super().__init__(schema, cfg)
-        self.encoder = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+        self.encoder = FeatureEncoder.for_model(schema, cfg)
         self.bottom = MLP(self.encoder.out_dim, cfg.hidden_dims, act=cfg.activation, dropout=cfg.dropout)
         self.towers = nn.ModuleDict(
             {t: MLP(self.bottom.out_dim, cfg.tower_dims, 1, cfg.activation, cfg.dropout) for t in self.task_names}

@@ -22,7 +22,7 @@ class SingleTask(MultiTaskModel):
         self.encoders = nn.ModuleDict()
         self.nets = nn.ModuleDict()
         for name in self.task_names:
-            enc = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+            enc = FeatureEncoder.for_model(schema, cfg)
             self.encoders[name] = enc
             self.nets[name] = MLP(enc.out_dim, [*cfg.hidden_dims, *cfg.tower_dims], 1, cfg.activation, cfg.dropout)
 

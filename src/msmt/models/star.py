@@ -35,7 +35,7 @@ class STAR(MultiTaskModel):
         super().__init__(schema, cfg)
         p = self.params
         num_s = max(schema.num_scenarios, 1)
-        self.encoder = FeatureEncoder(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature)
+        self.encoder = FeatureEncoder.for_model(schema, cfg)
         self.norm = PartitionedNorm(num_s, self.encoder.out_dim, momentum=p.norm_momentum)
         sizes = [self.encoder.out_dim, *cfg.hidden_dims]
         self.star = nn.ModuleList(StarLinear(num_s, a, b) for a, b in zip(sizes[:-1], sizes[1:]))

@@ -1,0 +1,44 @@
+"""A fixed-size summary of a row's panel history, for models without a sequence encoder.
+
+Lets Shared-Bottom, MMoE, PLE, ... read the same trailing history that M2M's Transformer reads
+(``seq.*`` batch keys, see docs/architecture.md), so comparisons with M2M are about the
+architecture, not about who may look at the past. Per row, over its own window only:
+
+* masked mean of each performance metric        [B, F]
+* the most recent step's metrics (0 if missing)  [B, F]
+* the share of observed steps                   [B, 1]
+* the share of observed steps with each event   [B, V]   (V = event vocabulary incl. pad/OOV)
+
+Output: [B, 2F + 1 + V]. Nothing mixes rows of the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from msmt.data.encoders import FittedSchema
+from msmt.errors import ConfigError
+
+
+class HistorySummary(nn.Module):
+    def __init__(self, schema: FittedSchema):
+        super().__init__()
+        panel = schema.extra.get("panel")
+        if not panel:
+            raise ConfigError("model.history_summary: the dataset has no 'panel' section, so there is no history to summarise")
+        self.num_metrics = len(panel["metrics"])
+        self.num_events = len(panel.get("events", [])) + 2
+        self.out_dim = 2 * self.num_metrics + 1 + self.num_events
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        perf = batch["seq.performance"]  # [B, W, F], 0 where missing
+        mask = batch["seq.mask"].to(perf.dtype)  # [B, W]
+        observed = mask.sum(1, keepdim=True)  # [B, 1]
+        mean = (perf * mask.unsqueeze(-1)).sum(1) / observed.clamp_min(1.0)  # [B, F]
+        last = perf[:, -1] * mask[:, -1:]  # [B, F]
+        events = F.one_hot(batch["seq.behaviour"], self.num_events).to(perf.dtype)  # [B, W, V]
+        event_share = (events * mask.unsqueeze(-1)).sum(1) / observed.clamp_min(1.0)  # [B, V]
+        share = observed / mask.shape[1]
+        return torch.cat([mean, last, share, event_share], dim=1)
