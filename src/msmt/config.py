@@ -81,6 +81,7 @@ class TrainConfig(Strict):
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int = Field(default=8192, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)  # optimiser steps between checkpoints
 
 
 class LossConfig(Strict):

@@ -7,11 +7,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from msmt.checkpoint import CHECKPOINT
 from msmt.config import ExperimentConfig
 from msmt.data.encoders import fit_schema
 from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
 from msmt.data.validate import validate_frame
+from msmt.distributed import init_from_env, shutdown
 from msmt.evaluation import evaluate_model
 from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
@@ -20,9 +22,23 @@ from msmt.run_dir import HISTORY, METRICS, SCHEMA, WEIGHTS, save_weights, write_
 from msmt.train import FitResult, fit, seed_everything
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
-    """Train and evaluate; write the run directory; return ``{"val": M[, "test": M]}``."""
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict:
+    """Train and evaluate; write the run directory; return ``{"val": M[, "test": M]}``.
+
+    Under ``torchrun`` every process runs this; only rank 0 writes. ``resume``: continue from
+    ``out_dir/checkpoint.pt`` (the data, schema and model are rebuilt deterministically from
+    the config, then the checkpoint replaces weights, optimiser, RNG and data position).
+    """
     out = Path(out_dir)
+    dist, joined = init_from_env(cfg.train.device)
+    try:
+        return _run(cfg, out, resume, dist.is_main)
+    finally:
+        if joined:
+            shutdown()
+
+
+def _run(cfg: ExperimentConfig, out: Path, resume: bool, writer: bool) -> dict:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
@@ -39,7 +55,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
 
     model = build_model(schema, cfg.model)
     meta_plan = plan_meta(model, cfg, splits["train"])  # meta config errors surface before training
-    result: FitResult = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
+    if writer:  # the config first, so that a killed run can be resumed from its directory
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, cfg)
+    result: FitResult = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"], out, resume)
     meta_history = meta_train(model, cfg, meta_plan, encoded["train"], progress=cfg.train.progress)
 
     metrics = {"val": result.val_metrics}
@@ -48,8 +67,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
     if "test" in splits:
         metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size)
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, cfg)
+    if not writer:
+        return metrics
     schema.save(out / SCHEMA)
     save_weights(model, out / WEIGHTS)
     history = pd.DataFrame(result.history)
@@ -61,4 +80,5 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
         pd.DataFrame(meta_history).to_csv(out / ".meta_history.csv.tmp", index=False)
         (out / ".meta_history.csv.tmp").replace(out / "meta_history.csv")
     write_report(out, cfg, metrics, history)
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return metrics
