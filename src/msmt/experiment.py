@@ -10,6 +10,7 @@ import torch
 from msmt.checkpoint import CHECKPOINT
 from msmt.config import ExperimentConfig
 from msmt.data.encoders import fit_schema
+from msmt.errors import ConfigError
 from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
 from msmt.data.validate import validate_frame
@@ -39,6 +40,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = Fa
 
 
 def _run(cfg: ExperimentConfig, out: Path, resume: bool, writer: bool) -> dict:
+    if resume and not (out / CHECKPOINT).exists():  # before any data is read
+        raise ConfigError(f"{out}: nothing to resume (no {CHECKPOINT}; the run finished or never checkpointed)")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
