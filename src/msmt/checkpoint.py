@@ -4,7 +4,7 @@
 strings), saved with ``torch.save`` and read with ``torch.load(weights_only=True)``:
 
 * ``model``, ``best_model``   state dicts (current weights, best epoch's weights)
-* ``optimizer``, ``balancer`` state dicts (the balancer's extra state included)
+* ``optimizers``, ``balancer`` state dicts (AdamW [and SparseAdam]) (the balancer's extra state included)
 * ``rng``                     torch, numpy and Python global RNG states, the batch-order generator
 * ``loop``                    data position (epoch, step within it, global step), the generator
                               state at the start of the epoch (to redraw the same batch order),

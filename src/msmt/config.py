@@ -82,6 +82,7 @@ class TrainConfig(Strict):
     progress: bool = True
     eval_batch_size: int = Field(default=8192, ge=1)
     checkpoint_every: int | None = Field(default=None, ge=1)  # optimiser steps between checkpoints
+    sparse_embeddings: bool = False  # sparse gradients + SparseAdam for embedding tables (msmt.optim)
 
 
 class LossConfig(Strict):

@@ -30,6 +30,7 @@ from msmt.evaluation import evaluate_model
 from msmt.losses import build_balancer, task_losses
 from msmt.metrics import monitor_value
 from msmt.models.base import MultiTaskModel
+from msmt.optim import build_optimizers
 
 
 def seed_everything(seed: int) -> None:
@@ -96,13 +97,13 @@ class LoopState:
         return dict(self.__dict__)
 
 
-def _checkpoint(path, model, best_state, optimizer, balancer, generator, loop: LoopState) -> None:
+def _checkpoint(path, model, best_state, optimizers, balancer, generator, loop: LoopState) -> None:
     save_checkpoint(
         path,
         {
             "model": model.state_dict(),
             "best_model": best_state,
-            "optimizer": optimizer.state_dict(),
+            "optimizers": [o.state_dict() for o in optimizers],
             "balancer": balancer.state_dict(),
             "rng": rng_state(generator),
             "loop": loop.to_dict(),
@@ -129,8 +130,7 @@ def fit(
     dist = Dist.current()
     dist.check_strategy(cfg.loss.strategy)
     balancer = build_balancer(tasks, cfg.loss, model)
-    params = [*model.parameters(), *balancer.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizers = build_optimizers(model, list(balancer.parameters()), tc, dist.active)
     generator = torch.Generator().manual_seed(tc.seed)
     ckpt_path = Path(run_dir) / CHECKPOINT if run_dir is not None else None
 
@@ -142,7 +142,8 @@ def fit(
         saved = load_checkpoint(ckpt_path)
         model.load_state_dict(saved["model"])
         best_state = saved["best_model"]
-        optimizer.load_state_dict(saved["optimizer"])
+        for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
         balancer.load_state_dict(saved["balancer"])
         set_rng_state(saved["rng"], generator)
         s = LoopState(**saved["loop"])
@@ -172,12 +173,14 @@ def fit(
                 local = dist.shard(batch)
                 outputs = net(local)
                 losses = task_losses(tasks, outputs, local["labels"], local["weight"])
-                optimizer.zero_grad(set_to_none=True)
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
                 total = balancer.backward(losses)
                 dist.sync_grads(balancer.parameters())
                 if tc.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                optimizer.step()
+                for optimizer in optimizers:
+                    optimizer.step()
                 logged = dist.mean([float(total), *(float(losses[n].detach()) for n in s.sums)])
                 s.total_sum += logged[0]
                 for name, value in zip(s.sums, logged[1:]):
@@ -186,7 +189,7 @@ def fit(
             s.step += 1
             s.global_step += 1
             if ckpt_path is not None and tc.checkpoint_every and s.global_step % tc.checkpoint_every == 0 and dist.is_main:
-                _checkpoint(ckpt_path, model, best_state, optimizer, balancer, generator, s)
+                _checkpoint(ckpt_path, model, best_state, optimizers, balancer, generator, s)
         train_losses = {name: v / n_batches for name, v in s.sums.items()}
         balancer.end_epoch(train_losses)
 
