@@ -81,6 +81,21 @@ class Dist:
         """A global batch smaller than the world would leave a rank empty: every rank skips it."""
         return global_rows >= self.world
 
+    def lockstep(self, batches):
+        """Yield while every rank still has a batch (streamed shards differ in length; a rank
+        that stopped early would leave the others waiting in all-reduce forever)."""
+        it = iter(batches)
+        while True:
+            batch = next(it, None)
+            if self.active:
+                flag = torch.tensor([0 if batch is None else 1])
+                tdist.all_reduce(flag, op=tdist.ReduceOp.MIN)
+                if int(flag) == 0:
+                    return
+            elif batch is None:
+                return
+            yield batch
+
     def sum(self, values: list[float]) -> list[float]:
         if not self.active:
             return values

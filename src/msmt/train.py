@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from msmt.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.config import ExperimentConfig
+from msmt.data.streaming import ParquetStream
 from msmt.data.tensorize import Batch, iterate_batches, num_rows, take
 from msmt.distributed import Dist
 from msmt.evaluation import evaluate_model
@@ -114,7 +115,7 @@ def _checkpoint(path, model, best_state, optimizers, balancer, generator, loop: 
 def fit(
     model: MultiTaskModel,
     cfg: ExperimentConfig,
-    train_data: Batch,
+    train_data: Batch | ParquetStream,
     val_data: Batch,
     val_frame: pd.DataFrame,
     run_dir: str | Path | None = None,
@@ -122,6 +123,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the best epoch's weights.
 
+    ``train_data``: encoded rows in memory, or a :class:`ParquetStream` (each rank then reads
+    its own row groups instead of a shard of each global batch).
     ``run_dir``: where ``checkpoint.pt`` goes (with ``train.checkpoint_every``); ``resume``:
     continue from that checkpoint instead of starting afresh.
     """
@@ -150,8 +153,8 @@ def fit(
     net = dist.wrap(model)  # DDP broadcasts rank 0's (possibly restored) weights
 
     higher = False
-    n_rows = num_rows(train_data)
-    n_batches = math.ceil(n_rows / tc.batch_size)
+    stream = train_data if isinstance(train_data, ParquetStream) else None
+    n_batches = math.ceil(num_rows(train_data) / tc.batch_size) if stream is None else None
     while s.epoch <= tc.epochs:
         epoch = s.epoch
         if s.step == 0:
@@ -160,8 +163,12 @@ def fit(
         else:  # mid-epoch resume: redraw the same order, skip what was done
             generator.set_state(s.epoch_generator)
         model.train()
+        if stream is None:
+            batches = iterate_batches(train_data, tc.batch_size, shuffle=True, generator=generator, start_batch=s.step)
+        else:
+            batches = dist.lockstep(stream.batches(epoch, start_batch=s.step))
         bar = tqdm(
-            iterate_batches(train_data, tc.batch_size, shuffle=True, generator=generator, start_batch=s.step),
+            batches,
             total=n_batches,
             initial=s.step,
             desc=f"epoch {epoch}/{tc.epochs}",
@@ -169,8 +176,8 @@ def fit(
             leave=False,
         )
         for batch in bar:
-            if dist.usable(num_rows(batch)):
-                local = dist.shard(batch)
+            if stream is not None or dist.usable(num_rows(batch)):
+                local = dist.shard(batch) if stream is None else batch
                 outputs = net(local)
                 losses = task_losses(tasks, outputs, local["labels"], local["weight"])
                 for optimizer in optimizers:
@@ -190,7 +197,7 @@ def fit(
             s.global_step += 1
             if ckpt_path is not None and tc.checkpoint_every and s.global_step % tc.checkpoint_every == 0 and dist.is_main:
                 _checkpoint(ckpt_path, model, best_state, optimizers, balancer, generator, s)
-        train_losses = {name: v / n_batches for name, v in s.sums.items()}
+        train_losses = {name: v / max(s.step, 1) for name, v in s.sums.items()}
         balancer.end_epoch(train_losses)
 
         val_losses = validation_loss(model, val_data, tc.eval_batch_size, dist)
@@ -202,7 +209,7 @@ def fit(
             value, higher = monitor_value(val_metrics, tc.monitor)
         row = {
             "epoch": epoch,
-            "train_loss": s.total_sum / n_batches,
+            "train_loss": s.total_sum / max(s.step, 1),
             **{f"train_{k}_loss": v for k, v in train_losses.items()},
             "val_loss": val_losses["loss"],
             **{f"val_{k}_loss": v for k, v in val_losses.items() if k != "loss"},
