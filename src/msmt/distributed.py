@@ -8,7 +8,9 @@ of the global batch mean even when the shards differ in size. Validation predict
 gathered from all ranks before metrics are computed (AUC is not an average of per-shard AUCs),
 so every rank takes the same early-stopping decision; only rank 0 writes files.
 
-Backends: ``gloo`` on CPU, ``nccl`` when ``train.device`` is a CUDA device.
+Backend: ``gloo``. The training loop keeps tensors on the CPU (``train.device`` is not yet used
+for placement), so ``nccl`` — which needs CUDA tensors — is refused with a clear error until the
+loop places the model and batches on ``cuda:LOCAL_RANK``; see ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -133,10 +135,9 @@ def init_from_env(device: str = "cpu") -> tuple[Dist, bool]:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or tdist.is_initialized():
         return Dist.current(), False
-    backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-    tdist.init_process_group(backend=backend)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if device.startswith("cuda"):
+        raise ConfigError("train.device: distributed training runs on CPU with gloo here (the loop does not place tensors on CUDA yet); set train.device=cpu")
+    tdist.init_process_group(backend="gloo")
     return Dist.current(), True
 
 
