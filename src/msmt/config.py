@@ -82,6 +82,11 @@ class TrainConfig(Strict):
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int = Field(default=8192, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)  # optimiser steps between checkpoints
+    streaming: bool = False  # read the training Parquet file by row group (msmt.data.streaming)
+    shuffle_buffer: int = Field(default=65536, ge=1)  # rows shuffled together when streaming
+    num_workers: int = Field(default=0, ge=0)  # data-loader worker processes when streaming
+    sparse_embeddings: bool = False  # sparse gradients + SparseAdam for embedding tables (msmt.optim)
 
 
 class LossConfig(Strict):

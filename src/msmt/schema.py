@@ -67,11 +67,17 @@ class AuxiliaryOutput(Spec):
 
 
 class SparseFeature(Spec):
-    """A categorical column, embedded through a vocabulary with an out-of-vocabulary index."""
+    """A categorical column, embedded through a vocabulary with an out-of-vocabulary index.
+
+    ``hash_buckets``: instead of a vocabulary, hash each value into this many embedding rows
+    (for vocabularies too large to hold; colliding values share a row). ``features.hash_buckets``
+    sets it for every sparse feature that does not set its own.
+    """
 
     name: str
     column: str
     min_count: int = Field(default=1, ge=1)
+    hash_buckets: int | None = Field(default=None, ge=1)
 
 
 class DenseFeature(Spec):
@@ -113,6 +119,17 @@ class FeatureSet(Spec):
     sparse: tuple[SparseFeature, ...] = ()
     dense: tuple[DenseFeature, ...] = ()
     multi_sparse: tuple[MultiSparseFeature, ...] = ()
+    hash_buckets: int | None = Field(default=None, ge=1)  # default for every sparse feature
+
+    @model_validator(mode="after")
+    def _default_buckets(self) -> "FeatureSet":
+        if self.hash_buckets is not None:
+            filled = tuple(
+                f if f.hash_buckets is not None else f.model_copy(update={"hash_buckets": self.hash_buckets})
+                for f in self.sparse
+            )
+            object.__setattr__(self, "sparse", filled)
+        return self
 
     @model_validator(mode="before")
     @classmethod

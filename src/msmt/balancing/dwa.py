@@ -41,3 +41,9 @@ class DynamicWeightAverage(LossBalancer):
 
     def current_weights(self) -> dict[str, float]:
         return {n: float(w) for n, w in zip(self.task_names, self.task_weights * self.dwa_weights)}
+
+    def get_extra_state(self) -> dict:  # part of state_dict(): checkpoints keep the loss history
+        return {"history": [list(h) for h in self.history]}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.history = [list(h) for h in state["history"]]

@@ -81,3 +81,12 @@ class GradNorm(LossBalancer):
 
     def current_weights(self) -> dict[str, float]:
         return {n: float(w) for n, w in zip(self.task_names, self.weights.detach())}
+
+    def get_extra_state(self) -> dict:  # part of state_dict(): checkpoints keep w, L(0) and Adam
+        return {"weights": self.weights.detach().clone(), "initial_losses": self.initial_losses, "optimizer": self._optimizer.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        with torch.no_grad():
+            self.weights.copy_(state["weights"])
+        self.initial_losses = state["initial_losses"]
+        self._optimizer.load_state_dict(state["optimizer"])

@@ -64,3 +64,9 @@ class PCGrad(LossBalancer):
             p.grad = merged[offset : offset + n].view_as(p).clone()
             offset += n
         return total.detach()
+
+    def get_extra_state(self) -> dict:  # part of state_dict(): checkpoints keep the projection order RNG
+        return {"generator": self._generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._generator.set_state(state["generator"])

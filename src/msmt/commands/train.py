@@ -1,5 +1,10 @@
-"""``msmt train CONFIG [--out RUN_DIR] [--set key=value ...]``."""
+"""``msmt train CONFIG [--out RUN_DIR] [--set key=value ...]`` and ``msmt train --resume RUN_DIR``.
 
+Under ``torchrun --nproc-per-node N -m msmt train CONFIG`` each process trains on its shard
+(see :mod:`msmt.distributed`); only rank 0 prints and writes.
+"""
+
+import os
 from pathlib import Path
 
 import typer
@@ -9,21 +14,33 @@ from msmt.commands import app
 
 @app.command("train")
 def train(
-    config: Path = typer.Argument(..., help="Experiment YAML (dataset inline or by path)."),
+    config: Path = typer.Argument(None, help="Experiment YAML (dataset inline or by path)."),
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<config name>)."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a config key: --set model.name=mmoe"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or per-epoch lines."),
+    resume: Path = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its checkpoint."),
 ) -> None:
     """Train a model and write a run directory (config, schema, weights, metrics, report)."""
     from msmt.config import load_experiment
+    from msmt.errors import ConfigError
     from msmt.experiment import run_experiment
     from msmt.report import metrics_table
 
-    cfg = load_experiment(config, overrides or [])
+    if resume is not None:
+        if config is not None or out is not None or overrides:
+            raise ConfigError("--resume RUN_DIR takes no CONFIG, --out or --set: the run directory's config.yaml is used")
+        if not (resume / "config.yaml").exists():
+            raise ConfigError(f"{resume}: not a run directory (no config.yaml)")
+        cfg, run_dir = load_experiment(resume / "config.yaml"), resume
+    elif config is None:
+        raise ConfigError("missing CONFIG (or --resume RUN_DIR)")
+    else:
+        cfg, run_dir = load_experiment(config, overrides or []), out or Path("runs") / config.stem
     if quiet:
         cfg.train.progress = False
-    run_dir = out or Path("runs") / config.stem
-    metrics = run_experiment(cfg, run_dir)
+    metrics = run_experiment(cfg, run_dir, resume=resume is not None)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return
     for split, M in metrics.items():
         typer.echo(f"\n{split} ({M['rows']} rows) — model (oracle where known)\n")
         typer.echo(metrics_table(M, cfg.dataset.tasks))

@@ -64,6 +64,40 @@ class Vocabulary:
         index = self._index
         return np.fromiter((index.get(t, OOV) for t in tokens), dtype=np.int64, count=len(tokens))
 
+    def to_json(self) -> list[str]:
+        return list(self.values)
+
+
+@dataclass(frozen=True)
+class HashedVocabulary(Vocabulary):
+    """Category -> 2 + stable_hash(category) mod ``buckets``: no fitting, constant memory.
+
+    The hash is pandas' SipHash with its fixed key, so every process (training ranks, a later
+    ``predict``, the scoring service) maps a value to the same row. Index 1 (OOV) is unused.
+    """
+
+    buckets: int = 1
+
+    @property
+    def size(self) -> int:
+        return self.buckets + 2
+
+    def encode(self, tokens: pd.Series) -> np.ndarray:
+        values = np.asarray(tokens, dtype=object)
+        if not len(values):
+            return np.zeros(0, dtype=np.int64)
+        hashed = pd.util.hash_array(values, categorize=False)
+        return (hashed % np.uint64(self.buckets)).astype(np.int64) + 2
+
+    def to_json(self) -> dict[str, int]:
+        return {"hash_buckets": self.buckets}
+
+
+def vocabulary_from_json(data: list[str] | dict[str, int]) -> Vocabulary:
+    if isinstance(data, dict):
+        return HashedVocabulary((), buckets=int(data["hash_buckets"]))
+    return Vocabulary(tuple(data))
+
 
 @dataclass(frozen=True)
 class DenseStats:
@@ -118,7 +152,7 @@ class FittedSchema:
             "version": SCHEMA_VERSION,
             "dataset": self.spec.model_dump(mode="json"),
             "scenarios": list(self.scenarios),
-            "vocabularies": {k: list(v.values) for k, v in self.vocabularies.items()},
+            "vocabularies": {k: v.to_json() for k, v in self.vocabularies.items()},
             "dense": {k: {"mean": v.mean, "std": v.std, "transform": v.transform} for k, v in self.dense.items()},
             "extra": self.extra,
         }
@@ -133,7 +167,7 @@ class FittedSchema:
         return cls(
             spec=DatasetSpec.model_validate(data["dataset"]),
             scenarios=tuple(data["scenarios"]),
-            vocabularies={k: Vocabulary(tuple(v)) for k, v in data["vocabularies"].items()},
+            vocabularies={k: vocabulary_from_json(v) for k, v in data["vocabularies"].items()},
             dense={k: DenseStats(**v) for k, v in data["dense"].items()},
             extra=data.get("extra", {}),
         )
@@ -153,7 +187,10 @@ def fit_schema(train: pd.DataFrame, spec: DatasetSpec) -> FittedSchema:
     feature_sets = (spec.features, spec.scenario.attributes)
     for fs in feature_sets:
         for f in fs.sparse:
-            vocabs[f.name] = Vocabulary.fit(_text(train[f.column]), f.min_count)
+            if f.hash_buckets is not None:
+                vocabs[f.name] = HashedVocabulary((), buckets=f.hash_buckets)
+            else:
+                vocabs[f.name] = Vocabulary.fit(_text(train[f.column]), f.min_count)
         for f in fs.multi_sparse:
             tokens = split_multi(train[f.column], f.separator).explode()
             vocabs[f.name] = Vocabulary.fit(tokens.dropna(), f.min_count)

@@ -76,14 +76,22 @@ def take(batch: Batch, index: torch.Tensor | slice) -> Batch:
 
 
 def iterate_batches(
-    data: Batch, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    data: Batch,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    start_batch: int = 0,
 ) -> Iterator[Batch]:
-    """Yield mini-batches by tensor indexing; shuffling uses ``generator`` for reproducibility."""
+    """Yield mini-batches by tensor indexing; shuffling uses ``generator`` for reproducibility.
+
+    ``start_batch`` skips the first batches of the same order (resuming mid-epoch).
+    """
     n = num_rows(data)
+    first = start_batch * batch_size
     if shuffle:
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
+        for start in range(first, n, batch_size):
             yield take(data, order[start : start + batch_size])
     else:
-        for start in range(0, n, batch_size):
+        for start in range(first, n, batch_size):
             yield take(data, slice(start, start + batch_size))

@@ -51,8 +51,8 @@ class RowEncoder:
     def _sparse(self, rows, fs: FeatureSet) -> torch.Tensor:
         out = np.zeros((len(rows), len(fs.sparse)), dtype=np.int64)
         for j, f in enumerate(fs.sparse):
-            index = self.schema.vocabularies[f.name]._index
-            out[:, j] = [index.get(_text(v), OOV) for v in self._values(rows, f.column)]
+            vocab = self.schema.vocabularies[f.name]
+            out[:, j] = vocab.encode([_text(v) for v in self._values(rows, f.column)])
         return torch.from_numpy(out)
 
     def _dense(self, rows, fs: FeatureSet) -> torch.Tensor:

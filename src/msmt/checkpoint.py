@@ -1,0 +1,91 @@
+"""Resumable training state: one file, written atomically, loaded without unpickling code.
+
+``RUN_DIR/checkpoint.pt`` holds only tensors and plain Python values (dicts, lists, numbers,
+strings), saved with ``torch.save`` and read with ``torch.load(weights_only=True)``:
+
+* ``model``, ``best_model``   state dicts (current weights, best epoch's weights)
+* ``optimizers``, ``balancer`` state dicts (AdamW [and SparseAdam]) (the balancer's extra state included)
+* ``rng``                     torch, numpy and Python global RNG states, the batch-order generator
+* ``loop``                    data position (epoch, step within it, global step), the generator
+                              state at the start of the epoch (to redraw the same batch order),
+                              running loss sums, history, best epoch/value/metrics, patience count
+
+Resuming redraws the epoch's permutation from the saved generator state, skips the batches
+already done and restores every RNG, so the continued run computes the same numbers as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msmt.errors import ConfigError
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 1
+
+
+def plain(value: Any) -> Any:
+    """NumPy scalars -> Python numbers, recursively (``weights_only`` loading accepts no NumPy)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+        "generator": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    generator.set_state(state["generator"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to a temporary file in the same folder, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": FORMAT, **plain(state)}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path.parent}: nothing to resume (no {path.name}; the run finished or never checkpointed)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"{path}: unknown checkpoint format {state.get('format') if isinstance(state, dict) else '?'}")
+    return state

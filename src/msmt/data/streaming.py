@@ -1,0 +1,169 @@
+"""Streaming Parquet: train on a file larger than memory, one row group at a time.
+
+* :func:`fit_schema_streaming` fits every encoder in one pass over the row groups
+  (vocabulary counts, dense sums / sums of squares, the scenario set); hashed features need no
+  counting at all.
+* :class:`ParquetStream` is an ``IterableDataset`` of encoded mini-batches. Row groups are the
+  unit of sharding: group ``g`` of the epoch's (seeded) order goes to shard ``g mod S``, where
+  the shards are (rank, data-loader worker) pairs, ``S = world * workers``. Each shard keeps a
+  buffer of about ``buffer_rows`` encoded rows, shuffles it and emits full batches, so rows mix
+  across row groups within the buffer's reach. The order is a pure function of (seed, epoch,
+  rank, worker): re-reading an epoch reproduces it, which is how ``--resume`` finds its place.
+
+Memory is bounded by one row group per worker plus the shuffle buffer, whatever the file size.
+Validation and test splits are read into memory as usual (they are scored in full each epoch).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from msmt.data.encoders import DenseStats, FittedSchema, HashedVocabulary, Vocabulary, _text, split_multi
+from msmt.data.io import PARQUET_SUFFIXES, _as_text
+from msmt.data.loading import string_columns
+from msmt.data.tensorize import Batch, encode_frame, num_rows, take
+from msmt.data.validate import numeric_column, validate_frame
+from msmt.errors import ConfigError, DataError
+from msmt.schema import DatasetSpec
+
+
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    path = Path(path)
+    if path.suffix.lower() not in PARQUET_SUFFIXES:
+        raise ConfigError(f"{path}: train.streaming reads Parquet files only (.parquet / .pq)")
+    if not path.exists():
+        raise DataError(str(path), None, "no such file")
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # not Parquet, truncated
+        raise DataError(str(path), None, f"cannot read Parquet ({exc})") from None
+    if pf.metadata.num_rows == 0:
+        raise DataError(str(path), None, "empty file (no data rows)")
+    return pf
+
+
+def read_row_group(pf: pq.ParquetFile, index: int, spec: DatasetSpec, path: str) -> pd.DataFrame:
+    frame = pf.read_row_group(index).to_pandas()
+    for col in string_columns(spec):
+        if col in frame.columns:
+            frame[col] = _as_text(frame[col])
+    frame.attrs["source"] = f"{path} (row group {index})"
+    return frame
+
+
+def check_streamable(spec: DatasetSpec) -> None:
+    if spec.panel is not None:
+        raise ConfigError("train.streaming: panel history needs the whole table; not available when streaming")
+    if not spec.files.validation:
+        raise ConfigError("train.streaming: dataset.files.validation is required (a stream is not split)")
+
+
+def fit_schema_streaming(path: str | Path, spec: DatasetSpec) -> FittedSchema:
+    """The same encoders as :func:`~msmt.data.encoders.fit_schema`, in one pass over row groups."""
+    check_streamable(spec)
+    pf = open_parquet(path)
+    feature_sets = (spec.features, spec.scenario.attributes)
+    counts: dict[str, Counter] = {}
+    moments: dict[str, np.ndarray] = {}  # [count, sum, sum of squares] in float64
+    scenarios: set[str] = set()
+    for g in range(pf.num_row_groups):
+        frame = read_row_group(pf, g, spec, str(path))
+        validate_frame(frame, spec, with_labels=True)
+        for fs in feature_sets:
+            for f in fs.sparse:
+                if f.hash_buckets is None:
+                    counts.setdefault(f.name, Counter()).update(_text(frame[f.column]).value_counts().to_dict())
+            for f in fs.multi_sparse:
+                tokens = split_multi(frame[f.column], f.separator).explode().dropna()
+                counts.setdefault(f.name, Counter()).update(tokens.value_counts().to_dict())
+            for f in fs.dense:
+                x = numeric_column(frame, f.column)
+                if f.transform == "log1p":
+                    x = np.log1p(np.clip(x, 0.0, None))
+                x = x[~np.isnan(x)]
+                m = moments.setdefault(f.name, np.zeros(3))
+                m += (len(x), x.sum(), np.square(x).sum())
+        scenarios.update(_text(frame[spec.scenario.column]).unique().tolist())
+    vocabs: dict[str, Vocabulary] = {}
+    dense: dict[str, DenseStats] = {}
+    for fs in feature_sets:
+        for f in (*fs.sparse, *fs.multi_sparse):
+            if getattr(f, "hash_buckets", None) is not None:
+                vocabs[f.name] = HashedVocabulary((), buckets=f.hash_buckets)
+            else:
+                c = counts.get(f.name, Counter())
+                vocabs[f.name] = Vocabulary(tuple(sorted(str(v) for v, k in c.items() if k >= f.min_count and str(v) != "")))
+        for f in fs.dense:
+            n, s, ss = moments.get(f.name, np.zeros(3))
+            mean = s / n if n else 0.0
+            std = float(np.sqrt(max(ss / n - mean * mean, 0.0))) if n else 1.0
+            dense[f.name] = DenseStats(float(mean), std if std > 1e-12 else 1.0, f.transform)
+    return FittedSchema(spec, tuple(sorted(scenarios)), vocabs, dense, {})
+
+
+class ParquetStream(IterableDataset):
+    """Encoded, shuffled mini-batches of one Parquet file; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        schema: FittedSchema,
+        batch_size: int,
+        buffer_rows: int = 65536,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        workers: int = 0,
+    ):
+        super().__init__()
+        self.path, self.schema, self.batch_size = str(path), schema, batch_size
+        self.buffer_rows, self.seed, self.rank, self.world, self.workers = max(buffer_rows, batch_size), seed, rank, world, workers
+        pf = open_parquet(path)
+        self.num_row_groups, self.num_rows = pf.num_row_groups, pf.metadata.num_rows
+        self.epoch = 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        shard, n_shards = self.rank * n_workers + worker, self.world * n_workers
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_row_groups)
+        mine = order[shard::n_shards]
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, shard)) % (2**63))
+        pf = pq.ParquetFile(self.path)
+        buffer: list[Batch] = []
+        held = 0
+        for g in mine:
+            chunk = encode_frame(read_row_group(pf, int(g), self.schema.spec, self.path), self.schema)
+            buffer.append(chunk)
+            held += num_rows(chunk)
+            if held >= self.buffer_rows:
+                rest = yield from self._drain(buffer, gen, keep_partial=True)
+                buffer, held = ([rest], num_rows(rest)) if rest is not None else ([], 0)
+        if buffer:
+            yield from self._drain(buffer, gen, keep_partial=False)
+
+    def _drain(self, buffer: list[Batch], gen: torch.Generator, keep_partial: bool):
+        """Shuffle the buffer, yield full batches; return the leftover rows (or yield them last)."""
+        merged = {k: torch.cat([b[k] for b in buffer]) for k in buffer[0]}
+        n = num_rows(merged)
+        order = torch.randperm(n, generator=gen)
+        full = n - n % self.batch_size if keep_partial else n
+        for start in range(0, full, self.batch_size):
+            yield take(merged, order[start : start + self.batch_size])
+        return take(merged, order[full:]) if keep_partial and full < n else None
+
+    def batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """The epoch's batches for this rank (all its workers interleaved), from ``start_batch``."""
+        self.epoch = epoch
+        loader = DataLoader(self, batch_size=None, num_workers=self.workers)
+        for i, batch in enumerate(loader):
+            if i >= start_batch:
+                yield batch
