@@ -78,21 +78,19 @@ class MetaUnit(nn.Module):
     def _with_one(s: Tensor) -> Tensor:
         return torch.cat([s, s.new_ones(s.shape[0], 1)], dim=1)  # [B, s+1]
 
-    def generate(self, s: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Per layer (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}]); without the B axis when static."""
+    def generate(self, s: Tensor, first: int = 0) -> list[tuple[Tensor, Tensor]]:
+        """Per layer ``first..K-1`` (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}]); without the B axis when static."""
+        pairs = list(zip(self.weights, self.biases))[first:]
         if self.static:
-            return list(zip(self.weights, self.biases))
+            return pairs
         s1 = self._with_one(s)  # [B, s+1]
         B = s.shape[0]
-        return [
-            ((s1 @ w.flatten(1)).view(B, *w.shape[1:]), (s1 @ bias.flatten(1)).view(B, *bias.shape[1:]))
-            for w, bias in zip(self.weights, self.biases)
-        ]
+        return [((s1 @ w.flatten(1)).view(B, *w.shape[1:]), (s1 @ bias.flatten(1)).view(B, *bias.shape[1:])) for w, bias in pairs]
 
     def apply(self, x: Tensor, params: list[tuple[Tensor, Tensor]], first: int = 0) -> Tensor:
-        """Run layers ``first..K-1`` with generated ``params`` on x [B, G, n, d_first]."""
+        """Run layers ``first..K-1`` with their generated ``params`` (``generate(s, first)``) on x [B, G, n, d_first]."""
         last = len(self.shapes) - 1
-        for i, (w, b) in enumerate(params[first:], start=first):
+        for i, (w, b) in enumerate(params, start=first):
             x = torch.matmul(x, w) + b.unsqueeze(-2)  # batched over (B, G): [B, G, n, d_{i+1}]
             if i < last or self.final_act:
                 x = self.act(x)
