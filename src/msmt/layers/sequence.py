@@ -38,7 +38,8 @@ class EncoderLayer(nn.Module):
     def forward(self, x: Tensor, ignore: Tensor) -> Tensor:
         B, T, d = x.shape
         h = self.heads
-        q, k, v = self.qkv(x).view(B, T, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)  # each [B, h, T, d_h]
+        # one copy to a contiguous [3, B, h, T, d_h]: bmm on the permuted (strided) view is ~100x slower on CPU
+        q, k, v = self.qkv(x).view(B, T, 3, h, d // h).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # each [B, h, T, d_h]
         # scores laid out [B, h, key, query]: the softmax over keys then runs on dim -2, which CPU
         # kernels vectorise over the query axis (a softmax over a last dim of size T ≈ 7 is ~4x slower)
         scores = k @ q.transpose(-1, -2) * (d // h) ** -0.5  # [B, h, T_key, T_query]
