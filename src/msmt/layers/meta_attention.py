@@ -32,9 +32,9 @@ class MetaAttention(nn.Module):
         """Pre-activation of the meta unit's first layer on every pair [E_j ; T_t]: [B, m, k, H1].
 
         [E_j ; T_t]·W₁(S̃) = E_j·W₁ᴱ(S̃) + T_t·W₁ᵀ(S̃), so the pair tensor is never built. Only the
-        expert block W₁ᴱ is generated per row; the task block is linear in [S̃; 1] and the task
-        views are shared by all rows, so T_t·W₁ᵀ(S̃) = Σ_c [S̃; 1]_c (T_t·G_c) is one small
-        [m, s+1, H1] product per batch and one [B, s+1] x [s+1, m·H1] GEMM (no per-row task block).
+        expert block W₁ᴱ is generated per row; the task views are shared by all rows, so
+        T_t·W₁ᵀ(S̃) = Σ_c [S̃; 1]_c (T_t·G_c) is one small [m, s+1, H1] product per batch and one
+        [B, s+1] x [s+1, m·H1] GEMM (no per-row task block).
         """
         B, k, E = experts.shape
         m = tasks.shape[0]
@@ -44,9 +44,9 @@ class MetaAttention(nn.Module):
         s1 = self.meta._with_one(s)  # [B, s+1]
         c, h1 = w.shape[0], w.shape[-1]
         w_e = (s1 @ w[:, 0, :E].reshape(c, E * h1)).view(B, E, h1)  # per-row expert block
+        from_experts = torch.bmm(experts, w_e).unsqueeze(1)  # [B, 1, k, H1]
         per_c = torch.einsum("td,cdh->cth", tasks, w[:, 0, E:])  # T_t·G_c, [s+1, m, H1]
         from_tasks = (s1 @ per_c.reshape(c, m * h1)).view(B, m, 1, h1)
-        from_experts = torch.bmm(experts, w_e).unsqueeze(1)  # [B, 1, k, H1]
         return from_tasks + from_experts + (s1 @ b[:, 0]).view(B, 1, 1, h1)
 
     def forward(self, experts: Tensor, tasks: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
