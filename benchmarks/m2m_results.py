@@ -122,6 +122,7 @@ def new_scenario_section(csv: Path, runner: Runner, seeds: list[int], models: di
     from msmt.run_dir import load_run
 
     rows: dict[str, dict[str, list[float]]] = {}
+    oracle: dict[str, list[float]] = {}
     tasks: list[str] = []
     n_support = n_query = 0
     for label in labels:
@@ -147,14 +148,14 @@ def new_scenario_section(csv: Path, runner: Runner, seeds: list[int], models: di
                 for t in tasks:
                     rows.setdefault(f"{label} — {name}", {}).setdefault(t, []).append(block["overall"][t]["smape"])
                     if "oracle" in block:
-                        rows.setdefault("oracle (true values)", {}).setdefault(t, [block["oracle"]["overall"][t]["smape"]])
+                        oracle.setdefault(t, [block["oracle"]["overall"][t]["smape"]])
     lines = [
         f"\n## New scenario (`{csv.name}`, never in training)\n",
         f"Support: its first {NEW_SCENARIO_SUPPORT_DAYS} days ({n_support} rows); scored on the later {n_query} rows; SMAPE, mean ± std over seeds {seeds}.\n",
         "| model — variant | " + " | ".join(tasks) + " |",
         "|---" * (len(tasks) + 1) + "|",
     ]
-    for name, per_task in rows.items():
+    for name, per_task in [*rows.items(), ("oracle (true values)", oracle)]:
         lines.append(f"| {name} | " + " | ".join(fmt(per_task.get(t, [])) for t in tasks) + " |")
     return "\n".join(lines)
 
