@@ -27,6 +27,8 @@ from msmt.losses import task_losses
 from msmt.models import build_model
 
 PROFILE = ["industry", "size_tier", "budget_level"]
+# M2M's default sizes before the speed work (issue 4, item 9), measured for comparison
+PREVIOUS = {"scenario_dim": 32, "tower_levels": 2, "seq_dim": 32, "seq_ff_dim": 64}
 
 
 def configs() -> dict[str, tuple[ModelConfig, bool]]:
@@ -36,11 +38,15 @@ def configs() -> dict[str, tuple[ModelConfig, bool]]:
         "mmoe": (ModelConfig(name="mmoe", **common, mmoe={"num_experts": 4}), False),
         "m2m (no panel)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE}), False),
         "m2m (panel, transformer)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE}), True),
+        "m2m (no panel, previous sizes)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE, **PREVIOUS}), False),
+        "m2m (panel, previous sizes)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE, **PREVIOUS}), True),
     }
 
 
 def train_throughput(model, data, tasks, batch_size: int, steps: int, warmup: int = 3) -> float:
-    """Samples/s of forward + loss + backward + AdamW step over ``steps`` batches."""
+    """Samples/s of forward + loss + backward + AdamW step: batch size / the median step time over
+    ``steps`` timed batches (the median, not the mean, so that a step slowed by another process on
+    the shared machine does not count)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batches = list(iterate_batches(data, batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
     batches = [b for b in batches if b["scenario"].shape[0] == batch_size]
@@ -54,10 +60,12 @@ def train_throughput(model, data, tasks, batch_size: int, steps: int, warmup: in
 
     for i in range(warmup):
         step(batches[i % len(batches)])
-    start = time.perf_counter()
+    times = []
     for i in range(steps):
+        start = time.perf_counter()
         step(batches[i % len(batches)])
-    return steps * batch_size / (time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
+    return batch_size / statistics.median(times)
 
 
 def profile_m2m(model, data, tasks, batch_size: int, steps: int = 20) -> tuple[str, str]:

@@ -366,3 +366,24 @@ def test_run_directory_round_trip_on_plain_data(tiny_dir, tmp_path):
     val = load_splits(cfg.dataset)["validation"]
     preds = predict_batches(run.model, encode_frame(val, run.schema))
     assert np.isfinite(preds["dwell"]).all() and ((preds["click"] > 0) & (preds["click"] < 1)).all()
+
+
+def test_encoder_layer_equals_torch_transformer_layer():
+    """The hand-written attention layer computes exactly nn.TransformerEncoderLayer (post-norm, relu)."""
+    from torch import nn
+
+    from msmt.layers.sequence import EncoderLayer
+
+    torch.manual_seed(0)
+    ref = nn.TransformerEncoderLayer(16, 2, 24, 0.0, batch_first=True).eval().double()
+    mine = EncoderLayer(16, 2, 24, 0.0).eval().double()
+    with torch.no_grad():
+        mine.qkv.weight.copy_(ref.self_attn.in_proj_weight)
+        mine.qkv.bias.copy_(ref.self_attn.in_proj_bias)
+    for a, b in [(mine.out, ref.self_attn.out_proj), (mine.ff1, ref.linear1), (mine.ff2, ref.linear2), (mine.norm1, ref.norm1), (mine.norm2, ref.norm2)]:
+        a.load_state_dict(b.state_dict())
+    x = torch.randn(6, 7, 16, dtype=torch.float64)
+    ignore = torch.rand(6, 7) < 0.4
+    ignore[:, -1] = False  # at least one key per row
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x, ignore), ref(x, src_key_padding_mask=ignore), atol=1e-10, rtol=0)

@@ -7,9 +7,9 @@ h⁽ⁱ⁺¹⁾ = act(h⁽ⁱ⁾ W⁽ⁱ⁾ + b⁽ⁱ⁾). Every row (scenario a
 applied to all rows at once with batched products — no loop over rows or scenarios.
 
 Generation is one GEMM per layer, [B, s+1] x [s+1, G·d_i·d_{i+1}], whose output is viewed (no
-copy) as the per-row matrices; with one input vector per row and group (the meta tower) the
-generated matrix is applied as an elementwise product and a sum, which on CPU is about twice as
-fast as a batched matmul of B·G 1-row products (benchmarks/m2m_speed.py).
+copy) as the per-row matrices. With one input vector per row and group (the meta tower) the
+per-row matrices are never built: h·W(S̃) is evaluated as a bilinear form in h and [S̃; 1]
+(``MetaUnit.bilinear``), one GEMM per group over all rows (docs/results/m2m_speed.md).
 
 ``groups`` G independent networks are generated per row (M2M's per-task meta towers).
 """
@@ -78,34 +78,57 @@ class MetaUnit(nn.Module):
     def _with_one(s: Tensor) -> Tensor:
         return torch.cat([s, s.new_ones(s.shape[0], 1)], dim=1)  # [B, s+1]
 
-    def generate(self, s: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Per layer (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}]); without the B axis when static."""
+    def generate(self, s: Tensor, first: int = 0) -> list[tuple[Tensor, Tensor]]:
+        """Per layer ``first..K-1`` (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}]); without the B axis when static."""
+        pairs = list(zip(self.weights, self.biases))[first:]
         if self.static:
-            return list(zip(self.weights, self.biases))
+            return pairs
         s1 = self._with_one(s)  # [B, s+1]
         B = s.shape[0]
-        return [
-            ((s1 @ w.flatten(1)).view(B, *w.shape[1:]), (s1 @ bias.flatten(1)).view(B, *bias.shape[1:]))
-            for w, bias in zip(self.weights, self.biases)
-        ]
+        return [((s1 @ w.flatten(1)).view(B, *w.shape[1:]), (s1 @ bias.flatten(1)).view(B, *bias.shape[1:])) for w, bias in pairs]
 
     def apply(self, x: Tensor, params: list[tuple[Tensor, Tensor]], first: int = 0) -> Tensor:
-        """Run layers ``first..K-1`` with generated ``params`` on x [B, G, n, d_first]."""
+        """Run layers ``first..K-1`` with their generated ``params`` (``generate(s, first)``) on x [B, G, n, d_first]."""
         last = len(self.shapes) - 1
-        for i, (w, b) in enumerate(params[first:], start=first):
+        for i, (w, b) in enumerate(params, start=first):
             x = torch.matmul(x, w) + b.unsqueeze(-2)  # batched over (B, G): [B, G, n, d_{i+1}]
             if i < last or self.final_act:
                 x = self.act(x)
         return x
 
-    def forward(self, x: Tensor, s: Tensor) -> Tensor:
-        params = self.generate(s)
-        if self.static or x.shape[2] != 1:
-            return self.apply(x, params)
-        h = x.squeeze(2)  # one vector per (row, group): [B, G, d_0]
-        last = len(params) - 1
-        for i, (w, b) in enumerate(params):
-            h = (h.unsqueeze(-1) * w).sum(-2) + b  # h·W per (row, group), [B, G, d_{i+1}]
+    @staticmethod
+    def bilinear(h: Tensor, s1: Tensor, w: Tensor) -> Tensor:
+        """h·W(S̃) per row and group without building W: h [B, G, n, a], [S̃; 1] [B, c], generator
+        w [c, G, a, o] -> [B, G, n, o]. Used for n = 1 (the meta tower); with several vectors per
+        row (meta attention) generating W once and a batched matmul is faster (m2m_meta_ab.py).
+
+        W(S̃) = Σ_c [S̃; 1]_c G_c is linear in [S̃; 1], so h·W(S̃) = Σ_c [S̃; 1]_c (h·G_c). The
+        order with the smaller intermediate is used: h·G first ([B, G, n, c, o]) when o ≤ a, else
+        the outer product h ⊗ [S̃; 1] first ([B, G, n, c·a]); either way one GEMM per group over
+        all rows instead of generating [B, G, a, o] and applying it row by row.
+        """
+        B, G, n, a = h.shape
+        c, o = w.shape[0], w.shape[-1]
+        rows = h.transpose(0, 1).reshape(G, B * n, a)  # [G, B·n, a]
+        if o <= a:
+            y = torch.bmm(rows, w.permute(1, 2, 0, 3).reshape(G, a, c * o)).view(G, B, n, c, o)
+            out = (y * s1.view(1, B, 1, c, 1)).sum(3)  # [G, B, n, o]
+        else:
+            outer = (rows.view(G, B, n, 1, a) * s1.view(1, B, 1, c, 1)).reshape(G, B * n, c * a)
+            out = torch.bmm(outer, w.permute(1, 0, 2, 3).reshape(G, c * a, o)).view(G, B, n, o)
+        return out.transpose(0, 1)
+
+    def run(self, x: Tensor, s1: Tensor, first: int = 0) -> Tensor:
+        """Layers ``first..K-1`` on x [B, G, n, d_first] given [S̃; 1] [B, s+1], as bilinear forms."""
+        last = len(self.shapes) - 1
+        for i in range(first, last + 1):
+            w, b = self.weights[i], self.biases[i]
+            x = self.bilinear(x, s1, w) + (s1 @ b.flatten(1)).view(-1, b.shape[1], 1, b.shape[2])  # [B, G, n, d_{i+1}]
             if i < last or self.final_act:
-                h = self.act(h)
-        return h.unsqueeze(2)
+                x = self.act(x)
+        return x
+
+    def forward(self, x: Tensor, s: Tensor) -> Tensor:
+        if self.static or x.shape[2] != 1:  # several vectors per row: generate once, batched matmuls
+            return self.apply(x, self.generate(s))
+        return self.run(x, self._with_one(s))  # one vector per (row, group), the meta tower

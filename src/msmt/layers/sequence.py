@@ -13,6 +13,43 @@ import torch
 from torch import Tensor, nn
 
 
+class EncoderLayer(nn.Module):
+    """One post-norm Transformer encoder layer over each row's own T steps (Vaswani et al., 2017):
+    x ← LN(x + Drop(MH(x))); x ← LN(x + Drop(W₂ Drop(relu(W₁ x)))), MH as in MODELS.md
+    (head_i = softmax(X W_iQ (X W_iK)ᵀ / √d_h + mask) X W_iV, concatenated, times Wᴴ).
+
+    The same computation as ``nn.TransformerEncoderLayer(batch_first=True)``, written with plain
+    batched matmuls: for the short windows of a panel (T ≈ 7–28) this is several times faster on
+    CPU than the fused flash-attention kernel, forward and backward (docs/results/m2m_speed.md).
+    Shapes: ``forward(x [B, T, d], ignore [B, T] bool, True = masked key) -> [B, T, d]``.
+    """
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)  # W^Q, W^K, W^V of all heads in one matmul
+        self.out = nn.Linear(dim, dim)  # Wᴴ
+        self.ff1 = nn.Linear(dim, ff_dim)
+        self.ff2 = nn.Linear(ff_dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, ignore: Tensor) -> Tensor:
+        B, T, d = x.shape
+        h = self.heads
+        # one copy to a contiguous [3, B, h, T, d_h]: bmm on the permuted (strided) view is ~100x slower on CPU
+        q, k, v = self.qkv(x).view(B, T, 3, h, d // h).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # each [B, h, T, d_h]
+        # scores laid out [B, h, key, query]: the softmax over keys then runs on dim -2, which CPU
+        # kernels vectorise over the query axis (a softmax over a last dim of size T ≈ 7 is ~4x slower)
+        scores = k @ q.transpose(-1, -2) * (d // h) ** -0.5  # [B, h, T_key, T_query]
+        scores = scores.masked_fill(ignore[:, None, :, None], float("-inf"))
+        attn = self.dropout(scores.softmax(-2))
+        mixed = (attn.transpose(-1, -2) @ v).transpose(1, 2).reshape(B, T, d)  # heads concatenated
+        x = self.norm1(x + self.dropout(self.out(mixed)))
+        return self.norm2(x + self.dropout(self.ff2(self.dropout(torch.relu(self.ff1(x))))))
+
+
 class SequenceEncoder(nn.Module):
     """[B, T, d] step embeddings + [B, T] observed-mask -> [B, d] pooled encoding.
 
@@ -25,16 +62,16 @@ class SequenceEncoder(nn.Module):
     def __init__(self, length: int, dim: int, heads: int, layers: int, ff_dim: int, dropout: float, use_transformer: bool):
         super().__init__()
         self.position = nn.Parameter(torch.randn(length, dim) * 0.02)  # [T, d]
-        self.encoder: nn.TransformerEncoder | None = None
-        if use_transformer:
-            layer = nn.TransformerEncoderLayer(dim, heads, ff_dim, dropout, batch_first=True)
-            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        n = layers if use_transformer else 0
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, ff_dim, dropout) for _ in range(n))
 
     def forward(self, steps: Tensor, mask: Tensor) -> Tensor:
         x = steps + self.position  # [B, T, d]
-        if self.encoder is not None:
+        if len(self.layers):
             empty = ~mask.any(dim=1, keepdim=True)  # [B, 1]
-            x = self.encoder(x, src_key_padding_mask=~mask & ~empty)  # True = ignore this key
+            ignore = ~mask & ~empty  # True = ignore this key
+            for layer in self.layers:
+                x = layer(x, ignore)
         weight = mask.unsqueeze(-1).to(x.dtype)  # [B, T, 1]
         return (x * weight).sum(1) / weight.sum(1).clamp_min(1.0)
 

@@ -30,23 +30,28 @@ from msmt.models.registry import register
 
 
 class M2MParams(BaseModel):
-    """``model.m2m.*``. Expert width comes from ``model.hidden_dims`` unless ``expert_dims`` is set."""
+    """``model.m2m.*``. Expert width comes from ``model.hidden_dims`` unless ``expert_dims`` is set.
+
+    Default sizes are chosen for cost (docs/results/m2m_speed.md): every generated weight costs
+    (scenario_dim + 1) multiply-adds per row, so S̃ = 16, one tower level, meta width 16 and a
+    16-d sequence encoder keep M2M within a small factor of MMoE with the same expert sizes.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_experts: int = Field(default=4, ge=1)  # k
     expert_dims: tuple[int, ...] | None = None
-    scenario_dim: int = Field(default=32, ge=1)  # size of S̃
+    scenario_dim: int = Field(default=16, ge=1)  # size of S̃
     scenario_hidden: tuple[int, ...] = (64,)
     task_dim: int = Field(default=16, ge=1)  # task embedding size
     meta_layers: int = Field(default=2, ge=1)  # K: depth of every meta unit
     meta_hidden: int = Field(default=16, ge=1)  # width inside the meta units
-    tower_levels: int = Field(default=2, ge=1)  # L: residual levels of the meta tower
+    tower_levels: int = Field(default=1, ge=1)  # L: residual levels of the meta tower
     seq_len: int | None = Field(default=None, ge=1)  # T ≤ panel window; None = the whole window
-    seq_dim: int = Field(default=32, ge=1)
+    seq_dim: int = Field(default=16, ge=1)
     seq_heads: int = Field(default=2, ge=1)
     seq_layers: int = Field(default=1, ge=1)
-    seq_ff_dim: int = Field(default=64, ge=1)
+    seq_ff_dim: int = Field(default=32, ge=1)
     use_transformer: bool = True
     use_meta_attention: bool = True
     use_meta_tower: bool = True
