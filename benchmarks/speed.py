@@ -1,0 +1,652 @@
+"""Speed benchmark (issue 9): msmt vs torch-rechub, side by side in one run, plus the CPU ceiling.
+
+Models: Shared-Bottom, MMoE, PLE, ESMM (both libraries) and M2M (msmt only; torch-rechub has no
+M2M). Same synthetic data (``--rows`` rows, 9 categorical fields including the scenario, two
+binary tasks click ⊇ purchase), same embedding dim, same expert/tower widths, same optimiser
+(Adam, lr 1e-3), batch 1024, 2 intra-op threads. Measurements are interleaved (repeat-major:
+every model and library once per repeat) and summarised by their median because the machine is
+shared; the load average is recorded before and after.
+
+Reported per model and library:
+* training samples/s (forward + loss + backward + Adam step) on pre-sliced tensor batches, and
+  for torch-rechub also with its own input pipeline (``DataGenerator``-style ``DataLoader`` over
+  ``TorchDataset``), the way its examples train;
+* inference rows/s (eval mode, batch 1024; msmt under ``torch.inference_mode``);
+* peak memory of 20 training steps (RSS high-water mark minus the RSS before building the model,
+  in a fresh subprocess per model);
+* test AUC after ``--epochs`` epochs on the same 80/10/10 split with the same seed;
+* FLOPs per training sample (``torch.utils.flop_counter.FlopCounterMode``), a GEMM
+  microbenchmark of this CPU at the models' matmul shapes, the resulting ceiling in samples/s,
+  msmt's fraction of it, and a ``torch.profiler`` breakdown of one msmt model's training step;
+* the loader alone (``iterate_batches``) in rows/s.
+
+    python benchmarks/speed.py --out docs/speed.md            # the full run (1M rows)
+    python benchmarks/speed.py --rows 100000 --repeats 3      # a smaller run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from msmt.config import ModelConfig
+from msmt.data.encoders import FittedSchema, Vocabulary
+from msmt.data.io import atomic_write_text
+from msmt.data.tensorize import iterate_batches
+from msmt.losses import task_losses
+from msmt.models import build_model
+from msmt.schema import DatasetSpec
+
+# field name -> vocabulary size (values; each table also has padding + OOV rows)
+FIELDS = {
+    "user_id": 20000, "item_id": 10000, "category": 100, "brand": 500,
+    "city": 300, "device": 5, "hour": 24, "age_bucket": 8,
+}
+SCENARIOS = ("feed", "search", "display", "minor")
+EMB, HIDDEN, TOWER, EXPERTS = 16, [256, 128], [64], 4
+MODELS = ("shared_bottom", "mmoe", "ple", "esmm", "m2m")
+BATCH = 1024
+
+
+# ------------------------------------------------------------------ data
+def _spec(esmm: bool) -> DatasetSpec:
+    tasks = [{"name": "click", "label": "click", "kind": "binary"}]
+    if esmm:
+        tasks.append({"name": "purchase", "label": "purchase", "kind": "binary", "product_of": ["click", "cvr"]})
+    else:
+        tasks.append({"name": "purchase", "label": "purchase", "kind": "binary"})
+    raw = {
+        "name": "speed_synth",
+        "files": {"train": "in-memory"},
+        "scenario": {"column": "scenario"},
+        "features": {"sparse": list(FIELDS)},
+        "tasks": tasks,
+    }
+    if esmm:
+        raw["auxiliary"] = [{"name": "cvr"}]
+    return DatasetSpec.model_validate(raw)
+
+
+def make_data(rows: int, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, FittedSchema]]:
+    """A seeded click/purchase world with learnable id effects and a user × item interaction."""
+    rng = np.random.default_rng(seed)
+    vocabs = {f: Vocabulary(tuple(f"{f}{i}" for i in range(n))) for f, n in FIELDS.items()}
+    schemas = {
+        kind: FittedSchema(_spec(kind == "esmm"), tuple(sorted(SCENARIOS)), vocabs, {}) for kind in ("plain", "esmm")
+    }
+    raw = {f: rng.integers(0, n, rows) for f, n in FIELDS.items()}
+    scen = rng.choice(len(SCENARIOS), size=rows, p=[0.45, 0.3, 0.22, 0.03])
+    eff = {f: rng.normal(0, 0.5, n) for f, n in FIELDS.items()}
+    u, v = rng.normal(0, 0.5, (FIELDS["user_id"], 4)), rng.normal(0, 0.5, (FIELDS["item_id"], 4))
+    s_bias = rng.normal(-1.0, 0.5, len(SCENARIOS))
+    uv = np.einsum("nd,nd->n", u[raw["user_id"]], v[raw["item_id"]])
+    logit = s_bias[scen] + sum(eff[f][raw[f]] for f in FIELDS) + 1.5 * uv
+    cvr_logit = -1.0 + 2 * eff["brand"][raw["brand"]] + eff["age_bucket"][raw["age_bucket"]] - 0.5 * scen
+    click = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    purchase = click & (rng.random(rows) < 1 / (1 + np.exp(-cvr_logit)))
+    names = list(schemas["plain"].scenarios)
+    scen_index = np.array([schemas["plain"].scenario_index(SCENARIOS[i]) for i in range(len(SCENARIOS))])[scen]
+    assert set(names) == set(SCENARIOS)
+    data = {
+        "scenario": torch.from_numpy(scen_index.astype(np.int64)),
+        "sparse": torch.from_numpy(np.stack([raw[f] + 2 for f in FIELDS], 1).astype(np.int64)),
+        "dense": torch.zeros(rows, 0),
+        "scenario_sparse": torch.zeros(rows, 0, dtype=torch.long),
+        "scenario_dense": torch.zeros(rows, 0),
+        "labels": torch.from_numpy(np.stack([click, purchase], 1).astype(np.float32)),
+        "weight": torch.ones(rows),
+    }
+    return data, schemas
+
+
+def split(data: dict, frac: tuple[float, float] = (0.8, 0.9)) -> tuple[dict, dict]:
+    n = data["scenario"].shape[0]
+    a, b = int(n * frac[0]), int(n * frac[1])
+    return {k: v[:a] for k, v in data.items()}, {k: v[b:] for k, v in data.items()}
+
+
+def rechub_inputs(data: dict) -> dict[str, torch.Tensor]:
+    """torch-rechub's input: one [N] column per feature (the scenario is one more sparse field)."""
+    cols = {f: data["sparse"][:, j].contiguous() for j, f in enumerate(FIELDS)}
+    cols["scenario"] = data["scenario"].contiguous()
+    return cols
+
+
+# ------------------------------------------------------------------ models
+def msmt_model(name: str, schemas: dict) -> torch.nn.Module:
+    extra = {
+        "mmoe": {"mmoe": {"num_experts": EXPERTS}},
+        "ple": {"ple": {"num_levels": 1, "task_experts": 1, "shared_experts": 2}},
+        "m2m": {"m2m": {"num_experts": EXPERTS}},
+    }.get(name, {})
+    cfg = ModelConfig(name=name, embedding_dim=EMB, hidden_dims=HIDDEN, tower_dims=TOWER, **extra)
+    return build_model(schemas["esmm" if name == "esmm" else "plain"], cfg)
+
+
+def rechub_model(name: str) -> torch.nn.Module | None:
+    from torch_rechub.basic.features import SparseFeature
+    from torch_rechub.models.multi_task import ESMM, MMOE, PLE, SharedBottom
+
+    feats = [SparseFeature(f, n + 2, embed_dim=EMB) for f, n in FIELDS.items()]
+    feats.append(SparseFeature("scenario", len(SCENARIOS) + 1, embed_dim=EMB))
+    mlp = {"dims": HIDDEN, "activation": "relu", "dropout": 0.0}
+    tower = {"dims": TOWER, "activation": "relu", "dropout": 0.0}
+    types = ["classification", "classification"]
+    if name == "shared_bottom":
+        return SharedBottom(feats, types, mlp, [tower, tower])
+    if name == "mmoe":
+        return MMOE(feats, types, EXPERTS, mlp, [tower, tower])
+    if name == "ple":
+        return PLE(feats, types, 1, 1, 2, mlp, [tower, tower])
+    if name == "esmm":  # towers = hidden + tower dims, like msmt's ESMM
+        dims = {"dims": HIDDEN + TOWER, "activation": "relu", "dropout": 0.0}
+        return ESMM(feats[: len(FIELDS) // 2], feats[len(FIELDS) // 2 :], dims, dims)
+    return None
+
+
+# ------------------------------------------------------------------ steps
+def msmt_step(model, opt, tasks):
+    def step(batch):
+        losses = task_losses(tasks, model(batch), batch["labels"], batch["weight"])
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        opt.step()
+
+    return step
+
+
+def rechub_step(model, opt, esmm: bool):
+    bce = torch.nn.BCELoss()
+
+    def step(x, y):
+        p = model(x)  # probabilities; ESMM: [cvr, ctr, ctcvr]
+        cols = (1, 2) if esmm else (0, 1)
+        loss = bce(p[:, cols[0]], y[:, 0]) + bce(p[:, cols[1]], y[:, 1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def msmt_batches(data, n, seed=0):
+    out = []
+    for b in iterate_batches(data, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed)):
+        if b["scenario"].shape[0] == BATCH:
+            out.append(b)
+        if len(out) >= n:
+            break
+    return out
+
+
+def rechub_batches(cols, labels, n, seed=0):
+    order = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(seed))
+    out = []
+    for i in range(n):
+        idx = order[i * BATCH : (i + 1) * BATCH]
+        out.append(({k: v[idx] for k, v in cols.items()}, labels[idx]))
+    return out
+
+
+def timed(fn, items, warmup: int = 3) -> tuple[float, float]:
+    """(samples per wall-clock second, samples per CPU second of this process).
+
+    The CPU-time rate is less disturbed by other users of a shared machine (it still includes
+    cache and hyper-thread interference).
+    """
+    for it in items[:warmup]:
+        fn(it)
+    start, cpu = time.perf_counter(), time.process_time()
+    for it in items:
+        fn(it)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return len(items) * BATCH / wall, len(items) * BATCH / cpu
+
+
+class _Pair:
+    """Two optimisers stepped together: SparseAdam for sparse-gradient tables, Adam for the rest."""
+
+    def __init__(self, model):
+        sparse = [p for n, p in model.named_parameters() if n.endswith("table.weight")]
+        dense = [p for n, p in model.named_parameters() if not n.endswith("table.weight")]
+        self.opts = [torch.optim.SparseAdam(sparse, lr=1e-3), torch.optim.Adam(dense, lr=1e-3)]
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.opts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for o in self.opts:
+            o.step()
+
+
+def lever_variant(model, lever: str):
+    """A measured-but-not-adopted change applied to a built msmt model: returns (model, optimiser)."""
+    if lever == "sparse embedding grads":
+        model.encoder.table.sparse = True
+        return model, _Pair(model)
+    if lever == "stacked experts":  # MMoE's k expert MLPs as one ParallelMLP (same math)
+        from msmt.layers.experts import ParallelMLP
+
+        k = len(model.experts)
+        par = ParallelMLP(k, model.encoder.out_dim, HIDDEN)
+        model.experts = torch.nn.ModuleList([par])
+        gates, towers, tasks = model.gates, model.towers, model.task_names
+
+        def forward(batch):
+            x = model.encoder(batch)
+            experts = par(x)  # [B, k, E]
+            g = gates(x).view(x.shape[0], len(tasks), -1).softmax(-1)
+            mixed = torch.bmm(g, experts)
+            return {t: towers[t](mixed[:, i]).squeeze(-1) for i, t in enumerate(tasks)}
+
+        model.forward = forward
+        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    raise ValueError(lever)
+
+
+LEVERS = {"shared_bottom": ["sparse embedding grads"], "mmoe": ["sparse embedding grads", "stacked experts"]}
+
+
+def rechub_loader_rate(cols, labels, steps: int, model, opt, esmm: bool) -> float:
+    """Training through torch-rechub's own input pipeline (TorchDataset + DataLoader, as DataGenerator builds it)."""
+    from torch.utils.data import DataLoader
+    from torch_rechub.utils.data import TorchDataset
+
+    x = {k: v.numpy() for k, v in cols.items()}
+    loader = DataLoader(TorchDataset(x, labels.numpy()), batch_size=BATCH, shuffle=True, num_workers=0)
+    step = rechub_step(model, opt, esmm)
+    it = iter(loader)
+    for _ in range(2):
+        xb, yb = next(it)
+        step(xb, yb.float())
+    start = time.perf_counter()
+    for _ in range(steps):
+        xb, yb = next(it)
+        step(xb, yb.float())
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------ quality
+def train_epochs(impl, name, model, train, epochs, schemas, seed=0):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    if impl == "msmt":
+        step = msmt_step(model, opt, schemas["plain"].spec.tasks if name != "esmm" else schemas["esmm"].spec.tasks)
+        for ep in range(epochs):
+            for b in iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed + ep)):
+                step(b)
+    else:
+        step = rechub_step(model, opt, name == "esmm")
+        cols, y = rechub_inputs(train), train["labels"]
+        for ep in range(epochs):
+            order = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed + ep))
+            for s in range(0, y.shape[0], BATCH):
+                idx = order[s : s + BATCH]
+                step({k: v[idx] for k, v in cols.items()}, y[idx])
+
+
+@torch.inference_mode()
+def test_auc(impl, name, model, test) -> tuple[float, float]:
+    model.eval()
+    preds = []
+    if impl == "msmt":
+        for b in iterate_batches(test, 8192):
+            out = model(b)
+            preds.append(torch.stack([out["click"], out["purchase"]], 1))
+    else:
+        cols = rechub_inputs(test)
+        for s in range(0, test["labels"].shape[0], 8192):
+            p = model({k: v[s : s + 8192] for k, v in cols.items()})
+            preds.append(p[:, 1:] if name == "esmm" else p)
+    p = torch.cat(preds).numpy()
+    y = test["labels"].numpy()
+    return roc_auc_score(y[:, 0], p[:, 0]), roc_auc_score(y[:, 1], p[:, 1])
+
+
+# ------------------------------------------------------------------ memory (subprocess)
+def _rss_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_child(impl: str, name: str) -> None:
+    torch.set_num_threads(2)
+    data, schemas = make_data(30 * BATCH, seed=0)
+    if impl == "msmt":
+        batches = msmt_batches(data, 20)
+    else:
+        batches = rechub_batches(rechub_inputs(data), data["labels"], 20)
+    before = _rss_kb("VmRSS:")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+    torch.manual_seed(0)
+    if impl == "msmt":
+        model = msmt_model(name, schemas)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = msmt_step(model, opt, schemas["esmm" if name == "esmm" else "plain"].spec.tasks)
+        for b in batches:
+            step(b)
+    else:
+        model = rechub_model(name)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = rechub_step(model, opt, name == "esmm")
+        for b in batches:
+            step(*b)
+    print(json.dumps({"peak_mb": (_rss_kb("VmHWM:") - before) / 1024}))
+
+
+def peak_memory(impl: str, name: str) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--_memory", impl, name], capture_output=True, text=True, check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+# ------------------------------------------------------------------ the limit
+def train_flops(model, batch_or_x, step_loss) -> float:
+    """FLOPs of one forward + backward per sample (FlopCounterMode counts matmuls / convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step_loss(model, batch_or_x).backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / BATCH
+
+
+def gemm_rate(shapes: list[tuple[int, int, int]], seconds: float = 0.5) -> float:
+    """Measured FLOP/s of this CPU over the models' matmul shapes (forward and both backward GEMMs)."""
+    total_flops = 0.0
+    total_time = 0.0
+    for m, k, n in shapes:
+        variants = [((m, k), (k, n)), ((m, n), (n, k)), ((k, m), (m, n))]  # y = xW, dx = dy Wᵀ, dW = xᵀ dy
+        for (a_shape, b_shape) in variants:
+            a, b = torch.randn(*a_shape), torch.randn(*b_shape)
+            for _ in range(5):
+                a @ b
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / len(variants):
+                a @ b
+                reps += 1
+            total_time += time.perf_counter() - start
+            total_flops += reps * 2 * a_shape[0] * a_shape[1] * b_shape[1]
+    return total_flops / total_time
+
+
+def profile_step(step, items, steps: int = 20) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    for it in items[:3]:
+        step(it)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for it in items[:steps]:
+            step(it)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ops = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
+    rows = ["| op | self CPU ms / step | share | calls / step |", "|---|---:|---:|---:|"]
+    rows += [
+        f"| `{e.key}` | {e.self_cpu_time_total / 1000 / steps:.2f} | {e.self_cpu_time_total / total:.0%} | {e.count / steps:.0f} |"
+        for e in ops
+    ]
+    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
+    rows.append(f"\nmatmul kernels (mm/addmm/bmm/baddbmm): {mm / total:.0%} of profiled self CPU time")
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------ main
+def med(v, i: int | None = None):
+    if i is not None:
+        v = [x[i] for x in v]
+    return statistics.median(v) if v else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs before the test AUC")
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--quality-rows", type=int, default=200_000, help="training rows for the AUC comparison")
+    ap.add_argument("--levers", action="store_true", help="also time the candidate speed-ups (sparse grads, stacked experts)")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args._memory:
+        memory_child(*args._memory)
+        return 0
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    data, schemas = make_data(args.rows, seed=0)
+    train, test = split(data)
+    cols, labels = rechub_inputs(train), train["labels"]
+    n_steps = args.steps
+    mb = msmt_batches(train, n_steps + 3)
+    rb = rechub_batches(cols, labels, n_steps + 3)
+    print(f"data: {args.rows:,} rows in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+    # the loader alone: iterate_batches over the whole training split (shuffled), rows/s
+    loader = []
+    for rep in range(args.repeats):
+        start = time.perf_counter()
+        for _ in iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(rep)):
+            pass
+        loader.append(train["scenario"].shape[0] / (time.perf_counter() - start))
+
+    impls = {name: ["msmt"] + (["rechub"] if rechub_model(name) is not None else []) for name in args.models}
+    levers = [(n, lv) for n in args.models for lv in LEVERS.get(n, [])] if args.levers else []
+    train_r: dict = {}  # (model, variant) -> [(wall rate, cpu rate)]
+    infer_r: dict = {}
+    pipe_r: dict = {}
+    params: dict = {}
+    for rep in range(args.repeats):
+        for name in args.models:
+            for impl in impls[name] + [f"msmt + {lv}" for n, lv in levers if n == name]:
+                torch.manual_seed(rep)
+                model = rechub_model(name) if impl == "rechub" else msmt_model(name, schemas)
+                params.setdefault((name, impl), sum(p.numel() for p in model.parameters()))
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                if impl.startswith("msmt + "):
+                    model, opt = lever_variant(model, impl[len("msmt + "):])
+                model.train()
+                if impl != "rechub":
+                    tasks = schemas["esmm" if name == "esmm" else "plain"].spec.tasks
+                    sps = timed(msmt_step(model, opt, tasks), mb[:n_steps])
+                    model.eval()
+                    if impl == "msmt":
+                        with torch.no_grad():
+                            infer_r.setdefault((name, "msmt no_grad"), []).append(timed(model, mb[:n_steps]))
+                    with torch.inference_mode():
+                        ips = timed(model, mb[:n_steps])
+                else:
+                    sps = timed(lambda b: rechub_step(model, opt, name == "esmm")(*b), rb[:n_steps])
+                    model.eval()
+                    with torch.no_grad():
+                        ips = timed(lambda b: model(b[0]), rb[:n_steps])
+                    model.train()
+                    pipe_r.setdefault(name, []).append(rechub_loader_rate(cols, labels, n_steps // 2, model, opt, name == "esmm"))
+                train_r.setdefault((name, impl), []).append(sps)
+                infer_r.setdefault((name, impl), []).append(ips)
+                print(f"rep {rep} {name:14s} {impl:30s} train {sps[0]:9,.0f}/s (cpu {sps[1]:9,.0f}) infer {ips[0]:9,.0f}/s", file=sys.stderr)
+
+    mem = {}
+    if not args.skip_memory:
+        for name in args.models:
+            for impl in impls[name]:
+                mem[(name, impl)] = peak_memory(impl, name)
+
+    auc = {}
+    n_q = min(args.quality_rows, train["scenario"].shape[0])
+    qtrain = {k: v[:n_q] for k, v in train.items()}
+    if not args.skip_quality:
+        for name in args.models:
+            for impl in impls[name]:
+                torch.manual_seed(0)
+                model = msmt_model(name, schemas) if impl == "msmt" else rechub_model(name)
+                start = time.perf_counter()
+                train_epochs(impl, name, model, qtrain, args.epochs, schemas)
+                auc[(name, impl)] = test_auc(impl, name, model, test)
+                print(f"quality {name} {impl}: AUC {auc[(name, impl)]} ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
+
+    # the limit: FLOPs per training sample and this CPU's GEMM rate at the models' shapes
+    def msmt_loss(model, b):
+        tasks = model.schema.spec.tasks
+        return sum(task_losses(tasks, model(b), b["labels"], b["weight"]).values())
+
+    flops, shapes = {}, set()
+    for name in args.models:
+        model = msmt_model(name, schemas)
+        flops[name] = train_flops(model, mb[0], msmt_loss)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Linear):
+                shapes.add((BATCH, mod.in_features, mod.out_features))
+    gemm = gemm_rate(sorted(shapes))
+
+    model = msmt_model("mmoe", schemas)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    prof_table = profile_step(msmt_step(model, opt, schemas["plain"].spec.tasks), mb)
+    load_after = os.getloadavg()
+
+    # ------------------------------------------------------------- report
+    cmd = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        "# Speed: msmt vs torch-rechub",
+        "",
+        f"Command: `{cmd.strip()}` (torch {torch.__version__}, torch-rechub "
+        f"{_version('torch-rechub')}, {args.threads} threads, batch {BATCH}, {args.rows:,} rows, "
+        f"{args.repeats} interleaved repeats of {n_steps} steps; medians).",
+        f"Load average (1/5/15 min) before: {_fmt_load(load_before)}; after: {_fmt_load(load_after)} "
+        f"(the 2-core machine is shared, so absolute numbers move; ratios are within one repeat's conditions).",
+        f"Sizes: embedding {EMB} for 9 fields (8 features + the scenario), experts / bottom {HIDDEN}, towers "
+        f"{TOWER}, MMoE {EXPERTS} experts, PLE 1 level with 1 task expert + 2 shared experts, ESMM towers "
+        f"{HIDDEN + TOWER}. torch-rechub's MLP adds BatchNorm1d after every hidden Linear (its design; msmt has none "
+        "so that a row's output does not depend on its batch).",
+        "",
+        "## Throughput",
+        "",
+        "| model | msmt train/s | rechub train/s | ratio | ratio (CPU time) | rechub train/s, own DataLoader | ratio "
+        "| msmt infer/s | rechub infer/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def ratio(a, b, i=0):  # median over repeats of the per-repeat ratio (both measured back to back)
+        return statistics.median(x[i] / (y[i] if isinstance(y, tuple) else y) for x, y in zip(a, b))
+
+    for name in args.models:
+        mt, mi = train_r[(name, "msmt")], infer_r[(name, "msmt")]
+        if "rechub" in impls[name]:
+            rt, ri, rp = train_r[(name, "rechub")], infer_r[(name, "rechub")], pipe_r[name]
+            lines.append(
+                f"| {name} | {med(mt, 0):,.0f} | {med(rt, 0):,.0f} | **{ratio(mt, rt):.2f}×** | {ratio(mt, rt, 1):.2f}× "
+                f"| {med(rp):,.0f} | **{ratio(mt, rp):.1f}×** | {med(mi, 0):,.0f} | {med(ri, 0):,.0f} | **{ratio(mi, ri):.2f}×** |"
+            )
+        else:
+            lines.append(f"| {name} | {med(mt, 0):,.0f} | — | — | — | — | — | {med(mi, 0):,.0f} | — | — |")
+    lines += [
+        "",
+        "Ratios are medians of per-repeat ratios (msmt and torch-rechub measured back to back in each repeat). "
+        "\"rechub train/s\" feeds torch-rechub's model the same pre-sliced tensor batches as msmt (model cost "
+        "only); \"own DataLoader\" trains through its `TorchDataset` + `DataLoader`, the pipeline of its examples. "
+        "\"CPU time\": samples per CPU-second of the process instead of per wall-clock second.",
+        "",
+        f"Loader alone (`iterate_batches`, shuffled, whole training split): **{med(loader):,.0f} rows/s** "
+        f"(median of {len(loader)}), i.e. "
+        + ", ".join(f"{name} {med(loader) / med(train_r[(name, 'msmt')], 0):.0f}×" for name in args.models)
+        + " the msmt training rate.",
+        "",
+        "## Levers (measured in the same interleaved loop)",
+        "",
+        "| model | variant | train/s | per CPU-s | vs msmt (wall) | vs msmt (CPU time) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (name, impl), v in train_r.items():
+        if impl.startswith("msmt + "):
+            base = train_r[(name, "msmt")]
+            lines.append(
+                f"| {name} | {impl} | {med(v, 0):,.0f} | {med(v, 1):,.0f} | {ratio(v, base):.2f}× | {ratio(v, base, 1):.2f}× |"
+            )
+    for name in args.models:
+        a, b = infer_r[(name, "msmt")], infer_r[(name, "msmt no_grad")]
+        lines.append(
+            f"| {name} | inference: `inference_mode` vs `no_grad` | {med(a, 0):,.0f} | {med(a, 1):,.0f} | {ratio(a, b):.2f}× | {ratio(a, b, 1):.2f}× |"
+        )
+    lines += [
+        "",
+        "## Quality, parameters and memory",
+        "",
+        f"Test AUC after {args.epochs} epoch(s) on the first {n_q:,} training rows, scored on the same test "
+        "split (the last 10% of rows; seed 0; Adam lr 1e-3; equal batches and shuffling for both libraries).",
+        "",
+        "| model | msmt AUC click / purchase | rechub AUC click / purchase | msmt params | rechub params | msmt peak MB | rechub peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in args.models:
+        def cell(impl, table, fmt):
+            v = table.get((name, impl))
+            return "—" if v is None else fmt(v)
+
+        a = lambda v: f"{v[0]:.4f} / {v[1]:.4f}"  # noqa: E731
+        lines.append(
+            f"| {name} | {cell('msmt', auc, a)} | {cell('rechub', auc, a)} | {cell('msmt', params, lambda v: f'{v:,}')} "
+            f"| {cell('rechub', params, lambda v: f'{v:,}')} | {cell('msmt', mem, lambda v: f'{v:.0f}')} | {cell('rechub', mem, lambda v: f'{v:.0f}')} |"
+        )
+    lines += [
+        "",
+        "Peak MB: RSS high-water mark of 20 training steps minus RSS before building the model, in a fresh process.",
+        "",
+        "## The limit",
+        "",
+        f"GEMM microbenchmark at the models' Linear shapes (forward, dX and dW products; {args.threads} threads): "
+        f"**{gemm / 1e9:.1f} GFLOP/s**. Ceiling = GEMM rate / training FLOPs per sample.",
+        "",
+        "| model | train MFLOP / sample | ceiling samples/s | msmt samples/s | fraction |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in args.models:
+        ceil = gemm / flops[name]
+        mt = med(train_r[(name, "msmt")], 0)
+        lines.append(f"| {name} | {flops[name] / 1e6:.2f} | {ceil:,.0f} | {mt:,.0f} | {mt / ceil:.0%} |")
+    lines += [
+        "",
+        f"Where an MMoE training step's time goes (`torch.profiler`, 20 steps, {args.threads} threads):",
+        "",
+        prof_table,
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    return 0
+
+
+def _fmt_load(load) -> str:
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+
+    return version(pkg)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

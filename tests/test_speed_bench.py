@@ -1,0 +1,56 @@
+"""benchmarks/speed.py's msmt side: data, models, FLOP counting and the lever variants.
+
+No timing assertions here (speed targets live in the benchmark); torch-rechub is not needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from msmt.losses import task_losses
+
+SPEC = importlib.util.spec_from_file_location("speed_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py")
+speed = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(speed)
+
+
+def _loss(model, batch):
+    return sum(task_losses(model.schema.spec.tasks, model(batch), batch["labels"], batch["weight"]).values())
+
+
+def test_data_is_seeded_and_shaped():
+    a, schemas = speed.make_data(3000, seed=1)
+    b, _ = speed.make_data(3000, seed=1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["sparse"].shape == (3000, len(speed.FIELDS))
+    assert int(a["sparse"].max()) < max(v.size for v in schemas["plain"].vocabularies.values())
+    click, purchase = a["labels"][:, 0], a["labels"][:, 1]
+    assert bool((purchase <= click).all()) and 0.05 < float(click.mean()) < 0.95
+    cols = speed.rechub_inputs(a)
+    assert set(cols) == {*speed.FIELDS, "scenario"} and all(v.shape == (3000,) for v in cols.values())
+
+
+def test_every_model_trains_and_counts_flops():
+    data, schemas = speed.make_data(2 * speed.BATCH, seed=0)
+    batch = speed.msmt_batches(data, 1)[0]
+    for name in speed.MODELS:
+        model = speed.msmt_model(name, schemas)
+        assert speed.train_flops(model, batch, _loss) > 0
+        train, test = speed.split(data)
+        speed.train_epochs("msmt", name, model, train, 1, schemas)
+        click_auc, purchase_auc = speed.test_auc("msmt", name, model, test)
+        assert 0.0 <= click_auc <= 1.0 and 0.0 <= purchase_auc <= 1.0
+
+
+def test_lever_variants_keep_outputs():
+    data, schemas = speed.make_data(speed.BATCH, seed=0)
+    batch = speed.msmt_batches(data, 1)[0]
+    for lever in speed.LEVERS["mmoe"]:
+        model, opt = speed.lever_variant(speed.msmt_model("mmoe", schemas), lever)
+        step = speed.msmt_step(model, opt, schemas["plain"].spec.tasks)
+        step(batch)
+        out = model(batch)
+        assert set(out) == {"click", "purchase"} and out["click"].shape == (speed.BATCH,)
