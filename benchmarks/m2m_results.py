@@ -170,11 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="common", action="append", default=[])
     ap.add_argument("--m2m-set", dest="m2m_common", action="append", default=[])
     ap.add_argument("--skip-curves", action="store_true")
+    ap.add_argument(
+        "--with-history", action="store_true",
+        help="also run '<baseline>+history' (model.history_summary=true): baselines that read the panel history too",
+    )
     args = ap.parse_args(argv)
 
     runner = Runner(args.config, args.runs, args.split, args.common, args.m2m_common)
     registered = set(model_names())
     models = {name: (name, []) for name in BASELINES if name in registered}
+    if args.with_history:
+        models.update({f"{name}+history": (name, ["model.history_summary=true"]) for name in BASELINES if name != "single_task"})
     models.update({label: ("m2m", extra) for label, extra in ABLATIONS.items()})
     labels = list(models)
     for label in labels:
