@@ -97,6 +97,14 @@ def pooled_metrics(tasks, labels: np.ndarray, preds: dict[str, list[np.ndarray]]
     for i, t in enumerate(tasks):
         p = np.concatenate(preds[t.name])
         y = labels[:, i]
+        bad = ~np.isfinite(p)
+        res[f"{t.name}_nonfinite"] = float(bad.mean())
+        if bad.any():  # a diverged adaptation: reported as such, never silently dropped
+            res[f"{t.name}_loss"] = float("nan")
+            objective = float("nan")
+            if t.kind == TaskKind.BINARY:
+                res[f"{t.name}_auc"] = None
+            continue
         # the training loss on the prediction scale, so every method is scored the same way
         o = np.log(np.clip(p, 1e-7, 1 - 1e-7) / (1 - np.clip(p, 1e-7, 1 - 1e-7))) if t.kind == TaskKind.BINARY else (np.log(np.maximum(p, 1e-7)) if t.kind == TaskKind.COUNT else p)
         loss = float(row_loss(t.kind, torch.from_numpy(o).double(), torch.from_numpy(y).double()).mean())
