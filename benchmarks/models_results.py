@@ -54,6 +54,7 @@ REAL = {"movielens": REPO / "configs" / "movielens.yaml", "census": REPO / "conf
 MODELS = ["shared_bottom", "mmoe", "ple", "star", "esmm"]
 STRATEGIES = ["fixed", "uncertainty", "gradnorm", "pcgrad", "dwa"]
 STRATEGY_MODEL = "ple"
+NOTES_MARK = "<!-- reading: kept by --render -->"
 FUNNEL_ROWS = 200_000  # --funnel-rows
 FUNNEL_EPOCHS = 20  # --funnel-epochs: an upper bound; early stopping decides
 FUNNEL_PATIENCE = 3  # --funnel-patience
@@ -350,6 +351,8 @@ def main() -> None:
                 for label, extra in grid(path):
                     cached(f"{name}-{label}-s{s}", lambda p=path, e=extra, s=s: real_run(p, e, s, args.epochs))
     text = render(args, datasets)
+    if PAGE.exists() and NOTES_MARK in PAGE.read_text():  # hand-written reading of the numbers survives a re-render
+        text += "\n" + NOTES_MARK + PAGE.read_text().split(NOTES_MARK, 1)[1]
     atomic_write_text(PAGE, text)
     print(text)
 
