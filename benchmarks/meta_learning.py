@@ -206,14 +206,25 @@ def run_seed(args, seed: int) -> dict:
     }
 
 
-def summarise(runs: list[dict], ks: list[int], metric: str) -> dict[str, dict[int, tuple[float, float]]]:
+def summarise(runs: list[dict], ks: list[int], metric: str) -> dict[str, dict[int, tuple[float, float, int]]]:
+    """{method: {K: (mean, std, seeds left out)}} over the seeds whose predictions were finite; a seed
+    whose model diverged (non-finite predictions) is counted, never averaged in."""
     out = {}
     for m in METHODS:
         out[m] = {}
         for k in ks:
-            vals = np.array([r["results"][str(k)][m][metric] for r in runs if r["results"][str(k)][m][metric] is not None], dtype=float)
-            out[m][k] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+            raw = [r["results"][str(k)][m] for r in runs]
+            vals = np.array([x[metric] for x in raw if x[metric] is not None and np.isfinite(x[metric])], dtype=float)
+            mean = float(vals.mean()) if len(vals) else float("nan")
+            out[m][k] = (mean, float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(raw) - len(vals))
     return out
+
+
+def cell(v: tuple[float, float, int], n: int) -> str:
+    mean, std, bad = v
+    if bad == n:
+        return f"diverged ({n}/{n})"
+    return f"{mean:.4f} ± {std:.4f}" + (f" ({bad}/{n} diverged)" if bad else "")
 
 
 def write_outputs(args, runs: list[dict]) -> None:
@@ -242,7 +253,7 @@ def write_outputs(args, runs: list[dict]) -> None:
         lines.append("| method | " + " | ".join(f"K={k}" for k in args.ks) + " |")
         lines.append("|---|" + "---|" * len(args.ks))
         for m in METHODS:
-            lines.append(f"| {m} | " + " | ".join(f"{table[m][k][0]:.4f} ± {table[m][k][1]:.4f}" for k in args.ks) + " |")
+            lines.append(f"| {m} | " + " | ".join(cell(table[m][k], len(runs)) for k in args.ks) + " |")
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         for m in METHODS:
             mean = np.array([table[m][k][0] for k in args.ks])
@@ -290,8 +301,12 @@ def main() -> None:
                    help="order each group's rows by this column (seeded shuffle within ties), e.g. day")
     p.add_argument("--name", default="run")
     p.add_argument("--out-dir", default="docs/results")
+    p.add_argument("--render", action="store_true", help="rebuild the Markdown and plots from the JSON of an earlier run")
     args = p.parse_args()
-    args.command = "python benchmarks/meta_learning.py " + " ".join(sys.argv[1:])
+    args.command = "python benchmarks/meta_learning.py " + " ".join(a for a in sys.argv[1:] if a != "--render")
+    if args.render:
+        write_outputs(args, json.loads((Path(args.out_dir) / f"meta_learning_{args.name}.json").read_text()))
+        return
     torch.set_num_threads(1)
     if args.synth_simple:
         from msmt.data.synthetic import write_simple
