@@ -224,6 +224,8 @@ def cell(v: tuple[float, float, int], n: int) -> str:
     mean, std, bad = v
     if bad == n:
         return f"diverged ({n}/{n})"
+    if n - bad == 1 and n > 1:
+        return f"{mean:.4f} (1 seed; {bad}/{n} diverged)"
     return f"{mean:.4f} ± {std:.4f}" + (f" ({bad}/{n} diverged)" if bad else "")
 
 
