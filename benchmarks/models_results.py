@@ -2,15 +2,18 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/models_results.py [--seeds 0 1 2] [--epochs 3]
         [--only funnel movielens census] [--extra NAME=EXPERIMENT.yaml ...] [--render]
+        [--funnel-seeds 0 1 2 3 4] [--funnel-rows 200000 500000] [--funnel-epochs 20] [--funnel-patience 3]
 
 Sections (mean ± std over seeds, test split, 1 thread per run):
 
 * funnel: sample-selection bias. ``msmt synth funnel`` data per seed; CVR AUC over *all* test
   impressions against the counterfactual label ``would_convert`` (and over clicked rows), for
   ESMM (CVR learnt only through pCTCVR = pCTR x pCVR over all impressions) versus the same
-  network trained as a CVR model on clicked rows only.
+  network trained as a CVR model on clicked rows only; both stop early on an observable validation
+  metric, and the page reports the paired per-seed difference (one table per ``--funnel-rows``).
 * movielens / census: every new model with fixed weights next to shared-bottom and MMoE, and PLE
-  under every loss strategy. ESMM on MovieLens declares like = click x cvr (like ⊂ click).
+  under every loss strategy. ESMM on MovieLens declares like = click x cvr (like ⊂ click); on data
+  without a funnel it runs without a product task (one tower per task over shared embeddings).
 * ``--extra name=path`` adds another experiment config (e.g. the advertiser data of issue 3)
   to the same model/strategy grid.
 
