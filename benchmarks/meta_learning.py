@@ -43,7 +43,7 @@ import torch
 
 from msmt.config import load_experiment
 from msmt.data.encoders import fit_schema
-from msmt.data.loading import load_splits
+from msmt.data.loading import load_splits, read_data
 from msmt.data.split import split_frame
 from msmt.data.tensorize import encode_frame, take
 from msmt.losses import row_loss, to_prediction
@@ -59,7 +59,10 @@ ALGORITHMS = ("maml", "fomaml", "reptile")
 METHODS = ("base", "finetune", "scratch", *ALGORITHMS)
 
 
-def order_rows(frame: pd.DataFrame, spec, seed: int) -> pd.DataFrame:
+def order_rows(frame: pd.DataFrame, spec, seed: int, time_column: str | None = None) -> pd.DataFrame:
+    if time_column:  # explicit (e.g. a day column): seeded shuffle, then time order, so ties differ per seed
+        shuffled = frame.sample(frac=1.0, random_state=seed)
+        return shuffled.sort_values(time_column, kind="stable").reset_index(drop=True)
     time_col = spec.split.time_column or ("timestamp" if "timestamp" in frame.columns else None)
     if time_col:
         return frame.sort_values(time_col, kind="stable").reset_index(drop=True)
@@ -94,6 +97,14 @@ def pooled_metrics(tasks, labels: np.ndarray, preds: dict[str, list[np.ndarray]]
     for i, t in enumerate(tasks):
         p = np.concatenate(preds[t.name])
         y = labels[:, i]
+        bad = ~np.isfinite(p)
+        res[f"{t.name}_nonfinite"] = float(bad.mean())
+        if bad.any():  # a diverged adaptation: reported as such, never silently dropped
+            res[f"{t.name}_loss"] = float("nan")
+            objective = float("nan")
+            if t.kind == TaskKind.BINARY:
+                res[f"{t.name}_auc"] = None
+            continue
         # the training loss on the prediction scale, so every method is scored the same way
         o = np.log(np.clip(p, 1e-7, 1 - 1e-7) / (1 - np.clip(p, 1e-7, 1 - 1e-7))) if t.kind == TaskKind.BINARY else (np.log(np.maximum(p, 1e-7)) if t.kind == TaskKind.COUNT else p)
         loss = float(row_loss(t.kind, torch.from_numpy(o).double(), torch.from_numpy(y).double()).mean())
@@ -111,16 +122,34 @@ def run_seed(args, seed: int) -> dict:
     if not spec.group:
         raise SystemExit("the dataset has no group column: pass --set dataset.group=COLUMN")
     seed_everything(seed)
-    frame = order_rows(pd.concat(list(load_splits(spec).values()), ignore_index=True), spec, seed)
+    frame = order_rows(pd.concat(list(load_splits(spec).values()), ignore_index=True), spec, seed, args.time_column)
     frame.attrs["source"] = str(spec.files.train)
     groups = group_values(frame, spec.group)
-    counts = pd.Series(groups).value_counts()
     need = max(args.ks) + args.query
-    candidates = sorted(counts[counts >= need].index)
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(candidates, size=min(args.test_groups, len(candidates)), replace=False).tolist())
-    is_test = np.isin(groups, list(held))
-    train_all = frame[~is_test].reset_index(drop=True)
+    if args.held_out_file:  # every row of the config trains; the held-out groups come from another file
+        held_frame = order_rows(read_data(args.held_out_file, spec), spec, seed, args.time_column)
+        held_groups = group_values(held_frame, spec.group)
+        unseen = sorted(set(held_groups) - set(groups))
+        counts = pd.Series(held_groups).value_counts()
+        candidates = sorted(g for g in counts[counts >= need].index if g in unseen)
+        if not candidates:
+            raise SystemExit(f"no group of {args.held_out_file} is new and has {need} rows")
+        held = set(rng.choice(candidates, size=min(args.test_groups, len(candidates)), replace=False).tolist())
+        train_all = frame.reset_index(drop=True)
+        test_mask = np.isin(held_groups, list(held))
+        test = held_frame[test_mask].reset_index(drop=True)
+        test_groups = held_groups[test_mask]
+        train_group_count = len(set(groups))
+    else:
+        counts = pd.Series(groups).value_counts()
+        candidates = sorted(counts[counts >= need].index)
+        held = set(rng.choice(candidates, size=min(args.test_groups, len(candidates)), replace=False).tolist())
+        is_test = np.isin(groups, list(held))
+        train_all = frame[~is_test].reset_index(drop=True)
+        test = frame[is_test].reset_index(drop=True)
+        test_groups = groups[is_test]
+        train_group_count = int(len(set(groups[~is_test])))
     train_all.attrs["source"] = frame.attrs["source"]
     parts = split_frame(train_all, SplitSpec(method="random", validation_fraction=0.1, seed=seed))
     schema = fit_schema(parts["train"], spec)
@@ -142,9 +171,7 @@ def run_seed(args, seed: int) -> dict:
         timings[f"{algo}_meta_train_s"] = time.perf_counter() - t0
     split = split_parameters(conventional, cfg.meta)
 
-    test = frame[is_test].reset_index(drop=True)
     test_enc = encode_frame(test, schema)
-    test_groups = groups[is_test]
     tasks = spec.tasks
     results = {}
     t0 = time.perf_counter()
@@ -172,21 +199,34 @@ def run_seed(args, seed: int) -> dict:
     return {
         "seed": seed,
         "held_out_groups": len(held),
-        "train_groups": int(len(set(groups[~is_test]))),
+        "train_groups": int(train_group_count),
         "train_rows": int(len(parts["train"])),
         "results": {str(k): v for k, v in results.items()},
         "timings": timings,
     }
 
 
-def summarise(runs: list[dict], ks: list[int], metric: str) -> dict[str, dict[int, tuple[float, float]]]:
+def summarise(runs: list[dict], ks: list[int], metric: str) -> dict[str, dict[int, tuple[float, float, int]]]:
+    """{method: {K: (mean, std, seeds left out)}} over the seeds whose predictions were finite; a seed
+    whose model diverged (non-finite predictions) is counted, never averaged in."""
     out = {}
     for m in METHODS:
         out[m] = {}
         for k in ks:
-            vals = np.array([r["results"][str(k)][m][metric] for r in runs if r["results"][str(k)][m][metric] is not None], dtype=float)
-            out[m][k] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+            raw = [r["results"][str(k)][m] for r in runs]
+            vals = np.array([x[metric] for x in raw if x[metric] is not None and np.isfinite(x[metric])], dtype=float)
+            mean = float(vals.mean()) if len(vals) else float("nan")
+            out[m][k] = (mean, float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(raw) - len(vals))
     return out
+
+
+def cell(v: tuple[float, float, int], n: int) -> str:
+    mean, std, bad = v
+    if bad == n:
+        return f"diverged ({n}/{n})"
+    if n - bad == 1 and n > 1:
+        return f"{mean:.4f} (1 seed; {bad}/{n} diverged)"
+    return f"{mean:.4f} ± {std:.4f}" + (f" ({bad}/{n} diverged)" if bad else "")
 
 
 def write_outputs(args, runs: list[dict]) -> None:
@@ -202,7 +242,8 @@ def write_outputs(args, runs: list[dict]) -> None:
     lines = [
         f"## {args.name}\n",
         f"Command: `{args.command}`\n",
-        f"Seeds {args.seeds}; {runs[0]['held_out_groups']} held-out groups per seed (never seen in training), "
+        (f"Held-out groups: from `{Path(args.held_out_file).name}` (all rows of the config's splits train). " if args.held_out_file else "")
+        + f"Seeds {args.seeds}; {runs[0]['held_out_groups']} held-out groups per seed (never seen in training), "
         f"{runs[0]['train_groups']} training groups, {runs[0]['train_rows']} training rows; query = each held-out "
         f"group's last {args.query} rows; metrics pooled over the held-out groups' query rows; mean ± std over seeds.\n",
     ]
@@ -214,7 +255,7 @@ def write_outputs(args, runs: list[dict]) -> None:
         lines.append("| method | " + " | ".join(f"K={k}" for k in args.ks) + " |")
         lines.append("|---|" + "---|" * len(args.ks))
         for m in METHODS:
-            lines.append(f"| {m} | " + " | ".join(f"{table[m][k][0]:.4f} ± {table[m][k][1]:.4f}" for k in args.ks) + " |")
+            lines.append(f"| {m} | " + " | ".join(cell(table[m][k], len(runs)) for k in args.ks) + " |")
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         for m in METHODS:
             mean = np.array([table[m][k][0] for k in args.ks])
@@ -256,10 +297,18 @@ def main() -> None:
     p.add_argument("--test-groups", type=int, default=40)
     p.add_argument("--scratch-steps", type=int, default=30)
     p.add_argument("--scratch-lr", type=float, default=0.01)
+    p.add_argument("--held-out-file", type=Path, default=None,
+                   help="take the held-out groups from this file (e.g. the simulator's new_scenario.csv); all rows of the config train")
+    p.add_argument("--time-column", default=None,
+                   help="order each group's rows by this column (seeded shuffle within ties), e.g. day")
     p.add_argument("--name", default="run")
     p.add_argument("--out-dir", default="docs/results")
+    p.add_argument("--render", action="store_true", help="rebuild the Markdown and plots from the JSON of an earlier run")
     args = p.parse_args()
-    args.command = "python benchmarks/meta_learning.py " + " ".join(sys.argv[1:])
+    args.command = "python benchmarks/meta_learning.py " + " ".join(a for a in sys.argv[1:] if a != "--render")
+    if args.render:
+        write_outputs(args, json.loads((Path(args.out_dir) / f"meta_learning_{args.name}.json").read_text()))
+        return
     torch.set_num_threads(1)
     if args.synth_simple:
         from msmt.data.synthetic import write_simple

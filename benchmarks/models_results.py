@@ -2,15 +2,18 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/models_results.py [--seeds 0 1 2] [--epochs 3]
         [--only funnel movielens census] [--extra NAME=EXPERIMENT.yaml ...] [--render]
+        [--funnel-seeds 0 1 2 3 4] [--funnel-rows 200000 500000] [--funnel-epochs 20] [--funnel-patience 3]
 
 Sections (mean ± std over seeds, test split, 1 thread per run):
 
 * funnel: sample-selection bias. ``msmt synth funnel`` data per seed; CVR AUC over *all* test
   impressions against the counterfactual label ``would_convert`` (and over clicked rows), for
   ESMM (CVR learnt only through pCTCVR = pCTR x pCVR over all impressions) versus the same
-  network trained as a CVR model on clicked rows only.
+  network trained as a CVR model on clicked rows only; both stop early on an observable validation
+  metric, and the page reports the paired per-seed difference (one table per ``--funnel-rows``).
 * movielens / census: every new model with fixed weights next to shared-bottom and MMoE, and PLE
-  under every loss strategy. ESMM on MovieLens declares like = click x cvr (like ⊂ click).
+  under every loss strategy. ESMM on MovieLens declares like = click x cvr (like ⊂ click); on data
+  without a funnel it runs without a product task (one tower per task over shared embeddings).
 * ``--extra name=path`` adds another experiment config (e.g. the advertiser data of issue 3)
   to the same model/strategy grid.
 
@@ -54,11 +57,14 @@ REAL = {"movielens": REPO / "configs" / "movielens.yaml", "census": REPO / "conf
 MODELS = ["shared_bottom", "mmoe", "ple", "star", "esmm"]
 STRATEGIES = ["fixed", "uncertainty", "gradnorm", "pcgrad", "dwa"]
 STRATEGY_MODEL = "ple"
-FUNNEL_ROWS = 60_000
+NOTES_MARK = "<!-- reading: kept by --render -->"
+FUNNEL_ROWS = 200_000  # --funnel-rows
+FUNNEL_EPOCHS = 20  # --funnel-epochs: an upper bound; early stopping decides
+FUNNEL_PATIENCE = 3  # --funnel-patience
 
 
-def common_overrides(seed: int, epochs: int) -> list[str]:
-    return [f"train.seed={seed}", f"train.epochs={epochs}", "train.num_threads=1", "train.progress=false", "train.patience=2"]
+def common_overrides(seed: int, epochs: int, patience: int = 2) -> list[str]:
+    return [f"train.seed={seed}", f"train.epochs={epochs}", "train.num_threads=1", "train.progress=false", f"train.patience={patience}"]
 
 
 def train_cfg(cfg):
@@ -72,6 +78,19 @@ def train_cfg(cfg):
     start = time.perf_counter()
     fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
     return model, splits, encoded, time.perf_counter() - start
+
+
+def train_cfg_epochs(cfg):
+    """Like :func:`train_cfg`, also returning (best epoch, epochs run)."""
+    torch.set_num_threads(1)
+    seed_everything(cfg.train.seed)
+    splits = load_splits(cfg.dataset)
+    schema = fit_schema(splits["train"], cfg.dataset)
+    encoded = {k: encode_frame(v, schema) for k, v in splits.items()}
+    model = build_model(schema, cfg.model)
+    start = time.perf_counter()
+    result = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
+    return model, splits, encoded, time.perf_counter() - start, (int(result.best_epoch), int(len(result.history)))
 
 
 def cached(key: str, compute) -> dict:
@@ -92,14 +111,20 @@ def auc(y, p) -> float:
     return float(roc_auc_score(y, p))
 
 
-def funnel_seed(seed: int, epochs: int) -> dict:
+def funnel_key(seed: int, rows: int, epochs: int, patience: int) -> str:
+    return f"funnel-r{rows}-e{epochs}-p{patience}-s{seed}"
+
+
+def funnel_seed(seed: int, rows: int, epochs: int, patience: int) -> dict:
+    """One seed of the SSB experiment: both models stop early on what a practitioner can observe
+    (ESMM: validation CTCVR AUC; clicked-only: validation CVR AUC on clicked rows), best epoch restored."""
     with tempfile.TemporaryDirectory() as tmp:
-        data = write_funnel(Path(tmp) / "funnel", rows=FUNNEL_ROWS, seed=seed)
+        data = write_funnel(Path(tmp) / "funnel", rows=rows, seed=seed)
         test_clicked_mask = None
         out = {}
         # ESMM over the entire space: losses on click and ctcvr only
-        cfg = load_experiment(data / "experiment.yaml", common_overrides(seed, epochs) + ["train.monitor=ctcvr.auc"])
-        model, splits, enc, secs = train_cfg(cfg)
+        cfg = load_experiment(data / "experiment.yaml", common_overrides(seed, epochs, patience) + ["train.monitor=ctcvr.auc"])
+        model, splits, enc, secs, esmm_epochs = train_cfg_epochs(cfg)
         test = splits["test"]
         test_clicked_mask = test["click"].to_numpy() == 1
         p_cvr = predict_auxiliary(model, enc["test"])["cvr"]
@@ -110,6 +135,8 @@ def funnel_seed(seed: int, epochs: int) -> dict:
             "ctcvr_auc": auc(test["conversion"], p_task["ctcvr"]),
             "click_auc": auc(test["click"], p_task["click"]),
             "seconds": secs,
+            "best_epoch": esmm_epochs[0],
+            "epochs_run": esmm_epochs[1],
         }
         # the same network as a CVR model trained on clicked rows only (the SSB baseline)
         for name in ("train", "validation"):
@@ -122,12 +149,14 @@ def funnel_seed(seed: int, epochs: int) -> dict:
         raw["model"] = {**{k: v for k, v in raw["model"].items() if k != "esmm"}, "name": "single_task"}
         raw["train"]["monitor"] = "cvr.auc"
         base_cfg = validate_experiment(raw, "funnel clicked-only")
-        base, _, _, secs = train_cfg(base_cfg)
+        base, _, _, secs, base_epochs = train_cfg_epochs(base_cfg)
         p_base = predict_batches(base, encode_frame(test, base.schema, with_labels=False))["cvr"]
         out["clicked_only"] = {
             "cvr_auc_all": auc(test["would_convert"], p_base),
             "cvr_auc_clicked": auc(test["would_convert"][test_clicked_mask], p_base[test_clicked_mask]),
             "seconds": secs,
+            "best_epoch": base_epochs[0],
+            "epochs_run": base_epochs[1],
         }
         out["oracle"] = {
             "cvr_auc_all": auc(test["would_convert"], test["true_cvr"]),
@@ -149,7 +178,7 @@ def esmm_overrides(path: Path) -> list[str] | None:
             "{name: like, label: like, kind: binary, product_of: [click, cvr]}]",
             "dataset.auxiliary=[{name: cvr, kind: binary}]",
         ]
-    return None
+    return []  # no funnel in the data: ESMM reduces to one tower per task over shared embeddings
 
 
 def grid(path: Path) -> list[tuple[str, list[str]]]:
@@ -157,10 +186,7 @@ def grid(path: Path) -> list[tuple[str, list[str]]]:
     for m in MODELS:
         extra = [f"model.name={m}"]
         if m == "esmm":
-            more = esmm_overrides(path)
-            if more is None:
-                continue
-            extra += more
+            extra += esmm_overrides(path)
         runs.append((f"{m}+fixed", extra))
     for s in STRATEGIES[1:]:
         runs.append((f"{STRATEGY_MODEL}+{s}", [f"model.name={STRATEGY_MODEL}", f"loss.strategy={s}"]))
@@ -192,48 +218,79 @@ def ms(values) -> str:
     return f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.4f}"
 
 
-def render(seeds, epochs, datasets: dict[str, Path]) -> str:
+def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
     lines = [
-        "# Results: ESMM, PLE, STAR and loss balancing (issue 5)",
         "",
-        f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/models_results.py --seeds {' '.join(map(str, seeds))} "
-        f"--epochs {epochs}`. Test split; mean ± std (sample std) over seeds {list(seeds)}; at most {epochs} epochs "
-        "(early stopping on the config's monitor, patience 2); one CPU thread per run on a shared 2-core machine "
-        f"({platform.machine()}, torch {torch.__version__}).",
+        f"### {frows:,} impressions",
         "",
-        "## Sample-selection bias on the funnel simulator",
-        "",
-        f"`msmt synth funnel --rows {FUNNEL_ROWS} --seed S` (80/10/10 time split). CVR AUC against the "
-        "counterfactual label `would_convert` (would this impression have converted had it been clicked), "
-        "over **all** test impressions and over the clicked ones. *ESMM*: CVR learnt only through "
-        "pCTCVR = pCTR × pCVR over all impressions. *Clicked-only*: the same network (shared-size "
-        "embeddings + the same MLP) trained as a CVR model on clicked training rows only. *Oracle*: the "
-        "simulator's true pCVR.",
-        "",
-        "| model | CVR AUC, all impressions | CVR AUC, clicked impressions | click AUC | CTCVR AUC | train rows |",
-        "|---|---|---|---|---|---|",
+        "| model | CVR AUC, all impressions | CVR AUC, clicked impressions | click AUC | CTCVR AUC | train rows | best epoch / epochs run |",
+        "|---|---|---|---|---|---|---|",
     ]
-    fun = [json.loads((CACHE / f"funnel-s{s}.json").read_text()) for s in seeds if (CACHE / f"funnel-s{s}.json").exists()]
-    if fun:
+    fun = [json.loads((CACHE / f"{funnel_key(s, frows, fep, fpat)}.json").read_text()) for s in fseeds
+           if (CACHE / f"{funnel_key(s, frows, fep, fpat)}.json").exists()]
+    if not fun:
+        lines.append("| (not run yet) | | | | | | |")
+    else:
+        from scipy import stats
+
         rows_all = int(np.mean([f["train_rows"] for f in fun]))
         rows_clicked = int(np.mean([f["clicked_train_rows"] for f in fun]))
         e = [f["esmm"] for f in fun]
         c = [f["clicked_only"] for f in fun]
         o = [f["oracle"] for f in fun]
-        per_seed = ", ".join(f"{a['cvr_auc_all'] - b['cvr_auc_all']:+.4f}" for a, b in zip(e, c))
+
+        def ep(xs):
+            return f"{np.mean([x['best_epoch'] for x in xs]):.1f} / {np.mean([x['epochs_run'] for x in xs]):.1f}"
+
+        d_all = np.array([a["cvr_auc_all"] - b["cvr_auc_all"] for a, b in zip(e, c)])
+        d_clk = np.array([a["cvr_auc_clicked"] - b["cvr_auc_clicked"] for a, b in zip(e, c)])
+        wins = int((d_all > 0).sum())
+        t_all = stats.ttest_rel([x["cvr_auc_all"] for x in e], [x["cvr_auc_all"] for x in c]) if len(fun) > 1 else None
+        t_clk = stats.ttest_rel([x["cvr_auc_clicked"] for x in e], [x["cvr_auc_clicked"] for x in c]) if len(fun) > 1 else None
         lines += [
             f"| ESMM | {ms([x['cvr_auc_all'] for x in e])} | {ms([x['cvr_auc_clicked'] for x in e])} | "
-            f"{ms([x['click_auc'] for x in e])} | {ms([x['ctcvr_auc'] for x in e])} | {rows_all} |",
-            f"| CVR on clicked rows only | {ms([x['cvr_auc_all'] for x in c])} | {ms([x['cvr_auc_clicked'] for x in c])} | – | – | ~{rows_clicked} |",
-            f"| oracle (true pCVR) | {ms([x['cvr_auc_all'] for x in o])} | {ms([x['cvr_auc_clicked'] for x in o])} | – | – | – |",
+            f"{ms([x['click_auc'] for x in e])} | {ms([x['ctcvr_auc'] for x in e])} | {rows_all} | {ep(e)} |",
+            f"| CVR on clicked rows only | {ms([x['cvr_auc_all'] for x in c])} | {ms([x['cvr_auc_clicked'] for x in c])} | – | – | ~{rows_clicked} | {ep(c)} |",
+            f"| oracle (true pCVR) | {ms([x['cvr_auc_all'] for x in o])} | {ms([x['cvr_auc_clicked'] for x in o])} | – | – | – | – |",
             "",
-            f"Seeds with results: {len(fun)} of {len(seeds)}. Paired difference ESMM − clicked-only, CVR AUC over all "
-            f"impressions, per seed: {ms([a['cvr_auc_all'] - b['cvr_auc_all'] for a, b in zip(e, c)])} "
-            f"(per seed: {per_seed}); over clicked "
-            f"impressions: {ms([a['cvr_auc_clicked'] - b['cvr_auc_clicked'] for a, b in zip(e, c)])}. Both models are far "
-            "from the oracle at this budget (few epochs, early stopping after the first epoch is common), so read the "
-            "difference against its spread across seeds.",
+            f"Seeds with results: {len(fun)} of {len(fseeds)}. **Paired difference ESMM − clicked-only** (same world, "
+            f"same seed), CVR AUC over all impressions: {ms(d_all)} (per seed: {', '.join(f'{x:+.4f}' for x in d_all)}; "
+            f"ESMM higher in {wins} of {len(fun)} seeds"
+            + (f"; paired t-test p = {t_all.pvalue:.3g}" if t_all is not None else "")
+            + f"). Over clicked impressions: {ms(d_clk)}"
+            + (f" (paired t-test p = {t_clk.pvalue:.3g})" if t_clk is not None else "")
+            + ".",
         ]
+    return lines
+
+
+def render(args, datasets: dict[str, Path]) -> str:
+    seeds, epochs = args.seeds, args.epochs
+    fseeds, frows, fep, fpat = args.funnel_seeds, args.funnel_rows, args.funnel_epochs, args.funnel_patience
+    extra = " ".join(f"--extra {n}={p.relative_to(REPO) if p.is_relative_to(REPO) else p}" for n, p in datasets.items() if n not in REAL)
+    lines = [
+        "# Results: ESMM, PLE, STAR and loss balancing (issue 5)",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/models_results.py --seeds {' '.join(map(str, seeds))} "
+        f"--epochs {epochs} --funnel-seeds {' '.join(map(str, fseeds))} --funnel-rows {' '.join(map(str, frows))} --funnel-epochs {fep} "
+        f"--funnel-patience {fpat}{' ' + extra if extra else ''}` (each section can be run alone with `--only NAME`; "
+        "`--render` rebuilds this page from the cached runs). One CPU thread per run on a shared 2-core machine "
+        f"({platform.machine()}, torch {torch.__version__}).",
+        "",
+        "## Sample-selection bias on the funnel simulator",
+        "",
+        f"`msmt synth funnel --rows N --seed S` for N in {list(frows)}, S in {list(fseeds)} (80/10/10 time split; the seed draws a "
+        "new world and trains both models). CVR AUC against the counterfactual label `would_convert` (would this "
+        "impression have converted had it been clicked), over **all** test impressions and over the clicked ones. "
+        "*ESMM*: CVR learnt only through pCTCVR = pCTR × pCVR over all impressions (early stopping on validation "
+        "CTCVR AUC). *Clicked-only*: the same network (shared-size embeddings + the same MLP) trained as a CVR "
+        "model on clicked training rows only (early stopping on validation CVR AUC over clicked validation rows). "
+        f"Both: at most {fep} epochs, patience {fpat}, best epoch restored; neither ever sees `would_convert` or the "
+        "true probabilities. *Oracle*: the simulator's true pCVR (the ceiling under Bernoulli label noise).",
+        "",
+    ]
+    for frows_n in frows:
+        lines += funnel_table(frows_n, fseeds, fep, fpat)
     for name, path in datasets.items():
         runs = grid(path)
         lines += ["", f"## {name} (`{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`)", ""]
@@ -245,6 +302,10 @@ def render(seeds, epochs, datasets: dict[str, Path]) -> str:
         if not results:
             lines.append("(not run yet)")
             continue
+        lines.append(f"Test split; mean ± std (sample std) over seeds {list(seeds)}; at most {epochs} epochs, early "
+                     "stopping on the config's monitor (patience 2), best epoch restored. Every model with fixed "
+                     f"weights; every loss strategy on {STRATEGY_MODEL}.")
+        lines.append("")
         metrics = sorted({k for vals in results.values() for v in vals for k in v if k != "seconds"})
         lines.append("| model + strategy | seeds | " + " | ".join(metrics) + " | train s |")
         lines.append("|---|---|" + "---|" * (len(metrics) + 1))
@@ -252,8 +313,13 @@ def render(seeds, epochs, datasets: dict[str, Path]) -> str:
             cells = [ms([v.get(m) for v in vals]) for m in metrics]
             lines.append(f"| {label} | {len(vals)} | " + " | ".join(cells) + f" | {np.mean([v['seconds'] for v in vals]):.0f} |")
         if any(label.startswith("esmm") for label in results):
-            lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
-                      "over all test rows and `cvr_auc_clicked` the CVR tower's AUC of P(like | click) on clicked test rows."]
+            if esmm_overrides(path):
+                lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
+                          "over all test rows and `cvr_auc_clicked` the CVR tower's AUC of P(like | click) on clicked test rows."]
+            else:
+                lines += ["", "These data have no funnel (no task is the product of two others), so `esmm` runs with "
+                          "no `product_of` declaration: one tower per task over the shared embeddings, which is all "
+                          "ESMM is without a product task. Its row is there for completeness, not as an ESMM test."]
     return "\n".join(lines) + "\n"
 
 
@@ -262,6 +328,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--funnel-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--funnel-rows", type=int, nargs="+", default=[FUNNEL_ROWS], help="one table per data size")
+    ap.add_argument("--funnel-epochs", type=int, default=FUNNEL_EPOCHS)
+    ap.add_argument("--funnel-patience", type=int, default=FUNNEL_PATIENCE)
     ap.add_argument("--extra", nargs="*", default=[], help="NAME=EXPERIMENT.yaml: another dataset for the grid")
     ap.add_argument("--render", action="store_true", help="only rebuild the page from the cache")
     args = ap.parse_args()
@@ -273,15 +343,19 @@ def main() -> None:
     wanted = set(args.only or ["funnel", *datasets])
     if not args.render:
         if "funnel" in wanted:
-            for s in args.seeds:
-                cached(f"funnel-s{s}", lambda s=s: funnel_seed(s, args.epochs))
+            for rows in args.funnel_rows:
+                for s in args.funnel_seeds:
+                    cached(funnel_key(s, rows, args.funnel_epochs, args.funnel_patience),
+                           lambda s=s, rows=rows: funnel_seed(s, rows, args.funnel_epochs, args.funnel_patience))
         for s in args.seeds:  # seed-major: every configuration gets its first seeds first
             for name, path in datasets.items():
                 if name not in wanted:
                     continue
                 for label, extra in grid(path):
                     cached(f"{name}-{label}-s{s}", lambda p=path, e=extra, s=s: real_run(p, e, s, args.epochs))
-    text = render(args.seeds, args.epochs, datasets)
+    text = render(args, datasets)
+    if PAGE.exists() and NOTES_MARK in PAGE.read_text():  # hand-written reading of the numbers survives a re-render
+        text += "\n" + NOTES_MARK + PAGE.read_text().split(NOTES_MARK, 1)[1]
     atomic_write_text(PAGE, text)
     print(text)
 
