@@ -98,7 +98,7 @@ def main() -> None:
             for g in groups:
                 support = take(data, index.rows[g][:k])
                 t0 = time.perf_counter()
-                adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr)
+                adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr, cfg.meta.inner_max_grad_norm)
                 times.append(time.perf_counter() - t0)
             adapt_rows.append((k, len(groups), 1000 * np.median(times), 1000 * np.percentile(times, 90)))
 

@@ -190,7 +190,7 @@ def run_seed(args, seed: int) -> dict:
                     model, block = models[m], None
                 else:
                     model = models[m]
-                    block = adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr) if k else None
+                    block = adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr, cfg.meta.inner_max_grad_norm) if k else None
                 for t, p in predict(model, block, query, tasks).items():
                     preds[m][t].append(p)
         y = np.concatenate(labels)

@@ -82,9 +82,10 @@ def _flat_grad(model, names):
     return torch.cat([(params[n].grad if params[n].grad is not None else torch.zeros_like(params[n])).reshape(-1) for n in names])
 
 
-def test_maml_meta_gradient_matches_finite_differences(tiny_dir, tiny_schema, groups):
+@pytest.mark.parametrize("clip", ["null", "0.001"])  # 0.001: the inner-loop gradient clipping is engaged
+def test_maml_meta_gradient_matches_finite_differences(tiny_dir, tiny_schema, groups, clip):
     """d/dε L_Q(θ+εu, φ_g(θ+εu, φ+εv)) at 0 equals <∇, (u, v)> of second-order MAML."""
-    cfg = _cfg(tiny_dir, "meta.inner_steps=2", "meta.inner_lr=0.3")
+    cfg = _cfg(tiny_dir, "meta.inner_steps=2", "meta.inner_lr=0.3", f"meta.inner_max_grad_norm={clip}")
     model = _model(cfg, tiny_schema, seed=1, dtype=torch.float64)
     split = split_parameters(model, cfg.meta)
     support, query = _support_query(groups, 1, k=8, q=8, dtype=torch.float64)
@@ -333,3 +334,17 @@ def test_episodes_split_groups_into_disjoint_support_and_query(groups):
             assert len(owners) == 1 and set(query.tolist()) <= set(index.rows[owners.pop()].tolist())
     with pytest.raises(ConfigError, match="no group has"):
         index.sampler(support_size=10_000, query_size=1, groups_per_episode=1, seed=0)
+
+
+def test_inner_loop_clipping_bounds_each_step(tiny_dir, tiny_schema, groups):
+    cfg = _cfg(tiny_dir)
+    model = _model(cfg, tiny_schema, seed=0)
+    split = split_parameters(model, cfg.meta)
+    support, _ = _support_query(groups, 0, k=8, q=8)
+    params = dict(model.named_parameters())
+    phi = {n: params[n].detach().clone().requires_grad_(True) for n in split.personal}
+    lr, max_norm = 100.0, 0.5  # a huge step: only the clipping keeps it bounded
+    stepped = inner_loop(model, phi, support, cfg.dataset.tasks, 1, lr, max_grad_norm=max_norm)
+    moved = torch.sqrt(sum(((stepped[n] - phi[n]) ** 2).sum() for n in phi))
+    assert float(moved) <= lr * max_norm * (1 + 1e-5)
+    assert float(moved) > 0

@@ -129,6 +129,7 @@ class MetaConfig(Strict):
     episodes: int = Field(default=200, ge=0)
     inner_steps: int = Field(default=3, ge=0)
     inner_lr: float = Field(default=0.1, gt=0.0)
+    inner_max_grad_norm: float | None = Field(default=5.0, gt=0.0)  # None: no clipping in the inner loop
     outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     outer_lr: float = Field(default=1e-3, gt=0.0)
     seed: int = 0

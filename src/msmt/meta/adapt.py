@@ -65,7 +65,7 @@ def adapt_groups(
     for name, rows in zip(index.names, index.rows):
         support = take(data, rows)
         start = time.perf_counter()
-        blocks[name] = adapt(model, split, support, tasks, cfg.inner_steps, cfg.inner_lr)
+        blocks[name] = adapt(model, split, support, tasks, cfg.inner_steps, cfg.inner_lr, cfg.inner_max_grad_norm)
         stats.seconds[name] = time.perf_counter() - start
         stats.rows[name] = len(rows)
         stats.loss_before[name] = _loss(model, base_phi, support, tasks)

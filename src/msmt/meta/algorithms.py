@@ -43,11 +43,13 @@ def meta_loss(
     params = dict(model.named_parameters())
     if cfg.algorithm == "reptile":
         start = {n: params[n].detach().requires_grad_(True) for n in split.personal}
-        phi = {n: t.detach() for n, t in inner_loop(model, start, support, tasks, cfg.inner_steps, cfg.inner_lr).items()}
+        phi = {n: t.detach() for n, t in inner_loop(model, start, support, tasks, cfg.inner_steps, cfg.inner_lr, max_grad_norm=cfg.inner_max_grad_norm).items()}
     else:
         start = {n: params[n] for n in split.personal}
         second = cfg.algorithm == "maml"
-        phi = inner_loop(model, start, support, tasks, cfg.inner_steps, cfg.inner_lr, create_graph=second)
+        phi = inner_loop(
+            model, start, support, tasks, cfg.inner_steps, cfg.inner_lr, create_graph=second, max_grad_norm=cfg.inner_max_grad_norm
+        )
     return objective(model, phi, query, tasks), phi
 
 

@@ -65,8 +65,13 @@ def inner_loop(
     steps: int,
     lr: float,
     create_graph: bool = False,
+    max_grad_norm: float | None = None,
 ) -> dict[str, Tensor]:
     """``steps`` gradient steps on the support loss; returns φ_g (same keys as ``phi``).
+
+    ``max_grad_norm`` rescales each step's gradient to at most that global L2 norm (as
+    ``train.max_grad_norm`` does for ordinary training): Poisson losses on large counts otherwise
+    make a plain gradient step explode. The rescaling is differentiable, so MAML stays exact.
 
     Every tensor of ``phi`` must require grad. With ``create_graph`` the result is a
     differentiable function of ``phi`` and of the model's shared parameters (MAML); without it
@@ -77,11 +82,23 @@ def inner_loop(
         for _ in range(steps):
             loss = objective(model, phi, support, tasks)
             grads = torch.autograd.grad(loss, [phi[n] for n in names], create_graph=create_graph)
+            if max_grad_norm is not None:
+                norm = torch.sqrt(sum((g**2).sum() for g in grads))
+                scale = torch.clamp(max_grad_norm / (norm + 1e-12), max=1.0)
+                grads = [g * scale for g in grads]
             phi = {n: phi[n] - lr * g for n, g in zip(names, grads)}
     return phi
 
 
-def adapt(model: nn.Module, split: ParameterSplit, support: Batch, tasks: tuple[Task, ...], steps: int, lr: float) -> dict[str, Tensor]:
+def adapt(
+    model: nn.Module,
+    split: ParameterSplit,
+    support: Batch,
+    tasks: tuple[Task, ...],
+    steps: int,
+    lr: float,
+    max_grad_norm: float | None = None,
+) -> dict[str, Tensor]:
     """A group's personal block: φ adapted on its support rows, detached (model unchanged).
 
     Runs in eval mode (no dropout); an empty support set or ``steps=0`` returns a copy of φ.
@@ -92,7 +109,7 @@ def adapt(model: nn.Module, split: ParameterSplit, support: Batch, tasks: tuple[
         was_training = model.training
         model.eval()
         try:
-            phi = inner_loop(model, phi, support, tasks, steps, lr, create_graph=False)
+            phi = inner_loop(model, phi, support, tasks, steps, lr, create_graph=False, max_grad_norm=max_grad_norm)
         finally:
             model.train(was_training)
     return {n: t.detach().clone() for n, t in phi.items()}
