@@ -42,7 +42,7 @@ def main() -> None:
         "2 processes (torchrun, gloo)": [py, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1",
                                          "--master-addr", "127.0.0.1", "--master-port", str(_port()), *train, "--out", str(tmp / "p2")],
     }
-    print(f"| setup | wall time (s) | val click AUC |\n|---|---|---|")
+    print("| setup | wall time (s) | val click AUC |\n|---|---|---|")
     for name, cmd in runs.items():
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env=env)

@@ -50,7 +50,7 @@ def _cli(*args):
 
 
 def test_sigkill_then_resume_gives_identical_metrics(tiny_dir, tmp_path):
-    reference = run_experiment(load_experiment(tiny_dir / "experiment.yaml", SETTINGS), tmp_path / "reference")
+    run_experiment(load_experiment(tiny_dir / "experiment.yaml", SETTINGS), tmp_path / "reference")
     assert not (tmp_path / "reference" / CHECKPOINT).exists()  # a finished run leaves none behind
 
     kill_at = random.Random().randint(8, TOTAL_STEPS - 1)  # after the first checkpoint (step 7)

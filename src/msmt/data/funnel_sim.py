@@ -21,15 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from msmt.data.io import atomic_write_text, write_table
+from msmt.data.synth_output import sigmoid, write_time_split
 
 SCENARIOS = {"app": 0.55, "web": 0.35, "partner": 0.10}
 
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def make_funnel(rows: int = 100_000, seed: int = 0, users: int = 400, items: int = 500, dim: int = 4) -> pd.DataFrame:
@@ -56,8 +52,8 @@ def make_funnel(rows: int = 100_000, seed: int = 0, users: int = 400, items: int
     price_z = (np.log(price[ii]) - 3.0) / 0.7
     uv = np.einsum("nd,nd->n", u[ui], v[ii])
     umv = np.einsum("nd,de,ne->n", u[ui], mix, v[ii])
-    p_ctr = _sigmoid(ctr_bias[s] + user_bias[ui] + item_click[ii] + cat_bias[item_cat[ii]] + uv - 0.3 * price_z)
-    p_cvr = _sigmoid(cvr_bias[s] + item_quality[ii] + 0.8 * umv + 0.4 * price_z)
+    p_ctr = sigmoid(ctr_bias[s] + user_bias[ui] + item_click[ii] + cat_bias[item_cat[ii]] + uv - 0.3 * price_z)
+    p_cvr = sigmoid(cvr_bias[s] + item_quality[ii] + 0.8 * umv + 0.4 * price_z)
     click = rng.random(rows) < p_ctr
     would_convert = rng.random(rows) < p_cvr
     return pd.DataFrame(
@@ -107,12 +103,4 @@ def experiment_config() -> dict:
 
 def write_funnel(out_dir: str | Path, rows: int = 100_000, seed: int = 0) -> Path:
     """Write train/validation/test CSVs (time split 80/10/10), dataset.yaml and experiment.yaml."""
-    out = Path(out_dir)
-    frame = make_funnel(rows, seed)
-    cut1, cut2 = int(len(frame) * 0.8), int(len(frame) * 0.9)
-    write_table(frame.iloc[:cut1], out / "train.csv")
-    write_table(frame.iloc[cut1:cut2], out / "validation.csv")
-    write_table(frame.iloc[cut2:], out / "test.csv")
-    atomic_write_text(out / "dataset.yaml", yaml.safe_dump(dataset_config(), sort_keys=False))
-    atomic_write_text(out / "experiment.yaml", yaml.safe_dump(experiment_config(), sort_keys=False))
-    return out
+    return write_time_split(make_funnel(rows, seed), out_dir, dataset_config(), experiment_config())

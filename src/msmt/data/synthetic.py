@@ -18,16 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from msmt.data.io import atomic_write_text, write_table
+from msmt.data.synth_output import sigmoid, write_time_split
 
 SCENARIOS = {"feed": 0.40, "search": 0.33, "display": 0.25, "minor": 0.02}
 TAGS = [f"tag{i}" for i in range(24)]
 
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def make_simple(rows: int = 30000, seed: int = 0, users: int = 300, items: int = 200, dim: int = 4) -> pd.DataFrame:
@@ -55,8 +51,8 @@ def make_simple(rows: int = 30000, seed: int = 0, users: int = 300, items: int =
     ii = rng.integers(0, items, rows)
     price_z = (np.log(item_price[ii]) - 3.0) / 0.8
     uv = np.einsum("nd,nde,ne->n", u[ui], mix[s], v[ii])
-    p_click = _sigmoid(click_bias[s] + user_bias[ui] + cat_bias[item_cat[ii]] + uv - 0.4 * price_z)
-    p_cvr = _sigmoid(cvr_bias[s] + np.einsum("nd,nd->n", u[ui], cvr_w[s]) + 0.3 * (user_age[ui] - 40) / 15)
+    p_click = sigmoid(click_bias[s] + user_bias[ui] + cat_bias[item_cat[ii]] + uv - 0.4 * price_z)
+    p_cvr = sigmoid(cvr_bias[s] + np.einsum("nd,nd->n", u[ui], cvr_w[s]) + 0.3 * (user_age[ui] - 40) / 15)
     rate = np.exp(dwell_bias[s] + 0.6 * np.einsum("nd,nd->n", u[ui], v[ii]).clip(-3, 3))
     click = rng.random(rows) < p_click
     purchase = click & (rng.random(rows) < p_cvr)
@@ -108,13 +104,4 @@ def experiment_config() -> dict:
 
 def write_simple(out_dir: str | Path, rows: int = 30000, seed: int = 0) -> Path:
     """Write train/validation/test CSVs (time split 80/10/10), dataset.yaml and experiment.yaml."""
-    out = Path(out_dir)
-    frame = make_simple(rows, seed)
-    n = len(frame)
-    cut1, cut2 = int(n * 0.8), int(n * 0.9)
-    write_table(frame.iloc[:cut1], out / "train.csv")
-    write_table(frame.iloc[cut1:cut2], out / "validation.csv")
-    write_table(frame.iloc[cut2:], out / "test.csv")
-    atomic_write_text(out / "dataset.yaml", yaml.safe_dump(dataset_config(), sort_keys=False))
-    atomic_write_text(out / "experiment.yaml", yaml.safe_dump(experiment_config(), sort_keys=False))
-    return out
+    return write_time_split(make_simple(rows, seed), out_dir, dataset_config(), experiment_config())
