@@ -67,21 +67,8 @@ def common_overrides(seed: int, epochs: int, patience: int = 2) -> list[str]:
     return [f"train.seed={seed}", f"train.epochs={epochs}", "train.num_threads=1", "train.progress=false", f"train.patience={patience}"]
 
 
-def train_cfg(cfg):
-    """Fit a config; returns (model, splits, encoded, seconds)."""
-    torch.set_num_threads(1)
-    seed_everything(cfg.train.seed)
-    splits = load_splits(cfg.dataset)
-    schema = fit_schema(splits["train"], cfg.dataset)
-    encoded = {k: encode_frame(v, schema) for k, v in splits.items()}
-    model = build_model(schema, cfg.model)
-    start = time.perf_counter()
-    fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
-    return model, splits, encoded, time.perf_counter() - start
-
-
 def train_cfg_epochs(cfg):
-    """Like :func:`train_cfg`, also returning (best epoch, epochs run)."""
+    """Fit a config; returns (model, splits, encoded, seconds, (best epoch, epochs run))."""
     torch.set_num_threads(1)
     seed_everything(cfg.train.seed)
     splits = load_splits(cfg.dataset)
@@ -91,6 +78,11 @@ def train_cfg_epochs(cfg):
     start = time.perf_counter()
     result = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
     return model, splits, encoded, time.perf_counter() - start, (int(result.best_epoch), int(len(result.history)))
+
+
+def train_cfg(cfg):
+    """Fit a config; returns (model, splits, encoded, seconds)."""
+    return train_cfg_epochs(cfg)[:4]
 
 
 def cached(key: str, compute) -> dict:
