@@ -45,6 +45,7 @@ from msmt.data.io import atomic_write_text
 from msmt.data.tensorize import iterate_batches
 from msmt.losses import task_losses
 from msmt.models import build_model
+from msmt.optim import adamw
 from msmt.schema import DatasetSpec
 
 # field name -> vocabulary size (values; each table also has padding + OOV rows)
@@ -56,6 +57,7 @@ SCENARIOS = ("feed", "search", "display", "minor")
 EMB, HIDDEN, TOWER, EXPERTS = 16, [256, 128], [64], 4
 MODELS = ("shared_bottom", "mmoe", "ple", "esmm", "m2m")
 BATCH = 1024
+BF16 = "msmt bf16"  # the variant trained with train.precision=bf16 (autocast), scored likewise
 
 
 # ------------------------------------------------------------------ data
@@ -155,9 +157,18 @@ def rechub_model(name: str) -> torch.nn.Module | None:
 
 
 # ------------------------------------------------------------------ steps
-def msmt_step(model, opt, tasks):
+def msmt_optimizer(model):
+    """The trainer's optimiser (fused AdamW, msmt.optim), with Adam's settings: lr 1e-3, no decay."""
+    return adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
+
+
+def msmt_step(model, opt, tasks, bf16: bool = False):
+    """One step as msmt's trainer takes it; ``bf16``: ``train.precision=bf16`` (autocast forward)."""
+
     def step(batch):
-        losses = task_losses(tasks, model(batch), batch["labels"], batch["weight"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch)
+        losses = task_losses(tasks, {t: v.float() for t, v in out.items()}, batch["labels"], batch["weight"])
         opt.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         opt.step()
@@ -219,7 +230,7 @@ class _Pair:
     def __init__(self, model):
         sparse = [p for n, p in model.named_parameters() if n.endswith("table.weight")]
         dense = [p for n, p in model.named_parameters() if not n.endswith("table.weight")]
-        self.opts = [torch.optim.SparseAdam(sparse, lr=1e-3), torch.optim.Adam(dense, lr=1e-3)]
+        self.opts = [torch.optim.SparseAdam(sparse, lr=1e-3), adamw(dense, lr=1e-3, weight_decay=0.0)]
 
     def zero_grad(self, set_to_none=True):
         for o in self.opts:
@@ -251,7 +262,7 @@ def lever_variant(model, lever: str):
             return {t: towers[t](mixed[:, i]).squeeze(-1) for i, t in enumerate(tasks)}
 
         model.forward = forward
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+        return model, msmt_optimizer(model)
     raise ValueError(lever)
 
 
@@ -279,14 +290,16 @@ def rechub_loader_rate(cols, labels, steps: int, model, opt, esmm: bool) -> floa
 
 # ------------------------------------------------------------------ quality
 def train_epochs(impl, name, model, train, epochs, schemas, seed=0):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    if impl == "msmt":
-        step = msmt_step(model, opt, schemas["plain"].spec.tasks if name != "esmm" else schemas["esmm"].spec.tasks)
+    if impl.startswith("msmt"):
+        opt = msmt_optimizer(model)
+        tasks = schemas["plain"].spec.tasks if name != "esmm" else schemas["esmm"].spec.tasks
+        step = msmt_step(model, opt, tasks, bf16=impl == BF16)
         for ep in range(epochs):
             for b in iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed + ep)):
                 step(b)
     else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         step = rechub_step(model, opt, name == "esmm")
         cols, y = rechub_inputs(train), train["labels"]
         for ep in range(epochs):
@@ -300,9 +313,10 @@ def train_epochs(impl, name, model, train, epochs, schemas, seed=0):
 def test_auc(impl, name, model, test) -> tuple[float, float]:
     model.eval()
     preds = []
-    if impl == "msmt":
+    if impl.startswith("msmt"):
         for b in iterate_batches(test, 8192):
-            out = model(b)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=impl == BF16):
+                out = {t: v.float() for t, v in model(b).items()}
             preds.append(torch.stack([out["click"], out["purchase"]], 1))
     else:
         cols = rechub_inputs(test)
@@ -334,8 +348,7 @@ def memory_child(impl: str, name: str) -> None:
     torch.manual_seed(0)
     if impl == "msmt":
         model = msmt_model(name, schemas)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = msmt_step(model, opt, schemas["esmm" if name == "esmm" else "plain"].spec.tasks)
+        step = msmt_step(model, msmt_optimizer(model), schemas["esmm" if name == "esmm" else "plain"].spec.tasks)
         for b in batches:
             step(b)
     else:
@@ -366,14 +379,14 @@ def train_flops(model, batch_or_x, step_loss) -> float:
     return fc.get_total_flops() / BATCH
 
 
-def gemm_rate(shapes: list[tuple[int, int, int]], seconds: float = 0.5) -> float:
+def gemm_rate(shapes: list[tuple[int, int, int]], seconds: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
     """Measured FLOP/s of this CPU over the models' matmul shapes (forward and both backward GEMMs)."""
     total_flops = 0.0
     total_time = 0.0
     for m, k, n in shapes:
         variants = [((m, k), (k, n)), ((m, n), (n, k)), ((k, m), (m, n))]  # y = xW, dx = dy Wᵀ, dW = xᵀ dy
         for (a_shape, b_shape) in variants:
-            a, b = torch.randn(*a_shape), torch.randn(*b_shape)
+            a, b = torch.randn(*a_shape, dtype=dtype), torch.randn(*b_shape, dtype=dtype)
             for _ in range(5):
                 a @ b
             reps, start = 0, time.perf_counter()
@@ -451,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         loader.append(train["scenario"].shape[0] / (time.perf_counter() - start))
 
-    impls = {name: ["msmt"] + (["rechub"] if rechub_model(name) is not None else []) for name in args.models}
+    impls = {name: ["msmt", BF16] + (["rechub"] if rechub_model(name) is not None else []) for name in args.models}
     levers = [(n, lv) for n in args.models for lv in LEVERS.get(n, [])] if args.levers else []
     train_r: dict = {}  # (model, variant) -> [(wall rate, cpu rate)]
     infer_r: dict = {}
@@ -463,18 +476,19 @@ def main(argv: list[str] | None = None) -> int:
                 torch.manual_seed(rep)
                 model = rechub_model(name) if impl == "rechub" else msmt_model(name, schemas)
                 params.setdefault((name, impl), sum(p.numel() for p in model.parameters()))
-                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3) if impl == "rechub" else msmt_optimizer(model)
                 if impl.startswith("msmt + "):
                     model, opt = lever_variant(model, impl[len("msmt + "):])
                 model.train()
                 if impl != "rechub":
                     tasks = schemas["esmm" if name == "esmm" else "plain"].spec.tasks
-                    sps = timed(msmt_step(model, opt, tasks), mb[:n_steps])
+                    bf16 = impl == BF16
+                    sps = timed(msmt_step(model, opt, tasks, bf16=bf16), mb[:n_steps])
                     model.eval()
                     if impl == "msmt":
                         with torch.no_grad():
                             infer_r.setdefault((name, "msmt no_grad"), []).append(timed(model, mb[:n_steps]))
-                    with torch.inference_mode():
+                    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         ips = timed(model, mb[:n_steps])
                 else:
                     sps = timed(lambda b: rechub_step(model, opt, name == "esmm")(*b), rb[:n_steps])
@@ -491,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_memory:
         for name in args.models:
             for impl in impls[name]:
-                mem[(name, impl)] = peak_memory(impl, name)
+                if impl != BF16:
+                    mem[(name, impl)] = peak_memory(impl, name)
 
     auc = {}
     n_q = min(args.quality_rows, train["scenario"].shape[0])
@@ -500,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             for impl in impls[name]:
                 torch.manual_seed(0)
-                model = msmt_model(name, schemas) if impl == "msmt" else rechub_model(name)
+                model = rechub_model(name) if impl == "rechub" else msmt_model(name, schemas)
                 start = time.perf_counter()
                 train_epochs(impl, name, model, qtrain, args.epochs, schemas)
                 auc[(name, impl)] = test_auc(impl, name, model, test)
@@ -519,10 +534,10 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(mod, torch.nn.Linear):
                 shapes.add((BATCH, mod.in_features, mod.out_features))
     gemm = gemm_rate(sorted(shapes))
+    gemm_bf16 = gemm_rate(sorted(shapes), dtype=torch.bfloat16)
 
     model = msmt_model("mmoe", schemas)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    prof_table = profile_step(msmt_step(model, opt, schemas["plain"].spec.tasks), mb)
+    prof_table = profile_step(msmt_step(model, msmt_optimizer(model), schemas["plain"].spec.tasks), mb)
     load_after = os.getloadavg()
 
     # ------------------------------------------------------------- report
@@ -567,6 +582,25 @@ def main(argv: list[str] | None = None) -> int:
         "only); \"own DataLoader\" trains through its `TorchDataset` + `DataLoader`, the pipeline of its examples. "
         "\"CPU time\": samples per CPU-second of the process instead of per wall-clock second.",
         "",
+        "### With `train.precision=bf16`",
+        "",
+        "The same msmt models trained with their forward passes under `torch.autocast(bfloat16)` (matmuls in "
+        "bfloat16; weights, gradients, losses and the fused AdamW update in float32) and scored likewise; "
+        "torch-rechub as above (float32, its only mode). AUC in the quality table below.",
+        "",
+        "| model | msmt bf16 train/s | vs msmt fp32 | vs rechub | vs rechub, own DataLoader | msmt bf16 infer/s | vs rechub |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {med(train_r[(name, BF16)], 0):,.0f} | {ratio(train_r[(name, BF16)], train_r[(name, 'msmt')]):.2f}× | "
+            + (
+                f"**{ratio(train_r[(name, BF16)], train_r[(name, 'rechub')]):.2f}×** | **{ratio(train_r[(name, BF16)], pipe_r[name]):.1f}×** | "
+                f"{med(infer_r[(name, BF16)], 0):,.0f} | **{ratio(infer_r[(name, BF16)], infer_r[(name, 'rechub')]):.2f}×** |"
+                if "rechub" in impls[name]
+                else f"— | — | {med(infer_r[(name, BF16)], 0):,.0f} | — |"
+            )
+            for name in args.models
+        ],
+        "",
         f"Loader alone (`iterate_batches`, shuffled, whole training split): **{med(loader):,.0f} rows/s** "
         f"(median of {len(loader)}), i.e. "
         + ", ".join(f"{name} {med(loader) / med(train_r[(name, 'msmt')], 0):.0f}×" for name in args.models)
@@ -595,8 +629,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Test AUC after {args.epochs} epoch(s) on the first {n_q:,} training rows, scored on the same test "
         "split (the last 10% of rows; seed 0; Adam lr 1e-3; equal batches and shuffling for both libraries).",
         "",
-        "| model | msmt AUC click / purchase | rechub AUC click / purchase | msmt params | rechub params | msmt peak MB | rechub peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | msmt AUC click / purchase | msmt bf16 AUC click / purchase | rechub AUC click / purchase | msmt params | rechub params | msmt peak MB | rechub peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in args.models:
         def cell(impl, table, fmt):
@@ -605,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
 
         a = lambda v: f"{v[0]:.4f} / {v[1]:.4f}"  # noqa: E731
         lines.append(
-            f"| {name} | {cell('msmt', auc, a)} | {cell('rechub', auc, a)} | {cell('msmt', params, lambda v: f'{v:,}')} "
+            f"| {name} | {cell('msmt', auc, a)} | {cell(BF16, auc, a)} | {cell('rechub', auc, a)} | {cell('msmt', params, lambda v: f'{v:,}')} "
             f"| {cell('rechub', params, lambda v: f'{v:,}')} | {cell('msmt', mem, lambda v: f'{v:.0f}')} | {cell('rechub', mem, lambda v: f'{v:.0f}')} |"
         )
     lines += [
@@ -615,15 +649,18 @@ def main(argv: list[str] | None = None) -> int:
         "## The limit",
         "",
         f"GEMM microbenchmark at the models' Linear shapes (forward, dX and dW products; {args.threads} threads): "
-        f"**{gemm / 1e9:.1f} GFLOP/s**. Ceiling = GEMM rate / training FLOPs per sample.",
+        f"**{gemm / 1e9:.1f} GFLOP/s** in float32, **{gemm_bf16 / 1e9:.1f} GFLOP/s** in bfloat16. "
+        "Ceiling = GEMM rate / training FLOPs per sample.",
         "",
-        "| model | train MFLOP / sample | ceiling samples/s | msmt samples/s | fraction |",
-        "|---|---:|---:|---:|---:|",
+        "| model | train MFLOP / sample | fp32 ceiling samples/s | msmt fp32 samples/s | fraction | bf16 ceiling | msmt bf16 samples/s | fraction |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in args.models:
-        ceil = gemm / flops[name]
-        mt = med(train_r[(name, "msmt")], 0)
-        lines.append(f"| {name} | {flops[name] / 1e6:.2f} | {ceil:,.0f} | {mt:,.0f} | {mt / ceil:.0%} |")
+        ceil, ceil16 = gemm / flops[name], gemm_bf16 / flops[name]
+        mt, mb16 = med(train_r[(name, "msmt")], 0), med(train_r[(name, BF16)], 0)
+        lines.append(
+            f"| {name} | {flops[name] / 1e6:.2f} | {ceil:,.0f} | {mt:,.0f} | {mt / ceil:.0%} | {ceil16:,.0f} | {mb16:,.0f} | {mb16 / ceil16:.0%} |"
+        )
     lines += [
         "",
         f"Where an MMoE training step's time goes (`torch.profiler`, 20 steps, {args.threads} threads):",

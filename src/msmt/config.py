@@ -87,6 +87,9 @@ class TrainConfig(Strict):
     shuffle_buffer: int = Field(default=65536, ge=1)  # rows shuffled together when streaming
     num_workers: int = Field(default=0, ge=0)  # data-loader worker processes when streaming
     sparse_embeddings: bool = False  # sparse gradients + SparseAdam for embedding tables (msmt.optim)
+    # "bf16": forward passes of training under torch.autocast(bfloat16) — matmuls in bfloat16,
+    # weights, gradients, losses and the optimiser in float32 (docs/speed.md for speed and AUC)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class LossConfig(Strict):

@@ -178,7 +178,9 @@ def fit(
         for batch in bar:
             if stream is not None or dist.usable(num_rows(batch)):
                 local = dist.shard(batch) if stream is None else batch
-                outputs = net(local)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+                    outputs = net(local)
+                outputs = {name: value.float() for name, value in outputs.items()}  # losses in float32
                 losses = task_losses(tasks, outputs, local["labels"], local["weight"])
                 for optimizer in optimizers:
                     optimizer.zero_grad(set_to_none=True)
