@@ -1,12 +1,18 @@
 """Training throughput of M2M vs MMoE (issue 4, item 9) and a profile of where M2M's time goes.
 
-Same data (the in-memory toy advertiser panel, msmt.data.toy_panel), same batch size, comparable
-hidden sizes (experts [64, 32] for both, k = 4 experts, embedding 8). Every configuration is run
-``--repeats`` times, interleaved (repeat-major order) because the machine is shared, with 1 and
-2 intra-op threads. Reports samples/s (median, mean ± std over repeats) and writes a Markdown
-file with the tables and the torch.profiler breakdown.
+Same data (the in-memory toy advertiser panel, msmt.data.toy_panel), same batch size, the same
+hidden sizes for both models. Two size sets: ``issue9`` — the sizes of the issue-9 speed benchmark
+(embedding 16, experts [256, 128], towers [64], k = 4 experts; ``benchmarks/speed.py``) — and
+``small`` (embedding 8, experts [64, 32], towers [16]), where M2M's per-row generated networks
+weigh most against MMoE. With the panel history, M2M encodes it with two Transformers while MMoE
+reads it through ``model.history_summary`` (the same input, summarised). Each configuration runs
+in both precisions (``train.precision`` fp32 and bf16) with the trainer's optimiser (fused AdamW),
+``--repeats`` times, interleaved (repeat-major) because the machine is shared. Reported:
+samples/s (median, mean ± std), the ratio to MMoE in the same size set, precision and input, the
+training FLOPs per sample (``FlopCounterMode``) and the ratio of FLOPs — the speed ratio M2M
+would reach if it ran its matmuls as efficiently as MMoE does — and a torch.profiler breakdown.
 
-    python benchmarks/m2m_speed.py --out docs/results/m2m_speed.md
+    python benchmarks/m2m_speed.py --out docs/results/m2m_speed_tables.md
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from msmt.config import ModelConfig
 from msmt.data.io import atomic_write_text
@@ -25,37 +32,46 @@ from msmt.data.tensorize import iterate_batches
 from msmt.data.toy_panel import make_toy_panel, without_panel
 from msmt.losses import task_losses
 from msmt.models import build_model
+from msmt.optim import adamw
 
 PROFILE = ["industry", "size_tier", "budget_level"]
-# M2M's default sizes before the speed work (issue 4, item 9), measured for comparison
-PREVIOUS = {"scenario_dim": 32, "tower_levels": 2, "seq_dim": 32, "seq_ff_dim": 64}
+SIZES = {
+    "issue9": dict(embedding_dim=16, hidden_dims=[256, 128], tower_dims=[64]),
+    "small": dict(embedding_dim=8, hidden_dims=[64, 32], tower_dims=[16]),
+}
 
 
-def configs() -> dict[str, tuple[ModelConfig, bool]]:
+def configs(sizes: str) -> dict[str, tuple[ModelConfig, bool]]:
     """name -> (model config, whether the data carries the panel history)."""
-    common = dict(embedding_dim=8, hidden_dims=[64, 32], tower_dims=[16])
+    common = SIZES[sizes]
+    m2m = {"num_experts": 4, "profile_features": PROFILE}
     return {
         "mmoe": (ModelConfig(name="mmoe", **common, mmoe={"num_experts": 4}), False),
-        "m2m (no panel)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE}), False),
-        "m2m (panel, transformer)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE}), True),
-        "m2m (no panel, previous sizes)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE, **PREVIOUS}), False),
-        "m2m (panel, previous sizes)": (ModelConfig(name="m2m", **common, m2m={"num_experts": 4, "profile_features": PROFILE, **PREVIOUS}), True),
+        "m2m": (ModelConfig(name="m2m", **common, m2m=m2m), False),
+        "mmoe + history": (ModelConfig(name="mmoe", **common, history_summary=True, mmoe={"num_experts": 4}), True),
+        "m2m + panel (transformer)": (ModelConfig(name="m2m", **common, m2m=m2m), True),
     }
 
 
-def train_throughput(model, data, tasks, batch_size: int, steps: int, warmup: int = 3) -> float:
-    """Samples/s of forward + loss + backward + AdamW step: batch size / the median step time over
-    ``steps`` timed batches (the median, not the mean, so that a step slowed by another process on
-    the shared machine does not count)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+def _loss(model, batch, tasks, bf16: bool):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(batch)
+    return sum(task_losses(tasks, {t: v.float() for t, v in out.items()}, batch["labels"], batch["weight"]).values())
+
+
+def train_throughput(model, data, tasks, batch_size: int, steps: int, bf16: bool = False, warmup: int = 3) -> float:
+    """Samples/s of forward + loss + backward + fused AdamW step (the trainer's step, msmt.train):
+    batch size / the median step time over ``steps`` timed batches (the median, so that a step
+    slowed by another process on the shared machine does not count)."""
+    opt = adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
     batches = list(iterate_batches(data, batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
     batches = [b for b in batches if b["scenario"].shape[0] == batch_size]
     model.train()
 
     def step(b):
-        losses = task_losses(tasks, model(b), b["labels"], b["weight"])
+        loss = _loss(model, b, tasks, bf16)
         opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
+        loss.backward()
         opt.step()
 
     for i in range(warmup):
@@ -66,6 +82,15 @@ def train_throughput(model, data, tasks, batch_size: int, steps: int, warmup: in
         step(batches[i % len(batches)])
         times.append(time.perf_counter() - start)
     return batch_size / statistics.median(times)
+
+
+def train_flops(model, data, tasks, batch_size: int) -> float:
+    """Matmul FLOPs of one forward + backward, per sample."""
+    batch = next(iterate_batches(data, batch_size))
+    with FlopCounterMode(display=False) as fc:
+        _loss(model, batch, tasks, False).backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / batch_size
 
 
 def profile_m2m(model, data, tasks, batch_size: int, steps: int = 20) -> tuple[str, str]:
@@ -90,7 +115,7 @@ def profile_m2m(model, data, tasks, batch_size: int, steps: int = 20) -> tuple[s
     handles = []
     for name, child in model.named_children():
         handles += [child.register_forward_pre_hook(pre(name)), child.register_forward_hook(post(name))]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
     batch = next(iterate_batches(data, batch_size))
     model.train()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -119,61 +144,80 @@ def profile_m2m(model, data, tasks, batch_size: int, steps: int = 20) -> tuple[s
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=20000)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    ap.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
+    torch.set_num_threads(args.threads)
     toy = make_toy_panel(rows=args.rows, seed=0)
     plain = without_panel(toy)
     tasks = toy.schema.spec.tasks
-    cfgs = configs()
-    results: dict[tuple[str, int], list[float]] = {}
-    params = {}
+    cells = [(sz, prec, name) for sz in args.sizes for prec in args.precisions for name in configs(sz)]
+    results: dict[tuple, list[float]] = {}
+    params, flops = {}, {}
     for rep in range(args.repeats):
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            for name, (cfg, with_panel) in cfgs.items():
-                data = toy if with_panel else plain
-                torch.manual_seed(rep)
-                model = build_model(data.schema, cfg)
-                params[name] = sum(p.numel() for p in model.parameters())
-                sps = train_throughput(model, data.batch, tasks, args.batch_size, args.steps)
-                results.setdefault((name, threads), []).append(sps)
-                print(f"rep {rep} threads {threads} {name}: {sps:,.0f} samples/s", file=sys.stderr)
+        for sz, prec, name in cells:
+            cfg, with_panel = configs(sz)[name]
+            data = toy if with_panel else plain
+            torch.manual_seed(rep)
+            model = build_model(data.schema, cfg)
+            if (sz, name) not in flops:
+                params[(sz, name)] = sum(p.numel() for p in model.parameters())
+                flops[(sz, name)] = train_flops(model, data.batch, tasks, args.batch_size)
+            sps = train_throughput(model, data.batch, tasks, args.batch_size, args.steps, bf16=prec == "bf16")
+            results.setdefault((sz, prec, name), []).append(sps)
+            print(f"rep {rep} {sz} {prec} {name}: {sps:,.0f} samples/s", file=sys.stderr)
 
     lines = [
-        "| model | threads | parameters | samples/s median | mean ± std | vs MMoE (median) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| sizes | precision | model | parameters | train MFLOP / sample | samples/s median | mean ± std "
+        "| vs MMoE (same input) | FLOP ratio (MMoE / model) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for threads in args.threads:
-        base = statistics.median(results[("mmoe", threads)])
-        for name in cfgs:
-            v = results[(name, threads)]
-            med = statistics.median(v)
-            sd = statistics.stdev(v) if len(v) > 1 else 0.0
-            lines.append(f"| {name} | {threads} | {params[name]:,} | {med:,.0f} | {statistics.mean(v):,.0f} ± {sd:,.0f} | {med / base:.0%} |")
+    for sz, prec, name in cells:
+        base_name = "mmoe + history" if "panel" in name or "history" in name else "mmoe"
+        v, base = results[(sz, prec, name)], results[(sz, prec, base_name)]
+        med = statistics.median(v)
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        ratio = statistics.median(a / b for a, b in zip(v, base))  # per-repeat ratio: both measured in one repeat
+        fr = flops[(sz, base_name)] / flops[(sz, name)]
+        lines.append(
+            f"| {sz} | {prec} | {name} | {params[(sz, name)]:,} | {flops[(sz, name)] / 1e6:.2f} | {med:,.0f} "
+            f"| {statistics.mean(v):,.0f} ± {sd:,.0f} | **{ratio:.0%}** | {fr:.0%} |"
+        )
     table = "\n".join(lines)
     print(table)
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    m2m = build_model(toy.schema, cfgs["m2m (panel, transformer)"][0])
-    mod_table, op_table = profile_m2m(m2m, toy.batch, tasks, args.batch_size)
-    print(mod_table)
-    print(op_table)
+    profiles = []
+    for sz in args.sizes:
+        cfg = configs(sz)["m2m + panel (transformer)"][0]
+        torch.manual_seed(0)
+        m2m = build_model(toy.schema, cfg)
+        mod_table, op_table = profile_m2m(m2m, toy.batch, tasks, args.batch_size)
+        profiles.append((sz, mod_table, op_table))
+        print(mod_table)
+        print(op_table)
     if args.out:
         cmd = "python benchmarks/m2m_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
         text = (
-            f"Command: `{cmd}` (torch {torch.__version__}, {args.rows} rows, batch {args.batch_size}, "
-            f"{args.steps} timed steps after 3 warm-up steps, {args.repeats} interleaved repeats).\n\n"
-            f"## Training throughput\n\n{table}\n\n"
-            f"## Where M2M's time goes (1 thread, batch {args.batch_size}, 20 steps)\n\n"
-            f"Forward ranges per module (inclusive), and the whole backward / optimiser step:\n\n{mod_table}\n\n"
-            f"Top operators by self CPU time (forward and backward):\n\n{op_table}\n"
+            f"Command: `{cmd.strip()}` (torch {torch.__version__}, {args.rows} rows, batch {args.batch_size}, "
+            f"{args.threads} threads, {args.steps} timed steps after 3 warm-up steps, {args.repeats} interleaved repeats; "
+            "ratios are medians of per-repeat ratios).\n\n"
+            "Sizes: " + "; ".join(f"`{k}` = {v}" for k, v in SIZES.items() if k in args.sizes) + ". "
+            "\"vs MMoE (same input)\": M2M without the panel against MMoE, M2M with the panel against MMoE "
+            "reading the same panel through `history_summary`.\n\n"
+            f"## Training throughput\n\n{table}\n"
         )
+        for sz, mod_table, op_table in profiles:
+            text += (
+                f"\n## Where M2M's time goes (`{sz}` sizes, with the panel, fp32, {args.threads} threads, batch {args.batch_size}, 20 steps)\n\n"
+                f"Forward ranges per module (inclusive), and the whole backward / optimiser step:\n\n{mod_table}\n\n"
+                f"Top operators by self CPU time (forward and backward):\n\n{op_table}\n"
+            )
         atomic_write_text(args.out, text)
     return 0
 
