@@ -35,3 +35,30 @@ def test_bench_grid_reuse_and_aggregates(tiny_dir, tmp_path):
     logs.clear()
     bench([str(config)], ["shared_bottom", "mmoe"], [0, 1], out, fast, log=logs.append)
     assert all("reused" in line for line in logs)
+
+
+def test_bench_names_jobs_and_changed_overrides(tiny_dir, tmp_path):
+    import pytest
+
+    from msmt.errors import ConfigError
+
+    config = str(tiny_dir / "experiment.yaml")
+    fast = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1"]
+    with pytest.raises(ConfigError, match="two datasets are called 'experiment'"):
+        bench([config, config], ["mmoe"], [0], tmp_path / "dup", fast)
+
+    # two worker processes give the same runs as one process
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    bench([f"a={config}"], ["shared_bottom"], [0, 1], serial, fast)
+    bench([f"a={config}"], ["shared_bottom"], [0, 1], parallel, fast, jobs=2)
+    for s in (0, 1):
+        one, two = (json.loads((o / f"runs/a/shared_bottom/seed{s}/metrics.json").read_text()) for o in (serial, parallel))
+        assert one == two
+
+    # a cell whose per-dataset overrides changed is retrained; the others are reused
+    logs: list[str] = []
+    bench([f"a={config}"], ["shared_bottom"], [0, 1], serial, fast, log=logs.append,
+          cell_overrides={"a": {"shared_bottom": ["train.lr=0.01"]}})
+    assert sum("trained" in line for line in logs) == 2
+    cfg = yaml.safe_load((serial / "runs/a/shared_bottom/seed0/config.yaml").read_text())
+    assert cfg["train"]["lr"] == 0.01

@@ -9,11 +9,12 @@ from msmt.commands import app
 
 @app.command("bench")
 def bench(
-    datasets: list[str] = typer.Option(..., "--datasets", help="Experiment configs, or names of configs/<name>.yaml."),
+    datasets: list[str] = typer.Option(..., "--datasets", help="Experiment configs, names of configs/<name>.yaml, or NAME=CONFIG."),
     models: list[str] = typer.Option(None, "--models", help="Registry names (default: every registered model)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds 0..N-1 per cell."),
     out: Path = typer.Option(..., "--out", help="Folder for runs/, leaderboard.md/.csv and plots/."),
     overrides: list[str] = typer.Option(None, "--set", help="Override applied to every cell."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Cells trained at once (worker processes)."),
 ) -> None:
     """Run the models × datasets × seeds grid (reusing finished cells) and write a leaderboard."""
     from msmt.bench import bench as run_bench
@@ -25,5 +26,5 @@ def bench(
         from msmt.errors import ConfigError
 
         raise ConfigError(f"--models: unknown model(s) {unknown} (registered: {model_names()})")
-    run_bench(datasets, chosen, list(range(seeds)), out, overrides or [], log=typer.echo)
-    typer.echo(f"wrote {out}/leaderboard.md, leaderboard.csv and plots/")
+    run_bench(datasets, chosen, list(range(seeds)), out, overrides or [], log=typer.echo, jobs=jobs)
+    typer.echo(f"wrote {out}/leaderboard.md, leaderboard.csv, not_applicable.csv and plots/")

@@ -26,6 +26,15 @@ class MultiTaskModel(nn.Module):
         self.task_names: list[str] = schema.spec.task_names
         self.num_tasks = len(self.task_names)
 
+    @classmethod
+    def not_applicable(cls, spec) -> str | None:
+        """Why this model cannot be meaningfully trained on a dataset ``spec`` (None: it can).
+
+        Checked by ``msmt bench`` before any data is read, so a grid reports the cell as n/a
+        with this one-line reason instead of a number that would mean something else.
+        """
+        return None
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 

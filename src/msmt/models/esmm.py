@@ -42,6 +42,13 @@ class ESMM(MultiTaskModel):
             {n: MLP(self.encoder.out_dim, dims, 1, cfg.activation, cfg.dropout) for n in self.tower_names}
         )
 
+    @classmethod
+    def not_applicable(cls, spec) -> str | None:
+        if any(t.product_of for t in spec.tasks):
+            return None
+        return ("no task is declared `product_of` (ESMM needs a funnel such as ctcvr = click × cvr; "
+                "without one it is only one tower per task over shared embeddings)")
+
     def _all_outputs(self, batch) -> dict[str, Tensor]:
         emb = self.encoder(batch)  # [B, D], shared by every tower
         plain = {n: tower(emb).squeeze(-1) for n, tower in self.towers.items()}  # {name: [B]}
