@@ -5,7 +5,8 @@ strings), saved with ``torch.save`` and read with ``torch.load(weights_only=True
 
 * ``model``, ``best_model``   state dicts (current weights, best epoch's weights)
 * ``optimizers``, ``balancer`` state dicts (AdamW [and SparseAdam]) (the balancer's extra state included)
-* ``rng``                     torch, numpy and Python global RNG states, the batch-order generator
+* ``rng``                     torch, numpy and Python global RNG states, the batch-order generator,
+                              and the training GPU's RNG state when training on CUDA
 * ``loop``                    data position (epoch, step within it, global step), the generator
                               state at the start of the epoch (to redraw the same batch order),
                               running loss sums, history, best epoch/value/metrics, patience count
@@ -13,6 +14,10 @@ strings), saved with ``torch.save`` and read with ``torch.load(weights_only=True
 Resuming redraws the epoch's permutation from the saved generator state, skips the batches
 already done and restores every RNG, so the continued run computes the same numbers as an
 uninterrupted one.
+
+Devices: tensors are saved from wherever they live; :func:`load_checkpoint` maps them to the
+device the resumed run trains on (a checkpoint written on a GPU resumes on the CPU and vice
+versa). RNG states are always restored from CPU byte tensors, as torch requires.
 """
 
 from __future__ import annotations
@@ -43,22 +48,34 @@ def plain(value: Any) -> Any:
     return value
 
 
-def rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator, device: torch.device | str = "cpu") -> dict:
+    """Every RNG a resumed run needs; on CUDA also ``device``'s generator (dropout masks there)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
         "python": random.getstate(),
         "generator": generator.get_state(),
     }
+    device = torch.device(device)
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
+def set_rng_state(state: dict, generator: torch.Generator, device: torch.device | str = "cpu") -> None:
+    """Restore :func:`rng_state`'s result (the tensors may have been mapped to another device).
+
+    A checkpoint's CUDA state is restored only when resuming on CUDA; a CPU run has no use for it.
+    """
+    torch.set_rng_state(state["torch"].cpu())
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
-    generator.set_state(state["generator"])
+    generator.set_state(state["generator"].cpu())
+    device = torch.device(device)
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -77,12 +94,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """The saved state with its tensors on ``device`` (tensors and plain values only)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path.parent}: nothing to resume (no {path.name}; the run finished or never checkpointed)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=torch.device(device), weights_only=True)
     except Exception as exc:  # a truncated or foreign file
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None
