@@ -310,6 +310,37 @@ def test_explicit_cpu_device_trains_through_the_placement_code(tiny_dir, tmp_pat
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
 
 
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")  # meta holds no values
+def test_a_checkpoint_resumes_into_a_model_on_another_device(tiny_dir, tiny_schema, train_batch, val_batch, val_frame, tmp_path, monkeypatch):
+    """A checkpoint (read onto the CPU) restored by ``fit`` into a model on ``meta``: weights,
+    AdamW moments and GradNorm's state (extra state, its own Adam) follow the model's device;
+    optimiser step counters stay on the CPU as in a fresh optimiser. Then one step runs there."""
+    sets = [*FAST, "train.batch_size=64", "loss.strategy=gradnorm", "train.checkpoint_every=2", "model.name=mmoe"]
+    cfg = load_experiment(tiny_dir / "experiment.yaml", sets)
+    torch.manual_seed(0)
+    fit(build_model(tiny_schema, cfg.model), cfg, train_batch, val_batch, val_frame, run_dir=tmp_path)
+    assert (tmp_path / "checkpoint.pt").exists()
+
+    made = {}
+    real_optimizers, real_balancer = msmt.train.build_optimizers, msmt.train.build_balancer
+    monkeypatch.setattr(msmt.train, "build_optimizers", lambda *a: made.setdefault("optimizers", real_optimizers(*a)))
+    monkeypatch.setattr(msmt.train, "build_balancer", lambda *a: made.setdefault("balancer", real_balancer(*a)))
+    monkeypatch.setattr(msmt.train, "resolve_device", lambda spec: META)
+    monkeypatch.setattr(msmt.train, "_cpu_state", lambda model: {})
+    model = build_model(tiny_schema, cfg.model)
+    check = DeviceMixCheck()
+    with check, pytest.raises(NO_DATA, match="meta tensors?"):
+        fit(model, cfg, train_batch, val_batch, val_frame, run_dir=tmp_path, resume=True)
+    assert check.mixed == []
+    assert model_device(model) == META
+    (adamw,) = made["optimizers"]
+    states = list(adamw.state.values())
+    assert states and all(st["exp_avg"].device == META and st["step"].device.type == "cpu" for st in states)
+    gradnorm = made["balancer"]
+    assert gradnorm.weights.device == META and gradnorm.initial_losses.device == META
+    assert all(v.device == META for st in gradnorm._optimizer.state.values() for k, v in st.items() if k != "step")
+
+
 def test_checkpoint_rng_includes_the_gpu_generator_on_cuda(monkeypatch):
     state_on_gpu = torch.arange(16, dtype=torch.uint8)
     restored = []

@@ -15,9 +15,12 @@ Resuming redraws the epoch's permutation from the saved generator state, skips t
 already done and restores every RNG, so the continued run computes the same numbers as an
 uninterrupted one.
 
-Devices: tensors are saved from wherever they live; :func:`load_checkpoint` maps them to the
-device the resumed run trains on (a checkpoint written on a GPU resumes on the CPU and vice
-versa). RNG states are always restored from CPU byte tensors, as torch requires.
+Devices: tensors are saved from wherever they live and :func:`load_checkpoint` reads them onto
+the CPU; ``load_state_dict`` then copies them to the device the resumed run trains on (model,
+balancer; the optimisers move their moment estimates to their parameters' device and leave the
+step counters on the CPU, as a fresh optimiser has them). So a checkpoint written on a GPU
+resumes on a CPU machine and vice versa, and RNG states come back as the CPU byte tensors that
+torch requires.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def rng_state(generator: torch.Generator, device: torch.device | str = "cpu") ->
 
 
 def set_rng_state(state: dict, generator: torch.Generator, device: torch.device | str = "cpu") -> None:
-    """Restore :func:`rng_state`'s result (the tensors may have been mapped to another device).
+    """Restore :func:`rng_state`'s result on a run training on ``device``.
 
     A checkpoint's CUDA state is restored only when resuming on CUDA; a CPU run has no use for it.
     """
@@ -94,13 +97,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
         raise
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """The saved state with its tensors on ``device`` (tensors and plain values only)."""
+def load_checkpoint(path: Path) -> dict:
+    """The saved state, tensors on the CPU (tensors and plain values only, nothing unpickled)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path.parent}: nothing to resume (no {path.name}; the run finished or never checkpointed)")
     try:
-        state = torch.load(path, map_location=torch.device(device), weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None

@@ -161,17 +161,14 @@ def fit(
     if resume:
         if ckpt_path is None:
             raise ValueError("resume needs run_dir")
-        saved = load_checkpoint(ckpt_path, device)
+        saved = load_checkpoint(ckpt_path)  # on the CPU; load_state_dict copies to the device
         model.load_state_dict(saved["model"])
-        best_state = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in saved["best_model"].items()}
+        best_state = saved["best_model"]
         for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
             optimizer.load_state_dict(state)
         balancer.load_state_dict(saved["balancer"])
         set_rng_state(saved["rng"], generator, device)
-        loop = saved["loop"]
-        if loop["epoch_generator"] is not None:  # a generator state is a CPU byte tensor
-            loop["epoch_generator"] = loop["epoch_generator"].cpu()
-        s = LoopState(**loop)
+        s = LoopState(**saved["loop"])
     net = dist.wrap(model)  # DDP broadcasts rank 0's (possibly restored) weights
 
     higher = False

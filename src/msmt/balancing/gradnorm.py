@@ -88,6 +88,6 @@ class GradNorm(LossBalancer):
     def set_extra_state(self, state: dict) -> None:
         with torch.no_grad():
             self.weights.copy_(state["weights"])
-        initial = state["initial_losses"]
+        initial = state["initial_losses"]  # checkpoints are read onto the CPU; the losses live on w's device
         self.initial_losses = None if initial is None else initial.to(self.weights.device)
         self._optimizer.load_state_dict(state["optimizer"])
