@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
 from msmt.config import ModelConfig
 from msmt.data.tensorize import encode_frame
 
@@ -14,3 +18,33 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 def encoded(frame, schema, with_labels=True):
     return encode_frame(frame, schema, with_labels=with_labels)
+
+
+class DeviceMixCheck(TorchDispatchMode):
+    """Records every aten op whose tensors live on more than one device.
+
+    Used with the model and batch on the ``meta`` device to prove device-agnostic code on a
+    machine without a GPU. Plain meta tensors already refuse most ops with a CPU operand, but
+    some kernels (indexing, ``embedding``, ``gather``) accept CPU index tensors there, while
+    CUDA refuses several of them; this check flags those too. Exempt, as on CUDA: 0-dim CPU
+    tensors (scalars) and the explicit copies ``_to_copy`` / ``copy_`` (``.to(device)``).
+    ``ops`` holds the name of every op that ran, to show what was reached.
+    """
+
+    EXPLICIT_COPIES = {"aten._to_copy.default", "aten.copy_.default"}
+
+    def __init__(self):
+        super().__init__()
+        self.mixed: list[tuple[str, set[str]]] = []
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func)
+        self.ops.add(name)
+        if name not in self.EXPLICIT_COPIES:
+            tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor) and t.dim() > 0]
+            devices = {t.device.type for t in tensors}
+            if len(devices) > 1:
+                self.mixed.append((name, devices))
+        return out

@@ -2,7 +2,9 @@
 
 Each model must: return {task: [B]} for every task; work with a batch of one row and with a
 batch holding a single scenario; reduce its training loss in a few steps; give identical
-predictions after a save/load round trip; and score each row independently of its batch-mates.
+predictions after a save/load round trip; score each row independently of its batch-mates;
+and run on another device than the CPU (checked on the ``meta`` device, see
+``test_forward_and_backward_stay_on_the_model_device``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_model
 
-from msmt.data.tensorize import take
+from msmt.data.tensorize import take, to_device
+from msmt.data.toy_panel import make_toy_panel
 from msmt.losses import task_losses
 from msmt.models import build_model, model_names
 from msmt.run_dir import save_weights
 
-from helpers import encoded, model_config
+from helpers import DeviceMixCheck, encoded, model_config
 
 MODELS = model_names()
 
@@ -109,3 +112,41 @@ def test_declares_shared_parameters(name, tiny_schema):
     assert shared <= {id(p) for p in model.parameters()}
     if name != "single_task":  # single-task shares nothing by construction
         assert shared
+
+
+@pytest.fixture(scope="module")
+def panel():
+    """A small advertiser panel: ``seq.*`` history inputs and an advertiser profile."""
+    return make_toy_panel(rows=64, seed=0, new_scenario_share=0.1)
+
+
+@pytest.mark.parametrize("with_panel", [False, True], ids=["plain", "panel"])
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_and_backward_stay_on_the_model_device(name, with_panel, tiny_schema, batch, panel):
+    """Device-agnostic models, proved without a GPU: model and batch on the ``meta`` device
+    (shapes, no data), one training forward + loss + backward and one eval forward. A tensor
+    created in ``forward`` without ``device=`` lands on the CPU and meets meta tensors: either
+    the op refuses it or :class:`DeviceMixCheck` records it. ``panel``: the sequence/history
+    path (M2M's encoder with an advertiser profile; ``history_summary`` for the others)."""
+    if with_panel:
+        schema, data = panel.schema, panel.batch
+        extra = {"m2m": {"profile_features": ["industry", "size_tier", "budget_level"]}} if name == "m2m" else {"history_summary": True}
+    else:
+        schema, data, extra = tiny_schema, batch, {}
+    torch.manual_seed(0)
+    meta = torch.device("meta")
+    model = build_model(schema, model_config(name, **extra)).to(meta)
+    on_meta = to_device(data, meta)
+    check = DeviceMixCheck()
+    with check:
+        model.train()
+        out = model(inputs(on_meta))
+        sum(task_losses(schema.spec.tasks, out, on_meta["labels"], on_meta["weight"]).values()).backward()
+        model.eval()
+        scored = model(inputs(on_meta))
+    assert check.mixed == []
+    assert {v.device for v in [*out.values(), *scored.values()]} == {meta}
+    rows = on_meta["scenario"].shape[0]
+    assert all(v.shape == (rows,) for v in out.values())
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.device == meta for g in grads)

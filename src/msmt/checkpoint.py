@@ -5,7 +5,8 @@ strings), saved with ``torch.save`` and read with ``torch.load(weights_only=True
 
 * ``model``, ``best_model``   state dicts (current weights, best epoch's weights)
 * ``optimizers``, ``balancer`` state dicts (AdamW [and SparseAdam]) (the balancer's extra state included)
-* ``rng``                     torch, numpy and Python global RNG states, the batch-order generator
+* ``rng``                     torch, numpy and Python global RNG states, the batch-order generator,
+                              and the training GPU's RNG state when training on CUDA
 * ``loop``                    data position (epoch, step within it, global step), the generator
                               state at the start of the epoch (to redraw the same batch order),
                               running loss sums, history, best epoch/value/metrics, patience count
@@ -13,6 +14,13 @@ strings), saved with ``torch.save`` and read with ``torch.load(weights_only=True
 Resuming redraws the epoch's permutation from the saved generator state, skips the batches
 already done and restores every RNG, so the continued run computes the same numbers as an
 uninterrupted one.
+
+Devices: tensors are saved from wherever they live and :func:`load_checkpoint` reads them onto
+the CPU; ``load_state_dict`` then copies them to the device the resumed run trains on (model,
+balancer; the optimisers move their moment estimates to their parameters' device and leave the
+step counters on the CPU, as a fresh optimiser has them). So a checkpoint written on a GPU
+resumes on a CPU machine and vice versa, and RNG states come back as the CPU byte tensors that
+torch requires.
 """
 
 from __future__ import annotations
@@ -43,22 +51,34 @@ def plain(value: Any) -> Any:
     return value
 
 
-def rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator, device: torch.device | str = "cpu") -> dict:
+    """Every RNG a resumed run needs; on CUDA also ``device``'s generator (dropout masks there)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
         "python": random.getstate(),
         "generator": generator.get_state(),
     }
+    device = torch.device(device)
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
+def set_rng_state(state: dict, generator: torch.Generator, device: torch.device | str = "cpu") -> None:
+    """Restore :func:`rng_state`'s result on a run training on ``device``.
+
+    A checkpoint's CUDA state is restored only when resuming on CUDA; a CPU run has no use for it.
+    """
+    torch.set_rng_state(state["torch"].cpu())
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
-    generator.set_state(state["generator"])
+    generator.set_state(state["generator"].cpu())
+    device = torch.device(device)
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -78,6 +98,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """The saved state, tensors on the CPU (tensors and plain values only, nothing unpickled)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path.parent}: nothing to resume (no {path.name}; the run finished or never checkpointed)")

@@ -12,11 +12,12 @@ Model-specific hyperparameters live in a sub-section named after the model
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from msmt.errors import ConfigError
 from msmt.schema import DatasetSpec
@@ -69,6 +70,10 @@ class ModelConfig(Strict):
         return section if section is not None else params_class(self.name)()
 
 
+# ``train.device`` values (resolved to a torch.device, CUDA availability checked, by msmt.device)
+DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+
 class TrainConfig(Strict):
     seed: int = 0
     epochs: int = Field(default=10, ge=1)
@@ -79,7 +84,7 @@ class TrainConfig(Strict):
     monitor: str = "loss"  # "loss" or "<task>.<metric>", e.g. "click.auc"
     max_grad_norm: float | None = None
     num_threads: int | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (msmt.device.resolve_device)
     progress: bool = True
     eval_batch_size: int = Field(default=8192, ge=1)
     checkpoint_every: int | None = Field(default=None, ge=1)  # optimiser steps between checkpoints
@@ -90,6 +95,13 @@ class TrainConfig(Strict):
     # "bf16": forward passes of training under torch.autocast(bfloat16) — matmuls in bfloat16,
     # weights, gradients, losses and the optimiser in float32 (docs/speed.md for speed and AUC)
     precision: Literal["fp32", "bf16"] = "fp32"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"'{value}' is not a device (use cpu, cuda, cuda:N or auto)")
+        return value
 
 
 class LossConfig(Strict):

@@ -8,9 +8,13 @@ of the global batch mean even when the shards differ in size. Validation predict
 gathered from all ranks before metrics are computed (AUC is not an average of per-shard AUCs),
 so every rank takes the same early-stopping decision; only rank 0 writes files.
 
-Backend: ``gloo``. The training loop keeps tensors on the CPU (``train.device`` is not yet used
-for placement), so ``nccl`` — which needs CUDA tensors — is refused with a clear error until the
-loop places the model and batches on ``cuda:LOCAL_RANK``; see ``docs/scaling.md``.
+Device and backend (:mod:`msmt.device`): with ``train.device`` resolving to the CPU the process
+group uses ``gloo``; with CUDA (``train.device=cuda`` or ``auto`` on a GPU machine) each rank
+takes ``cuda:LOCAL_RANK`` (``torch.cuda.set_device``), the group uses ``nccl``, DDP gets
+``device_ids=[LOCAL_RANK]`` and the small tensors :class:`Dist` all-reduces itself (loss sums,
+the lockstep flag) are created on that GPU, since NCCL only moves CUDA tensors. The CPU/gloo
+path is tested with two processes; the CUDA/NCCL path has not been run on a GPU
+(``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from msmt.data.tensorize import Batch, num_rows, take
+from msmt.device import backend_for, resolve_device
 from msmt.errors import ConfigError
 from msmt.inference import predict_batches
 
@@ -34,8 +39,11 @@ _DDP_UNSUPPORTED = {"gradnorm", "pcgrad"}
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's place in the job: rank, world size and the device it trains on."""
+
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")
 
     @property
     def active(self) -> bool:
@@ -46,10 +54,14 @@ class Dist:
         return self.rank == 0
 
     @staticmethod
-    def current() -> "Dist":
+    def current(device: torch.device | str = "cpu") -> "Dist":
+        """The joined process group (if any) with this process training on ``device``."""
+        device = torch.device(device)
         if tdist.is_available() and tdist.is_initialized():
-            return Dist(tdist.get_rank(), tdist.get_world_size())
-        return Dist()
+            if tdist.get_backend() == "nccl" and device.type != "cuda":
+                raise ConfigError(f"train.device: the process group uses nccl, which needs CUDA tensors, but training is on {device}")
+            return Dist(tdist.get_rank(), tdist.get_world_size(), device)
+        return Dist(device=device)
 
     def check_strategy(self, strategy: str) -> None:
         if self.active and strategy in _DDP_UNSUPPORTED:
@@ -61,7 +73,9 @@ class Dist:
     def wrap(self, model: nn.Module) -> nn.Module:
         if not self.active:
             return model
-        return nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+        # CUDA: one GPU per process, the model already on it; CPU: device_ids must be None
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 
     def bounds(self, n: int) -> tuple[int, int]:
         """This rank's contiguous [start, stop) of ``n`` rows (sizes differ by at most one)."""
@@ -90,7 +104,7 @@ class Dist:
         while True:
             batch = next(it, None)
             if self.active:
-                flag = torch.tensor([0 if batch is None else 1])
+                flag = torch.tensor([0 if batch is None else 1], device=self.device)
                 tdist.all_reduce(flag, op=tdist.ReduceOp.MIN)
                 if int(flag) == 0:
                     return
@@ -98,14 +112,15 @@ class Dist:
                 return
             yield batch
 
-    def sum(self, values: list[float]) -> list[float]:
-        if not self.active:
-            return values
-        t = torch.tensor(values, dtype=torch.float64)
-        tdist.all_reduce(t)
+    def sum(self, values: list[float] | torch.Tensor) -> list[float]:
+        """Element-wise sums over all ranks as Python floats (float64 on this rank's device, which
+        nccl needs; a tensor already there is reduced without leaving it, then read back once)."""
+        t = torch.as_tensor(values, dtype=torch.float64, device=self.device)
+        if self.active:
+            tdist.all_reduce(t)
         return t.tolist()
 
-    def mean(self, values: list[float]) -> list[float]:
+    def mean(self, values: list[float] | torch.Tensor) -> list[float]:
         return [v / self.world for v in self.sum(values)]
 
     def sync_grads(self, params) -> None:
@@ -118,7 +133,11 @@ class Dist:
                 p.grad /= self.world
 
     def predict(self, model: nn.Module, data: Batch, batch_size: int) -> dict[str, np.ndarray]:
-        """Predictions for every row of ``data``: each rank scores its slice, all gather."""
+        """Predictions for every row of ``data``: each rank scores its slice, all gather.
+
+        ``data`` stays on the CPU; batches go to the model's device and the predictions come
+        back as NumPy arrays, gathered as Python objects (over nccl through the current GPU).
+        """
         if not self.active:
             return predict_batches(model, data, batch_size)
         start, stop = self.bounds(num_rows(data))
@@ -131,14 +150,19 @@ class Dist:
 def init_from_env(device: str = "cpu") -> tuple[Dist, bool]:
     """Join the process group that ``torchrun`` describes in the environment (no-op otherwise).
 
+    ``device`` is ``train.device``; it is resolved first (:func:`msmt.device.resolve_device`:
+    ``cuda:LOCAL_RANK`` under torchrun), so a run asking for a GPU that is not there fails
+    before any process group exists. On CUDA the rank's GPU becomes the current device and the
+    backend is ``nccl``; on the CPU it is ``gloo``.
     Returns the context and whether this call joined (then the caller leaves with :func:`shutdown`).
     """
+    resolved = resolve_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or tdist.is_initialized():
-        return Dist.current(), False
-    if device.startswith("cuda"):
-        raise ConfigError("train.device: distributed training runs on CPU with gloo here (the loop does not place tensors on CUDA yet); set train.device=cpu")
-    tdist.init_process_group(backend="gloo")
-    return Dist.current(), True
+        return Dist.current(resolved), False
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)  # before the group: NCCL and all_gather_object use the current GPU
+    tdist.init_process_group(backend=backend_for(resolved))
+    return Dist.current(resolved), True
 
 
 def shutdown() -> None:

@@ -97,6 +97,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
 
     if not writer:
         return metrics
+    model.to("cpu")  # the run directory holds CPU weights: it loads on any machine (train.device may be a GPU)
     schema.save(out / SCHEMA)
     save_weights(model, out / WEIGHTS)
     history = pd.DataFrame(result.history)

@@ -13,7 +13,8 @@ from typing import Literal
 
 import torch
 
-from msmt.data.tensorize import Batch, iterate_batches
+from msmt.data.tensorize import Batch, iterate_batches, to_device
+from msmt.device import model_device
 from msmt.errors import ConfigError
 from msmt.losses import task_losses
 from msmt.models.base import MultiTaskModel
@@ -30,6 +31,8 @@ def finetune(
     optimizer: Literal["adamw", "sgd"] = "adamw",
 ) -> MultiTaskModel:
     """A fine-tuned copy of ``model`` after ``steps`` optimiser steps on ``data`` (labels required).
+
+    The copy lives on ``model``'s device; ``data`` may stay on the CPU (batches are copied there).
 
     Args:
         optimizer: AdamW, or SGD with momentum 0.9.
@@ -53,10 +56,12 @@ def finetune(
     else:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     tasks = tuned.schema.spec.tasks
+    device = model_device(tuned)
     generator = torch.Generator().manual_seed(seed)
     done = 0
     while done < steps:
         for batch in iterate_batches(data, batch_size, shuffle=True, generator=generator):
+            batch = to_device(batch, device)
             losses = task_losses(tasks, tuned(batch), batch["labels"], batch["weight"])
             total = sum(t.weight * losses[t.name] for t in tasks)
             opt.zero_grad(set_to_none=True)

@@ -1,11 +1,16 @@
-"""Batched scoring: model outputs -> probabilities / expected counts, as NumPy arrays."""
+"""Batched scoring: model outputs -> probabilities / expected counts, as NumPy arrays.
+
+The model may live on any device (``train.device``): each batch is copied to the model's device
+and the predictions come back as CPU NumPy arrays.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from msmt.data.tensorize import Batch, iterate_batches
+from msmt.data.tensorize import Batch, iterate_batches, to_device
+from msmt.device import model_device
 from msmt.losses import to_prediction
 from msmt.models.base import MultiTaskModel
 
@@ -18,8 +23,9 @@ def predict_batches(model: MultiTaskModel, data: Batch, batch_size: int = 8192) 
     kinds = {t.name: t.kind for t in model.schema.spec.tasks}
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in kinds}
     inputs = {k: v for k, v in data.items() if k not in ("labels", "weight")}
+    device = model_device(model)
     for batch in iterate_batches(inputs, batch_size):
-        out = model(batch)
+        out = model(to_device(batch, device))
         for t, kind in kinds.items():
             chunks[t].append(to_prediction(kind, out[t]).float().cpu().numpy())
     model.train(was_training)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from msmt.device import model_device
 from msmt.schema import Task, TaskKind
 
 
@@ -55,13 +56,16 @@ class LossBalancer(nn.Module):
     """Combines task losses into one objective and runs the backward pass.
 
     Subclasses may own learnable parameters (the trainer optimises them with the model) and may
-    need the model (``model.shared_parameters()``, ``model.last_shared_layer()``).
+    need the model (``model.shared_parameters()``, ``model.last_shared_layer()``). A balancer is
+    built on the model's device (build it after moving the model; ``.to(device)`` moves the
+    rest): state that is not a parameter or buffer, such as GradNorm's weights, is created there.
     """
 
     def __init__(self, tasks: tuple[Task, ...], params: BaseModel, model: nn.Module):
         super().__init__()
         self.task_names = [t.name for t in tasks]
-        self.register_buffer("task_weights", torch.tensor([t.weight for t in tasks], dtype=torch.float32))
+        weights = torch.tensor([t.weight for t in tasks], dtype=torch.float32, device=model_device(model))
+        self.register_buffer("task_weights", weights)
 
     def combine(self, losses: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError

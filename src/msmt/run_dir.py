@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -24,6 +25,7 @@ from safetensors.torch import load_model, save_model
 from msmt.config import ExperimentConfig, dump_yaml, validate_experiment
 from msmt.data.encoders import FittedSchema
 from msmt.data.io import atomic_write_text
+from msmt.device import model_device
 from msmt.errors import ConfigError
 from msmt.models import build_model
 from msmt.models.base import MultiTaskModel
@@ -47,6 +49,10 @@ class LoadedRun:
 
 
 def save_weights(model: MultiTaskModel, path: str | Path) -> None:
+    """``model``'s weights as safetensors, written from CPU tensors (a model trained on a GPU is
+    copied to the CPU first), so evaluate / predict / serve load them on a machine without one."""
+    if model_device(model).type != "cpu":
+        model = copy.deepcopy(model).to("cpu")
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -7,10 +7,16 @@ a progress bar; one history row per epoch. The same seed gives the same numbers.
 The same loop also checkpoints every ``train.checkpoint_every`` optimiser steps and resumes
 from such a checkpoint (:mod:`msmt.checkpoint`), and runs data-parallel under ``torchrun``
 (:mod:`msmt.distributed`): each process trains on its shard of every global batch.
+
+Placement: the model (and the loss balancer) move to ``train.device`` (:mod:`msmt.device`)
+before the optimisers are built; the data stays on the CPU and each batch is copied to the
+device as it is used. Validation loss, predictions and every logged number come back to the
+CPU; the best weights are kept as CPU copies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -25,13 +31,19 @@ from tqdm.auto import tqdm
 from msmt.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.config import ExperimentConfig
 from msmt.data.streaming import ParquetStream
-from msmt.data.tensorize import Batch, iterate_batches, num_rows, take
+from msmt.data.tensorize import Batch, iterate_batches, num_rows, take, to_device
+from msmt.device import model_device, resolve_device
 from msmt.distributed import Dist
 from msmt.evaluation import evaluate_model
 from msmt.losses import build_balancer, task_losses
 from msmt.metrics import monitor_value
 from msmt.models.base import MultiTaskModel
 from msmt.optim import build_optimizers
+
+
+def autocast(device: torch.device, precision: str):
+    """``train.precision``: bf16 runs the forward pass under ``torch.autocast``; fp32 changes nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -52,19 +64,21 @@ class FitResult:
 def validation_loss(model: MultiTaskModel, data: Batch, batch_size: int, dist: Dist = Dist()) -> dict[str, float]:
     """Per-task mean loss over the whole split, and their task-weighted sum as ``loss``.
 
-    Distributed: each rank sums its slice of the rows and the sums are added up.
+    Distributed: each rank sums its slice of the rows and the sums are added up. ``data`` may
+    stay on the CPU: each batch is copied to the model's device.
     """
     model.eval()
+    device = model_device(model)
     tasks = model.schema.spec.tasks
-    sums = {t.name: 0.0 for t in tasks}
+    sums = torch.zeros(len(tasks), dtype=torch.float64, device=device)  # [T] on the device: no read-back per batch
     n = num_rows(data)
     start, stop = dist.bounds(n)
     for batch in iterate_batches(take(data, slice(start, stop)), batch_size):
+        batch = to_device(batch, device)
         losses = task_losses(tasks, model(batch), batch["labels"], batch["weight"])
-        for name, value in losses.items():
-            sums[name] += float(value) * num_rows(batch)
-    totals = dist.sum(list(sums.values()))
-    per_task = {name: s / max(n, 1) for name, s in zip(sums, totals)}
+        sums += torch.stack([losses[t.name] for t in tasks]).double() * num_rows(batch)
+    totals = dist.sum(sums)
+    per_task = {t.name: s / max(n, 1) for t, s in zip(tasks, totals)}
     per_task["loss"] = sum(t.weight * per_task[t.name] for t in tasks)
     return per_task
 
@@ -98,7 +112,12 @@ class LoopState:
         return dict(self.__dict__)
 
 
-def _checkpoint(path, model, best_state, optimizers, balancer, generator, loop: LoopState) -> None:
+def _cpu_state(model: torch.nn.Module) -> dict:
+    """A CPU copy of ``model.state_dict()`` (the best weights: no second copy in GPU memory)."""
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in model.state_dict().items()}
+
+
+def _checkpoint(path, model, best_state, optimizers, balancer, generator, loop: LoopState, device) -> None:
     save_checkpoint(
         path,
         {
@@ -106,7 +125,7 @@ def _checkpoint(path, model, best_state, optimizers, balancer, generator, loop: 
             "best_model": best_state,
             "optimizers": [o.state_dict() for o in optimizers],
             "balancer": balancer.state_dict(),
-            "rng": rng_state(generator),
+            "rng": rng_state(generator, device),
             "loop": loop.to_dict(),
         },
     )
@@ -123,6 +142,10 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the best epoch's weights.
 
+    The model is moved to ``train.device`` (``cuda:LOCAL_RANK`` under torchrun with CUDA) and
+    is left there; ``train_data`` and ``val_data`` stay where they are (the CPU) and are copied
+    batch by batch.
+
     ``train_data``: encoded rows in memory, or a :class:`ParquetStream` (each rank then reads
     its own row groups instead of a shard of each global batch).
     ``run_dir``: where ``checkpoint.pt`` goes (with ``train.checkpoint_every``); ``resume``:
@@ -130,25 +153,27 @@ def fit(
     """
     tc = cfg.train
     tasks = cfg.dataset.tasks
-    dist = Dist.current()
+    device = resolve_device(tc.device)
+    dist = Dist.current(device)
     dist.check_strategy(cfg.loss.strategy)
-    balancer = build_balancer(tasks, cfg.loss, model)
+    model.to(device)  # before the balancer and optimisers, which hold references to its parameters
+    balancer = build_balancer(tasks, cfg.loss, model).to(device)
     optimizers = build_optimizers(model, list(balancer.parameters()), tc, dist.active)
-    generator = torch.Generator().manual_seed(tc.seed)
+    generator = torch.Generator().manual_seed(tc.seed)  # batch order: drawn on the CPU, where the data is
     ckpt_path = Path(run_dir) / CHECKPOINT if run_dir is not None else None
 
     s = LoopState()
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = _cpu_state(model)
     if resume:
         if ckpt_path is None:
             raise ValueError("resume needs run_dir")
-        saved = load_checkpoint(ckpt_path)
+        saved = load_checkpoint(ckpt_path)  # on the CPU; load_state_dict copies to the device
         model.load_state_dict(saved["model"])
         best_state = saved["best_model"]
         for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
             optimizer.load_state_dict(state)
         balancer.load_state_dict(saved["balancer"])
-        set_rng_state(saved["rng"], generator)
+        set_rng_state(saved["rng"], generator, device)
         s = LoopState(**saved["loop"])
     net = dist.wrap(model)  # DDP broadcasts rank 0's (possibly restored) weights
 
@@ -177,8 +202,8 @@ def fit(
         )
         for batch in bar:
             if stream is not None or dist.usable(num_rows(batch)):
-                local = dist.shard(batch) if stream is None else batch
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+                local = to_device(dist.shard(batch) if stream is None else batch, device)
+                with autocast(device, tc.precision):
                     outputs = net(local)
                 outputs = {name: value.float() for name, value in outputs.items()}  # losses in float32
                 losses = task_losses(tasks, outputs, local["labels"], local["weight"])
@@ -190,7 +215,8 @@ def fit(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
                 for optimizer in optimizers:
                     optimizer.step()
-                logged = dist.mean([float(total), *(float(losses[n].detach()) for n in s.sums)])
+                # the logged numbers: one all-reduce and one device-to-host copy per step
+                logged = dist.mean(torch.stack([total.detach(), *(losses[n].detach() for n in s.sums)]))
                 s.total_sum += logged[0]
                 for name, value in zip(s.sums, logged[1:]):
                     s.sums[name] += value
@@ -198,7 +224,7 @@ def fit(
             s.step += 1
             s.global_step += 1
             if ckpt_path is not None and tc.checkpoint_every and s.global_step % tc.checkpoint_every == 0 and dist.is_main:
-                _checkpoint(ckpt_path, model, best_state, optimizers, balancer, generator, s)
+                _checkpoint(ckpt_path, model, best_state, optimizers, balancer, generator, s, device)
         train_losses = {name: v / max(s.step, 1) for name, v in s.sums.items()}
         balancer.end_epoch(train_losses)
 
@@ -222,7 +248,7 @@ def fit(
         improved = epoch == 1 or (not math.isnan(value) and (value > s.best_value if higher else value < s.best_value))
         if improved:
             s.best_epoch, s.best_value, s.val_metrics = epoch, value, val_metrics
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = _cpu_state(model)
             s.stale = 0
         else:
             s.stale += 1

@@ -56,7 +56,7 @@ class GradNorm(LossBalancer):
         norms = []
         for n in self.task_names:
             grads = torch.autograd.grad(losses[n], self._layer_params, retain_graph=True, allow_unused=True)
-            norms.append(torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), torch.tensor(0.0))))
+            norms.append(torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), losses[n].new_zeros(()))))
         return torch.stack(norms)
 
     def backward(self, losses: dict[str, Tensor]) -> Tensor:
@@ -88,5 +88,6 @@ class GradNorm(LossBalancer):
     def set_extra_state(self, state: dict) -> None:
         with torch.no_grad():
             self.weights.copy_(state["weights"])
-        self.initial_losses = state["initial_losses"]
+        initial = state["initial_losses"]  # checkpoints are read onto the CPU; the losses live on w's device
+        self.initial_losses = None if initial is None else initial.to(self.weights.device)
         self._optimizer.load_state_dict(state["optimizer"])

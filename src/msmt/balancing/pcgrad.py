@@ -69,4 +69,4 @@ class PCGrad(LossBalancer):
         return {"generator": self._generator.get_state()}
 
     def set_extra_state(self, state: dict) -> None:
-        self._generator.set_state(state["generator"])
+        self._generator.set_state(state["generator"].cpu())  # the projection-order generator is a CPU one

@@ -75,6 +75,17 @@ def take(batch: Batch, index: torch.Tensor | slice) -> Batch:
     return {k: v[index] for k, v in batch.items()}
 
 
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """The batch on ``device`` (tensors already there are not copied).
+
+    ``non_blocking`` lets a host-to-GPU copy overlap with the GPU's work where the source is
+    pinned memory (otherwise it is an ordinary synchronous copy). Results are only ever brought
+    back to the CPU with blocking copies (``.cpu()``), so nothing is read before it has arrived.
+    """
+    device = torch.device(device)
+    return {k: v.to(device, non_blocking=device.type == "cuda") for k, v in batch.items()}
+
+
 def iterate_batches(
     data: Batch,
     batch_size: int,

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from msmt.config import MetaConfig
-from msmt.data.tensorize import Batch, take
+from msmt.data.tensorize import Batch, take, to_device
+from msmt.device import model_device
 from msmt.meta.episodes import GroupIndex, group_values
 from msmt.meta.params import ParameterSplit, adapt, objective
 from msmt.schema import Task
@@ -54,7 +55,8 @@ def adapt_groups(
     cfg: MetaConfig,
 ) -> tuple[dict[str, dict[str, Tensor]], AdaptStats]:
     """{group: φ_g} adapted on all of that group's rows (``cfg.inner_steps`` steps of
-    ``cfg.inner_lr``), and per-group statistics. ``model`` is left exactly as it was."""
+    ``cfg.inner_lr``), and per-group statistics. ``model`` is left exactly as it was.
+    Blocks live on the model's device; ``data`` may stay on the CPU."""
     index = GroupIndex(group_values(frame, group_column))
     params = dict(model.named_parameters())
     base_phi = {n: params[n].detach() for n in split.personal}
@@ -62,8 +64,9 @@ def adapt_groups(
     stats = AdaptStats()
     was_training = model.training
     model.eval()
+    device = model_device(model)
     for name, rows in zip(index.names, index.rows):
-        support = take(data, rows)
+        support = to_device(take(data, rows), device)
         start = time.perf_counter()
         blocks[name] = adapt(model, split, support, tasks, cfg.inner_steps, cfg.inner_lr, cfg.inner_max_grad_norm)
         stats.seconds[name] = time.perf_counter() - start

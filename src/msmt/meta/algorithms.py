@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from msmt.config import ExperimentConfig, MetaConfig
-from msmt.data.tensorize import Batch
+from msmt.data.tensorize import Batch, to_device
+from msmt.device import model_device
 from msmt.errors import ConfigError
 from msmt.meta.episodes import EpisodeSampler, GroupIndex, group_values
 from msmt.meta.params import ParameterSplit, inner_loop, objective, split_parameters
@@ -118,6 +119,7 @@ def meta_train(model: nn.Module, cfg: ExperimentConfig, plan: MetaPlan | None, d
     """Meta-train ``model`` in place on the training rows ``data`` (the table ``plan`` was made from).
 
     Returns one history row per 10% of the episodes: the mean query loss after adaptation.
+    ``data`` may stay on the CPU: each episode's rows are copied to the model's device.
     """
     if plan is None:
         return []
@@ -126,9 +128,11 @@ def meta_train(model: nn.Module, cfg: ExperimentConfig, plan: MetaPlan | None, d
     tasks = cfg.dataset.tasks
     every = max(1, math.ceil(meta.episodes / 10))
     history, window = [], []
+    device = model_device(model)
     model.train()
     for episode in range(1, meta.episodes + 1):
-        window.append(meta_step(model, plan.split, plan.sampler.sample_batches(data), tasks, meta, optimizer))
+        batches = [(to_device(s, device), to_device(q, device)) for s, q in plan.sampler.sample_batches(data)]
+        window.append(meta_step(model, plan.split, batches, tasks, meta, optimizer))
         if episode % every == 0 or episode == meta.episodes:
             history.append({"episode": episode, "query_loss": sum(window) / len(window)})
             if progress:
