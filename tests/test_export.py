@@ -151,3 +151,27 @@ def test_export_command(trained_run, tmp_path, capsys):
         main(["export", str(trained_run("mmoe")), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2  # bad usage
     assert "--format" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_esmm_with_a_declared_product_exports_with_parity(tmp_path, fmt):
+    """The funnel ESMM (ctcvr = click × cvr) goes through the log-space product algebra
+    (msmt.layers.probability), which must export too: compared in probabilities with `predict`."""
+    from msmt.config import load_experiment
+    from msmt.data.funnel_sim import write_funnel
+    from msmt.experiment import run_experiment
+
+    data = write_funnel(tmp_path / "funnel", rows=1500, seed=0)
+    cfg = load_experiment(data / "experiment.yaml", ["train.epochs=1", "train.progress=false", "model.hidden_dims=[16]"])
+    run_experiment(cfg, tmp_path / "run")
+    out = tmp_path / f"m.{fmt}"
+    result = export_run(tmp_path / "run", fmt, out, rows=40)
+    assert result.max_abs_diff <= 1e-5
+    run = load_run(tmp_path / "run")
+    batch = _batch(run, data, rows=31)
+    raw = (OnnxRunner(out) if fmt == "onnx" else TorchScriptRunner(out))(batch)
+    expected = predict_batches(run.model, batch)
+    assert "ctcvr" in raw
+    for task in run.model.task_names:
+        got = to_prediction(run.schema.spec.task(task).kind, torch.from_numpy(raw[task])).numpy()
+        np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)

@@ -21,8 +21,16 @@ _MAX_LOG_P = -1e-7
 
 
 def log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x < 0, accurate over the whole range (Maechler's two branches)."""
-    return torch.where(x > _LOG_HALF, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    """log(1 - exp(x)) for x < 0, accurate over the whole range (Maechler's two branches).
+
+    Near 0 the branch is log(-expm1(x)), written through the exact identity
+    1 - eˣ = 2u / (1 + u) with u = tanh(-x/2) ∈ (0, 1/3): log 2 + log u - log1p(u). tanh keeps full
+    relative precision near 0, so this is as accurate as expm1, and it exports to ONNX, which
+    has no Expm1 (an ESMM with a declared product must export, ``msmt export``).
+    """
+    u = torch.tanh(-0.5 * x)
+    near_zero = math.log(2.0) + torch.log(u) - torch.log1p(u)
+    return torch.where(x > _LOG_HALF, near_zero, torch.log1p(-torch.exp(x)))
 
 
 def product_log_prob(logits: Tensor) -> Tensor:
