@@ -58,6 +58,7 @@ EMB, HIDDEN, TOWER, EXPERTS = 16, [256, 128], [64], 4
 MODELS = ("shared_bottom", "mmoe", "ple", "esmm", "m2m")
 BATCH = 1024
 BF16 = "msmt bf16"  # the variant trained with train.precision=bf16 (autocast), scored likewise
+ONNX = "msmt onnx"  # inference through ONNX Runtime (msmt export --format onnx; serve --backend onnx)
 
 
 # ------------------------------------------------------------------ data
@@ -154,6 +155,19 @@ def rechub_model(name: str) -> torch.nn.Module | None:
         dims = {"dims": HIDDEN + TOWER, "activation": "relu", "dropout": 0.0}
         return ESMM(feats[: len(FIELDS) // 2], feats[len(FIELDS) // 2 :], dims, dims)
     return None
+
+
+def onnx_runner(name: str, schemas: dict, batch: dict, threads: int):
+    """An (untrained) msmt model exported by msmt.export and loaded in ONNX Runtime with ``threads``."""
+    import tempfile
+
+    from msmt.export import OnnxRunner, write_onnx
+
+    torch.manual_seed(0)
+    model = msmt_model(name, schemas).eval()
+    path = Path(tempfile.mkdtemp()) / f"{name}.onnx"
+    write_onnx(model, batch, path)
+    return OnnxRunner(path, threads=threads)
 
 
 # ------------------------------------------------------------------ steps
@@ -466,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
 
     impls = {name: ["msmt", BF16] + (["rechub"] if rechub_model(name) is not None else []) for name in args.models}
     levers = [(n, lv) for n in args.models for lv in LEVERS.get(n, [])] if args.levers else []
+    onnx_runs = {name: onnx_runner(name, schemas, mb[0], args.threads) for name in args.models}
     train_r: dict = {}  # (model, variant) -> [(wall rate, cpu rate)]
     infer_r: dict = {}
     pipe_r: dict = {}
@@ -488,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                     if impl == "msmt":
                         with torch.no_grad():
                             infer_r.setdefault((name, "msmt no_grad"), []).append(timed(model, mb[:n_steps]))
+                        infer_r.setdefault((name, ONNX), []).append(timed(onnx_runs[name], mb[:n_steps]))
                     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         ips = timed(model, mb[:n_steps])
                 else:
@@ -598,6 +614,19 @@ def main(argv: list[str] | None = None) -> int:
                 if "rechub" in impls[name]
                 else f"— | — | {med(infer_r[(name, BF16)], 0):,.0f} | — |"
             )
+            for name in args.models
+        ],
+        "",
+        "### Inference through ONNX Runtime",
+        "",
+        f"The same msmt models exported with `msmt.export` (what `msmt export --format onnx` writes and `msmt serve "
+        f"--backend onnx` runs), scored by onnxruntime with {args.threads} intra-op threads on the same batches.",
+        "",
+        "| model | msmt ONNX infer/s | vs msmt torch | vs rechub |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {name} | {med(infer_r[(name, ONNX)], 0):,.0f} | {ratio(infer_r[(name, ONNX)], infer_r[(name, 'msmt')]):.2f}× | "
+            + (f"**{ratio(infer_r[(name, ONNX)], infer_r[(name, 'rechub')]):.2f}×** |" if "rechub" in impls[name] else "— |")
             for name in args.models
         ],
         "",

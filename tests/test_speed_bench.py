@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from msmt.losses import task_losses
@@ -54,3 +55,18 @@ def test_lever_variants_keep_outputs():
         step(batch)
         out = model(batch)
         assert set(out) == {"click", "purchase"} and out["click"].shape == (speed.BATCH,)
+
+
+def test_onnx_runner_scores_like_the_eager_model():
+    """The ONNX inference column times what msmt.export writes: same outputs as eager msmt."""
+    data, schemas = speed.make_data(2 * speed.BATCH, seed=0)
+    batch = speed.msmt_batches(data, 1)[0]
+    for name in ("mmoe", "esmm"):
+        run = speed.onnx_runner(name, schemas, batch, threads=1)
+        torch.manual_seed(0)
+        model = speed.msmt_model(name, schemas).eval()  # the runner's model: same seed, same weights
+        with torch.no_grad():
+            eager = model(batch)
+        got = run(batch)
+        for task, value in eager.items():
+            np.testing.assert_allclose(got[task], value.numpy(), atol=1e-5, rtol=0)
