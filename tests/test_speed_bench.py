@@ -70,3 +70,13 @@ def test_onnx_runner_scores_like_the_eager_model():
         got = run(batch)
         for task, value in eager.items():
             np.testing.assert_allclose(got[task], value.numpy(), atol=1e-5, rtol=0)
+
+
+def test_effective_gemm_rate_is_the_flop_weighted_harmonic_mean():
+    """Two layers, one 3× the FLOPs of the other, at 100 and 10 GFLOP/s: back to back they take
+    3f/100 + f/10 per (3f + f) FLOPs -> 4 / (0.03 + 0.1) GFLOP/s, not the plain mean 55."""
+    rates = {(300, 1): [100e9] * 3, (100, 1): [10e9] * 3}
+    got = speed.effective_rate([(300, 1), (100, 1)], rates)
+    assert abs(got - 4 / (3 / 100 + 1 / 10) * 1e9) < 1e-3 * got
+    shapes = speed.linear_shapes(speed.msmt_model("mmoe", speed.make_data(10, seed=0)[1]))
+    assert (len(speed.FIELDS) * speed.EMB + speed.EMB, speed.HIDDEN[0]) in shapes  # every expert's first layer

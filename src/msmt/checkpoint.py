@@ -17,8 +17,9 @@ uninterrupted one.
 
 Devices: tensors are saved from wherever they live and :func:`load_checkpoint` reads them onto
 the CPU; ``load_state_dict`` then copies them to the device the resumed run trains on (model,
-balancer; the optimisers move their moment estimates to their parameters' device and leave the
-step counters on the CPU, as a fresh optimiser has them). So a checkpoint written on a GPU
+balancer; the optimisers move their moment estimates to their parameters' device and put the
+step counters where a fresh optimiser of their kind has them: beside the parameters for fused
+AdamW, on the CPU otherwise). So a checkpoint written on a GPU
 resumes on a CPU machine and vice versa, and RNG states come back as the CPU byte tensors that
 torch requires.
 """

@@ -144,12 +144,16 @@ def write_torchscript(model: nn.Module, batch: Batch, path: str | Path) -> list[
 class OnnxRunner:
     """Score a batch dict with an ONNX file through onnxruntime: ``{task: ndarray[B]}`` raw outputs."""
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, path: str | Path, threads: int = 1, spin: bool = True):
+        """``spin=False``: idle intra-op threads sleep instead of busy-waiting for the next call
+        (onnxruntime's default spins, which lowers latency but takes CPU from anything else)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(int(threads), 1)
         opts.inter_op_num_threads = 1
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
