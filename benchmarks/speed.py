@@ -20,7 +20,7 @@ Reported per model and library:
   msmt's fraction of it, and a ``torch.profiler`` breakdown of one msmt model's training step;
 * the loader alone (``iterate_batches``) in rows/s.
 
-    python benchmarks/speed.py --out docs/speed.md            # the full run (1M rows)
+    python benchmarks/speed.py --levers --out docs/speed_raw.md   # the full run (1M rows); reading: docs/speed.md
     python benchmarks/speed.py --rows 100000 --repeats 3      # a smaller run
 """
 
