@@ -3,6 +3,7 @@ computation (a naive per-row loop) or an invariance that must hold exactly."""
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -320,7 +321,7 @@ def test_new_scenario_zero_shot_then_finetune(toy, trained):
     assert np.corrcoef(np.log(zero_shot), np.log(truth))[0, 1] > 0.3  # follows the truth before any of its rows
     before = query_loss(m)
     train, *_ = _split(toy)
-    constant = torch.full((len(query.frame),), float(np.log(train.batch["labels"][:, 0].mean())))
+    constant = torch.full((len(query.frame),), math.log(float(train.batch["labels"][:, 0].mean())))
     constant_loss = float(task_losses(tasks[:1], {"clicks": constant}, query.batch["labels"], query.batch["weight"])["clicks"])
     assert before["clicks"] < constant_loss  # better than the training mean rate
     # adapt only how the new scenario is described (S̃ path), gently: 64 rows are few
