@@ -251,15 +251,19 @@ def test_adapt_never_changes_the_shared_base(base_run, adapted_run, tiny_schema)
     assert np.mean(list(stats.loss_after.values())) < np.mean(list(stats.loss_before.values()))
 
 
-def test_group_without_block_falls_back_to_base(base_run, adapted_run, tiny_dir):
+def _adapted_test_rows(adapted_run, tiny_dir):
+    """(blocks dir, held-out group, loaded run, test frame, encoded test rows, group per row)."""
     from msmt.data.loading import read_data
     from msmt.run_dir import load_run
 
     out, _, left_out = adapted_run
     run = load_run(out)
     frame = read_data(tiny_dir / "test.csv", run.schema.spec)
-    data = encode_frame(frame, run.schema, with_labels=False)
-    groups = group_values(frame, GROUP)
+    return out, left_out, run, frame, encode_frame(frame, run.schema, with_labels=False), group_values(frame, GROUP)
+
+
+def test_group_without_block_falls_back_to_base(base_run, adapted_run, tiny_dir):
+    out, left_out, run, frame, data, groups = _adapted_test_rows(adapted_run, tiny_dir)
     preds, n_block = predict_with_blocks(run.model, out, data, groups, batch_size=64)
     base = predict_batches(run.model, data)
     fallback = groups == left_out
@@ -278,14 +282,7 @@ def test_base_plus_block_equals_the_adapted_model(adapted_run, tiny_dir, tmp_pat
     """Composition from the stored block == a copy of the model holding φ_g as its own weights."""
     import pandas as pd
 
-    from msmt.data.loading import read_data
-    from msmt.run_dir import load_run
-
-    out, _, left_out = adapted_run
-    run = load_run(out)
-    frame = read_data(tiny_dir / "test.csv", run.schema.spec)
-    data = encode_frame(frame, run.schema, with_labels=False)
-    groups = group_values(frame, GROUP)
+    out, left_out, run, frame, data, groups = _adapted_test_rows(adapted_run, tiny_dir)
     composed, _ = predict_with_blocks(run.model, out, data, groups, batch_size=7)
     index = read_index(out)
     for group in sorted(set(groups) - {left_out})[:4]:
