@@ -15,6 +15,7 @@ is a :class:`~msmt.errors.ConfigError` naming ``train.device``. Distributed trai
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 
@@ -73,3 +74,14 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """``precision`` "bf16": run under ``torch.autocast(bfloat16)`` (matmuls in bfloat16); "fp32" changes nothing.
+
+    Used for training forward passes (``train.precision``) and for scoring (``msmt predict --precision``).
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()

@@ -1,7 +1,9 @@
 """Batched scoring: model outputs -> probabilities / expected counts, as NumPy arrays.
 
 The model may live on any device (``train.device``): each batch is copied to the model's device
-and the predictions come back as CPU NumPy arrays.
+and the predictions come back as CPU NumPy arrays. ``precision="bf16"`` scores under
+``torch.autocast(bfloat16)``; ``compiled=True`` scores through :class:`msmt.compiled.CompiledPredictor`
+(TorchInductor, weights frozen; the fastest CPU path with bf16, see docs/speed.md).
 """
 
 from __future__ import annotations
@@ -9,23 +11,41 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from msmt.data.tensorize import Batch, iterate_batches, to_device
-from msmt.device import model_device
+from msmt.data.tensorize import Batch, iterate_batches, num_rows, to_device
+from msmt.device import PRECISIONS, autocast, model_device
+from msmt.errors import ConfigError
 from msmt.losses import to_prediction
 from msmt.models.base import MultiTaskModel
 
 
 @torch.no_grad()
-def predict_batches(model: MultiTaskModel, data: Batch, batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """{task: [N]} predictions in user units (probability, expected count, value)."""
+def predict_batches(
+    model: MultiTaskModel, data: Batch, batch_size: int = 8192, precision: str = "fp32", compiled: bool = False
+) -> dict[str, np.ndarray]:
+    """{task: [N]} predictions in user units (probability, expected count, value).
+
+    ``precision``: "fp32" or "bf16" (autocast); ``compiled``: through TorchInductor (msmt.compiled).
+    """
     was_training = model.training
     model.eval()
     kinds = {t.name: t.kind for t in model.schema.spec.tasks}
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in kinds}
     inputs = {k: v for k, v in data.items() if k not in ("labels", "weight")}
     device = model_device(model)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: '{precision}' is not one of {list(PRECISIONS)}")
+    if compiled:
+        from msmt.compiled import CompiledPredictor
+
+        forward = CompiledPredictor(model, min(batch_size, max(num_rows(inputs), 1)), precision)
+    else:
+
+        def forward(batch: Batch) -> dict[str, torch.Tensor]:
+            with autocast(device, precision):
+                return model(to_device(batch, device))
+
     for batch in iterate_batches(inputs, batch_size):
-        out = model(to_device(batch, device))
+        out = forward(batch)
         for t, kind in kinds.items():
             chunks[t].append(to_prediction(kind, out[t]).float().cpu().numpy())
     model.train(was_training)

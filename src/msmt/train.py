@@ -16,7 +16,6 @@ CPU; the best weights are kept as CPU copies.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import random
@@ -32,18 +31,13 @@ from msmt.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpo
 from msmt.config import ExperimentConfig
 from msmt.data.streaming import ParquetStream
 from msmt.data.tensorize import Batch, iterate_batches, num_rows, take, to_device
-from msmt.device import model_device, resolve_device
+from msmt.device import autocast, model_device, resolve_device
 from msmt.distributed import Dist
 from msmt.evaluation import evaluate_model
 from msmt.losses import build_balancer, task_losses
 from msmt.metrics import monitor_value
 from msmt.models.base import MultiTaskModel
 from msmt.optim import build_optimizers
-
-
-def autocast(device: torch.device, precision: str):
-    """``train.precision``: bf16 runs the forward pass under ``torch.autocast``; fp32 changes nothing."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:

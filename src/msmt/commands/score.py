@@ -19,6 +19,28 @@ def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = N
 
 
 CONTEXT_HELP = "Earlier rows (CSV/Parquet) used only to build panel history; never scored."
+PRECISION_HELP = "fp32, or bf16: matmuls in bfloat16 (faster on CPUs with bf16 support; docs/speed.md)."
+COMPILE_HELP = "Score through TorchInductor (weights frozen, one graph per batch shape; needs a C++ compiler)."
+
+
+def _check_precision(precision: str) -> None:
+    from msmt.device import PRECISIONS
+    from msmt.errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision: '{precision}' is not one of {list(PRECISIONS)}")
+
+
+def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool):
+    """Base + personal blocks when the run has them (eager), else the base model, eager or compiled."""
+    from msmt.inference import predict_batches
+
+    preds = _personal_predictions(run, frame, encoded, batch_size)
+    if preds is not None:
+        if compiled or precision != "fp32":
+            typer.echo("note: personal blocks are scored eagerly in fp32 (--precision/--compile apply to the base only)", err=True)
+        return preds
+    return predict_batches(run.model, encoded, batch_size, precision=precision, compiled=compiled)
 
 
 def _personal_predictions(run, frame, encoded, batch_size: int):
@@ -44,14 +66,17 @@ def evaluate(
     out: Path = typer.Option(None, "--out", help="Write the metrics JSON here."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
     context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
     from msmt.evaluation import evaluate_model
     from msmt.report import metrics_table
     from msmt.run_dir import write_json
 
+    _check_precision(precision)
     run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)
-    preds = _personal_predictions(run, frame, encoded, batch_size)
+    preds = _scores(run, frame, encoded, batch_size, precision, compiled)
     M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds)
     typer.echo(metrics_table(M, run.schema.spec.tasks))
     if out:
@@ -66,15 +91,15 @@ def predict(
     out: Path = typer.Option(..., "--out", help="CSV or Parquet: the input columns plus pred_<task>."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
     context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Per-row predictions: probability for binary tasks, expected value for count tasks."""
     from msmt.data.io import write_table
-    from msmt.inference import predict_batches
 
+    _check_precision(precision)
     run, frame, encoded = _load(run_dir, data, with_labels=False, context=context)
-    preds = _personal_predictions(run, frame, encoded, batch_size)
-    if preds is None:
-        preds = predict_batches(run.model, encoded, batch_size)
+    preds = _scores(run, frame, encoded, batch_size, precision, compiled)
     result = frame.copy()
     for task, values in preds.items():
         result[f"pred_{task}"] = values
