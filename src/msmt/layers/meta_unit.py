@@ -91,7 +91,11 @@ class MetaUnit(nn.Module):
         """Run layers ``first..K-1`` with their generated ``params`` (``generate(s, first)``) on x [B, G, n, d_first]."""
         last = len(self.shapes) - 1
         for i, (w, b) in enumerate(params, start=first):
-            x = torch.matmul(x, w) + b.unsqueeze(-2)  # batched over (B, G): [B, G, n, d_{i+1}]
+            if w.dim() == 3:  # static [G, d_i, d_{i+1}]: one GEMM per group over all rows, not a per-row broadcast
+                B, G, n, a = x.shape
+                x = torch.bmm(x.transpose(0, 1).reshape(G, B * n, a), w).view(G, B, n, -1).transpose(0, 1) + b.unsqueeze(-2)
+            else:
+                x = torch.matmul(x, w) + b.unsqueeze(-2)  # batched over (B, G): [B, G, n, d_{i+1}]
             if i < last or self.final_act:
                 x = self.act(x)
         return x
