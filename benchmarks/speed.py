@@ -288,10 +288,16 @@ def lever_variant(model, lever: str):
 
         model.forward = forward
         return model, msmt_optimizer(model)
+    if lever == "torch.compile":  # the training forward compiled by TorchInductor (default mode), warmed up here
+        return torch.compile(model), msmt_optimizer(model)
     raise ValueError(lever)
 
 
-LEVERS = {"shared_bottom": ["sparse embedding grads"], "mmoe": ["sparse embedding grads", "stacked experts"]}
+LEVERS = {
+    "shared_bottom": ["sparse embedding grads"],
+    "mmoe": ["sparse embedding grads", "stacked experts", "torch.compile"],
+    "m2m": ["torch.compile"],
+}
 
 
 def msmt_loader_rate(train: dict, steps: int, step, seed: int = 0) -> float:
