@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from msmt.config import load_experiment  # noqa: E402
 from msmt.data.io import atomic_write_text  # noqa: E402
 from msmt.experiment import run_experiment  # noqa: E402
+from msmt.provenance import same_code  # noqa: E402
 from msmt.models.m2m import M2MParams  # noqa: E402
 from msmt.models.registry import model_names  # noqa: E402
 
@@ -64,8 +65,9 @@ class Runner:
             overrides = [*self.common, f"model.name={model}", f"train.seed={seed}", *extra]
             if model == "m2m":
                 overrides += self.m2m_common
-            if (out / "metrics.json").exists() and json.loads((out / "overrides.json").read_text()) == overrides:
-                metrics = json.loads((out / "metrics.json").read_text())  # resume a finished run
+            done = (out / "metrics.json").exists() and (out / "overrides.json").exists() and same_code(out)
+            if done and json.loads((out / "overrides.json").read_text()) == overrides:
+                metrics = json.loads((out / "metrics.json").read_text())  # a finished run of this code
             else:
                 print(f"[m2m_results] {label} seed {seed}", file=sys.stderr)
                 metrics = run_experiment(load_experiment(self.config, overrides), out)

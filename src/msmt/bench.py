@@ -1,8 +1,9 @@
 """``msmt bench``: models × datasets × seeds, one leaderboard.
 
 Every cell is an ordinary ``msmt train`` run (``--set model.name=M --set train.seed=S``) in
-``OUT/runs/<dataset>/<model>/seed<S>``; a cell whose ``metrics.json`` exists is reused, so an
-interrupted or extended grid only runs what is missing. The leaderboard reports the *test*
+``OUT/runs/<dataset>/<model>/seed<S>``; a finished cell is reused when it was trained with the same
+overrides by the same code (its ``provenance.json`` source hash, :mod:`msmt.provenance`), so an
+interrupted or extended grid only runs what is missing, and a code change retrains every cell. The leaderboard reports the *test*
 split when the runs have one (else validation): mean ± std over seeds per scenario × task and
 overall, plus the oracle where the data carry ``true_<task>`` columns.
 
@@ -42,6 +43,7 @@ from msmt.config import load_experiment  # noqa: E402
 from msmt.data.io import atomic_write_text, write_table  # noqa: E402
 from msmt.errors import ConfigError  # noqa: E402
 from msmt.experiment import run_experiment  # noqa: E402
+from msmt.provenance import same_code  # noqa: E402
 from msmt.models.registry import model_class  # noqa: E402
 
 PRIMARY = {"binary": ["auc", "logloss"], "count": ["smape", "nmae"], "regression": ["smape", "nmae"]}
@@ -113,12 +115,11 @@ def cell_not_applicable(cell: Cell, out: Path, common: Sequence[str]) -> str | N
 
 
 def _is_done(cell: Cell, out: Path, common: Sequence[str]) -> bool:
+    """Finished, with the same overrides, by the same code (msmt.provenance): else it is trained again."""
     run_dir = cell.run_dir(out)
-    if not (run_dir / "metrics.json").exists():
-        return False
     record = run_dir / CELL_RECORD
-    if not record.exists():  # a cell from before overrides were recorded: trusted as it is
-        return True
+    if not (run_dir / "metrics.json").exists() or not record.exists() or not same_code(run_dir):
+        return False
     return json.loads(record.read_text()).get("overrides") == cell.overrides(common)
 
 

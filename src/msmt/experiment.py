@@ -19,6 +19,7 @@ from msmt.errors import ConfigError
 from msmt.evaluation import evaluate_model
 from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
+from msmt import provenance
 from msmt.report import write_report
 from msmt.run_dir import HISTORY, METRICS, SCHEMA, WEIGHTS, save_weights, write_config, write_json
 from msmt.train import FitResult, fit, seed_everything
@@ -105,6 +106,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     history.to_csv(tmp, index=False)
     tmp.replace(out / HISTORY)
     write_json(out / METRICS, metrics)
+    provenance.write(out)  # which code produced these metrics (reuse checks compare it)
     if meta_history:
         pd.DataFrame(meta_history).to_csv(out / ".meta_history.csv.tmp", index=False)
         (out / ".meta_history.csv.tmp").replace(out / "meta_history.csv")
