@@ -49,9 +49,11 @@ from msmt.data.tensorize import encode_frame  # noqa: E402
 from msmt.evaluation import evaluate_model  # noqa: E402
 from msmt.inference import predict_batches  # noqa: E402
 from msmt.models import build_model  # noqa: E402
+from msmt.provenance import source_hash  # noqa: E402
 from msmt.train import fit, seed_everything  # noqa: E402
 
-CACHE = REPO / "benchmarks" / "out" / "models"
+# one cache per version of msmt's code (msmt.provenance): a code change recomputes every number
+CACHE = REPO / "benchmarks" / "out" / "models" / source_hash()[:16]
 PAGE = REPO / "docs" / "results" / "models.md"
 REAL = {"movielens": REPO / "configs" / "movielens.yaml", "census": REPO / "configs" / "census.yaml"}
 MODELS = ["shared_bottom", "mmoe", "ple", "star", "esmm"]
