@@ -29,9 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from msmt.config import load_experiment  # noqa: E402
 from msmt.data.io import atomic_write_text  # noqa: E402
 from msmt.experiment import run_experiment  # noqa: E402
-from msmt.provenance import same_code  # noqa: E402
 from msmt.models.m2m import M2MParams  # noqa: E402
 from msmt.models.registry import model_names  # noqa: E402
+from msmt.provenance import same_code  # noqa: E402
 
 BASELINES = ["single_task", "shared_bottom", "mmoe", "ple", "star"]
 ABLATIONS = {

@@ -300,15 +300,20 @@ LEVERS = {
 }
 
 
-def msmt_loader_rate(train: dict, steps: int, step, seed: int = 0) -> float:
-    """Training through msmt's own input pipeline (``iterate_batches`` over the split, as the trainer does)."""
-    it = iter(iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed)))
-    for _ in range(2):
+def pipeline_rate(batches, steps: int, step, warmup: int = 2) -> float:
+    """Training samples/s with the loader in the loop: ``step`` on ``warmup`` then ``steps`` items of ``batches``."""
+    it = iter(batches)
+    for _ in range(warmup):
         step(next(it))
     start = time.perf_counter()
     for _ in range(steps):
         step(next(it))
     return steps * BATCH / (time.perf_counter() - start)
+
+
+def msmt_loader_rate(train: dict, steps: int, step, seed: int = 0) -> float:
+    """Training through msmt's own input pipeline (``iterate_batches`` over the split, as the trainer does)."""
+    return pipeline_rate(iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed)), steps, step)
 
 
 def rechub_loader_rate(cols, labels, steps: int, model, opt, esmm: bool) -> float:
@@ -319,15 +324,7 @@ def rechub_loader_rate(cols, labels, steps: int, model, opt, esmm: bool) -> floa
     x = {k: v.numpy() for k, v in cols.items()}
     loader = DataLoader(TorchDataset(x, labels.numpy()), batch_size=BATCH, shuffle=True, num_workers=0)
     step = rechub_step(model, opt, esmm)
-    it = iter(loader)
-    for _ in range(2):
-        xb, yb = next(it)
-        step(xb, yb.float())
-    start = time.perf_counter()
-    for _ in range(steps):
-        xb, yb = next(it)
-        step(xb, yb.float())
-    return steps * BATCH / (time.perf_counter() - start)
+    return pipeline_rate(loader, steps, lambda b: step(b[0], b[1].float()))
 
 
 # ------------------------------------------------------------------ quality

@@ -3,8 +3,8 @@
 Every cell is an ordinary ``msmt train`` run (``--set model.name=M --set train.seed=S``) in
 ``OUT/runs/<dataset>/<model>/seed<S>``; a finished cell is reused when it was trained with the same
 overrides by the same code (its ``provenance.json`` source hash, :mod:`msmt.provenance`), so an
-interrupted or extended grid only runs what is missing, and a code change retrains every cell. The leaderboard reports the *test*
-split when the runs have one (else validation): mean ± std over seeds per scenario × task and
+interrupted or extended grid only runs what is missing, and a code change retrains every cell.
+The leaderboard reports the *test* split when the runs have one (else validation): mean ± std over seeds per scenario × task and
 overall, plus the oracle where the data carry ``true_<task>`` columns.
 
 A dataset is a config path, a name meaning ``configs/<name>.yaml``, or ``NAME=PATH`` (two
@@ -43,8 +43,8 @@ from msmt.config import load_experiment  # noqa: E402
 from msmt.data.io import atomic_write_text, write_table  # noqa: E402
 from msmt.errors import ConfigError  # noqa: E402
 from msmt.experiment import run_experiment  # noqa: E402
-from msmt.provenance import same_code  # noqa: E402
 from msmt.models.registry import model_class  # noqa: E402
+from msmt.provenance import same_code  # noqa: E402
 
 PRIMARY = {"binary": ["auc", "logloss"], "count": ["smape", "nmae"], "regression": ["smape", "nmae"]}
 ORACLE = "oracle"

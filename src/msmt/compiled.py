@@ -24,7 +24,7 @@ import torch._inductor.config as inductor_config
 from torch import Tensor
 
 from msmt.data.tensorize import Batch, num_rows, to_device
-from msmt.device import PRECISIONS, autocast, model_device
+from msmt.device import autocast, check_precision, model_device
 from msmt.errors import ConfigError
 from msmt.models.base import MultiTaskModel
 
@@ -52,8 +52,7 @@ class CompiledPredictor:
     """
 
     def __init__(self, model: MultiTaskModel, batch_size: int, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ConfigError(f"--precision: '{precision}' is not one of {list(PRECISIONS)}")
+        check_precision(precision, "--precision")
         if batch_size < 1:
             raise ConfigError(f"--batch-size: {batch_size} must be at least 1")
         self.model = model.eval()

@@ -79,6 +79,12 @@ def model_device(model: nn.Module) -> torch.device:
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_precision(precision: str, name: str = "precision") -> None:
+    """A :class:`ConfigError` naming ``name`` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{name}: '{precision}' is not one of {list(PRECISIONS)}")
+
+
 def autocast(device: torch.device, precision: str):
     """``precision`` "bf16": run under ``torch.autocast(bfloat16)`` (matmuls in bfloat16); "fp32" changes nothing.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from msmt import provenance
 from msmt.checkpoint import CHECKPOINT
 from msmt.config import ExperimentConfig
 from msmt.data.encoders import FittedSchema, fit_schema
@@ -19,7 +20,6 @@ from msmt.errors import ConfigError
 from msmt.evaluation import evaluate_model
 from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
-from msmt import provenance
 from msmt.report import write_report
 from msmt.run_dir import HISTORY, METRICS, SCHEMA, WEIGHTS, save_weights, write_config, write_json
 from msmt.train import FitResult, fit, seed_everything

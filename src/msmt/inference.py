@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from msmt.data.tensorize import Batch, iterate_batches, num_rows, to_device
-from msmt.device import PRECISIONS, autocast, model_device
-from msmt.errors import ConfigError
+from msmt.device import autocast, check_precision, model_device
 from msmt.losses import to_prediction
 from msmt.models.base import MultiTaskModel
 
@@ -32,8 +31,7 @@ def predict_batches(
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in kinds}
     inputs = {k: v for k, v in data.items() if k not in ("labels", "weight")}
     device = model_device(model)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision: '{precision}' is not one of {list(PRECISIONS)}")
+    check_precision(precision)
     if compiled:
         from msmt.compiled import CompiledPredictor
 

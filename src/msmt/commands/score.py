@@ -24,11 +24,9 @@ COMPILE_HELP = "Score through TorchInductor (weights frozen, one graph per batch
 
 
 def _check_precision(precision: str) -> None:
-    from msmt.device import PRECISIONS
-    from msmt.errors import ConfigError
+    from msmt.device import check_precision
 
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision: '{precision}' is not one of {list(PRECISIONS)}")
+    check_precision(precision, "--precision")  # before any data is read
 
 
 def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool):
