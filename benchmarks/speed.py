@@ -46,6 +46,7 @@ from msmt.data.tensorize import iterate_batches
 from msmt.losses import task_losses
 from msmt.models import build_model
 from msmt.optim import adamw
+from msmt.runtime import tune_allocator
 from msmt.schema import DatasetSpec
 
 # field name -> vocabulary size (values; each table also has padding + OOV rows)
@@ -266,38 +267,83 @@ class _Pair:
             o.step()
 
 
+class SeparateExperts(torch.nn.Module):
+    """MMoE's experts before ExpertBank: k independent MLPs, each with its own first GEMM, stacked."""
+
+    def __init__(self, bank):
+        super().__init__()
+        h = bank.width
+        self.mlps = torch.nn.ModuleList()
+        for j, deeper in enumerate(bank.deeper):
+            first = torch.nn.Linear(bank.first.in_features, h)
+            with torch.no_grad():
+                first.weight.copy_(bank.first.weight[j * h : (j + 1) * h])
+                first.bias.copy_(bank.first.bias[j * h : (j + 1) * h])
+            self.mlps.append(torch.nn.Sequential(first, torch.nn.ReLU(inplace=True), deeper))
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.mlps], dim=1)
+
+
+class StackedExperts(torch.nn.Module):
+    """M2M's experts before ExpertBank: [k, in, out] weights, the first layer one GEMM, deeper
+    layers one batched matmul over the expert axis (``einsum("bki,kio->bko")``)."""
+
+    def __init__(self, bank):
+        super().__init__()
+        k, h = bank.k, bank.width
+        ws = [bank.first.weight.detach().view(k, h, -1).transpose(1, 2)]
+        bs = [bank.first.bias.detach().view(k, h)]
+        for linears in zip(*[[m for m in d.net if isinstance(m, torch.nn.Linear)] for d in bank.deeper]):
+            ws.append(torch.stack([lin.weight.detach().t() for lin in linears]))
+            bs.append(torch.stack([lin.bias.detach() for lin in linears]))
+        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w.contiguous()) for w in ws)
+        self.biases = torch.nn.ParameterList(torch.nn.Parameter(b.contiguous()) for b in bs)
+
+    def forward(self, x):
+        k, i, o = self.weights[0].shape
+        x = torch.relu((x @ self.weights[0].permute(1, 0, 2).reshape(i, k * o)).view(-1, k, o) + self.biases[0])
+        for w, b in zip(self.weights[1:], self.biases[1:]):
+            x = torch.relu(torch.einsum("bki,kio->bko", x, w) + b)
+        return x
+
+
 def lever_variant(model, lever: str):
     """A measured-but-not-adopted change applied to a built msmt model: returns (model, optimiser)."""
     if lever == "sparse embedding grads":
         model.encoder.table.sparse = True
         return model, _Pair(model)
-    if lever == "stacked experts":  # MMoE's k expert MLPs as one ParallelMLP (same math)
-        from msmt.layers.experts import ParallelMLP
-
-        k = len(model.experts)
-        par = ParallelMLP(k, model.encoder.out_dim, HIDDEN)
-        model.experts = torch.nn.ModuleList([par])
-        gates, towers, tasks = model.gates, model.towers, model.task_names
-
-        def forward(batch):
-            x = model.encoder(batch)
-            experts = par(x)  # [B, k, E]
-            g = gates(x).view(x.shape[0], len(tasks), -1).softmax(-1)
-            mixed = torch.bmm(g, experts)
-            return {t: towers[t](mixed[:, i]).squeeze(-1) for i, t in enumerate(tasks)}
-
-        model.forward = forward
+    if lever == "separate expert MLPs":  # the previous MMoE experts (same weights, same math)
+        model.experts = SeparateExperts(model.experts)
+        return model, msmt_optimizer(model)
+    if lever == "stacked experts":  # the previous M2M experts (same weights, same math)
+        model.experts = StackedExperts(model.experts)
         return model, msmt_optimizer(model)
     if lever == "torch.compile":  # the training forward compiled by TorchInductor (default mode), warmed up here
         return torch.compile(model), msmt_optimizer(model)
     raise ValueError(lever)
 
 
+# model -> [(lever, precision)]: the previous expert layouts are timed in both precisions because
+# ExpertBank's gain is in bfloat16
 LEVERS = {
-    "shared_bottom": ["sparse embedding grads"],
-    "mmoe": ["sparse embedding grads", "stacked experts", "torch.compile"],
-    "m2m": ["torch.compile"],
+    "shared_bottom": [("sparse embedding grads", "fp32")],
+    "mmoe": [
+        ("sparse embedding grads", "fp32"), ("separate expert MLPs", "fp32"), ("separate expert MLPs", "bf16"),
+        ("stacked experts", "fp32"), ("stacked experts", "bf16"), ("torch.compile", "fp32"),
+    ],
+    "m2m": [("stacked experts", "fp32"), ("stacked experts", "bf16"), ("torch.compile", "fp32")],
 }
+
+
+def lever_impl(lever: str, precision: str) -> str:
+    return f"{'msmt' if precision == 'fp32' else BF16} + {lever}"
+
+
+def split_impl(impl: str) -> tuple[str, str | None]:
+    """'msmt bf16 + stacked experts' -> ('msmt bf16', 'stacked experts'); 'msmt' -> ('msmt', None)."""
+    base, _, lever = impl.partition(" + ")
+    return base, lever or None
 
 
 def pipeline_rate(batches, steps: int, step, warmup: int = 2) -> float:
@@ -414,6 +460,34 @@ def peak_memory(impl: str, name: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
+# ------------------------------------------------------------------ allocator (subprocesses)
+def allocator_child(name: str, precision: str, steps: int) -> None:
+    """Train ``steps`` steps in this fresh process; print samples/s and minor page faults per step."""
+    import resource
+
+    tuned = tune_allocator()  # what the msmt command does at start; MSMT_TUNE_ALLOCATOR=0 turns it off
+    torch.set_num_threads(2)
+    data, schemas = make_data((steps + 5) * BATCH, seed=0)
+    batches = msmt_batches(data, steps + 5)
+    torch.manual_seed(0)
+    model = msmt_model(name, schemas).train()
+    step = msmt_step(model, msmt_optimizer(model), schemas["esmm" if name == "esmm" else "plain"].spec.tasks, bf16=precision == "bf16")
+    for b in batches[:5]:
+        step(b)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rate, _ = timed(step, batches[5:], warmup=0)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+    print(json.dumps({"rate": rate, "faults": faults, "tuned": tuned}))
+
+
+def allocator_rates(name: str, precision: str, steps: int, tune: bool) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--_alloc", name, precision, str(steps)], capture_output=True, text=True, check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2", "MSMT_TUNE_ALLOCATOR": "1" if tune else "0"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 # ------------------------------------------------------------------ the limit
 def train_flops(model, batch_or_x, step_loss) -> float:
     """FLOPs of one forward + backward per sample (FlopCounterMode counts matmuls / convs)."""
@@ -426,17 +500,8 @@ def train_flops(model, batch_or_x, step_loss) -> float:
 
 
 def linear_shapes(model) -> list[tuple[int, int]]:
-    """(in, out) of every dense layer's GEMM: nn.Linear, and each of the k maps of a ParallelLinear."""
-    from msmt.layers.experts import ParallelLinear
-
-    out = []
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Linear):
-            out.append((mod.in_features, mod.out_features))
-        elif isinstance(mod, ParallelLinear):
-            k, i, o = mod.weight.shape
-            out += [(i, o)] * k
-    return out
+    """(in, out) of every dense layer's GEMM (every nn.Linear; ExpertBank's first layer is one)."""
+    return [(mod.in_features, mod.out_features) for mod in model.modules() if isinstance(mod, torch.nn.Linear)]
 
 
 def gemm_rates(shapes: set[tuple[int, int]], dtype: torch.dtype = torch.float32, seconds: float = 0.15) -> dict:
@@ -516,7 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--_alloc", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args._alloc:
+        allocator_child(args._alloc[0], args._alloc[1], int(args._alloc[2]))
+        return 0
+    tuned = tune_allocator()  # as the msmt command does; in force for both libraries in this process
     if args._memory:
         memory_child(*args._memory)
         return 0
@@ -541,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         loader.append(train["scenario"].shape[0] / (time.perf_counter() - start))
 
     impls = {name: ["msmt", BF16] + (["rechub"] if rechub_model(name) is not None else []) for name in args.models}
-    levers = [(n, lv) for n in args.models for lv in LEVERS.get(n, [])] if args.levers else []
+    levers = [(n, lever_impl(*lv)) for n in args.models for lv in LEVERS.get(n, [])] if args.levers else []
     onnx_runs = {name: onnx_runner(name, schemas, mb[0], args.threads) for name in args.models}
     compiled_runs = {(name, p): compiled_predictor(name, schemas, mb[0], p) for name in args.models for p in COMPILED}
     print(f"compiled {len(compiled_runs)} predictors", file=sys.stderr)
@@ -551,21 +621,26 @@ def main(argv: list[str] | None = None) -> int:
     params: dict = {}
     for rep in range(args.repeats):
         for name in args.models:
-            for impl in impls[name] + [f"msmt + {lv}" for n, lv in levers if n == name]:
+            for impl in impls[name] + [lv for n, lv in levers if n == name]:
                 torch.manual_seed(rep)
                 model = rechub_model(name) if impl == "rechub" else msmt_model(name, schemas)
                 params.setdefault((name, impl), sum(p.numel() for p in model.parameters()))
                 opt = torch.optim.Adam(model.parameters(), lr=1e-3) if impl == "rechub" else msmt_optimizer(model)
-                if impl.startswith("msmt + "):
-                    model, opt = lever_variant(model, impl[len("msmt + "):])
+                base_impl, lever = split_impl(impl)
+                if lever:
+                    model, opt = lever_variant(model, lever)
                 model.train()
                 if impl != "rechub":
                     tasks = schemas["esmm" if name == "esmm" else "plain"].spec.tasks
-                    bf16 = impl == BF16
+                    bf16 = base_impl == BF16
                     sps = timed(msmt_step(model, opt, tasks, bf16=bf16), mb[:n_steps])
                     if impl in ("msmt", BF16):
                         rate = msmt_loader_rate(train, n_steps // 2, msmt_step(model, opt, tasks, bf16=bf16), seed=rep)
                         pipe_r.setdefault((name, impl), []).append(rate)
+                    if lever:  # training levers: inference is measured on the adopted model only
+                        train_r.setdefault((name, impl), []).append(sps)
+                        print(f"rep {rep} {name:14s} {impl:30s} train {sps[0]:9,.0f}/s (cpu {sps[1]:9,.0f})", file=sys.stderr)
+                        continue
                     model.eval()
                     if impl == "msmt":
                         with torch.no_grad():
@@ -593,6 +668,15 @@ def main(argv: list[str] | None = None) -> int:
             for impl in impls[name]:
                 if impl != BF16:
                     mem[(name, impl)] = peak_memory(impl, name)
+
+    alloc: dict = {}  # (model, precision, tuned) -> [{"rate", "faults"}]
+    alloc_models = [n for n in ("mmoe", "m2m") if n in args.models]
+    for rep in range(args.repeats):
+        for name in alloc_models:
+            for precision in ("fp32", "bf16"):
+                for tune in (False, True):
+                    alloc.setdefault((name, precision, tune), []).append(allocator_rates(name, precision, n_steps, tune))
+        print(f"allocator rep {rep} done", file=sys.stderr)
 
     auc = {}
     n_q = min(args.quality_rows, train["scenario"].shape[0])
@@ -692,6 +776,17 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.models
         ],
         "",
+        *(
+            [
+                f"M2M against MMoE (issue 4's target: ≥ 50% of MMoE's training samples/s at comparable hidden sizes), "
+                f"median of per-repeat ratios: **{ratio(train_r[('m2m', 'msmt')], train_r[('mmoe', 'msmt')]):.0%}** in float32, "
+                f"**{ratio(train_r[('m2m', BF16)], train_r[('mmoe', BF16)]):.0%}** in bfloat16 "
+                f"(per repeat, fp32: {', '.join(f'{a[0] / b[0]:.0%}' for a, b in zip(train_r[('m2m', 'msmt')], train_r[('mmoe', 'msmt')]))}).",
+                "",
+            ]
+            if {"m2m", "mmoe"} <= set(args.models)
+            else []
+        ),
         "### Inference through ONNX Runtime",
         "",
         f"The same msmt models exported with `msmt.export` (what `msmt export --format onnx` writes and `msmt serve "
@@ -729,12 +824,17 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Levers (measured in the same interleaved loop)",
         "",
+        "Each variant against msmt as adopted, in the same precision (\"msmt bf16 + …\": against msmt bf16). "
+        "\"separate expert MLPs\" and \"stacked experts\" are the expert layers MMoE and M2M used before "
+        "`ExpertBank`, loaded with the same weights.",
+        "",
         "| model | variant | train/s | per CPU-s | vs msmt (wall) | vs msmt (CPU time) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for (name, impl), v in train_r.items():
-        if impl.startswith("msmt + "):
-            base = train_r[(name, "msmt")]
+        base_impl, lever = split_impl(impl)
+        if lever:
+            base = train_r[(name, base_impl)]
             lines.append(
                 f"| {name} | {impl} | {med(v, 0):,.0f} | {med(v, 1):,.0f} | {ratio(v, base):.2f}× | {ratio(v, base, 1):.2f}× |"
             )
@@ -744,6 +844,23 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | inference: `inference_mode` vs `no_grad` | {med(a, 0):,.0f} | {med(a, 1):,.0f} | {ratio(a, b):.2f}× | {ratio(a, b, 1):.2f}× |"
         )
     lines += [
+        "",
+        "## Allocator (`msmt.runtime.tune_allocator`)",
+        "",
+        f"glibc malloc's mmap and trim thresholds raised (what the `msmt` command does at start; {'in force' if tuned else 'NOT in force'} "
+        f"for both libraries in the measurements above) against glibc's defaults (`MSMT_TUNE_ALLOCATOR=0`): "
+        f"fresh processes, alternated, {args.repeats} each, {n_steps} training steps after 5 warm-up steps.",
+        "",
+        "| model | precision | default train/s | tuned train/s | ratio | default page faults / step | tuned page faults / step |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {precision} | {med([r['rate'] for r in alloc[(name, precision, False)]]):,.0f} "
+            f"| {med([r['rate'] for r in alloc[(name, precision, True)]]):,.0f} "
+            f"| **{ratio([r['rate'] for r in alloc[(name, precision, True)]], [r['rate'] for r in alloc[(name, precision, False)]]):.2f}×** "
+            f"| {med([r['faults'] for r in alloc[(name, precision, False)]]):,.0f} | {med([r['faults'] for r in alloc[(name, precision, True)]]):,.0f} |"
+            for name in alloc_models
+            for precision in ("fp32", "bf16")
+        ],
         "",
         "## Quality, parameters and memory",
         "",

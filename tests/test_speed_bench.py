@@ -47,14 +47,28 @@ def test_every_model_trains_and_counts_flops():
 
 
 def test_lever_variants_keep_outputs():
+    """Every lever trains, and the previous expert layouts (the A/B of ExpertBank) compute the
+    adopted model's function from the same weights."""
     data, schemas = speed.make_data(speed.BATCH, seed=0)
     batch = speed.msmt_batches(data, 1)[0]
-    for lever in speed.LEVERS["mmoe"]:
-        model, opt = speed.lever_variant(speed.msmt_model("mmoe", schemas), lever)
-        step = speed.msmt_step(model, opt, schemas["plain"].spec.tasks)
-        step(batch)
-        out = model(batch)
-        assert set(out) == {"click", "purchase"} and out["click"].shape == (speed.BATCH,)
+    for name in ("mmoe", "m2m"):
+        for lever, precision in speed.LEVERS[name]:
+            if name == "m2m" and lever == "torch.compile":
+                continue  # compiled for mmoe already; a second compile only costs test time
+            torch.manual_seed(0)
+            reference = speed.msmt_model(name, schemas).eval()
+            torch.manual_seed(0)
+            model, opt = speed.lever_variant(speed.msmt_model(name, schemas), lever)
+            if lever in ("separate expert MLPs", "stacked experts"):
+                with torch.no_grad():
+                    want, got = reference(batch), model.eval()(batch)
+                for task in want:
+                    torch.testing.assert_close(got[task], want[task], atol=1e-5, rtol=1e-5)
+            model.train()
+            speed.msmt_step(model, opt, schemas["plain"].spec.tasks, bf16=precision == "bf16")(batch)
+            out = model(batch)
+            assert set(out) == {"click", "purchase"} and out["click"].shape == (speed.BATCH,)
+            assert speed.split_impl(speed.lever_impl(lever, precision)) == ("msmt" if precision == "fp32" else speed.BF16, lever)
 
 
 def test_onnx_runner_scores_like_the_eager_model():
@@ -79,4 +93,6 @@ def test_effective_gemm_rate_is_the_flop_weighted_harmonic_mean():
     got = speed.effective_rate([(300, 1), (100, 1)], rates)
     assert abs(got - 4 / (3 / 100 + 1 / 10) * 1e9) < 1e-3 * got
     shapes = speed.linear_shapes(speed.msmt_model("mmoe", speed.make_data(10, seed=0)[1]))
-    assert (len(speed.FIELDS) * speed.EMB + speed.EMB, speed.HIDDEN[0]) in shapes  # every expert's first layer
+    d_in = len(speed.FIELDS) * speed.EMB + speed.EMB
+    assert (d_in, speed.EXPERTS * speed.HIDDEN[0]) in shapes  # all experts' first layers: one GEMM (ExpertBank)
+    assert shapes.count((speed.HIDDEN[0], speed.HIDDEN[1])) == speed.EXPERTS  # then one per expert

@@ -13,9 +13,11 @@ import click
 from msmt.commands import app
 from msmt.commands import adapt, bench, export, score, serve, synth, train  # noqa: F401  (register commands)
 from msmt.errors import MsmtError
+from msmt.runtime import tune_allocator
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_allocator()  # glibc keeps freed tensor memory for the next step (msmt.runtime)
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="msmt")
     except MsmtError as exc:

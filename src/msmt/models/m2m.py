@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from msmt.errors import ConfigError
 from msmt.layers import MLP, FeatureEncoder
-from msmt.layers.experts import ParallelMLP
+from msmt.layers.experts import ExpertBank
 from msmt.layers.meta_attention import MetaAttention
 from msmt.layers.meta_tower import MetaTower
 from msmt.layers.scenario_knowledge import ScenarioKnowledge
@@ -95,7 +95,9 @@ class M2M(MultiTaskModel):
             )
             feat_dim += self.panel.out_dim
 
-        self.experts = ParallelMLP(p.num_experts, feat_dim, list(p.expert_dims or cfg.hidden_dims), cfg.activation, cfg.dropout)
+        self.experts = ExpertBank(
+            p.num_experts, feat_dim, list(p.expert_dims or cfg.hidden_dims), cfg.activation, cfg.dropout, init="stacked"
+        )
         e = self.experts.out_dim
         self.task_embedding = nn.Parameter(torch.randn(self.num_tasks, p.task_dim) * 0.1)  # [m, Dt]
         self.task_view = MLP(p.task_dim, [e], act=cfg.activation)
@@ -145,4 +147,4 @@ class M2M(MultiTaskModel):
         return list(self.scenario.parameters())
 
     def last_shared_layer(self) -> nn.Module | None:
-        return self.experts.layers[-1]
+        return self.experts.last_layers()

@@ -1,7 +1,8 @@
 """MMoE: Multi-gate Mixture-of-Experts (Ma et al., KDD 2018).
 
 Experts f_i(x), i = 1..k, each [B, E]; per task a gate g_t(x) = softmax(W_t x) in R^k;
-z_t = sum_i g_t(x)_i f_i(x); y_t = Tower_t(z_t).
+z_t = sum_i g_t(x)_i f_i(x); y_t = Tower_t(z_t). The experts are one :class:`ExpertBank` (their
+first layers in one GEMM).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from msmt.layers import MLP, FeatureEncoder
+from msmt.layers.experts import ExpertBank
 from msmt.models.base import MultiTaskModel
 from msmt.models.registry import register
 
@@ -30,21 +32,21 @@ class MMoE(MultiTaskModel):
         k = self.params.num_experts
         self.encoder = FeatureEncoder.for_model(schema, cfg)
         d_in = self.encoder.out_dim
-        self.experts = nn.ModuleList(MLP(d_in, cfg.hidden_dims, act=cfg.activation, dropout=cfg.dropout) for _ in range(k))
+        self.experts = ExpertBank(k, d_in, cfg.hidden_dims, act=cfg.activation, dropout=cfg.dropout)
         self.gates = nn.Linear(d_in, k * self.num_tasks, bias=False)  # W_t for all tasks in one matmul
-        d_exp = self.experts[0].out_dim
+        d_exp = self.experts.out_dim
         self.towers = nn.ModuleDict({t: MLP(d_exp, cfg.tower_dims, 1, cfg.activation, cfg.dropout) for t in self.task_names})
 
     def forward(self, batch) -> dict[str, Tensor]:
         x = self.encoder(batch)  # [B, D]
-        experts = torch.stack([e(x) for e in self.experts], dim=1)  # [B, k, E]
+        experts = self.experts(x)  # [B, k, E]
         gates = self.gates(x).view(x.shape[0], self.num_tasks, -1).softmax(-1)  # [B, T, k]
-        mixed = torch.bmm(gates, experts)  # [B, T, E]
-        return {t: self.towers[t](mixed[:, i]).squeeze(-1) for i, t in enumerate(self.task_names)}
+        mixed = torch.bmm(gates, experts).unbind(1)  # T x [B, E]
+        return {t: self.towers[t](z).squeeze(-1) for t, z in zip(self.task_names, mixed)}
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.experts.parameters()]
 
     def last_shared_layer(self) -> nn.Module | None:
         """The last linear layer of every expert: all tasks' gates read every expert."""
-        return nn.ModuleList(e.last_linear() for e in self.experts)
+        return self.experts.last_layers()
