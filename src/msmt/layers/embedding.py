@@ -65,20 +65,31 @@ class FeatureEncoder(nn.Module):
         return cls(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary)
 
     def embed_fields(self, batch: Batch) -> Tensor:
-        """[B, F, dim]: one embedding per categorical field (multi-valued ones mean-pooled)."""
-        parts = []
+        """[B, F, dim]: one embedding per categorical field (multi-valued ones mean-pooled).
+
+        Field order: sparse features, multi-valued features, then the scenario id. The sparse
+        features and the scenario id are looked up together (one gather, one table gradient).
+        """
         S = self.num_sparse
+        ids = []
         if S:
-            parts.append(self.table(batch[f"{self.prefix}sparse"] + self.offsets[:S]))
+            ids.append(batch[f"{self.prefix}sparse"] + self.offsets[:S])
+        if self.with_scenario:
+            ids.append((batch["scenario"] + self.offsets[-1]).unsqueeze(1))
+        single = self.table(ids[0] if len(ids) == 1 else torch.cat(ids, dim=1)) if ids else None  # [B, S (+1), dim]
+        if not self.multi_names:
+            if single is None:
+                dense = batch[f"{self.prefix}dense"]
+                return dense.new_zeros(dense.shape[0], 0, self.dim)
+            return single
+        parts = [single[:, :S]] if S else []
         for j, name in enumerate(self.multi_names):
-            ids = batch[f"multi.{name}"]  # [B, L], 0 = padding
-            mask = (ids > 0).unsqueeze(-1).to(self.table.weight.dtype)
-            emb = self.table(ids + self.offsets[S + j]) * mask
+            ids_j = batch[f"multi.{name}"]  # [B, L], 0 = padding
+            mask = (ids_j > 0).unsqueeze(-1).to(self.table.weight.dtype)
+            emb = self.table(ids_j + self.offsets[S + j]) * mask
             parts.append((emb.sum(1) / mask.sum(1).clamp_min(1.0)).unsqueeze(1))
         if self.with_scenario:
-            parts.append(self.table(batch["scenario"] + self.offsets[-1]).unsqueeze(1))
-        if not parts:
-            return batch[f"{self.prefix}dense"].new_zeros(batch[f"{self.prefix}dense"].shape[0], 0, self.dim)
+            parts.append(single[:, S:])
         return torch.cat(parts, dim=1)
 
     def forward(self, batch: Batch) -> Tensor:
