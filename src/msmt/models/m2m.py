@@ -115,11 +115,15 @@ class M2M(MultiTaskModel):
         """(F [B, D], advertiser profile A [B, A]) from one embedding lookup."""
         fields = self.encoder.embed_fields(batch)  # [B, n_fields, d]
         dense = batch["dense"]
-        feats = [fields.index_select(1, self.feat_fields).flatten(1), dense.index_select(1, self.feat_dense)]
+        if len(self.prof_fields) or len(self.prof_dense):
+            feats = [fields.index_select(1, self.feat_fields).flatten(1), dense.index_select(1, self.feat_dense)]
+            profile = torch.cat([fields.index_select(1, self.prof_fields).flatten(1), dense.index_select(1, self.prof_dense)], 1)
+        else:  # no profile: every field and dense column feeds F in order, no gathers
+            feats, profile = [fields.flatten(1), dense], dense[:, :0]
         if self.panel is not None:
             feats.append(self.panel(batch))
-        profile = torch.cat([fields.index_select(1, self.prof_fields).flatten(1), dense.index_select(1, self.prof_dense)], 1)
-        return torch.cat(feats, dim=1), profile
+        feats = [f for f in feats if f.shape[1]] or feats[:1]
+        return (feats[0] if len(feats) == 1 else torch.cat(feats, dim=1)), profile
 
     def scenario_representation(self, batch) -> Tensor:
         """S̃ [B, s] (exposed for inspection and tests)."""
