@@ -60,7 +60,9 @@ MODELS = ("shared_bottom", "mmoe", "ple", "esmm", "m2m")
 BATCH = 1024
 BF16 = "msmt bf16"  # the variant trained with train.precision=bf16 (autocast), scored likewise
 ONNX = "msmt onnx"  # inference through ONNX Runtime (msmt export --format onnx; serve --backend onnx)
-COMPILED = {"fp32": "msmt compiled fp32", "bf16": "msmt compiled bf16"}  # msmt predict --compile [--precision bf16]
+# msmt predict --compile [--precision bf16] [--autotune]: label -> (precision, autotune)
+COMPILED = {"msmt compiled fp32": ("fp32", False), "msmt compiled bf16": ("bf16", False), "msmt compiled bf16 autotune": ("bf16", True)}
+COMPILED_BF16, AUTOTUNED = "msmt compiled bf16", "msmt compiled bf16 autotune"
 
 
 # ------------------------------------------------------------------ data
@@ -172,12 +174,12 @@ def onnx_runner(name: str, schemas: dict, batch: dict, threads: int):
     return OnnxRunner(path, threads=threads, spin=False)  # spinning threads would slow the next measurement
 
 
-def compiled_predictor(name: str, schemas: dict, batch: dict, precision: str):
+def compiled_predictor(name: str, schemas: dict, batch: dict, precision: str, autotune: bool = False):
     """An (untrained) msmt model behind msmt.compiled.CompiledPredictor, compiled by one warm-up call."""
     from msmt.compiled import CompiledPredictor
 
     torch.manual_seed(0)
-    predictor = CompiledPredictor(msmt_model(name, schemas), BATCH, precision)
+    predictor = CompiledPredictor(msmt_model(name, schemas), BATCH, precision, autotune=autotune)
     predictor(batch)
     return predictor
 
@@ -398,10 +400,11 @@ def train_epochs(impl, name, model, train, epochs, schemas, seed=0):
 def test_auc(impl, name, model, test) -> tuple[float, float]:
     model.eval()
     preds = []
-    if impl in COMPILED.values():  # the model trained in fp32, scored through msmt.compiled
+    if impl in COMPILED:  # the model trained in fp32, scored through msmt.compiled
         from msmt.compiled import CompiledPredictor
 
-        predictor = CompiledPredictor(model, 8192, "bf16" if impl == COMPILED["bf16"] else "fp32")
+        precision, autotune = COMPILED[impl]
+        predictor = CompiledPredictor(model, 8192, precision, autotune=autotune)
         for b in iterate_batches(test, 8192):
             out = predictor(b)
             preds.append(torch.stack([out["click"], out["purchase"]], 1))
@@ -613,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     impls = {name: ["msmt", BF16] + (["rechub"] if rechub_model(name) is not None else []) for name in args.models}
     levers = [(n, lever_impl(*lv)) for n in args.models for lv in LEVERS.get(n, [])] if args.levers else []
     onnx_runs = {name: onnx_runner(name, schemas, mb[0], args.threads) for name in args.models}
-    compiled_runs = {(name, p): compiled_predictor(name, schemas, mb[0], p) for name in args.models for p in COMPILED}
+    compiled_runs = {(name, label): compiled_predictor(name, schemas, mb[0], *COMPILED[label]) for name in args.models for label in COMPILED}
     print(f"compiled {len(compiled_runs)} predictors", file=sys.stderr)
     train_r: dict = {}  # (model, variant) -> [(wall rate, cpu rate)]
     infer_r: dict = {}
@@ -649,8 +652,8 @@ def main(argv: list[str] | None = None) -> int:
                         ips = timed(model, mb[:n_steps])
                     if impl == "msmt":
                         infer_r.setdefault((name, ONNX), []).append(timed(onnx_runs[name], mb[:n_steps]))
-                        for p, label in COMPILED.items():
-                            infer_r.setdefault((name, label), []).append(timed(compiled_runs[(name, p)], mb[:n_steps]))
+                        for label in COMPILED:
+                            infer_r.setdefault((name, label), []).append(timed(compiled_runs[(name, label)], mb[:n_steps]))
                 else:
                     sps = timed(lambda b: rechub_step(model, opt, name == "esmm")(*b), rb[:n_steps])
                     model.eval()
@@ -690,7 +693,8 @@ def main(argv: list[str] | None = None) -> int:
                 train_epochs(impl, name, model, qtrain, args.epochs, schemas)
                 auc[(name, impl)] = test_auc(impl, name, model, test)
                 if impl == "msmt":
-                    auc[(name, COMPILED["bf16"])] = test_auc(COMPILED["bf16"], name, model, test)
+                    for label in (COMPILED_BF16, AUTOTUNED):
+                        auc[(name, label)] = test_auc(label, name, model, test)
                 print(f"quality {name} {impl}: AUC {auc[(name, impl)]} ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
 
     # the limit: FLOPs per training sample and this CPU's GEMM rate at the models' shapes
@@ -804,16 +808,22 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "The same msmt models behind `msmt.compiled.CompiledPredictor`: `torch.compile` with Inductor's freezing "
         "(weights folded into the graph and pre-packed for oneDNN, element-wise work fused), one graph for the "
-        f"batch shape, compiled before timing; {args.threads} threads, same batches. AUC: the fp32-trained model of "
-        "the quality table scored this way in bf16.",
+        f"batch shape, compiled before timing; {args.threads} threads, same batches. `--autotune`: Inductor's "
+        "max-autotune GEMM selection (its generated C++ GEMM kernels, with AMX/AVX-512 micro-kernels and the bias and "
+        "activation fused, timed against oneDNN per matmul). AUC: the fp32-trained model of the quality table scored "
+        "this way in bf16.",
         "",
-        "| model | compiled fp32 infer/s | vs eager fp32 | compiled bf16 infer/s | vs eager bf16 | vs rechub | AUC click / purchase, compiled bf16 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | compiled fp32 infer/s | vs eager fp32 | compiled bf16 infer/s | vs eager bf16 | vs rechub "
+        "| compiled bf16 `--autotune` infer/s | vs compiled bf16 | vs rechub | AUC click / purchase, compiled bf16 | same, `--autotune` |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {name} | {med(infer_r[(name, COMPILED['fp32'])], 0):,.0f} | {ratio(infer_r[(name, COMPILED['fp32'])], infer_r[(name, 'msmt')]):.2f}× "
-            f"| {med(infer_r[(name, COMPILED['bf16'])], 0):,.0f} | {ratio(infer_r[(name, COMPILED['bf16'])], infer_r[(name, BF16)]):.2f}× | "
-            + (f"**{ratio(infer_r[(name, COMPILED['bf16'])], infer_r[(name, 'rechub')]):.2f}×** | " if "rechub" in impls[name] else "— | ")
-            + (f"{auc[(name, COMPILED['bf16'])][0]:.4f} / {auc[(name, COMPILED['bf16'])][1]:.4f} |" if (name, COMPILED["bf16"]) in auc else "— |")
+            f"| {name} | {med(infer_r[(name, 'msmt compiled fp32')], 0):,.0f} | {ratio(infer_r[(name, 'msmt compiled fp32')], infer_r[(name, 'msmt')]):.2f}× "
+            f"| {med(infer_r[(name, COMPILED_BF16)], 0):,.0f} | {ratio(infer_r[(name, COMPILED_BF16)], infer_r[(name, BF16)]):.2f}× | "
+            + (f"**{ratio(infer_r[(name, COMPILED_BF16)], infer_r[(name, 'rechub')]):.2f}×** | " if "rechub" in impls[name] else "— | ")
+            + f"{med(infer_r[(name, AUTOTUNED)], 0):,.0f} | {ratio(infer_r[(name, AUTOTUNED)], infer_r[(name, COMPILED_BF16)]):.2f}× | "
+            + (f"**{ratio(infer_r[(name, AUTOTUNED)], infer_r[(name, 'rechub')]):.2f}×** | " if "rechub" in impls[name] else "— | ")
+            + " | ".join(f"{auc[(name, label)][0]:.4f} / {auc[(name, label)][1]:.4f}" if (name, label) in auc else "—" for label in (COMPILED_BF16, AUTOTUNED))
+            + " |"
             for name in args.models
         ],
         "",

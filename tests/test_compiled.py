@@ -92,3 +92,25 @@ def test_cli_predict_compiled_bf16(trained_run, tmp_path):
     err = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(err) == 1 and "--precision" in err[0] and "fp8" in err[0], res.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+@needs_compiler
+def test_autotuned_scoring_matches_eager(trained_run):
+    """max-autotune may swap oneDNN for Inductor's own GEMM kernels: the predictions must not move."""
+    run, data = _loaded(trained_run, "mmoe")
+    eager = predict_batches(run.model, data, 64)
+    torch._dynamo.reset()
+    tuned = predict_batches(run.model, data, 64, compiled=True, autotune=True)
+    tuned_bf16 = predict_batches(run.model, data, 64, precision="bf16", compiled=True, autotune=True)
+    for task, values in eager.items():
+        np.testing.assert_allclose(tuned[task], values, rtol=1e-4, atol=1e-5, err_msg=task)
+        np.testing.assert_allclose(tuned_bf16[task], values, rtol=0.03, atol=0.03, err_msg=task)
+        assert np.corrcoef(tuned_bf16[task], values)[0, 1] > 0.99, task
+
+
+def test_cli_autotune_needs_compile(trained_run, tmp_path):
+    run_dir, data = trained_run("mmoe"), trained_run.data_dir / "test.csv"
+    res = run_cli("predict", run_dir, "--data", data, "--out", tmp_path / "x.csv", "--autotune")
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and "--autotune" in err[0] and "--compile" in err[0], res.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -13,6 +13,11 @@ its last row, which changes no row's output because a row never depends on its b
 The weights are copied into the graph at that moment: build the predictor after training, and
 build a new one if the weights change.
 
+``autotune=True`` (``--compile --autotune``) also lets Inductor benchmark, for every matmul, its
+own generated C++ GEMM kernels (AMX/AVX-512 micro-kernels with the bias and activation fused in)
+against oneDNN and keep the faster (``max_autotune``): a longer compile (about 15 s instead of
+5 for the speed benchmark's models), 1.1-1.4× faster scoring in bfloat16 (docs/speed.md).
+
 Needs a C++ compiler (Inductor's CPU backend). Personal blocks (:mod:`msmt.personal`) are not
 compiled: a run with blocks is scored by the eager path.
 """
@@ -49,15 +54,17 @@ class CompiledPredictor:
         model: a trained model (put in eval mode; its weights are frozen into the graph).
         batch_size: the one batch shape the graph is compiled for.
         precision: "fp32", or "bf16" (matmuls in bfloat16 under ``torch.autocast``).
+        autotune: Inductor's max-autotune GEMM selection (its C++ GEMM templates vs oneDNN).
     """
 
-    def __init__(self, model: MultiTaskModel, batch_size: int, precision: str = "fp32"):
+    def __init__(self, model: MultiTaskModel, batch_size: int, precision: str = "fp32", autotune: bool = False):
         check_precision(precision, "--precision")
         if batch_size < 1:
             raise ConfigError(f"--batch-size: {batch_size} must be at least 1")
         self.model = model.eval()
         self.batch_size = batch_size
         self.precision = precision
+        self.autotune = autotune
         self.device = model_device(model)
         self._forward = torch.compile(model, dynamic=False)
         self._compiled = False
@@ -76,9 +83,13 @@ class CompiledPredictor:
     def _compile(self, batch: Batch) -> dict[str, Tensor]:
         """The first call compiles. Both settings are read at compile time only, so they are patched
         here and not on every call (the patch itself has a measurable cost per call): ``freezing``
-        (weights as constants) and ``cpp_wrapper`` (the graph's calling code generated in C++)."""
+        (weights as constants), ``cpp_wrapper`` (the graph's calling code generated in C++) and,
+        with ``autotune``, ``max_autotune`` over Inductor's C++ GEMM templates and oneDNN."""
+        settings = {"freezing": True, "cpp_wrapper": True}
+        if self.autotune:
+            settings.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
         try:
-            with inductor_config.patch(freezing=True, cpp_wrapper=True):
+            with inductor_config.patch(settings):
                 out = self._forward(batch)
         except Exception as err:  # Inductor's errors (no C++ compiler, unsupported op) are long; name the way out
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

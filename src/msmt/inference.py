@@ -19,11 +19,17 @@ from msmt.models.base import MultiTaskModel
 
 @torch.no_grad()
 def predict_batches(
-    model: MultiTaskModel, data: Batch, batch_size: int = 8192, precision: str = "fp32", compiled: bool = False
+    model: MultiTaskModel,
+    data: Batch,
+    batch_size: int = 8192,
+    precision: str = "fp32",
+    compiled: bool = False,
+    autotune: bool = False,
 ) -> dict[str, np.ndarray]:
     """{task: [N]} predictions in user units (probability, expected count, value).
 
-    ``precision``: "fp32" or "bf16" (autocast); ``compiled``: through TorchInductor (msmt.compiled).
+    ``precision``: "fp32" or "bf16" (autocast); ``compiled``: through TorchInductor (msmt.compiled),
+    with ``autotune`` its max-autotune GEMM selection.
     """
     was_training = model.training
     model.eval()
@@ -35,7 +41,7 @@ def predict_batches(
     if compiled:
         from msmt.compiled import CompiledPredictor
 
-        forward = CompiledPredictor(model, min(batch_size, max(num_rows(inputs), 1)), precision)
+        forward = CompiledPredictor(model, min(batch_size, max(num_rows(inputs), 1)), precision, autotune=autotune)
     else:
 
         def forward(batch: Batch) -> dict[str, torch.Tensor]:

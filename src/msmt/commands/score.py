@@ -21,15 +21,23 @@ def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = N
 CONTEXT_HELP = "Earlier rows (CSV/Parquet) used only to build panel history; never scored."
 PRECISION_HELP = "fp32, or bf16: matmuls in bfloat16 (faster on CPUs with bf16 support; docs/speed.md)."
 COMPILE_HELP = "Score through TorchInductor (weights frozen, one graph per batch shape; needs a C++ compiler)."
+AUTOTUNE_HELP = (
+    "With --compile: let Inductor pick, per matmul, its own C++ GEMM kernels or oneDNN by timing them "
+    "(longer compile, faster scoring, most with bf16; docs/speed.md)."
+)
 
 
-def _check_precision(precision: str) -> None:
+def _check_options(precision: str, compiled: bool, autotune: bool) -> None:
+    """Before any data is read."""
     from msmt.device import check_precision
+    from msmt.errors import ConfigError
 
-    check_precision(precision, "--precision")  # before any data is read
+    check_precision(precision, "--precision")
+    if autotune and not compiled:
+        raise ConfigError("--autotune tunes the compiled graph: add --compile")
 
 
-def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool):
+def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool, autotune: bool = False):
     """Base + personal blocks when the run has them (eager), else the base model, eager or compiled."""
     from msmt.inference import predict_batches
 
@@ -38,7 +46,7 @@ def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool
         if compiled or precision != "fp32":
             typer.echo("note: personal blocks are scored eagerly in fp32 (--precision/--compile apply to the base only)", err=True)
         return preds
-    return predict_batches(run.model, encoded, batch_size, precision=precision, compiled=compiled)
+    return predict_batches(run.model, encoded, batch_size, precision=precision, compiled=compiled, autotune=autotune)
 
 
 def _personal_predictions(run, frame, encoded, batch_size: int):
@@ -66,15 +74,16 @@ def evaluate(
     context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
     precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
     compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
     from msmt.evaluation import evaluate_model
     from msmt.report import metrics_table
     from msmt.run_dir import write_json
 
-    _check_precision(precision)
+    _check_options(precision, compiled, autotune)
     run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)
-    preds = _scores(run, frame, encoded, batch_size, precision, compiled)
+    preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds)
     typer.echo(metrics_table(M, run.schema.spec.tasks))
     if out:
@@ -91,13 +100,14 @@ def predict(
     context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
     precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
     compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-row predictions: probability for binary tasks, expected value for count tasks."""
     from msmt.data.io import write_table
 
-    _check_precision(precision)
+    _check_options(precision, compiled, autotune)
     run, frame, encoded = _load(run_dir, data, with_labels=False, context=context)
-    preds = _scores(run, frame, encoded, batch_size, precision, compiled)
+    preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     result = frame.copy()
     for task, values in preds.items():
         result[f"pred_{task}"] = values
