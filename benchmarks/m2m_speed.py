@@ -33,6 +33,7 @@ from msmt.data.toy_panel import make_toy_panel, without_panel
 from msmt.losses import task_losses
 from msmt.models import build_model
 from msmt.optim import adamw
+from msmt.runtime import tune_allocator
 
 PROFILE = ["industry", "size_tier", "budget_level"]
 SIZES = {
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
+    tuned = tune_allocator()  # as the msmt command does at start (msmt.runtime)
     torch.set_num_threads(args.threads)
     toy = make_toy_panel(rows=args.rows, seed=0)
     plain = without_panel(toy)
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         text = (
             f"Command: `{cmd.strip()}` (torch {torch.__version__}, {args.rows} rows, batch {args.batch_size}, "
             f"{args.threads} threads, {args.steps} timed steps after 3 warm-up steps, {args.repeats} interleaved repeats; "
-            "ratios are medians of per-repeat ratios).\n\n"
+            f"ratios are medians of per-repeat ratios; glibc allocator thresholds raised as by the msmt command: {tuned}).\n\n"
             "Sizes: " + "; ".join(f"`{k}` = {v}" for k, v in SIZES.items() if k in args.sizes) + ". "
             "\"vs MMoE (same input)\": M2M without the panel against MMoE, M2M with the panel against MMoE "
             "reading the same panel through `history_summary`.\n\n"

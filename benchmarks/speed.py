@@ -310,6 +310,19 @@ class StackedExperts(torch.nn.Module):
         return x
 
 
+def two_lookups(encoder):
+    """FeatureEncoder.embed_fields before this round: the sparse features and the scenario id in two
+    lookups (two dense table gradients), then concatenated (no multi-valued features here)."""
+
+    def embed_fields(batch):
+        S = encoder.num_sparse
+        sparse = encoder.table(batch["sparse"] + encoder.offsets[:S])
+        scenario = encoder.table(batch["scenario"] + encoder.offsets[-1]).unsqueeze(1)
+        return torch.cat([sparse, scenario], dim=1)
+
+    return embed_fields
+
+
 def lever_variant(model, lever: str):
     """A measured-but-not-adopted change applied to a built msmt model: returns (model, optimiser)."""
     if lever == "sparse embedding grads":
@@ -321,6 +334,14 @@ def lever_variant(model, lever: str):
     if lever == "stacked experts":  # the previous M2M experts (same weights, same math)
         model.experts = StackedExperts(model.experts)
         return model, msmt_optimizer(model)
+    if lever == "two embedding lookups":  # the previous FeatureEncoder (same table, same math)
+        model.encoder.embed_fields = two_lookups(model.encoder)
+        return model, msmt_optimizer(model)
+    if lever == "out-of-place ReLU":  # MLP's ReLUs as before this round
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.ReLU):
+                mod.inplace = False
+        return model, msmt_optimizer(model)
     if lever == "torch.compile":  # the training forward compiled by TorchInductor (default mode), warmed up here
         return torch.compile(model), msmt_optimizer(model)
     raise ValueError(lever)
@@ -329,10 +350,12 @@ def lever_variant(model, lever: str):
 # model -> [(lever, precision)]: the previous expert layouts are timed in both precisions because
 # ExpertBank's gain is in bfloat16
 LEVERS = {
-    "shared_bottom": [("sparse embedding grads", "fp32")],
+    "shared_bottom": [("sparse embedding grads", "fp32"), ("two embedding lookups", "fp32"), ("two embedding lookups", "bf16")],
     "mmoe": [
         ("sparse embedding grads", "fp32"), ("separate expert MLPs", "fp32"), ("separate expert MLPs", "bf16"),
-        ("stacked experts", "fp32"), ("stacked experts", "bf16"), ("torch.compile", "fp32"),
+        ("stacked experts", "fp32"), ("stacked experts", "bf16"), ("two embedding lookups", "fp32"),
+        ("two embedding lookups", "bf16"), ("out-of-place ReLU", "fp32"), ("out-of-place ReLU", "bf16"),
+        ("torch.compile", "fp32"), ("torch.compile", "bf16"),
     ],
     "m2m": [("stacked experts", "fp32"), ("stacked experts", "bf16"), ("torch.compile", "fp32")],
 }
@@ -480,7 +503,12 @@ def allocator_child(name: str, precision: str, steps: int) -> None:
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     rate, _ = timed(step, batches[5:], warmup=0)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
-    print(json.dumps({"rate": rate, "faults": faults, "tuned": tuned}))
+    start = time.perf_counter()  # msmt's loader alone over the same rows, 5 shuffled passes
+    for p in range(5):
+        for _ in iterate_batches(data, BATCH, shuffle=True, generator=torch.Generator().manual_seed(p)):
+            pass
+    loader = 5 * data["scenario"].shape[0] / (time.perf_counter() - start)
+    print(json.dumps({"rate": rate, "faults": faults, "tuned": tuned, "loader": loader}))
 
 
 def allocator_rates(name: str, precision: str, steps: int, tune: bool) -> dict:
@@ -780,6 +808,14 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.models
         ],
         "",
+        "Own loaders, msmt bf16 vs rechub, per repeat: "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{a / b:.2f}×" for a, b in zip(pipe_r[(name, BF16)], pipe_r[(name, "rechub")]))
+            for name in args.models
+            if "rechub" in impls[name]
+        )
+        + ".",
+        "",
         *(
             [
                 f"M2M against MMoE (issue 4's target: ≥ 50% of MMoE's training samples/s at comparable hidden sizes), "
@@ -836,7 +872,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Each variant against msmt as adopted, in the same precision (\"msmt bf16 + …\": against msmt bf16). "
         "\"separate expert MLPs\" and \"stacked experts\" are the expert layers MMoE and M2M used before "
-        "`ExpertBank`, loaded with the same weights.",
+        "`ExpertBank`, loaded with the same weights; \"two embedding lookups\" and \"out-of-place ReLU\" are the "
+        "input encoder and MLP activations before this round (same math).",
         "",
         "| model | variant | train/s | per CPU-s | vs msmt (wall) | vs msmt (CPU time) |",
         "|---|---|---:|---:|---:|---:|",
@@ -861,13 +898,14 @@ def main(argv: list[str] | None = None) -> int:
         f"for both libraries in the measurements above) against glibc's defaults (`MSMT_TUNE_ALLOCATOR=0`): "
         f"fresh processes, alternated, {args.repeats} each, {n_steps} training steps after 5 warm-up steps.",
         "",
-        "| model | precision | default train/s | tuned train/s | ratio | default page faults / step | tuned page faults / step |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | precision | default train/s | tuned train/s | ratio | default page faults / step | tuned page faults / step | loader alone, default / tuned rows/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
         *[
             f"| {name} | {precision} | {med([r['rate'] for r in alloc[(name, precision, False)]]):,.0f} "
             f"| {med([r['rate'] for r in alloc[(name, precision, True)]]):,.0f} "
             f"| **{ratio([r['rate'] for r in alloc[(name, precision, True)]], [r['rate'] for r in alloc[(name, precision, False)]]):.2f}×** "
-            f"| {med([r['faults'] for r in alloc[(name, precision, False)]]):,.0f} | {med([r['faults'] for r in alloc[(name, precision, True)]]):,.0f} |"
+            f"| {med([r['faults'] for r in alloc[(name, precision, False)]]):,.0f} | {med([r['faults'] for r in alloc[(name, precision, True)]]):,.0f} "
+            f"| {med([r['loader'] for r in alloc[(name, precision, False)]]):,.0f} / {med([r['loader'] for r in alloc[(name, precision, True)]]):,.0f} |"
             for name in alloc_models
             for precision in ("fp32", "bf16")
         ],

@@ -47,19 +47,19 @@ def test_every_model_trains_and_counts_flops():
 
 
 def test_lever_variants_keep_outputs():
-    """Every lever trains, and the previous expert layouts (the A/B of ExpertBank) compute the
-    adopted model's function from the same weights."""
+    """Every lever trains, and the previous layouts (the A/B of ExpertBank, of the one-lookup
+    encoder and of in-place ReLU) compute the adopted model's function from the same weights."""
     data, schemas = speed.make_data(speed.BATCH, seed=0)
     batch = speed.msmt_batches(data, 1)[0]
-    for name in ("mmoe", "m2m"):
+    for name in ("shared_bottom", "mmoe", "m2m"):
         for lever, precision in speed.LEVERS[name]:
-            if name == "m2m" and lever == "torch.compile":
-                continue  # compiled for mmoe already; a second compile only costs test time
+            if lever == "torch.compile" and (name, precision) != ("mmoe", "fp32"):
+                continue  # compiled once already; another compile only costs test time
             torch.manual_seed(0)
             reference = speed.msmt_model(name, schemas).eval()
             torch.manual_seed(0)
             model, opt = speed.lever_variant(speed.msmt_model(name, schemas), lever)
-            if lever in ("separate expert MLPs", "stacked experts"):
+            if lever in ("separate expert MLPs", "stacked experts", "two embedding lookups", "out-of-place ReLU"):
                 with torch.no_grad():
                     want, got = reference(batch), model.eval()(batch)
                 for task in want:
