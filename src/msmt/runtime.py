@@ -4,9 +4,10 @@ PyTorch's CPU tensors come from the C library's ``malloc``. By default glibc han
 blocks back to the kernel (blocks above the mmap threshold are unmapped; free space at the top
 of the heap above the trim threshold is trimmed), so the next training step, which allocates
 the same intermediates again, faults every page back in zero-filled. An M2M step at batch 1024
-allocates several 4–8 MB intermediates and took ~1,300–2,000 minor page faults per step
-(5–8 MB of fresh pages); with the thresholds raised, under 100 and 8–15% more samples/s
-(``benchmarks/speed.py``, docs/speed.md). It is what jemalloc/tcmalloc do by default.
+allocates several 4–8 MB intermediates and took ~750–1,100 minor page faults per step with
+glibc's defaults; with the thresholds raised, a few dozen, and 1.1–1.2× the samples/s in float32
+(the "Allocator" table of ``benchmarks/speed.py``, docs/speed.md). Allocators such as jemalloc
+and tcmalloc keep freed memory in the same way.
 
 Cost: memory freed by a step stays with the process for the next one (RSS stays at its
 high-water mark instead of dropping between steps). The ``msmt`` command applies it before it

@@ -4,9 +4,9 @@ E_j = MLP_j(x), j = 1..k, all with the same layer sizes. Every expert reads the 
 their first layers are one GEMM: ``[B, in] x [in, k·h₁]`` (one weight ``first.weight``
 [k·h₁, in], expert j owning rows j·h₁ … (j+1)·h₁). Its output is split column-wise (views, no
 copy) and each expert continues on its own slice: the activation and the deeper layers run per
-expert, so their [B, h] tensors stay cache-sized. Against k separate MLPs this is 1.12× faster
-in bfloat16 training and equal in float32 (``benchmarks/speed.py``, docs/speed.md); stacking
-the deeper layers into batched matmuls instead was slower (0.84×).
+expert, so their [B, h] tensors stay cache-sized. Against k separate MLPs this is ~1.1× faster
+in bfloat16 training and equal in float32; stacking the deeper layers into batched matmuls
+instead is 0.84–0.91× in bfloat16 (the levers of ``benchmarks/speed.py``, docs/speed.md).
 """
 
 from __future__ import annotations
