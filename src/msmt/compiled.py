@@ -16,7 +16,7 @@ build a new one if the weights change.
 ``autotune=True`` (``--compile --autotune``) also lets Inductor benchmark, for every matmul, its
 own generated C++ GEMM kernels (AMX/AVX-512 micro-kernels with the bias and activation fused in)
 against oneDNN and keep the faster (``max_autotune``): a longer compile (about 15 s instead of
-5 for the speed benchmark's models), 1.1-1.4× faster scoring in bfloat16 (docs/speed.md).
+5 for the speed benchmark's models), 1.06-1.14× faster scoring in bfloat16 (docs/speed.md).
 
 Needs a C++ compiler (Inductor's CPU backend). Personal blocks (:mod:`msmt.personal`) are not
 compiled: a run with blocks is scored by the eager path.
@@ -81,7 +81,7 @@ class CompiledPredictor:
         return {t: (v if n == self.batch_size else v[:n]).float() for t, v in out.items()}
 
     def _compile(self, batch: Batch) -> dict[str, Tensor]:
-        """The first call compiles. Both settings are read at compile time only, so they are patched
+        """The first call compiles. These settings are read at compile time only, so they are patched
         here and not on every call (the patch itself has a measurable cost per call): ``freezing``
         (weights as constants), ``cpp_wrapper`` (the graph's calling code generated in C++) and,
         with ``autotune``, ``max_autotune`` over Inductor's C++ GEMM templates and oneDNN."""
