@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 MSMT   := $(VENV)/bin/msmt
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ demo: $(STAMP)
 	$(MSMT) evaluate demo/run --data demo/data/new_scenario.csv --out demo/run/new_scenario_metrics.json
 	@echo "report: demo/run/report.md; cross-scenario correlations: demo/data/plots/scenario_correlation.png"
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 clean:

@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from msmt.config import load_experiment
-from msmt.data.advertiser_sim import write_advertiser
 from msmt.data.io import atomic_write_text
 from msmt.data.loading import load_splits
 from msmt.data.panel import history_index, trailing_mean
-from msmt.evaluation import scenario_names, truth_columns
-from msmt.experiment import run_experiment
-from msmt.metrics import compute_metrics
-from msmt.report_correlation import mean_off_diagonal, plot_correlation_heatmaps
+from msmt.evaluation.correlation import mean_off_diagonal, plot_correlation_heatmaps
+from msmt.evaluation.evaluate import scenario_names, truth_columns
+from msmt.evaluation.metrics import compute_metrics
+from msmt.experiments.run import run_experiment
+from msmt.spec.config import load_experiment
+from msmt.synth.advertiser import write_advertiser
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_MD = REPO / "docs" / "results" / "advertiser.md"

@@ -1,7 +1,7 @@
 """M2M results (issue 4, item 8): models × seeds, the paper's ablations and its three
 sensitivity curves, on any experiment config (the advertiser simulator, online-ads, ...).
 
-Every number comes from ``msmt.experiment.run_experiment`` (the same code as ``msmt train``),
+Every number comes from ``msmt.experiments.run.run_experiment`` (the same code as ``msmt train``),
 one run directory per (variant, seed); the report gives mean ± std over seeds per scenario ×
 task next to the oracle (when the data has ``true_<task>`` columns), the ablation table and the
 curves for sequence length T, size of S̃ and meta-unit depth K (Zhang et al., WSDM 2022, §4).
@@ -26,12 +26,12 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from msmt.config import load_experiment  # noqa: E402
 from msmt.data.io import atomic_write_text  # noqa: E402
-from msmt.experiment import run_experiment  # noqa: E402
+from msmt.experiments.run import run_experiment  # noqa: E402
 from msmt.models.m2m import M2MParams  # noqa: E402
 from msmt.models.registry import model_names  # noqa: E402
-from msmt.provenance import same_code  # noqa: E402
+from msmt.rundir.provenance import same_code  # noqa: E402
+from msmt.spec.config import load_experiment  # noqa: E402
 
 BASELINES = ["single_task", "shared_bottom", "mmoe", "ple", "star"]
 ABLATIONS = {
@@ -111,7 +111,7 @@ def scenario_table(labels: list[str], runner: Runner, seeds: list[int], models: 
 
 
 def new_scenario_section(csv: Path, runner: Runner, seeds: list[int], models: dict, labels: list[str]) -> str:
-    """The unseen scenario: zero-shot, then fine-tuned (``msmt.finetune``) on its first days.
+    """The unseen scenario: zero-shot, then fine-tuned (``msmt.meta.finetune``) on its first days.
 
     Rows of ``csv`` from its first ``NEW_SCENARIO_SUPPORT_DAYS`` days are the labelled support
     rows; every model is scored on the later rows, zero-shot and after 50 AdamW steps (lr 1e-3) on
@@ -119,9 +119,9 @@ def new_scenario_section(csv: Path, runner: Runner, seeds: list[int], models: di
     """
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
-    from msmt.evaluation import evaluate_model
-    from msmt.finetune import finetune
-    from msmt.run_dir import load_run
+    from msmt.evaluation.evaluate import evaluate_model
+    from msmt.meta.finetune import finetune
+    from msmt.rundir.layout import load_run
 
     rows: dict[str, dict[str, list[float]]] = {}
     oracle: dict[str, list[float]] = {}

@@ -1,6 +1,6 @@
 """Training throughput of M2M vs MMoE (issue 4, item 9) and a profile of where M2M's time goes.
 
-Same data (the in-memory toy advertiser panel, msmt.data.toy_panel), same batch size, the same
+Same data (the in-memory toy advertiser panel, toy_panel), same batch size, the same
 hidden sizes for both models. Two size sets: ``issue9`` — the sizes of the issue-9 speed benchmark
 (embedding 16, experts [256, 128], towers [64], k = 4 experts; ``benchmarks/speed.py``) — and
 ``small`` (embedding 8, experts [64, 32], towers [16]), where M2M's per-row generated networks
@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from msmt.config import ModelConfig
 from msmt.data.io import atomic_write_text
 from msmt.data.tensorize import iterate_batches
-from msmt.data.toy_panel import make_toy_panel, without_panel
-from msmt.losses import task_losses
 from msmt.models import build_model
-from msmt.optim import adamw
-from msmt.runtime import tune_allocator
+from msmt.runtime.allocator import tune_allocator
+from msmt.spec.config import ModelConfig
+from msmt.training.losses import task_losses
+from msmt.training.optim import adamw
+from toy_panel import make_toy_panel, without_panel
 
 PROFILE = ["industry", "size_tier", "budget_level"]
 SIZES = {
@@ -61,7 +61,7 @@ def _loss(model, batch, tasks, bf16: bool):
 
 
 def train_throughput(model, data, tasks, batch_size: int, steps: int, bf16: bool = False, warmup: int = 3) -> float:
-    """Samples/s of forward + loss + backward + fused AdamW step (the trainer's step, msmt.train):
+    """Samples/s of forward + loss + backward + fused AdamW step (the trainer's step, msmt.training.loop):
     batch size / the median step time over ``steps`` timed batches (the median, so that a step
     slowed by another process on the shared machine does not count)."""
     opt = adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    tuned = tune_allocator()  # as the msmt command does at start (msmt.runtime)
+    tuned = tune_allocator()  # as the msmt command does at start (msmt.runtime.allocator)
     torch.set_num_threads(args.threads)
     toy = make_toy_panel(rows=args.rows, seed=0)
     plain = without_panel(toy)

@@ -1,7 +1,7 @@
 """Cost of "a model per group": 10,000 personal blocks vs 10,000 full models, time to adapt.
 
 Measured, not estimated, except where said: the blocks are really written (one safetensors file
-per group + index.json, through :func:`msmt.personal.save_blocks`); a full model is written once
+per group + index.json, through :func:`msmt.scoring.personal.save_blocks`); a full model is written once
 with the run-directory writer and its size multiplied by the number of groups (writing 10,000
 copies would only repeat the same byte count). Adaptation time is the wall-clock of
 :func:`msmt.meta.adapt` (``meta.inner_steps`` steps on K support rows) for real groups of the
@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from msmt.config import load_experiment
 from msmt.data.encoders import fit_schema
 from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame, take
 from msmt.meta import GroupIndex, adapt, split_parameters
 from msmt.meta.episodes import group_values
 from msmt.models import build_model
-from msmt.personal import forward_with_block, load_block, read_index, save_blocks
-from msmt.run_dir import save_weights
+from msmt.rundir.layout import save_weights
+from msmt.scoring.personal import forward_with_block, load_block, read_index, save_blocks
+from msmt.spec.config import load_experiment
 
 
 def disk_usage(path: Path) -> tuple[int, int]:

@@ -41,19 +41,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msmt.config import load_experiment
 from msmt.data.encoders import fit_schema
 from msmt.data.loading import load_splits, read_data
 from msmt.data.split import split_frame
 from msmt.data.tensorize import encode_frame, take
-from msmt.losses import row_loss, to_prediction
+from msmt.evaluation.metrics import binary_metrics
 from msmt.meta import adapt, meta_train, plan_meta, split_parameters
 from msmt.meta.episodes import group_values
-from msmt.metrics import binary_metrics
 from msmt.models import build_model
-from msmt.personal import forward_with_block
-from msmt.schema import SplitSpec, TaskKind
-from msmt.train import fit, seed_everything
+from msmt.scoring.personal import forward_with_block
+from msmt.spec.config import load_experiment
+from msmt.spec.dataset import SplitSpec, TaskKind
+from msmt.training.loop import fit, seed_everything
+from msmt.training.losses import row_loss, to_prediction
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 METHODS = ("base", "finetune", "scratch", *ALGORITHMS)
@@ -311,7 +311,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     if args.synth_simple:
-        from msmt.data.synthetic import write_simple
+        from msmt.synth.simple import write_simple
 
         tmp = Path(tempfile.mkdtemp(prefix="msmt_meta_"))
         write_simple(tmp, rows=args.synth_rows, seed=0)

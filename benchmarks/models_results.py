@@ -39,20 +39,20 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from msmt.auxiliary import predict_auxiliary  # noqa: E402
-from msmt.config import load_experiment, validate_experiment  # noqa: E402
 from msmt.data.encoders import fit_schema  # noqa: E402
-from msmt.data.funnel_sim import write_funnel  # noqa: E402
 from msmt.data.io import atomic_write_text, write_table  # noqa: E402
 from msmt.data.loading import load_splits  # noqa: E402
 from msmt.data.tensorize import encode_frame  # noqa: E402
-from msmt.evaluation import evaluate_model  # noqa: E402
-from msmt.inference import predict_batches  # noqa: E402
+from msmt.evaluation.auxiliary import predict_auxiliary  # noqa: E402
+from msmt.evaluation.evaluate import evaluate_model  # noqa: E402
 from msmt.models import build_model  # noqa: E402
-from msmt.provenance import source_hash  # noqa: E402
-from msmt.train import fit, seed_everything  # noqa: E402
+from msmt.rundir.provenance import source_hash  # noqa: E402
+from msmt.scoring.predict import predict_batches  # noqa: E402
+from msmt.spec.config import load_experiment, validate_experiment  # noqa: E402
+from msmt.synth.funnel import write_funnel  # noqa: E402
+from msmt.training.loop import fit, seed_everything  # noqa: E402
 
-# one cache per version of msmt's code (msmt.provenance): a code change recomputes every number
+# one cache per version of msmt's code (msmt.rundir.provenance): a code change recomputes every number
 CACHE = REPO / "benchmarks" / "out" / "models" / source_hash()[:16]
 PAGE = REPO / "docs" / "results" / "models.md"
 REAL = {"movielens": REPO / "configs" / "movielens.yaml", "census": REPO / "configs" / "census.yaml"}

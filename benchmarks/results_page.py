@@ -8,7 +8,7 @@
    ``docs/results/advertiser.md`` / ``models.md``, ``msmt synth funnel --rows 200000 --seed 0``
    as the smaller table of ``models.md``). A data folder records its parameters in
    ``synth.json``; when they change, the data and that dataset's bench cells are rebuilt.
-2. Runs ``msmt bench`` (``msmt.bench.bench``) over MovieLens MSMT, census, online ads, the
+2. Runs ``msmt bench`` (``msmt.experiments.bench.bench``) over MovieLens MSMT, census, online ads, the
    advertiser simulator and the funnel simulator × every registered model × the seeds into
    ``WORK/bench/`` (run directories stay there, git-ignored; finished cells are reused), with
    ``train.num_threads=1`` and the per-dataset model settings of ``DATASETS`` below. A model
@@ -34,13 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from msmt.bench import CELL_RECORD, ORACLE, bench, resolve_datasets
-from msmt.config import load_experiment
 from msmt.data.io import atomic_write_text, write_table
+from msmt.experiments.bench import CELL_RECORD, ORACLE, bench, resolve_datasets
 from msmt.models import model_names
+from msmt.spec.config import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "results.md"
@@ -72,8 +71,8 @@ class Dataset:
 
 def _synth(kind: str, params: dict, work: Path, name: str) -> Path:
     """Simulator data in ``work/data/<name>``, rebuilt (with its bench cells) when ``params`` change."""
-    from msmt.data.advertiser_sim import write_advertiser
-    from msmt.data.funnel_sim import write_funnel
+    from msmt.synth.advertiser import write_advertiser
+    from msmt.synth.funnel import write_funnel
 
     out = work / "data" / name
     record = {"kind": kind, **params}

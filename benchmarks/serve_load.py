@@ -43,9 +43,9 @@ def free_port() -> int:
 
 
 def train_model(work: Path, seed: int) -> Path:
-    from msmt.config import load_experiment
-    from msmt.data.synthetic import write_simple
-    from msmt.experiment import run_experiment
+    from msmt.experiments.run import run_experiment
+    from msmt.spec.config import load_experiment
+    from msmt.synth.simple import write_simple
 
     data = write_simple(work / "data", rows=5000, seed=seed)
     cfg = load_experiment(data / "experiment.yaml", ["train.epochs=1", f"train.seed={seed}"])
@@ -57,7 +57,7 @@ def train_model(work: Path, seed: int) -> Path:
 def sample_rows(run_dir: Path, n: int) -> list[dict]:
     """``n`` rows of the run's validation split, as JSON rows (feature columns only)."""
     from msmt.data.loading import load_splits
-    from msmt.run_dir import load_run
+    from msmt.rundir.layout import load_run
     from msmt.serving.request import request_columns
 
     run = load_run(run_dir)
@@ -150,7 +150,7 @@ def stage_times(run_dir: Path, n: int, reps: int = 50) -> dict[str, float]:
     import torch
 
     from msmt.data.tensorize import encode_frame
-    from msmt.run_dir import load_run
+    from msmt.rundir.layout import load_run
     from msmt.serving.encode import RowEncoder
     from msmt.serving.request import build_request_models, rows_to_frame
 
@@ -210,7 +210,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="msmt-bench-") as tmp:
         run_dir = args.run or train_model(Path(tmp), args.seed)
-        from msmt.run_dir import load_run
+        from msmt.rundir.layout import load_run
 
         run = load_run(run_dir)
         n_params = sum(p.numel() for p in run.model.parameters())
@@ -252,7 +252,7 @@ def main() -> None:
     stage_lines = ["| rows / request | " + " | ".join(next(iter(stages.values()))) + " |", "|---:|" + "---:|" * 4]
     for n, st in stages.items():
         stage_lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in st.values()) + " |")
-    model = f"{run.config.model.name}, {n_params:,} parameters" + ("" if args.run else " (trained by the script, seed %d)" % args.seed)
+    model = f"{run.config.model.name}, {n_params:,} parameters" + ("" if args.run else f" (trained by the script, seed {args.seed})")
     report = "\n".join(
         [
             f"Model: {model}. Server: `msmt serve --threads {args.threads}` (one uvicorn worker); "

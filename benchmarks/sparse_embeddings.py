@@ -4,7 +4,7 @@
 
 A ``shared_bottom`` model on the synthetic ``simple`` data with ``user_id`` hashed into B
 buckets; each step is forward, backward and the optimiser update(s) built by
-:func:`msmt.optim.build_optimizers` (AdamW, or AdamW + SparseAdam for the tables). Runs
+:func:`msmt.training.optim.build_optimizers` (AdamW, or AdamW + SparseAdam for the tables). Runs
 alternate between the two modes so that load on a shared machine hits both alike.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from msmt.config import load_experiment
 from msmt.data.encoders import fit_schema
 from msmt.data.loading import read_data
-from msmt.data.synthetic import write_simple
 from msmt.data.tensorize import encode_frame, iterate_batches
-from msmt.losses import build_balancer, task_losses
 from msmt.models import build_model
-from msmt.optim import build_optimizers
+from msmt.spec.config import load_experiment
+from msmt.synth.simple import write_simple
+from msmt.training.losses import build_balancer, task_losses
+from msmt.training.optim import build_optimizers
 
 
 def time_steps(cfg, schema, data, steps: int) -> float:

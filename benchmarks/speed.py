@@ -39,15 +39,15 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from msmt.config import ModelConfig
 from msmt.data.encoders import FittedSchema, Vocabulary
 from msmt.data.io import atomic_write_text
 from msmt.data.tensorize import iterate_batches
-from msmt.losses import task_losses
 from msmt.models import build_model
-from msmt.optim import adamw
-from msmt.runtime import tune_allocator
-from msmt.schema import DatasetSpec
+from msmt.runtime.allocator import tune_allocator
+from msmt.spec.config import ModelConfig
+from msmt.spec.dataset import DatasetSpec
+from msmt.training.losses import task_losses
+from msmt.training.optim import adamw
 
 # field name -> vocabulary size (values; each table also has padding + OOV rows)
 FIELDS = {
@@ -167,10 +167,10 @@ def rechub_model(name: str) -> torch.nn.Module | None:
 
 
 def onnx_runner(name: str, schemas: dict, batch: dict, threads: int):
-    """An (untrained) msmt model exported by msmt.export and loaded in ONNX Runtime with ``threads``."""
+    """An (untrained) msmt model exported by msmt.scoring.export and loaded in ONNX Runtime with ``threads``."""
     import tempfile
 
-    from msmt.export import OnnxRunner, write_onnx
+    from msmt.scoring.export import OnnxRunner, write_onnx
 
     torch.manual_seed(0)
     model = msmt_model(name, schemas).eval()
@@ -180,8 +180,8 @@ def onnx_runner(name: str, schemas: dict, batch: dict, threads: int):
 
 
 def compiled_predictor(name: str, schemas: dict, batch: dict, precision: str, autotune: bool = False):
-    """An (untrained) msmt model behind msmt.compiled.CompiledPredictor, compiled by one warm-up call."""
-    from msmt.compiled import CompiledPredictor
+    """An (untrained) msmt model behind msmt.scoring.compiled.CompiledPredictor, compiled by one warm-up call."""
+    from msmt.scoring.compiled import CompiledPredictor
 
     torch.manual_seed(0)
     predictor = CompiledPredictor(msmt_model(name, schemas), BATCH, precision, autotune=autotune)
@@ -191,7 +191,7 @@ def compiled_predictor(name: str, schemas: dict, batch: dict, precision: str, au
 
 # ------------------------------------------------------------------ steps
 def msmt_optimizer(model):
-    """The trainer's optimiser (fused AdamW, msmt.optim), with Adam's settings: lr 1e-3, no decay."""
+    """The trainer's optimiser (fused AdamW, msmt.training.optim), with Adam's settings: lr 1e-3, no decay."""
     return adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
 
 
@@ -428,8 +428,8 @@ def train_epochs(impl, name, model, train, epochs, schemas, seed=0):
 def test_auc(impl, name, model, test) -> tuple[float, float]:
     model.eval()
     preds = []
-    if impl in COMPILED:  # the model trained in fp32, scored through msmt.compiled
-        from msmt.compiled import CompiledPredictor
+    if impl in COMPILED:  # the model trained in fp32, scored through msmt.scoring.compiled
+        from msmt.scoring.compiled import CompiledPredictor
 
         precision, autotune = COMPILED[impl]
         predictor = CompiledPredictor(model, 8192, precision, autotune=autotune)
@@ -835,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "### Inference through ONNX Runtime",
         "",
-        f"The same msmt models exported with `msmt.export` (what `msmt export --format onnx` writes and `msmt serve "
+        f"The same msmt models exported with `msmt.scoring.export` (what `msmt export --format onnx` writes and `msmt serve "
         f"--backend onnx` runs), scored by onnxruntime with {args.threads} intra-op threads on the same batches.",
         "",
         "| model | msmt ONNX infer/s | vs msmt torch | vs rechub |",
@@ -848,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "### Inference compiled by TorchInductor (`msmt predict --compile`)",
         "",
-        "The same msmt models behind `msmt.compiled.CompiledPredictor`: `torch.compile` with Inductor's freezing "
+        "The same msmt models behind `msmt.scoring.compiled.CompiledPredictor`: `torch.compile` with Inductor's freezing "
         "(weights folded into the graph and pre-packed for oneDNN, element-wise work fused), one graph for the "
         f"batch shape, compiled before timing; {args.threads} threads, same batches. `--autotune`: Inductor's "
         "max-autotune GEMM selection (its generated C++ GEMM kernels, with AMX/AVX-512 micro-kernels and the bias and "
@@ -898,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     lines += [
         "",
-        "## Allocator (`msmt.runtime.tune_allocator`)",
+        "## Allocator (`msmt.runtime.allocator.tune_allocator`)",
         "",
         f"glibc malloc's mmap and trim thresholds raised (what the `msmt` command does at start; {'in force' if tuned else 'NOT in force'} "
         f"for both libraries in the measurements above) against glibc's defaults (`MSMT_TUNE_ALLOCATOR=0`): "

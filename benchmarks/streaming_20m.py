@@ -75,8 +75,8 @@ def generate(rows: int, out: Path, seed: int = 0) -> None:
 
 
 def train(out: Path) -> dict:
-    from msmt.config import load_experiment
-    from msmt.experiment import run_experiment
+    from msmt.experiments.run import run_experiment
+    from msmt.spec.config import load_experiment
 
     start = time.perf_counter()
     metrics = run_experiment(load_experiment(out / "experiment.yaml"), out / "run")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from msmt.config import load_dataset_spec
 from msmt.data.encoders import fit_schema
 from msmt.data.loading import read_data
-from msmt.data.synthetic import write_simple
+from msmt.spec.config import load_dataset_spec
+from msmt.synth.simple import write_simple
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -52,8 +52,8 @@ def trained_run(tmp_path_factory):
     400 synthetic rows (``msmt synth simple``), 1 epoch, small layers, ``dataset.group=user_id``;
     each distinct call trains once per session. Used by the serving and export tests.
     """
-    from msmt.config import load_experiment
-    from msmt.experiment import run_experiment
+    from msmt.experiments.run import run_experiment
+    from msmt.spec.config import load_experiment
 
     data = write_simple(tmp_path_factory.mktemp("tiny_run_data"), rows=400, seed=0)
     cache: dict[tuple, Path] = {}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from msmt.config import ModelConfig
 from msmt.data.tensorize import encode_frame
+from msmt.spec.config import ModelConfig
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
@@ -48,3 +51,8 @@ class DeviceMixCheck(TorchDispatchMode):
             if len(devices) > 1:
                 self.mixed.append((name, devices))
         return out
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``python -m msmt ARGS`` in a fresh process (what a user's shell runs)."""
+    return subprocess.run([sys.executable, "-m", "msmt", *map(str, args)], capture_output=True, text=True)

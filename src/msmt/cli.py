@@ -10,14 +10,13 @@ import sys
 
 import click
 
-from msmt.commands import app
-from msmt.commands import adapt, bench, export, score, serve, synth, train  # noqa: F401  (register commands)
-from msmt.errors import MsmtError
-from msmt.runtime import tune_allocator
+from msmt.commands import adapt, app, bench, export, score, serve, synth, train  # noqa: F401  (register commands)
+from msmt.runtime.allocator import tune_allocator
+from msmt.spec.errors import MsmtError
 
 
 def main(argv: list[str] | None = None) -> None:
-    tune_allocator()  # glibc keeps freed tensor memory for the next step (msmt.runtime)
+    tune_allocator()  # glibc keeps freed tensor memory for the next step (msmt.runtime.allocator)
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="msmt")
     except MsmtError as exc:

@@ -40,10 +40,10 @@ def adapt(
     """Few-shot adaptation: store each group's personal parameters beside the shared base."""
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
-    from msmt.errors import ConfigError
     from msmt.meta import adapt_groups, split_parameters
-    from msmt.personal import save_blocks
-    from msmt.run_dir import load_run, write_json
+    from msmt.rundir.layout import load_run, write_json
+    from msmt.scoring.personal import save_blocks
+    from msmt.spec.errors import ConfigError
 
     run = load_run(run_dir)
     spec = run.schema.spec

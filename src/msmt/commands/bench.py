@@ -17,13 +17,13 @@ def bench(
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells trained at once (worker processes)."),
 ) -> None:
     """Run the models × datasets × seeds grid (reusing finished cells) and write a leaderboard."""
-    from msmt.bench import bench as run_bench
+    from msmt.experiments.bench import bench as run_bench
     from msmt.models import model_names
 
     chosen = models or model_names()
     unknown = sorted(set(chosen) - set(model_names()))
     if unknown:
-        from msmt.errors import ConfigError
+        from msmt.spec.errors import ConfigError
 
         raise ConfigError(f"--models: unknown model(s) {unknown} (registered: {model_names()})")
     run_bench(datasets, chosen, list(range(seeds)), out, overrides or [], log=typer.echo, jobs=jobs)

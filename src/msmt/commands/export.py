@@ -17,9 +17,9 @@ def export(
     tolerance: float = typer.Option(1e-5, "--tolerance", min=0.0, help="Max abs difference allowed vs eager."),
 ) -> None:
     """Export the model with dynamic batch (and history length); fail unless it matches eager PyTorch."""
-    from msmt.errors import ConfigError
-    from msmt.export import FORMATS, export_model, validation_batch
-    from msmt.run_dir import load_run
+    from msmt.rundir.layout import load_run
+    from msmt.scoring.export import FORMATS, export_model, validation_batch
+    from msmt.spec.errors import ConfigError
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format: unknown format '{fmt}' (expected one of {list(FORMATS)})")

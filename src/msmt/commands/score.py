@@ -10,7 +10,7 @@ from msmt.commands import app
 def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = None):
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
-    from msmt.run_dir import load_run
+    from msmt.rundir.layout import load_run
 
     run = load_run(run_dir)
     frame = read_data(data, run.schema.spec)
@@ -29,8 +29,8 @@ AUTOTUNE_HELP = (
 
 def _check_options(precision: str, compiled: bool, autotune: bool) -> None:
     """Before any data is read."""
-    from msmt.device import check_precision
-    from msmt.errors import ConfigError
+    from msmt.runtime.device import check_precision
+    from msmt.spec.errors import ConfigError
 
     check_precision(precision, "--precision")
     if autotune and not compiled:
@@ -39,7 +39,7 @@ def _check_options(precision: str, compiled: bool, autotune: bool) -> None:
 
 def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool, autotune: bool = False):
     """Base + personal blocks when the run has them (eager), else the base model, eager or compiled."""
-    from msmt.inference import predict_batches
+    from msmt.scoring.predict import predict_batches
 
     preds = _personal_predictions(run, frame, encoded, batch_size)
     if preds is not None:
@@ -50,9 +50,9 @@ def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool
 
 
 def _personal_predictions(run, frame, encoded, batch_size: int):
-    """Base + each row's group block when the run has blocks (see msmt.personal), else None."""
+    """Base + each row's group block when the run has blocks (see msmt.scoring.personal), else None."""
     from msmt.meta.episodes import group_values
-    from msmt.personal import predict_with_blocks, read_index
+    from msmt.scoring.personal import predict_with_blocks, read_index
 
     group = run.schema.spec.group
     if not group or not read_index(run.path):
@@ -77,9 +77,9 @@ def evaluate(
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
-    from msmt.evaluation import evaluate_model
-    from msmt.report import metrics_table
-    from msmt.run_dir import write_json
+    from msmt.evaluation.evaluate import evaluate_model
+    from msmt.evaluation.report import metrics_table
+    from msmt.rundir.layout import write_json
 
     _check_options(precision, compiled, autotune)
     run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)

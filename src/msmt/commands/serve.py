@@ -27,9 +27,9 @@ def serve(
     import torch
     import uvicorn
 
-    from msmt.errors import ConfigError
-    from msmt.run_dir import load_run
+    from msmt.rundir.layout import load_run
     from msmt.serving.app import create_app
+    from msmt.spec.errors import ConfigError
 
     if backend not in ("torch", "onnx"):
         raise ConfigError(f"--backend: unknown backend '{backend}' (expected torch or onnx)")
@@ -37,7 +37,7 @@ def serve(
     run = load_run(run_dir)
     with tempfile.TemporaryDirectory(prefix="msmt-serve-") as tmp:
         if backend == "onnx" and onnx_file is None:
-            from msmt.export import export_model, validation_batch
+            from msmt.scoring.export import export_model, validation_batch
 
             result = export_model(run.model, validation_batch(run), "onnx", Path(tmp) / "model.onnx")
             typer.echo(f"exported ONNX (parity max abs diff {result.max_abs_diff:.2e})")

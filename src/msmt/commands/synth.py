@@ -14,7 +14,7 @@ def synth_simple(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
 ) -> None:
     """A small 4-scenario x 3-task world (click, purchase, dwell) with true_<task> columns."""
-    from msmt.data.synthetic import write_simple
+    from msmt.synth.simple import write_simple
 
     write_simple(out, rows=rows, seed=seed)
     typer.echo(f"wrote {out}/{{train,validation,test}}.csv, dataset.yaml, experiment.yaml")
@@ -28,7 +28,7 @@ def synth_advertiser(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
 ) -> None:
     """Advertisers x 6 scenarios (+ a new one) x days: impressions, clicks, cost, active, with true_<task>."""
-    from msmt.data.advertiser_sim import write_advertiser
+    from msmt.synth.advertiser import write_advertiser
 
     write_advertiser(out, advertisers=advertisers, days=days, seed=seed)
     typer.echo(
@@ -43,7 +43,7 @@ def synth_funnel(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
 ) -> None:
     """Impression -> click -> conversion (ESMM's world) with the true pCTR and pCVR of every impression."""
-    from msmt.data.funnel_sim import write_funnel
+    from msmt.synth.funnel import write_funnel
 
     write_funnel(out, rows=rows, seed=seed)
     typer.echo(f"wrote {out}/{{train,validation,test}}.csv, dataset.yaml, experiment.yaml")

@@ -1,7 +1,7 @@
 """``msmt train CONFIG [--out RUN_DIR] [--set key=value ...]`` and ``msmt train --resume RUN_DIR``.
 
 Under ``torchrun --nproc-per-node N -m msmt train CONFIG`` each process trains on its shard
-(see :mod:`msmt.distributed`); only rank 0 prints and writes.
+(see :mod:`msmt.training.distributed`); only rank 0 prints and writes.
 """
 
 import os
@@ -21,10 +21,10 @@ def train(
     resume: Path = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its checkpoint."),
 ) -> None:
     """Train a model and write a run directory (config, schema, weights, metrics, report)."""
-    from msmt.config import load_experiment
-    from msmt.errors import ConfigError
-    from msmt.experiment import run_experiment
-    from msmt.report import metrics_table
+    from msmt.evaluation.report import metrics_table
+    from msmt.experiments.run import run_experiment
+    from msmt.spec.config import load_experiment
+    from msmt.spec.errors import ConfigError
 
     if resume is not None:
         if config is not None or out is not None or overrides:

@@ -23,8 +23,8 @@ import pandas as pd
 
 from msmt.data.io import atomic_write_text
 from msmt.data.validate import numeric_column
-from msmt.errors import ConfigError
-from msmt.schema import DatasetSpec, DenseFeature, MultiSparseFeature, SparseFeature
+from msmt.spec.dataset import DatasetSpec, DenseFeature, MultiSparseFeature, SparseFeature
+from msmt.spec.errors import ConfigError
 
 PAD, OOV = 0, 1
 UNKNOWN_SCENARIO = 0
@@ -50,7 +50,7 @@ class Vocabulary:
         self._index.update({v: i + 2 for i, v in enumerate(self.values)})
 
     @classmethod
-    def fit(cls, tokens: pd.Series, min_count: int = 1) -> "Vocabulary":
+    def fit(cls, tokens: pd.Series, min_count: int = 1) -> Vocabulary:
         counts = tokens.value_counts()
         kept = sorted(str(v) for v, c in counts.items() if c >= min_count and str(v) != "")
         return cls(tuple(kept))
@@ -112,7 +112,7 @@ class DenseStats:
         return np.nan_to_num(z, nan=0.0).astype(np.float32)
 
     @classmethod
-    def fit(cls, x: np.ndarray, transform: str) -> "DenseStats":
+    def fit(cls, x: np.ndarray, transform: str) -> DenseStats:
         if transform == "log1p":
             x = np.log1p(np.clip(x, 0.0, None))
         x = x[~np.isnan(x)]
@@ -161,7 +161,7 @@ class FittedSchema:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FittedSchema":
+    def from_dict(cls, data: dict[str, Any]) -> FittedSchema:
         if data.get("version") != SCHEMA_VERSION:
             raise ConfigError(f"schema.json: unsupported version {data.get('version')!r}")
         return cls(
@@ -173,7 +173,7 @@ class FittedSchema:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "FittedSchema":
+    def load(cls, path: str | Path) -> FittedSchema:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except FileNotFoundError:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from msmt.errors import DataError
+from msmt.spec.errors import DataError
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 

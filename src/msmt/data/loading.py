@@ -8,7 +8,7 @@ import pandas as pd
 
 from msmt.data.io import read_table
 from msmt.data.split import split_frame
-from msmt.schema import DatasetSpec
+from msmt.spec.dataset import DatasetSpec
 
 
 def string_columns(spec: DatasetSpec) -> list[str]:

@@ -3,7 +3,7 @@
 M2M (Zhang et al., WSDM 2022, "Leaving No One Behind") feeds each advertiser's last T days of
 *behaviour* (categorical events: bid up, pause, ...) and *performance* (impressions, clicks,
 cost, ...) to a Transformer. This module builds those sequences for any dataset with a
-``panel:`` section (:class:`msmt.schema.PanelSpec`).
+``panel:`` section (:class:`msmt.spec.dataset.PanelSpec`).
 
 For a row of entity ``e`` at step ``t`` and a window ``W``, position ``j`` (0..W-1) holds the
 entity's row at step ``t - (W - j)``: position ``W-1`` is step ``t-1``, the most recent past
@@ -30,8 +30,8 @@ import pandas as pd
 
 from msmt.data.io import source_of
 from msmt.data.validate import numeric_column, require_columns
-from msmt.errors import DataError
-from msmt.schema import PanelSpec
+from msmt.spec.dataset import PanelSpec
+from msmt.spec.errors import DataError
 
 PAD, OOV = 0, 1
 _NS_PER_DAY = 86_400 * 10**9

@@ -7,8 +7,8 @@ import pandas as pd
 
 from msmt.data.io import source_of
 from msmt.data.validate import numeric_column, require_columns
-from msmt.errors import DataError
-from msmt.schema import SplitSpec
+from msmt.spec.dataset import SplitSpec
+from msmt.spec.errors import DataError
 
 
 def split_frame(frame: pd.DataFrame, split: SplitSpec) -> dict[str, pd.DataFrame]:

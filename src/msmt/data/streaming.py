@@ -31,8 +31,8 @@ from msmt.data.io import PARQUET_SUFFIXES, _as_text
 from msmt.data.loading import string_columns
 from msmt.data.tensorize import Batch, encode_frame, num_rows, take
 from msmt.data.validate import numeric_column, validate_frame
-from msmt.errors import ConfigError, DataError
-from msmt.schema import DatasetSpec
+from msmt.spec.dataset import DatasetSpec
+from msmt.spec.errors import ConfigError, DataError
 
 
 def open_parquet(path: str | Path) -> pq.ParquetFile:

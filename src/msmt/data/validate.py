@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from msmt.data.io import source_of
-from msmt.errors import DataError
-from msmt.schema import DatasetSpec, TaskKind
+from msmt.spec.dataset import DatasetSpec, TaskKind
+from msmt.spec.errors import DataError
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str]) -> None:

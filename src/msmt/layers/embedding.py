@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from msmt.data.encoders import FittedSchema
 from msmt.data.tensorize import Batch
 from msmt.layers.history import HistorySummary
-from msmt.schema import FeatureSet
+from msmt.spec.dataset import FeatureSet
 
 
 class FeatureEncoder(nn.Module):
@@ -60,7 +60,7 @@ class FeatureEncoder(nn.Module):
         self.out_dim = dim * n_embedded + self.num_dense + (self.history.out_dim if history else 0)
 
     @classmethod
-    def for_model(cls, schema: FittedSchema, cfg) -> "FeatureEncoder":
+    def for_model(cls, schema: FittedSchema, cfg) -> FeatureEncoder:
         """The input encoder of the shared ``model.*`` keys (scenario embedding, history summary)."""
         return cls(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary)
 

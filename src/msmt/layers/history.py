@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from msmt.data.encoders import FittedSchema
-from msmt.errors import ConfigError
+from msmt.spec.errors import ConfigError
 
 
 class HistorySummary(nn.Module):

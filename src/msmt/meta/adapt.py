@@ -10,12 +10,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from msmt.config import MetaConfig
 from msmt.data.tensorize import Batch, take, to_device
-from msmt.device import model_device
 from msmt.meta.episodes import GroupIndex, group_values
 from msmt.meta.params import ParameterSplit, adapt, objective
-from msmt.schema import Task
+from msmt.runtime.device import model_device
+from msmt.spec.config import MetaConfig
+from msmt.spec.dataset import Task
 
 
 @dataclass

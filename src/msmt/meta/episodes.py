@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msmt.data.tensorize import Batch, take
-from msmt.errors import ConfigError, DataError
 from msmt.data.io import source_of
+from msmt.data.tensorize import Batch, take
+from msmt.spec.errors import ConfigError, DataError
 
 
 def group_values(frame: pd.DataFrame, column: str, allow_missing: bool = False) -> np.ndarray:
@@ -47,7 +47,7 @@ class GroupIndex:
     def eligible(self, min_rows: int) -> list[int]:
         return [i for i, r in enumerate(self.rows) if len(r) >= min_rows]
 
-    def sampler(self, support_size: int, query_size: int, groups_per_episode: int, seed: int) -> "EpisodeSampler":
+    def sampler(self, support_size: int, query_size: int, groups_per_episode: int, seed: int) -> EpisodeSampler:
         return EpisodeSampler(self, support_size, query_size, groups_per_episode, seed)
 
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from msmt.config import MetaConfig
 from msmt.data.tensorize import Batch
-from msmt.errors import ConfigError
-from msmt.losses import task_losses
-from msmt.personal import select_parameters
-from msmt.schema import Task
+from msmt.scoring.personal import select_parameters
+from msmt.spec.config import MetaConfig
+from msmt.spec.dataset import Task
+from msmt.spec.errors import ConfigError
+from msmt.training.losses import task_losses
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,16 @@
 """Model zoo. Importing this package registers every built-in model."""
 
-from msmt.models import registry  # noqa: F401  (first: the modules below register into it)
-from msmt.models import mmoe, sbmm, shared_bottom, single_task  # noqa: F401
-from msmt.models import esmm, m2m, ple, star  # noqa: F401
+from msmt.models import (  # noqa: F401  # noqa: F401
+    esmm,
+    m2m,
+    mmoe,
+    ple,
+    registry,  # noqa: F401  (first: the modules below register into it)
+    sbmm,
+    shared_bottom,
+    single_task,
+    star,
+)
 from msmt.models.base import MultiTaskModel
 from msmt.models.registry import build_model, model_names
 

@@ -18,7 +18,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from msmt.errors import ConfigError
 from msmt.layers import MLP, FeatureEncoder
 from msmt.layers.experts import ExpertBank
 from msmt.layers.meta_attention import MetaAttention
@@ -27,6 +26,7 @@ from msmt.layers.scenario_knowledge import ScenarioKnowledge
 from msmt.layers.sequence import PanelEncoder
 from msmt.models.base import MultiTaskModel
 from msmt.models.registry import register
+from msmt.spec.errors import ConfigError
 
 
 class M2MParams(BaseModel):
@@ -58,7 +58,7 @@ class M2MParams(BaseModel):
     profile_features: tuple[str, ...] = ()  # feed S̃ only; every other feature feeds F
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "M2MParams":
+    def _heads_divide(self) -> M2MParams:
         if self.seq_dim % self.seq_heads:
             raise ValueError(f"seq_dim ({self.seq_dim}) must be divisible by seq_heads ({self.seq_heads})")
         return self

@@ -19,11 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from msmt.errors import MsmtError
-from msmt.run_dir import LoadedRun
+from msmt.rundir.layout import LoadedRun
 from msmt.serving.encode import RowEncoder
 from msmt.serving.request import build_request_models
 from msmt.serving.scorer import Scorer
+from msmt.spec.errors import MsmtError
 
 log = logging.getLogger("msmt.serve")
 MAX_ERRORS = 20

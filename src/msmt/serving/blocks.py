@@ -1,6 +1,6 @@
 """Personal blocks for serving: the index read once, blocks loaded lazily into an LRU cache.
 
-Storage and composition are :mod:`msmt.personal`'s (``RUN_DIR/blocks/index.json`` + one
+Storage and composition are :mod:`msmt.scoring.personal`'s (``RUN_DIR/blocks/index.json`` + one
 safetensors file per group; base + block through ``functional_call``). Here: which groups have
 a block, a bounded cache of loaded blocks, and a start-up check that every indexed block fits
 the model (file present, tensor names and shapes those of the base), read from the safetensors
@@ -16,8 +16,8 @@ from pathlib import Path
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from msmt.errors import ConfigError
-from msmt.personal import BLOCKS_DIR, load_block, read_index
+from msmt.scoring.personal import BLOCKS_DIR, load_block, read_index
+from msmt.spec.errors import ConfigError
 
 
 class BlockCache:

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 from msmt.data.encoders import OOV, UNKNOWN_SCENARIO, FittedSchema
 from msmt.data.tensorize import Batch, encode_frame
-from msmt.schema import FeatureSet
 from msmt.serving.request import Column, rows_to_frame
+from msmt.spec.dataset import FeatureSet
 
 
 def _text(value) -> str:

@@ -5,10 +5,10 @@ against :func:`msmt.data.tensorize.encode_frame`, the code ``msmt predict`` runs
 prediction equals the batch one. Two backends:
 
 * ``torch``: the eager model loaded from safetensors; rows whose group has a personal block
-  are scored by base + block (:func:`msmt.personal.forward_with_block`), one forward per such
+  are scored by base + block (:func:`msmt.scoring.personal.forward_with_block`), one forward per such
   group, the others by the base in one forward. No row depends on its batch-mates, so splitting
   a request by group changes nothing for any row.
-* ``onnx``: the model exported by :mod:`msmt.export` run through onnxruntime. Personal blocks
+* ``onnx``: the model exported by :mod:`msmt.scoring.export` run through onnxruntime. Personal blocks
   are baked-out of an ONNX graph, so this backend refuses to start on a run with blocks.
 """
 
@@ -21,17 +21,17 @@ import pandas as pd
 import torch
 
 from msmt.data.tensorize import Batch, encode_frame, num_rows, take
-from msmt.errors import ConfigError
-from msmt.personal import forward_with_block
-from msmt.run_dir import LoadedRun
-from msmt.schema import TaskKind
+from msmt.rundir.layout import LoadedRun
+from msmt.scoring.personal import forward_with_block
 from msmt.serving.blocks import BlockCache
+from msmt.spec.dataset import TaskKind
+from msmt.spec.errors import ConfigError
 
 BACKENDS = ("torch", "onnx")
 
 
 def to_user_units(kind: TaskKind, raw: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`msmt.losses.to_prediction` (probability / expected count / value)."""
+    """NumPy twin of :func:`msmt.training.losses.to_prediction` (probability / expected count / value)."""
     raw = raw.astype(np.float64)
     if kind == TaskKind.BINARY:
         return 1.0 / (1.0 + np.exp(-raw))
@@ -44,7 +44,7 @@ class Scorer:
     """Encoded rows in, ``({task: ndarray[N]}, personal: ndarray[N] bool)`` out.
 
     Args:
-        run: a loaded run (``msmt.run_dir.load_run``).
+        run: a loaded run (``msmt.rundir.layout.load_run``).
         backend: ``torch`` or ``onnx``.
         onnx_path: the exported model for the ``onnx`` backend.
         block_cache_size: personal blocks kept in memory (LRU).
@@ -76,7 +76,7 @@ class Scorer:
                 )
             if onnx_path is None:
                 raise ConfigError("--backend onnx needs an exported model file")
-            from msmt.export import OnnxRunner
+            from msmt.scoring.export import OnnxRunner
 
             self._onnx = OnnxRunner(onnx_path, threads)
 

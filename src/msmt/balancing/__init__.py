@@ -1,7 +1,0 @@
-"""Loss-balancing strategies beyond fixed weights; importing the package registers them.
-
-``msmt.losses.balancer_names()`` imports this package, so every strategy here is selectable
-with ``loss.strategy`` and configurable in ``loss.<strategy>.*``.
-"""
-
-from msmt.balancing import dwa, gradnorm, pcgrad, uncertainty  # noqa: F401

@@ -1,0 +1,39 @@
+"""Score a table with a model and compute the grouped metrics (with the oracle when possible)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from msmt.data.tensorize import Batch
+from msmt.data.validate import numeric_column
+from msmt.evaluation.metrics import compute_metrics
+from msmt.models.base import MultiTaskModel
+from msmt.scoring.predict import predict_batches
+
+TRUTH_PREFIX = "true_"
+
+
+def scenario_names(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return frame[column].astype("string").fillna("<NA>").to_numpy(dtype=object)
+
+
+def truth_columns(frame: pd.DataFrame, task_names: list[str]) -> dict[str, np.ndarray]:
+    """``true_<task>`` columns (the simulators' expected values), when present."""
+    return {t: numeric_column(frame, TRUTH_PREFIX + t) for t in task_names if TRUTH_PREFIX + t in frame.columns}
+
+
+def evaluate_model(
+    model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192, preds: dict | None = None
+) -> dict:
+    """The ``M`` block of DESIGN.md for ``frame`` (encoded as ``data``, labels included).
+
+    ``preds`` (task -> [N]) replaces the model's own predictions, e.g. base + personal blocks.
+    """
+    spec = model.schema.spec
+    if preds is None:
+        preds = predict_batches(model, data, batch_size)
+    labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
+    return compute_metrics(
+        spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names)
+    )

@@ -1,0 +1,332 @@
+"""``msmt bench``: models × datasets × seeds, one leaderboard.
+
+Every cell is an ordinary ``msmt train`` run (``--set model.name=M --set train.seed=S``) in
+``OUT/runs/<dataset>/<model>/seed<S>``; a finished cell is reused when it was trained with the same
+overrides by the same code (its ``provenance.json`` source hash, :mod:`msmt.rundir.provenance`), so an
+interrupted or extended grid only runs what is missing, and a code change retrains every cell.
+The leaderboard reports the *test* split when the runs have one (else validation): mean ± std over seeds per scenario × task and
+overall, plus the oracle where the data carry ``true_<task>`` columns.
+
+A dataset is a config path, a name meaning ``configs/<name>.yaml``, or ``NAME=PATH`` (two
+simulators both write ``experiment.yaml``: the name keeps their cells apart). ``cell_overrides``
+adds settings per dataset and model (``{"advertiser_sim": {"m2m": [...]}}``, ``"*"`` = every
+model); each cell records its overrides in ``bench.json`` and is retrained when they change.
+
+A model that does not apply to a dataset is a **n/a** cell with a one-line reason, never a silent
+gap: either the model class says so before any training (``MultiTaskModel.not_applicable``, e.g.
+ESMM without a ``product_of`` task) or the run raises :class:`ConfigError` before training (e.g.
+the model builder rejecting a setting); the reason is kept in ``OUT/runs/<dataset>/<model>/
+not_applicable.json``. ``jobs`` > 1 trains that many cells at once in worker processes.
+
+Outputs: ``OUT/leaderboard.csv`` (long form), ``OUT/not_applicable.csv`` (dataset, model, reason),
+``OUT/leaderboard.md``, ``OUT/plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from msmt.data.io import atomic_write_text, write_table  # noqa: E402
+from msmt.experiments.run import run_experiment  # noqa: E402
+from msmt.models.registry import model_class  # noqa: E402
+from msmt.rundir.provenance import same_code  # noqa: E402
+from msmt.spec.config import load_experiment  # noqa: E402
+from msmt.spec.errors import ConfigError  # noqa: E402
+
+PRIMARY = {"binary": ["auc", "logloss"], "count": ["smape", "nmae"], "regression": ["smape", "nmae"]}
+ORACLE = "oracle"
+CELL_RECORD = "bench.json"  # in a cell's run directory: its overrides and training seconds
+NOT_APPLICABLE = "not_applicable.json"  # in OUT/runs/<dataset>/<model>/
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    config: Path
+    model: str
+    seed: int
+    extra: tuple[str, ...] = field(default=())  # per-dataset / per-model overrides
+
+    def run_dir(self, out: Path) -> Path:
+        return out / "runs" / self.dataset / self.model / f"seed{self.seed}"
+
+    def overrides(self, common: Sequence[str]) -> list[str]:
+        return [f"model.name={self.model}", f"train.seed={self.seed}", "train.progress=false", *common, *self.extra]
+
+
+def resolve_dataset(name: str, configs_dir: Path = Path("configs")) -> Path:
+    """A config path, or a name meaning ``configs/<name>.yaml``."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"{path}: no such config file")
+        return path
+    candidate = configs_dir / f"{name}.yaml"
+    if not candidate.exists():
+        raise ConfigError(f"dataset '{name}': no config {candidate}")
+    return candidate
+
+
+def resolve_datasets(datasets: Sequence[str], configs_dir: Path = Path("configs")) -> dict[str, Path]:
+    """``{name: config}`` from config paths, config names or ``NAME=PATH``; names must be unique."""
+    configs: dict[str, Path] = {}
+    for item in datasets:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = (Path(item).stem if Path(item).suffix else item), item
+        if not name:
+            raise ConfigError(f"--datasets '{item}': empty dataset name")
+        if name in configs:
+            raise ConfigError(f"--datasets: two datasets are called '{name}'; name them NAME=PATH")
+        configs[name] = resolve_dataset(path, configs_dir)
+    return configs
+
+
+def not_applicable(cfg) -> str | None:
+    """Why ``cfg.model.name`` cannot run on ``cfg.dataset`` (None: it can), from the model class."""
+    return model_class(cfg.model.name).not_applicable(cfg.dataset)
+
+
+def _na_path(cell: Cell, out: Path) -> Path:
+    return cell.run_dir(out).parent / NOT_APPLICABLE
+
+
+def cell_not_applicable(cell: Cell, out: Path, common: Sequence[str]) -> str | None:
+    """The recorded n/a reason of a cell (any seed), if it was recorded with the same overrides."""
+    path = _na_path(cell, out)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    same = record.get("overrides") == [o for o in cell.overrides(common) if not o.startswith("train.seed=")]
+    return record["reason"] if same else None
+
+
+def _is_done(cell: Cell, out: Path, common: Sequence[str]) -> bool:
+    """Finished, with the same overrides, by the same code (msmt.rundir.provenance): else it is trained again."""
+    run_dir = cell.run_dir(out)
+    record = run_dir / CELL_RECORD
+    if not (run_dir / "metrics.json").exists() or not record.exists() or not same_code(run_dir):
+        return False
+    return json.loads(record.read_text()).get("overrides") == cell.overrides(common)
+
+
+def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str | None, float]:
+    """Run one cell; returns ("trained" | "n/a", reason, seconds). Also the worker-process entry point."""
+    overrides = cell.overrides(common)
+    cfg = load_experiment(cell.config, overrides)  # a bad override is a bench error, not an n/a
+    start = time.perf_counter()
+    reason = not_applicable(cfg)
+    if reason is None:
+        try:
+            run_experiment(cfg, cell.run_dir(out))
+        except ConfigError as exc:  # raised before training: this model × data cannot run
+            reason = str(exc)
+    seconds = time.perf_counter() - start
+    if reason is not None:
+        record = {"reason": reason.splitlines()[0], "overrides": [o for o in overrides if not o.startswith("train.seed=")]}
+        _na_path(cell, out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(_na_path(cell, out), json.dumps(record, indent=1))
+        return "n/a", record["reason"], seconds
+    atomic_write_text(cell.run_dir(out) / CELL_RECORD, json.dumps({"overrides": overrides, "seconds": round(seconds, 2)}, indent=1))
+    return "trained", None, seconds
+
+
+def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, jobs: int = 1) -> dict[tuple[str, str], str]:
+    """Train what is missing; returns ``{(dataset, model): reason}`` for the n/a cells.
+
+    Cells run seed-major (every model's first seed first), so an interrupted grid is usable.
+    """
+    na: dict[tuple[str, str], str] = {}
+    todo: list[Cell] = []
+    order = sorted(cells, key=lambda c: c.seed)  # stable: datasets and models keep their order
+    for i, cell in enumerate(order, 1):
+        key = (cell.dataset, cell.model)
+        reason = na.get(key) or cell_not_applicable(cell, out, overrides)
+        if reason is None and not _is_done(cell, out, overrides):
+            cfg = load_experiment(cell.config, cell.overrides(overrides))
+            reason = not_applicable(cfg)  # cheap: no data read
+        if reason is not None:
+            na[key] = reason
+            log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")
+        elif _is_done(cell, out, overrides):
+            log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: done, reused")
+        else:
+            todo.append(cell)
+
+    def report(cell: Cell, result: tuple[str, str | None, float], prefix: str = "") -> None:
+        status, reason, seconds = result
+        if status == "n/a":
+            na[(cell.dataset, cell.model)] = reason
+            log(f"{prefix}{cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")
+        else:
+            log(f"{prefix}{cell.dataset} {cell.model} seed {cell.seed}: trained in {seconds:.0f} s")
+
+    if jobs <= 1:
+        for j, cell in enumerate(todo, 1):
+            if (cell.dataset, cell.model) in na:
+                continue
+            log(f"[{j}/{len(todo)} to train] {cell.dataset} {cell.model} seed {cell.seed}: training")
+            report(cell, train_cell(cell, out, overrides))
+    elif todo:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(train_cell, cell, out, list(overrides)): cell for cell in todo}
+            log(f"{len(todo)} cell(s) to train, {jobs} at a time")
+            for done, future in enumerate(as_completed(futures), 1):
+                report(futures[future], future.result(), f"[{done}/{len(todo)}] ")
+    return na
+
+
+def _records(cell: Cell, metrics: dict) -> list[dict]:
+    split = "test" if "test" in metrics else "val"
+    M = metrics[split]
+    rows = []
+    for source, block in ((cell.model, M), (ORACLE, M.get(ORACLE))):
+        if block is None:
+            continue
+        groups = {"overall": block["overall"], **block["scenarios"]}
+        for scen, tasks in groups.items():
+            for task, values in tasks.items():
+                for metric, value in values.items():
+                    if metric == "rows" or value is None:
+                        continue
+                    rows.append(
+                        dict(dataset=cell.dataset, model=source, seed=cell.seed, split=split, scenario=scen,
+                             task=task, metric=metric, value=float(value), rows=values["rows"])
+                    )
+    return rows
+
+
+def collect(cells: list[Cell], out: Path) -> pd.DataFrame:
+    """Long-form per-seed records; the oracle appears once per seed as model ``oracle``."""
+    records = []
+    for cell in cells:
+        if not (cell.run_dir(out) / "metrics.json").exists():  # n/a
+            continue
+        metrics = json.loads((cell.run_dir(out) / "metrics.json").read_text())
+        records += _records(cell, metrics)
+    frame = pd.DataFrame(records)
+    oracle = frame["model"] == ORACLE
+    return pd.concat([frame[~oracle], frame[oracle].drop_duplicates(["dataset", "seed", "scenario", "task", "metric"])])
+
+
+def summarise(per_seed: pd.DataFrame) -> pd.DataFrame:
+    keys = ["dataset", "split", "model", "scenario", "task", "metric"]
+    agg = per_seed.groupby(keys, sort=False).agg(
+        mean=("value", "mean"), std=("value", lambda v: float(np.std(v))), seeds=("seed", "nunique"), rows=("rows", "first")
+    )
+    return agg.reset_index()
+
+
+def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: list[str],
+             na: Mapping[tuple[str, str], str] | None = None) -> str:
+    na = dict(na or {})
+    lines = ["# Leaderboard", "", "Mean ± std over seeds; split = test when the dataset has one. "
+             "`oracle` = the data's true expected values used as predictions (the best achievable).", ""]
+    for dataset in kinds:
+        part = summary[summary["dataset"] == dataset] if len(summary) else summary
+        dataset_na = [(m, r) for (d, m), r in na.items() if d == dataset]
+        if part.empty:
+            lines += [f"## {dataset} (no results)", ""]
+        else:
+            seeds = int(part["seeds"].max())
+            lines += [f"## {dataset} ({part['split'].iloc[0]} split, {seeds} seed(s))", ""]
+        if dataset_na:
+            lines += ["Not applicable:", "", *[f"* `{m}`: n/a — {r}" for m, r in dataset_na], ""]
+        if part.empty:
+            continue
+        scenarios = ["overall", *[s for s in part["scenario"].unique() if s != "overall"]]
+        for task, kind in kinds[dataset].items():
+            for metric in PRIMARY[kind]:
+                sub = part[(part["task"] == task) & (part["metric"] == metric)]
+                if sub.empty:
+                    continue
+                lines += [f"**{task} — {metric}**", "", "| model | " + " | ".join(scenarios) + " |",
+                          "|" + "---|" * (len(scenarios) + 1)]
+                for model in [*models, ORACLE]:
+                    msub = sub[sub["model"] == model].set_index("scenario")
+                    if msub.empty:
+                        continue
+                    cells = [f"{msub.loc[s, 'mean']:.4f} ± {msub.loc[s, 'std']:.4f}" if s in msub.index else "–" for s in scenarios]
+                    lines.append(f"| {model} | " + " | ".join(cells) + " |")
+                lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], out: Path) -> list[Path]:
+    paths = []
+    for dataset, part in summary.groupby("dataset", sort=False):
+        for task, kind in kinds[dataset].items():
+            metric = PRIMARY[kind][0]
+            sub = part[(part["task"] == task) & (part["metric"] == metric) & (part["scenario"] == "overall")]
+            if sub.empty:
+                continue
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+            ax.bar(sub["model"], sub["mean"], yerr=sub["std"], capsize=4, color="#4c72b0")
+            lo = (sub["mean"] - sub["std"]).min()
+            hi = (sub["mean"] + sub["std"]).max()
+            pad = max((hi - lo) * 0.3, 1e-3)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_title(f"{dataset}: {task} {metric} (overall, mean ± std)")
+            ax.tick_params(axis="x", rotation=20)
+            ax.grid(axis="y", alpha=0.3)
+            fig.tight_layout()
+            path = out / "plots" / f"{dataset}_{task}_{metric}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def bench(
+    datasets: list[str],
+    models: list[str],
+    seeds: list[int],
+    out: Path,
+    overrides: list[str] | None = None,
+    log=print,
+    cell_overrides: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    jobs: int = 1,
+) -> pd.DataFrame:
+    """Run (or reuse) the grid and write the leaderboard files; returns the summary table.
+
+    ``summary.attrs["not_applicable"]`` holds ``{(dataset, model): reason}``.
+    """
+    overrides = list(overrides or [])
+    cell_overrides = dict(cell_overrides or {})
+    configs = resolve_datasets(datasets)
+    unknown = sorted(set(cell_overrides) - set(configs))
+    if unknown:
+        raise ConfigError(f"cell overrides for unknown dataset(s) {unknown} (datasets: {list(configs)})")
+
+    def extra(dataset: str, model: str) -> tuple[str, ...]:
+        per = cell_overrides.get(dataset, {})
+        return (*per.get("*", ()), *per.get(model, ()))
+
+    cells = [Cell(name, cfg, m, s, extra(name, m)) for name, cfg in configs.items() for m in models for s in seeds]
+    na = run_cells(cells, out, overrides, log, jobs)
+    records = collect(cells, out)
+    summary = summarise(records) if len(records) else pd.DataFrame(columns=["dataset", "split", "model", "scenario", "task", "metric", "mean", "std", "seeds", "rows"])
+    kinds = {name: {t.name: t.kind.value for t in load_experiment(cfg).dataset.tasks} for name, cfg in configs.items()}
+    write_table(summary, out / "leaderboard.csv")
+    na_rows = [dict(dataset=d, model=m, reason=r) for (d, m), r in na.items()]
+    write_table(pd.DataFrame(na_rows, columns=["dataset", "model", "reason"]), out / "not_applicable.csv")
+    plots = plot(summary, kinds, out)
+    text = markdown(summary, kinds, models, na)
+    text += "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
+    atomic_write_text(out / "leaderboard.md", text)
+    summary.attrs["not_applicable"] = na
+    return summary

@@ -1,0 +1,269 @@
+"""Typed experiment config: YAML in, validated values out; unknown keys are errors.
+
+Layering (lowest to highest): defaults < the YAML file < ``--set key=value`` overrides.
+The ``dataset`` key is either an inline dataset config or a path to one (resolved relative to
+the experiment file); data file paths are resolved relative to the dataset config, and the
+resolved, self-contained config is what a run directory stores as ``config.yaml``.
+
+Model-specific hyperparameters live in a sub-section named after the model
+(``model.mmoe.num_experts``); each model validates its own section (see
+:mod:`msmt.models.registry`), so a misspelt key is reported with its full path.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from msmt.spec.dataset import DatasetSpec
+from msmt.spec.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _validate_section(cls: type[BaseModel], value: Any, prefix: str) -> BaseModel:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls.model_validate(value or {})
+    except ValidationError as err:
+        raise ValueError(_format_validation_error(err, prefix)) from None
+
+
+class ModelConfig(Strict):
+    """Hyperparameters shared by every model; per-model sections are validated by the model."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = "shared_bottom"
+    embedding_dim: int = Field(default=16, ge=1)
+    hidden_dims: list[int] = Field(default_factory=lambda: [128, 64])
+    tower_dims: list[int] = Field(default_factory=lambda: [32])
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    activation: Literal["relu", "gelu", "silu"] = "relu"
+    use_scenario_feature: bool = True
+    history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
+
+    @model_validator(mode="after")
+    def _validate_sections(self) -> ModelConfig:
+        from msmt.models.registry import model_names, params_class
+
+        if self.name not in model_names():
+            raise ValueError(f"unknown model '{self.name}' (registered: {model_names()})")
+        for key, value in (self.model_extra or {}).items():
+            if key not in model_names():
+                raise ValueError(f"unknown key 'model.{key}'")
+            self.model_extra[key] = _validate_section(params_class(key), value, f"model.{key}.")
+        return self
+
+    def params(self) -> BaseModel:
+        """The validated section of the selected model (defaults when absent)."""
+        from msmt.models.registry import params_class
+
+        section = (self.model_extra or {}).get(self.name)
+        return section if section is not None else params_class(self.name)()
+
+
+# ``train.device`` values (resolved to a torch.device, CUDA availability checked, by msmt.runtime.device)
+DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+
+class TrainConfig(Strict):
+    seed: int = 0
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-5, ge=0.0)
+    patience: int = Field(default=3, ge=1)
+    monitor: str = "loss"  # "loss" or "<task>.<metric>", e.g. "click.auc"
+    max_grad_norm: float | None = None
+    num_threads: int | None = None
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (msmt.runtime.device.resolve_device)
+    progress: bool = True
+    eval_batch_size: int = Field(default=8192, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)  # optimiser steps between checkpoints
+    streaming: bool = False  # read the training Parquet file by row group (msmt.data.streaming)
+    shuffle_buffer: int = Field(default=65536, ge=1)  # rows shuffled together when streaming
+    num_workers: int = Field(default=0, ge=0)  # data-loader worker processes when streaming
+    sparse_embeddings: bool = False  # sparse gradients + SparseAdam for embedding tables (msmt.training.optim)
+    # "bf16": forward passes of training under torch.autocast(bfloat16) — matmuls in bfloat16,
+    # weights, gradients, losses and the optimiser in float32 (docs/speed.md for speed and AUC)
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"'{value}' is not a device (use cpu, cuda, cuda:N or auto)")
+        return value
+
+
+class LossConfig(Strict):
+    """How task losses are combined (see :mod:`msmt.training.losses`)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    strategy: str = "fixed"
+
+    @model_validator(mode="after")
+    def _validate_strategy(self) -> LossConfig:
+        from msmt.training.losses import balancer_names, balancer_params_class
+
+        if self.strategy not in balancer_names():
+            raise ValueError(f"unknown loss strategy '{self.strategy}' (registered: {balancer_names()})")
+        for key, value in (self.model_extra or {}).items():
+            if key not in balancer_names():
+                raise ValueError(f"unknown key 'loss.{key}'")
+            self.model_extra[key] = _validate_section(balancer_params_class(key), value, f"loss.{key}.")
+        return self
+
+    def params(self) -> BaseModel:
+        from msmt.training.losses import balancer_params_class
+
+        section = (self.model_extra or {}).get(self.strategy)
+        return section if section is not None else balancer_params_class(self.strategy)()
+
+
+class MetaConfig(Strict):
+    """Meta-learning per group (see :mod:`msmt.meta_learning`): which parameters are personal,
+    how episodes are drawn and how the inner and outer loops run. ``algorithm: none`` trains
+    conventionally; ``msmt adapt`` still uses ``personal``, ``inner_steps`` and ``inner_lr``."""
+
+    algorithm: Literal["none", "maml", "fomaml", "reptile"] = "none"
+    personal: list[str] = Field(default_factory=lambda: ["towers.*"], min_length=1)  # globs over parameter names
+    shared: list[str] = Field(default_factory=lambda: ["*"])  # trained in the outer loop; the rest is frozen
+    support_size: int = Field(default=10, ge=1)
+    query_size: int = Field(default=20, ge=1)
+    groups_per_episode: int = Field(default=8, ge=1)
+    episodes: int = Field(default=200, ge=0)
+    inner_steps: int = Field(default=3, ge=0)
+    inner_lr: float = Field(default=0.1, gt=0.0)
+    inner_max_grad_norm: float | None = Field(default=5.0, gt=0.0)  # None: no clipping in the inner loop
+    outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    outer_lr: float = Field(default=1e-3, gt=0.0)
+    seed: int = 0
+
+
+class ExperimentConfig(Strict):
+    dataset: DatasetSpec
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    meta: MetaConfig = Field(default_factory=MetaConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
+        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            standalone = msg.startswith("unknown key") or msg.startswith(prefix or "\0")
+            parts.append(msg if standalone or not loc else f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _resolve_files(dataset: dict[str, Any], base: Path) -> dict[str, Any]:
+    files = dataset.get("files")
+    if isinstance(files, dict):
+        resolved = {}
+        for key, value in files.items():
+            if isinstance(value, str) and not Path(value).is_absolute():
+                value = str((base / value).resolve())
+            resolved[key] = value
+        dataset = {**dataset, "files": resolved}
+    return dataset
+
+
+def load_dataset_spec(path: str | Path) -> DatasetSpec:
+    """Read a dataset config YAML; file paths become absolute."""
+    path = Path(path)
+    raw = _resolve_files(_read_yaml(path), path.parent)
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {_format_validation_error(err)}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"model.name=mmoe"`` -> (["model", "name"], "mmoe"); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set '{text}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load an experiment YAML (dataset inline or by path), apply overrides, validate."""
+    path = Path(path)
+    data = _read_yaml(path)
+    dataset = data.get("dataset")
+    if isinstance(dataset, str):
+        ds_path = (path.parent / dataset).resolve()
+        data["dataset"] = _resolve_files(_read_yaml(ds_path), ds_path.parent)
+    elif isinstance(dataset, dict):
+        data["dataset"] = _resolve_files(dataset, path.parent)
+    elif dataset is None:
+        raise ConfigError(f"{path}: missing key 'dataset'")
+    data = apply_overrides(data, list(overrides or []))
+    return validate_experiment(data, source=str(path))
+
+
+def validate_experiment(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format_validation_error(err)}") from None
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

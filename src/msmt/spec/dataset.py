@@ -1,0 +1,284 @@
+"""Dataset specification: features, tasks and scenarios as frozen, validated values.
+
+A dataset config (YAML) is parsed into a :class:`DatasetSpec`. Every spec is immutable
+(``frozen=True``) and rejects unknown keys (``extra="forbid"``), so a typo in a YAML file
+is an error that names the key. Specs never own tensors or ``nn.Module`` objects: the
+fitted encoders live in :mod:`msmt.data.encoders` and the layers in :mod:`msmt.layers`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Spec(BaseModel):
+    """Base for every spec: immutable and strict about keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskKind(str, Enum):
+    """What a task predicts; decides its output, loss and metrics."""
+
+    BINARY = "binary"  # output: logit; loss: BCE; metrics: auc, logloss
+    COUNT = "count"  # output: log-rate; loss: Poisson NLL; metrics: smape, nmae, mape, rmse, deviance
+    REGRESSION = "regression"  # output: value; loss: MSE; metrics: smape, nmae, mape, rmse
+
+
+class Task(Spec):
+    """One prediction target.
+
+    ``product_of`` declares a task whose probability is the product of other binary tasks'
+    probabilities (ESMM's CTCVR = CTR x CVR); such a model composes it itself and the trainer
+    needs no special case.
+    """
+
+    name: str
+    label: str
+    kind: TaskKind
+    weight: float = Field(default=1.0, ge=0.0)
+    product_of: tuple[str, ...] = ()
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: object) -> object:
+        allowed = [k.value for k in TaskKind]
+        if isinstance(value, str) and value not in allowed:
+            raise ValueError(f"unknown task kind '{value}' (expected one of {allowed})")
+        return value
+
+
+class AuxiliaryOutput(Spec):
+    """A model output with no training label, used as a factor of a ``product_of`` task.
+
+    ESMM's CVR tower is the example: pCVR is never fitted on its own (only through
+    pCTCVR = pCTR x pCVR over all impressions) but is a prediction users want. A model
+    returns these through ``auxiliary_outputs(batch)``, never from ``forward`` (whose keys
+    are exactly the tasks). ``label`` optionally names an evaluation-only column (e.g. the
+    simulator's counterfactual conversion of every impression); it is never a feature.
+    """
+
+    name: str
+    kind: TaskKind = TaskKind.BINARY
+    label: str | None = None
+
+
+class SparseFeature(Spec):
+    """A categorical column, embedded through a vocabulary with an out-of-vocabulary index.
+
+    ``hash_buckets``: instead of a vocabulary, hash each value into this many embedding rows
+    (for vocabularies too large to hold; colliding values share a row). ``features.hash_buckets``
+    sets it for every sparse feature that does not set its own.
+    """
+
+    name: str
+    column: str
+    min_count: int = Field(default=1, ge=1)
+    hash_buckets: int | None = Field(default=None, ge=1)
+
+
+class DenseFeature(Spec):
+    """A numeric column, standardised with training-split statistics (optionally after log1p)."""
+
+    name: str
+    column: str
+    transform: Literal["none", "log1p"] = "none"
+
+
+class MultiSparseFeature(Spec):
+    """A multi-valued categorical column ("Comedy Romance"), mean-pooled over its values."""
+
+    name: str
+    column: str
+    separator: str = " "
+    max_length: int = Field(default=8, ge=1)
+    min_count: int = Field(default=1, ge=1)
+
+
+def _named(items: list, default_kind: str) -> list:
+    """Accept ``[col, ...]`` as shorthand for ``[{name: col, column: col}, ...]``."""
+    out = []
+    for item in items or []:
+        if isinstance(item, str):
+            out.append({"name": item, "column": item})
+        elif isinstance(item, dict) and "column" in item and "name" not in item:
+            out.append({**item, "name": item["column"]})
+        elif isinstance(item, dict) and "name" in item and "column" not in item:
+            out.append({**item, "column": item["name"]})
+        else:
+            out.append(item)
+    return out
+
+
+class FeatureSet(Spec):
+    """Feature columns grouped by kind."""
+
+    sparse: tuple[SparseFeature, ...] = ()
+    dense: tuple[DenseFeature, ...] = ()
+    multi_sparse: tuple[MultiSparseFeature, ...] = ()
+    hash_buckets: int | None = Field(default=None, ge=1)  # default for every sparse feature
+
+    @model_validator(mode="after")
+    def _default_buckets(self) -> FeatureSet:
+        if self.hash_buckets is not None:
+            filled = tuple(
+                f if f.hash_buckets is not None else f.model_copy(update={"hash_buckets": self.hash_buckets})
+                for f in self.sparse
+            )
+            object.__setattr__(self, "sparse", filled)
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        if isinstance(data, dict):
+            data = dict(data)
+            for kind in ("sparse", "dense", "multi_sparse"):
+                if kind in data:
+                    data[kind] = _named(data[kind], kind)
+        return data
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.column for f in (*self.sparse, *self.dense, *self.multi_sparse)]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in (*self.sparse, *self.dense, *self.multi_sparse)]
+
+
+class ScenarioSpec(Spec):
+    """The scenario column and, optionally, the attributes that describe each scenario.
+
+    Attributes (traffic volume, ad format, ...) are what M2M builds its scenario knowledge
+    from; they also let a model score a scenario it never saw in training.
+    """
+
+    column: str
+    attributes: FeatureSet = FeatureSet()
+
+
+class SplitSpec(Spec):
+    """How to carve validation/test splits out of the training file when they are not given."""
+
+    method: Literal["random", "time"] = "random"
+    time_column: str | None = None
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _time_needs_column(self) -> SplitSpec:
+        if self.method == "time" and not self.time_column:
+            raise ValueError("split.method 'time' needs split.time_column")
+        return self
+
+
+class FileSet(Spec):
+    """Data files (CSV or Parquet). Paths are resolved relative to the dataset config."""
+
+    train: str
+    validation: str | None = None
+    test: str | None = None
+
+
+class PanelSpec(Spec):
+    """Trailing-window history of an (entity, time) panel: what M2M's sequences are built from.
+
+    Each row is one entity (``keys``) at one time step (``time``: integer steps, or dates read
+    as days). Its history is the ``window`` steps before its own step: the ``metrics`` columns
+    (log1p, then standardised with training statistics) and the categorical ``event`` column,
+    with a mask for steps the entity has no row for. A row's own step is never part of it.
+    """
+
+    keys: tuple[str, ...]
+    time: str
+    window: int = Field(default=14, ge=1, le=366)
+    metrics: tuple[str, ...] = ()
+    event: str | None = None
+
+    @model_validator(mode="after")
+    def _something_to_track(self) -> PanelSpec:
+        if not self.keys:
+            raise ValueError("panel.keys: at least one entity key column is required")
+        if not self.metrics and not self.event:
+            raise ValueError("panel: declare 'metrics' and/or 'event'")
+        if self.time in self.keys:
+            raise ValueError(f"panel.time '{self.time}' must not also be a key column")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.keys, self.time, *self.metrics, *([self.event] if self.event else [])]
+
+
+class DatasetSpec(Spec):
+    """Everything msmt needs to know about a dataset: files, scenario, features, tasks."""
+
+    name: str = "dataset"
+    files: FileSet
+    split: SplitSpec = SplitSpec()
+    scenario: ScenarioSpec
+    features: FeatureSet = FeatureSet()
+    tasks: tuple[Task, ...]
+    auxiliary: tuple[AuxiliaryOutput, ...] = ()
+    sample_weight: str | None = None
+    group: str | None = None
+    panel: PanelSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        if not self.tasks:
+            raise ValueError("tasks: at least one task is required")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks: duplicate task names in {names}")
+        aux = [a.name for a in self.auxiliary]
+        if len(set(names + aux)) != len(names) + len(aux):
+            raise ValueError(f"auxiliary: names must differ from each other and from the tasks ({aux})")
+        by_name = {t.name: t for t in self.tasks}
+        for task in self.tasks:
+            for part in task.product_of:
+                if part not in names and part not in aux:
+                    raise ValueError(f"tasks.{task.name}.product_of: unknown task or auxiliary output '{part}'")
+                if part == task.name or (part in by_name and by_name[part].product_of):
+                    raise ValueError(f"tasks.{task.name}.product_of: '{part}' must be a plain (non-product) output")
+                if part in by_name and by_name[part].kind != TaskKind.BINARY:
+                    raise ValueError(f"tasks.{task.name}.product_of: '{part}' is not a binary task")
+            if task.product_of and task.kind != TaskKind.BINARY:
+                raise ValueError(f"tasks.{task.name}.product_of: only binary tasks can be products of probabilities")
+        for a in self.auxiliary:
+            if a.kind != TaskKind.BINARY:
+                raise ValueError(f"auxiliary.{a.name}.kind: only binary auxiliary outputs are supported")
+        feature_names = self.features.names + self.scenario.attributes.names
+        if len(set(feature_names)) != len(feature_names):
+            raise ValueError(f"features: duplicate feature names in {feature_names}")
+        labels = {t.label for t in self.tasks} | {a.label for a in self.auxiliary if a.label}
+        leaked = labels & set(self.features.columns + self.scenario.attributes.columns)
+        if leaked:
+            raise ValueError(f"features: label column(s) {sorted(leaked)} must not be features")
+        return self
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def required_columns(self, with_labels: bool = True) -> list[str]:
+        """Columns a data file must hold (labels only where they are to be scored)."""
+        cols = [self.scenario.column, *self.scenario.attributes.columns, *self.features.columns]
+        if with_labels:
+            cols += [t.label for t in self.tasks]
+            if self.sample_weight:
+                cols.append(self.sample_weight)
+        if self.panel:  # metrics/event columns may be absent from unlabelled data to score
+            cols += [*self.panel.keys, self.panel.time]
+        return list(dict.fromkeys(cols))

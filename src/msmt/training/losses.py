@@ -1,0 +1,138 @@
+"""Per-task losses derived from the task kind, and loss-balancing strategies.
+
+Task losses (per row, before weighting):
+
+* binary: BCE on the logit;
+* count: Poisson negative log-likelihood on the log-rate o: exp(o) - y*o + log(y!)
+  (the log(y!) term is constant in the parameters and makes the value an exact NLL);
+* regression: squared error.
+
+A task's loss is ``mean_n(v_n * l_t(n))`` with per-sample weights v_n; strategies combine
+the task losses into one objective and own the backward pass (GradNorm and PCGrad need it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from msmt.runtime.device import model_device
+from msmt.spec.dataset import Task, TaskKind
+
+
+def row_loss(kind: TaskKind, output: Tensor, label: Tensor) -> Tensor:
+    """[B] outputs and labels -> [B] per-row losses."""
+    if kind == TaskKind.BINARY:
+        return F.binary_cross_entropy_with_logits(output, label, reduction="none")
+    if kind == TaskKind.COUNT:
+        return torch.exp(output) - label * output + torch.lgamma(label + 1.0)
+    if kind == TaskKind.REGRESSION:
+        return (output - label) ** 2
+    raise ValueError(f"unknown task kind {kind}")
+
+
+def to_prediction(kind: TaskKind, output: Tensor) -> Tensor:
+    """Model output -> the quantity users see: probability, expected count, or value."""
+    if kind == TaskKind.BINARY:
+        return torch.sigmoid(output)
+    if kind == TaskKind.COUNT:
+        return torch.exp(output)
+    return output
+
+
+def task_losses(tasks: tuple[Task, ...], outputs: dict[str, Tensor], labels: Tensor, weight: Tensor) -> dict[str, Tensor]:
+    """{task: scalar} = mean over rows of (sample weight x row loss); labels is [B, T]."""
+    return {t.name: (weight * row_loss(t.kind, outputs[t.name], labels[:, i])).mean() for i, t in enumerate(tasks)}
+
+
+# --------------------------------------------------------------------------- balancing
+
+
+class LossBalancer(nn.Module):
+    """Combines task losses into one objective and runs the backward pass.
+
+    Subclasses may own learnable parameters (the trainer optimises them with the model) and may
+    need the model (``model.shared_parameters()``, ``model.last_shared_layer()``). A balancer is
+    built on the model's device (build it after moving the model; ``.to(device)`` moves the
+    rest): state that is not a parameter or buffer, such as GradNorm's weights, is created there.
+    """
+
+    def __init__(self, tasks: tuple[Task, ...], params: BaseModel, model: nn.Module):
+        super().__init__()
+        self.task_names = [t.name for t in tasks]
+        weights = torch.tensor([t.weight for t in tasks], dtype=torch.float32, device=model_device(model))
+        self.register_buffer("task_weights", weights)
+
+    def combine(self, losses: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def backward(self, losses: dict[str, Tensor]) -> Tensor:
+        """Backpropagate the combined objective; returns it (for logging)."""
+        total = self.combine(losses)
+        total.backward()
+        return total.detach()
+
+    def end_epoch(self, epoch_losses: dict[str, float]) -> None:
+        """Hook for strategies that adapt per epoch (e.g. DWA)."""
+
+    def current_weights(self) -> dict[str, float]:
+        return {n: float(w) for n, w in zip(self.task_names, self.task_weights)}
+
+
+class FixedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FixedWeights(LossBalancer):
+    """L = sum_t w_t L_t with the weights declared on the tasks."""
+
+    def combine(self, losses: dict[str, Tensor]) -> Tensor:
+        stacked = torch.stack([losses[n] for n in self.task_names])
+        return (self.task_weights * stacked).sum()
+
+
+_BALANCERS: dict[str, tuple[type[LossBalancer], type[BaseModel]]] = {"fixed": (FixedWeights, FixedParams)}
+
+
+def register_balancer(name: str, params: type[BaseModel] = FixedParams) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        _BALANCERS[name] = (cls, params)
+        return cls
+
+    return deco
+
+
+def _load_strategies() -> None:
+    import msmt.training.balancing  # noqa: F401  (registers uncertainty, gradnorm, pcgrad, dwa)
+
+
+def balancer_names() -> list[str]:
+    _load_strategies()
+    return sorted(_BALANCERS)
+
+
+def balancer_params_class(name: str) -> type[BaseModel]:
+    _load_strategies()
+    return _BALANCERS[name][1]
+
+
+def build_balancer(tasks: tuple[Task, ...], loss_cfg, model: nn.Module) -> LossBalancer:
+    _load_strategies()
+    cls, _ = _BALANCERS[loss_cfg.strategy]
+    return cls(tasks, loss_cfg.params(), model)
+
+
+__all__ = [
+    "FixedWeights",
+    "LossBalancer",
+    "balancer_names",
+    "build_balancer",
+    "register_balancer",
+    "row_loss",
+    "task_losses",
+    "to_prediction",
+]

@@ -1,0 +1,149 @@
+"""Reading, validation with precise messages, encoders fitted on train only, splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msmt.data.encoders import OOV, FittedSchema, fit_schema
+from msmt.data.loading import read_data
+from msmt.data.split import split_frame
+from msmt.data.tensorize import encode_frame, iterate_batches
+from msmt.spec.dataset import SplitSpec
+from msmt.spec.errors import DataError
+
+
+def corrupt(tiny_dir, tmp_path, column, value, row=3, name="bad.csv"):
+    frame = pd.read_csv(tiny_dir / "train.csv", dtype=str)
+    frame.loc[row, column] = value
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("click", "2", "column 'click': binary label must be 0 or 1, got 2 in data row 4"),
+        ("dwell", "-1", "column 'dwell': count label must be >= 0, got -1 in data row 4"),
+        ("user_age", "old", "column 'user_age': non-numeric value 'old' in data row 4"),
+        ("purchase", "", "column 'purchase': missing value in data row 4"),
+    ],
+)
+def test_bad_values_name_file_column_problem(tiny_dir, tiny_spec, tiny_schema, tmp_path, column, value, message):
+    path = corrupt(tiny_dir, tmp_path, column, value)
+    frame = read_data(path, tiny_spec)
+    with pytest.raises(DataError) as err:
+        encode_frame(frame, tiny_schema)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_missing_column(tiny_dir, tiny_spec, tiny_schema, tmp_path):
+    frame = pd.read_csv(tiny_dir / "train.csv").drop(columns=["price"])
+    path = tmp_path / "nocol.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"nocol.csv: column 'price': missing column"):
+        encode_frame(read_data(path, tiny_spec), tiny_schema)
+
+
+def test_empty_and_missing_files(tiny_spec, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty.csv: empty file"):
+        read_data(empty, tiny_spec)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("scenario,click\n")
+    with pytest.raises(DataError, match="header.csv: empty file"):
+        read_data(header_only, tiny_spec)
+    with pytest.raises(DataError, match="nope.csv: no such file"):
+        read_data(tmp_path / "nope.csv", tiny_spec)
+
+
+def test_prediction_data_needs_no_labels(tiny_dir, tiny_spec, tiny_schema):
+    frame = pd.read_csv(tiny_dir / "test.csv").drop(columns=["click", "purchase", "dwell"])
+    batch = encode_frame(frame, tiny_schema, with_labels=False)
+    assert "labels" not in batch and batch["sparse"].shape[0] == len(frame)
+
+
+def test_encoders_fit_on_train_only_and_unseen_go_to_oov(tiny_train, tiny_spec):
+    train = tiny_train.iloc[:500].reset_index(drop=True)
+    schema = fit_schema(train, tiny_spec)
+    vocab = schema.vocabularies["user_id"]
+    assert set(vocab.values) == set(train["user_id"])
+    other = tiny_train.iloc[500:].reset_index(drop=True)
+    unseen = ~other["user_id"].isin(set(train["user_id"]))
+    assert unseen.any()
+    batch = encode_frame(other, schema)
+    user_col = [f.name for f in tiny_spec.features.sparse].index("user_id")
+    assert (batch["sparse"][torch_idx(unseen), user_col] == OOV).all()
+    assert (batch["sparse"][torch_idx(~unseen), user_col] >= 2).all()
+    stats = schema.dense["user_age"]
+    assert stats.mean == pytest.approx(train["user_age"].mean())
+
+
+def torch_idx(mask):
+    import torch
+
+    return torch.from_numpy(np.flatnonzero(mask.to_numpy()))
+
+
+def test_unseen_scenario_maps_to_zero(tiny_train, tiny_schema):
+    frame = tiny_train.iloc[:10].copy()
+    frame["scenario"] = "brand_new"
+    assert (encode_frame(frame, tiny_schema)["scenario"] == 0).all()
+
+
+def test_multi_valued_feature_padding(tiny_train, tiny_schema):
+    batch = encode_frame(tiny_train.iloc[:50], tiny_schema)
+    tags = batch["multi.tags"]
+    n_tokens = tiny_train["tags"].iloc[:50].str.split(" ").map(len).to_numpy()
+    assert ((tags > 0).sum(1).numpy() == np.minimum(n_tokens, 4)).all()
+
+
+def test_schema_json_round_trip(tiny_schema, tiny_train, tmp_path):
+    tiny_schema.save(tmp_path / "schema.json")
+    loaded = FittedSchema.load(tmp_path / "schema.json")
+    a, b = encode_frame(tiny_train, tiny_schema), encode_frame(tiny_train, loaded)
+    for key in a:
+        assert (a[key] == b[key]).all()
+
+
+def test_parquet_equals_csv(tiny_dir, tiny_spec, tiny_schema, tmp_path):
+    csv = read_data(tiny_dir / "validation.csv", tiny_spec)
+    pd.read_csv(tiny_dir / "validation.csv").to_parquet(tmp_path / "v.parquet")
+    pq = read_data(tmp_path / "v.parquet", tiny_spec)
+    a, b = encode_frame(csv, tiny_schema), encode_frame(pq, tiny_schema)
+    for key in a:
+        assert (a[key] == b[key]).all(), key
+
+
+def test_time_split_is_ordered_and_random_split_is_seeded(tiny_train):
+    parts = split_frame(tiny_train, SplitSpec(method="time", time_column="timestamp", validation_fraction=0.2, test_fraction=0.1))
+    assert parts["train"]["timestamp"].max() <= parts["validation"]["timestamp"].min()
+    assert parts["validation"]["timestamp"].max() <= parts["test"]["timestamp"].min()
+    assert sum(len(p) for p in parts.values()) == len(tiny_train)
+    r1 = split_frame(tiny_train, SplitSpec(seed=5))
+    r2 = split_frame(tiny_train, SplitSpec(seed=5))
+    r3 = split_frame(tiny_train, SplitSpec(seed=6))
+    assert r1["validation"].equals(r2["validation"]) and not r1["validation"].equals(r3["validation"])
+
+
+def test_batches_cover_every_row_once(tiny_train, tiny_schema):
+    import torch
+
+    data = encode_frame(tiny_train, tiny_schema)
+    data["row"] = torch.arange(len(tiny_train))
+    seen = torch.cat([b["row"] for b in iterate_batches(data, 97, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(len(tiny_train)))
+
+
+def test_sample_weight_column(tiny_train, tiny_spec, tmp_path):
+    spec = tiny_spec.model_copy(update={"sample_weight": "w"})
+    frame = tiny_train.iloc[:20].copy()
+    frame["w"] = np.linspace(0, 2, 20)
+    schema = fit_schema(frame, spec)
+    assert np.allclose(encode_frame(frame, schema)["weight"].numpy(), frame["w"].to_numpy())
+    frame.loc[3, "w"] = -1.0
+    with pytest.raises(DataError, match="column 'w': sample weights must be >= 0"):
+        encode_frame(frame, schema)

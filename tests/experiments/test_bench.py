@@ -1,0 +1,64 @@
+"""msmt bench: the grid, reuse of finished cells, and the leaderboard against the runs' own metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from msmt.experiments.bench import bench
+
+
+def test_bench_grid_reuse_and_aggregates(tiny_dir, tmp_path):
+    cfg = yaml.safe_load((tiny_dir / "experiment.yaml").read_text())
+    cfg["dataset"] = str(tiny_dir / "dataset.yaml")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "bench"
+    fast = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1"]
+    logs: list[str] = []
+    summary = bench([str(config)], ["shared_bottom", "mmoe"], [0, 1], out, fast, log=logs.append)
+    assert sum("training" in line for line in logs) == 4
+    for name in ("leaderboard.md", "leaderboard.csv", "plots/tiny_click_auc.png"):
+        assert (out / name).exists(), name
+
+    # mean/std equal those of the per-seed metrics.json files
+    aucs = [json.loads((out / f"runs/tiny/mmoe/seed{s}/metrics.json").read_text())["test"]["overall"]["click"]["auc"] for s in (0, 1)]
+    row = summary[(summary.model == "mmoe") & (summary.scenario == "overall") & (summary.task == "click") & (summary.metric == "auc")]
+    assert row["mean"].item() == np.mean(aucs) and row["std"].item() == np.std(aucs)
+    oracle = summary[(summary.model == "oracle") & (summary.metric == "auc") & (summary.scenario == "overall")]
+    assert len(oracle) == 2 and (oracle["seeds"] == 2).all()  # click and purchase
+    assert pd.read_csv(out / "leaderboard.csv").shape[0] == len(summary)
+
+    logs.clear()
+    bench([str(config)], ["shared_bottom", "mmoe"], [0, 1], out, fast, log=logs.append)
+    assert all("reused" in line for line in logs)
+
+
+def test_bench_names_jobs_and_changed_overrides(tiny_dir, tmp_path):
+    import pytest
+
+    from msmt.spec.errors import ConfigError
+
+    config = str(tiny_dir / "experiment.yaml")
+    fast = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1"]
+    with pytest.raises(ConfigError, match="two datasets are called 'experiment'"):
+        bench([config, config], ["mmoe"], [0], tmp_path / "dup", fast)
+
+    # two worker processes give the same runs as one process
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    bench([f"a={config}"], ["shared_bottom"], [0, 1], serial, fast)
+    bench([f"a={config}"], ["shared_bottom"], [0, 1], parallel, fast, jobs=2)
+    for s in (0, 1):
+        one, two = (json.loads((o / f"runs/a/shared_bottom/seed{s}/metrics.json").read_text()) for o in (serial, parallel))
+        assert one == two
+
+    # a cell whose per-dataset overrides changed is retrained; the others are reused
+    logs: list[str] = []
+    bench([f"a={config}"], ["shared_bottom"], [0, 1], serial, fast, log=logs.append,
+          cell_overrides={"a": {"shared_bottom": ["train.lr=0.01"]}})
+    assert sum("trained" in line for line in logs) == 2
+    cfg = yaml.safe_load((serial / "runs/a/shared_bottom/seed0/config.yaml").read_text())
+    assert cfg["train"]["lr"] == 0.01

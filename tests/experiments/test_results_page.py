@@ -1,0 +1,104 @@
+"""benchmarks/results_page.py on a tiny grid: markers, numbers against the cells' metrics.json, n/a reasons."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msmt.synth.simple import write_simple
+
+SPEC = importlib.util.spec_from_file_location("results_page", Path(__file__).resolve().parents[2] / "benchmarks" / "results_page.py")
+rp = importlib.util.module_from_spec(SPEC)
+sys.modules["results_page"] = rp  # dataclasses look their module up
+SPEC.loader.exec_module(rp)
+
+HEAD = "# Results\n\nHand-written intro  \twith trailing spaces and ünïcode.\n\n"
+TAIL = "\n\n## Issue 2 (hand-written)\n\n| a | b |\n|---|---|\n| 1 | 2 |\nno final newline"
+TASKS = {"click": "auc", "purchase": "auc", "dwell": "nmae"}
+MODELS = ["shared_bottom", "esmm", "m2m"]
+SEEDS = [0, 1]
+
+
+def _table_row(section: str, dataset: str, label: str) -> list[str]:
+    block = section.split(f"(`{dataset}`)", 1)[1].split("\n### ", 1)[0]
+    line = next(x for x in block.splitlines() if x.startswith(f"| {label} |"))
+    return [c.strip().strip("*") for c in line.strip("|").split("|")][1:]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results_page")
+    # two datasets whose configs are both called experiment.yaml: their names keep the cells apart
+    data = {name: write_simple(root / name, rows=1500, seed=seed) / "experiment.yaml" for name, seed in (("sim_a", 0), ("sim_b", 1))}
+    datasets = [
+        rp.Dataset(name, f"simulator {name}", lambda work, p=path: p, f"`{path.name}`",
+                   models={"m2m": ("model.m2m.profile_features=[no_such_feature]",)}, why={"m2m": "a bad profile on purpose"})
+        for name, path in data.items()
+    ]
+    page = root / "docs" / "results.md"
+    page.parent.mkdir()
+    page.write_bytes((HEAD + rp.BEGIN + "\nold generated text\n" + rp.END + TAIL).encode())
+    board = root / "docs" / "results" / "leaderboard"
+    common = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1"]
+    logs: list[str] = []
+    args = (datasets, MODELS, SEEDS, root / "work", page, board, common, 1, "python benchmarks/results_page.py --tiny")
+    section = rp.generate(*args, log=logs.append)
+    return dict(root=root, page=page, board=board, section=section, logs=logs, args=args)
+
+
+def test_markers_replaced_and_outside_text_kept(generated):
+    text = generated["page"].read_bytes().decode()
+    assert text.startswith(HEAD + rp.BEGIN) and text.endswith(rp.END + TAIL)
+    assert "old generated text" not in text and text.count(rp.BEGIN) == text.count(rp.END) == 1
+    assert "python benchmarks/results_page.py --tiny" in generated["section"]
+    for name in ("leaderboard.md", "leaderboard.csv", "not_applicable.csv", "cells.csv"):
+        assert (generated["board"] / name).exists(), name
+    assert not list(generated["board"].rglob("metrics.json"))  # run directories stay in the work dir
+
+
+def test_numbers_equal_mean_std_of_metrics_json(generated):
+    runs = generated["root"] / "work" / "bench" / "runs"
+    for dataset in ("sim_a", "sim_b"):
+        metrics = [json.loads((runs / dataset / "shared_bottom" / f"seed{s}" / "metrics.json").read_text())["test"] for s in SEEDS]
+        model_row = _table_row(generated["section"], dataset, "shared_bottom")
+        oracle_row = _table_row(generated["section"], dataset, "oracle (true values)")
+        for i, (task, metric) in enumerate(TASKS.items()):
+            values = [m["overall"][task][metric] for m in metrics]
+            assert model_row[i] == f"{np.mean(values):.4f} ± {np.std(values):.4f}", (dataset, task)
+            oracle = [m["oracle"]["overall"][task][metric] for m in metrics]
+            assert oracle_row[i] == f"{np.mean(oracle):.4f} ± {np.std(oracle):.4f}", (dataset, task)
+    # the two datasets are different data, so their numbers differ
+    assert _table_row(generated["section"], "sim_a", "shared_bottom") != _table_row(generated["section"], "sim_b", "shared_bottom")
+
+
+def test_not_applicable_cells_carry_their_reason(generated):
+    section = generated["section"]
+    for dataset in ("sim_a", "sim_b"):
+        assert _table_row(section, dataset, "esmm") == ["n/a"] * len(TASKS) + ["–"]
+        assert _table_row(section, dataset, "m2m") == ["n/a"] * len(TASKS) + ["–"]
+    assert section.count("* n/a `esmm`: no task is declared `product_of`") == 2  # the model's applicability check
+    assert section.count("* n/a `m2m`: model.m2m.profile_features: unknown feature(s) ['no_such_feature']") == 2  # the builder's ConfigError
+    runs = generated["root"] / "work" / "bench" / "runs"
+    assert not (runs / "sim_a" / "esmm" / "seed0").exists()  # never trained
+
+
+def test_rerun_reuses_every_cell_and_rewrites_the_same_page(generated):
+    before = generated["page"].read_bytes()
+    logs: list[str] = []
+    rp.generate(*generated["args"], log=logs.append)
+    assert not any("training" in line or "trained" in line for line in logs)
+    assert generated["page"].read_bytes() == before
+
+
+def test_replace_generated_errors_and_insertion():
+    section = rp.BEGIN + "\nx\n" + rp.END
+    assert rp.replace_generated("# T\n\nintro\n\n## A\n", section) == "# T\n\nintro\n\n" + section + "\n\n## A\n"
+    with pytest.raises(ValueError):
+        rp.replace_generated("a " + rp.END + " b " + rp.BEGIN, section)
+    with pytest.raises(ValueError):
+        rp.replace_generated(rp.BEGIN + rp.BEGIN + rp.END, section)

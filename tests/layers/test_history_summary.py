@@ -1,0 +1,66 @@
+"""The history summary that lets non-sequence models read the panel history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from msmt.data.encoders import fit_schema
+from msmt.data.loading import read_data
+from msmt.data.tensorize import encode_frame, take
+from msmt.layers.history import HistorySummary
+from msmt.models import build_model
+from msmt.spec.config import ModelConfig, load_dataset_spec
+from msmt.spec.errors import ConfigError
+from msmt.synth.advertiser import write_advertiser
+
+
+@pytest.fixture(scope="module")
+def adv(tmp_path_factory):
+    out = write_advertiser(tmp_path_factory.mktemp("adv"), advertisers=30, days=25, seed=1, plots=False)
+    spec = load_dataset_spec(out / "dataset.yaml")
+    frame = read_data(out / "train.csv", spec)
+    schema = fit_schema(frame, spec)
+    return schema, encode_frame(frame, schema)
+
+
+def test_summary_matches_a_per_row_loop(adv):
+    schema, batch = adv
+    out = HistorySummary(schema)(batch).numpy()
+    perf, mask, beh = batch["seq.performance"].numpy(), batch["seq.mask"].numpy(), batch["seq.behaviour"].numpy()
+    F, V = perf.shape[2], len(schema.extra["panel"]["events"]) + 2
+    assert out.shape == (len(mask), 2 * F + 1 + V)
+    for i in np.random.default_rng(0).choice(len(mask), 40, replace=False):
+        seen = mask[i]
+        n = max(seen.sum(), 1)
+        expected_mean = perf[i][seen].sum(0) / n
+        expected_last = perf[i, -1] if seen[-1] else np.zeros(F)
+        expected_events = np.bincount(beh[i][seen], minlength=V) / n
+        np.testing.assert_allclose(out[i], np.concatenate([expected_mean, expected_last, [seen.mean()], expected_events]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["shared_bottom", "mmoe"])
+def test_models_read_history_and_stay_row_independent(adv, name):
+    schema, batch = adv
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    torch.manual_seed(0)
+    model = build_model(schema, ModelConfig(name=name, embedding_dim=4, hidden_dims=[16], tower_dims=[8], history_summary=True)).eval()
+    r = int(torch.nonzero(inputs["seq.mask"].all(1))[0])  # a row with a full history
+    rows = torch.arange(r - 5, r + 59) if r >= 5 else torch.arange(0, 64)
+    k = int((rows == r).nonzero())
+    full = model(take(inputs, rows))
+    alone = model(take(inputs, slice(r, r + 1)))
+    changed = {key: v.clone() for key, v in take(inputs, rows).items()}
+    changed["seq.performance"][k] += 1.0  # row r's history changes: only row r moves
+    moved = model(changed)
+    others = torch.arange(len(rows)) != k
+    for t in full:
+        torch.testing.assert_close(alone[t], full[t][k : k + 1])
+        assert not torch.allclose(moved[t][k], full[t][k])
+        torch.testing.assert_close(moved[t][others], full[t][others])
+
+
+def test_history_summary_needs_a_panel(tiny_schema):
+    with pytest.raises(ConfigError, match="model.history_summary"):
+        build_model(tiny_schema, ModelConfig(name="shared_bottom", history_summary=True))

@@ -1,0 +1,177 @@
+"""ONNX / TorchScript export: every registered model, dynamic batch and history length, loud parity failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from msmt.cli import main
+from msmt.data.loading import read_data
+from msmt.data.tensorize import encode_frame
+from msmt.models import model_names
+from msmt.rundir.layout import load_run
+from msmt.scoring.export import ExportError, OnnxRunner, TorchScriptRunner, export_model, export_run, used_keys
+from msmt.scoring.predict import predict_batches
+from msmt.training.losses import to_prediction
+
+
+def _batch(run, data_dir, rows=None):
+    frame = read_data(data_dir / "test.csv", run.schema.spec)
+    frame = frame if rows is None else frame.iloc[:rows]
+    return encode_frame(frame, run.schema, with_labels=False)
+
+
+@pytest.mark.parametrize("model", model_names())
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_every_registered_model_exports_with_parity(trained_run, tmp_path, model, fmt):
+    run_dir = trained_run(model)
+    out = tmp_path / f"m.{fmt}"
+    result = export_run(run_dir, fmt, out, rows=40)
+    assert out.exists() and result.max_abs_diff <= 1e-5
+    assert result.rows_checked == 40
+
+    # Independent of the built-in check: rows from the *test* file, a batch size never traced,
+    # compared in user units with what `msmt predict` computes.
+    run = load_run(run_dir)
+    batch = _batch(run, trained_run.data_dir, rows=23)
+    runner = OnnxRunner(out) if fmt == "onnx" else TorchScriptRunner(out)
+    raw = runner(batch)
+    expected = predict_batches(run.model, batch)
+    for task in run.model.task_names:
+        kind = run.schema.spec.task(task).kind
+        got = to_prediction(kind, torch.from_numpy(raw[task])).numpy()
+        assert got.shape == (23,)
+        np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)
+
+
+def test_onnx_declares_dynamic_batch_and_task_kinds(trained_run, tmp_path):
+    out = tmp_path / "m.onnx"
+    export_run(trained_run("mmoe"), "onnx", out, rows=20)
+    proto = onnx.load(str(out))
+    for value in (*proto.graph.input, *proto.graph.output):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch", value.name
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["msmt.tasks"]) == {"click": "binary", "purchase": "binary", "dwell": "count"}
+    # unused keys (the dataset has no scenario attributes: [N, 0] tensors) are not graph inputs
+    assert {i.name for i in proto.graph.input} == {"scenario", "sparse", "dense", "multi.tags"}
+
+
+class ToySequenceModel(nn.Module):
+    """A model reading the panel-history keys ``seq.*`` (as M2M will): a masked mean over W steps.
+
+    seq.behaviour [B, W] int64, seq.performance [B, W, F] float32, seq.mask [B, W] bool -> {"y": [B]}.
+    """
+
+    task_names = ["y"]
+
+    def __init__(self, features: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 4)
+        self.perf = nn.Linear(features, 4)
+        self.scen = nn.Embedding(5, 4)
+        self.out = nn.Linear(4, 1)
+
+    def forward(self, batch):
+        mask = batch["seq.mask"].unsqueeze(-1).float()  # [B, W, 1]
+        steps = self.emb(batch["seq.behaviour"]) + self.perf(batch["seq.performance"])  # [B, W, 4]
+        pooled = (steps * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # [B, 4]
+        return {"y": self.out(torch.tanh(pooled + self.scen(batch["scenario"]))).squeeze(-1)}
+
+
+def _seq_batch(rows: int, steps: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "scenario": torch.randint(0, 5, (rows,), generator=g),
+        "dense": torch.randn(rows, 2, generator=g),  # present but unread: must not become an input
+        "seq.behaviour": torch.randint(0, 10, (rows, steps), generator=g),
+        "seq.performance": torch.randn(rows, steps, 3, generator=g),
+        "seq.mask": torch.rand(rows, steps, generator=g) > 0.3,
+    }
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_sequence_inputs_have_dynamic_length(tmp_path, fmt):
+    model = ToySequenceModel().eval()
+    out = tmp_path / f"seq.{fmt}"
+    result = export_model(model, _seq_batch(32, 6, 0), fmt, out)
+    assert result.inputs == ["scenario", "seq.behaviour", "seq.mask", "seq.performance"]
+    runner = OnnxRunner(out) if fmt == "onnx" else TorchScriptRunner(out)
+    for rows, steps in [(1, 3), (17, 11), (4, 1)]:
+        batch = _seq_batch(rows, steps, rows + steps)
+        with torch.no_grad():
+            expected = model(batch)["y"].numpy()
+        np.testing.assert_allclose(runner(batch)["y"], expected, atol=1e-5, rtol=0)
+
+
+class BranchyModel(nn.Module):
+    """Python control flow on data: tracing freezes the branch taken on the example rows."""
+
+    task_names = ["y"]
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+
+    def forward(self, batch):
+        x = batch["dense"]
+        if bool((x[:, 0] > 0).all()):  # true on the tracing rows, false on the others
+            x = x * 10.0
+        return {"y": self.lin(x).squeeze(-1)}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_parity_failure_is_loud_and_writes_nothing(tmp_path, fmt):
+    dense = torch.randn(40, 2)
+    dense[:5, 0] = dense[:5, 0].abs() + 0.1  # the 5 tracing rows take the x10 branch
+    dense[5:, 0] = -dense[5:, 0].abs() - 0.1
+    out = tmp_path / f"bad.{fmt}"
+    with pytest.raises(ExportError, match="parity check failed"):
+        export_model(BranchyModel().eval(), {"dense": dense, "scenario": torch.zeros(40, dtype=torch.long)}, fmt, out)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary left behind
+
+
+def test_used_keys_reads_only_what_the_model_reads():
+    assert used_keys(ToySequenceModel(), _seq_batch(4, 2, 0)) == ["scenario", "seq.behaviour", "seq.mask", "seq.performance"]
+
+
+def test_export_command(trained_run, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(trained_run("mmoe")), "--format", "onnx", "--out", str(out), "--rows", "30"])
+    assert exit_info.value.code == 0 and out.exists()
+    assert "max abs diff" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(trained_run("mmoe")), "--format", "tflite", "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2  # bad usage
+    assert "--format" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_esmm_with_a_declared_product_exports_with_parity(tmp_path, fmt):
+    """The funnel ESMM (ctcvr = click × cvr) goes through the log-space product algebra
+    (msmt.layers.probability), which must export too: compared in probabilities with `predict`."""
+    from msmt.experiments.run import run_experiment
+    from msmt.spec.config import load_experiment
+    from msmt.synth.funnel import write_funnel
+
+    data = write_funnel(tmp_path / "funnel", rows=1500, seed=0)
+    cfg = load_experiment(data / "experiment.yaml", ["train.epochs=1", "train.progress=false", "model.hidden_dims=[16]"])
+    run_experiment(cfg, tmp_path / "run")
+    out = tmp_path / f"m.{fmt}"
+    result = export_run(tmp_path / "run", fmt, out, rows=40)
+    assert result.max_abs_diff <= 1e-5
+    run = load_run(tmp_path / "run")
+    batch = _batch(run, data, rows=31)
+    raw = (OnnxRunner(out) if fmt == "onnx" else TorchScriptRunner(out))(batch)
+    expected = predict_batches(run.model, batch)
+    assert "ctcvr" in raw
+    for task in run.model.task_names:
+        got = to_prediction(run.schema.spec.task(task).kind, torch.from_numpy(raw[task])).numpy()
+        np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)

@@ -1,0 +1,115 @@
+"""The advertiser simulator: determinism, documented ranges, truth, task-dependent correlations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msmt.evaluation.correlation import cross_scenario_correlation, mean_off_diagonal
+from msmt.evaluation.metrics import compute_metrics
+from msmt.spec.dataset import Task
+from msmt.synth.advertiser import MINOR_SCENARIO, NEW_SCENARIO, SCENARIOS, TASKS, make_advertiser, write_advertiser
+
+
+@pytest.fixture(scope="module")
+def world() -> pd.DataFrame:
+    """Default sizes (300 advertisers x 60 days); the documented ranges refer to these."""
+    return make_advertiser(advertisers=300, days=60, seed=11)
+
+
+@pytest.fixture(scope="module")
+def known(world) -> pd.DataFrame:
+    return world[world["scenario"] != NEW_SCENARIO]
+
+
+def test_same_seed_identical_files_and_other_seed_differs(tmp_path):
+    names = ["train.csv", "validation.csv", "test.csv", "new_scenario.csv", "dataset.yaml", "experiment.yaml"]
+    a = write_advertiser(tmp_path / "a", advertisers=40, days=24, seed=5, plots=False)
+    b = write_advertiser(tmp_path / "b", advertisers=40, days=24, seed=5, plots=False)
+    c = write_advertiser(tmp_path / "c", advertisers=40, days=24, seed=6, plots=False)
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert (a / "train.csv").read_bytes() != (c / "train.csv").read_bytes()
+    # time split: every validation day is after every training day, test after validation
+    tr, va, te = (pd.read_csv(a / f) for f in ("train.csv", "validation.csv", "test.csv"))
+    assert tr["day"].max() < va["day"].min() and va["day"].max() < te["day"].min()
+    new = pd.read_csv(a / "new_scenario.csv")
+    assert set(new["scenario"]) == {NEW_SCENARIO} and new["day"].min() == te["day"].min()
+    assert NEW_SCENARIO not in set(tr["scenario"]) | set(va["scenario"]) | set(te["scenario"])
+
+
+def test_scenarios_and_documented_ranges(known, world):
+    shares = known["scenario"].value_counts(normalize=True)
+    assert len(shares) >= 6
+    assert 0.005 <= shares[MINOR_SCENARIO] <= 0.02  # the minor scenario
+    assert shares.drop(MINOR_SCENARIO).min() > 0.05
+    zero_imp = (known["impressions"] == 0).mean()
+    assert 0.03 <= zero_imp <= 0.20
+    g = known.groupby("scenario")
+    ctr = g["clicks"].sum() / g["impressions"].sum()
+    assert ctr.between(0.003, 0.06).all(), ctr.to_dict()
+    assert 0.85 <= known["active"].mean() <= 0.99
+    # each advertiser runs in a strict subset of the scenarios on average, and in at least one
+    per_adv = known.groupby("advertiser_id")["scenario"].nunique()
+    assert per_adv.min() >= 1 and per_adv.mean() < len(SCENARIOS) - 2
+    # new scenario's attributes were all seen in training scenarios (so it can be scored)
+    new_attrs = SCENARIOS[NEW_SCENARIO][2:5]
+    for j, col in enumerate(["ad_format", "auction_type", "billing"]):
+        assert new_attrs[j] in set(known[col])
+    # events: all kinds happen, "none" dominates
+    ev = known["event"].value_counts(normalize=True)
+    assert {"none", "bid_up", "bid_down", "budget_change", "new_creative", "pause", "resume"} <= set(ev.index)
+    assert ev["none"] > 0.7
+    # consistency of the counts: clicks <= impressions, paused days spend nothing
+    assert (known["clicks"] <= known["impressions"]).all()
+    dark = known["cost"] == 0
+    assert (known.loc[dark, ["impressions", "clicks"]] == 0).all().all()
+    assert dark[known["event"] == "pause"].all() and not dark[known["event"] == "resume"].any()
+
+
+def test_truth_is_the_expected_value(known):
+    """Sum of labels / sum of true values ~ 1 per scenario and per truth quintile."""
+    for task in TASKS:
+        g = known.groupby("scenario")
+        ratio = g[task].sum() / g[f"true_{task}"].sum()
+        big = ratio.drop(MINOR_SCENARIO)
+        assert np.abs(big - 1).max() < 0.05, (task, ratio.to_dict())
+        assert abs(ratio[MINOR_SCENARIO] - 1) < 0.12, (task, ratio.to_dict())
+        bins = pd.qcut(known[f"true_{task}"].rank(method="first"), 5, labels=False)
+        by_bin = known.groupby(bins)[task].sum() / known.groupby(bins)[f"true_{task}"].sum()
+        assert np.abs(by_bin - 1).max() < 0.1, (task, by_bin.to_dict())
+
+
+def test_oracle_beats_per_scenario_means(known):
+    tasks = [Task(name=t, label=t, kind="binary" if t == "active" else "count") for t in TASKS]
+    labels = {t: known[t].to_numpy(float) for t in TASKS}
+    truth = {t: known[f"true_{t}"].to_numpy(float) for t in TASKS}
+    means = {t: known.groupby("scenario")[t].transform("mean").to_numpy(float) for t in TASKS}
+    M = compute_metrics(tasks, labels, means, known["scenario"].to_numpy(object), truth)
+    for t in TASKS[:3]:
+        assert M["oracle"]["overall"][t]["poisson_deviance"] < 0.7 * M["overall"][t]["poisson_deviance"]
+        assert M["oracle"]["overall"][t]["nmae"] < M["overall"][t]["nmae"]
+    assert M["oracle"]["overall"]["active"]["auc"] > 0.85
+    assert M["oracle"]["overall"]["active"]["logloss"] < M["overall"]["active"]["logloss"]
+
+
+def test_cross_scenario_correlation_differs_by_task(known):
+    off = {t: mean_off_diagonal(cross_scenario_correlation(known, "advertiser_id", "scenario", f"true_{t}")) for t in TASKS}
+    assert off["impressions"] > 0.6
+    assert off["impressions"] - off["clicks"] > 0.2
+    assert off["impressions"] - off["cost"] > 0.2
+    assert off["active"] < 0.25
+    # the pattern is visible in the observed labels too, not only in the truth
+    obs = {t: mean_off_diagonal(cross_scenario_correlation(known, "advertiser_id", "scenario", t)) for t in TASKS}
+    assert obs["impressions"] - obs["clicks"] > 0.15 and obs["impressions"] - obs["active"] > 0.4
+
+
+def test_correlation_against_numpy():
+    frame = pd.DataFrame(
+        {"u": ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "f"], "s": list("xyxyxyxyxyx"), "v": [1, 3, 2, 2, 5, 9, 0, 1, 7, 4, 3]}
+    )
+    corr = cross_scenario_correlation(frame, "u", "s", "v")
+    x = np.log1p([1, 2, 5, 0, 7])
+    y = np.log1p([3, 2, 9, 1, 4])
+    assert corr.loc["x", "y"] == pytest.approx(np.corrcoef(x, y)[0, 1])
