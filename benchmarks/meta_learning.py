@@ -45,15 +45,14 @@ from msmt.data.encoders import fit_schema
 from msmt.data.loading import load_splits, read_data
 from msmt.data.split import split_frame
 from msmt.data.tensorize import encode_frame, take
-from msmt.evaluation.metrics import binary_metrics
 from msmt.meta import adapt, meta_train, plan_meta, split_parameters
 from msmt.meta.episodes import group_values
 from msmt.models import build_model
 from msmt.scoring.personal import forward_with_block
 from msmt.spec.config import load_experiment
-from msmt.spec.dataset import SplitSpec, TaskKind
+from msmt.spec.dataset import SplitSpec
+from msmt.spec.task_kinds import rules, to_user_units
 from msmt.training.loop import fit, seed_everything
-from msmt.training.losses import row_loss, to_prediction
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 METHODS = ("base", "finetune", "scratch", *ALGORITHMS)
@@ -78,7 +77,7 @@ def scratch_block(cfg, schema, support, steps: int, lr: float, seed: int):
         tasks = cfg.dataset.tasks
         for _ in range(steps):
             out = model(support)
-            loss = sum(t.weight * (support["weight"] * row_loss(t.kind, out[t.name], support["labels"][:, i])).mean() for i, t in enumerate(tasks))
+            loss = sum(t.weight * (support["weight"] * rules(t).row_loss(out[t.name], support["labels"][:, i])).mean() for i, t in enumerate(tasks))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -89,7 +88,7 @@ def scratch_block(cfg, schema, support, steps: int, lr: float, seed: int):
 @torch.no_grad()
 def predict(model, block, batch, tasks) -> dict[str, np.ndarray]:
     out = forward_with_block(model, block, batch)
-    return {t.name: to_prediction(t.kind, out[t.name]).numpy() for t in tasks}
+    return {t.name: to_user_units(t.kind, out[t.name]).numpy() for t in tasks}
 
 
 def pooled_metrics(tasks, labels: np.ndarray, preds: dict[str, list[np.ndarray]]) -> dict[str, float]:
@@ -102,16 +101,17 @@ def pooled_metrics(tasks, labels: np.ndarray, preds: dict[str, list[np.ndarray]]
         if bad.any():  # a diverged adaptation: reported as such, never silently dropped
             res[f"{t.name}_loss"] = float("nan")
             objective = float("nan")
-            if t.kind == TaskKind.BINARY:
+            if "auc" in rules(t).primary:
                 res[f"{t.name}_auc"] = None
             continue
         # the training loss on the prediction scale, so every method is scored the same way
-        o = np.log(np.clip(p, 1e-7, 1 - 1e-7) / (1 - np.clip(p, 1e-7, 1 - 1e-7))) if t.kind == TaskKind.BINARY else (np.log(np.maximum(p, 1e-7)) if t.kind == TaskKind.COUNT else p)
-        loss = float(row_loss(t.kind, torch.from_numpy(o).double(), torch.from_numpy(y).double()).mean())
+        kind = rules(t)
+        o = kind.inverse_link(torch.from_numpy(p).double())
+        loss = float(kind.row_loss(o, torch.from_numpy(y).double()).mean())
         res[f"{t.name}_loss"] = loss
         objective += t.weight * loss
-        if t.kind == TaskKind.BINARY:
-            res[f"{t.name}_auc"] = binary_metrics(y, p)["auc"]
+        if "auc" in kind.primary:
+            res[f"{t.name}_auc"] = kind.measures(y, p)["auc"]
     res["objective"] = objective
     return res
 

@@ -17,7 +17,7 @@ from msmt.models import model_names
 from msmt.rundir.layout import load_run
 from msmt.scoring.export import ExportError, OnnxRunner, TorchScriptRunner, export_model, export_run, used_keys
 from msmt.scoring.predict import predict_batches
-from msmt.training.losses import to_prediction
+from msmt.spec.task_kinds import to_user_units
 
 
 def _batch(run, data_dir, rows=None):
@@ -44,7 +44,7 @@ def test_every_registered_model_exports_with_parity(trained_run, tmp_path, model
     expected = predict_batches(run.model, batch)
     for task in run.model.task_names:
         kind = run.schema.spec.task(task).kind
-        got = to_prediction(kind, torch.from_numpy(raw[task])).numpy()
+        got = to_user_units(kind, torch.from_numpy(raw[task])).numpy()
         assert got.shape == (23,)
         np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)
 
@@ -173,5 +173,5 @@ def test_esmm_with_a_declared_product_exports_with_parity(tmp_path, fmt):
     expected = predict_batches(run.model, batch)
     assert "ctcvr" in raw
     for task in run.model.task_names:
-        got = to_prediction(run.schema.spec.task(task).kind, torch.from_numpy(raw[task])).numpy()
+        got = to_user_units(run.schema.spec.task(task).kind, torch.from_numpy(raw[task])).numpy()
         np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)

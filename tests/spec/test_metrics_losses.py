@@ -7,9 +7,11 @@ import pytest
 import torch
 from sklearn.metrics import log_loss, mean_poisson_deviance, roc_auc_score
 
-from msmt.evaluation.metrics import compute_metrics, mape, nmae, smape
+from msmt.evaluation.metrics import compute_metrics
 from msmt.spec.dataset import Task, TaskKind
-from msmt.training.losses import row_loss, task_losses
+from msmt.spec.measures import mape, nmae, smape
+from msmt.spec.task_kinds import rules
+from msmt.training.losses import task_losses
 
 RNG = np.random.default_rng(0)
 
@@ -56,12 +58,12 @@ def test_auc_undefined_with_one_class_and_oracle_block():
 def test_row_losses_closed_forms():
     o = torch.tensor([0.3, -1.2, 2.0])
     y = torch.tensor([1.0, 0.0, 3.0])
-    bce = row_loss(TaskKind.BINARY, o, torch.tensor([1.0, 0.0, 1.0]))
+    bce = rules(TaskKind.BINARY).row_loss(o, torch.tensor([1.0, 0.0, 1.0]))
     expected = -torch.log(torch.sigmoid(o)) * torch.tensor([1.0, 0.0, 1.0]) - torch.log(1 - torch.sigmoid(o)) * torch.tensor([0.0, 1.0, 0.0])
     torch.testing.assert_close(bce, expected)
-    pois = row_loss(TaskKind.COUNT, o, y)
+    pois = rules(TaskKind.COUNT).row_loss(o, y)
     torch.testing.assert_close(pois, -torch.distributions.Poisson(torch.exp(o)).log_prob(y))
-    torch.testing.assert_close(row_loss(TaskKind.REGRESSION, o, y), (o - y) ** 2)
+    torch.testing.assert_close(rules(TaskKind.REGRESSION).row_loss(o, y), (o - y) ** 2)
 
 
 def test_sample_weights_and_task_weights():

@@ -13,9 +13,10 @@ from msmt.models import build_model
 from msmt.spec.config import LossConfig, load_experiment
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
+from msmt.spec.task_kinds import rules
 from msmt.training.balancing.pcgrad import project_conflicts
 from msmt.training.loop import fit
-from msmt.training.losses import balancer_names, build_balancer, row_loss
+from msmt.training.losses import balancer_names, build_balancer
 
 
 class Toy(nn.Module):
@@ -56,7 +57,7 @@ def train_toy(strategy, kind, make_batch, steps, num_tasks=2, lr=0.02, seed=0, *
     for _ in range(steps):
         x, ys = make_batch(gen)
         outs = model(x)
-        losses = {t.name: row_loss(t.kind, o, y).mean() for t, o, y in zip(tasks, outs, ys)}
+        losses = {t.name: rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, outs, ys)}
         opt.zero_grad()
         balancer.backward(losses)
         opt.step()
@@ -90,7 +91,7 @@ def test_uncertainty_gives_the_noisier_regression_task_the_smaller_weight():
     # closed form: for a fixed loss L the optimum of ½e^{-s}L + ½s is s = log L
     x, ys = regression_batch()(torch.Generator().manual_seed(123))
     with torch.no_grad():
-        losses = torch.stack([row_loss(t.kind, o, y).mean() for t, o, y in zip(tasks, model(x), ys)])
+        losses = torch.stack([rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, model(x), ys)])
     torch.testing.assert_close(bal.log_var.detach(), losses.log(), atol=0.35, rtol=0)
 
 
@@ -109,7 +110,7 @@ def test_uncertainty_classification_form_and_noisier_task():
     assert w["t1"] < 0.7 * w["t0"]
     x, ys = make(torch.Generator().manual_seed(5))
     with torch.no_grad():
-        losses = torch.stack([row_loss(t.kind, o, y).mean() for t, o, y in zip(tasks, model(x), ys)])
+        losses = torch.stack([rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, model(x), ys)])
     # optimum of e^{-s}L + ½s is s = log(2L)
     torch.testing.assert_close(bal.log_var.detach(), (2 * losses).log(), atol=0.2, rtol=0)
 
@@ -147,7 +148,7 @@ def grad_norm_spread(model, tasks, weights, make):
     outs = model(x)
     norms = []
     for t, o, y, w in zip(tasks, outs, ys, weights):
-        g = torch.autograd.grad(row_loss(t.kind, o, y).mean(), model.last.weight, retain_graph=True)[0]
+        g = torch.autograd.grad(rules(t).row_loss(o, y).mean(), model.last.weight, retain_graph=True)[0]
         norms.append(w * g.norm())
     norms = torch.stack(norms)
     return float(norms.max() / norms.min())
@@ -174,7 +175,7 @@ def test_gradnorm_weight_update_matches_hand_computed_gradient():
     bal = build_balancer(tasks, loss_cfg("gradnorm", alpha=1.0, lr=0.1), model)
     x = torch.randn(64, 8)
     ys = [torch.randn(64), 5 * torch.randn(64)]
-    losses = {t.name: row_loss(t.kind, o, y).mean() for t, o, y in zip(tasks, model(x), ys)}
+    losses = {t.name: rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, model(x), ys)}
     layer = [model.last.weight, model.last.bias]  # GradNorm measures all parameters of the declared layer
     norms = torch.stack(
         [torch.cat([g.flatten() for g in torch.autograd.grad(losses[n], layer, retain_graph=True)]).norm() for n in ("t0", "t1")]
@@ -221,7 +222,7 @@ def test_pcgrad_sets_shared_gradient_to_projected_sum_and_keeps_task_gradients()
     ys = [torch.randn(32), -torch.randn(32)]
 
     def losses():
-        return {t.name: row_loss(t.kind, o, y).mean() for t, o, y in zip(tasks, model(x), ys)}
+        return {t.name: rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, model(x), ys)}
 
     shared = model.shared_parameters()
     per_task = [torch.cat([g.flatten() for g in torch.autograd.grad(v, shared, retain_graph=True)]) for v in losses().values()]

@@ -8,6 +8,7 @@ import pandas as pd
 from msmt.data.io import source_of
 from msmt.spec.dataset import DatasetSpec, TaskKind
 from msmt.spec.errors import DataError
+from msmt.spec.task_kinds import rules
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str]) -> None:
@@ -36,15 +37,10 @@ def numeric_column(frame: pd.DataFrame, column: str, allow_missing: bool = True)
 def label_column(frame: pd.DataFrame, column: str, kind: TaskKind) -> np.ndarray:
     """A task's labels, checked against its kind."""
     y = numeric_column(frame, column, allow_missing=False)
-    if kind == TaskKind.BINARY:
-        bad = ~np.isin(y, (0.0, 1.0))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(source_of(frame), column, f"binary label must be 0 or 1, got {y[row]:g} in data row {row + 1}")
-    elif kind == TaskKind.COUNT:
-        if (y < 0).any():
-            row = int(np.flatnonzero(y < 0)[0])
-            raise DataError(source_of(frame), column, f"count label must be >= 0, got {y[row]:g} in data row {row + 1}")
+    bad, rule = rules(kind).label_problem(y)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(source_of(frame), column, f"{rule}, got {y[row]:g} in data row {row + 1}")
     return y
 
 

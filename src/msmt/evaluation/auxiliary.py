@@ -18,7 +18,7 @@ from msmt.evaluation.evaluate import scenario_names, truth_columns
 from msmt.evaluation.metrics import compute_metrics
 from msmt.models.base import MultiTaskModel
 from msmt.spec.dataset import Task
-from msmt.training.losses import to_prediction
+from msmt.spec.task_kinds import to_user_units
 
 
 @torch.no_grad()
@@ -31,7 +31,7 @@ def predict_auxiliary(model: MultiTaskModel, data: Batch, batch_size: int = 8192
     inputs = {k: v for k, v in data.items() if k not in ("labels", "weight")}
     for batch in iterate_batches(inputs, batch_size):
         for name, out in model.auxiliary_outputs(batch).items():
-            chunks.setdefault(name, []).append(to_prediction(kinds[name], out).float().cpu().numpy())
+            chunks.setdefault(name, []).append(to_user_units(kinds[name], out).float().cpu().numpy())
     model.train(was_training)
     return {name: np.concatenate(c) for name, c in chunks.items()}
 

@@ -11,8 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from msmt.data.io import atomic_write_text  # noqa: E402
-
-PRIMARY = {"binary": ["auc", "logloss"], "count": ["smape", "nmae"], "regression": ["smape", "nmae", "rmse"]}
+from msmt.spec.task_kinds import rules  # noqa: E402
 
 
 def _fmt(value) -> str:
@@ -28,8 +27,7 @@ def metrics_table(M: dict, tasks, with_oracle: bool = True) -> str:
 
     With an oracle block, each cell reads ``model (oracle)``.
     """
-    kinds = {t.name: t.kind.value for t in tasks}
-    cols = [(t, m) for t in kinds for m in PRIMARY[kinds[t]] if m in M["overall"].get(t, {})]
+    cols = [(t.name, m) for t in tasks for m in rules(t).primary if m in M["overall"].get(t.name, {})]
     oracle = M.get("oracle") if with_oracle else None
     header = "| scenario | rows | " + " | ".join(f"{t} {m}" for t, m in cols) + " |"
     lines = [header, "|" + "---|" * (len(cols) + 2)]

@@ -45,8 +45,8 @@ from msmt.models.registry import model_class  # noqa: E402
 from msmt.rundir.provenance import same_code  # noqa: E402
 from msmt.spec.config import load_experiment  # noqa: E402
 from msmt.spec.errors import ConfigError  # noqa: E402
+from msmt.spec.task_kinds import rules  # noqa: E402
 
-PRIMARY = {"binary": ["auc", "logloss"], "count": ["smape", "nmae"], "regression": ["smape", "nmae"]}
 ORACLE = "oracle"
 CELL_RECORD = "bench.json"  # in a cell's run directory: its overrides and training seconds
 NOT_APPLICABLE = "not_applicable.json"  # in OUT/runs/<dataset>/<model>/
@@ -249,7 +249,7 @@ def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: li
             continue
         scenarios = ["overall", *[s for s in part["scenario"].unique() if s != "overall"]]
         for task, kind in kinds[dataset].items():
-            for metric in PRIMARY[kind]:
+            for metric in rules(kind).primary:
                 sub = part[(part["task"] == task) & (part["metric"] == metric)]
                 if sub.empty:
                     continue
@@ -269,7 +269,7 @@ def plot(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], out: Path) -> 
     paths = []
     for dataset, part in summary.groupby("dataset", sort=False):
         for task, kind in kinds[dataset].items():
-            metric = PRIMARY[kind][0]
+            metric = rules(kind).primary[0]
             sub = part[(part["task"] == task) & (part["metric"] == metric) & (part["scenario"] == "overall")]
             if sub.empty:
                 continue

@@ -15,7 +15,6 @@ and ``use_transformer`` (pool the position-embedded steps without self-attention
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from msmt.layers import MLP, FeatureEncoder
@@ -27,44 +26,10 @@ from msmt.layers.sequence import PanelEncoder
 from msmt.models.base import MultiTaskModel
 from msmt.models.registry import register
 from msmt.spec.errors import ConfigError
+from msmt.spec.model_params import M2MParams
 
 
-class M2MParams(BaseModel):
-    """``model.m2m.*``. Expert width comes from ``model.hidden_dims`` unless ``expert_dims`` is set.
-
-    Default sizes are chosen for cost (docs/results/m2m_speed.md): every generated weight costs
-    (scenario_dim + 1) multiply-adds per row, so S̃ = 16, one tower level, meta width 16 and a
-    16-d sequence encoder keep M2M within a small factor of MMoE with the same expert sizes.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_experts: int = Field(default=4, ge=1)  # k
-    expert_dims: tuple[int, ...] | None = None
-    scenario_dim: int = Field(default=16, ge=1)  # size of S̃
-    scenario_hidden: tuple[int, ...] = (64,)
-    task_dim: int = Field(default=16, ge=1)  # task embedding size
-    meta_layers: int = Field(default=2, ge=1)  # K: depth of every meta unit
-    meta_hidden: int = Field(default=16, ge=1)  # width inside the meta units
-    tower_levels: int = Field(default=1, ge=1)  # L: residual levels of the meta tower
-    seq_len: int | None = Field(default=None, ge=1)  # T ≤ panel window; None = the whole window
-    seq_dim: int = Field(default=16, ge=1)
-    seq_heads: int = Field(default=2, ge=1)
-    seq_layers: int = Field(default=1, ge=1)
-    seq_ff_dim: int = Field(default=32, ge=1)
-    use_transformer: bool = True
-    use_meta_attention: bool = True
-    use_meta_tower: bool = True
-    profile_features: tuple[str, ...] = ()  # feed S̃ only; every other feature feeds F
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> M2MParams:
-        if self.seq_dim % self.seq_heads:
-            raise ValueError(f"seq_dim ({self.seq_dim}) must be divisible by seq_heads ({self.seq_heads})")
-        return self
-
-
-@register("m2m", M2MParams)
+@register("m2m")
 class M2M(MultiTaskModel):
     """Input: a Batch (docs/architecture.md); output: {task: [B]} logits / log-rates / values."""
 

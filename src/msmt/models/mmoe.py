@@ -8,7 +8,6 @@ first layers in one GEMM).
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from msmt.layers import MLP, FeatureEncoder
@@ -17,13 +16,7 @@ from msmt.models.base import MultiTaskModel
 from msmt.models.registry import register
 
 
-class MMoEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_experts: int = Field(default=4, ge=1)
-
-
-@register("mmoe", MMoEParams)
+@register("mmoe")
 class MMoE(MultiTaskModel):
     """Experts use ``model.hidden_dims``; towers use ``model.tower_dims``."""
 

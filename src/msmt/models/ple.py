@@ -8,7 +8,6 @@ is allowed (its own experts plus the shared ones).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from msmt.layers import MLP, FeatureEncoder
@@ -17,16 +16,7 @@ from msmt.models.base import MultiTaskModel
 from msmt.models.registry import register
 
 
-class PLEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_levels: int = Field(default=2, ge=1)
-    task_experts: int = Field(default=1, ge=1)  # per task and level
-    shared_experts: int = Field(default=2, ge=1)  # per level
-    expert_dims: list[int] | None = None  # each expert's MLP; default ``model.hidden_dims``
-
-
-@register("ple", PLEParams)
+@register("ple")
 class PLE(MultiTaskModel):
     def __init__(self, schema, cfg):
         super().__init__(schema, cfg)

@@ -13,7 +13,6 @@ scenarios (index 0) use the centre of the star (``msmt.layers.star``).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from msmt.layers import MLP, FeatureEncoder, activation
@@ -22,14 +21,7 @@ from msmt.models.base import MultiTaskModel
 from msmt.models.registry import register
 
 
-class STARParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    norm_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
-    aux_dims: list[int] = Field(default_factory=lambda: [16])  # auxiliary network's hidden layers
-
-
-@register("star", STARParams)
+@register("star")
 class STAR(MultiTaskModel):
     def __init__(self, schema, cfg):
         super().__init__(schema, cfg)

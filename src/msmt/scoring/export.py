@@ -10,7 +10,7 @@ never reads (e.g. an empty ``scenario_dense`` [N, 0]) are not part of the graph.
 Dynamic axes: dimension 0 (rows) of every input and output; dimension 1 of ``seq.*`` inputs
 (history length ``W``). Outputs stay in model units (logit, log-rate, value); the task kinds
 are stored in the ONNX metadata (``msmt.tasks``) so a consumer can map them to probabilities
-and expected counts, as :func:`msmt.training.losses.to_prediction` does.
+and expected counts, as :func:`msmt.spec.task_kinds.to_user_units` does.
 
 Parity: the exported file is scored on validation rows at two batch sizes different from the
 tracing example (so a batch size frozen into the graph is caught) and compared with eager

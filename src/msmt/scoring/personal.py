@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from msmt.data.io import atomic_write_text
+from msmt.spec.task_kinds import to_user_units
 
 BLOCKS_DIR = "blocks"
 INDEX = "index.json"
@@ -92,7 +93,6 @@ def predict_with_blocks(
     import pandas as pd
 
     from msmt.data.tensorize import take
-    from msmt.training.losses import to_prediction
 
     was_training = model.training
     model.eval()
@@ -110,7 +110,7 @@ def predict_with_blocks(
             batch = take(part, slice(start, start + batch_size))
             pred = forward_with_block(model, block, batch)
             for t, kind in kinds.items():
-                out[t][rows[start : start + batch_size]] = to_prediction(kind, pred[t]).float().cpu().numpy()
+                out[t][rows[start : start + batch_size]] = to_user_units(kind, pred[t]).float().cpu().numpy()
 
     base_rows = np.flatnonzero(~with_block)
     if len(base_rows):

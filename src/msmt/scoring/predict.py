@@ -14,7 +14,7 @@ import torch
 from msmt.data.tensorize import Batch, iterate_batches, num_rows, to_device
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import autocast, check_precision, model_device
-from msmt.training.losses import to_prediction
+from msmt.spec.task_kinds import to_user_units
 
 
 @torch.no_grad()
@@ -51,6 +51,6 @@ def predict_batches(
     for batch in iterate_batches(inputs, batch_size):
         out = forward(batch)
         for t, kind in kinds.items():
-            chunks[t].append(to_prediction(kind, out[t]).float().cpu().numpy())
+            chunks[t].append(to_user_units(kind, out[t]).float().cpu().numpy())
     model.train(was_training)
     return {t: np.concatenate(c) if c else np.zeros(0, dtype=np.float32) for t, c in chunks.items()}

@@ -24,10 +24,10 @@ from msmt.serving.encode import RowEncoder
 from msmt.serving.request import build_request_models
 from msmt.serving.scorer import Scorer
 from msmt.spec.errors import MsmtError
+from msmt.spec.task_kinds import rules
 
 log = logging.getLogger("msmt.serve")
 MAX_ERRORS = 20
-OUTPUT = {"binary": "probability", "count": "expected count", "regression": "value"}
 _EXPECTED = {
     "scenario": "must be a string, an integer or null",
     "sparse": "must be a string, an integer or null",
@@ -153,7 +153,7 @@ def describe_schema(scorer: Scorer, cols, max_rows: int, max_body_bytes: int) ->
             "attributes": spec.scenario.attributes.columns,
             "unseen_allowed": bool(spec.scenario.attributes.columns),
         },
-        "tasks": [{"name": t.name, "kind": t.kind.value, "output": OUTPUT[t.kind.value]} for t in spec.tasks],
+        "tasks": [{"name": t.name, "kind": t.kind.value, "output": rules(t).user_units} for t in spec.tasks],
         "group": spec.group,
         "limits": {"max_rows": max_rows, "max_body_bytes": max_body_bytes},
     }

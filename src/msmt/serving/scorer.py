@@ -24,20 +24,10 @@ from msmt.data.tensorize import Batch, encode_frame, num_rows, take
 from msmt.rundir.layout import LoadedRun
 from msmt.scoring.personal import forward_with_block
 from msmt.serving.blocks import BlockCache
-from msmt.spec.dataset import TaskKind
 from msmt.spec.errors import ConfigError
+from msmt.spec.task_kinds import to_user_units
 
 BACKENDS = ("torch", "onnx")
-
-
-def to_user_units(kind: TaskKind, raw: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`msmt.training.losses.to_prediction` (probability / expected count / value)."""
-    raw = raw.astype(np.float64)
-    if kind == TaskKind.BINARY:
-        return 1.0 / (1.0 + np.exp(-raw))
-    if kind == TaskKind.COUNT:
-        return np.exp(raw)
-    return raw
 
 
 class Scorer:

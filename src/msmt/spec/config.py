@@ -6,8 +6,8 @@ the experiment file); data file paths are resolved relative to the dataset confi
 resolved, self-contained config is what a run directory stores as ``config.yaml``.
 
 Model-specific hyperparameters live in a sub-section named after the model
-(``model.mmoe.num_experts``); each model validates its own section (see
-:mod:`msmt.models.registry`), so a misspelt key is reported with its full path.
+(``model.mmoe.num_experts``); each model validates its own section (declared in
+:mod:`msmt.spec.model_params`, no model code imported), so a misspelt key is reported with its full path.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from msmt.spec.dataset import DatasetSpec
 from msmt.spec.errors import ConfigError
+from msmt.spec.sections import model_names, model_section, strategy_names, strategy_section
 
 
 class Strict(BaseModel):
@@ -52,22 +53,18 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _validate_sections(self) -> ModelConfig:
-        from msmt.models.registry import model_names, params_class
-
         if self.name not in model_names():
             raise ValueError(f"unknown model '{self.name}' (registered: {model_names()})")
         for key, value in (self.model_extra or {}).items():
             if key not in model_names():
                 raise ValueError(f"unknown key 'model.{key}'")
-            self.model_extra[key] = _validate_section(params_class(key), value, f"model.{key}.")
+            self.model_extra[key] = _validate_section(model_section(key), value, f"model.{key}.")
         return self
 
     def params(self) -> BaseModel:
         """The validated section of the selected model (defaults when absent)."""
-        from msmt.models.registry import params_class
-
         section = (self.model_extra or {}).get(self.name)
-        return section if section is not None else params_class(self.name)()
+        return section if section is not None else model_section(self.name)()
 
 
 # ``train.device`` values (resolved to a torch.device, CUDA availability checked, by msmt.runtime.device)
@@ -113,21 +110,17 @@ class LossConfig(Strict):
 
     @model_validator(mode="after")
     def _validate_strategy(self) -> LossConfig:
-        from msmt.training.losses import balancer_names, balancer_params_class
-
-        if self.strategy not in balancer_names():
-            raise ValueError(f"unknown loss strategy '{self.strategy}' (registered: {balancer_names()})")
+        if self.strategy not in strategy_names():
+            raise ValueError(f"unknown loss strategy '{self.strategy}' (registered: {strategy_names()})")
         for key, value in (self.model_extra or {}).items():
-            if key not in balancer_names():
+            if key not in strategy_names():
                 raise ValueError(f"unknown key 'loss.{key}'")
-            self.model_extra[key] = _validate_section(balancer_params_class(key), value, f"loss.{key}.")
+            self.model_extra[key] = _validate_section(strategy_section(key), value, f"loss.{key}.")
         return self
 
     def params(self) -> BaseModel:
-        from msmt.training.losses import balancer_params_class
-
         section = (self.model_extra or {}).get(self.strategy)
-        return section if section is not None else balancer_params_class(self.strategy)()
+        return section if section is not None else strategy_section(self.strategy)()
 
 
 class MetaConfig(Strict):

@@ -1,11 +1,7 @@
 """Per-task losses derived from the task kind, and loss-balancing strategies.
 
-Task losses (per row, before weighting):
-
-* binary: BCE on the logit;
-* count: Poisson negative log-likelihood on the log-rate o: exp(o) - y*o + log(y!)
-  (the log(y!) term is constant in the parameters and makes the value an exact NLL);
-* regression: squared error.
+Task losses per row come from the task kind's entry in :mod:`msmt.spec.task_kinds` (BCE on the
+logit, Poisson NLL on the log-rate, squared error).
 
 A task's loss is ``mean_n(v_n * l_t(n))`` with per-sample weights v_n; strategies combine
 the task losses into one objective and own the backward pass (GradNorm and PCGrad need it).
@@ -16,37 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from msmt.runtime.device import model_device
-from msmt.spec.dataset import Task, TaskKind
-
-
-def row_loss(kind: TaskKind, output: Tensor, label: Tensor) -> Tensor:
-    """[B] outputs and labels -> [B] per-row losses."""
-    if kind == TaskKind.BINARY:
-        return F.binary_cross_entropy_with_logits(output, label, reduction="none")
-    if kind == TaskKind.COUNT:
-        return torch.exp(output) - label * output + torch.lgamma(label + 1.0)
-    if kind == TaskKind.REGRESSION:
-        return (output - label) ** 2
-    raise ValueError(f"unknown task kind {kind}")
-
-
-def to_prediction(kind: TaskKind, output: Tensor) -> Tensor:
-    """Model output -> the quantity users see: probability, expected count, or value."""
-    if kind == TaskKind.BINARY:
-        return torch.sigmoid(output)
-    if kind == TaskKind.COUNT:
-        return torch.exp(output)
-    return output
+from msmt.spec.dataset import Task
+from msmt.spec.sections import declare_strategy, strategy_names
+from msmt.spec.task_kinds import rules
 
 
 def task_losses(tasks: tuple[Task, ...], outputs: dict[str, Tensor], labels: Tensor, weight: Tensor) -> dict[str, Tensor]:
     """{task: scalar} = mean over rows of (sample weight x row loss); labels is [B, T]."""
-    return {t.name: (weight * row_loss(t.kind, outputs[t.name], labels[:, i])).mean() for i, t in enumerate(tasks)}
+    return {t.name: (weight * rules(t).row_loss(outputs[t.name], labels[:, i])).mean() for i, t in enumerate(tasks)}
 
 
 # --------------------------------------------------------------------------- balancing
@@ -83,10 +60,6 @@ class LossBalancer(nn.Module):
         return {n: float(w) for n, w in zip(self.task_names, self.task_weights)}
 
 
-class FixedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class FixedWeights(LossBalancer):
     """L = sum_t w_t L_t with the weights declared on the tasks."""
 
@@ -95,12 +68,19 @@ class FixedWeights(LossBalancer):
         return (self.task_weights * stacked).sum()
 
 
-_BALANCERS: dict[str, tuple[type[LossBalancer], type[BaseModel]]] = {"fixed": (FixedWeights, FixedParams)}
+_BALANCERS: dict[str, type[LossBalancer]] = {"fixed": FixedWeights}
 
 
-def register_balancer(name: str, params: type[BaseModel] = FixedParams) -> Callable[[type], type]:
+def register_balancer(name: str, params: type[BaseModel] | None = None) -> Callable[[type], type]:
+    """Register a strategy class; ``params`` declares its ``loss.<name>`` section (the built-in
+    strategies have theirs in :mod:`msmt.spec.loss_params`)."""
+
     def deco(cls: type) -> type:
-        _BALANCERS[name] = (cls, params)
+        if params is not None:
+            declare_strategy(name, params)
+        elif name not in strategy_names():
+            declare_strategy(name)
+        _BALANCERS[name] = cls
         return cls
 
     return deco
@@ -115,15 +95,9 @@ def balancer_names() -> list[str]:
     return sorted(_BALANCERS)
 
 
-def balancer_params_class(name: str) -> type[BaseModel]:
-    _load_strategies()
-    return _BALANCERS[name][1]
-
-
 def build_balancer(tasks: tuple[Task, ...], loss_cfg, model: nn.Module) -> LossBalancer:
     _load_strategies()
-    cls, _ = _BALANCERS[loss_cfg.strategy]
-    return cls(tasks, loss_cfg.params(), model)
+    return _BALANCERS[loss_cfg.strategy](tasks, loss_cfg.params(), model)
 
 
 __all__ = [
@@ -132,7 +106,5 @@ __all__ = [
     "balancer_names",
     "build_balancer",
     "register_balancer",
-    "row_loss",
     "task_losses",
-    "to_prediction",
 ]

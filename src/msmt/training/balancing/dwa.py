@@ -8,19 +8,13 @@ the trainer passes to ``end_epoch``. The task's declared weight multiplies w_t.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from msmt.spec.loss_params import DWAParams
 from msmt.training.losses import LossBalancer, register_balancer
 
 
-class DWAParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float = Field(default=2.0, gt=0.0)
-
-
-@register_balancer("dwa", DWAParams)
+@register_balancer("dwa")
 class DynamicWeightAverage(LossBalancer):
     def __init__(self, tasks, params: DWAParams, model: nn.Module):
         super().__init__(tasks, params, model)

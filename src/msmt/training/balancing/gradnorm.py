@@ -15,22 +15,14 @@ of the trainer's optimiser.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from msmt.spec.errors import ConfigError
+from msmt.spec.loss_params import GradNormParams
 from msmt.training.losses import LossBalancer, register_balancer
 
 
-class GradNormParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    alpha: float = Field(default=1.5, ge=0.0)
-    lr: float = Field(default=0.025, gt=0.0)  # the weights' own optimiser
-    min_weight: float = Field(default=1e-3, gt=0.0)
-
-
-@register_balancer("gradnorm", GradNormParams)
+@register_balancer("gradnorm")
 class GradNorm(LossBalancer):
     def __init__(self, tasks, params: GradNormParams, model: nn.Module):
         super().__init__(tasks, params, model)

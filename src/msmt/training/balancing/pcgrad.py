@@ -9,17 +9,11 @@ task-specific parameters get the ordinary gradient of Σ_t w_t L_t.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from msmt.spec.errors import ConfigError
+from msmt.spec.loss_params import PCGradParams
 from msmt.training.losses import LossBalancer, register_balancer
-
-
-class PCGradParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seed: int = 0  # the random projection order
 
 
 def project_conflicts(grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -35,7 +29,7 @@ def project_conflicts(grads: Tensor, generator: torch.Generator | None = None) -
     return out
 
 
-@register_balancer("pcgrad", PCGradParams)
+@register_balancer("pcgrad")
 class PCGrad(LossBalancer):
     def __init__(self, tasks, params: PCGradParams, model: nn.Module):
         super().__init__(tasks, params, model)

@@ -13,25 +13,19 @@ ends with the smaller effective weight exp(−s_t) (or ½ exp(−s_t)).
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from msmt.spec.dataset import TaskKind
+from msmt.spec.loss_params import UncertaintyParams
+from msmt.spec.task_kinds import rules
 from msmt.training.losses import LossBalancer, register_balancer
 
 
-class UncertaintyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    init_log_var: float = 0.0
-
-
-@register_balancer("uncertainty", UncertaintyParams)
+@register_balancer("uncertainty")
 class UncertaintyWeighting(LossBalancer):
     def __init__(self, tasks, params: UncertaintyParams, model: nn.Module):
         super().__init__(tasks, params, model)
         self.log_var = nn.Parameter(torch.full((len(tasks),), float(params.init_log_var)))  # [T]
-        scale = [1.0 if t.kind == TaskKind.BINARY else 0.5 for t in tasks]
+        scale = [rules(t).uncertainty_factor for t in tasks]
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))  # 1 or ½ per task
 
     def effective_weights(self) -> Tensor:
