@@ -27,9 +27,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from msmt.data.io import atomic_write_text
-from msmt.data.tensorize import iterate_batches
 from msmt.models import build_model
 from msmt.runtime.allocator import tune_allocator
+from msmt.spec.batch import iterate_batches
 from msmt.spec.config import ModelConfig
 from msmt.training.losses import task_losses
 from msmt.training.optim import adamw

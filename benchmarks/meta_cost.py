@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits
-from msmt.data.tensorize import encode_frame, take
+from msmt.data.tensorize import encode_frame
 from msmt.meta import GroupIndex, adapt, split_parameters
 from msmt.meta.episodes import group_values
 from msmt.models import build_model
 from msmt.rundir.layout import save_weights
 from msmt.scoring.personal import forward_with_block, load_block, read_index, save_blocks
+from msmt.spec.batch import take
 from msmt.spec.config import load_experiment
 
 

@@ -41,14 +41,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits, read_data
 from msmt.data.split import split_frame
-from msmt.data.tensorize import encode_frame, take
+from msmt.data.tensorize import encode_frame
 from msmt.meta import adapt, meta_train, plan_meta, split_parameters
 from msmt.meta.episodes import group_values
 from msmt.models import build_model
 from msmt.scoring.personal import forward_with_block
+from msmt.spec.batch import take
 from msmt.spec.config import load_experiment
 from msmt.spec.dataset import SplitSpec
 from msmt.spec.task_kinds import rules, to_user_units

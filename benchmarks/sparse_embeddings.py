@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import read_data
-from msmt.data.tensorize import encode_frame, iterate_batches
+from msmt.data.tensorize import encode_frame
 from msmt.models import build_model
+from msmt.spec.batch import iterate_batches
 from msmt.spec.config import load_experiment
 from msmt.synth.simple import write_simple
 from msmt.training.losses import build_balancer, task_losses

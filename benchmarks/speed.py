@@ -39,13 +39,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from msmt.data.encoders import FittedSchema, Vocabulary
 from msmt.data.io import atomic_write_text
-from msmt.data.tensorize import iterate_batches
 from msmt.models import build_model
 from msmt.runtime.allocator import tune_allocator
+from msmt.spec.batch import iterate_batches
 from msmt.spec.config import ModelConfig
 from msmt.spec.dataset import DatasetSpec
+from msmt.spec.fitted import FittedSchema, Vocabulary
 from msmt.training.losses import task_losses
 from msmt.training.optim import adamw
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import read_data
 from msmt.spec.config import load_dataset_spec
 from msmt.synth.simple import write_simple

@@ -2,7 +2,7 @@
 
 A stand-in for the advertiser simulator (issue 3) used by M2M's tests and benchmarks: it
 produces exactly the batch layout of docs/architecture.md (``seq.*`` keys, scenario attributes,
-``FittedSchema.extra["panel"]``) without the sequence builder. Scenarios are described by two
+``FittedSchema.panel``) without the sequence builder. Scenarios are described by two
 attributes (ad ``format``, log ``traffic``); advertisers by a profile (``industry``,
 ``size_tier``, ``budget_level``); each row has a trailing window of behaviour events and
 performance metrics, with a random number of observed (most recent) steps, possibly none.
@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msmt.data.encoders import DenseStats, FittedSchema, Vocabulary
 from msmt.spec.dataset import DatasetSpec
+from msmt.spec.fitted import DenseStats, FittedSchema, PanelEncoding, Vocabulary
 
 FORMATS = ("image", "text", "video")
 EVENTS = ("lower_bid", "new_creative", "pause", "raise_bid")
@@ -70,8 +70,8 @@ def toy_schema(window: int = 7, advertisers: int = 200, with_panel: bool = True)
         "size_tier": Vocabulary(TIERS),
     }
     dense = {"traffic": DenseStats(0.0, 1.0), "budget_level": DenseStats(0.0, 1.0)}
-    extra = {"panel": {"window": window, "metrics": list(METRICS), "events": list(EVENTS)}} if with_panel else {}
-    return FittedSchema(toy_spec(), tuple(sorted(SCENARIOS)), vocabs, dense, extra)
+    panel = PanelEncoding(window=window, metrics=METRICS, events=EVENTS) if with_panel else None
+    return FittedSchema(toy_spec(), tuple(sorted(SCENARIOS)), vocabs, dense, panel)
 
 
 def make_toy_panel(rows: int = 4000, seed: int = 0, window: int = 7, advertisers: int = 200, new_scenario_share: float = 0.0) -> ToyPanel:
@@ -133,7 +133,7 @@ def make_toy_panel(rows: int = 4000, seed: int = 0, window: int = 7, advertisers
 
 
 def without_panel(toy: ToyPanel) -> ToyPanel:
-    """The same rows with no ``seq.*`` keys and a schema without ``extra['panel']``."""
+    """The same rows with no ``seq.*`` keys and a schema without a panel encoding."""
     s = toy.schema
     schema = FittedSchema(s.spec, s.scenarios, s.vocabularies, s.dense, {})
     return ToyPanel(schema, {k: v for k, v in toy.batch.items() if not k.startswith("seq.")}, toy.frame)

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from msmt.cli import main
-from msmt.data.encoders import FittedSchema, fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits, read_data
 from msmt.data.tensorize import encode_frame
 from msmt.spec.config import load_dataset_spec
 from msmt.spec.errors import DataError
+from msmt.spec.fitted import FittedSchema
 
 
 def _run(argv: list[str]) -> int:

@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msmt.data.encoders import OOV, FittedSchema, fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import read_data
 from msmt.data.split import split_frame
-from msmt.data.tensorize import encode_frame, iterate_batches
+from msmt.data.tensorize import encode_frame
+from msmt.rundir.layout import save_schema
+from msmt.spec.batch import iterate_batches
 from msmt.spec.dataset import SplitSpec
 from msmt.spec.errors import DataError
+from msmt.spec.fitted import OOV, FittedSchema
 
 
 def corrupt(tiny_dir, tmp_path, column, value, row=3, name="bad.csv"):
@@ -102,7 +105,7 @@ def test_multi_valued_feature_padding(tiny_train, tiny_schema):
 
 
 def test_schema_json_round_trip(tiny_schema, tiny_train, tmp_path):
-    tiny_schema.save(tmp_path / "schema.json")
+    save_schema(tiny_schema, tmp_path / "schema.json")
     loaded = FittedSchema.load(tmp_path / "schema.json")
     a, b = encode_frame(tiny_train, tiny_schema), encode_frame(tiny_train, loaded)
     for key in a:

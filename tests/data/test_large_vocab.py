@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from msmt.data.encoders import FittedSchema, HashedVocabulary, fit_schema
+from msmt.data.fit import fit_schema
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import load_run
 from msmt.spec.config import load_experiment
 from msmt.spec.errors import ConfigError
+from msmt.spec.fitted import FittedSchema, HashedVocabulary
 from msmt.training.optim import build_optimizers
 
 FAST = ["train.epochs=1", "train.batch_size=128", "train.progress=false", "train.num_threads=1"]
@@ -28,7 +29,7 @@ def test_hashed_vocabulary_is_stable_and_in_range():
     assert ids.min() >= 2 and ids.max() <= 8 and vocab.size == 9
     assert len(np.unique(ids)) == 7  # 1,000 values spread over every bucket
     # the same ids in a fresh interpreter with another string-hash seed (Python's hash() would differ)
-    code = "import pandas as pd;from msmt.data.encoders import HashedVocabulary as H;print(H((),buckets=7).encode(pd.Series([f'user{i}' for i in range(1000)])).tolist())"
+    code = "import pandas as pd;from msmt.spec.fitted import HashedVocabulary as H;print(H((),buckets=7).encode(pd.Series([f'user{i}' for i in range(1000)])).tolist())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": "123", "PATH": ""}, check=True)
     assert json.loads(out.stdout) == ids.tolist()
 

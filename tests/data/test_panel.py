@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msmt.data.panel import encode_panel, fit_panel, trailing_mean
+from msmt.data.fit import fit_panel
+from msmt.data.panel import encode_panel, trailing_mean
 from msmt.spec.dataset import DatasetSpec, PanelSpec
 from msmt.spec.errors import DataError
 
@@ -29,23 +30,23 @@ def _hand_frame() -> pd.DataFrame:
 
 def test_fit_panel_records_contract_keys():
     fitted = fit_panel(_hand_frame(), SPEC)
-    assert fitted["window"] == 3
-    assert fitted["metrics"] == ["imp", "cost"]
-    assert fitted["events"] == ["bid_up", "new_creative", "none", "pause"]
+    assert fitted.window == 3
+    assert fitted.metrics == ("imp", "cost")
+    assert fitted.events == ("bid_up", "new_creative", "none", "pause")
     logs = np.log1p(np.array([np.e - 1, 0.0, 5.0, 9.0, 1.0]))
-    assert fitted["metric_stats"]["imp"]["mean"] == pytest.approx(logs.mean())
-    assert fitted["metric_stats"]["imp"]["std"] == pytest.approx(logs.std())
+    assert fitted.metric_stats["imp"]["mean"] == pytest.approx(logs.mean())
+    assert fitted.metric_stats["imp"]["std"] == pytest.approx(logs.std())
 
 
 def test_hand_built_example():
     frame = _hand_frame()
     fitted = fit_panel(frame, SPEC)
     seq = encode_panel(frame, SPEC, fitted)
-    ev = {e: i + 2 for i, e in enumerate(fitted["events"])}
+    ev = {e: i + 2 for i, e in enumerate(fitted.events)}
     # row 3 = (a, s1, day 3): window = days 0, 1, 2 -> observed, observed, missing
     np.testing.assert_array_equal(seq["seq.mask"][3], [True, True, False])
     np.testing.assert_array_equal(seq["seq.behaviour"][3], [ev["none"], ev["pause"], 0])
-    st = fitted["metric_stats"]
+    st = fitted.metric_stats
     expected_imp = [(1.0 - st["imp"]["mean"]) / st["imp"]["std"], (0.0 - st["imp"]["mean"]) / st["imp"]["std"], 0.0]
     np.testing.assert_allclose(seq["seq.performance"][3, :, 0], expected_imp, rtol=1e-5)
     expected_cost = [(np.log1p(1.0) - st["cost"]["mean"]) / st["cost"]["std"], (np.log1p(2.0) - st["cost"]["mean"]) / st["cost"]["std"], 0.0]
@@ -87,8 +88,8 @@ def _naive(frame: pd.DataFrame, row: int, spec: PanelSpec, fitted) -> tuple[list
         if len(hit):
             h = hit.iloc[-1]
             mask.append(True)
-            beh.append(fitted["events"].index(h.ev) + 2)
-            perf.append([(np.log1p(h[m]) - fitted["metric_stats"][m]["mean"]) / fitted["metric_stats"][m]["std"] for m in spec.metrics])
+            beh.append(fitted.events.index(h.ev) + 2)
+            perf.append([(np.log1p(h[m]) - fitted.metric_stats[m]["mean"]) / fitted.metric_stats[m]["std"] for m in spec.metrics])
         else:
             mask.append(False)
             beh.append(0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.streaming import ParquetStream, fit_schema_streaming
 from msmt.data.tensorize import encode_frame
 from msmt.experiments.run import run_experiment

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits
 from msmt.data.panel import time_steps, trailing_mean
 from msmt.data.tensorize import encode_frame
@@ -25,8 +25,8 @@ def test_online_ads_schema_and_shapes(online):
     cfg, splits, schema = online
     assert [t.kind.value for t in cfg.dataset.tasks] == ["count"] * 3
     assert set(schema.scenarios) >= {"abc", "def", "ghi", "jkl", "mno"}
-    panel = schema.extra["panel"]
-    assert panel["window"] == 14 and panel["metrics"][:3] == ["displays", "clicks", "post_click_conversions"]
+    panel = schema.panel
+    assert panel.window == 14 and panel.metrics[:3] == ("displays", "clicks", "post_click_conversions")
     context = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
     batch = encode_frame(splits["test"], schema, context=context)
     n = len(splits["test"])
@@ -59,7 +59,7 @@ def test_fb_ads_config(shared_data):
     splits = load_splits(cfg.dataset)
     schema = fit_schema(splits["train"], cfg.dataset)
     assert schema.scenarios == ("1178", "916", "936")
-    assert cfg.dataset.panel is None and "panel" not in schema.extra
+    assert cfg.dataset.panel is None and schema.panel is None
     batch = encode_frame(splits["test"], schema)
     assert not any(k.startswith("seq.") for k in batch)
     assert batch["labels"].shape == (len(splits["test"]), 4)

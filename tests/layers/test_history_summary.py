@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import read_data
-from msmt.data.tensorize import encode_frame, take
+from msmt.data.tensorize import encode_frame
 from msmt.layers.history import HistorySummary
 from msmt.models import build_model
+from msmt.spec.batch import take
 from msmt.spec.config import ModelConfig, load_dataset_spec
 from msmt.spec.errors import ConfigError
 from msmt.synth.advertiser import write_advertiser
@@ -29,7 +30,7 @@ def test_summary_matches_a_per_row_loop(adv):
     schema, batch = adv
     out = HistorySummary(schema)(batch).numpy()
     perf, mask, beh = batch["seq.performance"].numpy(), batch["seq.mask"].numpy(), batch["seq.behaviour"].numpy()
-    F, V = perf.shape[2], len(schema.extra["panel"]["events"]) + 2
+    F, V = perf.shape[2], len(schema.panel.events) + 2
     assert out.shape == (len(mask), 2 * F + 1 + V)
     for i in np.random.default_rng(0).choice(len(mask), 40, replace=False):
         seen = mask[i]

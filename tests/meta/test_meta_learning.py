@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from msmt.cli import main
-from msmt.data.tensorize import encode_frame, take
+from msmt.data.tensorize import encode_frame
 from msmt.experiments.run import run_experiment
 from msmt.meta import GroupIndex, adapt, adapt_groups, inner_loop, meta_loss, meta_step, objective, split_parameters
 from msmt.meta.algorithms import build_outer_optimizer
@@ -23,6 +23,7 @@ from msmt.meta.episodes import group_values
 from msmt.models import build_model, model_names
 from msmt.scoring.personal import predict_with_blocks, read_index
 from msmt.scoring.predict import predict_batches
+from msmt.spec.batch import take
 from msmt.spec.config import MetaConfig, load_experiment
 from msmt.spec.errors import ConfigError
 

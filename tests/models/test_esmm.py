@@ -12,12 +12,13 @@ import torch.nn.functional as F
 import yaml
 
 from msmt.cli import main
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits
-from msmt.data.tensorize import encode_frame, take
+from msmt.data.tensorize import encode_frame
 from msmt.evaluation.auxiliary import evaluate_auxiliary, predict_auxiliary
 from msmt.layers.probability import log1mexp, product_logit
 from msmt.models import build_model
+from msmt.spec.batch import take
 from msmt.spec.config import ModelConfig, load_dataset_spec, load_experiment
 from msmt.spec.dataset import DatasetSpec
 from msmt.spec.errors import ConfigError

@@ -10,14 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_model
 
-from msmt.data.encoders import FittedSchema
 from msmt.layers.meta_attention import MetaAttention
 from msmt.layers.meta_unit import MetaUnit
 from msmt.meta.finetune import finetune
 from msmt.models import build_model
-from msmt.rundir.layout import save_weights
+from msmt.rundir.layout import save_schema, save_weights
 from msmt.spec.config import ExperimentConfig, ModelConfig, TrainConfig
 from msmt.spec.errors import ConfigError
+from msmt.spec.fitted import FittedSchema
 from msmt.training.loop import fit
 from msmt.training.losses import task_losses
 from toy_panel import make_toy_panel, subset, without_panel
@@ -258,9 +258,9 @@ def test_config_errors_name_the_key(toy):
 
 def test_save_load_round_trip(toy, model, tmp_path):
     save_weights(model, tmp_path / "model.safetensors")
-    toy.schema.save(tmp_path / "schema.json")
+    save_schema(toy.schema, tmp_path / "schema.json")
     schema = FittedSchema.load(tmp_path / "schema.json")
-    assert schema.extra["panel"]["window"] == 7
+    assert schema.panel.window == 7
     torch.manual_seed(123)  # a different init: only the loaded weights can make the outputs equal
     fresh = build_model(schema, m2m_config())
     load_model(fresh, str(tmp_path / "model.safetensors"), strict=True)

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_model
 
 from helpers import DeviceMixCheck, encoded, model_config
-from msmt.data.tensorize import take, to_device
 from msmt.models import build_model, model_names
 from msmt.rundir.layout import save_weights
+from msmt.spec.batch import take, to_device
 from msmt.training.losses import task_losses
 from toy_panel import make_toy_panel
 

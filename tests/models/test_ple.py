@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msmt.data.encoders import fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.tensorize import encode_frame
 from msmt.models import build_model
 from msmt.spec.config import ModelConfig, validate_experiment

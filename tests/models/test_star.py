@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msmt.data.tensorize import encode_frame, take
+from msmt.data.tensorize import encode_frame
 from msmt.layers.star import PartitionedNorm, StarLinear
 from msmt.models import build_model
+from msmt.spec.batch import take
 from msmt.spec.config import ModelConfig
 
 P, D = 3, 5

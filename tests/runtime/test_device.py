@@ -20,7 +20,7 @@ import msmt.training.loop
 from helpers import DeviceMixCheck, model_config
 from msmt.cli import main
 from msmt.data.loading import load_splits
-from msmt.data.tensorize import encode_frame, num_rows, to_device
+from msmt.data.tensorize import encode_frame
 from msmt.experiments.run import run_experiment
 from msmt.meta import meta_train, plan_meta
 from msmt.meta.finetune import finetune
@@ -28,6 +28,7 @@ from msmt.models import build_model
 from msmt.rundir.layout import load_run
 from msmt.runtime.device import backend_for, model_device, resolve_device
 from msmt.scoring.predict import predict_batches
+from msmt.spec.batch import num_rows, to_device
 from msmt.spec.config import load_experiment
 from msmt.spec.errors import ConfigError
 from msmt.training.checkpoint import rng_state, set_rng_state

@@ -23,8 +23,6 @@ code, and all N x W lagged codes are found with one ``searchsorted``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
@@ -32,6 +30,7 @@ from msmt.data.io import source_of
 from msmt.data.validate import numeric_column, require_columns
 from msmt.spec.dataset import PanelSpec
 from msmt.spec.errors import DataError
+from msmt.spec.fitted import PanelEncoding
 
 PAD, OOV = 0, 1
 _NS_PER_DAY = 86_400 * 10**9
@@ -70,40 +69,16 @@ def _entity_text(frame: pd.DataFrame, keys: tuple[str, ...]) -> pd.Series:
     return out.reset_index(drop=True)
 
 
-def _metric_values(frame: pd.DataFrame, spec: PanelSpec) -> np.ndarray:
+def metric_values(frame: pd.DataFrame, spec: PanelSpec) -> np.ndarray:
     """[N, F] float64 raw metric values; NaN where missing (or the column is absent)."""
     cols = [numeric_column(frame, m) if m in frame.columns else np.full(len(frame), np.nan) for m in spec.metrics]
     return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0))
 
 
-def _events(frame: pd.DataFrame, spec: PanelSpec) -> pd.Series:
+def panel_events(frame: pd.DataFrame, spec: PanelSpec) -> pd.Series:
     if spec.event and spec.event in frame.columns:
         return frame[spec.event].astype("string").reset_index(drop=True)
     return pd.Series(pd.NA, index=range(len(frame)), dtype="string")
-
-
-def fit_panel(train: pd.DataFrame, spec: PanelSpec) -> dict[str, Any]:
-    """Encoders saved as ``FittedSchema.extra["panel"]``: window, metric list and statistics, events."""
-    require_columns(train, spec.columns)
-    time_steps(train, spec.time)
-    stats = {}
-    values = _metric_values(train, spec)
-    for j, name in enumerate(spec.metrics):
-        z = np.log1p(np.clip(values[:, j], 0.0, None))
-        z = z[~np.isnan(z)]
-        mean = float(z.mean()) if len(z) else 0.0
-        std = float(z.std()) if len(z) else 1.0
-        stats[name] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
-    events = sorted(set(_events(train, spec).dropna().tolist()) - {""}) if spec.event else []
-    return {
-        "window": int(spec.window),
-        "metrics": list(spec.metrics),
-        "metric_stats": stats,
-        "events": events,
-        "keys": list(spec.keys),
-        "time": spec.time,
-        "event": spec.event,
-    }
 
 
 def history_index(
@@ -164,7 +139,7 @@ def history_index(
 
 
 def encode_panel(
-    frame: pd.DataFrame, spec: PanelSpec, fitted: dict[str, Any], context: pd.DataFrame | None = None
+    frame: pd.DataFrame, spec: PanelSpec, fitted: PanelEncoding, context: pd.DataFrame | None = None
 ) -> dict[str, np.ndarray]:
     """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool}``."""
     W, F = spec.window, len(spec.metrics)
@@ -177,14 +152,14 @@ def encode_panel(
     values = np.stack(
         [numeric_column(source, m) for m in spec.metrics], axis=1
     ) if spec.metrics else np.zeros((len(source), 0))
-    means = np.array([fitted["metric_stats"][m]["mean"] for m in spec.metrics])
-    stds = np.array([fitted["metric_stats"][m]["std"] for m in spec.metrics])
+    means = np.array([fitted.metric_stats[m]["mean"] for m in spec.metrics])
+    stds = np.array([fitted.metric_stats[m]["std"] for m in spec.metrics])
     z = (np.log1p(np.clip(values, 0.0, None)) - means) / stds  # [R, F]
     z = np.nan_to_num(z, nan=0.0).astype(np.float32)
     perf = z[safe] * mask[..., None]  # [N, W, F]
 
     if spec.event:
-        codes = pd.Index(fitted["events"], dtype=object).get_indexer(source[spec.event].astype(object))
+        codes = pd.Index(list(fitted.events), dtype=object).get_indexer(source[spec.event].astype(object))
         ev = np.where(codes >= 0, codes + 2, OOV).astype(np.int64)  # unseen or missing event -> OOV
     else:
         ev = np.full(len(source), OOV, dtype=np.int64)

@@ -1,7 +1,7 @@
 """Streaming Parquet: train on a file larger than memory, one row group at a time.
 
 * :func:`fit_schema_streaming` fits every encoder in one pass over the row groups
-  (vocabulary counts, dense sums / sums of squares, the scenario set); hashed features need no
+  with the one fitter of :mod:`msmt.data.fit`; hashed features need no
   counting at all.
 * :class:`ParquetStream` is an ``IterableDataset`` of encoded mini-batches. Row groups are the
   unit of sharding: group ``g`` of the epoch's (seeded) order goes to shard ``g mod S``, where
@@ -16,7 +16,6 @@ Validation and test splits are read into memory as usual (they are scored in ful
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,13 +25,15 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from msmt.data.encoders import DenseStats, FittedSchema, HashedVocabulary, Vocabulary, _text, split_multi
+from msmt.data.fit import SchemaFitter
 from msmt.data.io import PARQUET_SUFFIXES, _as_text
 from msmt.data.loading import string_columns
-from msmt.data.tensorize import Batch, encode_frame, num_rows, take
-from msmt.data.validate import numeric_column, validate_frame
+from msmt.data.tensorize import encode_frame
+from msmt.data.validate import validate_frame
+from msmt.spec.batch import Batch, num_rows, take
 from msmt.spec.dataset import DatasetSpec
 from msmt.spec.errors import ConfigError, DataError
+from msmt.spec.fitted import FittedSchema
 
 
 def open_parquet(path: str | Path) -> pq.ParquetFile:
@@ -67,46 +68,15 @@ def check_streamable(spec: DatasetSpec) -> None:
 
 
 def fit_schema_streaming(path: str | Path, spec: DatasetSpec) -> FittedSchema:
-    """The same encoders as :func:`~msmt.data.encoders.fit_schema`, in one pass over row groups."""
+    """The same encoders as :func:`~msmt.data.fit.fit_schema`, in one pass over row groups."""
     check_streamable(spec)
     pf = open_parquet(path)
-    feature_sets = (spec.features, spec.scenario.attributes)
-    counts: dict[str, Counter] = {}
-    moments: dict[str, np.ndarray] = {}  # [count, sum, sum of squares] in float64
-    scenarios: set[str] = set()
+    fitter = SchemaFitter(spec)
     for g in range(pf.num_row_groups):
         frame = read_row_group(pf, g, spec, str(path))
         validate_frame(frame, spec, with_labels=True)
-        for fs in feature_sets:
-            for f in fs.sparse:
-                if f.hash_buckets is None:
-                    counts.setdefault(f.name, Counter()).update(_text(frame[f.column]).value_counts().to_dict())
-            for f in fs.multi_sparse:
-                tokens = split_multi(frame[f.column], f.separator).explode().dropna()
-                counts.setdefault(f.name, Counter()).update(tokens.value_counts().to_dict())
-            for f in fs.dense:
-                x = numeric_column(frame, f.column)
-                if f.transform == "log1p":
-                    x = np.log1p(np.clip(x, 0.0, None))
-                x = x[~np.isnan(x)]
-                m = moments.setdefault(f.name, np.zeros(3))
-                m += (len(x), x.sum(), np.square(x).sum())
-        scenarios.update(_text(frame[spec.scenario.column]).unique().tolist())
-    vocabs: dict[str, Vocabulary] = {}
-    dense: dict[str, DenseStats] = {}
-    for fs in feature_sets:
-        for f in (*fs.sparse, *fs.multi_sparse):
-            if getattr(f, "hash_buckets", None) is not None:
-                vocabs[f.name] = HashedVocabulary((), buckets=f.hash_buckets)
-            else:
-                c = counts.get(f.name, Counter())
-                vocabs[f.name] = Vocabulary(tuple(sorted(str(v) for v, k in c.items() if k >= f.min_count and str(v) != "")))
-        for f in fs.dense:
-            n, s, ss = moments.get(f.name, np.zeros(3))
-            mean = s / n if n else 0.0
-            std = float(np.sqrt(max(ss / n - mean * mean, 0.0))) if n else 1.0
-            dense[f.name] = DenseStats(float(mean), std if std > 1e-12 else 1.0, f.transform)
-    return FittedSchema(spec, tuple(sorted(scenarios)), vocabs, dense, {})
+        fitter.update(frame)
+    return fitter.finish()
 
 
 class ParquetStream(IterableDataset):

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msmt.data.tensorize import Batch, iterate_batches
 from msmt.data.validate import label_column
 from msmt.evaluation.evaluate import scenario_names, truth_columns
 from msmt.evaluation.metrics import compute_metrics
 from msmt.models.base import MultiTaskModel
+from msmt.spec.batch import Batch, iterate_batches
 from msmt.spec.dataset import Task
 from msmt.spec.task_kinds import to_user_units
 

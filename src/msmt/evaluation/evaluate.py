@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from msmt.data.tensorize import Batch
 from msmt.data.validate import numeric_column
 from msmt.evaluation.metrics import compute_metrics
 from msmt.models.base import MultiTaskModel
 from msmt.scoring.predict import predict_batches
+from msmt.spec.batch import Batch
 
 TRUTH_PREFIX = "true_"
 

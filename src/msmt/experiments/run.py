@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from msmt.data.encoders import FittedSchema, fit_schema
+from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits, read_data
 from msmt.data.streaming import ParquetStream, fit_schema_streaming
 from msmt.data.tensorize import encode_frame
@@ -17,9 +17,10 @@ from msmt.evaluation.report import write_report
 from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
 from msmt.rundir import provenance
-from msmt.rundir.layout import HISTORY, METRICS, SCHEMA, WEIGHTS, save_weights, write_config, write_json
+from msmt.rundir.layout import HISTORY, METRICS, SCHEMA, WEIGHTS, save_schema, save_weights, write_config, write_json
 from msmt.spec.config import ExperimentConfig
 from msmt.spec.errors import ConfigError
+from msmt.spec.fitted import FittedSchema
 from msmt.training.checkpoint import CHECKPOINT
 from msmt.training.distributed import Dist, init_from_env, shutdown
 from msmt.training.loop import FitResult, fit, seed_everything
@@ -99,7 +100,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     if not writer:
         return metrics
     model.to("cpu")  # the run directory holds CPU weights: it loads on any machine (train.device may be a GPU)
-    schema.save(out / SCHEMA)
+    save_schema(schema, out / SCHEMA)
     save_weights(model, out / WEIGHTS)
     history = pd.DataFrame(result.history)
     tmp = out / f".{HISTORY}.tmp"

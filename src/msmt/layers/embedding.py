@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from msmt.data.encoders import FittedSchema
-from msmt.data.tensorize import Batch
 from msmt.layers.history import HistorySummary
+from msmt.spec.batch import Batch
 from msmt.spec.dataset import FeatureSet
+from msmt.spec.fitted import FittedSchema
 
 
 class FeatureEncoder(nn.Module):

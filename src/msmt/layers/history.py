@@ -18,18 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msmt.data.encoders import FittedSchema
 from msmt.spec.errors import ConfigError
+from msmt.spec.fitted import FittedSchema
 
 
 class HistorySummary(nn.Module):
     def __init__(self, schema: FittedSchema):
         super().__init__()
-        panel = schema.extra.get("panel")
-        if not panel:
+        panel = schema.panel
+        if panel is None:
             raise ConfigError("model.history_summary: the dataset has no 'panel' section, so there is no history to summarise")
-        self.num_metrics = len(panel["metrics"])
-        self.num_events = len(panel.get("events", [])) + 2
+        self.num_metrics = len(panel.metrics)
+        self.num_events = len(panel.events) + 2
         self.out_dim = 2 * self.num_metrics + 1 + self.num_events
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from msmt.data.encoders import FittedSchema
 from msmt.layers.embedding import FeatureEncoder
 from msmt.layers.mlp import MLP
+from msmt.spec.fitted import FittedSchema
 
 
 class ScenarioKnowledge(nn.Module):

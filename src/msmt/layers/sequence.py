@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from msmt.spec.fitted import PanelEncoding
+
 
 class EncoderLayer(nn.Module):
     """One post-norm Transformer encoder layer over each row's own T steps (Vaswani et al., 2017):
@@ -80,19 +82,19 @@ class PanelEncoder(nn.Module):
     """Behaviour + performance histories -> [B, 2d] (``seq.*`` batch keys, see docs/architecture.md).
 
     Args:
-        panel: ``FittedSchema.extra["panel"]``: ``window`` W, ``metrics`` (F names), ``events``
-            (event vocabulary; indices 0 = padding, 1 = OOV, 2.. = events).
+        panel: the schema's :class:`~msmt.spec.fitted.PanelEncoding`: ``window`` W, ``metrics``
+            (F names), ``events`` (event vocabulary; indices 0 = padding, 1 = OOV, 2.. = events).
         length: how many of the most recent steps to use (T ≤ W); None = all W.
     Input keys: ``seq.behaviour`` [B, W] int64, ``seq.performance`` [B, W, F] float32,
     ``seq.mask`` [B, W] bool (True = observed).
     """
 
-    def __init__(self, panel: dict, length: int | None, dim: int, heads: int, layers: int, ff_dim: int, dropout: float, use_transformer: bool):
+    def __init__(self, panel: PanelEncoding, length: int | None, dim: int, heads: int, layers: int, ff_dim: int, dropout: float, use_transformer: bool):
         super().__init__()
-        window = int(panel["window"])
+        window = int(panel.window)
         self.length = window if length is None else min(int(length), window)
-        self.behaviour = nn.Embedding(len(panel["events"]) + 2, dim, padding_idx=0)
-        self.performance = nn.Linear(len(panel["metrics"]), dim)
+        self.behaviour = nn.Embedding(len(panel.events) + 2, dim, padding_idx=0)
+        self.performance = nn.Linear(len(panel.metrics), dim)
         args = (self.length, dim, heads, layers, ff_dim, dropout, use_transformer)
         self.encode_behaviour = SequenceEncoder(*args)
         self.encode_performance = SequenceEncoder(*args)

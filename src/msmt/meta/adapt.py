@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from msmt.data.tensorize import Batch, take, to_device
 from msmt.meta.episodes import GroupIndex, group_values
 from msmt.meta.params import ParameterSplit, adapt, objective
 from msmt.runtime.device import model_device
+from msmt.spec.batch import Batch, take, to_device
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 

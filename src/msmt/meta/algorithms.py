@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from msmt.data.tensorize import Batch, to_device
 from msmt.meta.episodes import EpisodeSampler, GroupIndex, group_values
 from msmt.meta.params import ParameterSplit, inner_loop, objective, split_parameters
 from msmt.runtime.device import model_device
+from msmt.spec.batch import Batch, to_device
 from msmt.spec.config import ExperimentConfig, MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError

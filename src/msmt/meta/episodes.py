@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from msmt.data.io import source_of
-from msmt.data.tensorize import Batch, take
+from msmt.spec.batch import Batch, take
 from msmt.spec.errors import ConfigError, DataError
 
 

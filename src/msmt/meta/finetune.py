@@ -13,9 +13,9 @@ from typing import Literal
 
 import torch
 
-from msmt.data.tensorize import Batch, iterate_batches, to_device
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
+from msmt.spec.batch import Batch, iterate_batches, to_device
 from msmt.spec.errors import ConfigError
 from msmt.training.losses import task_losses
 

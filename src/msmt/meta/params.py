@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from msmt.data.tensorize import Batch
 from msmt.scoring.personal import select_parameters
+from msmt.spec.batch import Batch
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from msmt.data.encoders import FittedSchema
-from msmt.data.tensorize import Batch
+from msmt.spec.batch import Batch
+from msmt.spec.fitted import FittedSchema
 
 
 class MultiTaskModel(nn.Module):

@@ -52,7 +52,7 @@ class M2M(MultiTaskModel):
         feat_dim = d * len(self.feat_fields) + len(self.feat_dense)
         profile_dim = d * len(self.prof_fields) + len(self.prof_dense)
 
-        panel = schema.extra.get("panel")
+        panel = schema.panel
         self.panel: PanelEncoder | None = None
         if panel:
             self.panel = PanelEncoder(

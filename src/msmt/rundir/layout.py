@@ -22,13 +22,13 @@ from pathlib import Path
 import yaml
 from safetensors.torch import load_model, save_model
 
-from msmt.data.encoders import FittedSchema
 from msmt.data.io import atomic_write_text
 from msmt.models import build_model
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
 from msmt.spec.config import ExperimentConfig, dump_yaml, validate_experiment
 from msmt.spec.errors import ConfigError
+from msmt.spec.fitted import FittedSchema
 
 CONFIG, SCHEMA, WEIGHTS, METRICS, HISTORY, REPORT = (
     "config.yaml",
@@ -62,6 +62,10 @@ def save_weights(model: MultiTaskModel, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_schema(schema: FittedSchema, path: str | Path) -> None:
+    atomic_write_text(path, schema.to_json())
 
 
 def write_config(run_dir: Path, cfg: ExperimentConfig) -> None:

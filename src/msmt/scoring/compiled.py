@@ -28,9 +28,9 @@ import torch
 import torch._inductor.config as inductor_config
 from torch import Tensor
 
-from msmt.data.tensorize import Batch, num_rows, to_device
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import autocast, check_precision, model_device
+from msmt.spec.batch import Batch, num_rows, to_device
 from msmt.spec.errors import ConfigError
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from msmt.data.tensorize import Batch, num_rows, take
+from msmt.spec.batch import Batch, num_rows, take
 from msmt.spec.errors import MsmtError
 
 FORMATS = ("onnx", "torchscript")

@@ -92,7 +92,7 @@ def predict_with_blocks(
     """
     import pandas as pd
 
-    from msmt.data.tensorize import take
+    from msmt.spec.batch import take
 
     was_training = model.training
     model.eval()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from msmt.data.tensorize import Batch, iterate_batches, num_rows, to_device
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import autocast, check_precision, model_device
+from msmt.spec.batch import Batch, iterate_batches, num_rows, to_device
 from msmt.spec.task_kinds import to_user_units
 
 

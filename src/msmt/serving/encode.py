@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from msmt.data.encoders import OOV, UNKNOWN_SCENARIO, FittedSchema
-from msmt.data.tensorize import Batch, encode_frame
+from msmt.data.tensorize import encode_frame
 from msmt.serving.request import Column, rows_to_frame
+from msmt.spec.batch import Batch
 from msmt.spec.dataset import FeatureSet
+from msmt.spec.fitted import OOV, UNKNOWN_SCENARIO, FittedSchema
 
 
 def _text(value) -> str:

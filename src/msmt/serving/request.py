@@ -23,7 +23,7 @@ from typing import Annotated, Any, Union
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, field_validator, model_validator
 
-from msmt.data.encoders import FittedSchema
+from msmt.spec.fitted import FittedSchema
 
 Category = Union[StrictStr, StrictInt, None]
 Number = Union[Annotated[float, Field(strict=True, allow_inf_nan=False)], None]

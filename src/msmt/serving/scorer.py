@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msmt.data.tensorize import Batch, encode_frame, num_rows, take
+from msmt.data.tensorize import encode_frame
 from msmt.rundir.layout import LoadedRun
 from msmt.scoring.personal import forward_with_block
 from msmt.serving.blocks import BlockCache
+from msmt.spec.batch import Batch, num_rows, take
 from msmt.spec.errors import ConfigError
 from msmt.spec.task_kinds import to_user_units
 

@@ -27,9 +27,9 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from msmt.data.tensorize import Batch, num_rows, take
 from msmt.runtime.device import backend_for, resolve_device
 from msmt.scoring.predict import predict_batches
+from msmt.spec.batch import Batch, num_rows, take
 from msmt.spec.errors import ConfigError
 
 # Strategies that compute per-task gradients themselves (autograd.grad on shared layers) and

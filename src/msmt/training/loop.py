@@ -28,11 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from msmt.data.streaming import ParquetStream
-from msmt.data.tensorize import Batch, iterate_batches, num_rows, take, to_device
 from msmt.evaluation.evaluate import evaluate_model
 from msmt.evaluation.metrics import monitor_value
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import autocast, model_device, resolve_device
+from msmt.spec.batch import Batch, iterate_batches, num_rows, take, to_device
 from msmt.spec.config import ExperimentConfig
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.training.distributed import Dist

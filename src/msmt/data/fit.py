@@ -1,0 +1,144 @@
+"""The one schema fitter: vocabularies, dense statistics, the scenario list and the panel encoding.
+
+:class:`SchemaFitter` accumulates sufficient statistics chunk by chunk — category counts, and
+per dense column (count, mean, sum of squared deviations) merged with Chan et al.'s parallel
+update — so the same code fits a table in memory (one chunk, :func:`fit_schema`) and a Parquet
+file row group by row group (:func:`msmt.data.streaming.fit_schema_streaming`). With one chunk
+the statistics are exactly NumPy's ``mean`` and ``std`` of the column. The vocabulary rule (values
+seen at least ``min_count`` times, the empty string never, sorted) is
+:meth:`msmt.spec.fitted.Vocabulary.from_counts`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from msmt.data.encoders import split_multi, text
+from msmt.data.panel import metric_values, panel_events, time_steps
+from msmt.data.validate import numeric_column, require_columns
+from msmt.spec.dataset import DatasetSpec, PanelSpec
+from msmt.spec.fitted import DenseStats, FittedSchema, HashedVocabulary, PanelEncoding, Vocabulary
+
+
+@dataclass
+class Moments:
+    """Count, mean and sum of squared deviations of a stream of numbers (NaN ignored)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        x = x[~np.isnan(x)]
+        if not len(x):
+            return
+        mean = x.mean()
+        m2 = ((x - mean) ** 2).sum()
+        n = self.n + len(x)
+        delta = mean - self.mean
+        self.mean = self.mean + delta * len(x) / n if self.n else float(mean)
+        self.m2 = self.m2 + float(m2) + (delta * delta * self.n * len(x) / n if self.n else 0.0)
+        self.n = n
+
+    def stats(self) -> tuple[float, float]:
+        """(mean, std) with std 1 for a constant or empty column (nothing to scale)."""
+        if not self.n:
+            return 0.0, 1.0
+        std = float(np.sqrt(self.m2 / self.n))
+        return float(self.mean), std if std > 1e-12 else 1.0
+
+
+def _transformed(x: np.ndarray, transform: str) -> np.ndarray:
+    return np.log1p(np.clip(x, 0.0, None)) if transform == "log1p" else x
+
+
+class PanelFitter:
+    """The panel part of the fitter: statistics of ``log1p(max(metric, 0))`` and the event set."""
+
+    def __init__(self, panel: PanelSpec):
+        self.panel = panel
+        self.moments = {m: Moments() for m in panel.metrics}
+        self.events: set[str] = set()
+
+    def update(self, frame: pd.DataFrame) -> PanelFitter:
+        panel = self.panel
+        require_columns(frame, panel.columns)
+        time_steps(frame, panel.time)  # an unreadable time column fails here, before training
+        values = metric_values(frame, panel)
+        for j, name in enumerate(panel.metrics):
+            self.moments[name].update(_transformed(values[:, j], "log1p"))
+        if panel.event:
+            self.events.update(panel_events(frame, panel).dropna().tolist())
+        return self
+
+    def finish(self) -> PanelEncoding:
+        panel = self.panel
+        stats = {}
+        for name, m in self.moments.items():
+            mean, std = m.stats()
+            stats[name] = {"mean": mean, "std": std}
+        return PanelEncoding(
+            window=int(panel.window),
+            metrics=tuple(panel.metrics),
+            events=tuple(sorted(self.events - {""})),
+            metric_stats=stats,
+            keys=tuple(panel.keys),
+            time=panel.time,
+            event=panel.event,
+        )
+
+
+class SchemaFitter:
+    """Feed training rows with :meth:`update` (one or many chunks), then :meth:`finish`."""
+
+    def __init__(self, spec: DatasetSpec):
+        self.spec = spec
+        self.feature_sets = (spec.features, spec.scenario.attributes)
+        self.counts: dict[str, Counter] = {}
+        self.moments: dict[str, Moments] = {}
+        self.scenarios: set[str] = set()
+        self.panel = PanelFitter(spec.panel) if spec.panel is not None else None
+
+    def update(self, frame: pd.DataFrame) -> SchemaFitter:
+        for fs in self.feature_sets:
+            for f in fs.sparse:
+                if f.hash_buckets is None:
+                    self.counts.setdefault(f.name, Counter()).update(text(frame[f.column]).value_counts().to_dict())
+            for f in fs.multi_sparse:
+                tokens = split_multi(frame[f.column], f.separator).explode().dropna()
+                self.counts.setdefault(f.name, Counter()).update(tokens.value_counts().to_dict())
+            for f in fs.dense:
+                self.moments.setdefault(f.name, Moments()).update(_transformed(numeric_column(frame, f.column), f.transform))
+        self.scenarios.update(text(frame[self.spec.scenario.column]).unique().tolist())
+        if self.panel is not None:
+            self.panel.update(frame)
+        return self
+
+    def finish(self) -> FittedSchema:
+        vocabs: dict[str, Vocabulary] = {}
+        dense: dict[str, DenseStats] = {}
+        for fs in self.feature_sets:
+            for f in (*fs.sparse, *fs.multi_sparse):
+                if getattr(f, "hash_buckets", None) is not None:
+                    vocabs[f.name] = HashedVocabulary((), buckets=f.hash_buckets)
+                else:
+                    vocabs[f.name] = Vocabulary.from_counts(self.counts.get(f.name, {}), f.min_count)
+            for f in fs.dense:
+                mean, std = self.moments.get(f.name, Moments()).stats()
+                dense[f.name] = DenseStats(mean, std, f.transform)
+        panel = self.panel.finish() if self.panel is not None else None
+        return FittedSchema(self.spec, tuple(sorted(self.scenarios)), vocabs, dense, panel)
+
+
+def fit_schema(train: pd.DataFrame, spec: DatasetSpec) -> FittedSchema:
+    """Fit vocabularies, dense statistics, the scenario list and the panel encoding on the training split."""
+    return SchemaFitter(spec).update(train).finish()
+
+
+def fit_panel(frame: pd.DataFrame, panel: PanelSpec) -> PanelEncoding:
+    """The panel encoding alone (what :func:`fit_schema` stores as ``schema.panel``)."""
+    return PanelFitter(panel).update(frame).finish()
