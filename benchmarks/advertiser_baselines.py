@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     quick = ["train.epochs=2"] if args.quick else []
     n_adv, n_days = (80, 30) if args.quick else (300, 60)
     with tempfile.TemporaryDirectory() as tmp:
-        sim = write_advertiser(Path(tmp) / "sim", advertisers=n_adv, days=n_days, seed=0, plots=False)
+        sim = write_advertiser(Path(tmp) / "sim", advertisers=n_adv, days=n_days, seed=0)
         blocks = [
             run_dataset("advertiser_sim", sim / "experiment.yaml", args.seeds, quick, ["advertiser_id"]),
             run_dataset("online_ads", REPO / "configs" / "online_ads.yaml", args.seeds, quick, ["campaign_number", "user_engagement", "banner"]),

@@ -86,7 +86,7 @@ def _synth(kind: str, params: dict, work: Path, name: str) -> Path:
     if out.exists():
         shutil.rmtree(out)
     if kind == "advertiser":
-        write_advertiser(out, plots=False, **params)
+        write_advertiser(out, **params)
     else:
         write_funnel(out, **params)
     atomic_write_text(stamp, json.dumps(record))

@@ -19,7 +19,7 @@ from msmt.synth.advertiser import write_advertiser
 
 @pytest.fixture(scope="module")
 def adv(tmp_path_factory):
-    out = write_advertiser(tmp_path_factory.mktemp("adv"), advertisers=30, days=25, seed=1, plots=False)
+    out = write_advertiser(tmp_path_factory.mktemp("adv"), advertisers=30, days=25, seed=1)
     spec = load_dataset_spec(out / "dataset.yaml")
     frame = read_data(out / "train.csv", spec)
     schema = fit_schema(frame, spec)

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from msmt.cli import main
+from msmt.commands.export import export_run
 from msmt.data.loading import read_data
 from msmt.data.tensorize import encode_frame
 from msmt.models import model_names
 from msmt.rundir.layout import load_run
-from msmt.scoring.export import ExportError, OnnxRunner, TorchScriptRunner, export_model, export_run, used_keys
+from msmt.scoring.export import ExportError, OnnxRunner, TorchScriptRunner, export_model, used_keys
 from msmt.scoring.predict import predict_batches
 from msmt.spec.task_kinds import to_user_units
 

@@ -25,9 +25,9 @@ def known(world) -> pd.DataFrame:
 
 def test_same_seed_identical_files_and_other_seed_differs(tmp_path):
     names = ["train.csv", "validation.csv", "test.csv", "new_scenario.csv", "dataset.yaml", "experiment.yaml"]
-    a = write_advertiser(tmp_path / "a", advertisers=40, days=24, seed=5, plots=False)
-    b = write_advertiser(tmp_path / "b", advertisers=40, days=24, seed=5, plots=False)
-    c = write_advertiser(tmp_path / "c", advertisers=40, days=24, seed=6, plots=False)
+    a = write_advertiser(tmp_path / "a", advertisers=40, days=24, seed=5)
+    b = write_advertiser(tmp_path / "b", advertisers=40, days=24, seed=5)
+    c = write_advertiser(tmp_path / "c", advertisers=40, days=24, seed=6)
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert (a / "train.csv").read_bytes() != (c / "train.csv").read_bytes()

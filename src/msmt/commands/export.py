@@ -7,6 +7,15 @@ import typer
 from msmt.commands import app
 
 
+def export_run(run_dir: str | Path, fmt: str, out: str | Path, rows: int = 512, tolerance: float = 1e-5):
+    """Load a run, export its model, check parity on its first ``rows`` validation rows."""
+    from msmt.rundir.layout import load_run
+    from msmt.scoring.export import export_model, validation_batch
+
+    run = load_run(run_dir)
+    return export_model(run.model, validation_batch(run, rows), fmt, out, tolerance)
+
+
 @app.command("export")
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train'."),

@@ -28,9 +28,17 @@ def synth_advertiser(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
 ) -> None:
     """Advertisers x 6 scenarios (+ a new one) x days: impressions, clicks, cost, active, with true_<task>."""
-    from msmt.synth.advertiser import write_advertiser
+    import pandas as pd
+
+    from msmt.evaluation.correlation import plot_correlation_heatmaps
+    from msmt.synth.advertiser import TASKS, write_advertiser
 
     write_advertiser(out, advertisers=advertisers, days=days, seed=seed)
+    known = pd.concat([pd.read_csv(out / f"{split}.csv") for split in ("train", "validation", "test")], ignore_index=True)
+    plot_correlation_heatmaps(
+        known, "advertiser_id", "scenario", [f"true_{t}" for t in TASKS], out / "plots" / "scenario_correlation.png",
+        title="advertiser simulator: cross-scenario Pearson correlation of true_<task>",
+    )
     typer.echo(
         f"wrote {out}/{{train,validation,test,new_scenario}}.csv, dataset.yaml, experiment.yaml, "
         "plots/scenario_correlation.png"

@@ -255,11 +255,3 @@ def validation_batch(run, rows: int = 512) -> Batch:
 
     frame = load_splits(run.schema.spec)["validation"].iloc[:rows]
     return encode_frame(frame, run.schema, with_labels=False)
-
-
-def export_run(run_dir: str | Path, fmt: str, out: str | Path, rows: int = 512, tolerance: float = 1e-5) -> ExportResult:
-    """``msmt export``: load a run, export its model, check parity on validation rows."""
-    from msmt.rundir.layout import load_run
-
-    run = load_run(run_dir)
-    return export_model(run.model, validation_batch(run, rows), fmt, out, tolerance)

@@ -352,9 +352,9 @@ def experiment_config() -> dict:
     }
 
 
-def write_advertiser(out_dir: str | Path, advertisers: int = 300, days: int = 60, seed: int = 0, plots: bool = True) -> Path:
-    """Write ``train/validation/test.csv`` (split by day), ``new_scenario.csv``, ``dataset.yaml``,
-    ``experiment.yaml`` and (``plots``) the cross-scenario correlation heatmaps."""
+def write_advertiser(out_dir: str | Path, advertisers: int = 300, days: int = 60, seed: int = 0) -> Path:
+    """Write ``train/validation/test.csv`` (split by day), ``new_scenario.csv``, ``dataset.yaml``
+    and ``experiment.yaml``."""
     if days < 20:
         raise ValueError("days must be at least 20")
     out = Path(out_dir)
@@ -368,11 +368,4 @@ def write_advertiser(out_dir: str | Path, advertisers: int = 300, days: int = 60
     write_table(frame[new & (frame["day"] >= t0)], out / "new_scenario.csv")  # launched with the test period
     atomic_write_text(out / "dataset.yaml", yaml.safe_dump(dataset_config(), sort_keys=False))
     atomic_write_text(out / "experiment.yaml", yaml.safe_dump(experiment_config(), sort_keys=False))
-    if plots:
-        from msmt.evaluation.correlation import plot_correlation_heatmaps
-
-        plot_correlation_heatmaps(
-            known, "advertiser_id", "scenario", [f"true_{t}" for t in TASKS], out / "plots" / "scenario_correlation.png",
-            title="advertiser simulator: cross-scenario Pearson correlation of true_<task>",
-        )
     return out
