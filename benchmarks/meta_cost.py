@@ -30,8 +30,9 @@ from msmt.data.tensorize import encode_frame
 from msmt.meta import GroupIndex, adapt, split_parameters
 from msmt.meta.episodes import group_values
 from msmt.models import build_model
+from msmt.rundir.blocks import load_block, read_index, save_blocks
 from msmt.rundir.layout import save_weights
-from msmt.scoring.personal import forward_with_block, load_block, read_index, save_blocks
+from msmt.scoring.predict import forward_with_block
 from msmt.spec.batch import take
 from msmt.spec.config import load_experiment
 

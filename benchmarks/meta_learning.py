@@ -48,7 +48,7 @@ from msmt.data.tensorize import encode_frame
 from msmt.meta import adapt, meta_train, plan_meta, split_parameters
 from msmt.meta.episodes import group_values
 from msmt.models import build_model
-from msmt.scoring.personal import forward_with_block
+from msmt.scoring.predict import forward_with_block
 from msmt.spec.batch import take
 from msmt.spec.config import load_experiment
 from msmt.spec.dataset import SplitSpec

@@ -43,11 +43,10 @@ from msmt.data.encoders import fit_schema  # noqa: E402
 from msmt.data.io import atomic_write_text, write_table  # noqa: E402
 from msmt.data.loading import load_splits  # noqa: E402
 from msmt.data.tensorize import encode_frame  # noqa: E402
-from msmt.evaluation.auxiliary import predict_auxiliary  # noqa: E402
 from msmt.evaluation.evaluate import evaluate_model  # noqa: E402
 from msmt.models import build_model  # noqa: E402
 from msmt.rundir.provenance import source_hash  # noqa: E402
-from msmt.scoring.predict import predict_batches  # noqa: E402
+from msmt.scoring.predict import predict, predict_batches  # noqa: E402
 from msmt.spec.config import load_experiment, validate_experiment  # noqa: E402
 from msmt.synth.funnel import write_funnel  # noqa: E402
 from msmt.training.loop import fit, seed_everything  # noqa: E402
@@ -121,7 +120,7 @@ def funnel_seed(seed: int, rows: int, epochs: int, patience: int) -> dict:
         model, splits, enc, secs, esmm_epochs = train_cfg_epochs(cfg)
         test = splits["test"]
         test_clicked_mask = test["click"].to_numpy() == 1
-        p_cvr = predict_auxiliary(model, enc["test"])["cvr"]
+        p_cvr = predict(model, enc["test"], auxiliary=True).values["cvr"]
         p_task = predict_batches(model, enc["test"])
         out["esmm"] = {
             "cvr_auc_all": auc(test["would_convert"], p_cvr),
@@ -193,7 +192,7 @@ def real_run(path: Path, extra: list[str], seed: int, epochs: int) -> dict:
     M = evaluate_model(model, splits["test"], enc["test"])
     out = {f"{t}_{k}": v for t, block in M["overall"].items() for k, v in block.items() if k in ("auc", "logloss", "smape")}
     if cfg.dataset.auxiliary and "click" in splits["test"]:  # ESMM on MovieLens: CVR = P(like | click) on clicked rows
-        p = predict_auxiliary(model, enc["test"])["cvr"]
+        p = predict(model, enc["test"], auxiliary=True).values["cvr"]
         clicked = splits["test"]["click"].to_numpy() == 1
         out["cvr_auc_clicked"] = auc(splits["test"]["like"].to_numpy()[clicked], p[clicked])
     out["seconds"] = secs

@@ -21,8 +21,8 @@ from msmt.meta import GroupIndex, adapt, adapt_groups, inner_loop, meta_loss, me
 from msmt.meta.algorithms import build_outer_optimizer
 from msmt.meta.episodes import group_values
 from msmt.models import build_model, model_names
-from msmt.scoring.personal import predict_with_blocks, read_index
-from msmt.scoring.predict import predict_batches
+from msmt.rundir.blocks import BlockStore, read_index
+from msmt.scoring.predict import predict, predict_batches
 from msmt.spec.batch import take
 from msmt.spec.config import MetaConfig, load_experiment
 from msmt.spec.errors import ConfigError
@@ -265,7 +265,8 @@ def _adapted_test_rows(adapted_run, tiny_dir):
 
 def test_group_without_block_falls_back_to_base(base_run, adapted_run, tiny_dir):
     out, left_out, run, frame, data, groups = _adapted_test_rows(adapted_run, tiny_dir)
-    preds, n_block = predict_with_blocks(run.model, out, data, groups, batch_size=64)
+    scores = predict(run.model, data, batch_size=64, groups=groups, blocks=BlockStore(out))
+    preds, n_block = scores.values, scores.personal_rows
     base = predict_batches(run.model, data)
     fallback = groups == left_out
     assert fallback.any() and n_block == int((~fallback).sum())
@@ -273,7 +274,8 @@ def test_group_without_block_falls_back_to_base(base_run, adapted_run, tiny_dir)
         np.testing.assert_allclose(preds[t][fallback], base[t][fallback], rtol=1e-6, atol=1e-7)
         assert not np.allclose(preds[t][~fallback], base[t][~fallback])
     # a run without blocks scores every row by the base
-    preds0, n0 = predict_with_blocks(run.model, base_run, data, groups)
+    scores = predict(run.model, data, groups=groups, blocks=BlockStore(base_run))
+    preds0, n0 = scores.values, scores.personal_rows
     assert n0 == 0
     for t in base:
         np.testing.assert_allclose(preds0[t], base[t], rtol=1e-6, atol=1e-7)
@@ -284,7 +286,7 @@ def test_base_plus_block_equals_the_adapted_model(adapted_run, tiny_dir, tmp_pat
     import pandas as pd
 
     out, left_out, run, frame, data, groups = _adapted_test_rows(adapted_run, tiny_dir)
-    composed, _ = predict_with_blocks(run.model, out, data, groups, batch_size=7)
+    composed = predict(run.model, data, batch_size=7, groups=groups, blocks=BlockStore(out)).values
     index = read_index(out)
     for group in sorted(set(groups) - {left_out})[:4]:
         rows = np.flatnonzero(groups == group)
@@ -292,7 +294,7 @@ def test_base_plus_block_equals_the_adapted_model(adapted_run, tiny_dir, tmp_pat
         adapted.load_state_dict(load_file(str(out / "blocks" / index[group])), strict=False)
         own = predict_batches(adapted, take(data, torch.from_numpy(rows)))
         # each row alone, too: a row's prediction never depends on its batch-mates
-        alone, _ = predict_with_blocks(run.model, out, take(data, torch.from_numpy(rows[:1])), groups[rows[:1]])
+        alone = predict(run.model, take(data, torch.from_numpy(rows[:1])), groups=groups[rows[:1]], blocks=BlockStore(out)).values
         for t in own:
             np.testing.assert_allclose(composed[t][rows], own[t], rtol=1e-6, atol=1e-7)
             np.testing.assert_allclose(alone[t], own[t][:1], rtol=1e-6, atol=1e-7)

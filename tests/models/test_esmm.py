@@ -15,9 +15,10 @@ from msmt.cli import main
 from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
-from msmt.evaluation.auxiliary import evaluate_auxiliary, predict_auxiliary
+from msmt.evaluation.evaluate import evaluate_auxiliary
 from msmt.layers.probability import log1mexp, product_logit
 from msmt.models import build_model
+from msmt.scoring.predict import predict
 from msmt.spec.batch import take
 from msmt.spec.config import ModelConfig, load_dataset_spec, load_experiment
 from msmt.spec.dataset import DatasetSpec
@@ -157,5 +158,5 @@ def test_synth_funnel_command_and_esmm_training(tmp_path):
     assert result.val_metrics["overall"]["ctcvr"]["auc"] is not None
     M = evaluate_auxiliary(model, splits["test"], enc["test"])
     assert M["overall"]["cvr"]["rows"] == len(splits["test"]) and "oracle" in M
-    p = predict_auxiliary(model, enc["test"])["cvr"]
+    p = predict(model, enc["test"], auxiliary=True).values["cvr"]
     assert p.shape == (len(splits["test"]),) and ((p > 0) & (p < 1)).all()

@@ -30,8 +30,8 @@ from msmt.commands.export import export_run
 from msmt.data.loading import read_data
 from msmt.data.tensorize import encode_frame
 from msmt.experiments.run import run_experiment
+from msmt.rundir.blocks import save_blocks
 from msmt.rundir.layout import load_run
-from msmt.scoring.personal import save_blocks
 from msmt.scoring.predict import predict_batches
 from msmt.serving.app import create_app
 from msmt.spec.config import load_experiment

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from msmt.commands import app
+from msmt.data.io import atomic_write
 
 
 def copy_base(src: Path, dst: Path) -> None:
@@ -22,11 +23,7 @@ def copy_base(src: Path, dst: Path) -> None:
     for path in sorted(src.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
-        target = dst / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(path, tmp)
-        tmp.replace(target)
+        atomic_write(dst / path.relative_to(src), lambda tmp, path=path: shutil.copyfile(path, tmp))
 
 
 @app.command("adapt")
@@ -41,8 +38,8 @@ def adapt(
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
     from msmt.meta import adapt_groups, split_parameters
+    from msmt.rundir.blocks import save_blocks
     from msmt.rundir.layout import load_run, write_json
-    from msmt.scoring.personal import save_blocks
     from msmt.spec.errors import ConfigError
 
     run = load_run(run_dir)

@@ -38,31 +38,24 @@ def _check_options(precision: str, compiled: bool, autotune: bool) -> None:
 
 
 def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool, autotune: bool = False):
-    """Base + personal blocks when the run has them (eager), else the base model, eager or compiled."""
-    from msmt.scoring.predict import predict_batches
-
-    preds = _personal_predictions(run, frame, encoded, batch_size)
-    if preds is not None:
-        if compiled or precision != "fp32":
-            typer.echo("note: personal blocks are scored eagerly in fp32 (--precision/--compile apply to the base only)", err=True)
-        return preds
-    return predict_batches(run.model, encoded, batch_size, precision=precision, compiled=compiled, autotune=autotune)
-
-
-def _personal_predictions(run, frame, encoded, batch_size: int):
-    """Base + each row's group block when the run has blocks (see msmt.scoring.personal), else None."""
+    """Predictions of the run: base + each row's group block when the run has blocks (eager, fp32),
+    else the base model, eager or compiled."""
     from msmt.meta.episodes import group_values
-    from msmt.scoring.personal import predict_with_blocks, read_index
+    from msmt.rundir.blocks import BlockStore
+    from msmt.scoring.predict import predict
 
-    group = run.schema.spec.group
-    if not group or not read_index(run.path):
-        return None
-    if group not in frame.columns:
-        typer.echo(f"note: no group column '{group}' in the data: every row is scored by the base", err=True)
-        return None
-    preds, n_block = predict_with_blocks(run.model, run.path, encoded, group_values(frame, group, allow_missing=True), batch_size)
-    typer.echo(f"{n_block} of {len(frame)} rows scored with their group's block, the rest by the base", err=True)
-    return preds
+    blocks, groups, group = BlockStore(run.path), None, run.schema.spec.group
+    if group and len(blocks):
+        if group in frame.columns:
+            groups = group_values(frame, group, allow_missing=True)
+            if compiled or precision != "fp32":
+                typer.echo("note: personal blocks are scored eagerly in fp32 (--precision/--compile apply to the base only)", err=True)
+        else:
+            typer.echo(f"note: no group column '{group}' in the data: every row is scored by the base", err=True)
+    scores = predict(run.model, encoded, batch_size, precision=precision, compiled=compiled, autotune=autotune, groups=groups, blocks=blocks)
+    if groups is not None:
+        typer.echo(f"{scores.personal_rows} of {len(frame)} rows scored with their group's block, the rest by the base", err=True)
+    return scores.values
 
 
 @app.command("evaluate")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -61,18 +62,43 @@ def source_of(frame: pd.DataFrame) -> str:
     return frame.attrs.get("source", "<data>")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = False) -> Path:
+    """The one way msmt writes a file: ``write(tmp)`` fills a temporary file beside ``path``, which
+    is then renamed over ``path``; never a half-written file, and no temporary left behind when
+    ``write`` fails. The file gets the permissions ``open()`` would give it (the umask's).
+
+    ``durable``: flush the file to disk before the rename (checkpoints: a crash right after the
+    rename must not leave an empty file). Returns ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write(tmp)
+        os.chmod(tmp, _FILE_MODE)
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -81,16 +107,5 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     """Write CSV or Parquet (by suffix) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    parquet = Path(path).suffix.lower() in PARQUET_SUFFIXES
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False) if parquet else frame.to_csv(tmp, index=False))

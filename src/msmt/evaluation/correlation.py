@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from msmt.data.io import atomic_write  # noqa: E402
+
 MIN_SHARED_UNITS = 5
 
 
@@ -71,9 +73,6 @@ def plot_correlation_heatmaps(
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
-    tmp.replace(path)
     return mats

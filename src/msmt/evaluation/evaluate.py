@@ -1,15 +1,22 @@
-"""Score a table with a model and compute the grouped metrics (with the oracle when possible)."""
+"""Score a table with a model and compute the grouped metrics (with the oracle when possible).
+
+Tasks, and the dataset's auxiliary outputs (label-free outputs such as ESMM's pCVR) when the table
+holds their evaluation-only label (``AuxiliaryOutput.label``, e.g. the funnel simulator's
+``would_convert``: the counterfactual conversion of *every* impression). Both use the one scoring
+path and the one evaluator, so an auxiliary AUC means the same as a task AUC.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from msmt.data.validate import numeric_column
+from msmt.data.validate import label_column, numeric_column
 from msmt.evaluation.metrics import compute_metrics
 from msmt.models.base import MultiTaskModel
-from msmt.scoring.predict import predict_batches
+from msmt.scoring.predict import predict, predict_batches
 from msmt.spec.batch import Batch
+from msmt.spec.dataset import Task
 
 TRUTH_PREFIX = "true_"
 
@@ -36,4 +43,20 @@ def evaluate_model(
     labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
     return compute_metrics(
         spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names)
+    )
+
+
+def evaluate_auxiliary(model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192) -> dict:
+    """The ``M`` block for every auxiliary output that has an evaluation label in ``frame`` ({} if none)."""
+    spec = model.schema.spec
+    outputs = [a for a in spec.auxiliary if a.label and a.label in frame.columns]
+    preds = predict(model, data, batch_size, auxiliary=True).values if outputs else {}
+    outputs = [a for a in outputs if a.name in preds]
+    if not outputs:
+        return {}
+    tasks = [Task(name=a.name, label=a.label, kind=a.kind) for a in outputs]
+    labels = {t.name: label_column(frame, t.label, t.kind) for t in tasks}
+    return compute_metrics(
+        tasks, labels, {t.name: preds[t.name] for t in tasks}, scenario_names(frame, spec.scenario.column),
+        truth_columns(frame, [t.name for t in tasks]),
     )

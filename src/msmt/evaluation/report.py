@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from msmt.data.io import atomic_write_text  # noqa: E402
+from msmt.data.io import atomic_write, atomic_write_text  # noqa: E402
 from msmt.spec.task_kinds import rules  # noqa: E402
 
 
@@ -58,8 +58,7 @@ def plot_history(history: pd.DataFrame, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from msmt.data.io import atomic_write_text, write_table  # noqa: E402
+from msmt.data.io import atomic_write, atomic_write_text, write_table  # noqa: E402
 from msmt.experiments.run import run_experiment  # noqa: E402
 from msmt.models.registry import model_class  # noqa: E402
 from msmt.rundir.provenance import same_code  # noqa: E402
@@ -284,8 +284,7 @@ def plot(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], out: Path) -> 
             ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             path = out / "plots" / f"{dataset}_{task}_{metric}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=100)
+            atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=100))
             plt.close(fig)
             paths.append(path)
     return paths

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from msmt.data.fit import fit_schema
+from msmt.data.io import write_table
 from msmt.data.loading import load_splits, read_data
 from msmt.data.streaming import ParquetStream, fit_schema_streaming
 from msmt.data.tensorize import encode_frame
@@ -103,14 +104,11 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     save_schema(schema, out / SCHEMA)
     save_weights(model, out / WEIGHTS)
     history = pd.DataFrame(result.history)
-    tmp = out / f".{HISTORY}.tmp"
-    history.to_csv(tmp, index=False)
-    tmp.replace(out / HISTORY)
+    write_table(history, out / HISTORY)
     write_json(out / METRICS, metrics)
     provenance.write(out)  # which code produced these metrics (reuse checks compare it)
     if meta_history:
-        pd.DataFrame(meta_history).to_csv(out / ".meta_history.csv.tmp", index=False)
-        (out / ".meta_history.csv.tmp").replace(out / "meta_history.csv")
+        write_table(pd.DataFrame(meta_history), out / "meta_history.csv")
     write_report(out, cfg, metrics, history)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return metrics

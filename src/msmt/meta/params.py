@@ -11,18 +11,22 @@ With ``create_graph=True`` the steps stay differentiable (second-order MAML, Fin
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from msmt.scoring.personal import select_parameters
 from msmt.spec.batch import Batch
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
 from msmt.training.losses import task_losses
 
+
+def select_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Names of parameters matching any glob pattern (``"towers.*"``)."""
+    return [n for n, _ in model.named_parameters() if any(fnmatch.fnmatch(n, p) for p in patterns)]
 
 @dataclass(frozen=True)
 class ParameterSplit:

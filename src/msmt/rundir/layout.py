@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from safetensors.torch import load_model, save_model
 
-from msmt.data.io import atomic_write_text
+from msmt.data.io import atomic_write, atomic_write_text
 from msmt.models import build_model
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
@@ -53,15 +51,7 @@ def save_weights(model: MultiTaskModel, path: str | Path) -> None:
     copied to the CPU first), so evaluate / predict / serve load them on a machine without one."""
     if model_device(model).type != "cpu":
         model = copy.deepcopy(model).to("cpu")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
 
 
 def save_schema(schema: FittedSchema, path: str | Path) -> None:

@@ -21,8 +21,6 @@ written to ``--out`` (the file is written to a temporary name and renamed after 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from msmt.data.io import atomic_write
 from msmt.spec.batch import Batch, num_rows, take
 from msmt.spec.errors import MsmtError
 
@@ -225,27 +224,25 @@ def export_model(
         raise ExportError(f"parity check needs more than {TRACE_ROWS} rows, got {num_rows(batch)}")
     model.eval()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    checked: dict = {}
+
+    def write_and_check(tmp: Path) -> None:  # a failure leaves nothing at ``out``
         write = write_onnx if fmt == "onnx" else write_torchscript
         try:
-            names = write(model, batch, tmp)
+            checked["names"] = write(model, batch, tmp)
         except MsmtError:
             raise
         except Exception as exc:  # the exporter's own failure: report it, one line
             raise ExportError(f"{fmt} export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        diff = parity(model, runner(fmt, tmp), batch)
+        checked["diff"] = diff = parity(model, runner(fmt, tmp), batch)
         if not diff <= tolerance:
             raise ExportError(
                 f"{fmt} parity check failed: max abs diff {diff:.3g} > {tolerance:g} on {num_rows(batch)} rows; "
                 f"nothing written to {out}"
             )
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return ExportResult(out, fmt, names, num_rows(batch), diff)
+
+    atomic_write(out, write_and_check)
+    return ExportResult(out, fmt, checked["names"], num_rows(batch), checked["diff"])
 
 
 def validation_batch(run, rows: int = 512) -> Batch:

@@ -1,6 +1,6 @@
 """Personal blocks for serving: the index read once, blocks loaded lazily into an LRU cache.
 
-Storage and composition are :mod:`msmt.scoring.personal`'s (``RUN_DIR/blocks/index.json`` + one
+Storage is :mod:`msmt.rundir.blocks`' and composition :func:`msmt.scoring.predict.predict`'s (``RUN_DIR/blocks/index.json`` + one
 safetensors file per group; base + block through ``functional_call``). Here: which groups have
 a block, a bounded cache of loaded blocks, and a start-up check that every indexed block fits
 the model (file present, tensor names and shapes those of the base), read from the safetensors
@@ -16,7 +16,7 @@ from pathlib import Path
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from msmt.scoring.personal import BLOCKS_DIR, load_block, read_index
+from msmt.rundir.blocks import BLOCKS_DIR, load_block, read_index
 from msmt.spec.errors import ConfigError
 
 
@@ -55,7 +55,7 @@ class BlockCache:
                     if shape != shapes[key]:
                         raise ConfigError(f"{path}: tensor '{key}' of group '{group}' has shape {shape}, model has {shapes[key]}")
 
-    def has_block(self, group: str) -> bool:
+    def has(self, group: str) -> bool:
         return group in self.index
 
     def get(self, group: str) -> dict[str, Tensor] | None:

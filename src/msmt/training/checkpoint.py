@@ -26,15 +26,14 @@ torch requires.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from msmt.data.io import atomic_write
 from msmt.spec.errors import ConfigError
 
 CHECKPOINT = "checkpoint.pt"
@@ -84,18 +83,7 @@ def set_rng_state(state: dict, generator: torch.Generator, device: torch.device 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **plain(state)}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **plain(state)}, tmp), durable=True)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -1,0 +1,71 @@
+"""Personal blocks on disk: a group's own copy of a few parameters, stored beside the shared base.
+
+Layout inside a run directory::
+
+    RUN_DIR/blocks/index.json                        {"<group id>": "<file name>", ...}
+    RUN_DIR/blocks/<sha1(group)[:16]>.safetensors    only the personal tensors of that group
+
+A block holds a subset of ``model.state_dict()`` keys (e.g. the towers); scoring composes base +
+block (:func:`msmt.scoring.predict.predict`), and a group without a block is scored by the base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from msmt.data.io import atomic_write, atomic_write_text
+
+BLOCKS_DIR = "blocks"
+INDEX = "index.json"
+
+
+def block_file(group: str) -> str:
+    return hashlib.sha1(str(group).encode("utf-8")).hexdigest()[:16] + ".safetensors"
+
+
+def read_index(run_dir: str | Path) -> dict[str, str]:
+    path = Path(run_dir) / BLOCKS_DIR / INDEX
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_blocks(run_dir: str | Path, blocks: dict[str, dict[str, Tensor]]) -> None:
+    """Write one file per group and an updated index (each write atomic)."""
+    folder = Path(run_dir) / BLOCKS_DIR
+    index = read_index(run_dir)
+    for group, tensors in blocks.items():
+        name = block_file(group)
+        plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        atomic_write(folder / name, lambda tmp, plain=plain: save_file(plain, str(tmp)))
+        index[str(group)] = name
+    atomic_write_text(folder / INDEX, json.dumps(index, indent=1, sort_keys=True))
+
+
+def load_block(run_dir: str | Path, group: str, index: dict[str, str] | None = None) -> dict[str, Tensor] | None:
+    """The group's personal tensors, or None when the group has no block (fall back to base)."""
+    index = read_index(run_dir) if index is None else index
+    name = index.get(str(group))
+    if name is None:
+        return None
+    return load_file(str(Path(run_dir) / BLOCKS_DIR / name))
+
+
+class BlockStore:
+    """The blocks of a run directory as a block source for scoring: index read once, files on use."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.index = read_index(run_dir)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def has(self, group: str) -> bool:
+        return str(group) in self.index
+
+    def get(self, group: str) -> dict[str, Tensor] | None:
+        return load_block(self.run_dir, group, self.index)
