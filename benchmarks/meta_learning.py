@@ -159,7 +159,7 @@ def run_seed(args, seed: int) -> dict:
     timings = {}
     t0 = time.perf_counter()
     conventional = build_model(schema, cfg.model)
-    fit(conventional, cfg, enc["train"], enc["validation"], parts["validation"])
+    fit(conventional, cfg.train, cfg.loss, enc["train"], enc["validation"], parts["validation"])
     timings["conventional_train_s"] = time.perf_counter() - t0
     models = {"base": conventional, "finetune": conventional}
     for algo in ALGORITHMS:
@@ -167,7 +167,7 @@ def run_seed(args, seed: int) -> dict:
         acfg = cfg.model_copy(deep=True)
         acfg.meta.algorithm = algo
         model = copy.deepcopy(conventional)
-        meta_train(model, acfg, plan_meta(model, acfg, parts["train"]), enc["train"])
+        meta_train(model, acfg.meta, plan_meta(model, acfg.meta, parts["train"]), enc["train"])
         models[algo] = model
         timings[f"{algo}_meta_train_s"] = time.perf_counter() - t0
     split = split_parameters(conventional, cfg.meta)

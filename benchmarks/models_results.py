@@ -77,7 +77,7 @@ def train_cfg_epochs(cfg):
     encoded = {k: encode_frame(v, schema) for k, v in splits.items()}
     model = build_model(schema, cfg.model)
     start = time.perf_counter()
-    result = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"])
+    result = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"])
     return model, splits, encoded, time.perf_counter() - start, (int(result.best_epoch), int(len(result.history)))
 
 

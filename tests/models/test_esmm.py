@@ -154,7 +154,7 @@ def test_synth_funnel_command_and_esmm_training(tmp_path):
     enc = {k: encode_frame(v, schema) for k, v in splits.items()}
     torch.manual_seed(0)
     model = build_model(schema, cfg.model)
-    result = fit(model, cfg, enc["train"], enc["validation"], splits["validation"])
+    result = fit(model, cfg.train, cfg.loss, enc["train"], enc["validation"], splits["validation"])
     assert result.val_metrics["overall"]["ctcvr"]["auc"] is not None
     M = evaluate_auxiliary(model, splits["test"], enc["test"])
     assert M["overall"]["cvr"]["rows"] == len(splits["test"]) and "oracle" in M

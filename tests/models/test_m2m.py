@@ -291,7 +291,7 @@ def trained(toy):
     )
     torch.manual_seed(0)
     m = build_model(toy.schema, cfg.model)
-    result = fit(m, cfg, train.batch, val.batch, val.frame)
+    result = fit(m, cfg.train, cfg.loss, train.batch, val.batch, val.frame)
     return m, result
 
 

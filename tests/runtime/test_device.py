@@ -238,7 +238,7 @@ def test_a_training_step_runs_on_another_device(tiny_dir, tiny_schema, train_bat
     _record_inputs(model, seen)
     check = DeviceMixCheck()
     with check, pytest.raises(NO_DATA, match="meta tensors?"):
-        fit(model, cfg, train_batch, val_batch, val_frame)
+        fit(model, cfg.train, cfg.loss, train_batch, val_batch, val_frame)
     assert check.mixed == []
     assert len(seen) == 1 and set(seen[0].values()) == {META}
     assert model_device(model) == META
@@ -280,9 +280,9 @@ def test_predictions_validation_finetune_and_meta_training_follow_the_model(tiny
         tuned = finetune(model, train_batch, steps=3, batch_size=64)
     assert model_device(tuned) == META
     cfg = load_experiment(tiny_dir / "experiment.yaml", ["dataset.group=user_id", "meta.algorithm=fomaml", "meta.episodes=1", "meta.support_size=2", "meta.query_size=2"])
-    plan = plan_meta(model, cfg, tiny_train.iloc[:300].reset_index(drop=True))
+    plan = plan_meta(model, cfg.meta, tiny_train.iloc[:300].reset_index(drop=True), group="user_id")
     with checks[3], pytest.raises(NO_DATA, match="meta tensors?"):  # at the logged query loss
-        meta_train(model, cfg, plan, train_batch)
+        meta_train(model, cfg.meta, plan, train_batch)
     assert [c.mixed for c in checks] == [[]] * 4
     assert len(seen) >= 2 + 3 + 1 and all(set(s.values()) == {META} for s in seen)
 
@@ -318,7 +318,7 @@ def test_a_checkpoint_resumes_into_a_model_on_another_device(tiny_dir, tiny_sche
     sets = [*FAST, "train.batch_size=64", "loss.strategy=gradnorm", "train.checkpoint_every=2", "model.name=mmoe"]
     cfg = load_experiment(tiny_dir / "experiment.yaml", sets)
     torch.manual_seed(0)
-    fit(build_model(tiny_schema, cfg.model), cfg, train_batch, val_batch, val_frame, run_dir=tmp_path)
+    fit(build_model(tiny_schema, cfg.model), cfg.train, cfg.loss, train_batch, val_batch, val_frame, run_dir=tmp_path)
     assert (tmp_path / "checkpoint.pt").exists()
 
     made = {}
@@ -330,7 +330,7 @@ def test_a_checkpoint_resumes_into_a_model_on_another_device(tiny_dir, tiny_sche
     model = build_model(tiny_schema, cfg.model)
     check = DeviceMixCheck()
     with check, pytest.raises(NO_DATA, match="meta tensors?"):
-        fit(model, cfg, train_batch, val_batch, val_frame, run_dir=tmp_path, resume=True)
+        fit(model, cfg.train, cfg.loss, train_batch, val_batch, val_frame, run_dir=tmp_path, resume=True)
     assert check.mixed == []
     assert model_device(model) == META
     (adamw,) = made["optimizers"]

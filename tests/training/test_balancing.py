@@ -269,7 +269,7 @@ def test_strategy_trains_every_model_through_the_one_trainer(strategy, model, ti
     torch.manual_seed(0)
     net = build_model(tiny_schema, cfg.model)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    result = fit(net, cfg, encode_frame(tiny_train, tiny_schema), encode_frame(val, tiny_schema), val)
+    result = fit(net, cfg.train, cfg.loss, encode_frame(tiny_train, tiny_schema), encode_frame(val, tiny_schema), val)
     assert len(result.history) >= 1
     row = result.history[0]
     assert all(math.isfinite(row[f"weight_{t}"]) and row[f"weight_{t}"] > 0 for t in tiny_schema.spec.task_names)

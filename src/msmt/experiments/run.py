@@ -85,12 +85,12 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
         splits, schema, encoded = _load_in_memory(cfg.dataset)
 
     model = build_model(schema, cfg.model)
-    meta_plan = plan_meta(model, cfg, splits["train"]) if "train" in splits else None  # meta config errors surface before training
+    meta_plan = plan_meta(model, cfg.meta, splits["train"]) if "train" in splits else None  # meta config errors surface before training
     if writer:  # the config first, so that a killed run can be resumed from its directory
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, cfg)
-    result: FitResult = fit(model, cfg, encoded["train"], encoded["validation"], splits["validation"], out, resume)
-    meta_history = meta_train(model, cfg, meta_plan, encoded["train"], progress=cfg.train.progress)
+    result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume)
+    meta_history = meta_train(model, cfg.meta, meta_plan, encoded["train"], progress=cfg.train.progress)
 
     metrics = {"val": result.val_metrics}
     if meta_history:  # the meta-trained base is what the run directory stores

@@ -28,9 +28,10 @@ from msmt.meta.episodes import EpisodeSampler, GroupIndex, group_values
 from msmt.meta.params import ParameterSplit, inner_loop, objective, split_parameters
 from msmt.runtime.device import model_device
 from msmt.spec.batch import Batch, to_device
-from msmt.spec.config import ExperimentConfig, MetaConfig
+from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
+from msmt.training.optim import make_optimizer
 
 
 def meta_loss(
@@ -56,12 +57,7 @@ def meta_loss(
 
 def build_outer_optimizer(model: nn.Module, split: ParameterSplit, cfg: MetaConfig) -> torch.optim.Optimizer:
     params = dict(model.named_parameters())
-    trainable = [params[n] for n in (*split.personal, *split.shared)]
-    if cfg.outer_optimizer == "sgd":
-        return torch.optim.SGD(trainable, lr=cfg.outer_lr)
-    if cfg.outer_optimizer == "adamw":
-        return torch.optim.AdamW(trainable, lr=cfg.outer_lr)
-    return torch.optim.Adam(trainable, lr=cfg.outer_lr)
+    return make_optimizer([params[n] for n in (*split.personal, *split.shared)], cfg.outer_optimizer, cfg.outer_lr)
 
 
 def meta_step(
@@ -101,21 +97,23 @@ class MetaPlan:
     sampler: EpisodeSampler
 
 
-def plan_meta(model: nn.Module, cfg: ExperimentConfig, frame: pd.DataFrame) -> MetaPlan | None:
-    """Validate the ``meta`` section against the model and the training table (None: no meta)."""
-    meta = cfg.meta
+def plan_meta(model: nn.Module, meta: MetaConfig, frame: pd.DataFrame, group: str | None = None) -> MetaPlan | None:
+    """Validate the ``meta`` section against the model and the training table (None: no meta).
+
+    ``group``: the group column (default: the model's dataset's ``group``)."""
     if meta.algorithm == "none":
         return None
-    if not cfg.dataset.group:
+    group = group or model.schema.spec.group
+    if not group:
         raise ConfigError(f"meta.algorithm '{meta.algorithm}' needs a group column: set dataset.group")
     split = split_parameters(model, meta)
-    sampler = GroupIndex(group_values(frame, cfg.dataset.group)).sampler(
+    sampler = GroupIndex(group_values(frame, group)).sampler(
         meta.support_size, meta.query_size, meta.groups_per_episode, meta.seed
     )
     return MetaPlan(split, sampler)
 
 
-def meta_train(model: nn.Module, cfg: ExperimentConfig, plan: MetaPlan | None, data: Batch, progress: bool = False) -> list[dict]:
+def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: Batch, progress: bool = False) -> list[dict]:
     """Meta-train ``model`` in place on the training rows ``data`` (the table ``plan`` was made from).
 
     Returns one history row per 10% of the episodes: the mean query loss after adaptation.
@@ -123,9 +121,8 @@ def meta_train(model: nn.Module, cfg: ExperimentConfig, plan: MetaPlan | None, d
     """
     if plan is None:
         return []
-    meta = cfg.meta
     optimizer = build_outer_optimizer(model, plan.split, meta)
-    tasks = cfg.dataset.tasks
+    tasks = model.schema.spec.tasks
     every = max(1, math.ceil(meta.episodes / 10))
     history, window = [], []
     device = model_device(model)

@@ -17,7 +17,8 @@ from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
 from msmt.spec.batch import Batch, iterate_batches, to_device
 from msmt.spec.errors import ConfigError
-from msmt.training.losses import task_losses
+from msmt.training.losses import task_losses, weighted_total
+from msmt.training.optim import make_optimizer
 
 
 def finetune(
@@ -51,10 +52,8 @@ def finetune(
         if not hasattr(tuned, "scenario_parameters"):
             raise ConfigError(f"finetune: model '{tuned.registry_name}' has no scenario parameters (which='scenario')")
         params = tuned.scenario_parameters()
-    if optimizer == "sgd":  # steps proportional to the gradient: gentler on a handful of rows
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
-    else:
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # SGD (with momentum 0.9) takes steps proportional to the gradient: gentler on a handful of rows
+    opt = make_optimizer(params, optimizer, lr, momentum=0.9 if optimizer == "sgd" else 0.0)
     tasks = tuned.schema.spec.tasks
     device = model_device(tuned)
     generator = torch.Generator().manual_seed(seed)
@@ -63,7 +62,7 @@ def finetune(
         for batch in iterate_batches(data, batch_size, shuffle=True, generator=generator):
             batch = to_device(batch, device)
             losses = task_losses(tasks, tuned(batch), batch["labels"], batch["weight"])
-            total = sum(t.weight * losses[t.name] for t in tasks)
+            total = weighted_total(tasks, losses)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()

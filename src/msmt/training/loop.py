@@ -33,10 +33,10 @@ from msmt.evaluation.metrics import monitor_value
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import autocast, model_device, resolve_device
 from msmt.spec.batch import Batch, iterate_batches, num_rows, take, to_device
-from msmt.spec.config import ExperimentConfig
+from msmt.spec.config import LossConfig, TrainConfig
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.training.distributed import Dist
-from msmt.training.losses import build_balancer, task_losses
+from msmt.training.losses import build_balancer, task_losses, weighted_total
 from msmt.training.optim import build_optimizers
 
 
@@ -73,7 +73,7 @@ def validation_loss(model: MultiTaskModel, data: Batch, batch_size: int, dist: D
         sums += torch.stack([losses[t.name] for t in tasks]).double() * num_rows(batch)
     totals = dist.sum(sums)
     per_task = {t.name: s / max(n, 1) for t, s in zip(tasks, totals)}
-    per_task["loss"] = sum(t.weight * per_task[t.name] for t in tasks)
+    per_task["loss"] = weighted_total(tasks, per_task)
     return per_task
 
 
@@ -111,30 +111,149 @@ def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in model.state_dict().items()}
 
 
-def _checkpoint(path, model, best_state, optimizers, balancer, generator, loop: LoopState, device) -> None:
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "best_model": best_state,
-            "optimizers": [o.state_dict() for o in optimizers],
-            "balancer": balancer.state_dict(),
-            "rng": rng_state(generator, device),
-            "loop": loop.to_dict(),
-        },
+@dataclass
+class Trainer:
+    """What one training run holds besides the data: the model (and its DDP wrapper), the loss
+    balancer, the optimisers, the batch-order generator and where it all runs."""
+
+    model: MultiTaskModel
+    net: torch.nn.Module
+    balancer: torch.nn.Module
+    optimizers: list[torch.optim.Optimizer]
+    generator: torch.Generator
+    device: torch.device
+    dist: Dist
+    checkpoint: Path | None
+
+    def save(self, best_state: dict, loop: LoopState) -> None:
+        save_checkpoint(
+            self.checkpoint,
+            {
+                "model": self.model.state_dict(),
+                "best_model": best_state,
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "balancer": self.balancer.state_dict(),
+                "rng": rng_state(self.generator, self.device),
+                "loop": loop.to_dict(),
+            },
+        )
+
+    def restore(self) -> tuple[dict, LoopState]:
+        """Weights, optimisers, balancer and RNG from the checkpoint; returns (best weights, loop)."""
+        saved = load_checkpoint(self.checkpoint)  # on the CPU; load_state_dict copies to the device
+        self.model.load_state_dict(saved["model"])
+        for optimizer, state in zip(self.optimizers, saved["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
+        self.balancer.load_state_dict(saved["balancer"])
+        set_rng_state(saved["rng"], self.generator, self.device)
+        return saved["best_model"], LoopState(**saved["loop"])
+
+
+def _trainer(model: MultiTaskModel, tc: TrainConfig, loss_cfg: LossConfig, run_dir: str | Path | None) -> Trainer:
+    device = resolve_device(tc.device)
+    dist = Dist.current(device)
+    dist.check_strategy(loss_cfg.strategy)
+    model.to(device)  # before the balancer and optimisers, which hold references to its parameters
+    balancer = build_balancer(model.schema.spec.tasks, loss_cfg, model).to(device)
+    optimizers = build_optimizers(model, list(balancer.parameters()), tc, dist.active)
+    generator = torch.Generator().manual_seed(tc.seed)  # batch order: drawn on the CPU, where the data is
+    checkpoint = Path(run_dir) / CHECKPOINT if run_dir is not None else None
+    return Trainer(model, model, balancer, optimizers, generator, device, dist, checkpoint)
+
+
+def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float]) -> float:
+    """One optimiser step on this rank's part of ``batch``; returns the logged total loss."""
+    local = to_device(batch, tr.device)
+    with autocast(tr.device, tc.precision):
+        outputs = tr.net(local)
+    outputs = {name: value.float() for name, value in outputs.items()}  # losses in float32
+    losses = task_losses(tr.model.schema.spec.tasks, outputs, local["labels"], local["weight"])
+    for optimizer in tr.optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    total = tr.balancer.backward(losses)
+    tr.dist.sync_grads(tr.balancer.parameters())
+    if tc.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tc.max_grad_norm)
+    for optimizer in tr.optimizers:
+        optimizer.step()
+    # the logged numbers: one all-reduce and one device-to-host copy per step
+    logged = tr.dist.mean(torch.stack([total.detach(), *(losses[n].detach() for n in sums)]))
+    for name, value in zip(sums, logged[1:]):
+        sums[name] += value
+    return logged[0]
+
+
+def _epoch_batches(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, tc: TrainConfig):
+    """This epoch's batches from ``s.step`` on (a mid-epoch resume redraws the same order)."""
+    if s.step == 0:
+        s.epoch_generator = tr.generator.get_state()
+        s.sums, s.total_sum = {t.name: 0.0 for t in tr.model.schema.spec.tasks}, 0.0
+    else:
+        tr.generator.set_state(s.epoch_generator)
+    if isinstance(train_data, ParquetStream):  # each rank reads its own row groups
+        return tr.dist.lockstep(train_data.batches(s.epoch, start_batch=s.step))
+    return iterate_batches(train_data, tc.batch_size, shuffle=True, generator=tr.generator, start_batch=s.step)
+
+
+def _train_epoch(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, tc: TrainConfig, best_state: dict) -> dict[str, float]:
+    """Run the rest of epoch ``s.epoch``; returns the mean training loss of each task."""
+    tr.model.train()
+    stream = isinstance(train_data, ParquetStream)
+    bar = tqdm(
+        _epoch_batches(tr, s, train_data, tc),
+        total=None if stream else math.ceil(num_rows(train_data) / tc.batch_size),
+        initial=s.step,
+        desc=f"epoch {s.epoch}/{tc.epochs}",
+        disable=None if (tc.progress and tr.dist.is_main) else True,  # None: off when not a terminal
+        leave=False,
     )
+    for batch in bar:
+        if stream or tr.dist.usable(num_rows(batch)):
+            total = _step(tr, batch if stream else tr.dist.shard(batch), tc, s.sums)
+            s.total_sum += total
+            bar.set_postfix(loss=f"{total:.4f}")
+        s.step += 1
+        s.global_step += 1
+        if tr.checkpoint is not None and tc.checkpoint_every and s.global_step % tc.checkpoint_every == 0 and tr.dist.is_main:
+            tr.save(best_state, s)
+    return {name: v / max(s.step, 1) for name, v in s.sums.items()}
+
+
+def _validate(tr: Trainer, val_data: Batch, val_frame: pd.DataFrame, tc: TrainConfig) -> tuple[dict, dict, float, bool]:
+    """(validation losses, metrics, monitored value, higher is better) on the whole split."""
+    val_losses = validation_loss(tr.model, val_data, tc.eval_batch_size, tr.dist)
+    preds = tr.dist.predict(tr.model, val_data, tc.eval_batch_size)
+    val_metrics = evaluate_model(tr.model, val_frame, val_data, tc.eval_batch_size, preds=preds)
+    if tc.monitor == "loss":
+        return val_losses, val_metrics, val_losses["loss"], False
+    value, higher = monitor_value(val_metrics, tc.monitor)
+    return val_losses, val_metrics, value, higher
+
+
+def _history_row(s: LoopState, train_losses: dict, val_losses: dict, val_metrics: dict, weights: dict) -> dict:
+    return {
+        "epoch": s.epoch,
+        "train_loss": s.total_sum / max(s.step, 1),
+        **{f"train_{k}_loss": v for k, v in train_losses.items()},
+        "val_loss": val_losses["loss"],
+        **{f"val_{k}_loss": v for k, v in val_losses.items() if k != "loss"},
+        **_flatten_metrics(val_metrics),
+        **{f"weight_{k}": v for k, v in weights.items()},
+    }
 
 
 def fit(
     model: MultiTaskModel,
-    cfg: ExperimentConfig,
+    tc: TrainConfig,
+    loss_cfg: LossConfig,
     train_data: Batch | ParquetStream,
     val_data: Batch,
     val_frame: pd.DataFrame,
     run_dir: str | Path | None = None,
     resume: bool = False,
 ) -> FitResult:
-    """Train ``model`` in place; on return it holds the best epoch's weights.
+    """Train ``model`` in place (``train.*`` settings ``tc``, ``loss.*`` settings ``loss_cfg``); on
+    return it holds the best epoch's weights.
 
     The model is moved to ``train.device`` (``cuda:LOCAL_RANK`` under torchrun with CUDA) and
     is left there; ``train_data`` and ``val_data`` stay where they are (the CPU) and are copied
@@ -145,110 +264,28 @@ def fit(
     ``run_dir``: where ``checkpoint.pt`` goes (with ``train.checkpoint_every``); ``resume``:
     continue from that checkpoint instead of starting afresh.
     """
-    tc = cfg.train
-    tasks = cfg.dataset.tasks
-    device = resolve_device(tc.device)
-    dist = Dist.current(device)
-    dist.check_strategy(cfg.loss.strategy)
-    model.to(device)  # before the balancer and optimisers, which hold references to its parameters
-    balancer = build_balancer(tasks, cfg.loss, model).to(device)
-    optimizers = build_optimizers(model, list(balancer.parameters()), tc, dist.active)
-    generator = torch.Generator().manual_seed(tc.seed)  # batch order: drawn on the CPU, where the data is
-    ckpt_path = Path(run_dir) / CHECKPOINT if run_dir is not None else None
-
-    s = LoopState()
-    best_state = _cpu_state(model)
+    tr = _trainer(model, tc, loss_cfg, run_dir)
+    s, best_state = LoopState(), _cpu_state(model)
     if resume:
-        if ckpt_path is None:
+        if tr.checkpoint is None:
             raise ValueError("resume needs run_dir")
-        saved = load_checkpoint(ckpt_path)  # on the CPU; load_state_dict copies to the device
-        model.load_state_dict(saved["model"])
-        best_state = saved["best_model"]
-        for optimizer, state in zip(optimizers, saved["optimizers"], strict=True):
-            optimizer.load_state_dict(state)
-        balancer.load_state_dict(saved["balancer"])
-        set_rng_state(saved["rng"], generator, device)
-        s = LoopState(**saved["loop"])
-    net = dist.wrap(model)  # DDP broadcasts rank 0's (possibly restored) weights
-
-    higher = False
-    stream = train_data if isinstance(train_data, ParquetStream) else None
-    n_batches = math.ceil(num_rows(train_data) / tc.batch_size) if stream is None else None
+        best_state, s = tr.restore()
+    tr.net = tr.dist.wrap(model)  # DDP broadcasts rank 0's (possibly restored) weights
     while s.epoch <= tc.epochs:
-        epoch = s.epoch
-        if s.step == 0:
-            s.epoch_generator = generator.get_state()
-            s.sums, s.total_sum = {t.name: 0.0 for t in tasks}, 0.0
-        else:  # mid-epoch resume: redraw the same order, skip what was done
-            generator.set_state(s.epoch_generator)
-        model.train()
-        if stream is None:
-            batches = iterate_batches(train_data, tc.batch_size, shuffle=True, generator=generator, start_batch=s.step)
-        else:
-            batches = dist.lockstep(stream.batches(epoch, start_batch=s.step))
-        bar = tqdm(
-            batches,
-            total=n_batches,
-            initial=s.step,
-            desc=f"epoch {epoch}/{tc.epochs}",
-            disable=None if (tc.progress and dist.is_main) else True,  # None: off when not a terminal
-            leave=False,
-        )
-        for batch in bar:
-            if stream is not None or dist.usable(num_rows(batch)):
-                local = to_device(dist.shard(batch) if stream is None else batch, device)
-                with autocast(device, tc.precision):
-                    outputs = net(local)
-                outputs = {name: value.float() for name, value in outputs.items()}  # losses in float32
-                losses = task_losses(tasks, outputs, local["labels"], local["weight"])
-                for optimizer in optimizers:
-                    optimizer.zero_grad(set_to_none=True)
-                total = balancer.backward(losses)
-                dist.sync_grads(balancer.parameters())
-                if tc.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                for optimizer in optimizers:
-                    optimizer.step()
-                # the logged numbers: one all-reduce and one device-to-host copy per step
-                logged = dist.mean(torch.stack([total.detach(), *(losses[n].detach() for n in s.sums)]))
-                s.total_sum += logged[0]
-                for name, value in zip(s.sums, logged[1:]):
-                    s.sums[name] += value
-                bar.set_postfix(loss=f"{logged[0]:.4f}")
-            s.step += 1
-            s.global_step += 1
-            if ckpt_path is not None and tc.checkpoint_every and s.global_step % tc.checkpoint_every == 0 and dist.is_main:
-                _checkpoint(ckpt_path, model, best_state, optimizers, balancer, generator, s, device)
-        train_losses = {name: v / max(s.step, 1) for name, v in s.sums.items()}
-        balancer.end_epoch(train_losses)
-
-        val_losses = validation_loss(model, val_data, tc.eval_batch_size, dist)
-        preds = dist.predict(model, val_data, tc.eval_batch_size)
-        val_metrics = evaluate_model(model, val_frame, val_data, tc.eval_batch_size, preds=preds)
-        if tc.monitor == "loss":
-            value, higher = val_losses["loss"], False
-        else:
-            value, higher = monitor_value(val_metrics, tc.monitor)
-        row = {
-            "epoch": epoch,
-            "train_loss": s.total_sum / max(s.step, 1),
-            **{f"train_{k}_loss": v for k, v in train_losses.items()},
-            "val_loss": val_losses["loss"],
-            **{f"val_{k}_loss": v for k, v in val_losses.items() if k != "loss"},
-            **_flatten_metrics(val_metrics),
-            **{f"weight_{k}": v for k, v in balancer.current_weights().items()},
-        }
-        s.history.append(row)
-        improved = epoch == 1 or (not math.isnan(value) and (value > s.best_value if higher else value < s.best_value))
-        if improved:
-            s.best_epoch, s.best_value, s.val_metrics = epoch, value, val_metrics
+        train_losses = _train_epoch(tr, s, train_data, tc, best_state)
+        tr.balancer.end_epoch(train_losses)
+        val_losses, val_metrics, value, higher = _validate(tr, val_data, val_frame, tc)
+        s.history.append(_history_row(s, train_losses, val_losses, val_metrics, tr.balancer.current_weights()))
+        if s.epoch == 1 or (not math.isnan(value) and (value > s.best_value if higher else value < s.best_value)):
+            s.best_epoch, s.best_value, s.val_metrics = s.epoch, value, val_metrics
             best_state = _cpu_state(model)
             s.stale = 0
         else:
             s.stale += 1
-        if tc.progress and dist.is_main:
-            tqdm.write(f"epoch {epoch}: train_loss={row['train_loss']:.4f} val_loss={row['val_loss']:.4f} {tc.monitor}={value:.4f}")
-        s.epoch, s.step = epoch + 1, 0
+        if tc.progress and tr.dist.is_main:
+            row = s.history[-1]
+            tqdm.write(f"epoch {s.epoch}: train_loss={row['train_loss']:.4f} val_loss={row['val_loss']:.4f} {tc.monitor}={value:.4f}")
+        s.epoch, s.step = s.epoch + 1, 0
         if s.stale >= tc.patience:
             break
     model.load_state_dict(best_state)

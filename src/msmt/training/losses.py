@@ -26,6 +26,11 @@ def task_losses(tasks: tuple[Task, ...], outputs: dict[str, Tensor], labels: Ten
     return {t.name: (weight * rules(t).row_loss(outputs[t.name], labels[:, i])).mean() for i, t in enumerate(tasks)}
 
 
+def weighted_total(tasks: tuple[Task, ...], losses: dict[str, Tensor | float]) -> Tensor | float:
+    """Σ_t w_t L_t with the weights declared on the tasks (the fixed-weights objective)."""
+    return sum(t.weight * losses[t.name] for t in tasks)
+
+
 # --------------------------------------------------------------------------- balancing
 
 
@@ -61,7 +66,8 @@ class LossBalancer(nn.Module):
 
 
 class FixedWeights(LossBalancer):
-    """L = sum_t w_t L_t with the weights declared on the tasks."""
+    """L = sum_t w_t L_t with the weights declared on the tasks (:func:`weighted_total`, computed
+    from the weights held on the model's device, in one fused product)."""
 
     def combine(self, losses: dict[str, Tensor]) -> Tensor:
         stacked = torch.stack([losses[n] for n in self.task_names])
@@ -107,4 +113,5 @@ __all__ = [
     "build_balancer",
     "register_balancer",
     "task_losses",
+    "weighted_total",
 ]

@@ -20,12 +20,35 @@ from torch import nn
 from msmt.spec.config import TrainConfig
 from msmt.spec.errors import ConfigError
 
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+def _fusable(params: list[nn.Parameter]) -> bool:
+    return all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+
+
+def make_optimizer(
+    params, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.0
+) -> torch.optim.Optimizer:
+    """The one optimiser factory (trainer, fine-tuning, meta-learning's outer loop).
+
+    ``adamw`` / ``adam`` run PyTorch's fused kernels wherever every parameter lives on a device
+    that has them (CPU, CUDA); ``sgd`` takes ``momentum``.
+    """
+    params = list(params)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    fused = _fusable(params) or None
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    raise ConfigError(f"unknown optimizer '{name}' (expected one of {list(OPTIMIZERS)})")
+
 
 def adamw(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW, fused when every parameter lives on a device whose fused kernel exists (CPU, CUDA)."""
-    params = list(params)
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    """The trainer's AdamW (fused where possible)."""
+    return make_optimizer(params, "adamw", lr, weight_decay)
 
 
 def build_optimizers(model: nn.Module, extra_params: list[nn.Parameter], tc: TrainConfig, distributed: bool) -> list[torch.optim.Optimizer]:
