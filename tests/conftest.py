@@ -71,3 +71,19 @@ def trained_run(tmp_path_factory):
 
     make.data_dir = data
     return make
+
+
+@pytest.fixture(scope="session")
+def advertiser_panel(tmp_path_factory):
+    """A small advertiser-simulator world (40 advertisers × 24 days): (schema, encoded training rows).
+
+    Panel data with a history for every task, so every registered model applies (the naive
+    forecasters need one)."""
+    from msmt.data.tensorize import encode_frame
+    from msmt.synth.advertiser import write_advertiser
+
+    out = write_advertiser(tmp_path_factory.mktemp("adv_panel"), advertisers=40, days=24, seed=3)
+    spec = load_dataset_spec(out / "dataset.yaml")
+    train = read_data(out / "train.csv", spec)
+    schema = fit_schema(train, spec)
+    return schema, encode_frame(train, schema)

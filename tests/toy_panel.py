@@ -125,6 +125,8 @@ def make_toy_panel(rows: int = 4000, seed: int = 0, window: int = 7, advertisers
         "seq.behaviour": torch.from_numpy(events.astype(np.int64)),
         "seq.performance": torch.from_numpy(perf.astype(np.float32)),
         "seq.mask": torch.from_numpy(mask),
+        "seq.raw": torch.from_numpy(np.round(np.exp(perf)).astype(np.float32) * mask[..., None]),
+        "seq.present": torch.from_numpy(np.repeat(mask[..., None], len(METRICS), axis=2)),
         "labels": torch.from_numpy(np.stack([clicks, active], 1).astype(np.float32)),
         "weight": torch.ones(rows),
     }
@@ -135,7 +137,7 @@ def make_toy_panel(rows: int = 4000, seed: int = 0, window: int = 7, advertisers
 def without_panel(toy: ToyPanel) -> ToyPanel:
     """The same rows with no ``seq.*`` keys and a schema without a panel encoding."""
     s = toy.schema
-    schema = FittedSchema(s.spec, s.scenarios, s.vocabularies, s.dense, {})
+    schema = FittedSchema(s.spec, s.scenarios, s.vocabularies, s.dense, None)
     return ToyPanel(schema, {k: v for k, v in toy.batch.items() if not k.startswith("seq.")}, toy.frame)
 
 

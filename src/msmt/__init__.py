@@ -1,3 +1,3 @@
 """msmt: multi-scenario, multi-task prediction for advertising and recommendation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

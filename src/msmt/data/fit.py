@@ -102,6 +102,8 @@ class SchemaFitter:
         self.moments: dict[str, Moments] = {}
         self.scenarios: set[str] = set()
         self.panel = PanelFitter(spec.panel) if spec.panel is not None else None
+        self.labels: dict[str, Moments] = {t.name: Moments() for t in spec.tasks}
+        self.scenario_labels: dict[str, dict[str, Moments]] = {t.name: {} for t in spec.tasks}
 
     def update(self, frame: pd.DataFrame) -> SchemaFitter:
         for fs in self.feature_sets:
@@ -113,7 +115,14 @@ class SchemaFitter:
                 self.counts.setdefault(f.name, Counter()).update(tokens.value_counts().to_dict())
             for f in fs.dense:
                 self.moments.setdefault(f.name, Moments()).update(_transformed(numeric_column(frame, f.column), f.transform))
-        self.scenarios.update(text(frame[self.spec.scenario.column]).unique().tolist())
+        codes, names = pd.factorize(text(frame[self.spec.scenario.column]))
+        self.scenarios.update(names.tolist())
+        for task in self.spec.tasks:
+            if task.label in frame.columns:
+                y = numeric_column(frame, task.label)
+                self.labels[task.name].update(y)
+                for code, scenario in enumerate(names):
+                    self.scenario_labels[task.name].setdefault(scenario, Moments()).update(y[codes == code])
         if self.panel is not None:
             self.panel.update(frame)
         return self
@@ -131,7 +140,21 @@ class SchemaFitter:
                 mean, std = self.moments.get(f.name, Moments()).stats()
                 dense[f.name] = DenseStats(mean, std, f.transform)
         panel = self.panel.finish() if self.panel is not None else None
-        return FittedSchema(self.spec, tuple(sorted(self.scenarios)), vocabs, dense, panel)
+        scenarios = tuple(sorted(self.scenarios))
+        return FittedSchema(self.spec, scenarios, vocabs, dense, panel, self._task_stats(scenarios))
+
+    def _task_stats(self, scenarios: tuple[str, ...]) -> dict[str, dict]:
+        stats = {}
+        for name, m in self.labels.items():
+            if not m.n:
+                continue
+            per = self.scenario_labels[name]
+            stats[name] = {
+                "mean": float(m.mean),
+                "var": float(m.m2 / m.n),
+                "scenario_mean": [float(per[s].mean) if s in per and per[s].n else float(m.mean) for s in scenarios],
+            }
+        return stats
 
 
 def fit_schema(train: pd.DataFrame, spec: DatasetSpec) -> FittedSchema:

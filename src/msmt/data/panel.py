@@ -14,7 +14,11 @@ step. A row's own step and later steps are never used. Outputs (the batch keys o
   2.. = events seen in training); without an event column an observed step holds 1;
 * ``seq.performance`` [N, W, F] float32: ``(log1p(max(x, 0)) - mean) / std`` per metric with
   training statistics, 0 where the step or the value is missing;
-* ``seq.mask`` [N, W] bool: True where the entity has a row at that step.
+* ``seq.mask`` [N, W] bool: True where the entity has a row at that step;
+* ``seq.raw`` [N, W, F] float32: the metrics as they are (counts, not standardised), 0 where the
+  step or the value is missing — what naive forecasts and forecast offsets read
+  (:mod:`msmt.layers.naive`);
+* ``seq.present`` [N, W, F] bool: True where that metric's value was observed.
 
 History rows come from the frame itself plus an optional ``context`` frame (earlier data used
 only for history, never scored). The lookup is vectorised: every (entity, step) gets one int64
@@ -144,7 +148,13 @@ def encode_panel(
     """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool}``."""
     W, F = spec.window, len(spec.metrics)
     if len(frame) == 0:
-        return {"seq.behaviour": np.zeros((0, W), np.int64), "seq.performance": np.zeros((0, W, F), np.float32), "seq.mask": np.zeros((0, W), bool)}
+        return {
+            "seq.behaviour": np.zeros((0, W), np.int64),
+            "seq.performance": np.zeros((0, W, F), np.float32),
+            "seq.mask": np.zeros((0, W), bool),
+            "seq.raw": np.zeros((0, W, F), np.float32),
+            "seq.present": np.zeros((0, W, F), bool),
+        }
     index, source = history_index(frame, spec, context)
     mask = index >= 0
     safe = np.where(mask, index, 0)
@@ -157,6 +167,8 @@ def encode_panel(
     z = (np.log1p(np.clip(values, 0.0, None)) - means) / stds  # [R, F]
     z = np.nan_to_num(z, nan=0.0).astype(np.float32)
     perf = z[safe] * mask[..., None]  # [N, W, F]
+    present = ~np.isnan(values[safe]) & mask[..., None]  # [N, W, F]
+    raw = np.where(present, np.nan_to_num(values[safe]), 0.0).astype(np.float32)
 
     if spec.event:
         codes = pd.Index(list(fitted.events), dtype=object).get_indexer(source[spec.event].astype(object))
@@ -168,6 +180,8 @@ def encode_panel(
         "seq.behaviour": behaviour,
         "seq.performance": perf.astype(np.float32),
         "seq.mask": mask,
+        "seq.raw": raw,
+        "seq.present": present,
     }
 
 

@@ -3,8 +3,17 @@
 Each row carries its own trailing window of past steps: a behaviour event per step and a vector of
 performance metrics per step. Each sequence is embedded, given a learned position embedding and
 encoded by multi-head self-attention over **that row's own T positions** (the time axis, never
-the batch axis), with padded / missing steps masked out of the keys, then mean-pooled over the
-observed steps:  F_seq = pool(MH(X_b)) ⊕ pool(MH(X_p)).
+the batch axis), with padded / missing steps masked out of the keys, then pooled:
+F_seq = pool(MH(X_b)) ⊕ pool(MH(X_p)).
+
+Two encoders (``model.m2m.sequence_encoder``):
+
+* ``recency`` (the default): pre-norm layers (x ← x + MH(LN(x)); x ← x + FF(LN(x)); a final LN),
+  the performance steps read their raw levels log1p(x) besides the standardised values
+  (``seq.raw``), and pooling keeps recency: an attention pool over the observed steps with a
+  learned query, concatenated with the most recent step's vector, so yesterday's state reaches
+  the output directly instead of being averaged with 13 older days;
+* ``mean_pool``: post-norm layers and a mean over the observed steps (msmt 0.1's encoder).
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ class EncoderLayer(nn.Module):
     Shapes: ``forward(x [B, T, d], ignore [B, T] bool, True = masked key) -> [B, T, d]``.
     """
 
-    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float):
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float, norm_first: bool = False):
         super().__init__()
         self.heads = heads
+        self.norm_first = norm_first
         self.qkv = nn.Linear(dim, 3 * dim)  # W^Q, W^K, W^V of all heads in one matmul
         self.out = nn.Linear(dim, dim)  # Wᴴ
         self.ff1 = nn.Linear(dim, ff_dim)
@@ -37,7 +47,8 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ignore: Tensor) -> Tensor:
+    def attend(self, x: Tensor, ignore: Tensor) -> Tensor:
+        """Multi-head self-attention over each row's steps, heads concatenated and projected ([B, T, d])."""
         B, T, d = x.shape
         h = self.heads
         # one copy to a contiguous [3, B, h, T, d_h]: bmm on the permuted (strided) view is ~100x slower on CPU
@@ -48,24 +59,47 @@ class EncoderLayer(nn.Module):
         scores = scores.masked_fill(ignore[:, None, :, None], float("-inf"))
         attn = self.dropout(scores.softmax(-2))
         mixed = (attn.transpose(-1, -2) @ v).transpose(1, 2).reshape(B, T, d)  # heads concatenated
-        x = self.norm1(x + self.dropout(self.out(mixed)))
-        return self.norm2(x + self.dropout(self.ff2(self.dropout(torch.relu(self.ff1(x))))))
+        return self.dropout(self.out(mixed))
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.ff2(self.dropout(torch.relu(self.ff1(x)))))
+
+    def forward(self, x: Tensor, ignore: Tensor) -> Tensor:
+        if self.norm_first:  # pre-norm (Xiong et al., 2020): the residual stream is never normalised
+            x = x + self.attend(self.norm1(x), ignore)
+            return x + self.feed_forward(self.norm2(x))
+        x = self.norm1(x + self.attend(x, ignore))
+        return self.norm2(x + self.feed_forward(x))
+
+
+ENCODERS = ("recency", "mean_pool")
 
 
 class SequenceEncoder(nn.Module):
-    """[B, T, d] step embeddings + [B, T] observed-mask -> [B, d] pooled encoding.
+    """[B, T, d] step embeddings + [B, T] observed-mask -> [B, out_dim] pooled encoding.
 
-    Rows with no observed step get the zero vector (their padding is still unmasked inside the
-    attention so that softmax never sees an all-masked row, which would give NaN; the pooling
-    then ignores every position). ``use_transformer=False`` is the paper's "w/o Transformer"
-    ablation: position-embedded steps are pooled directly.
+    ``recency``: out_dim = 2d, [attention pool over the observed steps ⊕ the last step's vector];
+    ``mean_pool``: out_dim = d, the mean over the observed steps. Rows with no observed step pool
+    to the zero vector (their padding is still unmasked inside the self-attention so that softmax
+    never sees an all-masked row, which would give NaN). ``use_transformer=False`` is the paper's
+    "w/o Transformer" ablation: position-embedded steps are pooled directly.
     """
 
-    def __init__(self, length: int, dim: int, heads: int, layers: int, ff_dim: int, dropout: float, use_transformer: bool):
+    def __init__(
+        self, length: int, dim: int, heads: int, layers: int, ff_dim: int, dropout: float, use_transformer: bool,
+        kind: str = "mean_pool",
+    ):
         super().__init__()
+        if kind not in ENCODERS:
+            raise ValueError(f"sequence encoder '{kind}' (expected one of {list(ENCODERS)})")
+        self.recency = kind == "recency"
         self.position = nn.Parameter(torch.randn(length, dim) * 0.02)  # [T, d]
         n = layers if use_transformer else 0
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, ff_dim, dropout) for _ in range(n))
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, ff_dim, dropout, norm_first=self.recency) for _ in range(n))
+        if self.recency:
+            self.final_norm = nn.LayerNorm(dim)
+            self.query = nn.Parameter(torch.zeros(dim))  # attention pool: softmax_j(q · x_j / √d) over observed j
+        self.out_dim = 2 * dim if self.recency else dim
 
     def forward(self, steps: Tensor, mask: Tensor) -> Tensor:
         x = steps + self.position  # [B, T, d]
@@ -75,7 +109,14 @@ class SequenceEncoder(nn.Module):
             for layer in self.layers:
                 x = layer(x, ignore)
         weight = mask.unsqueeze(-1).to(x.dtype)  # [B, T, 1]
-        return (x * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        if not self.recency:
+            return (x * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        x = self.final_norm(x)
+        scores = (x @ self.query) * x.shape[-1] ** -0.5  # [B, T]
+        scores = scores.masked_fill(~mask, float("-inf"))
+        attn = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # a row with nothing observed: all zero
+        pooled = (attn.unsqueeze(-1) * x).sum(1)  # [B, d]
+        return torch.cat([pooled, x[:, -1]], dim=1)  # the most recent step, observed or not
 
 
 class PanelEncoder(nn.Module):
@@ -86,23 +127,34 @@ class PanelEncoder(nn.Module):
             (F names), ``events`` (event vocabulary; indices 0 = padding, 1 = OOV, 2.. = events).
         length: how many of the most recent steps to use (T ≤ W); None = all W.
     Input keys: ``seq.behaviour`` [B, W] int64, ``seq.performance`` [B, W, F] float32,
-    ``seq.mask`` [B, W] bool (True = observed).
+    ``seq.mask`` [B, W] bool (True = observed); ``recency`` also ``seq.raw`` [B, W, F] float32 and
+    ``seq.present`` [B, W, F] bool. Output: [B, out_dim] (2·d for ``mean_pool``, 4·d for ``recency``).
     """
 
-    def __init__(self, panel: PanelEncoding, length: int | None, dim: int, heads: int, layers: int, ff_dim: int, dropout: float, use_transformer: bool):
+    def __init__(
+        self, panel: PanelEncoding, length: int | None, dim: int, heads: int, layers: int, ff_dim: int, dropout: float,
+        use_transformer: bool, kind: str = "mean_pool",
+    ):
         super().__init__()
         window = int(panel.window)
         self.length = window if length is None else min(int(length), window)
+        self.raw_levels = kind == "recency"  # log1p(raw) and presence per metric beside the standardised values
         self.behaviour = nn.Embedding(len(panel.events) + 2, dim, padding_idx=0)
-        self.performance = nn.Linear(len(panel.metrics), dim)
-        args = (self.length, dim, heads, layers, ff_dim, dropout, use_transformer)
+        self.performance = nn.Linear(len(panel.metrics) * (3 if self.raw_levels else 1), dim)
+        args = (self.length, dim, heads, layers, ff_dim, dropout, use_transformer, kind)
         self.encode_behaviour = SequenceEncoder(*args)
         self.encode_performance = SequenceEncoder(*args)
-        self.out_dim = 2 * dim
+        self.out_dim = self.encode_behaviour.out_dim + self.encode_performance.out_dim
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         t = self.length
         mask = batch["seq.mask"][:, -t:]  # the T most recent steps; [B, T]
-        b = self.encode_behaviour(self.behaviour(batch["seq.behaviour"][:, -t:]), mask)
-        p = self.encode_performance(self.performance(batch["seq.performance"][:, -t:]), mask)
+        # what a step without a row holds never matters: padding id, zero values (the recency
+        # pool reads the last step even when it is missing: "no row yesterday" is information)
+        b = self.encode_behaviour(self.behaviour(batch["seq.behaviour"][:, -t:] * mask), mask)
+        perf = batch["seq.performance"][:, -t:] * mask.unsqueeze(-1)  # [B, T, F]
+        if self.raw_levels:
+            present = batch["seq.present"][:, -t:].to(perf.dtype)
+            perf = torch.cat([perf, torch.log1p(batch["seq.raw"][:, -t:].clamp_min(0.0)), present], dim=-1)  # [B, T, 3F]
+        p = self.encode_performance(self.performance(perf), mask)
         return torch.cat([b, p], dim=1)

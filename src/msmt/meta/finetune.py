@@ -17,7 +17,7 @@ from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
 from msmt.spec.batch import Batch, iterate_batches, to_device
 from msmt.spec.errors import ConfigError
-from msmt.training.losses import task_losses, weighted_total
+from msmt.training.losses import model_losses, weighted_total
 from msmt.training.optim import make_optimizer
 
 
@@ -61,7 +61,7 @@ def finetune(
     while done < steps:
         for batch in iterate_batches(data, batch_size, shuffle=True, generator=generator):
             batch = to_device(batch, device)
-            losses = task_losses(tasks, tuned(batch), batch["labels"], batch["weight"])
+            losses = model_losses(tuned, batch)
             total = weighted_total(tasks, losses)
             opt.zero_grad(set_to_none=True)
             total.backward()

@@ -57,7 +57,7 @@ def split_parameters(model: nn.Module, cfg: MetaConfig) -> ParameterSplit:
 def objective(model: nn.Module, params: dict[str, Tensor], batch: Batch, tasks: tuple[Task, ...]) -> Tensor:
     """Σ_t w_t L_t on ``batch`` with ``params`` in place of the model's own (scalar tensor)."""
     outputs = torch.func.functional_call(model, params, (batch,), strict=False)
-    losses = task_losses(tasks, outputs, batch["labels"], batch["weight"])
+    losses = task_losses(tasks, outputs, batch["labels"], batch["weight"], model.distribution_parameters(batch))
     return weighted_total(tasks, losses)
 
 

@@ -1,11 +1,11 @@
 """Model zoo. Importing this package registers every built-in model."""
 
-from msmt.models import (  # noqa: F401  # noqa: F401
+from msmt.models import (  # noqa: F401  (each module registers its models)
     esmm,
     m2m,
     mmoe,
+    naive,
     ple,
-    registry,  # noqa: F401  (first: the modules below register into it)
     sbmm,
     shared_bottom,
     single_task,

@@ -3,14 +3,26 @@
 ``forward(batch) -> {task_name: Tensor[B]}``: a logit for binary tasks, a log-rate for count
 tasks, a value for regression tasks. Models compute no loss; the trainer derives it from each
 task's declared kind (TorchRec's split between model and loss wrapper).
+
+A model implements ``network(batch)``, the function f(x) of the paper it follows; ``forward``
+adds what every model shares: on panel data, the forecast offset of count tasks
+(``model.forecast``, :class:`msmt.layers.naive.ForecastOffset`: log λ = log(b + ε) + f(x), so
+the network learns the correction to the naive forecast), and for negative-binomial tasks a
+learned dispersion (:meth:`MultiTaskModel.distribution_parameters`).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
+from msmt.layers.naive import ForecastOffset
 from msmt.spec.batch import Batch
+from msmt.spec.dataset import TaskKind
+from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import FittedSchema
+
+INITIAL_LOG_DISPERSION = -1.0  # α = 0.37 (NB2): between Poisson and heavy over-dispersion
 
 
 class MultiTaskModel(nn.Module):
@@ -25,6 +37,49 @@ class MultiTaskModel(nn.Module):
         self.params = cfg.params()
         self.task_names: list[str] = schema.spec.task_names
         self.num_tasks = len(self.task_names)
+        method = self.forecast_method(schema, cfg)
+        self.forecast = ForecastOffset(schema, method) if method else None
+        self.dispersion = nn.ParameterDict(
+            {
+                t.name: nn.Parameter(torch.full((schema.num_scenarios + 1 if t.dispersion == "scenario" else 1,), INITIAL_LOG_DISPERSION))
+                for t in schema.spec.tasks
+                if t.distribution == "negative_binomial"
+            }
+        )
+
+    @classmethod
+    def forecast_method(cls, schema: FittedSchema, cfg) -> str | None:
+        """The naive forecast the count heads are offset by (None: no offset).
+
+        ``model.forecast``: ``auto`` (the trailing mean on panel data with a count task that has
+        a history, else none), ``none``, or ``last`` / ``mean`` / ``weekday``.
+        """
+        choice = getattr(cfg, "forecast", "none")
+        if choice == "none":
+            return None
+        offsettable = schema.panel is not None and schema.task_stats and any(
+            t.kind == TaskKind.COUNT and schema.spec.history_of(t) for t in schema.spec.tasks
+        )
+        if choice == "auto":
+            return "mean" if offsettable else None
+        if not offsettable:
+            raise ConfigError(f"model.forecast: '{choice}' needs panel data with a count task that has a history (tasks.<name>.history)")
+        return choice
+
+    def network(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """The model's own function f(x): {task: [B] logit / log-rate / value}."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        out = self.network(batch)
+        return self.forecast(batch, out) if self.forecast is not None else out
+
+    def distribution_parameters(self, batch: Batch) -> dict[str, Tensor]:
+        """{task: [B] log α} of the negative-binomial tasks ({} when there are none)."""
+        return {
+            name: (p[batch["scenario"]] if p.shape[0] > 1 else p.expand(batch["scenario"].shape[0]))
+            for name, p in self.dispersion.items()
+        }
 
     @classmethod
     def not_applicable(cls, spec) -> str | None:
@@ -34,9 +89,6 @@ class MultiTaskModel(nn.Module):
         with this one-line reason instead of a number that would mean something else.
         """
         return None
-
-    def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def auxiliary_outputs(self, batch: Batch) -> dict[str, Tensor]:
         """{name: [B]} for the dataset's ``auxiliary`` outputs (label-free; e.g. ESMM's CVR logit).

@@ -56,7 +56,7 @@ class ESMM(MultiTaskModel):
             plain[name] = product_logit(torch.stack([plain[p] for p in parts], dim=-1))  # [B, K] -> [B]
         return plain
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    def network(self, batch) -> dict[str, Tensor]:
         out = self._all_outputs(batch)
         return {t: out[t] for t in self.task_names}
 

@@ -30,7 +30,7 @@ class MMoE(MultiTaskModel):
         d_exp = self.experts.out_dim
         self.towers = nn.ModuleDict({t: MLP(d_exp, cfg.tower_dims, 1, cfg.activation, cfg.dropout) for t in self.task_names})
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    def network(self, batch) -> dict[str, Tensor]:
         x = self.encoder(batch)  # [B, D]
         experts = self.experts(x)  # [B, k, E]
         gates = self.gates(x).view(x.shape[0], self.num_tasks, -1).softmax(-1)  # [B, T, k]

@@ -34,7 +34,7 @@ class PLE(MultiTaskModel):
             in_dim = block.out_dim
         self.towers = nn.ModuleDict({t: MLP(in_dim, cfg.tower_dims, 1, cfg.activation, cfg.dropout) for t in self.task_names})
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    def network(self, batch) -> dict[str, Tensor]:
         x = self.encoder(batch)  # [B, D]
         task_in, shared_in = [x] * self.num_tasks, x
         for level in self.levels:

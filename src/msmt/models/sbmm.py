@@ -57,7 +57,7 @@ class SharedBottomScenarioTowers(MultiTaskModel):
             max(schema.num_scenarios, 1), self.bottom.out_dim, cfg.tower_dims, self.num_tasks, cfg.activation, cfg.dropout
         )
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    def network(self, batch) -> dict[str, Tensor]:
         h = self.bottom(self.encoder(batch))  # [B, H]
         per_tower = self.towers(h)  # [P, B, T]
         scen = batch["scenario"]  # [B], 0 = unknown

@@ -22,7 +22,7 @@ class SharedBottom(MultiTaskModel):
             {t: MLP(self.bottom.out_dim, cfg.tower_dims, 1, cfg.activation, cfg.dropout) for t in self.task_names}
         )
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    def network(self, batch) -> dict[str, Tensor]:
         h = self.bottom(self.encoder(batch))  # [B, H]
         return {t: self.towers[t](h).squeeze(-1) for t in self.task_names}
 

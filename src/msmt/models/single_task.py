@@ -26,5 +26,5 @@ class SingleTask(MultiTaskModel):
             self.encoders[name] = enc
             self.nets[name] = MLP(enc.out_dim, [*cfg.hidden_dims, *cfg.tower_dims], 1, cfg.activation, cfg.dropout)
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    def network(self, batch) -> dict[str, Tensor]:
         return {t: self.nets[t](self.encoders[t](batch)).squeeze(-1) for t in self.task_names}

@@ -39,7 +39,7 @@ class STAR(MultiTaskModel):
         )
         self.aux = MLP(self.aux_encoder.out_dim, p.aux_dims, self.num_tasks, cfg.activation, cfg.dropout)
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    def network(self, batch) -> dict[str, Tensor]:
         scen = batch["scenario"]  # [B]
         h = self.norm(self.encoder(batch), scen)  # [B, D]
         for layer in self.star:

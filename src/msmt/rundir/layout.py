@@ -23,6 +23,7 @@ from safetensors.torch import load_model, save_model
 from msmt.data.io import atomic_write, atomic_write_text
 from msmt.models import build_model
 from msmt.models.base import MultiTaskModel
+from msmt.rundir.provenance import PROVENANCE
 from msmt.runtime.device import model_device
 from msmt.spec.config import ExperimentConfig, dump_yaml, validate_experiment
 from msmt.spec.errors import ConfigError
@@ -72,12 +73,41 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
+def written_by(run_dir: str | Path) -> str:
+    """The msmt version that wrote a run directory (``provenance.json``; runs without one: 0.1.0)."""
+    try:
+        return str(json.loads((Path(run_dir) / PROVENANCE).read_text()).get("msmt", "0.1.0"))
+    except (OSError, json.JSONDecodeError):
+        return "0.1.0"
+
+
+def upgrade_config(data: dict, version: str) -> dict:
+    """A resolved config written by an older msmt, in today's terms (the same model and loss).
+
+    0.1.x: M2M ignored ``model.tower_dims`` and ``model.use_scenario_feature``, kept the profile
+    out of its experts and mean-pooled a post-norm sequence encoder; no model had a forecast
+    offset and task losses were not normalised.
+    """
+    if not version.startswith("0.1."):
+        return data
+    data = copy.deepcopy(data)
+    model = data.setdefault("model", {})
+    model.setdefault("forecast", "none")
+    data.setdefault("loss", {}).setdefault("normalise", False)
+    if model.get("name") == "m2m":
+        model["tower_dims"], model["use_scenario_feature"] = [], False
+        m2m = model.setdefault("m2m", {}) or {}
+        model["m2m"] = {"profile_in_experts": False, "sequence_encoder": "mean_pool", **m2m}
+    return data
+
+
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Config, schema and model of a finished run, weights loaded without unpickling."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG})")
-    cfg = validate_experiment(yaml.safe_load((run_dir / CONFIG).read_text()), source=str(run_dir / CONFIG))
+    data = upgrade_config(yaml.safe_load((run_dir / CONFIG).read_text()), written_by(run_dir))
+    cfg = validate_experiment(data, source=str(run_dir / CONFIG))
     schema = FittedSchema.load(run_dir / SCHEMA)
     model = build_model(schema, cfg.model)
     weights = run_dir / WEIGHTS

@@ -50,6 +50,9 @@ class ModelConfig(Strict):
     activation: Literal["relu", "gelu", "silu"] = "relu"
     use_scenario_feature: bool = True
     history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
+    # count heads as log(naive forecast + ε) + f(x) on panel data (msmt.layers.naive.ForecastOffset):
+    # auto = the trailing mean where a count task has a history, none = plain heads
+    forecast: Literal["auto", "none", "last", "mean", "weekday"] = "auto"
 
     @model_validator(mode="after")
     def _validate_sections(self) -> ModelConfig:
@@ -107,6 +110,9 @@ class LossConfig(Strict):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     strategy: str = "fixed"
+    # divide each task's loss by its label scale (count: training-label mean; regression: variance;
+    # binary: 1; msmt.spec.task_kinds) so that no hand-set task weights are needed
+    normalise: bool = True
 
     @model_validator(mode="after")
     def _validate_strategy(self) -> LossConfig:

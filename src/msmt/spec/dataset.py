@@ -34,6 +34,15 @@ class Task(Spec):
     ``product_of`` declares a task whose probability is the product of other binary tasks'
     probabilities (ESMM's CTCVR = CTR x CVR); such a model composes it itself and the trainer
     needs no special case.
+
+    ``distribution`` (count tasks): ``poisson`` (the default, M2M's) or ``negative_binomial``
+    (NB2: Var = λ + αλ², a learned dispersion α per task, or per task and scenario with
+    ``dispersion: scenario``) for over-dispersed counts.
+
+    ``history`` (panel datasets): the panel metric whose past values forecast this task — the
+    naive forecasts (last value, trailing mean, same weekday last week) and the offset of
+    forecast-aware models read it. Default: the task's label when it is a panel metric. For a
+    binary task the history is read as an indicator (value > 0), e.g. ``active`` from ``cost``.
     """
 
     name: str
@@ -41,6 +50,9 @@ class Task(Spec):
     kind: TaskKind
     weight: float = Field(default=1.0, ge=0.0)
     product_of: tuple[str, ...] = ()
+    distribution: Literal["poisson", "negative_binomial"] = "poisson"
+    dispersion: Literal["task", "scenario"] = "task"
+    history: str | None = None
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -253,6 +265,13 @@ class DatasetSpec(Spec):
         for a in self.auxiliary:
             if a.kind != TaskKind.BINARY:
                 raise ValueError(f"auxiliary.{a.name}.kind: only binary auxiliary outputs are supported")
+        for task in self.tasks:
+            if task.distribution != "poisson" and task.kind != TaskKind.COUNT:
+                raise ValueError(f"tasks.{task.name}.distribution: only count tasks have a distribution ({task.kind.value} task)")
+            if task.history is not None:
+                metrics = self.panel.metrics if self.panel else ()
+                if task.history not in metrics:
+                    raise ValueError(f"tasks.{task.name}.history: '{task.history}' is not a panel metric (panel.metrics: {list(metrics)})")
         feature_names = self.features.names + self.scenario.attributes.names
         if len(set(feature_names)) != len(feature_names):
             raise ValueError(f"features: duplicate feature names in {feature_names}")
@@ -265,6 +284,15 @@ class DatasetSpec(Spec):
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+    def history_of(self, task: Task) -> str | None:
+        """The panel metric that forecasts ``task`` (``task.history``, else its label when that is
+        a panel metric), or None (no panel, or nothing to read)."""
+        if self.panel is None:
+            return None
+        if task.history is not None:
+            return task.history
+        return task.label if task.label in self.panel.metrics else None
 
     def task(self, name: str) -> Task:
         for t in self.tasks:

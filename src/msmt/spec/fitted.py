@@ -153,6 +153,9 @@ class FittedSchema:
     vocabularies: dict[str, Vocabulary]
     dense: dict[str, DenseStats]
     panel: PanelEncoding | None = None
+    # per task: training-label "mean" and "var", and "scenario_mean" per scenario (schema order);
+    # the naive forecasts' prior and the loss scale (absent in runs written before 0.2)
+    task_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- sizes used to build layers ---------------------------------------------------
     @property
@@ -162,6 +165,10 @@ class FittedSchema:
 
     def vocab_sizes(self, features: tuple[SparseFeature | MultiSparseFeature, ...]) -> list[int]:
         return [self.vocabularies[f.name].size for f in features]
+
+    def label_stat(self, task: str, key: str, default: float = 1.0) -> float:
+        """A training-label statistic of ``task`` ("mean", "var"); ``default`` for older runs."""
+        return float(self.task_stats.get(task, {}).get(key, default))
 
     def scenario_index(self, value: str) -> int:
         try:
@@ -178,6 +185,7 @@ class FittedSchema:
             "vocabularies": {k: v.to_json() for k, v in self.vocabularies.items()},
             "dense": {k: {"mean": v.mean, "std": v.std, "transform": v.transform} for k, v in self.dense.items()},
             "extra": {"panel": self.panel.to_dict()} if self.panel is not None else {},
+            "task_stats": self.task_stats,
         }
 
     def to_json(self) -> str:
@@ -195,6 +203,7 @@ class FittedSchema:
             vocabularies={k: vocabulary_from_json(v) for k, v in data["vocabularies"].items()},
             dense={k: DenseStats(**v) for k, v in data["dense"].items()},
             panel=PanelEncoding.from_dict(panel) if panel else None,
+            task_stats=data.get("task_stats", {}),
         )
 
     @classmethod

@@ -6,6 +6,8 @@ Keys every model shares (``model.embedding_dim``, ``hidden_dims``...) are in
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from msmt.spec.sections import NoParams, Section, declare_model
@@ -57,7 +59,9 @@ class M2MParams(Section):
     use_transformer: bool = True
     use_meta_attention: bool = True
     use_meta_tower: bool = True
-    profile_features: tuple[str, ...] = ()  # feed S̃ only; every other feature feeds F
+    profile_features: tuple[str, ...] = ()  # the advertiser profile A of S̃ = MLP(S ⊕ A)
+    profile_in_experts: bool = True  # A also feeds F (the experts); false: S̃ only (msmt 0.1)
+    sequence_encoder: Literal["recency", "mean_pool"] = "recency"  # msmt.layers.sequence
 
     @model_validator(mode="after")
     def _heads_divide(self) -> M2MParams:
@@ -75,5 +79,8 @@ for _name, _section in {
     "esmm": NoParams,
     "star": STARParams,
     "m2m": M2MParams,
+    "naive_last": NoParams,
+    "naive_mean": NoParams,
+    "naive_weekday": NoParams,
 }.items():
     declare_model(_name, _section)

@@ -14,6 +14,9 @@ kind           model output user units      per-row loss                      me
                                                                               poisson_deviance
 ``regression`` value        value           squared error                     smape, nmae, mape, rmse
 =============  ===========  ==============  ================================  ======================
+
+A count task with ``distribution: negative_binomial`` has its own entry (NB2 NLL with a learned
+dispersion α, Var = λ + αλ²; MODELS.md), otherwise the count entry.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class KindRules:
         label_problem: [N] labels -> a boolean mask of invalid labels and what a valid one is.
         uncertainty_factor: Kendall et al.'s factor of exp(−s_t) (1 for classification, ½ for
             Gaussian-type likelihoods; :mod:`msmt.training.balancing.uncertainty`).
+        loss_scale: the training labels' {"mean", "var"} -> the scale a task's loss is divided by
+            (``loss.normalise``), so tasks of very different magnitudes train together without
+            hand-set weights: the gradient of a Poisson / NB NLL in the log-rate is λ − y, which
+            grows with the counts (scale: the label mean); squared error with the variance.
     """
 
     output: str
@@ -61,11 +68,24 @@ class KindRules:
     higher_is_better: frozenset[str]
     label_problem: Callable[[np.ndarray], tuple[np.ndarray, str]]
     uncertainty_factor: float
+    loss_scale: Callable[[dict], float] = lambda stats: 1.0
 
 
 def _poisson_nll(output: Tensor, label: Tensor) -> Tensor:
     # log(y!) is constant in the parameters and makes the value an exact NLL
     return torch.exp(output) - label * output + torch.lgamma(label + 1.0)
+
+
+def _negative_binomial_nll(output: Tensor, label: Tensor, log_dispersion: Tensor) -> Tensor:
+    """NB2 negative log-likelihood with mean λ = exp(o) and dispersion α = exp(a) (Var = λ + αλ²):
+    −[lgamma(y + r) − lgamma(r) − lgamma(y + 1) + r·log(1/(1 + αλ)) + y·log(αλ/(1 + αλ))], r = 1/α,
+    written with softplus(a + o) = log(1 + αλ) for stability."""
+    z = log_dispersion + output  # log(αλ)
+    r = torch.exp(-log_dispersion)
+    return (
+        torch.lgamma(label + 1.0) + torch.lgamma(r) - torch.lgamma(label + r)
+        + r * F.softplus(z) + label * F.softplus(-z)
+    )
 
 
 def _logit(p: Tensor) -> Tensor:
@@ -97,6 +117,7 @@ KINDS: dict[TaskKind, KindRules] = {
         higher_is_better=frozenset(),
         label_problem=lambda y: (y < 0, "count label must be >= 0"),
         uncertainty_factor=0.5,
+        loss_scale=lambda stats: max(float(stats.get("mean", 1.0)), 1e-3),
     ),
     TaskKind.REGRESSION: KindRules(
         output="value",
@@ -109,13 +130,32 @@ KINDS: dict[TaskKind, KindRules] = {
         higher_is_better=frozenset(),
         label_problem=lambda y: (np.zeros(len(y), dtype=bool), ""),
         uncertainty_factor=0.5,
+        loss_scale=lambda stats: max(float(stats.get("var", 1.0)), 1e-6),
     ),
 }
 
 
+NEGATIVE_BINOMIAL = KindRules(
+    output="log-mean",
+    user_units="expected count",
+    row_loss=_negative_binomial_nll,  # (output, label, log_dispersion)
+    link=torch.exp,
+    inverse_link=KINDS[TaskKind.COUNT].inverse_link,
+    measures=count_measures,
+    primary=KINDS[TaskKind.COUNT].primary,
+    higher_is_better=frozenset(),
+    label_problem=KINDS[TaskKind.COUNT].label_problem,
+    uncertainty_factor=0.5,
+    loss_scale=KINDS[TaskKind.COUNT].loss_scale,
+)
+DISTRIBUTIONS = {"poisson": KINDS[TaskKind.COUNT], "negative_binomial": NEGATIVE_BINOMIAL}
+
+
 def rules(kind: TaskKind | Task | str) -> KindRules:
-    """The table entry of a kind (or of a task's kind)."""
+    """The table entry of a kind, or of a task (a count task's entry follows its ``distribution``)."""
     if isinstance(kind, Task):
+        if kind.kind == TaskKind.COUNT:
+            return DISTRIBUTIONS[kind.distribution]
         kind = kind.kind
     return KINDS[TaskKind(kind)]
 

@@ -36,7 +36,7 @@ from msmt.spec.batch import Batch, iterate_batches, num_rows, take, to_device
 from msmt.spec.config import LossConfig, TrainConfig
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.training.distributed import Dist
-from msmt.training.losses import build_balancer, task_losses, weighted_total
+from msmt.training.losses import build_balancer, model_losses, weighted_total
 from msmt.training.optim import build_optimizers
 
 
@@ -55,7 +55,7 @@ class FitResult:
 
 
 @torch.no_grad()
-def validation_loss(model: MultiTaskModel, data: Batch, batch_size: int, dist: Dist = Dist()) -> dict[str, float]:
+def validation_loss(model: MultiTaskModel, data: Batch, batch_size: int, dist: Dist = Dist(), normalise: bool = True) -> dict[str, float]:
     """Per-task mean loss over the whole split, and their task-weighted sum as ``loss``.
 
     Distributed: each rank sums its slice of the rows and the sums are added up. ``data`` may
@@ -69,7 +69,7 @@ def validation_loss(model: MultiTaskModel, data: Batch, batch_size: int, dist: D
     start, stop = dist.bounds(n)
     for batch in iterate_batches(take(data, slice(start, stop)), batch_size):
         batch = to_device(batch, device)
-        losses = task_losses(tasks, model(batch), batch["labels"], batch["weight"])
+        losses = model_losses(model, batch, normalise=normalise)
         sums += torch.stack([losses[t.name] for t in tasks]).double() * num_rows(batch)
     totals = dist.sum(sums)
     per_task = {t.name: s / max(n, 1) for t, s in zip(tasks, totals)}
@@ -124,6 +124,7 @@ class Trainer:
     device: torch.device
     dist: Dist
     checkpoint: Path | None
+    normalise: bool = True  # loss.normalise
 
     def save(self, best_state: dict, loop: LoopState) -> None:
         save_checkpoint(
@@ -158,7 +159,7 @@ def _trainer(model: MultiTaskModel, tc: TrainConfig, loss_cfg: LossConfig, run_d
     optimizers = build_optimizers(model, list(balancer.parameters()), tc, dist.active)
     generator = torch.Generator().manual_seed(tc.seed)  # batch order: drawn on the CPU, where the data is
     checkpoint = Path(run_dir) / CHECKPOINT if run_dir is not None else None
-    return Trainer(model, model, balancer, optimizers, generator, device, dist, checkpoint)
+    return Trainer(model, model, balancer, optimizers, generator, device, dist, checkpoint, loss_cfg.normalise)
 
 
 def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float]) -> float:
@@ -167,7 +168,7 @@ def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float]) ->
     with autocast(tr.device, tc.precision):
         outputs = tr.net(local)
     outputs = {name: value.float() for name, value in outputs.items()}  # losses in float32
-    losses = task_losses(tr.model.schema.spec.tasks, outputs, local["labels"], local["weight"])
+    losses = model_losses(tr.model, local, outputs, normalise=tr.normalise)
     for optimizer in tr.optimizers:
         optimizer.zero_grad(set_to_none=True)
     total = tr.balancer.backward(losses)
@@ -221,7 +222,7 @@ def _train_epoch(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, t
 
 def _validate(tr: Trainer, val_data: Batch, val_frame: pd.DataFrame, tc: TrainConfig) -> tuple[dict, dict, float, bool]:
     """(validation losses, metrics, monitored value, higher is better) on the whole split."""
-    val_losses = validation_loss(tr.model, val_data, tc.eval_batch_size, tr.dist)
+    val_losses = validation_loss(tr.model, val_data, tc.eval_batch_size, tr.dist, tr.normalise)
     preds = tr.dist.predict(tr.model, val_data, tc.eval_batch_size)
     val_metrics = evaluate_model(tr.model, val_frame, val_data, tc.eval_batch_size, preds=preds)
     if tc.monitor == "loss":

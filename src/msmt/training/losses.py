@@ -21,9 +21,43 @@ from msmt.spec.sections import declare_strategy, strategy_names
 from msmt.spec.task_kinds import rules
 
 
-def task_losses(tasks: tuple[Task, ...], outputs: dict[str, Tensor], labels: Tensor, weight: Tensor) -> dict[str, Tensor]:
-    """{task: scalar} = mean over rows of (sample weight x row loss); labels is [B, T]."""
-    return {t.name: (weight * rules(t).row_loss(outputs[t.name], labels[:, i])).mean() for i, t in enumerate(tasks)}
+def task_losses(
+    tasks: tuple[Task, ...],
+    outputs: dict[str, Tensor],
+    labels: Tensor,
+    weight: Tensor,
+    dispersion: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """{task: scalar} = mean over rows of (sample weight x row loss); labels is [B, T].
+
+    ``dispersion``: {task: [B] log α} of negative-binomial tasks (``model.distribution_parameters``).
+    """
+    dispersion = dispersion or {}
+    out = {}
+    for i, t in enumerate(tasks):
+        extra = (dispersion[t.name],) if t.name in dispersion else ()
+        out[t.name] = (weight * rules(t).row_loss(outputs[t.name], labels[:, i], *extra)).mean()
+    return out
+
+
+def loss_scales(schema) -> dict[str, float]:
+    """{task: the scale its loss is divided by with ``loss.normalise``} from the training labels
+    (1 for every task of a run written before msmt 0.2, which has no label statistics)."""
+    return {t.name: rules(t).loss_scale(schema.task_stats[t.name]) if t.name in schema.task_stats else 1.0 for t in schema.spec.tasks}
+
+
+def model_losses(
+    model: nn.Module, batch: dict[str, Tensor], outputs: dict[str, Tensor] | None = None, normalise: bool = True
+) -> dict[str, Tensor]:
+    """:func:`task_losses` of ``model`` on a labelled ``batch`` (outputs computed unless given),
+    with the model's negative-binomial dispersions; ``normalise``: each divided by its
+    :func:`loss_scales` entry."""
+    outputs = model(batch) if outputs is None else outputs
+    losses = task_losses(model.schema.spec.tasks, outputs, batch["labels"], batch["weight"], model.distribution_parameters(batch))
+    if normalise:
+        scales = loss_scales(model.schema)
+        losses = {t: v / scales[t] for t, v in losses.items()}
+    return losses
 
 
 def weighted_total(tasks: tuple[Task, ...], losses: dict[str, Tensor | float]) -> Tensor | float:
@@ -112,6 +146,8 @@ __all__ = [
     "balancer_names",
     "build_balancer",
     "register_balancer",
+    "loss_scales",
+    "model_losses",
     "task_losses",
     "weighted_total",
 ]

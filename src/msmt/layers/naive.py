@@ -1,0 +1,117 @@
+"""Naive forecasts of a panel's tasks from each row's own raw history (MODELS.md, "Forecasting
+against the naive forecast").
+
+For task t reading panel metric m (``DatasetSpec.history_of``) over a row's window of W past
+steps, with x_j the raw value at step j and o_j whether it was observed (``seq.raw``,
+``seq.present``; position W-1 is yesterday):
+
+* ``last``     the value at the most recent observed step;
+* ``mean``     the trailing mean over the observed steps, b = Σ_j o_j x_j / Σ_j o_j;
+* ``weekday``  the value 7 steps back (same weekday last week) when observed, else ``mean``.
+
+Binary tasks read the indicator 1[x_j > 0] (``last``: yesterday's indicator, ``mean``: the
+window's rate). A row with nothing observed falls back to the task's prior: the training-label
+mean of the row's scenario (an unseen scenario: the overall mean; ``FittedSchema.task_stats``).
+Everything is per row: nothing mixes rows of the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from msmt.spec.dataset import TaskKind
+from msmt.spec.errors import ConfigError
+from msmt.spec.fitted import FittedSchema
+
+METHODS = ("last", "mean", "weekday")
+WEEK = 7
+EPSILON_SHARE = 0.01  # ε_t of the offset, as a share of the task's training-label mean
+
+
+def forecast_tasks(schema: FittedSchema) -> list[tuple[str, str]]:
+    """(task, panel metric) for every task that has a history to forecast it from."""
+    spec = schema.spec
+    return [(t.name, m) for t in spec.tasks if (m := spec.history_of(t)) is not None]
+
+
+class NaiveForecast(nn.Module):
+    """batch -> ({task: [B] naive forecast in user units}, {task: [B] bool, True where the row had history}).
+
+    Args:
+        schema: a fitted schema with a panel and ``task_stats`` (the priors).
+        method: ``last``, ``mean`` or ``weekday``.
+    """
+
+    def __init__(self, schema: FittedSchema, method: str = "mean"):
+        super().__init__()
+        if method not in METHODS:
+            raise ConfigError(f"naive forecast method '{method}' (expected one of {list(METHODS)})")
+        if schema.panel is None:
+            raise ConfigError("naive forecasts need a dataset with a 'panel' section (the history to read)")
+        pairs = forecast_tasks(schema)
+        if not pairs:
+            raise ConfigError("naive forecasts: no task has a history (set tasks.<name>.history to a panel metric)")
+        missing = [t for t, _ in pairs if t not in schema.task_stats]
+        if missing:
+            raise ConfigError(f"naive forecasts: no training-label statistics for {missing} (a run written before msmt 0.2)")
+        if method == "weekday" and schema.panel.window < WEEK:
+            raise ConfigError(f"naive forecast 'weekday' needs a panel window of at least {WEEK} steps (window {schema.panel.window})")
+        self.method = method
+        self.tasks = [t for t, _ in pairs]
+        binary = [schema.spec.task(t).kind == TaskKind.BINARY for t in self.tasks]
+        self.register_buffer("binary", torch.tensor(binary, dtype=torch.bool), persistent=False)
+        metrics = list(schema.panel.metrics)
+        self.register_buffer("columns", torch.tensor([metrics.index(m) for _, m in pairs], dtype=torch.long), persistent=False)
+        prior = [[schema.task_stats[t]["mean"], *schema.task_stats[t]["scenario_mean"]] for t in self.tasks]
+        self.register_buffer("prior", torch.tensor(prior, dtype=torch.float32).T.contiguous(), persistent=False)  # [P+1, T]
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        x = batch["seq.raw"].index_select(2, self.columns)  # [B, W, T]
+        seen = batch["seq.present"].index_select(2, self.columns).to(x.dtype)  # [B, W, T]
+        x = torch.where(self.binary, (x > 0).to(x.dtype), x)  # binary tasks read the indicator
+        count = seen.sum(1)  # [B, T]
+        mean = (x * seen).sum(1) / count.clamp_min(1.0)
+        if self.method == "mean":
+            value = mean
+        elif self.method == "last":
+            W = x.shape[1]
+            steps = torch.arange(1, W + 1, device=x.device, dtype=x.dtype).view(1, W, 1)
+            latest = (seen * steps).argmax(1, keepdim=True)  # [B, 1, T]: the most recent observed step
+            value = x.gather(1, latest).squeeze(1)
+        else:
+            week = x[:, -WEEK]  # [B, T]: 7 steps before the row's own step
+            value = torch.where(seen[:, -WEEK] > 0, week, mean)
+        has = count > 0
+        prior = self.prior[batch["scenario"]]  # [B, T]
+        value = torch.where(has, value, prior)
+        return {t: value[:, i] for i, t in enumerate(self.tasks)}, {t: has[:, i] for i, t in enumerate(self.tasks)}
+
+
+class ForecastOffset(nn.Module):
+    """The offset form of count heads (GLM offsets; DeepAR scales by the series level):
+    log λ_t = log(b_t + ε_t) + f_t(x), with b_t the naive forecast of task t and ε_t = 1% of its
+    training-label mean, so that f ≡ 0 gives exactly the naive forecaster (``naive_<method>``)
+    and the network learns only the correction. Only count tasks with a history get an offset.
+
+    ``forward(batch, outputs)`` -> outputs with ``log(b + ε)`` added to those tasks' log-rates.
+    """
+
+    def __init__(self, schema: FittedSchema, method: str = "mean"):
+        super().__init__()
+        self.naive = NaiveForecast(schema, method)
+        counts = [t for t in self.naive.tasks if schema.spec.task(t).kind == TaskKind.COUNT]
+        if not counts:
+            raise ConfigError("model.forecast: no count task has a history to offset (tasks.<name>.history)")
+        self.tasks = counts
+        eps = [EPSILON_SHARE * max(schema.task_stats[t]["mean"], 1e-6) for t in counts]
+        self.register_buffer("epsilon", torch.tensor(eps, dtype=torch.float32), persistent=False)
+
+    def offsets(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{task: [B] log(b + ε)} for the offset tasks."""
+        values, _ = self.naive(batch)
+        return {t: torch.log(values[t] + self.epsilon[i]) for i, t in enumerate(self.tasks)}
+
+    def forward(self, batch: dict[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        offsets = self.offsets(batch)
+        return {t: (o + offsets[t].to(o.dtype)) if t in offsets else o for t, o in outputs.items()}
