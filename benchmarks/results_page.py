@@ -60,6 +60,11 @@ def _repo_config(rel: str):
     return lambda work: REPO / rel
 
 
+def _synth_command(kind: str, params: dict) -> str:
+    """The command that writes the simulator data, for the page."""
+    return f"`msmt synth {kind} " + " ".join(f"--{k} {v}" for k, v in params.items()) + "` → `experiment.yaml`"
+
+
 def _simulator(kind: str, params: dict, name: str):
     return lambda work: simulator_config(kind, params, work, name, log=_log)
 
@@ -84,7 +89,7 @@ DATASETS = [
     Dataset(
         "advertiser_sim", "advertiser simulator",
         _simulator("advertiser", ADVERTISER, "advertiser_sim"),
-        "`msmt synth advertiser --advertisers {advertisers} --days {days} --seed {seed}` → `experiment.yaml`".format(**ADVERTISER),
+        _synth_command("advertiser", ADVERTISER),
         models={"m2m": (M2M_PROFILE,)},
         why={"m2m": "`model.m2m.profile_features=[industry,size_tier,region,account_age,budget_level]`: the "
                     "advertiser profile feeds M2M's scenario knowledge S̃ (as in `docs/results/m2m_advertiser.md`); "
@@ -93,7 +98,7 @@ DATASETS = [
     Dataset(
         "funnel_sim", "funnel simulator",
         _simulator("funnel", FUNNEL, "funnel_sim"),
-        "`msmt synth funnel --rows {rows} --seed {seed}` → `experiment.yaml`".format(**FUNNEL),
+        _synth_command("funnel", FUNNEL),
         note="`ctcvr` is the conversion label over all impressions; every model but ESMM predicts it with its own "
              "tower, ESMM as pCTR × pCVR. ESMM's own claim (its CVR tower ranks *all* impressions better than a CVR "
              "model trained on clicked rows) needs the counterfactual label and is measured in `results/models.md`",
@@ -133,9 +138,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 def tiny_datasets() -> list[Dataset]:
     """DATASETS with the simulators at smoke-run sizes."""
-    small = {"advertiser_sim": _simulator("advertiser", TINY_ADVERTISER, "advertiser_sim"),
-             "funnel_sim": _simulator("funnel", TINY_FUNNEL, "funnel_sim")}
-    return [replace(d, config=small.get(d.name, d.config)) for d in DATASETS]
+    small = {"advertiser_sim": ("advertiser", TINY_ADVERTISER), "funnel_sim": ("funnel", TINY_FUNNEL)}
+    return [replace(d, config=_simulator(*small[d.name], d.name), source=_synth_command(*small[d.name])) if d.name in small else d
+            for d in DATASETS]
 
 
 def main(argv: list[str] | None = None) -> None:
