@@ -34,12 +34,13 @@ from msmt.evaluation.correlation import mean_off_diagonal, plot_correlation_heat
 from msmt.evaluation.evaluate import scenario_names, truth_columns
 from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.run import run_experiment
+from msmt.experiments.tables import mean_std
 from msmt.spec.config import load_experiment
+from msmt.spec.task_kinds import rules
 from msmt.synth.advertiser import write_advertiser
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_MD = REPO / "docs" / "results" / "advertiser.md"
-IMG = REPO / "docs" / "results" / "img"
 # (model, extra overrides); the "+history" variants read a summary of the panel history
 # (model.history_summary, msmt/layers/history.py) and run only on datasets with a panel.
 VARIANTS = {
@@ -84,19 +85,11 @@ def metric_cells(M: dict, scenario: str | None, task: str) -> dict[str, float | 
     return {m: block[task].get(m) for m in ("smape", "nmae", "auc", "logloss")}
 
 
-def run_dataset(name: str, config: Path, seeds: list[int], overrides: list[str], unit_cols: list[str]) -> dict:
-    cfg = load_experiment(config, overrides)
-    spec = cfg.dataset
-    splits = load_splits(spec)
-    test = splits["test"]
-    tasks = spec.tasks
-    labels = {t.name: pd.to_numeric(test[t.label]).to_numpy(float) for t in tasks}
-    scen = scenario_names(test, spec.scenario.column)
-    truth = truth_columns(test, spec.task_names)
-    results: dict[str, list[dict]] = {"trailing mean": [compute_metrics(tasks, labels, trailing_mean_predictions(cfg, splits), scen, truth)]}
-    timings = {}
-    variants = [v for v in VARIANTS if spec.panel is not None or "+history" not in v]
-    for model in variants:
+def train_variants(name: str, config: Path, seeds: list[int], overrides: list[str], with_panel: bool) -> tuple[dict, dict]:
+    """({variant: [test metrics per seed]}, {variant: seconds per seed}) of the trained models
+    (``run_experiment`` into temporary run directories); ``+history`` variants only with a panel."""
+    results, timings = {}, {}
+    for model in [v for v in VARIANTS if with_panel or "+history" not in v]:
         name_, extra = VARIANTS[model]
         results[model] = []
         t0 = time.perf_counter()
@@ -106,34 +99,54 @@ def run_dataset(name: str, config: Path, seeds: list[int], overrides: list[str],
                 results[model].append(run_experiment(c, tmp)["test"])
         timings[model] = (time.perf_counter() - t0) / len(seeds)
         print(f"  {name} {model}: {timings[model]:.0f} s per seed", flush=True)
-    if "oracle" in results["trailing mean"][0]:
-        results["oracle"] = [results["trailing mean"][0]["oracle"]]
-    # cross-scenario correlation of each task
+    return results, timings
+
+
+def correlation(name: str, splits: dict[str, pd.DataFrame], spec, unit_cols: list[str], img: Path) -> tuple[Path, dict[str, float]]:
+    """The heatmap of each task's cross-scenario correlation (unit = ``unit_cols``) written into
+    ``img``, and the mean off-diagonal per task."""
     frame = pd.concat(list(splits.values()), ignore_index=True)
     frame["_unit"] = frame[unit_cols].astype(str).agg("|".join, axis=1)
-    png = IMG / f"advertiser_correlation_{name}.png"
-    mats = plot_correlation_heatmaps(frame, "_unit", spec.scenario.column, [t.label for t in tasks], png, title=f"{name}: cross-scenario Pearson correlation per task (unit = {'+'.join(unit_cols)})")
+    png = img / f"advertiser_correlation_{name}.png"
+    labels = [t.label for t in spec.tasks]
+    mats = plot_correlation_heatmaps(frame, "_unit", spec.scenario.column, labels, png, title=f"{name}: cross-scenario Pearson correlation per task (unit = {'+'.join(unit_cols)})")
+    return png, {t: round(mean_off_diagonal(m), 3) for t, m in mats.items()}
+
+
+def run_dataset(name: str, config: Path, seeds: list[int], overrides: list[str], unit_cols: list[str], out_md: Path = OUT_MD) -> dict:
+    """Everything the page ``out_md`` shows of one dataset: the trailing mean, the trained variants,
+    the oracle, correlations (heatmaps in ``img/`` next to the page)."""
+    cfg = load_experiment(config, overrides)
+    spec = cfg.dataset
+    splits = load_splits(spec)
+    test = splits["test"]
+    tasks = spec.tasks
+    labels = {t.name: pd.to_numeric(test[t.label]).to_numpy(float) for t in tasks}
+    scen = scenario_names(test, spec.scenario.column)
+    truth = truth_columns(test, spec.task_names)
+    trailing = compute_metrics(tasks, labels, trailing_mean_predictions(cfg, splits), scen, truth)
+    trained, timings = train_variants(name, config, seeds, overrides, spec.panel is not None)
+    results: dict[str, list[dict]] = {"trailing mean": [trailing], **trained}
+    if "oracle" in trailing:
+        results["oracle"] = [trailing["oracle"]]
+    png, corr = correlation(name, splits, spec, unit_cols, out_md.parent / "img")
     return {
         "name": name,
         "config": str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(config),
         "overrides": overrides,
         "tasks": [(t.name, t.kind.value) for t in tasks],
-        "scenarios": sorted(results["trailing mean"][0]["scenarios"], key=str),
-        "rows": {s: results["trailing mean"][0]["scenarios"][s][tasks[0].name]["rows"] for s in results["trailing mean"][0]["scenarios"]},
+        "scenarios": sorted(trailing["scenarios"], key=str),
+        "rows": {s: trailing["scenarios"][s][tasks[0].name]["rows"] for s in trailing["scenarios"]},
         "results": results,
         "timings": timings,
-        "png": png.relative_to(OUT_MD.parent).as_posix(),
-        "correlation": {t: round(mean_off_diagonal(m), 3) for t, m in mats.items()},
+        "png": png.relative_to(out_md.parent).as_posix(),
+        "correlation": corr,
     }
 
 
 def _fmt(values: list[float | None]) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "–"
-    if len(values) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
+    """``mean ± std`` (population std) over seeds, 3 decimals; a single value alone."""
+    return mean_std(values, digits=3, single="")
 
 
 def render(blocks: list[dict], seeds: list[int], command: str) -> str:
@@ -164,8 +177,7 @@ def render(blocks: list[dict], seeds: list[int], command: str) -> str:
         if b["name"] == "fb_ads":
             lines += ["No time axis: the \"trailing mean\" column is the mean of the ad's `fb_campaign_id` in the training split (scenario mean when unseen).", ""]
         for task, kind in b["tasks"]:
-            metrics = ("auc", "logloss") if kind == "binary" else ("smape", "nmae")
-            for metric in metrics:
+            for metric in rules(kind).primary:
                 lines += [f"### {task}: {metric.upper()}", "", "| scenario | rows | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
                 for s in [*b["scenarios"], None]:
                     cells = []
@@ -189,16 +201,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="2 epochs, tiny simulator: a smoke run, not for docs")
-    ap.add_argument("--out", type=Path, default=OUT_MD)
+    ap.add_argument("--out", type=Path, default=OUT_MD, help="the page (its heatmaps go to img/ beside it)")
     args = ap.parse_args(argv)
     quick = ["train.epochs=2"] if args.quick else []
     n_adv, n_days = (80, 30) if args.quick else (300, 60)
     with tempfile.TemporaryDirectory() as tmp:
         sim = write_advertiser(Path(tmp) / "sim", advertisers=n_adv, days=n_days, seed=0)
         blocks = [
-            run_dataset("advertiser_sim", sim / "experiment.yaml", args.seeds, quick, ["advertiser_id"]),
-            run_dataset("online_ads", REPO / "configs" / "online_ads.yaml", args.seeds, quick, ["campaign_number", "user_engagement", "banner"]),
-            run_dataset("fb_ads", REPO / "configs" / "fb_ads.yaml", args.seeds, quick, ["age", "gender", "interest"]),
+            run_dataset("advertiser_sim", sim / "experiment.yaml", args.seeds, quick, ["advertiser_id"], args.out),
+            run_dataset("online_ads", REPO / "configs" / "online_ads.yaml", args.seeds, quick, ["campaign_number", "user_engagement", "banner"], args.out),
+            run_dataset("fb_ads", REPO / "configs" / "fb_ads.yaml", args.seeds, quick, ["age", "gender", "interest"], args.out),
         ]
     for b in blocks:  # the simulator's config lives in a temporary folder
         if b["name"] == "advertiser_sim":

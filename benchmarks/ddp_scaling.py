@@ -9,7 +9,6 @@ and the final validation click AUC of each run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -17,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from msmt.experiments.bench import read_metrics
 
 
 def _port() -> int:
@@ -48,7 +49,7 @@ def main() -> None:
         subprocess.run(cmd, check=True, capture_output=True, env=env)
         seconds = time.perf_counter() - start
         out = cmd[cmd.index("--out") + 1]
-        auc = json.loads((Path(out) / "metrics.json").read_text())["val"]["overall"]["click"]["auc"]
+        auc = read_metrics(Path(out))["val"]["overall"]["click"]["auc"]
         print(f"| {name} | {seconds:.1f} | {auc:.4f} |", flush=True)
 
 

@@ -15,7 +15,6 @@ curves for sequence length T, size of S̃ and meta-unit depth K (Zhang et al., W
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -27,11 +26,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from msmt.data.io import atomic_write_text  # noqa: E402
-from msmt.experiments.run import run_experiment  # noqa: E402
+from msmt.experiments.bench import run_or_reuse  # noqa: E402
+from msmt.experiments.tables import mean_std, pm  # noqa: E402
 from msmt.models.m2m import M2MParams  # noqa: E402
 from msmt.models.registry import model_names  # noqa: E402
-from msmt.rundir.provenance import same_code  # noqa: E402
+from msmt.rundir.layout import load_run  # noqa: E402
 from msmt.spec.config import load_experiment  # noqa: E402
+from msmt.spec.task_kinds import rules  # noqa: E402
 
 BASELINES = ["single_task", "shared_bottom", "mmoe", "ple", "star"]
 ABLATIONS = {
@@ -44,35 +45,33 @@ CURVES = {"seq_len": [3, 7, 14, 28], "scenario_dim": [8, 16, 32, 64], "meta_laye
 NEW_SCENARIO_SUPPORT_DAYS = 3  # the new scenario's first days are the few labelled rows for fine-tuning
 
 
-def fmt(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+def fmt(values: list[float | None]) -> str:
+    """``mean ± std`` (sample std) over seeds."""
+    return mean_std(values, ddof=1)
 
 
 class Runner:
+    """Run directories of one config, ``RUNS/<label>/seed<seed>``, trained once and reused
+    (``msmt.experiments.bench.run_or_reuse``: same overrides, same code)."""
+
     def __init__(self, config: Path, runs: Path, split: str, common: list[str], m2m_common: list[str]):
         self.config, self.runs, self.split = config, runs, split
         self.common, self.m2m_common = common, m2m_common
+        self.kinds = {t.name: t.kind for t in load_experiment(config, common).dataset.tasks}
         self.metrics: dict[tuple[str, int], dict] = {}
 
+    def run_dir(self, label: str, seed: int) -> Path:
+        return self.runs / label.replace(" ", "_").replace("/", "") / f"seed{seed}"
+
     def run(self, label: str, model: str, seed: int, extra: list[str]) -> dict:
+        """The metrics block of ``self.split`` (else validation) of one run."""
         key = (label, seed)
         if key not in self.metrics:
-            out = self.runs / label.replace(" ", "_").replace("/", "") / f"seed{seed}"
             overrides = [*self.common, f"model.name={model}", f"train.seed={seed}", *extra]
             if model == "m2m":
                 overrides += self.m2m_common
-            done = (out / "metrics.json").exists() and (out / "overrides.json").exists() and same_code(out)
-            if done and json.loads((out / "overrides.json").read_text()) == overrides:
-                metrics = json.loads((out / "metrics.json").read_text())  # a finished run of this code
-            else:
-                print(f"[m2m_results] {label} seed {seed}", file=sys.stderr)
-                metrics = run_experiment(load_experiment(self.config, overrides), out)
-                atomic_write_text(out / "overrides.json", json.dumps(overrides))
-            self.metrics[key] = metrics
+            log = lambda _: print(f"[m2m_results] {label} seed {seed}", file=sys.stderr)  # noqa: E731
+            self.metrics[key] = run_or_reuse(self.config, overrides, self.run_dir(label, seed), log=log)
         m = self.metrics[key]
         return m.get(self.split) or m["val"]
 
@@ -91,8 +90,7 @@ def scenario_table(labels: list[str], runner: Runner, seeds: list[int], models: 
     tasks = list(first["overall"])
     lines = []
     for task in tasks:
-        kind_metrics = ["smape", "nmae"] if "smape" in first["overall"][task] else ["auc", "logloss"]
-        for metric in kind_metrics:
+        for metric in rules(runner.kinds[task]).primary:
             head = "| model | overall | " + " | ".join(scenarios) + " |"
             lines += [f"\n**{task} — {metric}**\n", head, "|---" * (len(scenarios) + 2) + "|"]
             for label in labels:
@@ -121,7 +119,6 @@ def new_scenario_section(csv: Path, runner: Runner, seeds: list[int], models: di
     from msmt.data.tensorize import encode_frame
     from msmt.evaluation.evaluate import evaluate_model
     from msmt.meta.finetune import finetune
-    from msmt.rundir.layout import load_run
 
     rows: dict[str, dict[str, list[float]]] = {}
     oracle: dict[str, list[float]] = {}
@@ -130,7 +127,7 @@ def new_scenario_section(csv: Path, runner: Runner, seeds: list[int], models: di
     for label in labels:
         for seed in seeds:
             runner.run(label, models[label][0], seed, models[label][1])
-            run = load_run(runner.runs / label.replace(" ", "_").replace("/", "") / f"seed{seed}")
+            run = load_run(runner.run_dir(label, seed))
             frame = read_data(csv, run.schema.spec)
             time_col = run.schema.spec.panel.time if run.schema.spec.panel else "day"
             first = sorted(frame[time_col].unique())[:NEW_SCENARIO_SUPPORT_DAYS]
@@ -162,7 +159,7 @@ def new_scenario_section(csv: Path, runner: Runner, seeds: list[int], models: di
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config", type=Path, help="experiment YAML")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -176,20 +173,75 @@ def main(argv: list[str] | None = None) -> int:
         "--with-history", action="store_true",
         help="also run '<baseline>+history' (model.history_summary=true): baselines that read the panel history too",
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    runner = Runner(args.config, args.runs, args.split, args.common, args.m2m_common)
+
+def model_grid(with_history: bool) -> dict[str, tuple[str, list[str]]]:
+    """label -> (registry name, overrides): the baselines (+history), then M2M and its ablations."""
     registered = set(model_names())
     models = {name: (name, []) for name in BASELINES if name in registered}
-    if args.with_history:
+    if with_history:
         models.update({f"{name}+history": (name, ["model.history_summary=true"]) for name in BASELINES if name != "single_task"})
     models.update({label: ("m2m", extra) for label, extra in ABLATIONS.items()})
+    return models
+
+
+def curve(runner: Runner, name: str, values: list, seeds: list[int], task: str, metric: str, m2m_common: list[str]) -> tuple[list[float], list[float]]:
+    """(means, sample stds over seeds) of the overall ``task`` ``metric`` along one sensitivity curve."""
+    means, stds = [], []
+    default = getattr(M2MParams(), name)
+    overridden = any(o.startswith(f"model.m2m.{name}=") for o in m2m_common)
+    for v in values:
+        label, extra = (f"m2m {name}={v}", [f"model.m2m.{name}={v}"])
+        if v == default and not overridden:
+            label, extra = "m2m", []  # the default model is this curve point: reuse its runs
+        got = [runner.run(label, "m2m", s, extra)["overall"][task][metric] for s in seeds]
+        means.append(statistics.mean(got))
+        stds.append(statistics.stdev(got) if len(got) > 1 else 0.0)
+    return means, stds
+
+
+def plot_curve(name: str, values: list, means: list[float], stds: list[float], ylabel: str, png: Path) -> None:
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.errorbar(values, means, yerr=stds, marker="o", capsize=3)
+    ax.set_xlabel(name)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"M2M: {name}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def sensitivity_section(args, runner: Runner, panel) -> list[str]:
+    """The three curves of the paper's §4 (seq_len only with a panel), each a table and a plot."""
+    task, metric = main_metric(runner.run("m2m", "m2m", args.seeds[0], []))
+    plots = args.out.parent / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    parts = [f"\n## Sensitivity (overall {task} {metric})\n"]
+    for name, values in CURVES.items():
+        if name == "seq_len" and not panel:
+            parts.append("* `seq_len`: skipped — this dataset has no panel history.")
+            continue
+        if name == "seq_len":
+            values = [v for v in values if v <= panel.window]
+        means, stds = curve(runner, name, values, args.seeds, task, metric, args.m2m_common)
+        png = plots / f"m2m_{name}.png"
+        plot_curve(name, values, means, stds, f"{task} {metric}", png)
+        row = " | ".join(pm(m, s) for m, s in zip(means, stds))
+        parts += [f"\n**{name}** ![{name}](plots/{png.name})\n", "| " + " | ".join(map(str, values)) + " |", "|---" * len(values) + "|", f"| {row} |"]
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runner = Runner(args.config, args.runs, args.split, args.common, args.m2m_common)
+    models = model_grid(args.with_history)
     labels = list(models)
     for label in labels:
         for seed in args.seeds:
             runner.run(label, *models[label][:1], seed, models[label][1])
 
-    panel = json.loads((args.runs / "m2m" / f"seed{args.seeds[0]}" / "schema.json").read_text()).get("extra", {}).get("panel")
+    panel = load_run(runner.run_dir("m2m", args.seeds[0])).schema.panel
     baseline_labels = [lab for lab in labels if not lab.startswith("m2m ")]
     ablation_labels = [lab for lab in labels if lab.startswith("m2m")]
     if not panel:
@@ -201,39 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Models\n", scenario_table(baseline_labels, runner, args.seeds, models),
         "\n## Ablations (Zhang et al., WSDM 2022)\n", scenario_table(ablation_labels, runner, args.seeds, models),
     ]
-
     if not args.skip_curves:
-        task, metric = main_metric(runner.run("m2m", "m2m", args.seeds[0], []))
-        plots = args.out.parent / "plots"
-        plots.mkdir(parents=True, exist_ok=True)
-        parts.append(f"\n## Sensitivity (overall {task} {metric})\n")
-        for name, values in CURVES.items():
-            if name == "seq_len" and not panel:
-                parts.append("* `seq_len`: skipped — this dataset has no panel history.")
-                continue
-            if name == "seq_len":
-                values = [v for v in values if v <= panel["window"]]
-            means, stds = [], []
-            default = getattr(M2MParams(), name)
-            overridden = any(o.startswith(f"model.m2m.{name}=") for o in args.m2m_common)
-            for v in values:
-                label, extra = (f"m2m {name}={v}", [f"model.m2m.{name}={v}"])
-                if v == default and not overridden:
-                    label, extra = "m2m", []  # the default model is this curve point: reuse its runs
-                got = [runner.run(label, "m2m", s, extra)["overall"][task][metric] for s in args.seeds]
-                means.append(statistics.mean(got))
-                stds.append(statistics.stdev(got) if len(got) > 1 else 0.0)
-            fig, ax = plt.subplots(figsize=(4, 3))
-            ax.errorbar(values, means, yerr=stds, marker="o", capsize=3)
-            ax.set_xlabel(name)
-            ax.set_ylabel(f"{task} {metric}")
-            ax.set_title(f"M2M: {name}")
-            fig.tight_layout()
-            png = plots / f"m2m_{name}.png"
-            fig.savefig(png, dpi=100)
-            plt.close(fig)
-            row = " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in zip(means, stds))
-            parts += [f"\n**{name}** ![{name}](plots/{png.name})\n", "| " + " | ".join(map(str, values)) + " |", "|---" * len(values) + "|", f"| {row} |"]
+        parts += sensitivity_section(args, runner, panel)
     new_csv = args.config.parent / "new_scenario.csv"
     if new_csv.exists():
         parts.append(new_scenario_section(new_csv, runner, args.seeds, models, baseline_labels))

@@ -1,45 +1,57 @@
 """Training throughput of M2M vs MMoE (issue 4, item 9) and a profile of where M2M's time goes.
 
-Same data (the in-memory toy advertiser panel, toy_panel), same batch size, the same
-hidden sizes for both models. Two size sets: ``issue9`` — the sizes of the issue-9 speed benchmark
-(embedding 16, experts [256, 128], towers [64], k = 4 experts; ``benchmarks/speed.py``) — and
-``small`` (embedding 8, experts [64, 32], towers [16]), where M2M's per-row generated networks
-weigh most against MMoE. With the panel history, M2M encodes it with two Transformers while MMoE
-reads it through ``model.history_summary`` (the same input, summarised). Each configuration runs
-in both precisions (``train.precision`` fp32 and bf16) with the trainer's optimiser (fused AdamW),
+Same data for both models: the advertiser simulator's training split (``msmt synth advertiser``
+with enough advertisers over 60 days, read and encoded by the training pipeline,
+``msmt.experiments.run.load_in_memory``; the last ``--rows`` rows, so that every row has its
+panel history), same batch size, the same hidden sizes for both models. Two size sets:
+``issue9`` — the sizes of the issue-9 speed benchmark (embedding 16, experts [256, 128], towers
+[64], k = 4 experts; ``benchmarks/speed.py``) — and ``small`` (embedding 8, experts [64, 32],
+towers [16]), where M2M's per-row generated networks weigh most against MMoE. With the panel
+history, M2M encodes it with two Transformers while MMoE reads it through
+``model.history_summary`` (the same input, summarised). Each configuration runs in both
+precisions (``train.precision`` fp32 and bf16) with the trainer's optimiser (fused AdamW),
 ``--repeats`` times, interleaved (repeat-major) because the machine is shared. Reported:
 samples/s (median, mean ± std), the ratio to MMoE in the same size set, precision and input, the
 training FLOPs per sample (``FlopCounterMode``) and the ratio of FLOPs — the speed ratio M2M
 would reach if it ran its matmuls as efficiently as MMoE does — and a torch.profiler breakdown.
 
     python benchmarks/m2m_speed.py --out docs/results/m2m_speed_tables.md
+    python benchmarks/m2m_speed.py --rows 3000 --steps 2 --repeats 1 --sizes small   # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from msmt.data.io import atomic_write_text
+from msmt.experiments.run import load_in_memory
+from msmt.experiments.speed.data import full_batches
+from msmt.experiments.speed.limit import op_rows, train_flops
+from msmt.experiments.speed.models import optimizer, train_step
 from msmt.models import build_model
 from msmt.runtime.allocator import tune_allocator
-from msmt.spec.batch import iterate_batches
-from msmt.spec.config import ModelConfig
+from msmt.spec.batch import Batch, iterate_batches, num_rows, take
+from msmt.spec.config import ModelConfig, load_experiment
+from msmt.spec.fitted import FittedSchema
+from msmt.synth.advertiser import write_advertiser
 from msmt.training.losses import task_losses
-from msmt.training.optim import adamw
-from toy_panel import make_toy_panel, without_panel
 
-PROFILE = ["industry", "size_tier", "budget_level"]
+PROFILE = ["industry", "size_tier", "region", "account_age", "budget_level"]  # the advertiser profile M2M's S̃ reads
 SIZES = {
     "issue9": dict(embedding_dim=16, hidden_dims=[256, 128], tower_dims=[64]),
     "small": dict(embedding_dim=8, hidden_dims=[64, 32], tower_dims=[16]),
 }
+DAYS = 60
+TRAIN_ROWS_PER_ADVERTISER = 0.7 * DAYS * 2.5  # training days × rows per advertiser and day (≈ 2.8 known scenarios; 2.5 leaves a margin)
+RANGES = ("forward", "backward", "optimizer")
 
 
 def configs(sizes: str) -> dict[str, tuple[ModelConfig, bool]]:
@@ -54,27 +66,28 @@ def configs(sizes: str) -> dict[str, tuple[ModelConfig, bool]]:
     }
 
 
-def _loss(model, batch, tasks, bf16: bool):
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        out = model(batch)
-    return sum(task_losses(tasks, {t: v.float() for t, v in out.items()}, batch["labels"], batch["weight"]).values())
+def advertiser_data(rows: int, seed: int = 0) -> dict[bool, tuple[FittedSchema, Batch]]:
+    """with_panel -> (fitted schema, the last ``rows`` encoded training rows) of one simulated
+    advertiser world; without the panel the same rows carry no ``seq.*`` keys."""
+    advertisers = max(10, math.ceil(rows / TRAIN_ROWS_PER_ADVERTISER))
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="msmt-m2m-speed-") as tmp:
+        write_advertiser(Path(tmp), advertisers=advertisers, days=DAYS, seed=seed)
+        spec = load_experiment(Path(tmp) / "experiment.yaml").dataset
+        for with_panel in (True, False):
+            _, schema, encoded = load_in_memory(spec if with_panel else spec.model_copy(update={"panel": None}))
+            n = num_rows(encoded["train"])
+            out[with_panel] = (schema, take(encoded["train"], slice(max(0, n - rows), n)))
+    return out
 
 
-def train_throughput(model, data, tasks, batch_size: int, steps: int, bf16: bool = False, warmup: int = 3) -> float:
+def train_throughput(model, data: Batch, batch_size: int, steps: int, bf16: bool = False, warmup: int = 3) -> float:
     """Samples/s of forward + loss + backward + fused AdamW step (the trainer's step, msmt.training.loop):
     batch size / the median step time over ``steps`` timed batches (the median, so that a step
     slowed by another process on the shared machine does not count)."""
-    opt = adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
-    batches = list(iterate_batches(data, batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
-    batches = [b for b in batches if b["scenario"].shape[0] == batch_size]
+    step = train_step(model, optimizer(model), model.schema.spec.tasks, bf16=bf16)
+    batches = full_batches(data, num_rows(data) // batch_size, batch_size=batch_size)
     model.train()
-
-    def step(b):
-        loss = _loss(model, b, tasks, bf16)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     for i in range(warmup):
         step(batches[i % len(batches)])
     times = []
@@ -85,18 +98,9 @@ def train_throughput(model, data, tasks, batch_size: int, steps: int, bf16: bool
     return batch_size / statistics.median(times)
 
 
-def train_flops(model, data, tasks, batch_size: int) -> float:
-    """Matmul FLOPs of one forward + backward, per sample."""
-    batch = next(iterate_batches(data, batch_size))
-    with FlopCounterMode(display=False) as fc:
-        _loss(model, batch, tasks, False).backward()
-    model.zero_grad(set_to_none=True)
-    return fc.get_total_flops() / batch_size
-
-
-def profile_m2m(model, data, tasks, batch_size: int, steps: int = 20) -> tuple[str, str]:
-    """(per-module forward table, per-op table) from torch.profiler over ``steps`` training steps."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+def _module_ranges(model) -> list:
+    """Forward hooks that open a profiler range ``m2m.<child>`` around each child module; returns the handles."""
+    from torch.profiler import record_function
 
     ranges = {}
 
@@ -116,7 +120,15 @@ def profile_m2m(model, data, tasks, batch_size: int, steps: int = 20) -> tuple[s
     handles = []
     for name, child in model.named_children():
         handles += [child.register_forward_pre_hook(pre(name)), child.register_forward_hook(post(name))]
-    opt = adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
+    return handles
+
+
+def profile_m2m(model, data: Batch, batch_size: int, steps: int = 20) -> tuple[str, str]:
+    """(per-module forward table, per-op table) from torch.profiler over ``steps`` training steps."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    handles = _module_ranges(model)
+    opt, tasks = optimizer(model), model.schema.spec.tasks
     batch = next(iterate_batches(data, batch_size))
     model.train()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -133,16 +145,73 @@ def profile_m2m(model, data, tasks, batch_size: int, steps: int = 20) -> tuple[s
         h.remove()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    mods = sorted((e for e in events if e.key.startswith("m2m.") or e.key in ("forward", "backward", "optimizer")), key=lambda e: -e.cpu_time_total)
+    is_range = lambda e: e.key.startswith("m2m.") or e.key in RANGES  # noqa: E731
+    mods = sorted(filter(is_range, events), key=lambda e: -e.cpu_time_total)
     rows = ["| range | CPU ms / step | share of profiled time |", "|---|---:|---:|"]
     rows += [f"| {e.key} | {e.cpu_time_total / 1000 / steps:.2f} | {e.cpu_time_total / total:.0%} |" for e in mods]
-    ops = sorted((e for e in events if not e.key.startswith("m2m.") and e.key not in ("forward", "backward", "optimizer")), key=lambda e: -e.self_cpu_time_total)[:15]
-    op_rows = ["| op | self CPU ms / step | share | calls / step |", "|---|---:|---:|---:|"]
-    op_rows += [f"| `{e.key}` | {e.self_cpu_time_total / 1000 / steps:.2f} | {e.self_cpu_time_total / total:.0%} | {e.count / steps:.0f} |" for e in ops]
-    return "\n".join(rows), "\n".join(op_rows)
+    ops = op_rows([e for e in events if not is_range(e)], steps, 15, total)
+    return "\n".join(rows), "\n".join(ops)
 
 
-def main(argv: list[str] | None = None) -> int:
+def measure(args, data: dict[bool, tuple[FittedSchema, Batch]], cells: list[tuple]) -> tuple[dict, dict, dict]:
+    """(samples/s per cell and repeat, parameters, training FLOPs per sample), repeat-major."""
+    results: dict[tuple, list[float]] = {}
+    params, flops = {}, {}
+    for rep in range(args.repeats):
+        for sz, prec, name in cells:
+            cfg, with_panel = configs(sz)[name]
+            schema, batch = data[with_panel]
+            torch.manual_seed(rep)
+            model = build_model(schema, cfg)
+            if (sz, name) not in flops:
+                params[(sz, name)] = sum(p.numel() for p in model.parameters())
+                flops[(sz, name)] = train_flops(model, next(iterate_batches(batch, args.batch_size)))
+            sps = train_throughput(model, batch, args.batch_size, args.steps, bf16=prec == "bf16")
+            results.setdefault((sz, prec, name), []).append(sps)
+            print(f"rep {rep} {sz} {prec} {name}: {sps:,.0f} samples/s", file=sys.stderr)
+    return results, params, flops
+
+
+def throughput_table(cells: list[tuple], results: dict, params: dict, flops: dict) -> str:
+    lines = [
+        "| sizes | precision | model | parameters | train MFLOP / sample | samples/s median | mean ± std "
+        "| vs MMoE (same input) | FLOP ratio (MMoE / model) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sz, prec, name in cells:
+        base_name = "mmoe + history" if "panel" in name or "history" in name else "mmoe"
+        v, base = results[(sz, prec, name)], results[(sz, prec, base_name)]
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        ratio = statistics.median(a / b for a, b in zip(v, base))  # per-repeat ratio: both measured in one repeat
+        fr = flops[(sz, base_name)] / flops[(sz, name)]
+        lines.append(
+            f"| {sz} | {prec} | {name} | {params[(sz, name)]:,} | {flops[(sz, name)] / 1e6:.2f} | {statistics.median(v):,.0f} "
+            f"| {statistics.mean(v):,.0f} ± {sd:,.0f} | **{ratio:.0%}** | {fr:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def page(args, argv, tuned: bool, table: str, profiles: list[tuple[str, str, str]]) -> str:
+    cmd = "python benchmarks/m2m_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = (
+        f"Command: `{cmd.strip()}` (torch {torch.__version__}, {args.rows} rows, batch {args.batch_size}, "
+        f"{args.threads} threads, {args.steps} timed steps after 3 warm-up steps, {args.repeats} interleaved repeats; "
+        f"ratios are medians of per-repeat ratios; glibc allocator thresholds raised as by the msmt command: {tuned}).\n\n"
+        "Sizes: " + "; ".join(f"`{k}` = {v}" for k, v in SIZES.items() if k in args.sizes) + ". "
+        "\"vs MMoE (same input)\": M2M without the panel against MMoE, M2M with the panel against MMoE "
+        "reading the same panel through `history_summary`.\n\n"
+        f"## Training throughput\n\n{table}\n"
+    )
+    for sz, mod_table, op_table in profiles:
+        text += (
+            f"\n## Where M2M's time goes (`{sz}` sizes, with the panel, fp32, {args.threads} threads, batch {args.batch_size}, 20 steps)\n\n"
+            f"Forward ranges per module (inclusive), and the whole backward / optimiser step:\n\n{mod_table}\n\n"
+            f"Top operators by self CPU time (forward and backward):\n\n{op_table}\n"
+        )
+    return text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--batch-size", type=int, default=1024)
@@ -152,75 +221,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     ap.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     tuned = tune_allocator()  # as the msmt command does at start (msmt.runtime.allocator)
     torch.set_num_threads(args.threads)
-    toy = make_toy_panel(rows=args.rows, seed=0)
-    plain = without_panel(toy)
-    tasks = toy.schema.spec.tasks
+    data = advertiser_data(args.rows, seed=0)
     cells = [(sz, prec, name) for sz in args.sizes for prec in args.precisions for name in configs(sz)]
-    results: dict[tuple, list[float]] = {}
-    params, flops = {}, {}
-    for rep in range(args.repeats):
-        for sz, prec, name in cells:
-            cfg, with_panel = configs(sz)[name]
-            data = toy if with_panel else plain
-            torch.manual_seed(rep)
-            model = build_model(data.schema, cfg)
-            if (sz, name) not in flops:
-                params[(sz, name)] = sum(p.numel() for p in model.parameters())
-                flops[(sz, name)] = train_flops(model, data.batch, tasks, args.batch_size)
-            sps = train_throughput(model, data.batch, tasks, args.batch_size, args.steps, bf16=prec == "bf16")
-            results.setdefault((sz, prec, name), []).append(sps)
-            print(f"rep {rep} {sz} {prec} {name}: {sps:,.0f} samples/s", file=sys.stderr)
-
-    lines = [
-        "| sizes | precision | model | parameters | train MFLOP / sample | samples/s median | mean ± std "
-        "| vs MMoE (same input) | FLOP ratio (MMoE / model) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for sz, prec, name in cells:
-        base_name = "mmoe + history" if "panel" in name or "history" in name else "mmoe"
-        v, base = results[(sz, prec, name)], results[(sz, prec, base_name)]
-        med = statistics.median(v)
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        ratio = statistics.median(a / b for a, b in zip(v, base))  # per-repeat ratio: both measured in one repeat
-        fr = flops[(sz, base_name)] / flops[(sz, name)]
-        lines.append(
-            f"| {sz} | {prec} | {name} | {params[(sz, name)]:,} | {flops[(sz, name)] / 1e6:.2f} | {med:,.0f} "
-            f"| {statistics.mean(v):,.0f} ± {sd:,.0f} | **{ratio:.0%}** | {fr:.0%} |"
-        )
-    table = "\n".join(lines)
+    table = throughput_table(cells, *measure(args, data, cells))
     print(table)
-
     profiles = []
     for sz in args.sizes:
-        cfg = configs(sz)["m2m + panel (transformer)"][0]
         torch.manual_seed(0)
-        m2m = build_model(toy.schema, cfg)
-        mod_table, op_table = profile_m2m(m2m, toy.batch, tasks, args.batch_size)
+        m2m = build_model(data[True][0], configs(sz)["m2m + panel (transformer)"][0])
+        mod_table, op_table = profile_m2m(m2m, data[True][1], args.batch_size)
         profiles.append((sz, mod_table, op_table))
         print(mod_table)
         print(op_table)
     if args.out:
-        cmd = "python benchmarks/m2m_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        text = (
-            f"Command: `{cmd.strip()}` (torch {torch.__version__}, {args.rows} rows, batch {args.batch_size}, "
-            f"{args.threads} threads, {args.steps} timed steps after 3 warm-up steps, {args.repeats} interleaved repeats; "
-            f"ratios are medians of per-repeat ratios; glibc allocator thresholds raised as by the msmt command: {tuned}).\n\n"
-            "Sizes: " + "; ".join(f"`{k}` = {v}" for k, v in SIZES.items() if k in args.sizes) + ". "
-            "\"vs MMoE (same input)\": M2M without the panel against MMoE, M2M with the panel against MMoE "
-            "reading the same panel through `history_summary`.\n\n"
-            f"## Training throughput\n\n{table}\n"
-        )
-        for sz, mod_table, op_table in profiles:
-            text += (
-                f"\n## Where M2M's time goes (`{sz}` sizes, with the panel, fp32, {args.threads} threads, batch {args.batch_size}, 20 steps)\n\n"
-                f"Forward ranges per module (inclusive), and the whole backward / optimiser step:\n\n{mod_table}\n\n"
-                f"Top operators by self CPU time (forward and backward):\n\n{op_table}\n"
-            )
-        atomic_write_text(args.out, text)
+        atomic_write_text(args.out, page(args, argv, tuned, table, profiles))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Cost of "a model per group": 10,000 personal blocks vs 10,000 full models, time to adapt.
 
 Measured, not estimated, except where said: the blocks are really written (one safetensors file
-per group + index.json, through :func:`msmt.scoring.personal.save_blocks`); a full model is written once
+per group + index.json, through :func:`msmt.rundir.blocks.save_blocks`); a full model is written once
 with the run-directory writer and its size multiplied by the number of groups (writing 10,000
 copies would only repeat the same byte count). Adaptation time is the wall-clock of
 :func:`msmt.meta.adapt` (``meta.inner_steps`` steps on K support rows) for real groups of the
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from msmt.data.fit import fit_schema
+from msmt.data.io import atomic_write_text
 from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
 from msmt.meta import GroupIndex, adapt, split_parameters
@@ -57,6 +58,82 @@ def median_ms(fn, repeat: int) -> float:
     return 1000 * float(np.median(times))
 
 
+def storage(model, split, params: dict, work: Path, n_blocks: int) -> dict:
+    """Bytes of one full model and of ``n_blocks`` personal blocks really written under ``work``."""
+    save_weights(model, work / "model.safetensors")
+    block = {n: params[n].detach() for n in split.personal}
+    t0 = time.perf_counter()
+    for start in range(0, n_blocks, 1000):  # save_blocks rewrites the index per call
+        save_blocks(work, {f"g{i:06d}": block for i in range(start, min(start + 1000, n_blocks))})
+    write_s = time.perf_counter() - t0
+    blocks_size, blocks_alloc = disk_usage(work / "blocks")
+    return {"full_bytes": (work / "model.safetensors").stat().st_size, "write_s": write_s, "blocks_size": blocks_size,
+            "blocks_alloc": blocks_alloc, "one_block": (work / "blocks" / read_index(work)["g000000"]).stat().st_size}
+
+
+def adaptation_times(model, split, cfg, data, index, ks: list[int], n_groups: int) -> list[tuple[int, int, float, float]]:
+    """(K, groups timed, median ms, p90 ms) of :func:`msmt.meta.adapt` on K support rows of real groups."""
+    rows = []
+    for k in ks:
+        groups = [i for i in index.eligible(k)][:n_groups]
+        times = []
+        for g in groups:
+            support = take(data, index.rows[g][:k])
+            t0 = time.perf_counter()
+            adapt(model, split, support, cfg.dataset.tasks, cfg.meta.inner_steps, cfg.meta.inner_lr, cfg.meta.inner_max_grad_norm)
+            times.append(time.perf_counter() - t0)
+        rows.append((k, len(groups), 1000 * np.median(times), 1000 * np.percentile(times, 90)))
+    return rows
+
+
+def scoring_times(model, data, work: Path) -> dict[int, tuple[float, float]]:
+    """rows -> (base only ms, base + block read from disk ms), medians, for 1 and 100 rows."""
+    inputs = {k: v for k, v in data.items() if k not in ("labels", "weight")}
+    idx = read_index(work)  # read once, as a server would
+    out = {}
+    with torch.no_grad():
+        for n, repeat in ((1, 200), (100, 100)):
+            rows = take(inputs, slice(0, n))
+            base = median_ms(lambda rows=rows: model(rows), repeat)
+            comp = median_ms(lambda rows=rows: forward_with_block(model, load_block(work, "g000123", idx), rows), repeat)
+            out[n] = (base, comp)
+    return out
+
+
+def report(args, cfg, n_total: int, n_personal: int, n_tensors: int, st: dict, adapt_rows: list, scoring: dict) -> list[str]:
+    mib = 1024 * 1024
+    n = args.blocks
+    full_bytes, blocks_size, blocks_alloc = st["full_bytes"], st["blocks_size"], st["blocks_alloc"]
+    return [
+        "## Cost of personal blocks\n",
+        f"Command: `python benchmarks/meta_cost.py {' '.join(sys.argv[1:])}` "
+        f"(model `{cfg.model.name}` of `{args.config}`, personal = `{cfg.meta.personal}`, 1 thread, "
+        f"shared machine; {os.cpu_count()} cores visible).\n",
+        f"Parameters: {n_total:,} in the model, {n_personal:,} personal ({100 * n_personal / n_total:.2f}%), "
+        f"{n_tensors} personal tensors.\n",
+        "| storage for groups | bytes (sum of files) | on disk | per group |",
+        "|---|---|---|---|",
+        f"| 1 full model (`model.safetensors`) | {full_bytes / mib:.2f} MiB | – | – |",
+        f"| {n:,} full models (1 × {n:,}, computed) | {full_bytes * n / mib:,.0f} MiB | – | {full_bytes / 1024:,.1f} KiB |",
+        f"| base once + {n:,} blocks (written) | {(full_bytes + blocks_size) / mib:,.1f} MiB | "
+        f"{(full_bytes + blocks_alloc) / mib:,.1f} MiB | {st['one_block'] / 1024:,.1f} KiB per block |",
+        "",
+        f"Ratio: {n:,} full models take {full_bytes * n / (full_bytes + blocks_size):,.0f}× the bytes of base + "
+        f"{n:,} blocks. Writing the {n:,} blocks (atomic, one file each + index) took {st['write_s']:.1f} s.\n",
+        f"**Time to adapt one group** ({cfg.meta.inner_steps} inner steps, lr {cfg.meta.inner_lr}, eval mode, 1 thread):\n",
+        "| K support rows | groups timed | median | p90 |",
+        "|---|---|---|---|",
+        *[f"| {k} | {g} | {med:.1f} ms | {p90:.1f} ms |" for k, g, med, p90 in adapt_rows],
+        "",
+        "**Scoring with a block** (index read once; the block file read from disk on every call, no cache; median):\n",
+        "| rows | base only | base + block |",
+        "|---|---|---|",
+        f"| 1 | {scoring[1][0]:.2f} ms | {scoring[1][1]:.2f} ms |",
+        f"| 100 | {scoring[100][0]:.2f} ms | {scoring[100][1]:.2f} ms |",
+        "",
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", type=Path, default=Path("configs/movielens.yaml"))
@@ -80,75 +157,16 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="msmt_cost_"))
     try:
-        save_weights(model, work / "model.safetensors")
-        full_bytes = (work / "model.safetensors").stat().st_size
-        block = {n: params[n].detach() for n in split.personal}
-        t0 = time.perf_counter()
-        for start in range(0, args.blocks, 1000):  # save_blocks rewrites the index per call
-            save_blocks(work, {f"g{i:06d}": block for i in range(start, min(start + 1000, args.blocks))})
-        write_s = time.perf_counter() - t0
-        blocks_size, blocks_alloc = disk_usage(work / "blocks")
-        one_block = (work / "blocks" / read_index(work)["g000000"]).stat().st_size
-
+        st = storage(model, split, params, work, args.blocks)
         data = encode_frame(train, schema)
-        index = GroupIndex(group_values(train, spec.group))
-        tasks = spec.tasks
-        adapt_rows = []
-        for k in args.ks:
-            groups = [i for i in index.eligible(k)][: args.groups]
-            times = []
-            for g in groups:
-                support = take(data, index.rows[g][:k])
-                t0 = time.perf_counter()
-                adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr, cfg.meta.inner_max_grad_norm)
-                times.append(time.perf_counter() - t0)
-            adapt_rows.append((k, len(groups), 1000 * np.median(times), 1000 * np.percentile(times, 90)))
-
-        one = take({k: v for k, v in data.items() if k not in ("labels", "weight")}, slice(0, 1))
-        hundred = take({k: v for k, v in data.items() if k not in ("labels", "weight")}, slice(0, 100))
-        idx = read_index(work)  # read once, as a server would
-        with torch.no_grad():
-            base_1 = median_ms(lambda: model(one), 200)
-            comp_1 = median_ms(lambda: forward_with_block(model, load_block(work, "g000123", idx), one), 200)
-            base_100 = median_ms(lambda: model(hundred), 100)
-            comp_100 = median_ms(lambda: forward_with_block(model, load_block(work, "g000123", idx), hundred), 100)
+        adapt_rows = adaptation_times(model, split, cfg, data, GroupIndex(group_values(train, spec.group)), args.ks, args.groups)
+        scoring = scoring_times(model, data, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    mib = 1024 * 1024
-    n = args.blocks
-    lines = [
-        "## Cost of personal blocks\n",
-        f"Command: `python benchmarks/meta_cost.py {' '.join(sys.argv[1:])}` "
-        f"(model `{cfg.model.name}` of `{args.config}`, personal = `{cfg.meta.personal}`, 1 thread, "
-        f"shared machine; {os.cpu_count()} cores visible).\n",
-        f"Parameters: {n_total:,} in the model, {n_personal:,} personal ({100 * n_personal / n_total:.2f}%), "
-        f"{len(split.personal)} personal tensors.\n",
-        "| storage for groups | bytes (sum of files) | on disk | per group |",
-        "|---|---|---|---|",
-        f"| 1 full model (`model.safetensors`) | {full_bytes / mib:.2f} MiB | – | – |",
-        f"| {n:,} full models (1 × {n:,}, computed) | {full_bytes * n / mib:,.0f} MiB | – | {full_bytes / 1024:,.1f} KiB |",
-        f"| base once + {n:,} blocks (written) | {(full_bytes + blocks_size) / mib:,.1f} MiB | "
-        f"{(full_bytes + blocks_alloc) / mib:,.1f} MiB | {one_block / 1024:,.1f} KiB per block |",
-        "",
-        f"Ratio: {n:,} full models take {full_bytes * n / (full_bytes + blocks_size):,.0f}× the bytes of base + "
-        f"{n:,} blocks. Writing the {n:,} blocks (atomic, one file each + index) took {write_s:.1f} s.\n",
-        f"**Time to adapt one group** ({cfg.meta.inner_steps} inner steps, lr {cfg.meta.inner_lr}, eval mode, 1 thread):\n",
-        "| K support rows | groups timed | median | p90 |",
-        "|---|---|---|---|",
-        *[f"| {k} | {g} | {med:.1f} ms | {p90:.1f} ms |" for k, g, med, p90 in adapt_rows],
-        "",
-        "**Scoring with a block** (index read once; the block file read from disk on every call, no cache; median):\n",
-        "| rows | base only | base + block |",
-        "|---|---|---|",
-        f"| 1 | {base_1:.2f} ms | {comp_1:.2f} ms |",
-        f"| 100 | {base_100:.2f} ms | {comp_100:.2f} ms |",
-        "",
-    ]
+    lines = report(args, cfg, n_total, n_personal, len(split.personal), st, adapt_rows, scoring)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 

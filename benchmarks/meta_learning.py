@@ -35,6 +35,7 @@ import copy
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ import pandas as pd
 import torch
 
 from msmt.data.fit import fit_schema
+from msmt.data.io import atomic_write_text
 from msmt.data.loading import load_splits, read_data
 from msmt.data.split import split_frame
 from msmt.data.tensorize import encode_frame
@@ -54,6 +56,7 @@ from msmt.spec.config import load_experiment
 from msmt.spec.dataset import SplitSpec
 from msmt.spec.task_kinds import rules, to_user_units
 from msmt.training.loop import fit, seed_everything
+from msmt.training.losses import task_losses
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 METHODS = ("base", "finetune", "scratch", *ALGORITHMS)
@@ -77,8 +80,8 @@ def scratch_block(cfg, schema, support, steps: int, lr: float, seed: int):
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         tasks = cfg.dataset.tasks
         for _ in range(steps):
-            out = model(support)
-            loss = sum(t.weight * (support["weight"] * rules(t).row_loss(out[t.name], support["labels"][:, i])).mean() for i, t in enumerate(tasks))
+            losses = task_losses(tasks, model(support), support["labels"], support["weight"])
+            loss = sum(t.weight * losses[t.name] for t in tasks)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -117,18 +120,24 @@ def pooled_metrics(tasks, labels: np.ndarray, preds: dict[str, list[np.ndarray]]
     return res
 
 
-def run_seed(args, seed: int) -> dict:
-    cfg = load_experiment(args.config, [*args.set, f"train.seed={seed}", f"meta.seed={seed}", "train.progress=false"])
-    spec = cfg.dataset
-    if not spec.group:
-        raise SystemExit("the dataset has no group column: pass --set dataset.group=COLUMN")
-    seed_everything(seed)
-    frame = order_rows(pd.concat(list(load_splits(spec).values()), ignore_index=True), spec, seed, args.time_column)
-    frame.attrs["source"] = str(spec.files.train)
+@dataclass
+class HeldOut:
+    """Rows that train everything, and the held-out groups' rows (whole groups never seen in training)."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    test_groups: np.ndarray  # [len(test)] group of each test row
+    held: set
+    train_group_count: int
+
+
+def hold_out(args, frame: pd.DataFrame, spec, seed: int) -> HeldOut:
+    """``--test-groups`` groups with at least ``max(K) + query`` rows, held out whole: from
+    ``--held-out-file`` (new groups only; every row of ``frame`` trains) or from ``frame`` itself."""
     groups = group_values(frame, spec.group)
     need = max(args.ks) + args.query
     rng = np.random.default_rng(seed)
-    if args.held_out_file:  # every row of the config trains; the held-out groups come from another file
+    if args.held_out_file:
         held_frame = order_rows(read_data(args.held_out_file, spec), spec, seed, args.time_column)
         held_groups = group_values(held_frame, spec.group)
         unseen = sorted(set(held_groups) - set(groups))
@@ -137,25 +146,19 @@ def run_seed(args, seed: int) -> dict:
         if not candidates:
             raise SystemExit(f"no group of {args.held_out_file} is new and has {need} rows")
         held = set(rng.choice(candidates, size=min(args.test_groups, len(candidates)), replace=False).tolist())
-        train_all = frame.reset_index(drop=True)
         test_mask = np.isin(held_groups, list(held))
-        test = held_frame[test_mask].reset_index(drop=True)
-        test_groups = held_groups[test_mask]
-        train_group_count = len(set(groups))
-    else:
-        counts = pd.Series(groups).value_counts()
-        candidates = sorted(counts[counts >= need].index)
-        held = set(rng.choice(candidates, size=min(args.test_groups, len(candidates)), replace=False).tolist())
-        is_test = np.isin(groups, list(held))
-        train_all = frame[~is_test].reset_index(drop=True)
-        test = frame[is_test].reset_index(drop=True)
-        test_groups = groups[is_test]
-        train_group_count = int(len(set(groups[~is_test])))
-    train_all.attrs["source"] = frame.attrs["source"]
-    parts = split_frame(train_all, SplitSpec(method="random", validation_fraction=0.1, seed=seed))
-    schema = fit_schema(parts["train"], spec)
-    enc = {k: encode_frame(v, schema) for k, v in parts.items()}
+        return HeldOut(frame.reset_index(drop=True), held_frame[test_mask].reset_index(drop=True), held_groups[test_mask], held, len(set(groups)))
+    counts = pd.Series(groups).value_counts()
+    candidates = sorted(counts[counts >= need].index)
+    held = set(rng.choice(candidates, size=min(args.test_groups, len(candidates)), replace=False).tolist())
+    is_test = np.isin(groups, list(held))
+    return HeldOut(frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True), groups[is_test], held,
+                   int(len(set(groups[~is_test]))))
 
+
+def train_models(cfg, schema, parts: dict, enc: dict) -> tuple[dict, dict]:
+    """({method: model}, timings): the conventional model (``base`` and ``finetune`` share it) and a
+    meta-trained copy of it per algorithm."""
     timings = {}
     t0 = time.perf_counter()
     conventional = build_model(schema, cfg.model)
@@ -170,37 +173,57 @@ def run_seed(args, seed: int) -> dict:
         meta_train(model, acfg.meta, plan_meta(model, acfg.meta, parts["train"]), enc["train"])
         models[algo] = model
         timings[f"{algo}_meta_train_s"] = time.perf_counter() - t0
-    split = split_parameters(conventional, cfg.meta)
+    return models, timings
 
-    test_enc = encode_frame(test, schema)
-    tasks = spec.tasks
-    results = {}
+
+def score_k(args, cfg, schema, models: dict, split, held: HeldOut, test_enc, k: int, seed: int) -> dict[str, dict[str, float]]:
+    """{method: pooled query metrics} with K = ``k`` support rows per held-out group."""
+    tasks = cfg.dataset.tasks
+    preds = {m: {t.name: [] for t in tasks} for m in METHODS}
+    labels = []
+    for gi, g in enumerate(sorted(held.held)):
+        rows = np.flatnonzero(held.test_groups == g)  # already in time order
+        query = take(test_enc, torch.from_numpy(rows[-args.query :]))
+        support = take(test_enc, torch.from_numpy(rows[:k]))
+        labels.append(query["labels"].numpy())
+        for m in METHODS:
+            if m == "scratch":
+                model, block = scratch_block(cfg, schema, support, args.scratch_steps, args.scratch_lr, seed * 100003 + gi), None
+            elif m == "base":
+                model, block = models[m], None
+            else:
+                model = models[m]
+                block = adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr, cfg.meta.inner_max_grad_norm) if k else None
+            for t, p in predict(model, block, query, tasks).items():
+                preds[m][t].append(p)
+    y = np.concatenate(labels)
+    return {m: pooled_metrics(tasks, y, preds[m]) for m in METHODS}
+
+
+def run_seed(args, seed: int) -> dict:
+    """One seed of the protocol: hold groups out, train and meta-train, score every method at every K."""
+    cfg = load_experiment(args.config, [*args.set, f"train.seed={seed}", f"meta.seed={seed}", "train.progress=false"])
+    spec = cfg.dataset
+    if not spec.group:
+        raise SystemExit("the dataset has no group column: pass --set dataset.group=COLUMN")
+    seed_everything(seed)
+    frame = order_rows(pd.concat(list(load_splits(spec).values()), ignore_index=True), spec, seed, args.time_column)
+    frame.attrs["source"] = str(spec.files.train)
+    held = hold_out(args, frame, spec, seed)
+    held.train.attrs["source"] = frame.attrs["source"]
+    parts = split_frame(held.train, SplitSpec(method="random", validation_fraction=0.1, seed=seed))
+    schema = fit_schema(parts["train"], spec)
+    enc = {k: encode_frame(v, schema) for k, v in parts.items()}
+    models, timings = train_models(cfg, schema, parts, enc)
+    split = split_parameters(models["base"], cfg.meta)
+    test_enc = encode_frame(held.test, schema)
     t0 = time.perf_counter()
-    for k in args.ks:
-        preds = {m: {t.name: [] for t in tasks} for m in METHODS}
-        labels = []
-        for gi, g in enumerate(sorted(held)):
-            rows = np.flatnonzero(test_groups == g)  # already in time order
-            query = take(test_enc, torch.from_numpy(rows[-args.query :]))
-            support = take(test_enc, torch.from_numpy(rows[:k]))
-            labels.append(query["labels"].numpy())
-            for m in METHODS:
-                if m == "scratch":
-                    model, block = scratch_block(cfg, schema, support, args.scratch_steps, args.scratch_lr, seed * 100003 + gi), None
-                elif m == "base":
-                    model, block = models[m], None
-                else:
-                    model = models[m]
-                    block = adapt(model, split, support, tasks, cfg.meta.inner_steps, cfg.meta.inner_lr, cfg.meta.inner_max_grad_norm) if k else None
-                for t, p in predict(model, block, query, tasks).items():
-                    preds[m][t].append(p)
-        y = np.concatenate(labels)
-        results[k] = {m: pooled_metrics(tasks, y, preds[m]) for m in METHODS}
+    results = {k: score_k(args, cfg, schema, models, split, held, test_enc, k, seed) for k in args.ks}
     timings["evaluation_s"] = time.perf_counter() - t0
     return {
         "seed": seed,
-        "held_out_groups": len(held),
-        "train_groups": int(train_group_count),
+        "held_out_groups": len(held.held),
+        "train_groups": int(held.train_group_count),
         "train_rows": int(len(parts["train"])),
         "results": {str(k): v for k, v in results.items()},
         "timings": timings,
@@ -274,13 +297,9 @@ def write_outputs(args, runs: list[dict]) -> None:
     t = {k: np.mean([r["timings"][k] for r in runs]) for k in runs[0]["timings"]}
     lines.append("\nWall-clock per seed (1 thread): " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()) + "\n")
     section = out_dir / f"meta_learning_{args.name}.md"
-    tmp = section.with_name(f".{section.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(section)
+    atomic_write_text(section, "\n".join(lines))
     raw = out_dir / f"meta_learning_{args.name}.json"
-    tmp = raw.with_name(f".{raw.name}.tmp")
-    tmp.write_text(json.dumps(runs, indent=1))
-    tmp.replace(raw)
+    atomic_write_text(raw, json.dumps(runs, indent=1))
     print(f"wrote {section} and {raw}")
 
 

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/models_results.py [--seeds 0 1 2] [--epochs 3]
         [--only funnel movielens census] [--extra NAME=EXPERIMENT.yaml ...] [--render]
-        [--funnel-seeds 0 1 2 3 4] [--funnel-rows 200000 500000] [--funnel-epochs 20] [--funnel-patience 3]
+        [--funnel-seeds 0 1 2 3 4] [--funnel-rows 200000 500000] [--funnel-epochs 20] [--funnel-patience 3] [--out PAGE]
 
 Sections (mean ± std over seeds, test split, 1 thread per run):
 
@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,20 +35,19 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from msmt.data.io import atomic_write_text, write_table
+from msmt.data.tensorize import encode_frame
+from msmt.evaluation.evaluate import evaluate_model
+from msmt.experiments.run import load_in_memory
+from msmt.experiments.tables import mean_std
+from msmt.models import build_model
+from msmt.rundir.provenance import source_hash
+from msmt.scoring.predict import predict, predict_batches
+from msmt.spec.config import load_experiment, validate_experiment
+from msmt.synth.funnel import write_funnel
+from msmt.training.loop import fit, seed_everything
 
-from msmt.data.encoders import fit_schema  # noqa: E402
-from msmt.data.io import atomic_write_text, write_table  # noqa: E402
-from msmt.data.loading import load_splits  # noqa: E402
-from msmt.data.tensorize import encode_frame  # noqa: E402
-from msmt.evaluation.evaluate import evaluate_model  # noqa: E402
-from msmt.models import build_model  # noqa: E402
-from msmt.rundir.provenance import source_hash  # noqa: E402
-from msmt.scoring.predict import predict, predict_batches  # noqa: E402
-from msmt.spec.config import load_experiment, validate_experiment  # noqa: E402
-from msmt.synth.funnel import write_funnel  # noqa: E402
-from msmt.training.loop import fit, seed_everything  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # one cache per version of msmt's code (msmt.rundir.provenance): a code change recomputes every number
 CACHE = REPO / "benchmarks" / "out" / "models" / source_hash()[:16]
@@ -72,9 +70,7 @@ def train_cfg_epochs(cfg):
     """Fit a config; returns (model, splits, encoded, seconds, (best epoch, epochs run))."""
     torch.set_num_threads(1)
     seed_everything(cfg.train.seed)
-    splits = load_splits(cfg.dataset)
-    schema = fit_schema(splits["train"], cfg.dataset)
-    encoded = {k: encode_frame(v, schema) for k, v in splits.items()}
+    splits, schema, encoded = load_in_memory(cfg.dataset)
     model = build_model(schema, cfg.model)
     start = time.perf_counter()
     result = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"])
@@ -203,12 +199,8 @@ def real_run(path: Path, extra: list[str], seed: int, epochs: int) -> dict:
 
 
 def ms(values) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{vals[0]:.4f} (1 seed)"
-    return f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0.0:.4f}"
+    """``mean ± std`` (sample std) over seeds; one seed is marked as such."""
+    return mean_std(values, ddof=1, single=" (1 seed)")
 
 
 def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
@@ -257,6 +249,41 @@ def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
     return lines
 
 
+def cached_runs(name: str, path: Path, seeds: list[int]) -> dict[str, list[dict]]:
+    """label -> the cached results of the seeds that ran, for every grid entry with at least one."""
+    results = {}
+    for label, _ in grid(path):
+        vals = [json.loads((CACHE / f"{name}-{label}-s{s}.json").read_text()) for s in seeds if (CACHE / f"{name}-{label}-s{s}.json").exists()]
+        if vals:
+            results[label] = vals
+    return results
+
+
+def dataset_section(name: str, path: Path, seeds: list[int], epochs: int) -> list[str]:
+    """One dataset's table (model + strategy × metric) and how to read ESMM's row."""
+    results = cached_runs(name, path, seeds)
+    if not results:
+        return ["(not run yet)"]
+    lines = [f"Test split; mean ± std (sample std) over seeds {list(seeds)}; at most {epochs} epochs, early "
+             "stopping on the config's monitor (patience 2), best epoch restored. Every model with fixed "
+             f"weights; every loss strategy on {STRATEGY_MODEL}.", ""]
+    metrics = sorted({k for vals in results.values() for v in vals for k in v if k != "seconds"})
+    lines.append("| model + strategy | seeds | " + " | ".join(metrics) + " | train s |")
+    lines.append("|---|---|" + "---|" * (len(metrics) + 1))
+    for label, vals in results.items():
+        cells = [ms([v.get(m) for v in vals]) for m in metrics]
+        lines.append(f"| {label} | {len(vals)} | " + " | ".join(cells) + f" | {np.mean([v['seconds'] for v in vals]):.0f} |")
+    if any(label.startswith("esmm") for label in results):
+        if esmm_overrides(path):
+            lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
+                      "over all test rows and `cvr_auc_clicked` the CVR tower's AUC of P(like | click) on clicked test rows."]
+        else:
+            lines += ["", "These data have no funnel (no task is the product of two others), so `esmm` runs with "
+                      "no `product_of` declaration: one tower per task over the shared embeddings, which is all "
+                      "ESMM is without a product task. Its row is there for completeness, not as an ESMM test."]
+    return lines
+
+
 def render(args, datasets: dict[str, Path]) -> str:
     seeds, epochs = args.seeds, args.epochs
     fseeds, frows, fep, fpat = args.funnel_seeds, args.funnel_rows, args.funnel_epochs, args.funnel_patience
@@ -285,38 +312,12 @@ def render(args, datasets: dict[str, Path]) -> str:
     for frows_n in frows:
         lines += funnel_table(frows_n, fseeds, fep, fpat)
     for name, path in datasets.items():
-        runs = grid(path)
         lines += ["", f"## {name} (`{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`)", ""]
-        results = {}
-        for label, _ in runs:
-            vals = [json.loads((CACHE / f"{name}-{label}-s{s}.json").read_text()) for s in seeds if (CACHE / f"{name}-{label}-s{s}.json").exists()]
-            if vals:
-                results[label] = vals
-        if not results:
-            lines.append("(not run yet)")
-            continue
-        lines.append(f"Test split; mean ± std (sample std) over seeds {list(seeds)}; at most {epochs} epochs, early "
-                     "stopping on the config's monitor (patience 2), best epoch restored. Every model with fixed "
-                     f"weights; every loss strategy on {STRATEGY_MODEL}.")
-        lines.append("")
-        metrics = sorted({k for vals in results.values() for v in vals for k in v if k != "seconds"})
-        lines.append("| model + strategy | seeds | " + " | ".join(metrics) + " | train s |")
-        lines.append("|---|---|" + "---|" * (len(metrics) + 1))
-        for label, vals in results.items():
-            cells = [ms([v.get(m) for v in vals]) for m in metrics]
-            lines.append(f"| {label} | {len(vals)} | " + " | ".join(cells) + f" | {np.mean([v['seconds'] for v in vals]):.0f} |")
-        if any(label.startswith("esmm") for label in results):
-            if esmm_overrides(path):
-                lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
-                          "over all test rows and `cvr_auc_clicked` the CVR tower's AUC of P(like | click) on clicked test rows."]
-            else:
-                lines += ["", "These data have no funnel (no task is the product of two others), so `esmm` runs with "
-                          "no `product_of` declaration: one tower per task over the shared embeddings, which is all "
-                          "ESMM is without a product task. Its row is there for completeness, not as an ESMM test."]
+        lines += dataset_section(name, path, seeds, epochs)
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
@@ -327,7 +328,39 @@ def main() -> None:
     ap.add_argument("--funnel-patience", type=int, default=FUNNEL_PATIENCE)
     ap.add_argument("--extra", nargs="*", default=[], help="NAME=EXPERIMENT.yaml: another dataset for the grid")
     ap.add_argument("--render", action="store_true", help="only rebuild the page from the cache")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=PAGE, help="the page to write (default: docs/results/models.md)")
+    return ap.parse_args()
+
+
+def run_funnel(args) -> None:
+    """Every (rows, seed) of the SSB experiment not in the cache yet."""
+    for rows in args.funnel_rows:
+        for s in args.funnel_seeds:
+            cached(funnel_key(s, rows, args.funnel_epochs, args.funnel_patience),
+                   lambda s=s, rows=rows: funnel_seed(s, rows, args.funnel_epochs, args.funnel_patience))
+
+
+def run_grid(args, datasets: dict[str, Path], wanted: set[str]) -> None:
+    """Every (dataset, model + strategy, seed) not in the cache yet, seed-major (every
+    configuration gets its first seeds first)."""
+    for s in args.seeds:
+        for name, path in datasets.items():
+            if name not in wanted:
+                continue
+            for label, extra in grid(path):
+                cached(f"{name}-{label}-s{s}", lambda p=path, e=extra, s=s: real_run(p, e, s, args.epochs))
+
+
+def write_page(text: str, page: Path) -> None:
+    """Write ``text``; the hand-written reading after NOTES_MARK in the old page survives."""
+    if page.exists() and NOTES_MARK in page.read_text():
+        text += "\n" + NOTES_MARK + page.read_text().split(NOTES_MARK, 1)[1]
+    atomic_write_text(page, text)
+    print(text)
+
+
+def main() -> None:
+    args = parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     datasets = dict(REAL)
     for item in args.extra:
@@ -336,21 +369,9 @@ def main() -> None:
     wanted = set(args.only or ["funnel", *datasets])
     if not args.render:
         if "funnel" in wanted:
-            for rows in args.funnel_rows:
-                for s in args.funnel_seeds:
-                    cached(funnel_key(s, rows, args.funnel_epochs, args.funnel_patience),
-                           lambda s=s, rows=rows: funnel_seed(s, rows, args.funnel_epochs, args.funnel_patience))
-        for s in args.seeds:  # seed-major: every configuration gets its first seeds first
-            for name, path in datasets.items():
-                if name not in wanted:
-                    continue
-                for label, extra in grid(path):
-                    cached(f"{name}-{label}-s{s}", lambda p=path, e=extra, s=s: real_run(p, e, s, args.epochs))
-    text = render(args, datasets)
-    if PAGE.exists() and NOTES_MARK in PAGE.read_text():  # hand-written reading of the numbers survives a re-render
-        text += "\n" + NOTES_MARK + PAGE.read_text().split(NOTES_MARK, 1)[1]
-    atomic_write_text(PAGE, text)
-    print(text)
+            run_funnel(args)
+        run_grid(args, datasets, wanted)
+    write_page(render(args, datasets), args.out)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import signal
@@ -32,6 +33,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
+
+from msmt.data.io import atomic_write_text
+from msmt.data.loading import load_splits
+from msmt.data.tensorize import encode_frame
+from msmt.experiments.run import run_experiment
+from msmt.rundir.layout import load_run
+from msmt.serving.encode import RowEncoder
+from msmt.serving.request import build_request_models, request_columns, rows_to_frame
+from msmt.spec.config import load_experiment
+from msmt.synth.simple import write_simple
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,10 +55,6 @@ def free_port() -> int:
 
 
 def train_model(work: Path, seed: int) -> Path:
-    from msmt.experiments.run import run_experiment
-    from msmt.spec.config import load_experiment
-    from msmt.synth.simple import write_simple
-
     data = write_simple(work / "data", rows=5000, seed=seed)
     cfg = load_experiment(data / "experiment.yaml", ["train.epochs=1", f"train.seed={seed}"])
     cfg.train.progress = False
@@ -56,10 +64,6 @@ def train_model(work: Path, seed: int) -> Path:
 
 def sample_rows(run_dir: Path, n: int) -> list[dict]:
     """``n`` rows of the run's validation split, as JSON rows (feature columns only)."""
-    from msmt.data.loading import load_splits
-    from msmt.rundir.layout import load_run
-    from msmt.serving.request import request_columns
-
     run = load_run(run_dir)
     frame = load_splits(run.schema.spec)["validation"]
     cols = [c for c in request_columns(run.schema) if c.column in frame.columns]
@@ -145,15 +149,6 @@ async def load(url: str, body: bytes, n_rows: int, clients: int, warmup: float, 
 
 def stage_times(run_dir: Path, n: int, reps: int = 50) -> dict[str, float]:
     """Median in-process ms of each server-side stage for an ``n``-row request (no HTTP)."""
-    import json
-
-    import torch
-
-    from msmt.data.tensorize import encode_frame
-    from msmt.rundir.layout import load_run
-    from msmt.serving.encode import RowEncoder
-    from msmt.serving.request import build_request_models, rows_to_frame
-
     run = load_run(run_dir)
     row_model, request, cols = build_request_models(run.schema, max(n, 1000))
     encoder = RowEncoder(run.schema, cols, row_model)
@@ -184,8 +179,6 @@ def stage_times(run_dir: Path, n: int, reps: int = 50) -> dict[str, float]:
 def conditions() -> str:
     load1 = os.getloadavg()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    import torch
-
     return (
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), load average "
         f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} (1 / 5 / 15 min), Python {platform.python_version()}, "
@@ -193,7 +186,7 @@ def conditions() -> str:
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, help="run directory to serve (default: train a small MMoE)")
     ap.add_argument("--backend", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
@@ -207,39 +200,32 @@ def main() -> None:
     args = ap.parse_args()
     args.duration = min(args.duration, 120.0)
     args.clients = [max(1, min(c, 64)) for c in args.clients]
+    return args
 
-    with tempfile.TemporaryDirectory(prefix="msmt-bench-") as tmp:
-        run_dir = args.run or train_model(Path(tmp), args.seed)
-        from msmt.rundir.layout import load_run
 
-        run = load_run(run_dir)
-        n_params = sum(p.numel() for p in run.model.parameters())
-        before = conditions()
-        results = []
-        for backend in args.backend:
-            proc, url = start_server(run_dir, backend, args.threads)
-            try:
-                import json
+def load_cases(args, run_dir: Path) -> list[dict]:
+    """Every (backend, rows per request, clients) case against a fresh server per backend."""
+    results = []
+    for backend in args.backend:
+        proc, url = start_server(run_dir, backend, args.threads)
+        try:
+            for n in args.rows:
+                body = json.dumps({"rows": sample_rows(run_dir, n)}).encode()
+                for clients in args.clients:
+                    r = asyncio.run(load(url, body, n, clients, args.warmup, args.duration))
+                    r.update(backend=backend, rows=n, clients=clients)
+                    results.append(r)
+                    print(
+                        f"{backend:5s} {n:4d} rows/request, {clients} clients: {r['rps']:8.1f} req/s  "
+                        f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  errors {r['errors']}",
+                        flush=True,
+                    )
+        finally:
+            stop_server(proc)
+    return results
 
-                for n in args.rows:
-                    body = json.dumps({"rows": sample_rows(run_dir, n)}).encode()
-                    for clients in args.clients:
-                        r = asyncio.run(load(url, body, n, clients, args.warmup, args.duration))
-                        r.update(backend=backend, rows=n, clients=clients)
-                        results.append(r)
-                        print(
-                            f"{backend:5s} {n:4d} rows/request, {clients} clients: {r['rps']:8.1f} req/s  "
-                            f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  errors {r['errors']}",
-                            flush=True,
-                        )
-            finally:
-                stop_server(proc)
-        import torch
 
-        torch.set_num_threads(args.threads)
-        stages = {n: stage_times(run_dir, n) for n in args.rows}
-        after = conditions()
-
+def load_table(results: list[dict]) -> list[str]:
     lines = [
         "| backend | rows / request | clients | requests | req/s | rows/s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -249,9 +235,38 @@ def main() -> None:
             f"| {r['backend']} | {r['rows']} | {r['clients']} | {r['requests']} | {r['rps']:.1f} | "
             f"{r['rps'] * r['rows']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |"
         )
-    stage_lines = ["| rows / request | " + " | ".join(next(iter(stages.values()))) + " |", "|---:|" + "---:|" * 4]
+    return lines
+
+
+def stage_table(stages: dict[int, dict[str, float]]) -> list[str]:
+    lines = ["| rows / request | " + " | ".join(next(iter(stages.values()))) + " |", "|---:|" + "---:|" * 4]
     for n, st in stages.items():
-        stage_lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in st.values()) + " |")
+        lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in st.values()) + " |")
+    return lines
+
+
+def write_report(out: Path, report: str) -> None:
+    """The page: command, report, then the hand-written notes of the previous page (after the marker)."""
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
+    marker = "<!-- notes: kept when the benchmark rewrites this file -->"
+    old = out.read_text() if out.exists() else ""
+    notes = old[old.index(marker) :] if marker in old else marker + "\n"
+    atomic_write_text(out, f"# Serving load benchmark\n\nCommand: `{command}`\n\n{report}\n\n{notes}")
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="msmt-bench-") as tmp:
+        run_dir = args.run or train_model(Path(tmp), args.seed)
+        run = load_run(run_dir)
+        n_params = sum(p.numel() for p in run.model.parameters())
+        before = conditions()
+        results = load_cases(args, run_dir)
+        torch.set_num_threads(args.threads)
+        stages = {n: stage_times(run_dir, n) for n in args.rows}
+        after = conditions()
+
     model = f"{run.config.model.name}, {n_params:,} parameters" + ("" if args.run else f" (trained by the script, seed {args.seed})")
     report = "\n".join(
         [
@@ -259,11 +274,11 @@ def main() -> None:
             "concurrent keep-alive clients (asyncio + httpx, one process) on the same machine; "
             f"{args.warmup:g} s warm-up then {args.duration:g} s measured per case.",
             "",
-            *lines,
+            *load_table(results),
             "",
             "Server-side stages, in-process, median ms over 50 repetitions (same thread count):",
             "",
-            *stage_lines,
+            *stage_table(stages),
             "",
             f"Conditions at start: {before}.  ",
             f"At end: {after}.",
@@ -271,14 +286,7 @@ def main() -> None:
     )
     print("\n" + report)
     if args.out:
-        from msmt.data.io import atomic_write_text
-
-        command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
-        marker = "<!-- notes: kept when the benchmark rewrites this file -->"
-        old = args.out.read_text() if args.out.exists() else ""
-        notes = old[old.index(marker) :] if marker in old else marker + "\n"
-        atomic_write_text(args.out, f"# Serving load benchmark\n\nCommand: `{command}`\n\n{report}\n\n{notes}")
-        print(f"wrote {args.out}")
+        write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ Reported per model and library:
   msmt's fraction of it, and a ``torch.profiler`` breakdown of one msmt model's training step;
 * the loader alone (``iterate_batches``) in rows/s.
 
+msmt's side (data, models, levers, FLOP counting, timing) is :mod:`msmt.experiments.speed`;
+torch-rechub's side, the child processes and the tables are here.
+
     python benchmarks/speed.py --levers --out docs/speed_raw.md   # the full run (1M rows); reading: docs/speed.md
     python benchmarks/speed.py --rows 100000 --repeats 3      # a smaller run
 """
@@ -29,123 +32,48 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 from msmt.data.io import atomic_write_text
-from msmt.models import build_model
+from msmt.experiments.speed.data import BATCH, FIELDS, SCENARIOS, feature_columns, full_batches, head, make_data, split
+from msmt.experiments.speed.levers import LEVERS, lever_impl, lever_variant, split_impl
+from msmt.experiments.speed.limit import effective_rate, gemm_rates, linear_shapes, profile_step, train_flops
+from msmt.experiments.speed.models import (
+    AUTOTUNED,
+    BF16,
+    COMPILED,
+    COMPILED_BF16,
+    COMPILED_FP32,
+    EMB,
+    EXPERTS,
+    HIDDEN,
+    MODELS,
+    ONNX,
+    TOWER,
+    compiled_predictor,
+    held_out_auc,
+    onnx_runner,
+    optimizer,
+    schema_of,
+    speed_model,
+    train_epochs,
+    train_step,
+)
+from msmt.experiments.speed.timing import loader_alone, loader_rate, med, pipeline_rate, ratio, timed
 from msmt.runtime.allocator import tune_allocator
-from msmt.spec.batch import iterate_batches
-from msmt.spec.config import ModelConfig
-from msmt.spec.dataset import DatasetSpec
-from msmt.spec.fitted import FittedSchema, Vocabulary
-from msmt.training.losses import task_losses
-from msmt.training.optim import adamw
 
-# field name -> vocabulary size (values; each table also has padding + OOV rows)
-FIELDS = {
-    "user_id": 20000, "item_id": 10000, "category": 100, "brand": 500,
-    "city": 300, "device": 5, "hour": 24, "age_bucket": 8,
-}
-SCENARIOS = ("feed", "search", "display", "minor")
-EMB, HIDDEN, TOWER, EXPERTS = 16, [256, 128], [64], 4
-MODELS = ("shared_bottom", "mmoe", "ple", "esmm", "m2m")
-BATCH = 1024
-BF16 = "msmt bf16"  # the variant trained with train.precision=bf16 (autocast), scored likewise
-ONNX = "msmt onnx"  # inference through ONNX Runtime (msmt export --format onnx; serve --backend onnx)
-# msmt predict --compile [--precision bf16] [--autotune]: label -> (precision, autotune)
-COMPILED_FP32, COMPILED_BF16, AUTOTUNED = "msmt compiled fp32", "msmt compiled bf16", "msmt compiled bf16 autotune"
-COMPILED = {COMPILED_FP32: ("fp32", False), COMPILED_BF16: ("bf16", False), AUTOTUNED: ("bf16", True)}
-
-
-# ------------------------------------------------------------------ data
-def _spec(esmm: bool) -> DatasetSpec:
-    tasks = [{"name": "click", "label": "click", "kind": "binary"}]
-    if esmm:
-        tasks.append({"name": "purchase", "label": "purchase", "kind": "binary", "product_of": ["click", "cvr"]})
-    else:
-        tasks.append({"name": "purchase", "label": "purchase", "kind": "binary"})
-    raw = {
-        "name": "speed_synth",
-        "files": {"train": "in-memory"},
-        "scenario": {"column": "scenario"},
-        "features": {"sparse": list(FIELDS)},
-        "tasks": tasks,
-    }
-    if esmm:
-        raw["auxiliary"] = [{"name": "cvr"}]
-    return DatasetSpec.model_validate(raw)
-
-
-def make_data(rows: int, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, FittedSchema]]:
-    """A seeded click/purchase world with learnable id effects and a user × item interaction."""
-    rng = np.random.default_rng(seed)
-    vocabs = {f: Vocabulary(tuple(f"{f}{i}" for i in range(n))) for f, n in FIELDS.items()}
-    schemas = {
-        kind: FittedSchema(_spec(kind == "esmm"), tuple(sorted(SCENARIOS)), vocabs, {}) for kind in ("plain", "esmm")
-    }
-    raw = {f: rng.integers(0, n, rows) for f, n in FIELDS.items()}
-    scen = rng.choice(len(SCENARIOS), size=rows, p=[0.45, 0.3, 0.22, 0.03])
-    eff = {f: rng.normal(0, 0.5, n) for f, n in FIELDS.items()}
-    u, v = rng.normal(0, 0.5, (FIELDS["user_id"], 4)), rng.normal(0, 0.5, (FIELDS["item_id"], 4))
-    s_bias = rng.normal(-1.0, 0.5, len(SCENARIOS))
-    uv = np.einsum("nd,nd->n", u[raw["user_id"]], v[raw["item_id"]])
-    logit = s_bias[scen] + sum(eff[f][raw[f]] for f in FIELDS) + 1.5 * uv
-    cvr_logit = -1.0 + 2 * eff["brand"][raw["brand"]] + eff["age_bucket"][raw["age_bucket"]] - 0.5 * scen
-    click = rng.random(rows) < 1 / (1 + np.exp(-logit))
-    purchase = click & (rng.random(rows) < 1 / (1 + np.exp(-cvr_logit)))
-    names = list(schemas["plain"].scenarios)
-    scen_index = np.array([schemas["plain"].scenario_index(SCENARIOS[i]) for i in range(len(SCENARIOS))])[scen]
-    assert set(names) == set(SCENARIOS)
-    data = {
-        "scenario": torch.from_numpy(scen_index.astype(np.int64)),
-        "sparse": torch.from_numpy(np.stack([raw[f] + 2 for f in FIELDS], 1).astype(np.int64)),
-        "dense": torch.zeros(rows, 0),
-        "scenario_sparse": torch.zeros(rows, 0, dtype=torch.long),
-        "scenario_dense": torch.zeros(rows, 0),
-        "labels": torch.from_numpy(np.stack([click, purchase], 1).astype(np.float32)),
-        "weight": torch.ones(rows),
-    }
-    return data, schemas
-
-
-def split(data: dict, frac: tuple[float, float] = (0.8, 0.9)) -> tuple[dict, dict]:
-    n = data["scenario"].shape[0]
-    a, b = int(n * frac[0]), int(n * frac[1])
-    return {k: v[:a] for k, v in data.items()}, {k: v[b:] for k, v in data.items()}
-
-
-def rechub_inputs(data: dict) -> dict[str, torch.Tensor]:
-    """torch-rechub's input: one [N] column per feature (the scenario is one more sparse field)."""
-    cols = {f: data["sparse"][:, j].contiguous() for j, f in enumerate(FIELDS)}
-    cols["scenario"] = data["scenario"].contiguous()
-    return cols
-
-
-# ------------------------------------------------------------------ models
-def schema_of(name: str, schemas: dict) -> FittedSchema:
-    """ESMM's schema declares the purchase = click × cvr funnel; every other model uses the plain one."""
-    return schemas["esmm" if name == "esmm" else "plain"]
-
-
-def msmt_model(name: str, schemas: dict) -> torch.nn.Module:
-    extra = {
-        "mmoe": {"mmoe": {"num_experts": EXPERTS}},
-        "ple": {"ple": {"num_levels": 1, "task_experts": 1, "shared_experts": 2}},
-        "m2m": {"m2m": {"num_experts": EXPERTS}},
-    }.get(name, {})
-    cfg = ModelConfig(name=name, embedding_dim=EMB, hidden_dims=HIDDEN, tower_dims=TOWER, **extra)
-    return build_model(schema_of(name, schemas), cfg)
+# ------------------------------------------------------------------ torch-rechub's side
 
 
 def rechub_model(name: str) -> torch.nn.Module | None:
+    """torch-rechub's model ``name`` at msmt's sizes (None: torch-rechub has no such model)."""
     from torch_rechub.basic.features import SparseFeature
     from torch_rechub.models.multi_task import ESMM, MMOE, PLE, SharedBottom
 
@@ -166,50 +94,8 @@ def rechub_model(name: str) -> torch.nn.Module | None:
     return None
 
 
-def onnx_runner(name: str, schemas: dict, batch: dict, threads: int):
-    """An (untrained) msmt model exported by msmt.scoring.export and loaded in ONNX Runtime with ``threads``."""
-    import tempfile
-
-    from msmt.scoring.export import OnnxRunner, write_onnx
-
-    torch.manual_seed(0)
-    model = msmt_model(name, schemas).eval()
-    path = Path(tempfile.mkdtemp()) / f"{name}.onnx"
-    write_onnx(model, batch, path)
-    return OnnxRunner(path, threads=threads, spin=False)  # spinning threads would slow the next measurement
-
-
-def compiled_predictor(name: str, schemas: dict, batch: dict, precision: str, autotune: bool = False):
-    """An (untrained) msmt model behind msmt.scoring.compiled.CompiledPredictor, compiled by one warm-up call."""
-    from msmt.scoring.compiled import CompiledPredictor
-
-    torch.manual_seed(0)
-    predictor = CompiledPredictor(msmt_model(name, schemas), BATCH, precision, autotune=autotune)
-    predictor(batch)
-    return predictor
-
-
-# ------------------------------------------------------------------ steps
-def msmt_optimizer(model):
-    """The trainer's optimiser (fused AdamW, msmt.training.optim), with Adam's settings: lr 1e-3, no decay."""
-    return adamw(model.parameters(), lr=1e-3, weight_decay=0.0)
-
-
-def msmt_step(model, opt, tasks, bf16: bool = False):
-    """One step as msmt's trainer takes it; ``bf16``: ``train.precision=bf16`` (autocast forward)."""
-
-    def step(batch):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(batch)
-        losses = task_losses(tasks, {t: v.float() for t, v in out.items()}, batch["labels"], batch["weight"])
-        opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        opt.step()
-
-    return step
-
-
 def rechub_step(model, opt, esmm: bool):
+    """``step(x, y)``: BCE on both tasks' probabilities, backward, Adam step."""
     bce = torch.nn.BCELoss()
 
     def step(x, y):
@@ -223,173 +109,14 @@ def rechub_step(model, opt, esmm: bool):
     return step
 
 
-def msmt_batches(data, n, seed=0):
-    out = []
-    for b in iterate_batches(data, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed)):
-        if b["scenario"].shape[0] == BATCH:
-            out.append(b)
-        if len(out) >= n:
-            break
-    return out
-
-
-def rechub_batches(cols, labels, n, seed=0):
+def rechub_batches(cols, labels, n, seed=0) -> list[tuple[dict, torch.Tensor]]:
+    """The first ``n`` (columns, labels) batches of one shuffled pass."""
     order = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(seed))
     out = []
     for i in range(n):
         idx = order[i * BATCH : (i + 1) * BATCH]
         out.append(({k: v[idx] for k, v in cols.items()}, labels[idx]))
     return out
-
-
-def timed(fn, items, warmup: int = 3) -> tuple[float, float]:
-    """(samples per wall-clock second, samples per CPU second of this process).
-
-    The CPU-time rate is less disturbed by other users of a shared machine (it still includes
-    cache and hyper-thread interference).
-    """
-    for it in items[:warmup]:
-        fn(it)
-    start, cpu = time.perf_counter(), time.process_time()
-    for it in items:
-        fn(it)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return len(items) * BATCH / wall, len(items) * BATCH / cpu
-
-
-class _Pair:
-    """Two optimisers stepped together: SparseAdam for sparse-gradient tables, Adam for the rest."""
-
-    def __init__(self, model):
-        sparse = [p for n, p in model.named_parameters() if n.endswith("table.weight")]
-        dense = [p for n, p in model.named_parameters() if not n.endswith("table.weight")]
-        self.opts = [torch.optim.SparseAdam(sparse, lr=1e-3), adamw(dense, lr=1e-3, weight_decay=0.0)]
-
-    def zero_grad(self, set_to_none=True):
-        for o in self.opts:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self):
-        for o in self.opts:
-            o.step()
-
-
-class SeparateExperts(torch.nn.Module):
-    """MMoE's experts before ExpertBank: k independent MLPs, each with its own first GEMM, stacked."""
-
-    def __init__(self, bank):
-        super().__init__()
-        h = bank.width
-        self.mlps = torch.nn.ModuleList()
-        for j, deeper in enumerate(bank.deeper):
-            first = torch.nn.Linear(bank.first.in_features, h)
-            with torch.no_grad():
-                first.weight.copy_(bank.first.weight[j * h : (j + 1) * h])
-                first.bias.copy_(bank.first.bias[j * h : (j + 1) * h])
-            self.mlps.append(torch.nn.Sequential(first, torch.nn.ReLU(inplace=True), deeper))
-
-    def forward(self, x):
-        return torch.stack([m(x) for m in self.mlps], dim=1)
-
-
-class StackedExperts(torch.nn.Module):
-    """M2M's experts before ExpertBank: [k, in, out] weights, the first layer one GEMM, deeper
-    layers one batched matmul over the expert axis (``einsum("bki,kio->bko")``)."""
-
-    def __init__(self, bank):
-        super().__init__()
-        k, h = bank.k, bank.width
-        ws = [bank.first.weight.detach().view(k, h, -1).transpose(1, 2)]
-        bs = [bank.first.bias.detach().view(k, h)]
-        for linears in zip(*[[m for m in d.net if isinstance(m, torch.nn.Linear)] for d in bank.deeper]):
-            ws.append(torch.stack([lin.weight.detach().t() for lin in linears]))
-            bs.append(torch.stack([lin.bias.detach() for lin in linears]))
-        self.weights = torch.nn.ParameterList(torch.nn.Parameter(w.contiguous()) for w in ws)
-        self.biases = torch.nn.ParameterList(torch.nn.Parameter(b.contiguous()) for b in bs)
-
-    def forward(self, x):
-        k, i, o = self.weights[0].shape
-        x = torch.relu((x @ self.weights[0].permute(1, 0, 2).reshape(i, k * o)).view(-1, k, o) + self.biases[0])
-        for w, b in zip(self.weights[1:], self.biases[1:]):
-            x = torch.relu(torch.einsum("bki,kio->bko", x, w) + b)
-        return x
-
-
-def two_lookups(encoder):
-    """FeatureEncoder.embed_fields before this round: the sparse features and the scenario id in two
-    lookups (two dense table gradients), then concatenated (no multi-valued features here)."""
-
-    def embed_fields(batch):
-        S = encoder.num_sparse
-        sparse = encoder.table(batch["sparse"] + encoder.offsets[:S])
-        scenario = encoder.table(batch["scenario"] + encoder.offsets[-1]).unsqueeze(1)
-        return torch.cat([sparse, scenario], dim=1)
-
-    return embed_fields
-
-
-def lever_variant(model, lever: str):
-    """A measured-but-not-adopted change applied to a built msmt model: returns (model, optimiser)."""
-    if lever == "sparse embedding grads":
-        model.encoder.table.sparse = True
-        return model, _Pair(model)
-    if lever == "separate expert MLPs":  # the previous MMoE experts (same weights, same math)
-        model.experts = SeparateExperts(model.experts)
-        return model, msmt_optimizer(model)
-    if lever == "stacked experts":  # the previous M2M experts (same weights, same math)
-        model.experts = StackedExperts(model.experts)
-        return model, msmt_optimizer(model)
-    if lever == "two embedding lookups":  # the previous FeatureEncoder (same table, same math)
-        model.encoder.embed_fields = two_lookups(model.encoder)
-        return model, msmt_optimizer(model)
-    if lever == "out-of-place ReLU":  # MLP's ReLUs as before this round
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.ReLU):
-                mod.inplace = False
-        return model, msmt_optimizer(model)
-    if lever == "torch.compile":  # the training forward compiled by TorchInductor (default mode), warmed up here
-        return torch.compile(model), msmt_optimizer(model)
-    raise ValueError(lever)
-
-
-# model -> [(lever, precision)]: the previous expert layouts are timed in both precisions because
-# ExpertBank's gain is in bfloat16
-LEVERS = {
-    "shared_bottom": [("sparse embedding grads", "fp32"), ("two embedding lookups", "fp32"), ("two embedding lookups", "bf16")],
-    "mmoe": [
-        ("sparse embedding grads", "fp32"), ("separate expert MLPs", "fp32"), ("separate expert MLPs", "bf16"),
-        ("stacked experts", "fp32"), ("stacked experts", "bf16"), ("two embedding lookups", "fp32"),
-        ("two embedding lookups", "bf16"), ("out-of-place ReLU", "fp32"), ("out-of-place ReLU", "bf16"),
-        ("torch.compile", "fp32"), ("torch.compile", "bf16"),
-    ],
-    "m2m": [("stacked experts", "fp32"), ("stacked experts", "bf16"), ("torch.compile", "fp32")],
-}
-
-
-def lever_impl(lever: str, precision: str) -> str:
-    return f"{'msmt' if precision == 'fp32' else BF16} + {lever}"
-
-
-def split_impl(impl: str) -> tuple[str, str | None]:
-    """'msmt bf16 + stacked experts' -> ('msmt bf16', 'stacked experts'); 'msmt' -> ('msmt', None)."""
-    base, _, lever = impl.partition(" + ")
-    return base, lever or None
-
-
-def pipeline_rate(batches, steps: int, step, warmup: int = 2) -> float:
-    """Training samples/s with the loader in the loop: ``step`` on ``warmup`` then ``steps`` items of ``batches``."""
-    it = iter(batches)
-    for _ in range(warmup):
-        step(next(it))
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(next(it))
-    return steps * BATCH / (time.perf_counter() - start)
-
-
-def msmt_loader_rate(train: dict, steps: int, step, seed: int = 0) -> float:
-    """Training through msmt's own input pipeline (``iterate_batches`` over the split, as the trainer does)."""
-    return pipeline_rate(iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed)), steps, step)
 
 
 def rechub_loader_rate(cols, labels, steps: int, model, opt, esmm: bool) -> float:
@@ -403,55 +130,33 @@ def rechub_loader_rate(cols, labels, steps: int, model, opt, esmm: bool) -> floa
     return pipeline_rate(loader, steps, lambda b: step(b[0], b[1].float()))
 
 
-# ------------------------------------------------------------------ quality
-def train_epochs(impl, name, model, train, epochs, schemas, seed=0):
+def rechub_train_epochs(name: str, model, train: dict, epochs: int, seed: int = 0) -> None:
+    """``epochs`` passes, shuffled and batched as msmt's (epoch e with seed ``seed + e``), Adam lr 1e-3."""
     model.train()
-    if impl.startswith("msmt"):
-        opt = msmt_optimizer(model)
-        tasks = schema_of(name, schemas).spec.tasks
-        step = msmt_step(model, opt, tasks, bf16=impl == BF16)
-        for ep in range(epochs):
-            for b in iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed + ep)):
-                step(b)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = rechub_step(model, opt, name == "esmm")
-        cols, y = rechub_inputs(train), train["labels"]
-        for ep in range(epochs):
-            order = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed + ep))
-            for s in range(0, y.shape[0], BATCH):
-                idx = order[s : s + BATCH]
-                step({k: v[idx] for k, v in cols.items()}, y[idx])
+    step = rechub_step(model, torch.optim.Adam(model.parameters(), lr=1e-3), name == "esmm")
+    cols, y = feature_columns(train), train["labels"]
+    for ep in range(epochs):
+        order = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed + ep))
+        for s in range(0, y.shape[0], BATCH):
+            idx = order[s : s + BATCH]
+            step({k: v[idx] for k, v in cols.items()}, y[idx])
 
 
 @torch.inference_mode()
-def test_auc(impl, name, model, test) -> tuple[float, float]:
+def rechub_auc(name: str, model, test: dict) -> tuple[float, float]:
+    """(click AUC, purchase AUC) of torch-rechub's probabilities on ``test``."""
     model.eval()
-    preds = []
-    if impl in COMPILED:  # the model trained in fp32, scored through msmt.scoring.compiled
-        from msmt.scoring.compiled import CompiledPredictor
-
-        precision, autotune = COMPILED[impl]
-        predictor = CompiledPredictor(model, 8192, precision, autotune=autotune)
-        for b in iterate_batches(test, 8192):
-            out = predictor(b)
-            preds.append(torch.stack([out["click"], out["purchase"]], 1))
-    elif impl.startswith("msmt"):
-        for b in iterate_batches(test, 8192):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=impl == BF16):
-                out = {t: v.float() for t, v in model(b).items()}
-            preds.append(torch.stack([out["click"], out["purchase"]], 1))
-    else:
-        cols = rechub_inputs(test)
-        for s in range(0, test["labels"].shape[0], 8192):
-            p = model({k: v[s : s + 8192] for k, v in cols.items()})
-            preds.append(p[:, 1:] if name == "esmm" else p)
-    p = torch.cat(preds).numpy()
-    y = test["labels"].numpy()
+    cols, preds = feature_columns(test), []
+    for s in range(0, test["labels"].shape[0], 8192):
+        p = model({k: v[s : s + 8192] for k, v in cols.items()})
+        preds.append(p[:, 1:] if name == "esmm" else p)
+    p, y = torch.cat(preds).numpy(), test["labels"].numpy()
     return roc_auc_score(y[:, 0], p[:, 0]), roc_auc_score(y[:, 1], p[:, 1])
 
 
-# ------------------------------------------------------------------ memory (subprocess)
+# ------------------------------------------------------------------ child processes
+
+
 def _rss_kb(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key):
@@ -460,27 +165,47 @@ def _rss_kb(key: str) -> int:
 
 
 def memory_child(impl: str, name: str) -> None:
+    """Print the RSS high-water mark of 20 training steps, in MB above the RSS before the model."""
     torch.set_num_threads(2)
     data, schemas = make_data(30 * BATCH, seed=0)
     if impl == "msmt":
-        batches = msmt_batches(data, 20)
+        batches = full_batches(data, 20)
     else:
-        batches = rechub_batches(rechub_inputs(data), data["labels"], 20)
+        batches = rechub_batches(feature_columns(data), data["labels"], 20)
     before = _rss_kb("VmRSS:")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
     torch.manual_seed(0)
     if impl == "msmt":
-        model = msmt_model(name, schemas)
-        step = msmt_step(model, msmt_optimizer(model), schema_of(name, schemas).spec.tasks)
+        model = speed_model(name, schemas)
+        step = train_step(model, optimizer(model), schema_of(name, schemas).spec.tasks)
         for b in batches:
             step(b)
     else:
         model = rechub_model(name)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = rechub_step(model, opt, name == "esmm")
+        step = rechub_step(model, torch.optim.Adam(model.parameters(), lr=1e-3), name == "esmm")
         for b in batches:
             step(*b)
     print(json.dumps({"peak_mb": (_rss_kb("VmHWM:") - before) / 1024}))
+
+
+def allocator_child(name: str, precision: str, steps: int) -> None:
+    """Train ``steps`` steps in this fresh process; print samples/s and minor page faults per step."""
+    import resource
+
+    tuned = tune_allocator()  # what the msmt command does at start; MSMT_TUNE_ALLOCATOR=0 turns it off
+    torch.set_num_threads(2)
+    data, schemas = make_data((steps + 5) * BATCH, seed=0)
+    batches = full_batches(data, steps + 5)
+    torch.manual_seed(0)
+    model = speed_model(name, schemas).train()
+    step = train_step(model, optimizer(model), schema_of(name, schemas).spec.tasks, bf16=precision == "bf16")
+    for b in batches[:5]:
+        step(b)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rate, _ = timed(step, batches[5:], warmup=0)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+    loader = loader_alone(data, passes=5)  # msmt's loader alone over the same rows, 5 shuffled passes
+    print(json.dumps({"rate": rate, "faults": faults, "tuned": tuned, "loader": loader}))
 
 
 def run_child(args: list[str], **env: str) -> dict:
@@ -496,115 +221,496 @@ def peak_memory(impl: str, name: str) -> float:
     return run_child(["--_memory", impl, name])["peak_mb"]
 
 
-# ------------------------------------------------------------------ allocator (subprocesses)
-def allocator_child(name: str, precision: str, steps: int) -> None:
-    """Train ``steps`` steps in this fresh process; print samples/s and minor page faults per step."""
-    import resource
-
-    tuned = tune_allocator()  # what the msmt command does at start; MSMT_TUNE_ALLOCATOR=0 turns it off
-    torch.set_num_threads(2)
-    data, schemas = make_data((steps + 5) * BATCH, seed=0)
-    batches = msmt_batches(data, steps + 5)
-    torch.manual_seed(0)
-    model = msmt_model(name, schemas).train()
-    step = msmt_step(model, msmt_optimizer(model), schema_of(name, schemas).spec.tasks, bf16=precision == "bf16")
-    for b in batches[:5]:
-        step(b)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    rate, _ = timed(step, batches[5:], warmup=0)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
-    start = time.perf_counter()  # msmt's loader alone over the same rows, 5 shuffled passes
-    for p in range(5):
-        for _ in iterate_batches(data, BATCH, shuffle=True, generator=torch.Generator().manual_seed(p)):
-            pass
-    loader = 5 * data["scenario"].shape[0] / (time.perf_counter() - start)
-    print(json.dumps({"rate": rate, "faults": faults, "tuned": tuned, "loader": loader}))
-
-
 def allocator_rates(name: str, precision: str, steps: int, tune: bool) -> dict:
     return run_child(["--_alloc", name, precision, str(steps)], MSMT_TUNE_ALLOCATOR="1" if tune else "0")
 
 
-# ------------------------------------------------------------------ the limit
-def train_flops(model, batch_or_x, step_loss) -> float:
-    """FLOPs of one forward + backward per sample (FlopCounterMode counts matmuls / convs)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc:
-        step_loss(model, batch_or_x).backward()
-    model.zero_grad(set_to_none=True)
-    return fc.get_total_flops() / BATCH
+# ------------------------------------------------------------------ measurements
 
 
-def linear_shapes(model) -> list[tuple[int, int]]:
-    """(in, out) of every dense layer's GEMM (every nn.Linear; ExpertBank's first layer is one)."""
-    return [(mod.in_features, mod.out_features) for mod in model.modules() if isinstance(mod, torch.nn.Linear)]
+@dataclass
+class Inputs:
+    """The data every measurement uses: splits, pre-sliced batches for both libraries."""
+
+    schemas: dict
+    train: dict
+    test: dict
+    cols: dict  # torch-rechub's columns of the training split
+    labels: torch.Tensor
+    mb: list  # msmt batches
+    rb: list  # torch-rechub batches
+    steps: int
 
 
-def gemm_rates(shapes: set[tuple[int, int]], dtype: torch.dtype = torch.float32, seconds: float = 0.15) -> dict:
-    """(in, out) -> FLOP/s of this CPU for the three GEMMs of a Linear layer at batch BATCH
-    (y = xW, dX = dY Wᵀ, dW = Xᵀ dY), each the best of 3 timed windows after 20 warm-up calls."""
-    rates = {}
-    for k, n in sorted(shapes):
-        m = BATCH
-        per = []
-        for a_shape, b_shape in [((m, k), (k, n)), ((m, n), (n, k)), ((k, m), (m, n))]:
-            a, b = torch.randn(*a_shape, dtype=dtype), torch.randn(*b_shape, dtype=dtype)
-            for _ in range(20):
-                a @ b
-            best = 0.0
-            for _ in range(3):
-                reps, start = 0, time.perf_counter()
-                while time.perf_counter() - start < seconds / 3:
-                    a @ b
-                    reps += 1
-                best = max(best, reps * 2 * a_shape[0] * a_shape[1] * b_shape[1] / (time.perf_counter() - start))
-            per.append(best)
-        rates[(k, n)] = per
-    return rates
+@dataclass
+class Results:
+    """Every measurement; rates are lists over repeats (per repeat: (wall, CPU) pairs or floats)."""
+
+    tuned: bool
+    load_before: tuple
+    load_after: tuple = ()
+    loader: list = field(default_factory=list)  # rows/s of the loader alone
+    train: dict = field(default_factory=dict)  # (model, variant) -> [(wall rate, cpu rate)]
+    infer: dict = field(default_factory=dict)
+    pipe: dict = field(default_factory=dict)  # (model, variant) -> [samples/s through the own loader]
+    params: dict = field(default_factory=dict)
+    mem: dict = field(default_factory=dict)  # (model, variant) -> peak MB
+    alloc: dict = field(default_factory=dict)  # (model, precision, tuned) -> [{"rate", "faults", "loader"}]
+    alloc_models: list = field(default_factory=list)
+    auc: dict = field(default_factory=dict)  # (model, variant) -> (click AUC, purchase AUC)
+    n_quality: int = 0
+    flops: dict = field(default_factory=dict)
+    gemm: dict = field(default_factory=dict)
+    gemm_bf16: dict = field(default_factory=dict)
+    profile: str = ""
 
 
-def effective_rate(shapes: list[tuple[int, int]], rates: dict) -> float:
-    """FLOP-weighted GEMM rate of one model's dense layers: Σ flops / Σ (flops / rate), i.e. the rate
-    at which its forward + backward GEMMs would run back to back with nothing else in between."""
-    flops = seconds = 0.0
-    for k, n in shapes:
-        f = 2.0 * BATCH * k * n  # each of the three GEMMs has the same FLOPs
-        for r in rates[(k, n)]:
-            flops += f
-            seconds += f / r
-    return flops / seconds
+def build_inputs(rows: int, steps: int) -> Inputs:
+    t0 = time.perf_counter()
+    data, schemas = make_data(rows, seed=0)
+    train, test = split(data)
+    cols, labels = feature_columns(train), train["labels"]
+    inputs = Inputs(schemas, train, test, cols, labels, full_batches(train, steps + 3), rechub_batches(cols, labels, steps + 3), steps)
+    print(f"data: {rows:,} rows in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return inputs
 
 
-def profile_step(step, items, steps: int = 20) -> str:
-    from torch.profiler import ProfilerActivity, profile
+def implementations(models: list[str]) -> dict[str, list[str]]:
+    """model -> the variants timed in every repeat: msmt, msmt bf16 and torch-rechub where it has the model."""
+    return {name: ["msmt", BF16] + (["rechub"] if rechub_model(name) is not None else []) for name in models}
 
-    for it in items[:3]:
-        step(it)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for it in items[:steps]:
-            step(it)
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    ops = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
-    rows = ["| op | self CPU ms / step | share | calls / step |", "|---|---:|---:|---:|"]
-    rows += [
-        f"| `{e.key}` | {e.self_cpu_time_total / 1000 / steps:.2f} | {e.self_cpu_time_total / total:.0%} | {e.count / steps:.0f} |"
-        for e in ops
+
+def _log_rate(rep: int, name: str, impl: str, sps, ips=None) -> None:
+    line = f"rep {rep} {name:14s} {impl:30s} train {sps[0]:9,.0f}/s (cpu {sps[1]:9,.0f})"
+    print(line + (f" infer {ips[0]:9,.0f}/s" if ips is not None else ""), file=sys.stderr)
+
+
+def measure_msmt(name: str, impl: str, inp: Inputs, res: Results, scorers: dict, rep: int) -> None:
+    """One repeat of an msmt variant: training rate, own-loader rate, inference rates (eager; the
+    adopted model also no_grad, ONNX and compiled). A lever variant is timed in training only."""
+    torch.manual_seed(rep)
+    model = speed_model(name, inp.schemas)
+    res.params.setdefault((name, impl), sum(p.numel() for p in model.parameters()))
+    opt = optimizer(model)
+    base_impl, lever = split_impl(impl)
+    if lever:
+        model, opt = lever_variant(model, lever)
+    model.train()
+    tasks, bf16 = schema_of(name, inp.schemas).spec.tasks, base_impl == BF16
+    batches = inp.mb[: inp.steps]
+    sps = timed(train_step(model, opt, tasks, bf16=bf16), batches)
+    if impl in ("msmt", BF16):
+        res.pipe.setdefault((name, impl), []).append(loader_rate(inp.train, inp.steps // 2, train_step(model, opt, tasks, bf16=bf16), seed=rep))
+    res.train.setdefault((name, impl), []).append(sps)
+    if lever:  # training levers: inference is measured on the adopted model only
+        _log_rate(rep, name, impl, sps)
+        return
+    model.eval()
+    if impl == "msmt":
+        with torch.no_grad():
+            res.infer.setdefault((name, "msmt no_grad"), []).append(timed(model, batches))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        ips = timed(model, batches)
+    if impl == "msmt":
+        res.infer.setdefault((name, ONNX), []).append(timed(scorers[(name, ONNX)], batches))
+        for label in COMPILED:
+            res.infer.setdefault((name, label), []).append(timed(scorers[(name, label)], batches))
+    res.infer.setdefault((name, impl), []).append(ips)
+    _log_rate(rep, name, impl, sps, ips)
+
+
+def measure_rechub(name: str, inp: Inputs, res: Results, rep: int) -> None:
+    """One repeat of torch-rechub's model: training rate, inference rate, own-DataLoader rate."""
+    torch.manual_seed(rep)
+    model = rechub_model(name)
+    res.params.setdefault((name, "rechub"), sum(p.numel() for p in model.parameters()))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = rechub_step(model, opt, name == "esmm")
+    sps = timed(lambda b: step(*b), inp.rb[: inp.steps])
+    model.eval()
+    with torch.no_grad():
+        ips = timed(lambda b: model(b[0]), inp.rb[: inp.steps])
+    model.train()
+    res.pipe.setdefault((name, "rechub"), []).append(rechub_loader_rate(inp.cols, inp.labels, inp.steps // 2, model, opt, name == "esmm"))
+    res.train.setdefault((name, "rechub"), []).append(sps)
+    res.infer.setdefault((name, "rechub"), []).append(ips)
+    _log_rate(rep, name, "rechub", sps, ips)
+
+
+def measure_throughput(models: list[str], impls: dict, levers: bool, repeats: int, threads: int, inp: Inputs, res: Results) -> None:
+    """Every variant of every model once per repeat (repeat-major, so that load hits all alike)."""
+    for rep in range(repeats):
+        res.loader.append(loader_alone(inp.train, seed=rep))
+    variants = {name: impls[name] + ([lever_impl(*lv) for lv in LEVERS.get(name, [])] if levers else []) for name in models}
+    scorers = {(name, ONNX): onnx_runner(name, inp.schemas, inp.mb[0], threads) for name in models}
+    scorers |= {(name, label): compiled_predictor(name, inp.schemas, inp.mb[0], *COMPILED[label]) for name in models for label in COMPILED}
+    print(f"compiled {len(scorers) - len(models)} predictors", file=sys.stderr)
+    for rep in range(repeats):
+        for name in models:
+            for impl in variants[name]:
+                if impl == "rechub":
+                    measure_rechub(name, inp, res, rep)
+                else:
+                    measure_msmt(name, impl, inp, res, scorers, rep)
+
+
+def measure_memory(models: list[str], impls: dict, res: Results) -> None:
+    for name in models:
+        for impl in impls[name]:
+            if impl != BF16:
+                res.mem[(name, impl)] = peak_memory(impl, name)
+
+
+def measure_allocator(models: list[str], repeats: int, steps: int, res: Results) -> None:
+    """Default against tuned glibc malloc, in fresh processes, alternated (MMoE and M2M only)."""
+    res.alloc_models = [n for n in ("mmoe", "m2m") if n in models]
+    for rep in range(repeats):
+        for name in res.alloc_models:
+            for precision in ("fp32", "bf16"):
+                for tune in (False, True):
+                    res.alloc.setdefault((name, precision, tune), []).append(allocator_rates(name, precision, steps, tune))
+        print(f"allocator rep {rep} done", file=sys.stderr)
+
+
+def measure_quality(models: list[str], impls: dict, quality_rows: int, epochs: int, inp: Inputs, res: Results) -> None:
+    """Test AUC of every variant after ``epochs`` on the first ``quality_rows`` training rows; the
+    fp32 msmt model is also scored compiled (bf16, with and without autotune)."""
+    for name in models:
+        for impl in impls[name]:
+            torch.manual_seed(0)
+            start = time.perf_counter()
+            if impl == "rechub":
+                model = rechub_model(name)
+                rechub_train_epochs(name, model, head(inp.train, res.n_quality), epochs)
+                res.auc[(name, impl)] = rechub_auc(name, model, inp.test)
+            else:
+                model = speed_model(name, inp.schemas)
+                train_epochs(model, head(inp.train, res.n_quality), epochs, bf16=impl == BF16)
+                res.auc[(name, impl)] = held_out_auc(model, inp.test, bf16=impl == BF16)
+            if impl == "msmt":
+                for label in (COMPILED_BF16, AUTOTUNED):
+                    res.auc[(name, label)] = held_out_auc(model, inp.test, compiled=label)
+            print(f"quality {name} {impl}: AUC {res.auc[(name, impl)]} ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
+
+
+def measure_limit(models: list[str], inp: Inputs, res: Results) -> None:
+    """FLOPs per training sample and this CPU's GEMM rate at each model's shapes; a profile of MMoE's step."""
+    shapes = {}
+    for name in models:
+        model = speed_model(name, inp.schemas)
+        res.flops[name] = train_flops(model, inp.mb[0])
+        shapes[name] = linear_shapes(model)
+    all_shapes = {sh for v in shapes.values() for sh in v}
+    rates32, rates16 = gemm_rates(all_shapes), gemm_rates(all_shapes, dtype=torch.bfloat16)
+    res.gemm = {name: effective_rate(shapes[name], rates32) for name in models}
+    res.gemm_bf16 = {name: effective_rate(shapes[name], rates16) for name in models}
+    model = speed_model("mmoe", inp.schemas)
+    res.profile = profile_step(train_step(model, optimizer(model), inp.schemas["plain"].spec.tasks), inp.mb)
+
+
+# ------------------------------------------------------------------ report
+
+
+def _fmt_load(load) -> str:
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+
+    return version(pkg)
+
+
+def header_lines(args, cmd: str, res: Results) -> list[str]:
+    return [
+        "# Speed: msmt vs torch-rechub",
+        "",
+        f"Command: `{cmd.strip()}` (torch {torch.__version__}, torch-rechub "
+        f"{_version('torch-rechub')}, {args.threads} threads, batch {BATCH}, {args.rows:,} rows, "
+        f"{args.repeats} interleaved repeats of {args.steps} steps; medians).",
+        f"Load average (1/5/15 min) before: {_fmt_load(res.load_before)}; after: {_fmt_load(res.load_after)} "
+        f"(the 2-core machine is shared, so absolute numbers move; ratios are within one repeat's conditions).",
+        f"Sizes: embedding {EMB} for 9 fields (8 features + the scenario), experts / bottom {HIDDEN}, towers "
+        f"{TOWER}, MMoE {EXPERTS} experts, PLE 1 level with 1 task expert + 2 shared experts, ESMM towers "
+        f"{HIDDEN + TOWER}. torch-rechub's MLP adds BatchNorm1d after every hidden Linear (its design; msmt has none "
+        "so that a row's output does not depend on its batch).",
+        "",
     ]
-    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
-    rows.append(f"\nmatmul kernels (mm/addmm/bmm/baddbmm): {mm / total:.0%} of profiled self CPU time")
-    return "\n".join(rows)
+
+
+def throughput_table(models: list[str], impls: dict, res: Results) -> list[str]:
+    lines = [
+        "## Throughput",
+        "",
+        "| model | msmt train/s | rechub train/s | ratio | ratio (CPU time) | msmt train/s, own loader "
+        "| rechub train/s, own DataLoader | ratio | msmt infer/s | rechub infer/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in models:
+        mt, mi, mp = res.train[(name, "msmt")], res.infer[(name, "msmt")], res.pipe[(name, "msmt")]
+        if "rechub" in impls[name]:
+            rt, ri, rp = res.train[(name, "rechub")], res.infer[(name, "rechub")], res.pipe[(name, "rechub")]
+            lines.append(
+                f"| {name} | {med(mt, 0):,.0f} | {med(rt, 0):,.0f} | **{ratio(mt, rt):.2f}×** | {ratio(mt, rt, 1):.2f}× "
+                f"| {med(mp):,.0f} | {med(rp):,.0f} | **{ratio(mp, rp):.1f}×** | {med(mi, 0):,.0f} | {med(ri, 0):,.0f} | **{ratio(mi, ri):.2f}×** |"
+            )
+        else:
+            lines.append(f"| {name} | {med(mt, 0):,.0f} | — | — | — | {med(mp):,.0f} | — | — | {med(mi, 0):,.0f} | — | — |")
+    return lines + [
+        "",
+        "Ratios are medians of per-repeat ratios (msmt and torch-rechub measured back to back in each repeat). "
+        "\"rechub train/s\" feeds torch-rechub's model the same pre-sliced tensor batches as msmt (model cost "
+        "only); \"own loader\" / \"own DataLoader\": each library trains through its own input pipeline over the "
+        "shuffled training split (msmt: `iterate_batches`, as its trainer; torch-rechub: `TorchDataset` + "
+        "`DataLoader`, the pipeline of its examples and `MTLTrainer`). "
+        "\"CPU time\": samples per CPU-second of the process instead of per wall-clock second.",
+        "",
+    ]
+
+
+def bf16_table(models: list[str], impls: dict, res: Results) -> list[str]:
+    train, infer, pipe = res.train, res.infer, res.pipe
+    rows = []
+    for name in models:
+        row = f"| {name} | {med(train[(name, BF16)], 0):,.0f} | {ratio(train[(name, BF16)], train[(name, 'msmt')]):.2f}× | "
+        if "rechub" in impls[name]:
+            row += (
+                f"**{ratio(train[(name, BF16)], train[(name, 'rechub')]):.2f}×** | **{ratio(pipe[(name, BF16)], pipe[(name, 'rechub')]):.1f}×** | "
+                f"{med(infer[(name, BF16)], 0):,.0f} | **{ratio(infer[(name, BF16)], infer[(name, 'rechub')]):.2f}×** |"
+            )
+        else:
+            row += f"— | — | {med(infer[(name, BF16)], 0):,.0f} | — |"
+        rows.append(row)
+    per_repeat = "; ".join(
+        f"{name} " + ", ".join(f"{a / b:.2f}×" for a, b in zip(pipe[(name, BF16)], pipe[(name, "rechub")]))
+        for name in models
+        if "rechub" in impls[name]
+    )
+    return [
+        "### With `train.precision=bf16`",
+        "",
+        "The same msmt models trained with their forward passes under `torch.autocast(bfloat16)` (matmuls in "
+        "bfloat16; weights, gradients, losses and the fused AdamW update in float32) and scored likewise; "
+        "torch-rechub as above (float32, its only mode). AUC in the quality table below.",
+        "",
+        "| model | msmt bf16 train/s | vs msmt fp32 | vs rechub | own loaders: msmt bf16 vs rechub | msmt bf16 infer/s | vs rechub |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "Own loaders, msmt bf16 vs rechub, per repeat: " + per_repeat + ".",
+        "",
+    ]
+
+
+def m2m_line(models: list[str], res: Results) -> list[str]:
+    """Issue 4's target line (M2M's training rate against MMoE's), when both models ran."""
+    if not {"m2m", "mmoe"} <= set(models):
+        return []
+    m2m, mmoe = res.train[("m2m", "msmt")], res.train[("mmoe", "msmt")]
+    return [
+        f"M2M against MMoE (issue 4's target: ≥ 50% of MMoE's training samples/s at comparable hidden sizes), "
+        f"median of per-repeat ratios: **{ratio(m2m, mmoe):.0%}** in float32, "
+        f"**{ratio(res.train[('m2m', BF16)], res.train[('mmoe', BF16)]):.0%}** in bfloat16 "
+        f"(per repeat, fp32: {', '.join(f'{a[0] / b[0]:.0%}' for a, b in zip(m2m, mmoe))}).",
+        "",
+    ]
+
+
+def onnx_table(models: list[str], impls: dict, threads: int, res: Results) -> list[str]:
+    infer = res.infer
+    return [
+        "### Inference through ONNX Runtime",
+        "",
+        f"The same msmt models exported with `msmt.scoring.export` (what `msmt export --format onnx` writes and `msmt serve "
+        f"--backend onnx` runs), scored by onnxruntime with {threads} intra-op threads on the same batches.",
+        "",
+        "| model | msmt ONNX infer/s | vs msmt torch | vs rechub |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {name} | {med(infer[(name, ONNX)], 0):,.0f} | {ratio(infer[(name, ONNX)], infer[(name, 'msmt')]):.2f}× | "
+            + (f"**{ratio(infer[(name, ONNX)], infer[(name, 'rechub')]):.2f}×** |" if "rechub" in impls[name] else "— |")
+            for name in models
+        ],
+        "",
+    ]
+
+
+def _compiled_row(name: str, has_rechub: bool, res: Results) -> str:
+    infer, auc = res.infer, res.auc
+    vs_rechub = lambda label: f"**{ratio(infer[(name, label)], infer[(name, 'rechub')]):.2f}×** | " if has_rechub else "— | "  # noqa: E731
+    return (
+        f"| {name} | {med(infer[(name, COMPILED_FP32)], 0):,.0f} | {ratio(infer[(name, COMPILED_FP32)], infer[(name, 'msmt')]):.2f}× "
+        f"| {med(infer[(name, COMPILED_BF16)], 0):,.0f} | {ratio(infer[(name, COMPILED_BF16)], infer[(name, BF16)]):.2f}× | "
+        + vs_rechub(COMPILED_BF16)
+        + f"{med(infer[(name, AUTOTUNED)], 0):,.0f} | {ratio(infer[(name, AUTOTUNED)], infer[(name, COMPILED_BF16)]):.2f}× | "
+        + vs_rechub(AUTOTUNED)
+        + " | ".join(f"{auc[(name, label)][0]:.4f} / {auc[(name, label)][1]:.4f}" if (name, label) in auc else "—" for label in (COMPILED_BF16, AUTOTUNED))
+        + " |"
+    )
+
+
+def compiled_table(models: list[str], impls: dict, threads: int, res: Results) -> list[str]:
+    return [
+        "### Inference compiled by TorchInductor (`msmt predict --compile`)",
+        "",
+        "The same msmt models behind `msmt.scoring.compiled.CompiledPredictor`: `torch.compile` with Inductor's freezing "
+        "(weights folded into the graph and pre-packed for oneDNN, element-wise work fused), one graph for the "
+        f"batch shape, compiled before timing; {threads} threads, same batches. `--autotune`: Inductor's "
+        "max-autotune GEMM selection (its generated C++ GEMM kernels, with AMX/AVX-512 micro-kernels and the bias and "
+        "activation fused, timed against oneDNN per matmul). AUC: the fp32-trained model of the quality table scored "
+        "this way in bf16.",
+        "",
+        "| model | compiled fp32 infer/s | vs eager fp32 | compiled bf16 infer/s | vs eager bf16 | vs rechub "
+        "| compiled bf16 `--autotune` infer/s | vs compiled bf16 | vs rechub | AUC click / purchase, compiled bf16 | same, `--autotune` |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[_compiled_row(name, "rechub" in impls[name], res) for name in models],
+        "",
+    ]
+
+
+def loader_line(models: list[str], res: Results) -> list[str]:
+    loader = res.loader
+    return [
+        f"Loader alone (`iterate_batches`, shuffled, whole training split): **{med(loader):,.0f} rows/s** "
+        f"(median of {len(loader)}), i.e. "
+        + ", ".join(f"{name} {med(loader) / med(res.train[(name, 'msmt')], 0):.0f}×" for name in models)
+        + " the msmt training rate.",
+        "",
+    ]
+
+
+def levers_table(models: list[str], res: Results) -> list[str]:
+    lines = [
+        "## Levers (measured in the same interleaved loop)",
+        "",
+        "Each variant against msmt as adopted, in the same precision (\"msmt bf16 + …\": against msmt bf16). "
+        "\"separate expert MLPs\" and \"stacked experts\" are the expert layers MMoE and M2M used before "
+        "`ExpertBank`, loaded with the same weights; \"two embedding lookups\" and \"out-of-place ReLU\" are the "
+        "input encoder and MLP activations before this round (same math).",
+        "",
+        "| model | variant | train/s | per CPU-s | vs msmt (wall) | vs msmt (CPU time) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (name, impl), v in res.train.items():
+        base_impl, lever = split_impl(impl)
+        if lever:
+            base = res.train[(name, base_impl)]
+            lines.append(f"| {name} | {impl} | {med(v, 0):,.0f} | {med(v, 1):,.0f} | {ratio(v, base):.2f}× | {ratio(v, base, 1):.2f}× |")
+    for name in models:
+        a, b = res.infer[(name, "msmt")], res.infer[(name, "msmt no_grad")]
+        lines.append(
+            f"| {name} | inference: `inference_mode` vs `no_grad` | {med(a, 0):,.0f} | {med(a, 1):,.0f} | {ratio(a, b):.2f}× | {ratio(a, b, 1):.2f}× |"
+        )
+    return [*lines, ""]
+
+
+def allocator_table(repeats: int, steps: int, res: Results) -> list[str]:
+    def col(name, precision, tuned, key):
+        return [r[key] for r in res.alloc[(name, precision, tuned)]]
+
+    rows = [
+        f"| {name} | {precision} | {med(col(name, precision, False, 'rate')):,.0f} "
+        f"| {med(col(name, precision, True, 'rate')):,.0f} "
+        f"| **{ratio(col(name, precision, True, 'rate'), col(name, precision, False, 'rate')):.2f}×** "
+        f"| {med(col(name, precision, False, 'faults')):,.0f} | {med(col(name, precision, True, 'faults')):,.0f} "
+        f"| {med(col(name, precision, False, 'loader')):,.0f} / {med(col(name, precision, True, 'loader')):,.0f} |"
+        for name in res.alloc_models
+        for precision in ("fp32", "bf16")
+    ]
+    return [
+        "## Allocator (`msmt.runtime.allocator.tune_allocator`)",
+        "",
+        f"glibc malloc's mmap and trim thresholds raised (what the `msmt` command does at start; {'in force' if res.tuned else 'NOT in force'} "
+        f"for both libraries in the measurements above) against glibc's defaults (`MSMT_TUNE_ALLOCATOR=0`): "
+        f"fresh processes, alternated, {repeats} each, {steps} training steps after 5 warm-up steps.",
+        "",
+        "| model | precision | default train/s | tuned train/s | ratio | default page faults / step | tuned page faults / step | loader alone, default / tuned rows/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
+def quality_table(models: list[str], epochs: int, res: Results) -> list[str]:
+    lines = [
+        "## Quality, parameters and memory",
+        "",
+        f"Test AUC after {epochs} epoch(s) on the first {res.n_quality:,} training rows, scored on the same test "
+        "split (the last 10% of rows; seed 0; Adam lr 1e-3; equal batches and shuffling for both libraries).",
+        "",
+        "| model | msmt AUC click / purchase | msmt bf16 AUC click / purchase | rechub AUC click / purchase | msmt params | rechub params | msmt peak MB | rechub peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    a = lambda v: f"{v[0]:.4f} / {v[1]:.4f}"  # noqa: E731
+    n = lambda v: f"{v:,}"  # noqa: E731
+    mb = lambda v: f"{v:.0f}"  # noqa: E731
+    for name in models:
+        def cell(impl, table, fmt):
+            v = table.get((name, impl))
+            return "—" if v is None else fmt(v)
+
+        lines.append(
+            f"| {name} | {cell('msmt', res.auc, a)} | {cell(BF16, res.auc, a)} | {cell('rechub', res.auc, a)} | {cell('msmt', res.params, n)} "
+            f"| {cell('rechub', res.params, n)} | {cell('msmt', res.mem, mb)} | {cell('rechub', res.mem, mb)} |"
+        )
+    return [*lines, "", "Peak MB: RSS high-water mark of 20 training steps minus RSS before building the model, in a fresh process.", ""]
+
+
+def limit_table(models: list[str], threads: int, res: Results) -> list[str]:
+    lines = [
+        "## The limit",
+        "",
+        f"GEMM microbenchmark at each model's dense-layer shapes (the forward, dX and dW products of every "
+        f"Linear at batch {BATCH}, {threads} threads, best of 3 windows): the model's GEMM rate is the "
+        "FLOP-weighted rate of its own GEMMs (Σ flops / Σ flops/rate), and its ceiling = that rate / the "
+        "training FLOPs per sample (`FlopCounterMode`: every matmul, including batched ones, whose rate is "
+        "taken to be the dense layers' — optimistic for M2M's per-row products). The ceiling is what the "
+        "step would reach if it did nothing but these GEMMs back to back.",
+        "",
+        "| model | train MFLOP / sample | GEMM rate fp32 / bf16 GFLOP/s | fp32 ceiling samples/s | msmt fp32 samples/s | fraction | bf16 ceiling | msmt bf16 samples/s | fraction |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in models:
+        flops, gemm, gemm16 = res.flops[name], res.gemm[name], res.gemm_bf16[name]
+        ceil, ceil16 = gemm / flops, gemm16 / flops
+        mt, mb16 = med(res.train[(name, "msmt")], 0), med(res.train[(name, BF16)], 0)
+        lines.append(
+            f"| {name} | {flops / 1e6:.2f} | {gemm / 1e9:.0f} / {gemm16 / 1e9:.0f} | {ceil:,.0f} | {mt:,.0f} "
+            f"| {mt / ceil:.0%} | {ceil16:,.0f} | {mb16:,.0f} | {mb16 / ceil16:.0%} |"
+        )
+    return [
+        *lines,
+        "",
+        f"Where an MMoE training step's time goes (`torch.profiler`, 20 steps, {threads} threads):",
+        "",
+        res.profile,
+        "",
+    ]
+
+
+def report(args, cmd: str, impls: dict, res: Results) -> str:
+    """The Markdown page: every table in order."""
+    models = args.models
+    lines = [
+        *header_lines(args, cmd, res),
+        *throughput_table(models, impls, res),
+        *bf16_table(models, impls, res),
+        *m2m_line(models, res),
+        *onnx_table(models, impls, args.threads, res),
+        *compiled_table(models, impls, args.threads, res),
+        *loader_line(models, res),
+        *levers_table(models, res),
+        *allocator_table(args.repeats, args.steps, res),
+        *quality_table(models, args.epochs, res),
+        *limit_table(models, args.threads, res),
+    ]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ main
-def med(v, i: int | None = None):
-    if i is not None:
-        v = [x[i] for x in v]
-    return statistics.median(v) if v else float("nan")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--threads", type=int, default=2)
@@ -619,7 +725,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--_alloc", nargs=3, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args._alloc:
         allocator_child(args._alloc[0], args._alloc[1], int(args._alloc[2]))
         return 0
@@ -629,356 +739,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    t0 = time.perf_counter()
-    data, schemas = make_data(args.rows, seed=0)
-    train, test = split(data)
-    cols, labels = rechub_inputs(train), train["labels"]
-    n_steps = args.steps
-    mb = msmt_batches(train, n_steps + 3)
-    rb = rechub_batches(cols, labels, n_steps + 3)
-    print(f"data: {args.rows:,} rows in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-
-    # the loader alone: iterate_batches over the whole training split (shuffled), rows/s
-    loader = []
-    for rep in range(args.repeats):
-        start = time.perf_counter()
-        for _ in iterate_batches(train, BATCH, shuffle=True, generator=torch.Generator().manual_seed(rep)):
-            pass
-        loader.append(train["scenario"].shape[0] / (time.perf_counter() - start))
-
-    impls = {name: ["msmt", BF16] + (["rechub"] if rechub_model(name) is not None else []) for name in args.models}
-    levers = [(n, lever_impl(*lv)) for n in args.models for lv in LEVERS.get(n, [])] if args.levers else []
-    onnx_runs = {name: onnx_runner(name, schemas, mb[0], args.threads) for name in args.models}
-    compiled_runs = {(name, label): compiled_predictor(name, schemas, mb[0], *COMPILED[label]) for name in args.models for label in COMPILED}
-    print(f"compiled {len(compiled_runs)} predictors", file=sys.stderr)
-    train_r: dict = {}  # (model, variant) -> [(wall rate, cpu rate)]
-    infer_r: dict = {}
-    pipe_r: dict = {}
-    params: dict = {}
-    for rep in range(args.repeats):
-        for name in args.models:
-            for impl in impls[name] + [lv for n, lv in levers if n == name]:
-                torch.manual_seed(rep)
-                model = rechub_model(name) if impl == "rechub" else msmt_model(name, schemas)
-                params.setdefault((name, impl), sum(p.numel() for p in model.parameters()))
-                opt = torch.optim.Adam(model.parameters(), lr=1e-3) if impl == "rechub" else msmt_optimizer(model)
-                base_impl, lever = split_impl(impl)
-                if lever:
-                    model, opt = lever_variant(model, lever)
-                model.train()
-                if impl != "rechub":
-                    tasks = schema_of(name, schemas).spec.tasks
-                    bf16 = base_impl == BF16
-                    sps = timed(msmt_step(model, opt, tasks, bf16=bf16), mb[:n_steps])
-                    if impl in ("msmt", BF16):
-                        rate = msmt_loader_rate(train, n_steps // 2, msmt_step(model, opt, tasks, bf16=bf16), seed=rep)
-                        pipe_r.setdefault((name, impl), []).append(rate)
-                    if lever:  # training levers: inference is measured on the adopted model only
-                        train_r.setdefault((name, impl), []).append(sps)
-                        print(f"rep {rep} {name:14s} {impl:30s} train {sps[0]:9,.0f}/s (cpu {sps[1]:9,.0f})", file=sys.stderr)
-                        continue
-                    model.eval()
-                    if impl == "msmt":
-                        with torch.no_grad():
-                            infer_r.setdefault((name, "msmt no_grad"), []).append(timed(model, mb[:n_steps]))
-                    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                        ips = timed(model, mb[:n_steps])
-                    if impl == "msmt":
-                        infer_r.setdefault((name, ONNX), []).append(timed(onnx_runs[name], mb[:n_steps]))
-                        for label in COMPILED:
-                            infer_r.setdefault((name, label), []).append(timed(compiled_runs[(name, label)], mb[:n_steps]))
-                else:
-                    sps = timed(lambda b: rechub_step(model, opt, name == "esmm")(*b), rb[:n_steps])
-                    model.eval()
-                    with torch.no_grad():
-                        ips = timed(lambda b: model(b[0]), rb[:n_steps])
-                    model.train()
-                    pipe_r.setdefault((name, "rechub"), []).append(rechub_loader_rate(cols, labels, n_steps // 2, model, opt, name == "esmm"))
-                train_r.setdefault((name, impl), []).append(sps)
-                infer_r.setdefault((name, impl), []).append(ips)
-                print(f"rep {rep} {name:14s} {impl:30s} train {sps[0]:9,.0f}/s (cpu {sps[1]:9,.0f}) infer {ips[0]:9,.0f}/s", file=sys.stderr)
-
-    mem = {}
+    res = Results(tuned=tuned, load_before=os.getloadavg())
+    inp = build_inputs(args.rows, args.steps)
+    impls = implementations(args.models)
+    measure_throughput(args.models, impls, args.levers, args.repeats, args.threads, inp, res)
     if not args.skip_memory:
-        for name in args.models:
-            for impl in impls[name]:
-                if impl != BF16:
-                    mem[(name, impl)] = peak_memory(impl, name)
-
-    alloc: dict = {}  # (model, precision, tuned) -> [{"rate", "faults"}]
-    alloc_models = [n for n in ("mmoe", "m2m") if n in args.models]
-    for rep in range(args.repeats):
-        for name in alloc_models:
-            for precision in ("fp32", "bf16"):
-                for tune in (False, True):
-                    alloc.setdefault((name, precision, tune), []).append(allocator_rates(name, precision, n_steps, tune))
-        print(f"allocator rep {rep} done", file=sys.stderr)
-
-    auc = {}
-    n_q = min(args.quality_rows, train["scenario"].shape[0])
-    qtrain = {k: v[:n_q] for k, v in train.items()}
+        measure_memory(args.models, impls, res)
+    measure_allocator(args.models, args.repeats, args.steps, res)
+    res.n_quality = min(args.quality_rows, inp.train["scenario"].shape[0])
     if not args.skip_quality:
-        for name in args.models:
-            for impl in impls[name]:
-                torch.manual_seed(0)
-                model = rechub_model(name) if impl == "rechub" else msmt_model(name, schemas)
-                start = time.perf_counter()
-                train_epochs(impl, name, model, qtrain, args.epochs, schemas)
-                auc[(name, impl)] = test_auc(impl, name, model, test)
-                if impl == "msmt":
-                    for label in (COMPILED_BF16, AUTOTUNED):
-                        auc[(name, label)] = test_auc(label, name, model, test)
-                print(f"quality {name} {impl}: AUC {auc[(name, impl)]} ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
+        measure_quality(args.models, impls, args.quality_rows, args.epochs, inp, res)
+    measure_limit(args.models, inp, res)
+    res.load_after = os.getloadavg()
 
-    # the limit: FLOPs per training sample and this CPU's GEMM rate at the models' shapes
-    def msmt_loss(model, b):
-        tasks = model.schema.spec.tasks
-        return sum(task_losses(tasks, model(b), b["labels"], b["weight"]).values())
-
-    flops, model_shapes = {}, {}
-    for name in args.models:
-        model = msmt_model(name, schemas)
-        flops[name] = train_flops(model, mb[0], msmt_loss)
-        model_shapes[name] = linear_shapes(model)
-    all_shapes = {sh for v in model_shapes.values() for sh in v}
-    rates32, rates16 = gemm_rates(all_shapes), gemm_rates(all_shapes, dtype=torch.bfloat16)
-    gemm = {name: effective_rate(model_shapes[name], rates32) for name in args.models}
-    gemm_bf16 = {name: effective_rate(model_shapes[name], rates16) for name in args.models}
-
-    model = msmt_model("mmoe", schemas)
-    prof_table = profile_step(msmt_step(model, msmt_optimizer(model), schemas["plain"].spec.tasks), mb)
-    load_after = os.getloadavg()
-
-    # ------------------------------------------------------------- report
     cmd = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [
-        "# Speed: msmt vs torch-rechub",
-        "",
-        f"Command: `{cmd.strip()}` (torch {torch.__version__}, torch-rechub "
-        f"{_version('torch-rechub')}, {args.threads} threads, batch {BATCH}, {args.rows:,} rows, "
-        f"{args.repeats} interleaved repeats of {n_steps} steps; medians).",
-        f"Load average (1/5/15 min) before: {_fmt_load(load_before)}; after: {_fmt_load(load_after)} "
-        f"(the 2-core machine is shared, so absolute numbers move; ratios are within one repeat's conditions).",
-        f"Sizes: embedding {EMB} for 9 fields (8 features + the scenario), experts / bottom {HIDDEN}, towers "
-        f"{TOWER}, MMoE {EXPERTS} experts, PLE 1 level with 1 task expert + 2 shared experts, ESMM towers "
-        f"{HIDDEN + TOWER}. torch-rechub's MLP adds BatchNorm1d after every hidden Linear (its design; msmt has none "
-        "so that a row's output does not depend on its batch).",
-        "",
-        "## Throughput",
-        "",
-        "| model | msmt train/s | rechub train/s | ratio | ratio (CPU time) | msmt train/s, own loader "
-        "| rechub train/s, own DataLoader | ratio | msmt infer/s | rechub infer/s | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-
-    def ratio(a, b, i=0):  # median over repeats of the per-repeat ratio (both measured back to back)
-        return statistics.median((x[i] if isinstance(x, tuple) else x) / (y[i] if isinstance(y, tuple) else y) for x, y in zip(a, b))
-
-    for name in args.models:
-        mt, mi = train_r[(name, "msmt")], infer_r[(name, "msmt")]
-        if "rechub" in impls[name]:
-            rt, ri = train_r[(name, "rechub")], infer_r[(name, "rechub")]
-            mp, rp = pipe_r[(name, "msmt")], pipe_r[(name, "rechub")]
-            lines.append(
-                f"| {name} | {med(mt, 0):,.0f} | {med(rt, 0):,.0f} | **{ratio(mt, rt):.2f}×** | {ratio(mt, rt, 1):.2f}× "
-                f"| {med(mp):,.0f} | {med(rp):,.0f} | **{ratio(mp, rp):.1f}×** | {med(mi, 0):,.0f} | {med(ri, 0):,.0f} | **{ratio(mi, ri):.2f}×** |"
-            )
-        else:
-            lines.append(f"| {name} | {med(mt, 0):,.0f} | — | — | — | {med(pipe_r[(name, 'msmt')]):,.0f} | — | — | {med(mi, 0):,.0f} | — | — |")
-    lines += [
-        "",
-        "Ratios are medians of per-repeat ratios (msmt and torch-rechub measured back to back in each repeat). "
-        "\"rechub train/s\" feeds torch-rechub's model the same pre-sliced tensor batches as msmt (model cost "
-        "only); \"own loader\" / \"own DataLoader\": each library trains through its own input pipeline over the "
-        "shuffled training split (msmt: `iterate_batches`, as its trainer; torch-rechub: `TorchDataset` + "
-        "`DataLoader`, the pipeline of its examples and `MTLTrainer`). "
-        "\"CPU time\": samples per CPU-second of the process instead of per wall-clock second.",
-        "",
-        "### With `train.precision=bf16`",
-        "",
-        "The same msmt models trained with their forward passes under `torch.autocast(bfloat16)` (matmuls in "
-        "bfloat16; weights, gradients, losses and the fused AdamW update in float32) and scored likewise; "
-        "torch-rechub as above (float32, its only mode). AUC in the quality table below.",
-        "",
-        "| model | msmt bf16 train/s | vs msmt fp32 | vs rechub | own loaders: msmt bf16 vs rechub | msmt bf16 infer/s | vs rechub |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *[
-            f"| {name} | {med(train_r[(name, BF16)], 0):,.0f} | {ratio(train_r[(name, BF16)], train_r[(name, 'msmt')]):.2f}× | "
-            + (
-                f"**{ratio(train_r[(name, BF16)], train_r[(name, 'rechub')]):.2f}×** | **{ratio(pipe_r[(name, BF16)], pipe_r[(name, 'rechub')]):.1f}×** | "
-                f"{med(infer_r[(name, BF16)], 0):,.0f} | **{ratio(infer_r[(name, BF16)], infer_r[(name, 'rechub')]):.2f}×** |"
-                if "rechub" in impls[name]
-                else f"— | — | {med(infer_r[(name, BF16)], 0):,.0f} | — |"
-            )
-            for name in args.models
-        ],
-        "",
-        "Own loaders, msmt bf16 vs rechub, per repeat: "
-        + "; ".join(
-            f"{name} " + ", ".join(f"{a / b:.2f}×" for a, b in zip(pipe_r[(name, BF16)], pipe_r[(name, "rechub")]))
-            for name in args.models
-            if "rechub" in impls[name]
-        )
-        + ".",
-        "",
-        *(
-            [
-                f"M2M against MMoE (issue 4's target: ≥ 50% of MMoE's training samples/s at comparable hidden sizes), "
-                f"median of per-repeat ratios: **{ratio(train_r[('m2m', 'msmt')], train_r[('mmoe', 'msmt')]):.0%}** in float32, "
-                f"**{ratio(train_r[('m2m', BF16)], train_r[('mmoe', BF16)]):.0%}** in bfloat16 "
-                f"(per repeat, fp32: {', '.join(f'{a[0] / b[0]:.0%}' for a, b in zip(train_r[('m2m', 'msmt')], train_r[('mmoe', 'msmt')]))}).",
-                "",
-            ]
-            if {"m2m", "mmoe"} <= set(args.models)
-            else []
-        ),
-        "### Inference through ONNX Runtime",
-        "",
-        f"The same msmt models exported with `msmt.scoring.export` (what `msmt export --format onnx` writes and `msmt serve "
-        f"--backend onnx` runs), scored by onnxruntime with {args.threads} intra-op threads on the same batches.",
-        "",
-        "| model | msmt ONNX infer/s | vs msmt torch | vs rechub |",
-        "|---|---:|---:|---:|",
-        *[
-            f"| {name} | {med(infer_r[(name, ONNX)], 0):,.0f} | {ratio(infer_r[(name, ONNX)], infer_r[(name, 'msmt')]):.2f}× | "
-            + (f"**{ratio(infer_r[(name, ONNX)], infer_r[(name, 'rechub')]):.2f}×** |" if "rechub" in impls[name] else "— |")
-            for name in args.models
-        ],
-        "",
-        "### Inference compiled by TorchInductor (`msmt predict --compile`)",
-        "",
-        "The same msmt models behind `msmt.scoring.compiled.CompiledPredictor`: `torch.compile` with Inductor's freezing "
-        "(weights folded into the graph and pre-packed for oneDNN, element-wise work fused), one graph for the "
-        f"batch shape, compiled before timing; {args.threads} threads, same batches. `--autotune`: Inductor's "
-        "max-autotune GEMM selection (its generated C++ GEMM kernels, with AMX/AVX-512 micro-kernels and the bias and "
-        "activation fused, timed against oneDNN per matmul). AUC: the fp32-trained model of the quality table scored "
-        "this way in bf16.",
-        "",
-        "| model | compiled fp32 infer/s | vs eager fp32 | compiled bf16 infer/s | vs eager bf16 | vs rechub "
-        "| compiled bf16 `--autotune` infer/s | vs compiled bf16 | vs rechub | AUC click / purchase, compiled bf16 | same, `--autotune` |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *[
-            f"| {name} | {med(infer_r[(name, COMPILED_FP32)], 0):,.0f} | {ratio(infer_r[(name, COMPILED_FP32)], infer_r[(name, 'msmt')]):.2f}× "
-            f"| {med(infer_r[(name, COMPILED_BF16)], 0):,.0f} | {ratio(infer_r[(name, COMPILED_BF16)], infer_r[(name, BF16)]):.2f}× | "
-            + (f"**{ratio(infer_r[(name, COMPILED_BF16)], infer_r[(name, 'rechub')]):.2f}×** | " if "rechub" in impls[name] else "— | ")
-            + f"{med(infer_r[(name, AUTOTUNED)], 0):,.0f} | {ratio(infer_r[(name, AUTOTUNED)], infer_r[(name, COMPILED_BF16)]):.2f}× | "
-            + (f"**{ratio(infer_r[(name, AUTOTUNED)], infer_r[(name, 'rechub')]):.2f}×** | " if "rechub" in impls[name] else "— | ")
-            + " | ".join(f"{auc[(name, label)][0]:.4f} / {auc[(name, label)][1]:.4f}" if (name, label) in auc else "—" for label in (COMPILED_BF16, AUTOTUNED))
-            + " |"
-            for name in args.models
-        ],
-        "",
-        f"Loader alone (`iterate_batches`, shuffled, whole training split): **{med(loader):,.0f} rows/s** "
-        f"(median of {len(loader)}), i.e. "
-        + ", ".join(f"{name} {med(loader) / med(train_r[(name, 'msmt')], 0):.0f}×" for name in args.models)
-        + " the msmt training rate.",
-        "",
-        "## Levers (measured in the same interleaved loop)",
-        "",
-        "Each variant against msmt as adopted, in the same precision (\"msmt bf16 + …\": against msmt bf16). "
-        "\"separate expert MLPs\" and \"stacked experts\" are the expert layers MMoE and M2M used before "
-        "`ExpertBank`, loaded with the same weights; \"two embedding lookups\" and \"out-of-place ReLU\" are the "
-        "input encoder and MLP activations before this round (same math).",
-        "",
-        "| model | variant | train/s | per CPU-s | vs msmt (wall) | vs msmt (CPU time) |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for (name, impl), v in train_r.items():
-        base_impl, lever = split_impl(impl)
-        if lever:
-            base = train_r[(name, base_impl)]
-            lines.append(
-                f"| {name} | {impl} | {med(v, 0):,.0f} | {med(v, 1):,.0f} | {ratio(v, base):.2f}× | {ratio(v, base, 1):.2f}× |"
-            )
-    for name in args.models:
-        a, b = infer_r[(name, "msmt")], infer_r[(name, "msmt no_grad")]
-        lines.append(
-            f"| {name} | inference: `inference_mode` vs `no_grad` | {med(a, 0):,.0f} | {med(a, 1):,.0f} | {ratio(a, b):.2f}× | {ratio(a, b, 1):.2f}× |"
-        )
-    lines += [
-        "",
-        "## Allocator (`msmt.runtime.allocator.tune_allocator`)",
-        "",
-        f"glibc malloc's mmap and trim thresholds raised (what the `msmt` command does at start; {'in force' if tuned else 'NOT in force'} "
-        f"for both libraries in the measurements above) against glibc's defaults (`MSMT_TUNE_ALLOCATOR=0`): "
-        f"fresh processes, alternated, {args.repeats} each, {n_steps} training steps after 5 warm-up steps.",
-        "",
-        "| model | precision | default train/s | tuned train/s | ratio | default page faults / step | tuned page faults / step | loader alone, default / tuned rows/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-        *[
-            f"| {name} | {precision} | {med([r['rate'] for r in alloc[(name, precision, False)]]):,.0f} "
-            f"| {med([r['rate'] for r in alloc[(name, precision, True)]]):,.0f} "
-            f"| **{ratio([r['rate'] for r in alloc[(name, precision, True)]], [r['rate'] for r in alloc[(name, precision, False)]]):.2f}×** "
-            f"| {med([r['faults'] for r in alloc[(name, precision, False)]]):,.0f} | {med([r['faults'] for r in alloc[(name, precision, True)]]):,.0f} "
-            f"| {med([r['loader'] for r in alloc[(name, precision, False)]]):,.0f} / {med([r['loader'] for r in alloc[(name, precision, True)]]):,.0f} |"
-            for name in alloc_models
-            for precision in ("fp32", "bf16")
-        ],
-        "",
-        "## Quality, parameters and memory",
-        "",
-        f"Test AUC after {args.epochs} epoch(s) on the first {n_q:,} training rows, scored on the same test "
-        "split (the last 10% of rows; seed 0; Adam lr 1e-3; equal batches and shuffling for both libraries).",
-        "",
-        "| model | msmt AUC click / purchase | msmt bf16 AUC click / purchase | rechub AUC click / purchase | msmt params | rechub params | msmt peak MB | rechub peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name in args.models:
-        def cell(impl, table, fmt):
-            v = table.get((name, impl))
-            return "—" if v is None else fmt(v)
-
-        a = lambda v: f"{v[0]:.4f} / {v[1]:.4f}"  # noqa: E731
-        lines.append(
-            f"| {name} | {cell('msmt', auc, a)} | {cell(BF16, auc, a)} | {cell('rechub', auc, a)} | {cell('msmt', params, lambda v: f'{v:,}')} "
-            f"| {cell('rechub', params, lambda v: f'{v:,}')} | {cell('msmt', mem, lambda v: f'{v:.0f}')} | {cell('rechub', mem, lambda v: f'{v:.0f}')} |"
-        )
-    lines += [
-        "",
-        "Peak MB: RSS high-water mark of 20 training steps minus RSS before building the model, in a fresh process.",
-        "",
-        "## The limit",
-        "",
-        f"GEMM microbenchmark at each model's dense-layer shapes (the forward, dX and dW products of every "
-        f"Linear at batch {BATCH}, {args.threads} threads, best of 3 windows): the model's GEMM rate is the "
-        "FLOP-weighted rate of its own GEMMs (Σ flops / Σ flops/rate), and its ceiling = that rate / the "
-        "training FLOPs per sample (`FlopCounterMode`: every matmul, including batched ones, whose rate is "
-        "taken to be the dense layers' — optimistic for M2M's per-row products). The ceiling is what the "
-        "step would reach if it did nothing but these GEMMs back to back.",
-        "",
-        "| model | train MFLOP / sample | GEMM rate fp32 / bf16 GFLOP/s | fp32 ceiling samples/s | msmt fp32 samples/s | fraction | bf16 ceiling | msmt bf16 samples/s | fraction |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name in args.models:
-        ceil, ceil16 = gemm[name] / flops[name], gemm_bf16[name] / flops[name]
-        mt, mb16 = med(train_r[(name, "msmt")], 0), med(train_r[(name, BF16)], 0)
-        lines.append(
-            f"| {name} | {flops[name] / 1e6:.2f} | {gemm[name] / 1e9:.0f} / {gemm_bf16[name] / 1e9:.0f} | {ceil:,.0f} | {mt:,.0f} "
-            f"| {mt / ceil:.0%} | {ceil16:,.0f} | {mb16:,.0f} | {mb16 / ceil16:.0%} |"
-        )
-    lines += [
-        "",
-        f"Where an MMoE training step's time goes (`torch.profiler`, 20 steps, {args.threads} threads):",
-        "",
-        prof_table,
-        "",
-    ]
-    text = "\n".join(lines)
+    text = report(args, cmd, impls, res)
     print(text)
     if args.out:
         atomic_write_text(args.out, text)
     return 0
-
-
-def _fmt_load(load) -> str:
-    return " / ".join(f"{x:.2f}" for x in load)
-
-
-def _version(pkg: str) -> str:
-    from importlib.metadata import version
-
-    return version(pkg)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from msmt.data.io import atomic_write_text
+
 SCENARIOS = np.array(["feed", "search", "display", "minor"])
 CHUNK = 500_000
 
@@ -106,7 +108,7 @@ def main() -> None:
     print(json.dumps(result))
     if args.doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(
+        atomic_write_text(args.doc,
             "# Streaming benchmark (benchmarks/streaming_20m.py)\n\n"
             "One epoch of `shared_bottom` over a synthetic Parquet file read by row group "
             "(500,000 rows each), hashed `user_id` (2^20 buckets), batch 4,096, one thread, on the shared 2-core machine.\n\n"

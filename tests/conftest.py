@@ -74,6 +74,34 @@ def trained_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def trained_panel_run(tmp_path_factory):
+    """Factory like ``trained_run`` on panel data: a small advertiser-simulator world (30
+    advertisers × 24 days), 1 epoch, small layers. For the models that need each unit's history
+    (the naive forecasters) and for tests of forecasting on panel data."""
+    from msmt.experiments.run import run_experiment
+    from msmt.spec.config import load_experiment
+    from msmt.synth.advertiser import write_advertiser
+
+    data = write_advertiser(tmp_path_factory.mktemp("panel_run_data"), advertisers=30, days=24, seed=1)
+    cache: dict[tuple, Path] = {}
+
+    def make(model: str = "mmoe", *overrides: str) -> Path:
+        key = (model, *overrides)
+        if key not in cache:
+            sets = [f"model.name={model}", "train.epochs=1", "train.batch_size=128", "model.hidden_dims=[16]",
+                    "model.tower_dims=[8]", "model.embedding_dim=4", *overrides]
+            cfg = load_experiment(data / "experiment.yaml", sets)
+            cfg.train.progress = False
+            out = tmp_path_factory.mktemp(f"panel_run_{model}")
+            run_experiment(cfg, out)
+            cache[key] = out
+        return cache[key]
+
+    make.data_dir = data
+    return make
+
+
+@pytest.fixture(scope="session")
 def advertiser_panel(tmp_path_factory):
     """A small advertiser-simulator world (40 advertisers × 24 days): (schema, encoded training rows).
 

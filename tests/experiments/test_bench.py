@@ -62,3 +62,22 @@ def test_bench_names_jobs_and_changed_overrides(tiny_dir, tmp_path):
     assert sum("trained" in line for line in logs) == 2
     cfg = yaml.safe_load((serial / "runs/a/shared_bottom/seed0/config.yaml").read_text())
     assert cfg["train"]["lr"] == 0.01
+
+
+def test_run_or_reuse_trains_once_per_overrides(tiny_dir, tmp_path):
+    from msmt.experiments.bench import CELL_RECORD, finished, read_metrics, run_or_reuse
+
+    config = tiny_dir / "experiment.yaml"
+    run_dir = tmp_path / "run"
+    fast = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1", "model.name=shared_bottom"]
+    logs: list[str] = []
+    assert not finished(run_dir, fast)
+    first = run_or_reuse(config, fast, run_dir, log=logs.append)
+    assert len(logs) == 1 and finished(run_dir, fast)
+    assert first == read_metrics(run_dir) and "auc" in first["val"]["overall"]["click"]
+    assert json.loads((run_dir / CELL_RECORD).read_text())["overrides"] == fast
+    assert run_or_reuse(config, fast, run_dir, log=logs.append) == first and len(logs) == 1  # reused, not trained
+    other = [*fast[:-1], "model.name=mmoe"]
+    assert not finished(run_dir, other)  # other overrides: the run is not this one
+    run_or_reuse(config, other, run_dir, log=logs.append)
+    assert len(logs) == 2 and finished(run_dir, other) and not finished(run_dir, fast)

@@ -1,21 +1,14 @@
-"""benchmarks/results_page.py on a tiny grid: markers, numbers against the cells' metrics.json, n/a reasons."""
+"""msmt.experiments.results_page on a tiny grid: markers, numbers against the cells' metrics.json, n/a reasons."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import msmt.experiments.results_page as rp
 from msmt.synth.simple import write_simple
-
-SPEC = importlib.util.spec_from_file_location("results_page", Path(__file__).resolve().parents[2] / "benchmarks" / "results_page.py")
-rp = importlib.util.module_from_spec(SPEC)
-sys.modules["results_page"] = rp  # dataclasses look their module up
-SPEC.loader.exec_module(rp)
 
 HEAD = "# Results\n\nHand-written intro  \twith trailing spaces and ünïcode.\n\n"
 TAIL = "\n\n## Issue 2 (hand-written)\n\n| a | b |\n|---|---|\n| 1 | 2 |\nno final newline"
@@ -102,3 +95,24 @@ def test_replace_generated_errors_and_insertion():
         rp.replace_generated("a " + rp.END + " b " + rp.BEGIN, section)
     with pytest.raises(ValueError):
         rp.replace_generated(rp.BEGIN + rp.BEGIN + rp.END, section)
+
+
+def test_simulator_data_is_reused_until_its_parameters_change(tmp_path):
+    work = tmp_path / "work"
+    logs: list[str] = []
+    first = rp.simulator_config("funnel", {"rows": 2000, "seed": 0}, work, "fun", log=logs.append)
+    assert first == work / "data" / "fun" / "experiment.yaml" and first.exists()
+    stamp = (first.parent / "synth.json").read_text()
+    cell = work / "bench" / "runs" / "fun" / "mmoe" / "seed0"
+    cell.mkdir(parents=True)
+    mtime = first.stat().st_mtime_ns
+    assert rp.simulator_config("funnel", {"rows": 2000, "seed": 0}, work, "fun", log=logs.append) == first
+    assert first.stat().st_mtime_ns == mtime and cell.exists() and not logs  # same parameters: nothing rewritten
+    rp.simulator_config("funnel", {"rows": 2000, "seed": 1}, work, "fun", log=logs.append)
+    assert not cell.parent.parent.exists()  # the dataset's cells were trained on the old data
+    assert json.loads((first.parent / "synth.json").read_text()) == {"kind": "funnel", "rows": 2000, "seed": 1} != json.loads(stamp)
+    assert len(logs) == 1 and "removing its cells" in logs[0]
+
+
+def test_models_in_page_order():
+    assert rp.ordered_models(["m2m", "zeta", "mmoe", "single_task"]) == ["single_task", "mmoe", "m2m", "zeta"]

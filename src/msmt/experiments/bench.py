@@ -41,7 +41,9 @@ import pandas as pd  # noqa: E402
 
 from msmt.data.io import atomic_write, atomic_write_text, write_table  # noqa: E402
 from msmt.experiments.run import run_experiment  # noqa: E402
+from msmt.experiments.tables import pm  # noqa: E402
 from msmt.models.registry import model_class  # noqa: E402
+from msmt.rundir.layout import METRICS  # noqa: E402
 from msmt.rundir.provenance import same_code  # noqa: E402
 from msmt.spec.config import load_experiment  # noqa: E402
 from msmt.spec.errors import ConfigError  # noqa: E402
@@ -95,6 +97,11 @@ def resolve_datasets(datasets: Sequence[str], configs_dir: Path = Path("configs"
     return configs
 
 
+def task_kinds(configs: Mapping[str, Path]) -> dict[str, dict[str, str]]:
+    """``{dataset: {task: kind}}`` of each dataset's config, tasks in config order."""
+    return {name: {t.name: t.kind.value for t in load_experiment(cfg).dataset.tasks} for name, cfg in configs.items()}
+
+
 def not_applicable(cfg) -> str | None:
     """Why ``cfg.model.name`` cannot run on ``cfg.dataset`` (None: it can), from the model class."""
     return model_class(cfg.model.name).not_applicable(cfg.dataset)
@@ -114,13 +121,41 @@ def cell_not_applicable(cell: Cell, out: Path, common: Sequence[str]) -> str | N
     return record["reason"] if same else None
 
 
-def _is_done(cell: Cell, out: Path, common: Sequence[str]) -> bool:
-    """Finished, with the same overrides, by the same code (msmt.rundir.provenance): else it is trained again."""
-    run_dir = cell.run_dir(out)
+def finished(run_dir: Path, overrides: Sequence[str]) -> bool:
+    """Whether ``run_dir`` holds a finished run made with ``overrides`` (its :data:`CELL_RECORD`)
+    by the same code (msmt.rundir.provenance); if not, the run is to be trained again."""
     record = run_dir / CELL_RECORD
-    if not (run_dir / "metrics.json").exists() or not record.exists() or not same_code(run_dir):
+    if not (run_dir / METRICS).exists() or not record.exists() or not same_code(run_dir):
         return False
-    return json.loads(record.read_text()).get("overrides") == cell.overrides(common)
+    return json.loads(record.read_text()).get("overrides") == list(overrides)
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The run's ``metrics.json``: ``{"val": M[, "test": M]}``."""
+    return json.loads((run_dir / METRICS).read_text())
+
+
+def train_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> tuple[dict, float]:
+    """Train ``cfg`` into ``run_dir`` and record ``overrides`` and the seconds taken next to it
+    (:data:`CELL_RECORD`, read by :func:`finished`); returns (metrics, seconds)."""
+    start = time.perf_counter()
+    metrics = run_experiment(cfg, run_dir)
+    seconds = time.perf_counter() - start
+    atomic_write_text(run_dir / CELL_RECORD, json.dumps({"overrides": list(overrides), "seconds": round(seconds, 2)}, indent=1))
+    return metrics, seconds
+
+
+def run_or_reuse(config: Path, overrides: Sequence[str], run_dir: Path, log=print) -> dict:
+    """The metrics of ``config`` with ``overrides`` trained in ``run_dir``: read back when that run
+    is :func:`finished`, else trained now (and recorded)."""
+    if finished(run_dir, overrides):
+        return read_metrics(run_dir)
+    log(f"training {run_dir}")
+    return train_recorded(load_experiment(config, list(overrides)), run_dir, overrides)[0]
+
+
+def _is_done(cell: Cell, out: Path, common: Sequence[str]) -> bool:
+    return finished(cell.run_dir(out), cell.overrides(common))
 
 
 def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str | None, float]:
@@ -131,17 +166,14 @@ def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str |
     reason = not_applicable(cfg)
     if reason is None:
         try:
-            run_experiment(cfg, cell.run_dir(out))
+            return "trained", None, train_recorded(cfg, cell.run_dir(out), overrides)[1]
         except ConfigError as exc:  # raised before training: this model × data cannot run
             reason = str(exc)
     seconds = time.perf_counter() - start
-    if reason is not None:
-        record = {"reason": reason.splitlines()[0], "overrides": [o for o in overrides if not o.startswith("train.seed=")]}
-        _na_path(cell, out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(_na_path(cell, out), json.dumps(record, indent=1))
-        return "n/a", record["reason"], seconds
-    atomic_write_text(cell.run_dir(out) / CELL_RECORD, json.dumps({"overrides": overrides, "seconds": round(seconds, 2)}, indent=1))
-    return "trained", None, seconds
+    record = {"reason": reason.splitlines()[0], "overrides": [o for o in overrides if not o.startswith("train.seed=")]}
+    _na_path(cell, out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(_na_path(cell, out), json.dumps(record, indent=1))
+    return "n/a", record["reason"], seconds
 
 
 def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, jobs: int = 1) -> dict[tuple[str, str], str]:
@@ -213,10 +245,9 @@ def collect(cells: list[Cell], out: Path) -> pd.DataFrame:
     """Long-form per-seed records; the oracle appears once per seed as model ``oracle``."""
     records = []
     for cell in cells:
-        if not (cell.run_dir(out) / "metrics.json").exists():  # n/a
+        if not (cell.run_dir(out) / METRICS).exists():  # n/a
             continue
-        metrics = json.loads((cell.run_dir(out) / "metrics.json").read_text())
-        records += _records(cell, metrics)
+        records += _records(cell, read_metrics(cell.run_dir(out)))
     frame = pd.DataFrame(records)
     oracle = frame["model"] == ORACLE
     return pd.concat([frame[~oracle], frame[oracle].drop_duplicates(["dataset", "seed", "scenario", "task", "metric"])])
@@ -259,7 +290,7 @@ def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: li
                     msub = sub[sub["model"] == model].set_index("scenario")
                     if msub.empty:
                         continue
-                    cells = [f"{msub.loc[s, 'mean']:.4f} ± {msub.loc[s, 'std']:.4f}" if s in msub.index else "–" for s in scenarios]
+                    cells = [pm(msub.loc[s, "mean"], msub.loc[s, "std"]) if s in msub.index else "–" for s in scenarios]
                     lines.append(f"| {model} | " + " | ".join(cells) + " |")
                 lines.append("")
     return "\n".join(lines)
@@ -319,7 +350,7 @@ def bench(
     na = run_cells(cells, out, overrides, log, jobs)
     records = collect(cells, out)
     summary = summarise(records) if len(records) else pd.DataFrame(columns=["dataset", "split", "model", "scenario", "task", "metric", "mean", "std", "seeds", "rows"])
-    kinds = {name: {t.name: t.kind.value for t in load_experiment(cfg).dataset.tasks} for name, cfg in configs.items()}
+    kinds = task_kinds(configs)
     write_table(summary, out / "leaderboard.csv")
     na_rows = [dict(dataset=d, model=m, reason=r) for (d, m), r in na.items()]
     write_table(pd.DataFrame(na_rows, columns=["dataset", "model", "reason"]), out / "not_applicable.csv")

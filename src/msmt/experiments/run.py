@@ -43,7 +43,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = Fa
             shutdown()
 
 
-def _load_in_memory(spec) -> tuple[dict, FittedSchema, dict]:
+def load_in_memory(spec) -> tuple[dict, FittedSchema, dict]:
+    """The data of a run held in memory: ``(splits, schema, encoded)`` — the split frames
+    ({"train", "validation"[, "test"]}), the schema fitted on the training split, and each split
+    encoded as a batch (a later split's panel history may reach into earlier splits' rows)."""
     splits = load_splits(spec)
     validate_frame(splits["train"], spec, with_labels=True)  # before fitting anything
     schema = fit_schema(splits["train"], spec)
@@ -82,7 +85,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     if cfg.train.streaming:
         splits, schema, encoded = _load_streaming(cfg, dist)
     else:
-        splits, schema, encoded = _load_in_memory(cfg.dataset)
+        splits, schema, encoded = load_in_memory(cfg.dataset)
 
     model = build_model(schema, cfg.model)
     meta_plan = plan_meta(model, cfg.meta, splits["train"]) if "train" in splits else None  # meta config errors surface before training

@@ -18,7 +18,7 @@ own generated C++ GEMM kernels (AMX/AVX-512 micro-kernels with the bias and acti
 against oneDNN and keep the faster (``max_autotune``): a longer compile (about 15 s instead of
 5 for the speed benchmark's models), 1.06-1.14× faster scoring in bfloat16 (docs/speed.md).
 
-Needs a C++ compiler (Inductor's CPU backend). Personal blocks (:mod:`msmt.scoring.personal`) are not
+Needs a C++ compiler (Inductor's CPU backend). Personal blocks (:mod:`msmt.rundir.blocks`) are not
 compiled: a run with blocks is scored by the eager path.
 """
 
