@@ -370,15 +370,17 @@ def test_run_directory_round_trip_on_plain_data(tiny_dir, tmp_path):
     assert np.isfinite(preds["dwell"]).all() and ((preds["click"] > 0) & (preds["click"] < 1)).all()
 
 
-def test_encoder_layer_equals_torch_transformer_layer():
-    """The hand-written attention layer computes exactly nn.TransformerEncoderLayer (post-norm, relu)."""
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+def test_encoder_layer_equals_torch_transformer_layer(norm_first):
+    """The hand-written attention layer computes exactly nn.TransformerEncoderLayer (relu), in the
+    post-norm form of msmt 0.1's encoder and the pre-norm form of the recency encoder."""
     from torch import nn
 
     from msmt.layers.sequence import EncoderLayer
 
     torch.manual_seed(0)
-    ref = nn.TransformerEncoderLayer(16, 2, 24, 0.0, batch_first=True).eval().double()
-    mine = EncoderLayer(16, 2, 24, 0.0).eval().double()
+    ref = nn.TransformerEncoderLayer(16, 2, 24, 0.0, batch_first=True, norm_first=norm_first).eval().double()
+    mine = EncoderLayer(16, 2, 24, 0.0, norm_first=norm_first).eval().double()
     with torch.no_grad():
         mine.qkv.weight.copy_(ref.self_attn.in_proj_weight)
         mine.qkv.bias.copy_(ref.self_attn.in_proj_bias)
@@ -389,3 +391,69 @@ def test_encoder_layer_equals_torch_transformer_layer():
     ignore[:, -1] = False  # at least one key per row
     with torch.no_grad():
         torch.testing.assert_close(mine(x, ignore), ref(x, src_key_padding_mask=ignore), atol=1e-10, rtol=0)
+
+
+def test_recency_encoder_reads_the_last_step_directly_and_raw_levels(toy):
+    """The last step reaches the output without being averaged: changing only yesterday's raw
+    level moves the encoding by more than changing an older step's does; ``mean_pool`` (0.1's
+    encoder) reads no raw levels at all."""
+    from msmt.layers.sequence import PanelEncoder
+
+    torch.manual_seed(0)
+    panel = toy.schema.panel
+    batch = rows(toy, range(200))
+    full = batch["seq.mask"].all(1)
+    assert full.sum() > 10
+    recency = PanelEncoder(panel, None, 16, 2, 1, 32, 0.0, True, "recency").eval()
+    legacy = PanelEncoder(panel, None, 16, 2, 1, 32, 0.0, True, "mean_pool").eval()
+    assert recency.out_dim == 64 and legacy.out_dim == 32
+
+    def moved(encoder, step):
+        changed = dict(batch)
+        raw = batch["seq.raw"].clone()
+        raw[:, step] = raw[:, step] * 5 + 50
+        changed["seq.raw"] = raw
+        with torch.no_grad():
+            return (encoder(changed) - encoder(batch))[full].norm(dim=1).mean()
+
+    assert moved(recency, -1) > 0 and moved(legacy, -1) == 0
+    assert moved(recency, -1) > 1.5 * moved(recency, 0)  # the last step counts more than the oldest
+
+
+def test_shared_model_options_take_effect_in_m2m(toy):
+    """model.tower_dims, model.use_scenario_feature and model.history_summary change M2M (0.1 ignored them)."""
+    torch.manual_seed(0)
+    base = dict(name="m2m", embedding_dim=8, hidden_dims=[32], m2m={"profile_features": PROFILE})
+
+    def size(**over):
+        model = build_model(toy.schema, ModelConfig(**{**base, **over}))
+        return sum(p.numel() for p in model.parameters()), model
+
+    n_plain, plain = size(tower_dims=[], use_scenario_feature=False, history_summary=False)
+    assert not hasattr(plain, "towers") and hasattr(plain, "out_weight")
+    n_towers, towers = size(tower_dims=[8], use_scenario_feature=False, history_summary=False)
+    assert set(towers.towers) == set(toy.schema.spec.task_names) and n_towers != n_plain
+    n_scenario, _ = size(tower_dims=[], use_scenario_feature=True, history_summary=False)
+    n_summary, _ = size(tower_dims=[], use_scenario_feature=False, history_summary=True)
+    assert len({n_plain, n_scenario, n_summary}) == 3
+    # the scenario id then reaches the output: two rows differing only in their scenario index
+    _, with_id = size(tower_dims=[], use_scenario_feature=True, history_summary=False)
+    batch = rows(toy, range(1))
+    other = dict(batch, scenario=batch["scenario"] % toy.schema.num_scenarios + 1)
+    with torch.no_grad():
+        assert not torch.allclose(with_id.inputs(batch)[0], with_id.inputs(other)[0])
+        assert torch.allclose(plain.inputs(batch)[0], plain.inputs(other)[0])
+
+
+def test_profile_feeds_the_experts_unless_told_not_to(toy):
+    torch.manual_seed(0)
+    batch = rows(toy, range(50))
+    changed = dict(batch)
+    changed["dense"] = batch["dense"] + 1.0  # budget_level: a profile feature
+    for in_experts in (True, False):
+        model = build_model(toy.schema, m2m_config(profile_in_experts=in_experts)).eval()
+        with torch.no_grad():
+            f0, a0 = model.inputs(batch)
+            f1, a1 = model.inputs(changed)
+        assert not torch.allclose(a0, a1)  # always in S̃'s input
+        assert torch.allclose(f0, f1) != in_experts

@@ -1,0 +1,114 @@
+"""Naive forecasts and the forecast offset against an independent pandas computation of each row's history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import model_config
+from msmt.data.fit import fit_schema
+from msmt.data.loading import read_data
+from msmt.data.tensorize import encode_frame
+from msmt.layers.naive import EPSILON_SHARE, ForecastOffset, NaiveForecast
+from msmt.models import build_model
+from msmt.spec.config import load_dataset_spec
+from msmt.synth.advertiser import write_advertiser
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(schema, validation frame, its batch with history from the training rows, training frame)."""
+    out = write_advertiser(tmp_path_factory.mktemp("naive"), advertisers=25, days=30, seed=11)
+    spec = load_dataset_spec(out / "dataset.yaml")
+    train, val = read_data(out / "train.csv", spec), read_data(out / "validation.csv", spec)
+    schema = fit_schema(train, spec)
+    return schema, val, encode_frame(val, schema, context=train), train
+
+
+def reference(frame: pd.DataFrame, context: pd.DataFrame, column: str, method: str, window: int, indicator: bool) -> np.ndarray:
+    """Each row's naive forecast from its unit's earlier rows, the slow obvious way (NaN: no history)."""
+    rows = pd.concat([context, frame], ignore_index=True)
+    by_unit = {key: part.set_index("day")[column] for key, part in rows.groupby(["advertiser_id", "scenario"])}
+    out = []
+    for _, row in frame.iterrows():
+        series = by_unit[(row["advertiser_id"], row["scenario"])]
+        past = series[(series.index < row["day"]) & (series.index >= row["day"] - window)].sort_index()
+        if indicator:
+            past = (past > 0).astype(float)
+        if past.empty:
+            out.append(np.nan)
+        elif method == "last":
+            out.append(past.iloc[-1])
+        elif method == "mean":
+            out.append(past.mean())
+        else:
+            week = row["day"] - 7
+            out.append(past.loc[week] if week in past.index else past.mean())
+    return np.array(out, dtype=float)
+
+
+@pytest.mark.parametrize("method", ["last", "mean", "weekday"])
+def test_naive_forecasts_equal_a_row_by_row_reference(world, method):
+    schema, val, batch, train = world
+    rows = slice(0, 400)
+    values, has = NaiveForecast(schema, method)(batch)
+    window = schema.panel.window
+    for task, column, indicator in [("impressions", "impressions", False), ("cost", "cost", False), ("active", "cost", True)]:
+        expected = reference(val.iloc[rows], train, column, method, window, indicator)
+        got = values[task][rows].numpy()
+        seen = ~np.isnan(expected)
+        assert seen.any() and (~seen).any() or seen.all()
+        np.testing.assert_array_equal(has[task][rows].numpy(), seen)
+        np.testing.assert_allclose(got[seen], expected[seen], rtol=1e-5)
+        # without history: the task's training mean in the row's scenario
+        prior = train.groupby("scenario")[task].mean()
+        np.testing.assert_allclose(got[~seen], prior[val.iloc[rows]["scenario"].to_numpy()[~seen]].to_numpy(), rtol=1e-5)
+
+
+def test_rows_without_history_get_the_scenario_prior(world):
+    schema, val, _, train = world
+    alone = encode_frame(val, schema)  # no training rows as context: the first days have no history
+    values, has = NaiveForecast(schema, "mean")(alone)
+    first = (val["day"] == val["day"].min()).to_numpy()
+    assert not has["clicks"][torch.from_numpy(first.copy())].any()
+    prior = train.groupby("scenario")["clicks"].mean()
+    np.testing.assert_allclose(values["clicks"].numpy()[first], prior[val["scenario"][first]].to_numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["last", "mean", "weekday"])
+def test_a_model_with_zero_correction_is_the_naive_forecaster(world, method):
+    """log λ = log(b + ε) + f(x) with f ≡ 0 reproduces the registered naive forecaster exactly."""
+    schema, _, batch, _ = world
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    naive = build_model(schema, model_config(f"naive_{method}")).eval()
+    for name in ("mmoe", "m2m"):
+        model = build_model(schema, model_config(name, forecast=method)).eval()
+        model.network = lambda b, model=model: {t: torch.zeros(b["scenario"].shape[0]) for t in model.task_names}  # f ≡ 0
+        with torch.no_grad():
+            got, expected = model(inputs), naive(inputs)
+        for task in ("impressions", "clicks", "cost"):
+            torch.testing.assert_close(got[task], expected[task], rtol=0, atol=0)
+            eps = EPSILON_SHARE * schema.task_stats[task]["mean"]
+            values, _ = NaiveForecast(schema, method)(inputs)
+            torch.testing.assert_close(torch.exp(got[task]), values[task] + eps, rtol=1e-5, atol=1e-5)
+        assert torch.equal(got["active"], torch.zeros_like(got["active"]))  # no offset on binary tasks
+
+
+def test_offset_is_on_by_default_on_panel_data_and_moves_predictions_with_history(world):
+    schema, _, batch, _ = world
+    model = build_model(schema, model_config("mmoe")).eval()
+    assert isinstance(model.forecast, ForecastOffset) and model.forecast.naive.method == "mean"
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    doubled = dict(inputs, **{"seq.raw": inputs["seq.raw"] * 2})
+    with torch.no_grad():
+        a, b = model(inputs), model(doubled)
+    values, has = NaiveForecast(schema, "mean")(inputs)
+    moved = has["impressions"] & (values["impressions"] > 0)
+    # mmoe reads no history itself: the offset alone moves the log-rate by log((2b + ε)/(b + ε))
+    eps = EPSILON_SHARE * schema.task_stats["impressions"]["mean"]
+    b_ = values["impressions"][moved]
+    torch.testing.assert_close(b["impressions"][moved] - a["impressions"][moved], torch.log((2 * b_ + eps) / (b_ + eps)), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b["impressions"][~has["impressions"]], a["impressions"][~has["impressions"]])
+    assert build_model(schema, model_config("mmoe", forecast="none")).forecast is None
