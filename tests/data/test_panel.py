@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from msmt.data.fit import fit_panel
-from msmt.data.panel import encode_panel, trailing_mean
+from msmt.data.panel import encode_panel, history_index, trailing_mean
 from msmt.spec.dataset import DatasetSpec, PanelSpec
 from msmt.spec.errors import DataError
 
@@ -188,3 +188,40 @@ def test_empty_frame_and_batch_independence():
     together = encode_panel(frame.iloc[3:], SPEC, fitted, context=ctx)
     for key in alone:
         np.testing.assert_array_equal(alone[key][0], together[key][0])
+
+
+def test_raw_values_and_presence_match_the_history_rows():
+    """``seq.raw`` holds the history's metric values as they are (0 and not present where missing)."""
+    rng = np.random.default_rng(5)
+    frame = _random_panel(rng, days=20)
+    fitted = fit_panel(frame, SPEC)
+    seq = encode_panel(frame, SPEC, fitted)
+    index, source = history_index(frame, SPEC)
+    for j, m in enumerate(SPEC.metrics):
+        values = source[m].to_numpy(dtype=float)
+        expected = np.where(index >= 0, values[np.maximum(index, 0)], np.nan)
+        present = ~np.isnan(expected)
+        np.testing.assert_array_equal(seq["seq.present"][..., j], present)
+        np.testing.assert_allclose(seq["seq.raw"][..., j][present], expected[present].astype(np.float32), rtol=1e-6)
+        assert (seq["seq.raw"][..., j][~present] == 0).all()
+
+
+def test_without_own_history_only_the_context_is_history():
+    """``own_history=False``: the frame's earlier rows are not history (a new scenario scored with
+    exactly the days given as context, or none: zero-shot)."""
+    rng = np.random.default_rng(4)
+    frame = _random_panel(rng, days=24, p_obs=1.0)
+    fitted = fit_panel(frame, SPEC)
+    early, late = frame[frame["day"] < 10].reset_index(drop=True), frame[frame["day"] >= 10].reset_index(drop=True)
+    alone = encode_panel(late, SPEC, fitted, own_history=False)
+    assert not alone["seq.mask"].any()
+    with_k = encode_panel(late, SPEC, fitted, context=early, own_history=False)
+    full = encode_panel(frame, SPEC, fitted)
+    rows = (frame["day"] >= 10).to_numpy()
+    first_day = (late["day"] == 10).to_numpy()
+    # the first scored day sees the same history either way; later days see no day >= 10
+    np.testing.assert_array_equal(with_k["seq.mask"][first_day], full["seq.mask"][rows][first_day])
+    day = late["day"].to_numpy()[:, None]
+    steps = day - np.arange(SPEC.window, 0, -1)[None, :]
+    assert not with_k["seq.mask"][steps >= 10].any()
+    assert with_k["seq.mask"][steps < 10].sum() == full["seq.mask"][rows][steps < 10].sum()

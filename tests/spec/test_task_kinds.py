@@ -86,3 +86,14 @@ def test_loss_scales_follow_the_label_magnitude():
     assert rules("binary").loss_scale({"mean": 0.3, "var": 0.21}) == 1.0
     assert rules("count").loss_scale({"mean": 250.0, "var": 9e4}) == 250.0
     assert rules("regression").loss_scale({"mean": 5.0, "var": 4.0}) == 4.0
+
+
+def test_negative_binomial_deviance_is_twice_the_log_likelihood_gap_to_the_saturated_model():
+    from msmt.spec.measures import negative_binomial_deviance
+
+    y = np.array([0.0, 1.0, 4.0, 30.0, 500.0])
+    mu = np.array([0.5, 2.0, 4.0, 12.0, 800.0])
+    alpha = np.array([0.3, 0.3, 1.2, 0.05, 0.2])
+    loglik = lambda m: stats.nbinom.logpmf(y, 1 / alpha, 1 / (1 + alpha * m))  # noqa: E731
+    np.testing.assert_allclose(negative_binomial_deviance(y, mu, alpha), 2 * (loglik(np.maximum(y, 1e-300)) - loglik(mu)), rtol=1e-8, atol=1e-9)
+    assert negative_binomial_deviance(y, y, alpha)[1:].max() < 1e-9  # zero at the saturated fit

@@ -52,4 +52,6 @@ def test_a_negative_binomial_task_learns_its_over_dispersion(trained_panel_run):
     moved = model.dispersion["impressions"].detach()[1:]  # index 0: unseen scenarios, never trained
     assert not torch.equal(moved, start[1:]) and torch.isfinite(moved).all()
     assert np.isfinite(result.history[-1]["val_impressions_loss"])
-    assert result.val_metrics["overall"]["impressions"]["nmae"] < 1.0
+    overall = result.val_metrics["overall"]["impressions"]
+    assert overall["nmae"] < 1.0 and np.isfinite(overall["nb_deviance"]) and overall["nb_deviance"] > 0
+    assert "nb_deviance" not in result.val_metrics["overall"]["active"]

@@ -86,9 +86,12 @@ def panel_events(frame: pd.DataFrame, spec: PanelSpec) -> pd.Series:
 
 
 def history_index(
-    frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None = None
+    frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None = None, own_history: bool = True
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Where each row's past steps live.
+
+    ``own_history=False``: only ``context`` rows are history (the frame's earlier rows are not):
+    e.g. a new scenario scored with exactly the K days given as context, or none (zero-shot).
 
     Returns:
         index: [N, W] int64 row numbers into ``source`` (-1 where the entity has no row at that
@@ -111,13 +114,16 @@ def history_index(
     span = steps.max() - t0 + 1
     codes = entity * span + (steps - t0)  # unique per (entity, step)
 
-    # The last occurrence of a code wins: frame rows come after context rows.
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    last = np.r_[sorted_codes[1:] != sorted_codes[:-1], True]
-    uniq_codes, uniq_rows = sorted_codes[last], order[last]
-
     n_frame = len(frame)
+    lookup = codes if own_history else codes[: len(codes) - n_frame]  # history rows: frame rows too, or context only
+    # The last occurrence of a code wins: frame rows come after context rows.
+    order = np.argsort(lookup, kind="stable")
+    sorted_codes = lookup[order]
+    last = np.r_[sorted_codes[1:] != sorted_codes[:-1], True] if len(sorted_codes) else np.zeros(0, dtype=bool)
+    uniq_codes, uniq_rows = sorted_codes[last], order[last]
+    if not len(uniq_codes):  # nothing to look up: no row has history
+        uniq_codes, uniq_rows = np.array([-1], dtype=np.int64), np.array([0], dtype=np.int64)
+
     own = codes[len(codes) - n_frame :]  # [N] the frame's own codes
     lags = np.arange(spec.window, 0, -1, dtype=np.int64)  # [W]: W, ..., 1
     wanted = own[:, None] - lags[None, :]  # [N, W] same entity, earlier steps (t0 keeps them >= 0)
@@ -143,7 +149,7 @@ def history_index(
 
 
 def encode_panel(
-    frame: pd.DataFrame, spec: PanelSpec, fitted: PanelEncoding, context: pd.DataFrame | None = None
+    frame: pd.DataFrame, spec: PanelSpec, fitted: PanelEncoding, context: pd.DataFrame | None = None, own_history: bool = True
 ) -> dict[str, np.ndarray]:
     """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool}``."""
     W, F = spec.window, len(spec.metrics)
@@ -155,7 +161,7 @@ def encode_panel(
             "seq.raw": np.zeros((0, W, F), np.float32),
             "seq.present": np.zeros((0, W, F), bool),
         }
-    index, source = history_index(frame, spec, context)
+    index, source = history_index(frame, spec, context, own_history)
     mask = index >= 0
     safe = np.where(mask, index, 0)
 

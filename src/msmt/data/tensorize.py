@@ -13,11 +13,13 @@ from msmt.spec.fitted import FittedSchema
 
 
 def encode_frame(
-    frame: pd.DataFrame, schema: FittedSchema, with_labels: bool = True, context: pd.DataFrame | None = None
+    frame: pd.DataFrame, schema: FittedSchema, with_labels: bool = True, context: pd.DataFrame | None = None,
+    own_history: bool = True,
 ) -> Batch:
     """Validate and encode a table with the fitted schema.
 
     ``context``: earlier rows used only for panel history (never encoded as rows themselves).
+    ``own_history=False``: the frame's rows are not each other's history (only ``context``'s are).
     """
     spec = schema.spec
     validate_frame(frame, spec, with_labels=with_labels)
@@ -33,7 +35,7 @@ def encode_frame(
     if spec.panel is not None:
         from msmt.data.panel import encode_panel
 
-        seqs = encode_panel(frame, spec.panel, schema.panel, context)
+        seqs = encode_panel(frame, spec.panel, schema.panel, context, own_history)
         out.update({k: torch.from_numpy(v) for k, v in seqs.items()})
     if with_labels:
         labels = np.stack([label_column(frame, t.label, t.kind) for t in spec.tasks], axis=1)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from msmt.data.validate import label_column, numeric_column
 from msmt.evaluation.metrics import compute_metrics
 from msmt.models.base import MultiTaskModel
+from msmt.runtime.device import model_device
 from msmt.scoring.predict import predict, predict_batches
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import Task
+from msmt.spec.measures import negative_binomial_deviance
 
 TRUTH_PREFIX = "true_"
 
@@ -42,8 +45,19 @@ def evaluate_model(
         preds = predict_batches(model, data, batch_size)
     labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
     return compute_metrics(
-        spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names)
+        spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names),
+        per_row=_negative_binomial_deviances(model, data, labels, preds),
     )
+
+
+def _negative_binomial_deviances(model: MultiTaskModel, data: Batch, labels: dict, preds: dict) -> dict:
+    """{task: {"nb_deviance": [N]}} for negative-binomial tasks, with the model's dispersion per row."""
+    with torch.no_grad():
+        log_alpha = model.distribution_parameters({"scenario": data["scenario"].to(model_device(model))})
+    return {
+        task: {"nb_deviance": negative_binomial_deviance(labels[task], preds[task], np.exp(a.double().cpu().numpy()))}
+        for task, a in log_alpha.items()
+    }
 
 
 def evaluate_auxiliary(model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192) -> dict:

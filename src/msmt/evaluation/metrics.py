@@ -27,12 +27,20 @@ def task_metrics(task: Task, y: np.ndarray, p: np.ndarray) -> dict[str, float | 
     return {**rules(task).measures(y, p), "rows": int(len(y))}
 
 
-def _grouped(tasks, labels, preds, scenarios) -> dict:
-    overall = {t.name: task_metrics(t, labels[t.name], preds[t.name]) for t in tasks}
-    per_scenario = {}
-    for s in sorted(np.unique(scenarios).tolist(), key=str):
-        rows = scenarios == s
-        per_scenario[str(s)] = {t.name: task_metrics(t, labels[t.name][rows], preds[t.name][rows]) for t in tasks}
+def _block(tasks, labels, preds, rows, per_row) -> dict:
+    out = {}
+    for t in tasks:
+        y, p = labels[t.name], preds[t.name]
+        out[t.name] = task_metrics(t, y if rows is None else y[rows], p if rows is None else p[rows])
+        for measure, values in per_row.get(t.name, {}).items():  # means of per-row measures
+            out[t.name][measure] = float(np.mean(values if rows is None else values[rows]))
+    return out
+
+
+def _grouped(tasks, labels, preds, scenarios, per_row=None) -> dict:
+    per_row = per_row or {}
+    overall = _block(tasks, labels, preds, None, per_row)
+    per_scenario = {str(s): _block(tasks, labels, preds, scenarios == s, per_row) for s in sorted(np.unique(scenarios).tolist(), key=str)}
     return {"overall": overall, "scenarios": per_scenario}
 
 
@@ -42,6 +50,7 @@ def compute_metrics(
     preds: Mapping[str, np.ndarray],
     scenarios: np.ndarray,
     truth: Mapping[str, np.ndarray] | None = None,
+    per_row: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> dict:
     """Metrics per task, overall and per scenario (and for the oracle when ``truth`` is given).
 
@@ -49,8 +58,10 @@ def compute_metrics(
         labels / preds / truth: task name -> [N] arrays; preds are probabilities or expected
             values (not logits); truth holds the generator's true expected values.
         scenarios: [N] scenario values (raw names, as in the data).
+        per_row: {task: {measure: [N] per-row values}} reported as their mean in each group (e.g.
+            the negative-binomial deviance, which needs the model's dispersion of each row).
     """
-    out = {"rows": int(len(scenarios)), **_grouped(tasks, labels, preds, scenarios)}
+    out = {"rows": int(len(scenarios)), **_grouped(tasks, labels, preds, scenarios, per_row)}
     if truth:
         oracle_tasks = [t for t in tasks if t.name in truth]
         if oracle_tasks:

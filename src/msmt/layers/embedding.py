@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from msmt.layers.history import HistorySummary
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import FeatureSet
-from msmt.spec.fitted import FittedSchema
+from msmt.spec.fitted import OOV, FittedSchema
 
 
 class FeatureEncoder(nn.Module):
@@ -51,6 +51,8 @@ class FeatureEncoder(nn.Module):
         offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0, dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
         self.num_sparse = len(features.sparse)
+        rates = [f.dropout for f in features.sparse]  # ID dropout per sparse feature (None: none)
+        self.register_buffer("dropout_rates", torch.tensor(rates, dtype=torch.float32) if any(rates) else None, persistent=False)
         self.num_dense = len(features.dense)
         self.dim = dim
         self.table = nn.Embedding(max(sum(sizes), 1), dim)
@@ -73,7 +75,11 @@ class FeatureEncoder(nn.Module):
         S = self.num_sparse
         ids = []
         if S:
-            ids.append(batch[f"{self.prefix}sparse"] + self.offsets[:S])
+            sparse = batch[f"{self.prefix}sparse"]
+            if self.training and self.dropout_rates is not None:  # ID dropout: value -> OOV
+                dropped = torch.rand(sparse.shape, device=sparse.device) < self.dropout_rates
+                sparse = torch.where(dropped & (sparse > 0), torch.full_like(sparse, OOV), sparse)
+            ids.append(sparse + self.offsets[:S])
         if self.with_scenario:
             ids.append((batch["scenario"] + self.offsets[-1]).unsqueeze(1))
         single = self.table(ids[0] if len(ids) == 1 else torch.cat(ids, dim=1)) if ids else None  # [B, S (+1), dim]

@@ -10,8 +10,11 @@ steps, with x_j the raw value at step j and o_j whether it was observed (``seq.r
 * ``weekday``  the value 7 steps back (same weekday last week) when observed, else ``mean``.
 
 Binary tasks read the indicator 1[x_j > 0] (``last``: yesterday's indicator, ``mean``: the
-window's rate). A row with nothing observed falls back to the task's prior: the training-label
-mean of the row's scenario (an unseen scenario: the overall mean; ``FittedSchema.task_stats``).
+window's rate). A row with nothing observed falls back to the task's prior (``FittedSchema.task_stats``): the
+training-label mean of the row's scenario (an unseen scenario: the overall mean), or with
+``prior="overall"`` the overall mean for every row (the forecast offset's choice: a row without
+history then has the same reference in a known scenario as in a new one, and the network learns
+the scenario's level from its attributes).
 Everything is per row: nothing mixes rows of the batch.
 """
 
@@ -43,8 +46,10 @@ class NaiveForecast(nn.Module):
         method: ``last``, ``mean`` or ``weekday``.
     """
 
-    def __init__(self, schema: FittedSchema, method: str = "mean"):
+    def __init__(self, schema: FittedSchema, method: str = "mean", prior: str = "scenario"):
         super().__init__()
+        if prior not in ("scenario", "overall"):
+            raise ValueError(f"prior must be 'scenario' or 'overall', got {prior!r}")
         if method not in METHODS:
             raise ConfigError(f"naive forecast method '{method}' (expected one of {list(METHODS)})")
         if schema.panel is None:
@@ -63,7 +68,8 @@ class NaiveForecast(nn.Module):
         self.register_buffer("binary", torch.tensor(binary, dtype=torch.bool), persistent=False)
         metrics = list(schema.panel.metrics)
         self.register_buffer("columns", torch.tensor([metrics.index(m) for _, m in pairs], dtype=torch.long), persistent=False)
-        prior = [[schema.task_stats[t]["mean"], *schema.task_stats[t]["scenario_mean"]] for t in self.tasks]
+        stats = [schema.task_stats[t] for t in self.tasks]
+        prior = [[s["mean"], *(s["scenario_mean"] if prior == "scenario" else [s["mean"]] * schema.num_scenarios)] for s in stats]
         self.register_buffer("prior", torch.tensor(prior, dtype=torch.float32).T.contiguous(), persistent=False)  # [P+1, T]
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -91,15 +97,17 @@ class NaiveForecast(nn.Module):
 class ForecastOffset(nn.Module):
     """The offset form of count heads (GLM offsets; DeepAR scales by the series level):
     log λ_t = log(b_t + ε_t) + f_t(x), with b_t the naive forecast of task t and ε_t = 1% of its
-    training-label mean, so that f ≡ 0 gives exactly the naive forecaster (``naive_<method>``)
-    and the network learns only the correction. Only count tasks with a history get an offset.
+    training-label mean, so that f ≡ 0 gives exactly the naive forecast where the row has history
+    (``naive_<method>``) and the network learns only the correction. A row without history is
+    offset by the task's overall training mean (the same reference in a known scenario as in a
+    new one). Only count tasks with a history get an offset.
 
     ``forward(batch, outputs)`` -> outputs with ``log(b + ε)`` added to those tasks' log-rates.
     """
 
     def __init__(self, schema: FittedSchema, method: str = "mean"):
         super().__init__()
-        self.naive = NaiveForecast(schema, method)
+        self.naive = NaiveForecast(schema, method, prior="overall")
         counts = [t for t in self.naive.tasks if schema.spec.task(t).kind == TaskKind.COUNT]
         if not counts:
             raise ConfigError("model.forecast: no count task has a history to offset (tasks.<name>.history)")

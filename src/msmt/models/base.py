@@ -22,6 +22,23 @@ from msmt.spec.dataset import TaskKind
 from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import FittedSchema
 
+
+def drop_history(batch: Batch, rate: float) -> Batch:
+    """The batch with each row's whole panel history removed with probability ``rate`` (training
+    only): the model also learns to forecast a unit without history — a new advertiser, a new
+    scenario's first day — whose forecast offset is then the task's prior."""
+    keep = torch.rand(batch["seq.mask"].shape[0], device=batch["seq.mask"].device) >= rate  # [B]
+    out = dict(batch)
+    out["seq.mask"] = batch["seq.mask"] & keep[:, None]
+    out["seq.behaviour"] = batch["seq.behaviour"] * keep[:, None]
+    for key in ("seq.performance", "seq.raw"):
+        if key in batch:
+            out[key] = batch[key] * keep[:, None, None].to(batch[key].dtype)
+    if "seq.present" in batch:
+        out["seq.present"] = batch["seq.present"] & keep[:, None, None]
+    return out
+
+
 INITIAL_LOG_DISPERSION = -1.0  # α = 0.37 (NB2): between Poisson and heavy over-dispersion
 
 
@@ -37,6 +54,7 @@ class MultiTaskModel(nn.Module):
         self.params = cfg.params()
         self.task_names: list[str] = schema.spec.task_names
         self.num_tasks = len(self.task_names)
+        self.history_dropout = float(getattr(cfg, "history_dropout", 0.0))
         method = self.forecast_method(schema, cfg)
         self.forecast = ForecastOffset(schema, method) if method else None
         self.dispersion = nn.ParameterDict(
@@ -71,6 +89,8 @@ class MultiTaskModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
+        if self.training and self.history_dropout > 0 and "seq.mask" in batch:
+            batch = drop_history(batch, self.history_dropout)
         out = self.network(batch)
         return self.forecast(batch, out) if self.forecast is not None else out
 

@@ -53,6 +53,9 @@ class ModelConfig(Strict):
     # count heads as log(naive forecast + ε) + f(x) on panel data (msmt.layers.naive.ForecastOffset):
     # auto = the trailing mean where a count task has a history, none = plain heads
     forecast: Literal["auto", "none", "last", "mean", "weekday"] = "auto"
+    # share of training rows whose panel history is removed (msmt.models.base.drop_history), so
+    # that units without history (new advertisers, a new scenario's first days) are learnt too
+    history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _validate_sections(self) -> ModelConfig:

@@ -84,12 +84,17 @@ class SparseFeature(Spec):
     ``hash_buckets``: instead of a vocabulary, hash each value into this many embedding rows
     (for vocabularies too large to hold; colliding values share a row). ``features.hash_buckets``
     sets it for every sparse feature that does not set its own.
+
+    ``dropout``: in training, each row's value is replaced by the out-of-vocabulary index with
+    this probability (ID dropout), so the OOV row is trained as the population's embedding (what
+    a value never seen in training gets) and an ID embedding cannot memorise every row alone.
     """
 
     name: str
     column: str
     min_count: int = Field(default=1, ge=1)
     hash_buckets: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class DenseFeature(Spec):

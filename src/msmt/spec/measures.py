@@ -51,6 +51,15 @@ def value_measures(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     }
 
 
+def negative_binomial_deviance(y: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """[N] NB2 unit deviances 2·[ℓ(y; y) − ℓ(μ; y)] = 2·[y log(y/μ) − (y + 1/α) log((1 + αy)/(1 + αμ))]
+    (0·log 0 = 0), the negative-binomial counterpart of the Poisson deviance."""
+    y, mu, alpha = (np.asarray(v, dtype=np.float64) for v in (y, mu, alpha))
+    mu = np.clip(mu, EPS, None)
+    ratio = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+    return 2.0 * (ratio - (y + 1.0 / alpha) * np.log1p(alpha * y) + (y + 1.0 / alpha) * np.log1p(alpha * mu))
+
+
 def count_measures(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     """:func:`value_measures` plus the mean Poisson deviance of expected counts ``p``."""
     out = value_measures(y, p)

@@ -1,0 +1,159 @@
+"""The forecasting study (docs/results/forecasting.md): the naive forecasts, the multi-task models
+with history and M2M on a simulator world of a size and seed the project had not used, its minor
+and new scenarios, M2M's ablations and curves, and the online-ads data.
+
+    .venv/bin/python benchmarks/forecasting.py [--advertisers 1200] [--days 90] [--seed 2026]
+        [--seeds 0 1 2] [--curve-seeds 0 1] [--threads 2] [--work runs/forecasting] [--skip-curves]
+        [--skip-online] [--out docs/results/forecasting.md]
+
+A thin command line over :mod:`msmt.experiments.forecasting` (what is trained and scored) and
+:mod:`msmt.experiments.forecasting_page` (tables, target checks, plots). Runs are ordinary run
+directories under ``WORK`` (git-ignored) and are reused when the same code trained them with the
+same overrides, so a stopped study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from msmt.data.io import atomic_write_text, write_table
+from msmt.experiments.forecasting import Study, ablation_variants, curve_variants, main_variants, study_records, summarise
+from msmt.experiments.forecasting_page import COUNTS, MINOR, WORLD_COLS, curve_plot, online_targets, table, values, world_targets
+from msmt.experiments.results_page import simulator_config
+from msmt.rundir.provenance import source_hash
+
+REPO = Path(__file__).resolve().parents[1]
+ONLINE = REPO / "configs" / "online_ads.yaml"
+ONLINE_TASKS = ("displays", "clicks", "post_click_conversions")
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--advertisers", type=int, default=1200)
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--seed", type=int, default=2026, help="the simulator world's seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    ap.add_argument("--curve-seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the ablations and curves")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "forecasting.md")
+    ap.add_argument("--skip-curves", action="store_true", help="main variants only (no ablations or curves)")
+    ap.add_argument("--skip-online", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for every run (e.g. train.epochs=1 for a smoke run)")
+    return ap.parse_args()
+
+
+def _extra(args) -> tuple[str, ...]:
+    return (f"train.num_threads={args.threads}", *args.overrides)
+
+
+def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    extra = _extra(args)
+    main = Study(config, args.work / "runs" / "world", args.seeds, main_variants(), extra, config.parent / "new_scenario.csv", _log)
+    records = study_records(main, main.train())
+    extra_records = pd.DataFrame()
+    if not args.skip_curves:
+        more = Study(config, args.work / "runs" / "world", args.curve_seeds, ablation_variants() + curve_variants(), extra, None, _log)
+        extra_records = study_records(more, more.train())
+    return records, extra_records
+
+
+def online_study(args) -> pd.DataFrame:
+    study = Study(ONLINE, args.work / "runs" / "online_ads", args.seeds, main_variants(), _extra(args), None, _log)
+    return study_records(study, study.train())
+
+
+def world_section(args, summary: pd.DataFrame, config: Path, rows: dict[str, int]) -> list[str]:
+    v = values(summary)
+    main = [x.name for x in main_variants()]
+    cols = WORLD_COLS
+    out = [
+        f"## The simulator world ({args.advertisers:,} advertisers × {args.days} days, seed {args.seed})", "",
+        f"`msmt synth advertiser --advertisers {args.advertisers} --days {args.days} --seed {args.seed}`: "
+        + ", ".join(f"{k} {n:,} rows" for k, n in rows.items())
+        + f". Training seeds {args.seeds}; cells are mean ± std over seeds; **bold** = best model in the column "
+        "(the oracle, the true expected value given the latent state, is the bound).", "",
+        "### Targets", "", *world_targets(v, main), "",
+        "### Test split, overall", "", *table(v, main, "test", "overall", cols), "",
+        f"### The minor scenario `{MINOR}`", "", *table(v, main, "test", MINOR, cols), "",
+        "### The new scenario (never in training)", "",
+        "Its rows from launch + 7 days on, each unit's history limited to its first K days of the new scenario "
+        "(K = 0: zero-shot, none of its rows as history; no naive forecast exists there).", "",
+    ]
+    for k in (0, 3, 7):
+        out += [f"**K = {k}**", "", *table(v, main, f"new K={k}", "overall", cols), ""]
+    return out
+
+
+def curves_section(summary: pd.DataFrame, args) -> list[str]:
+    if summary.empty:
+        return []
+    v = values(summary)
+    abl = ["m2m", *[x.name for x in ablation_variants()]]
+    out = ["## M2M's ablations and curves", "", f"Training seeds {args.curve_seeds} (the `m2m` row: the main study's seeds).", "",
+           "### Ablations (test, overall)", "", *table(v, abl, "test", "overall", WORLD_COLS, oracle=False), ""]
+    groups: dict[str, list[tuple[float, str]]] = {}
+    for x in curve_variants():
+        groups.setdefault(x.group.split(":")[1], []).append((x.value, x.name))
+    for name, points in groups.items():
+        out += [f"### {name}", "", *table(v, [p for _, p in sorted(points, key=lambda p: (p[1].split(' ')[0], p[0]))], "test", "overall", WORLD_COLS, oracle=False), ""]
+    plot = args.out.parent / "img" / "forecasting_curves.png"
+    curve_plot(summary, groups, "clicks", "nmae", plot)
+    out += [f"![curves]({plot.relative_to(args.out.parent).as_posix()})", ""]
+    return out
+
+
+def online_section(summary: pd.DataFrame, args) -> list[str]:
+    if summary.empty:
+        return []
+    v = values(summary)
+    main = [x.name for x in main_variants()]
+    cols = [(t, "nmae") for t in ONLINE_TASKS]
+    return ["## Online ads (real data, test split)", "", f"`configs/online_ads.yaml`, training seeds {args.seeds}.", "",
+            *online_targets(v, main, ONLINE_TASKS), "", *table(v, main, "test", "overall", cols, oracle=False), ""]
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.perf_counter()
+    config = simulator_config("advertiser", {"advertisers": args.advertisers, "days": args.days, "seed": args.seed}, args.work, "world", _log)
+    rows = {s: sum(1 for _ in open(config.parent / f"{s}.csv")) - 1 for s in ("train", "validation", "test", "new_scenario")}
+    world, extra = world_study(args, config)
+    online = pd.DataFrame() if args.skip_online else online_study(args)
+    summaries = {name: summarise(r) for name, r in (("world", world), ("curves", extra), ("online", online)) if not r.empty}
+    tables = args.out.parent / "forecasting"
+    for name, s in summaries.items():
+        keep = s["scenario"].isin(["overall", MINOR]) & s["metric"].isin(["nmae", "auc", "smape", "poisson_deviance", "logloss"])
+        write_table(s[keep], tables / f"{name}.csv")
+    hours = (time.perf_counter() - start) / 3600
+    page = [
+        "# Forecasting: the naive forecasts, the multi-task models and M2M", "",
+        "Generated by `.venv/bin/python benchmarks/forecasting.py` "
+        f"(`--advertisers {args.advertisers} --days {args.days} --seed {args.seed} --seeds {' '.join(map(str, args.seeds))}`) "
+        f"with msmt's source {source_hash()[:12]} on {platform.processor() or platform.machine()}, "
+        f"{args.threads} threads per run; this run took {hours:.1f} h including reused runs. The numbers behind every "
+        f"table: [`forecasting/`](forecasting/).", "",
+        "Every model forecasts relative to the unit's trailing 14-day mean (`model.forecast: auto`, log λ = log(b + ε) + f(x)); "
+        "`+history` models also read a summary of the window (`model.history_summary`); the naive forecasters fit only "
+        "a scale per task. NMAE = Σ|y − ŷ| / Σ|y| (lower is better), AUC for `active` (higher is better). "
+        f"Count tasks: {', '.join(COUNTS)}.", "",
+        *world_section(args, summaries["world"], config, rows),
+        *curves_section(pd.concat([summaries["world"], summaries["curves"]]) if "curves" in summaries else pd.DataFrame(), args),
+        *online_section(summaries.get("online", pd.DataFrame()), args),
+    ]
+    atomic_write_text(args.out, "\n".join(page))
+    _log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

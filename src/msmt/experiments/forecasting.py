@@ -1,0 +1,174 @@
+"""The forecasting study: does M2M beat the naive forecast and close on the oracle?
+
+World: the advertiser simulator (``msmt synth advertiser``) at a size and seed of the caller's
+choice; every variant below is an ordinary run (``msmt train`` with overrides, reused through
+:func:`msmt.experiments.bench.run_or_reuse` when the same code already trained it), one per seed.
+
+* **Variants**: the naive forecasters (``naive_last``, ``naive_mean``, ``naive_weekday``: a scale
+  to fit, 2 epochs), the multi-task models with the panel history summary (``+history``:
+  ``model.history_summary=true``; like every model on panel data they forecast relative to the
+  trailing mean, ``model.forecast``), and M2M as the simulator's experiment config declares it.
+* **Ablations** (the paper's): M2M without the meta tower, the meta attention, the Transformer.
+* **Curves**: the history window T (``dataset.panel.window``, M2M and the trailing mean),
+  the size of S̃ (``model.m2m.scenario_dim``) and the meta units' depth (``model.m2m.meta_layers``).
+* **The new scenario** (never in training; ``new_scenario.csv``): scored on its days from
+  launch + :data:`NEW_SCENARIO_FROM` on, with its units' history limited to their first K days
+  (K = 0: zero-shot, none of its rows as history), K ∈ :data:`NEW_SCENARIO_K`; the naive
+  forecasts exist only for K > 0.
+
+Every number comes back as a long table (:func:`study_records`): variant, seed, split (``test``
+or ``new K=k``), scenario, task, metric, value; :mod:`msmt.experiments.forecasting_page` renders it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from msmt.data.loading import read_data
+from msmt.data.tensorize import encode_frame
+from msmt.evaluation.evaluate import evaluate_model
+from msmt.experiments.bench import read_metrics, run_or_reuse
+from msmt.rundir.layout import load_run
+
+NAIVE = ("naive_last", "naive_mean", "naive_weekday")
+HISTORY_MODELS = ("single_task", "shared_bottom", "mmoe", "ple")
+NEW_SCENARIO_K = (0, 3, 7)
+NEW_SCENARIO_FROM = 7  # scored days: launch + 7 onward (the same rows for every K)
+COMMON = ("train.progress=false",)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained configuration: a display name and the overrides that make it."""
+
+    name: str
+    overrides: tuple[str, ...]
+    group: str = "main"  # main | ablation | curve:<parameter>
+    value: float | None = None  # the curve's x
+
+    def run_dir(self, runs: Path, seed: int) -> Path:
+        return runs / self.name.replace(" ", "_").replace("/", "-") / f"seed{seed}"
+
+
+def main_variants() -> list[Variant]:
+    out = [Variant(n, (f"model.name={n}", "train.epochs=2")) for n in NAIVE]
+    out += [Variant(f"{n}+history", (f"model.name={n}", "model.history_summary=true")) for n in HISTORY_MODELS]
+    out.append(Variant("m2m", ("model.name=m2m",)))
+    return out
+
+
+def ablation_variants() -> list[Variant]:
+    return [
+        Variant(f"m2m w/o {what}", ("model.name=m2m", f"model.m2m.{key}=false"), "ablation")
+        for what, key in (("meta tower", "use_meta_tower"), ("meta attention", "use_meta_attention"), ("Transformer", "use_transformer"))
+    ]
+
+
+def curve_variants(windows: Sequence[int] = (7, 14, 28, 56), scenario_dims: Sequence[int] = (4, 16, 64),
+                   meta_layers: Sequence[int] = (1, 2, 3)) -> list[Variant]:
+    out = []
+    for w in windows:
+        out.append(Variant(f"m2m T={w}", ("model.name=m2m", f"dataset.panel.window={w}"), "curve:window", w))
+        out.append(Variant(f"naive_mean T={w}", ("model.name=naive_mean", "train.epochs=2", f"dataset.panel.window={w}"), "curve:window", w))
+    out += [Variant(f"m2m s={s}", ("model.name=m2m", f"model.m2m.scenario_dim={s}"), "curve:scenario_dim", s) for s in scenario_dims]
+    out += [Variant(f"m2m K={k}", ("model.name=m2m", f"model.m2m.meta_layers={k}"), "curve:meta_layers", k) for k in meta_layers]
+    return out
+
+
+@dataclass
+class Study:
+    """Where a study's runs live and what it trains. ``config``: the experiment YAML."""
+
+    config: Path
+    runs: Path
+    seeds: Sequence[int]
+    variants: list[Variant]
+    extra: tuple[str, ...] = ()  # overrides for every run (e.g. train.num_threads=2)
+    new_scenario: Path | None = None  # the simulator's new_scenario.csv, when there is one
+    log: Callable[[str], None] = field(default=print)
+
+    def overrides(self, variant: Variant, seed: int) -> list[str]:
+        return [*variant.overrides, f"train.seed={seed}", *COMMON, *self.extra]
+
+    def train(self) -> dict[tuple[str, int], Path]:
+        """Train (or reuse) every variant × seed, seed-major so a stopped study is usable."""
+        done = {}
+        for seed in self.seeds:
+            for v in self.variants:
+                run = v.run_dir(self.runs, seed)
+                run_or_reuse(self.config, self.overrides(v, seed), run, log=self.log)
+                done[(v.name, seed)] = run
+        return done
+
+
+def _flatten(block: dict, variant: str, seed: int, split: str, source: str | None = None) -> list[dict]:
+    rows = []
+    for scenario, tasks in {"overall": block["overall"], **block["scenarios"]}.items():
+        for task, values in tasks.items():
+            for metric, value in values.items():
+                if metric != "rows" and value is not None:
+                    rows.append(dict(variant=source or variant, seed=seed, split=split, scenario=scenario, task=task,
+                                     metric=metric, value=float(value), rows=values["rows"]))
+    return rows
+
+
+def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
+    """{K: the ``M`` block of the new scenario's rows from launch + 7 on, history from its first K days}.
+
+    A unit's history is its own (advertiser, scenario) rows, so rows of the other scenarios never
+    enter; K = 0 leaves every scored row without history (zero-shot)."""
+    run = load_run(run_dir)
+    spec = run.schema.spec
+    frame = read_data(new_scenario, spec)
+    time = spec.panel.time
+    launch = frame[time].min()
+    scored = frame[frame[time] >= launch + NEW_SCENARIO_FROM].reset_index(drop=True)
+    scored.attrs["source"] = f"{new_scenario} (days >= launch + {NEW_SCENARIO_FROM})"
+    out: dict[int, dict] = {}
+    if scored.empty:  # a test period shorter than NEW_SCENARIO_FROM days
+        return out
+    for k in NEW_SCENARIO_K:
+        own = frame[frame[time] < launch + k].reset_index(drop=True)
+        data = encode_frame(scored, run.schema, context=own if len(own) else None, own_history=False)
+        out[k] = evaluate_model(run.model, scored, data)
+    return out
+
+
+def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
+    """Long-form records of every run: its test split, and the new scenario with K days of history."""
+    records = []
+    for (name, seed), run_dir in runs.items():
+        metrics = read_metrics(run_dir)
+        split = "test" if "test" in metrics else "val"
+        records += _flatten(metrics[split], name, seed, split)
+        if seed == study.seeds[0] and "oracle" in metrics[split]:
+            records += _flatten(metrics[split]["oracle"], name, seed, split, source="oracle")
+        if study.new_scenario is not None and (name.startswith("naive_") or name in ("m2m", *(f"{m}+history" for m in HISTORY_MODELS))):
+            cache = run_dir / "new_scenario.json"
+            if cache.exists() and cache.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime:
+                blocks = {int(k): v for k, v in json.loads(cache.read_text()).items()}
+            else:
+                blocks = new_scenario_blocks(run_dir, study.new_scenario)
+                cache.write_text(json.dumps(blocks))
+            for k, block in blocks.items():
+                if k == 0 and name.startswith("naive_"):
+                    continue  # no history: no naive forecast exists (it would be the training mean)
+                records += _flatten(block, name, seed, f"new K={k}")
+                if seed == study.seeds[0] and "oracle" in block:
+                    records += _flatten(block["oracle"], name, seed, f"new K={k}", source="oracle")
+    frame = pd.DataFrame(records)
+    oracle = frame["variant"] == "oracle"
+    return pd.concat([frame[~oracle], frame[oracle].drop_duplicates(["split", "scenario", "task", "metric"])], ignore_index=True)
+
+
+def summarise(records: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (variant, split, scenario, task, metric)."""
+    keys = ["variant", "split", "scenario", "task", "metric"]
+    return records.groupby(keys, sort=False).agg(
+        mean=("value", "mean"), std=("value", lambda v: float(v.std(ddof=0))), seeds=("seed", "nunique"), rows=("rows", "first")
+    ).reset_index()
