@@ -38,18 +38,21 @@ def test_early_stopping_restores_best_epoch(tiny_dir, tmp_path):
     assert len(history) in (best + 2, 6)
 
 
+ARTIFACTS = ("config.yaml", "schema.json", "model.safetensors", "metrics.json", "history.csv", "report.md", "plots/training_curves.png")
+
+
 def test_cli_end_to_end(tmp_path):
+    """synth -> train -> evaluate -> predict in this process (the CLI code without interpreter
+    starts), then the resolved config trained again from a user's shell (a fresh process)."""
     data, run = tmp_path / "data", tmp_path / "run"
-    assert run_cli("synth", "simple", "--out", data, "--rows", 1500, "--seed", 1).returncode == 0
-    res = run_cli("train", data / "experiment.yaml", "--out", run, "--quiet", *sum((["--set", s] for s in FAST), []))
-    assert res.returncode == 0, res.stderr
-    for name in ("config.yaml", "schema.json", "model.safetensors", "metrics.json", "history.csv", "report.md", "plots/training_curves.png"):
+    assert run_main("synth", "simple", "--out", data, "--rows", 1500, "--seed", 1) == 0
+    assert run_main("train", data / "experiment.yaml", "--out", run, "--quiet", *sum((["--set", s] for s in FAST), [])) == 0
+    for name in ARTIFACTS:
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"val", "test"}
     assert metrics["test"]["oracle"]["overall"]["click"]["rows"] == metrics["test"]["rows"]
 
-    # evaluate and predict: the same command lines in this process (an interpreter start is seconds)
     assert run_main("evaluate", run, "--data", data / "test.csv", "--out", tmp_path / "m.json") == 0
     assert json.loads((tmp_path / "m.json").read_text()) == metrics["test"]
 
@@ -60,7 +63,10 @@ def test_cli_end_to_end(tmp_path):
 
     # the resolved config reproduces the run, in a fresh process
     again = tmp_path / "again"
-    assert run_cli("train", run / "config.yaml", "--out", again, "--quiet").returncode == 0
+    res = run_cli("train", run / "config.yaml", "--out", again, "--quiet")
+    assert res.returncode == 0, res.stderr
+    for name in ARTIFACTS:
+        assert (again / name).exists(), name
     assert json.loads((again / "metrics.json").read_text()) == metrics
 
 
