@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import run_cli
+from helpers import run_cli, run_main
 from msmt.cli import main
 from msmt.experiments.run import run_experiment
 from msmt.spec.config import load_experiment
@@ -38,30 +38,35 @@ def test_early_stopping_restores_best_epoch(tiny_dir, tmp_path):
     assert len(history) in (best + 2, 6)
 
 
+ARTIFACTS = ("config.yaml", "schema.json", "model.safetensors", "metrics.json", "history.csv", "report.md", "plots/training_curves.png")
+
+
 def test_cli_end_to_end(tmp_path):
+    """synth -> train -> evaluate -> predict in this process (the CLI code without interpreter
+    starts), then the resolved config trained again from a user's shell (a fresh process)."""
     data, run = tmp_path / "data", tmp_path / "run"
-    assert run_cli("synth", "simple", "--out", data, "--rows", 1500, "--seed", 1).returncode == 0
-    res = run_cli("train", data / "experiment.yaml", "--out", run, "--quiet", *sum((["--set", s] for s in FAST), []))
-    assert res.returncode == 0, res.stderr
-    for name in ("config.yaml", "schema.json", "model.safetensors", "metrics.json", "history.csv", "report.md", "plots/training_curves.png"):
+    assert run_main("synth", "simple", "--out", data, "--rows", 1500, "--seed", 1) == 0
+    assert run_main("train", data / "experiment.yaml", "--out", run, "--quiet", *sum((["--set", s] for s in FAST), [])) == 0
+    for name in ARTIFACTS:
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"val", "test"}
     assert metrics["test"]["oracle"]["overall"]["click"]["rows"] == metrics["test"]["rows"]
 
-    res = run_cli("evaluate", run, "--data", data / "test.csv", "--out", tmp_path / "m.json")
-    assert res.returncode == 0, res.stderr
+    assert run_main("evaluate", run, "--data", data / "test.csv", "--out", tmp_path / "m.json") == 0
     assert json.loads((tmp_path / "m.json").read_text()) == metrics["test"]
 
-    res = run_cli("predict", run, "--data", data / "test.csv", "--out", tmp_path / "p.csv")
-    assert res.returncode == 0, res.stderr
+    assert run_main("predict", run, "--data", data / "test.csv", "--out", tmp_path / "p.csv") == 0
     preds = pd.read_csv(tmp_path / "p.csv")
     assert {"pred_click", "pred_purchase", "pred_dwell"} <= set(preds.columns)
     assert preds["pred_click"].between(0, 1).all() and (preds["pred_dwell"] > 0).all()
 
-    # the resolved config reproduces the run
+    # the resolved config reproduces the run, in a fresh process
     again = tmp_path / "again"
-    assert run_cli("train", run / "config.yaml", "--out", again, "--quiet").returncode == 0
+    res = run_cli("train", run / "config.yaml", "--out", again, "--quiet")
+    assert res.returncode == 0, res.stderr
+    for name in ARTIFACTS:
+        assert (again / name).exists(), name
     assert json.loads((again / "metrics.json").read_text()) == metrics
 
 
@@ -80,8 +85,7 @@ def test_cli_bad_input_exit_code_and_one_line(tmp_path, tiny_dir, capsys):
     assert err.count("\n") == 0 and "unknown key 'train.epocs'" in err
 
     run = tmp_path / "run"
-    main_ok = run_cli("train", tmp_path / "exp.yaml", "--out", run, "--quiet", "--set", "train.epochs=1")
-    assert main_ok.returncode == 0, main_ok.stderr
+    assert run_main("train", tmp_path / "exp.yaml", "--out", run, "--quiet", "--set", "train.epochs=1") == 0
     res = run_cli("evaluate", run, "--data", bad, "--out", tmp_path / "never.json")
     assert res.returncode == 2
     assert res.stderr.strip() == f"msmt: error: {bad}: column 'click': binary label must be 0 or 1, got 5 in data row 1"

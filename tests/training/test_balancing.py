@@ -190,6 +190,58 @@ def test_gradnorm_weight_update_matches_hand_computed_gradient():
     assert model.last.weight.grad is not None  # the model got its gradient too
 
 
+def test_gradnorm_weights_follow_hand_computed_updates_while_losses_move():
+    """Several steps of training, each weight update checked against MODELS.md's GradNorm by hand:
+    G_t = w_t ‖∇_W L_t‖, r_t = (L_t/L_t(0)) / mean_τ(L_τ/L_τ(0)), target_t = mean(G)·r_tᵅ (constant),
+    ∂L_grad/∂w_t = sign(G_t − target_t)·‖∇_W L_t‖, then Adam (written out here) and Σ w = T.
+    Three tasks whose losses fall at different rates, so r ≠ 1 after the first step, and the
+    loss-ratio term decides the direction of at least one update (checked: not vacuous)."""
+    torch.manual_seed(0)
+    tasks = tasks_of("regression", 3)
+    model = Toy(3)
+    alpha, lr, min_weight = 2.0, 0.05, 1e-3
+    bal = build_balancer(tasks, loss_cfg("gradnorm", alpha=alpha, lr=lr, min_weight=min_weight), model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(128, 8, generator=gen)
+    coef = torch.randn(8, generator=gen)
+    ys = [x @ coef, 3 * torch.tanh(x[:, 0] * x[:, 1]), 2 * torch.randn(128, generator=gen)]  # easy, harder, noise
+    layer = [model.last.weight, model.last.bias]
+    w = torch.ones(3, dtype=torch.float64)
+    m = torch.zeros(3, dtype=torch.float64)
+    v = torch.zeros(3, dtype=torch.float64)
+    initial = None
+    ratio_term_decided = False
+    for step in range(1, 13):
+        losses = {t.name: rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, model(x), ys)}
+        L = torch.tensor([float(losses[t.name].detach()) for t in tasks], dtype=torch.float64)
+        norms = torch.tensor(
+            [float(torch.cat([g.flatten() for g in torch.autograd.grad(losses[t.name], layer, retain_graph=True)]).norm()) for t in tasks],
+            dtype=torch.float64,
+        )
+        initial = L if initial is None else initial
+        r = (L / initial) / (L / initial).mean()
+        G = w * norms
+        target = G.mean() * r**alpha
+        assert (G - target).abs().min() > 1e-4 * G.max()  # no near-tie: float32 and float64 agree on the sign
+        grad = torch.sign(G - target) * norms
+        ratio_term_decided |= bool((torch.sign(G - target) != torch.sign(G - G.mean())).any())
+        # Adam (Kingma & Ba) with torch's defaults: betas (0.9, 0.999), eps 1e-8
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad**2
+        w = w - lr * (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8)
+        w = w.clamp_min(min_weight)
+        w = w * 3 / w.sum()
+
+        opt.zero_grad()
+        bal.backward(losses)
+        opt.step()
+        torch.testing.assert_close(bal.last_grad_norms.double(), G, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(bal.weights.detach().double(), w, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(initial / initial.mean(), L / L.mean(), rtol=0.05)  # the losses moved apart: r ≠ 1
+    assert ratio_term_decided
+
+
 def test_gradnorm_needs_a_last_shared_layer():
     class NoShared(Toy):
         def last_shared_layer(self):
