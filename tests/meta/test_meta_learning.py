@@ -86,8 +86,9 @@ def _flat_grad(model, names):
 @pytest.mark.parametrize("clip", ["null", "0.001"])  # 0.001: the inner-loop gradient clipping is engaged
 def test_maml_meta_gradient_matches_finite_differences(tiny_dir, tiny_schema, groups, clip):
     """d/dε L_Q(θ+εu, φ_g(θ+εu, φ+εv)) at 0 equals <∇, (u, v)> of second-order MAML."""
-    cfg = _cfg(tiny_dir, "meta.inner_steps=2", "meta.inner_lr=0.3", f"meta.inner_max_grad_norm={clip}")
+    cfg = _cfg(tiny_dir, "meta.inner_steps=2", "meta.inner_lr=0.3", f"meta.inner_max_grad_norm={clip}", "meta.shared=['*']")
     model = _model(cfg, tiny_schema, seed=1, dtype=torch.float64)
+    assert cfg.meta.personal == ["auto"] and set(split_parameters(model, cfg.meta).personal) == set(model.personal_parameters())
     split = split_parameters(model, cfg.meta)
     support, query = _support_query(groups, 1, k=8, q=8, dtype=torch.float64)
     tasks = cfg.dataset.tasks
@@ -171,13 +172,12 @@ def test_reptile_moves_personal_init_toward_adapted_block(tiny_dir, tiny_schema,
 # the naive forecasters share nothing (a scale per task is the whole model): no base to meta-learn
 @pytest.mark.parametrize("name", [m for m in model_names() if not m.startswith("naive_")])
 def test_every_model_meta_trains_without_model_specific_code(tiny_dir, tiny_schema, groups, name, algorithm):
-    cfg = _cfg(tiny_dir, f"model.name={name}", f"meta.algorithm={algorithm}", "meta.inner_steps=1")
+    """Every model declares a non-empty personal block (``meta.personal: [auto]``) and meta-trains
+    with the base moving too (``meta.shared: ["*"]``)."""
+    cfg = _cfg(tiny_dir, f"model.name={name}", f"meta.algorithm={algorithm}", "meta.inner_steps=1", "meta.shared=['*']")
     model = _model(cfg, tiny_schema)
-    try:
-        split = split_parameters(model, cfg.meta)
-    except ConfigError:  # no module called "towers": personalise the output layer (last two tensors)
-        cfg.meta.personal = [n for n, _ in model.named_parameters()][-2:]
-        split = split_parameters(model, cfg.meta)
+    split = split_parameters(model, cfg.meta)
+    assert split.personal and set(split.personal) == set(model.personal_parameters())
     before = copy.deepcopy(model.state_dict())
     episode = [_support_query(groups, g) for g in range(2)]
     loss = meta_step(model, split, episode, cfg.dataset.tasks, cfg.meta, build_outer_optimizer(model, split, cfg.meta))
@@ -195,7 +195,7 @@ def test_meta_config_is_strict_and_checked(tiny_dir, tiny_schema):
     cfg = _cfg(tiny_dir, "meta.personal=[nothing.*]")
     with pytest.raises(ConfigError, match=r"meta.personal: patterns \['nothing.\*'\] match no parameter"):
         split_parameters(_model(cfg, tiny_schema), cfg.meta)
-    assert MetaConfig().personal == ["towers.*"]
+    assert MetaConfig().personal == ["auto"] and MetaConfig().shared == []
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,15 @@ def adapt(
     data: Path = typer.Option(..., "--data", help="CSV or Parquet with labels and the dataset's group column."),
     out: Path = typer.Option(..., "--out", help="Run directory to write: the base once + blocks/ (may equal RUN_DIR)."),
     steps: int = typer.Option(None, "--steps", min=0, help="Inner steps (default: meta.inner_steps of the run)."),
-    lr: float = typer.Option(None, "--lr", min=0.0, help="Inner learning rate (default: meta.inner_lr)."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Inner learning rate (default: meta.inner_lr, or the run's Meta-SGD rates)."),
+    context: list[Path] = typer.Option(None, "--context", help="Earlier rows (CSV/Parquet, repeatable) used only to build panel history."),
 ) -> None:
     """Few-shot adaptation: store each group's personal parameters beside the shared base."""
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
     from msmt.meta import adapt_groups, split_parameters
     from msmt.rundir.blocks import save_blocks
-    from msmt.rundir.layout import load_run, write_json
+    from msmt.rundir.layout import load_meta_rates, load_run, write_json
     from msmt.spec.errors import ConfigError
 
     run = load_run(run_dir)
@@ -52,9 +53,15 @@ def adapt(
     if lr is not None:
         meta.inner_lr = lr
     frame = read_data(data, spec)
-    encoded = encode_frame(frame, run.schema, with_labels=True)
+    ctx = None
+    if context:
+        import pandas as pd
+
+        ctx = pd.concat([read_data(c, spec) for c in context], ignore_index=True)
+    encoded = encode_frame(frame, run.schema, with_labels=True, context=ctx)
     split = split_parameters(run.model, meta)
-    blocks, stats = adapt_groups(run.model, split, frame, encoded, spec.group, spec.tasks, meta)
+    rates = None if lr is not None else load_meta_rates(run_dir)  # Meta-SGD's learned rates, unless --lr
+    blocks, stats = adapt_groups(run.model, split, frame, encoded, spec.group, spec.tasks, meta, rates)
 
     if out.resolve() != run_dir.resolve():
         copy_base(run_dir, out)
@@ -64,11 +71,12 @@ def adapt(
         "data": str(data),
         "personal_parameters": list(split.personal),
         "inner_steps": meta.inner_steps,
-        "inner_lr": meta.inner_lr,
+        "inner_lr": "meta-sgd rates" if rates is not None else meta.inner_lr,
     }
     write_json(out / "adapt.json", summary)
     typer.echo(
         f"adapted {summary['groups']} groups ({summary['rows']} rows, {len(split.personal)} personal tensors); "
-        f"mean support loss {summary['mean_support_loss_before']:.4f} -> {summary['mean_support_loss_after']:.4f}\n"
+        f"mean support loss {summary['mean_support_loss_before']:.4f} -> {summary['mean_support_loss_after']:.4f}, "
+        f"median block displacement {summary['median_block_displacement']:.4f}\n"
         f"wrote {out}/blocks/"
     )

@@ -18,7 +18,7 @@ from msmt.evaluation.report import write_report
 from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
 from msmt.rundir import provenance
-from msmt.rundir.layout import HISTORY, METRICS, SCHEMA, WEIGHTS, save_schema, save_weights, write_config, write_json
+from msmt.rundir.layout import HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
 from msmt.spec.config import ExperimentConfig
 from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import FittedSchema
@@ -112,6 +112,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     provenance.write(out)  # which code produced these metrics (reuse checks compare it)
     if meta_history:
         write_table(pd.DataFrame(meta_history), out / "meta_history.csv")
+    if meta_plan is not None and meta_plan.rates is not None:
+        save_meta_rates(meta_plan.rates.as_dict(), out / META_RATES)
     write_report(out, cfg, metrics, history)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return metrics

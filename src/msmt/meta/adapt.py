@@ -26,6 +26,7 @@ class AdaptStats:
     loss_before: dict[str, float] = field(default_factory=dict)
     loss_after: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    displacement: dict[str, float] = field(default_factory=dict)  # ‖φ_g − φ‖₂ over the whole block
 
     def summary(self) -> dict:
         before = np.array(list(self.loss_before.values()))
@@ -37,6 +38,7 @@ class AdaptStats:
             "mean_support_loss_before": float(before.mean()) if len(before) else None,
             "mean_support_loss_after": float(after.mean()) if len(after) else None,
             "median_seconds_per_group": float(np.median(secs)) if len(secs) else None,
+            "median_block_displacement": float(np.median(list(self.displacement.values()))) if self.displacement else None,
         }
 
 
@@ -53,10 +55,12 @@ def adapt_groups(
     group_column: str,
     tasks: tuple[Task, ...],
     cfg: MetaConfig,
+    rates: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, dict[str, Tensor]], AdaptStats]:
     """{group: φ_g} adapted on all of that group's rows (``cfg.inner_steps`` steps of
-    ``cfg.inner_lr``), and per-group statistics. ``model`` is left exactly as it was.
-    Blocks live on the model's device; ``data`` may stay on the CPU."""
+    ``cfg.inner_lr``, or of Meta-SGD's per-parameter ``rates``), and per-group statistics
+    (support loss before / after, seconds, the block's displacement). ``model`` is left exactly
+    as it was. Blocks live on the model's device; ``data`` may stay on the CPU."""
     index = GroupIndex(group_values(frame, group_column))
     params = dict(model.named_parameters())
     base_phi = {n: params[n].detach() for n in split.personal}
@@ -68,8 +72,9 @@ def adapt_groups(
     for name, rows in zip(index.names, index.rows):
         support = to_device(take(data, rows), device)
         start = time.perf_counter()
-        blocks[name] = adapt(model, split, support, tasks, cfg.inner_steps, cfg.inner_lr, cfg.inner_max_grad_norm)
+        blocks[name] = adapt(model, split, support, tasks, cfg.inner_steps, rates if rates is not None else cfg.inner_lr, cfg.inner_max_grad_norm)
         stats.seconds[name] = time.perf_counter() - start
+        stats.displacement[name] = float(torch.sqrt(sum(((blocks[name][n] - base_phi[n]) ** 2).sum() for n in split.personal)))
         stats.rows[name] = len(rows)
         stats.loss_before[name] = _loss(model, base_phi, support, tasks)
         stats.loss_after[name] = _loss(model, blocks[name], support, tasks)

@@ -1,4 +1,4 @@
-"""Outer loops: MAML (second order), first-order MAML and Reptile.
+"""Outer loops: MAML (second order), first-order MAML, Reptile and Meta-SGD.
 
 For one episode of groups g with support S_g and query Q_g (G groups):
 
@@ -11,8 +11,12 @@ For one episode of groups g with support S_g and query Q_g (G groups):
   (1/G) Σ_g (φ − φ_g) as its update direction; θ, which the inner loop does not adapt, gets
   the first-order query gradient ∂L_Q_g/∂θ at φ_g so that the shared base keeps learning.
 
-All three feed one outer optimiser (``meta.outer_optimizer``) over θ ∪ φ; frozen parameters
-never change.
+* **Meta-SGD** (Li et al. 2017): MAML whose inner step is φ − α ⊙ ∇_φ L_support with a learned
+  per-parameter rate α (:class:`msmt.meta.params.InnerRates`), trained with θ and φ.
+
+All feed one outer optimiser (``meta.outer_optimizer``) over θ ∪ φ (∪ α); frozen parameters
+never change. With the default ``meta.shared: []`` θ is frozen: meta-learning moves only the
+personal block's start (and Meta-SGD's rates), so a group without rows keeps the trained base.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from msmt.meta.episodes import EpisodeSampler, GroupIndex, group_values
-from msmt.meta.params import ParameterSplit, inner_loop, objective, split_parameters
+from msmt.meta.params import InnerRates, ParameterSplit, inner_loop, objective, split_parameters
 from msmt.runtime.device import model_device
 from msmt.spec.batch import Batch, to_device
 from msmt.spec.config import MetaConfig
@@ -35,29 +39,31 @@ from msmt.training.optim import make_optimizer
 
 
 def meta_loss(
-    model: nn.Module, split: ParameterSplit, support: Batch, query: Batch, tasks: tuple[Task, ...], cfg: MetaConfig
+    model: nn.Module, split: ParameterSplit, support: Batch, query: Batch, tasks: tuple[Task, ...], cfg: MetaConfig,
+    rates: InnerRates | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """(L_Q(θ, φ_g), φ_g) for one group; the loss is differentiable w.r.t. the model's parameters.
 
     ``maml``: through the inner loop; ``fomaml``: first-order; ``reptile``: φ_g detached (only θ
-    gets a gradient; φ's Reptile direction is added by :func:`meta_step`).
+    gets a gradient; φ's Reptile direction is added by :func:`meta_step`); ``metasgd``: MAML
+    with the per-parameter rates ``rates`` (which get their gradient too).
     """
     params = dict(model.named_parameters())
+    lr = rates.as_dict() if rates is not None else cfg.inner_lr
     if cfg.algorithm == "reptile":
         start = {n: params[n].detach().requires_grad_(True) for n in split.personal}
-        phi = {n: t.detach() for n, t in inner_loop(model, start, support, tasks, cfg.inner_steps, cfg.inner_lr, max_grad_norm=cfg.inner_max_grad_norm).items()}
+        phi = {n: t.detach() for n, t in inner_loop(model, start, support, tasks, cfg.inner_steps, lr, max_grad_norm=cfg.inner_max_grad_norm).items()}
     else:
         start = {n: params[n] for n in split.personal}
-        second = cfg.algorithm == "maml"
-        phi = inner_loop(
-            model, start, support, tasks, cfg.inner_steps, cfg.inner_lr, create_graph=second, max_grad_norm=cfg.inner_max_grad_norm
-        )
+        second = cfg.algorithm in ("maml", "metasgd")  # Meta-SGD: exact, through the inner steps too
+        phi = inner_loop(model, start, support, tasks, cfg.inner_steps, lr, create_graph=second, max_grad_norm=cfg.inner_max_grad_norm)
     return objective(model, phi, query, tasks), phi
 
 
-def build_outer_optimizer(model: nn.Module, split: ParameterSplit, cfg: MetaConfig) -> torch.optim.Optimizer:
+def build_outer_optimizer(model: nn.Module, split: ParameterSplit, cfg: MetaConfig, rates: InnerRates | None = None) -> torch.optim.Optimizer:
     params = dict(model.named_parameters())
-    return make_optimizer([params[n] for n in (*split.personal, *split.shared)], cfg.outer_optimizer, cfg.outer_lr)
+    extra = list(rates.parameters()) if rates is not None else []
+    return make_optimizer([params[n] for n in (*split.personal, *split.shared)] + extra, cfg.outer_optimizer, cfg.outer_lr)
 
 
 def meta_step(
@@ -67,6 +73,7 @@ def meta_step(
     tasks: tuple[Task, ...],
     cfg: MetaConfig,
     optimizer: torch.optim.Optimizer,
+    rates: InnerRates | None = None,
 ) -> float:
     """One outer update from one episode; returns the mean query loss after adaptation."""
     params = dict(model.named_parameters())
@@ -74,7 +81,7 @@ def meta_step(
     total = 0.0
     reptile_dir = {n: torch.zeros_like(params[n]) for n in split.personal} if cfg.algorithm == "reptile" else None
     for support, query in episode:
-        loss, phi = meta_loss(model, split, support, query, tasks, cfg)
+        loss, phi = meta_loss(model, split, support, query, tasks, cfg, rates)
         (loss / len(episode)).backward()
         total += float(loss.detach())
         if reptile_dir is not None:
@@ -95,6 +102,7 @@ class MetaPlan:
 
     split: ParameterSplit
     sampler: EpisodeSampler
+    rates: InnerRates | None = None  # Meta-SGD's learned inner rates
 
 
 def plan_meta(model: nn.Module, meta: MetaConfig, frame: pd.DataFrame, group: str | None = None) -> MetaPlan | None:
@@ -107,10 +115,27 @@ def plan_meta(model: nn.Module, meta: MetaConfig, frame: pd.DataFrame, group: st
     if not group:
         raise ConfigError(f"meta.algorithm '{meta.algorithm}' needs a group column: set dataset.group")
     split = split_parameters(model, meta)
-    sampler = GroupIndex(group_values(frame, group)).sampler(
-        meta.support_size, meta.query_size, meta.groups_per_episode, meta.seed
+    time = episode_time(model.schema.spec) if meta.episode_split == "time" else None
+    times = numeric_time(frame, time) if time else None
+    sampler = GroupIndex(group_values(frame, group), times).sampler(
+        meta.support_size, meta.query_size, meta.groups_per_episode, meta.seed, meta.support_min, ordered=time is not None
     )
-    return MetaPlan(split, sampler)
+    rates = InnerRates(model, split.personal, meta.inner_lr) if meta.algorithm == "metasgd" else None
+    return MetaPlan(split, sampler, rates)
+
+
+def episode_time(spec) -> str | None:
+    """The column that orders a group's rows in time: the panel's time, else a time split's column."""
+    if spec.panel is not None:
+        return spec.panel.time
+    return spec.split.time_column if spec.split.method == "time" else None
+
+
+def numeric_time(frame: pd.DataFrame, column: str):
+    """[N] sortable time values (integer steps, or dates as days)."""
+    from msmt.data.panel import time_steps
+
+    return time_steps(frame, column)
 
 
 def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: Batch, progress: bool = False) -> list[dict]:
@@ -121,7 +146,9 @@ def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: 
     """
     if plan is None:
         return []
-    optimizer = build_outer_optimizer(model, plan.split, meta)
+    if plan.rates is not None:
+        plan.rates.to(model_device(model))
+    optimizer = build_outer_optimizer(model, plan.split, meta, plan.rates)
     tasks = model.schema.spec.tasks
     every = max(1, math.ceil(meta.episodes / 10))
     history, window = [], []
@@ -129,7 +156,7 @@ def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: 
     model.train()
     for episode in range(1, meta.episodes + 1):
         batches = [(to_device(s, device), to_device(q, device)) for s, q in plan.sampler.sample_batches(data)]
-        window.append(meta_step(model, plan.split, batches, tasks, meta, optimizer))
+        window.append(meta_step(model, plan.split, batches, tasks, meta, optimizer, plan.rates))
         if episode % every == 0 or episode == meta.episodes:
             history.append({"episode": episode, "query_loss": sum(window) / len(window)})
             if progress:

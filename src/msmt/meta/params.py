@@ -12,6 +12,7 @@ With ``create_graph=True`` the steps stay differentiable (second-order MAML, Fin
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from msmt.spec.batch import Batch
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
-from msmt.training.losses import task_losses, weighted_total
+from msmt.training.losses import loss_scales, task_losses, weighted_total
 
 
 def select_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
@@ -39,8 +40,12 @@ class ParameterSplit:
 
 
 def split_parameters(model: nn.Module, cfg: MetaConfig) -> ParameterSplit:
-    """Apply the ``meta.personal`` / ``meta.shared`` globs; personal wins over shared."""
-    personal = select_parameters(model, cfg.personal)
+    """Apply the ``meta.personal`` / ``meta.shared`` globs; personal wins over shared.
+
+    ``personal: [auto]``: the model's declared personal block (``model.personal_parameters()``).
+    """
+    auto = [] if "auto" not in cfg.personal else list(model.personal_parameters())
+    personal = list(dict.fromkeys([*auto, *select_parameters(model, [p for p in cfg.personal if p != "auto"])]))
     if not personal:
         names = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
         raise ConfigError(
@@ -55,10 +60,34 @@ def split_parameters(model: nn.Module, cfg: MetaConfig) -> ParameterSplit:
 
 
 def objective(model: nn.Module, params: dict[str, Tensor], batch: Batch, tasks: tuple[Task, ...]) -> Tensor:
-    """Σ_t w_t L_t on ``batch`` with ``params`` in place of the model's own (scalar tensor)."""
+    """Σ_t w_t L_t / s_t on ``batch`` with ``params`` in place of the model's own (scalar tensor);
+    s_t is the task's label scale (:func:`msmt.training.losses.loss_scales`), as in training, so
+    an inner step has the same size whatever the counts' magnitude."""
     outputs = torch.func.functional_call(model, params, (batch,), strict=False)
     losses = task_losses(tasks, outputs, batch["labels"], batch["weight"], model.distribution_parameters(batch))
-    return weighted_total(tasks, losses)
+    scales = loss_scales(model.schema)
+    return weighted_total(tasks, {t: v / scales[t] for t, v in losses.items()})
+
+
+class InnerRates(nn.Module):
+    """Meta-SGD's learned per-parameter inner learning rates α (Li et al., 2017, "Meta-SGD"):
+    φ_g = φ − α ⊙ ∇_φ L_support, one α tensor per personal parameter, same shape, starting at
+    ``meta.inner_lr`` and trained in the outer loop. Saved with the run (``meta_rates.safetensors``)
+    so ``msmt adapt`` steps with them."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], start: float):
+        super().__init__()
+        params = dict(model.named_parameters())
+        self.names = list(names)
+        self.rates = nn.ParameterDict({_key(n): nn.Parameter(torch.full_like(params[n].detach(), start)) for n in self.names})
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """{parameter name: α tensor}."""
+        return {n: self.rates[_key(n)] for n in self.names}
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
 
 
 def inner_loop(
@@ -67,11 +96,14 @@ def inner_loop(
     support: Batch,
     tasks: tuple[Task, ...],
     steps: int,
-    lr: float,
+    lr: float | dict[str, Tensor],
     create_graph: bool = False,
     max_grad_norm: float | None = None,
 ) -> dict[str, Tensor]:
     """``steps`` gradient steps on the support loss; returns φ_g (same keys as ``phi``).
+
+    ``lr``: one rate, or per parameter a tensor of φ's shape (Meta-SGD's α; the result is then
+    differentiable in α even without ``create_graph``).
 
     ``max_grad_norm`` rescales each step's gradient to at most that global L2 norm (as
     ``train.max_grad_norm`` does for ordinary training): Poisson losses on large counts otherwise
@@ -90,7 +122,7 @@ def inner_loop(
                 norm = torch.sqrt(sum((g**2).sum() for g in grads))
                 scale = torch.clamp(max_grad_norm / (norm + 1e-12), max=1.0)
                 grads = [g * scale for g in grads]
-            phi = {n: phi[n] - lr * g for n, g in zip(names, grads)}
+            phi = {n: phi[n] - (lr[n] if isinstance(lr, dict) else lr) * g for n, g in zip(names, grads)}
     return phi
 
 
@@ -100,10 +132,11 @@ def adapt(
     support: Batch,
     tasks: tuple[Task, ...],
     steps: int,
-    lr: float,
+    lr: float | dict[str, Tensor],
     max_grad_norm: float | None = None,
 ) -> dict[str, Tensor]:
     """A group's personal block: φ adapted on its support rows, detached (model unchanged).
+    ``lr``: one rate or Meta-SGD's per-parameter rates.
 
     Runs in eval mode (no dropout); an empty support set or ``steps=0`` returns a copy of φ.
     """
@@ -113,7 +146,8 @@ def adapt(
         was_training = model.training
         model.eval()
         try:
-            phi = inner_loop(model, phi, support, tasks, steps, lr, create_graph=False, max_grad_norm=max_grad_norm)
+            rates = {n: r.detach() for n, r in lr.items()} if isinstance(lr, dict) else lr
+            phi = inner_loop(model, phi, support, tasks, steps, rates, create_graph=False, max_grad_norm=max_grad_norm)
         finally:
             model.train(was_training)
     return {n: t.detach().clone() for n, t in phi.items()}

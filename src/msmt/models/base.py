@@ -121,6 +121,15 @@ class MultiTaskModel(nn.Module):
         """Parameters every task's loss flows through (loss balancing needs the split)."""
         return []
 
+    def personal_parameters(self) -> list[str]:
+        """Names of the parameters a group adapts: its personal block (``meta.personal: [auto]``).
+
+        Default: the task towers (``towers.*``), small and read by every row of the group. A model
+        without towers declares its own (M2M: its output heads; single-task: each network's last
+        layer; the naive forecasters: their scales).
+        """
+        return [n for n, _ in self.named_parameters() if n.startswith("towers.")]
+
     def last_shared_layer(self) -> nn.Module | None:
         """The last layer shared by all tasks: where GradNorm measures gradient norms."""
         return None

@@ -125,6 +125,10 @@ class M2M(MultiTaskModel):
         out = (h * self.out_weight).sum(-1) + self.out_bias  # [B, m]
         return {t: out[:, i] for i, t in enumerate(self.task_names)}
 
+    def personal_parameters(self) -> list[str]:
+        """The task heads after the meta tower (``towers.*``, or w_t, b_t without ``model.tower_dims``)."""
+        return super().personal_parameters() if hasattr(self, "towers") else ["out_weight", "out_bias"]
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Everything every task flows through: inputs, sequences, experts, S̃, task-view MLP, attention."""
         mods = [self.encoder, self.experts, self.task_view, self.scenario, self.attention]

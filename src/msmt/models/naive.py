@@ -78,6 +78,10 @@ class NaiveForecaster(MultiTaskModel):
     def shared_parameters(self) -> list[nn.Parameter]:
         return []
 
+    def personal_parameters(self) -> list[str]:
+        """The whole model: a scale (and Platt bias/slope) per task, per group."""
+        return ["log_scale", "bias", "slope"]
+
 
 @register("naive_last")
 class NaiveLast(NaiveForecaster):

@@ -26,5 +26,10 @@ class SingleTask(MultiTaskModel):
             self.encoders[name] = enc
             self.nets[name] = MLP(enc.out_dim, [*cfg.hidden_dims, *cfg.tower_dims], 1, cfg.activation, cfg.dropout)
 
+    def personal_parameters(self) -> list[str]:
+        """The last (output) layer of every task's network."""
+        last = {t: [n for n, m in net.net.named_children() if isinstance(m, nn.Linear)][-1] for t, net in self.nets.items()}
+        return [f"nets.{t}.net.{i}.{w}" for t, i in last.items() for w in ("weight", "bias")]
+
     def network(self, batch) -> dict[str, Tensor]:
         return {t: self.nets[t](self.encoders[t](batch)).squeeze(-1) for t in self.task_names}

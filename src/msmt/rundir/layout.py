@@ -55,6 +55,24 @@ def save_weights(model: MultiTaskModel, path: str | Path) -> None:
     atomic_write(path, lambda tmp: save_model(model, str(tmp)))
 
 
+META_RATES = "meta_rates.safetensors"  # Meta-SGD's learned inner rates (meta.algorithm: metasgd)
+
+
+def save_meta_rates(rates: dict, path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    plain = {n: r.detach().contiguous().cpu() for n, r in rates.items()}
+    atomic_write(path, lambda tmp: save_file(plain, str(tmp)))
+
+
+def load_meta_rates(run_dir: str | Path) -> dict | None:
+    """Meta-SGD's per-parameter inner rates of a run ({parameter name: tensor}), or None."""
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / META_RATES
+    return load_file(str(path)) if path.exists() else None
+
+
 def save_schema(schema: FittedSchema, path: str | Path) -> None:
     atomic_write_text(path, schema.to_json())
 

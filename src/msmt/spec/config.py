@@ -137,15 +137,22 @@ class MetaConfig(Strict):
     how episodes are drawn and how the inner and outer loops run. ``algorithm: none`` trains
     conventionally; ``msmt adapt`` still uses ``personal``, ``inner_steps`` and ``inner_lr``."""
 
-    algorithm: Literal["none", "maml", "fomaml", "reptile"] = "none"
-    personal: list[str] = Field(default_factory=lambda: ["towers.*"], min_length=1)  # globs over parameter names
-    shared: list[str] = Field(default_factory=lambda: ["*"])  # trained in the outer loop; the rest is frozen
-    support_size: int = Field(default=10, ge=1)
+    algorithm: Literal["none", "maml", "fomaml", "reptile", "metasgd"] = "none"
+    # globs over parameter names; ["auto"]: the model's declared personal block (its task heads)
+    personal: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
+    # moved by the outer loop besides φ's start; default none: the base θ stays what training made
+    # it, so meta-learning cannot damage the forecast of a group without rows (K = 0)
+    shared: list[str] = Field(default_factory=list)
+    support_size: int = Field(default=10, ge=1)  # the largest support set of an episode
+    support_min: int = Field(default=1, ge=1)  # each episode draws its support size from [support_min, support_size]
     query_size: int = Field(default=20, ge=1)
+    # time: support = a group's rows before a cut, query = the rows after it (as deployment sees
+    # them; the dataset's panel time or split time column orders them); random: a random split
+    episode_split: Literal["time", "random"] = "time"
     groups_per_episode: int = Field(default=8, ge=1)
     episodes: int = Field(default=200, ge=0)
     inner_steps: int = Field(default=3, ge=0)
-    inner_lr: float = Field(default=0.1, gt=0.0)
+    inner_lr: float = Field(default=0.1, gt=0.0)  # Meta-SGD: the initial per-parameter rate
     inner_max_grad_norm: float | None = Field(default=5.0, gt=0.0)  # None: no clipping in the inner loop
     outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     outer_lr: float = Field(default=1e-3, gt=0.0)
