@@ -11,3 +11,5 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(help="Write synthetic datasets with ground truth (and their configs).", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
+history_app = typer.Typer(help="The history store a service reads panel history from (msmt serve --history).", no_args_is_help=True)
+app.add_typer(history_app, name="history")

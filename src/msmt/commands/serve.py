@@ -1,4 +1,4 @@
-"""``msmt serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--backend torch|onnx]``."""
+"""``msmt serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--backend torch|onnx] [--history PATH]``."""
 
 from pathlib import Path
 
@@ -20,8 +20,11 @@ def serve(
     max_body_bytes: int = typer.Option(2 * 1024 * 1024, "--max-body-bytes", min=1024, help="Largest request body."),
     block_cache: int = typer.Option(128, "--block-cache", min=0, help="Personal blocks kept in memory (LRU)."),
     threads: int = typer.Option(1, "--threads", min=1, help="Intra-op threads of torch / onnxruntime."),
+    history: Path = typer.Option(
+        None, "--history", help="SQLite history store (panel runs; created when absent, filled by 'msmt history load' and POST /v1/observe)."
+    ),
 ) -> None:
-    """Serve predictions over HTTP: POST /v1/predict, GET /v1/schema, GET /healthz, /docs."""
+    """Serve predictions over HTTP: POST /v1/predict, POST /v1/observe, GET /v1/schema, GET /healthz, /docs."""
     import tempfile
 
     import torch
@@ -35,6 +38,13 @@ def serve(
         raise ConfigError(f"--backend: unknown backend '{backend}' (expected torch or onnx)")
     torch.set_num_threads(threads)
     run = load_run(run_dir)
+    store = None
+    if history is not None:
+        from msmt.serving.history import open_history
+
+        store = open_history(history, run.schema.spec.panel)
+        s = store.summary()
+        typer.echo(f"history store {history}: {s['rows']} rows of {s['units']} units")
     with tempfile.TemporaryDirectory(prefix="msmt-serve-") as tmp:
         if backend == "onnx" and onnx_file is None:
             from msmt.scoring.export import export_model, validation_batch
@@ -42,6 +52,10 @@ def serve(
             result = export_model(run.model, validation_batch(run), "onnx", Path(tmp) / "model.onnx")
             typer.echo(f"exported ONNX (parity max abs diff {result.max_abs_diff:.2e})")
             onnx_file = result.path
-        application = create_app(run, backend, onnx_file, max_rows, max_body_bytes, block_cache, threads)
+        application = create_app(run, backend, onnx_file, max_rows, max_body_bytes, block_cache, threads, store)
         typer.echo(f"serving {run_dir} ({run.config.model.name}, {backend}) on http://{host}:{port}  (docs: /docs)")
-        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        try:
+            uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        finally:
+            if store is not None:
+                store.close()
