@@ -16,6 +16,27 @@ import numpy as np
 import pandas as pd
 
 from helpers import run_main
+from msmt.spec.config import load_experiment
+from msmt.spec.dataset import DatasetSpec
+from msmt.synth import advertiser, funnel, simple
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+SIMULATORS = {"sim_advertiser": advertiser, "sim_funnel": funnel, "sim_simple": simple}
+TINY = ["train.epochs=1", "train.batch_size=64", "model.embedding_dim=4", "model.hidden_dims=[8]", "model.tower_dims=[4]",
+        "train.num_threads=1", "train.patience=1"]
+SAMPLE_ROWS = 400  # rows of a config's data file a tiny run trains on (panel data: whole units)
+SCORED_ROWS = 40
+
+
+def dataset_specs() -> dict[str, DatasetSpec]:
+    """Each dataset's spec, known at collection (no data read)."""
+    specs = {p.stem: load_experiment(p).dataset for p in CONFIGS}
+    specs.update({name: DatasetSpec.model_validate(sim.dataset_config()) for name, sim in SIMULATORS.items()})
+    return specs
+
+
+SPECS = dataset_specs()
 
 
 def json_records(frame: pd.DataFrame) -> list[dict]:

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from serve_helpers import json_records, msmt_predict
 
 from helpers import run_main
@@ -218,3 +220,143 @@ def test_rows_of_a_training_file_are_accepted_and_extra_columns_listed(trained_r
     resp = client.post("/v1/predict", json={"rows": misspelt})
     assert resp.status_code == 422
     assert "rows[0].item_category: missing field" in resp.json()["detail"] and "rows[0].item_categroy" in resp.json()["detail"]
+
+
+# ---------------------------------------------------------------------------- bad history requests
+
+
+@pytest.fixture(scope="module")
+def store_client(panel_run, sim, sim_store, tmp_path_factory):
+    """A service with a store holding days 0..19 (test days 20..23 are not in it); its own copy of the store."""
+    db = tmp_path_factory.mktemp("bad") / "h.db"
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(sim_store) + suffix)
+        if src.exists():
+            Path(str(db) + suffix).write_bytes(src.read_bytes())
+    return TestClient(create_app(load_run(panel_run), history=db))
+
+
+@pytest.fixture(scope="module")
+def unit_rows(sim):
+    """One unit's test row of day 20 and its history rows (days 6..19) as JSON."""
+    spec = sim["spec"]
+    test, history = read_data(sim["test"], spec), read_data(sim["history"], spec)
+    row = test[test["day"] == 20].iloc[0]
+    mine = history[(history["advertiser_id"] == row["advertiser_id"]) & (history["scenario"] == row["scenario"])]
+    assert sorted(mine["day"])[-14:] == list(range(6, 20))  # a unit observed every day
+    return json_records(test.loc[[row.name]])[0], json_records(mine[mine["day"] >= 6].sort_values("day"))
+
+
+def test_history_fallbacks_are_stated_in_the_answer(store_client, unit_rows, panel_run):
+    row, context = unit_rows
+    stateless = TestClient(create_app(load_run(panel_run)))
+    full = _answer(stateless, {"rows": [row], "context": context})
+    assert full["history"]["observed"] == [14] and full["notes"] == []
+    assert _answer(store_client, {"rows": [row]})["predictions"] == full["predictions"]  # the store holds the same days
+
+    # out-of-order days: the history is keyed by day, the order of the context rows does not matter
+    assert _answer(stateless, {"rows": [row], "context": context[::-1]})["predictions"] == full["predictions"]
+    # gaps: the missing days are masked (as msmt predict masks a day without a row), and counted
+    gappy = _answer(stateless, {"rows": [row], "context": context[:4] + context[7:]})
+    assert gappy["history"]["observed"] == [11] and gappy["notes"] == []
+    # a window longer than the store holds: the days it lacks are missing days; none at all -> cold start
+    later = _answer(store_client, {"rows": [dict(row, day=25), dict(row, day=60)]})
+    assert later["history"]["observed"] == [9, 0]  # day 25's window is days 11..24; the store ends at 19
+    assert later["notes"] == ["rows [1]: no day observed in the 14 before the row's own: scored without history, as msmt predict scores a row whose unit has none (cold start)"]
+    # an unknown unit: scored without history, said so
+    unknown = _answer(store_client, {"rows": [row, dict(row, advertiser_id="adv_new")]})
+    assert unknown["history"]["observed"] == [14, 0] and "rows [1]: unit unknown to the history store" in unknown["notes"][0]
+    # an unseen scenario: the simulator has scenario attributes, so it is scored from them
+    assert _answer(store_client, {"rows": [dict(row, scenario="radio")]})["history"]["observed"] == [0]
+
+
+def _bad_history_cases(row: dict, context: list[dict]) -> list[tuple[str, str, object, int, str]]:
+    obs = context[-1]
+    return [
+        ("duplicate context day", "/v1/predict", {"rows": [row], "context": [*context, context[3]]}, 422, "context[14]: same unit and day as context[3]"),
+        ("context on the row's day", "/v1/predict", {"rows": [row], "context": [dict(obs, day=20)]}, 422, "context[0].day"),
+        ("context after the row", "/v1/predict", {"rows": [row], "context": [dict(obs, day=21)]}, 422, "context[0].day: 21 is after"),
+        ("negative count in context", "/v1/predict", {"rows": [row], "context": [dict(obs, clicks=-1)]}, 422, "context[0].clicks"),
+        ("context without a metric", "/v1/predict", {"rows": [row], "context": [{k: v for k, v in obs.items() if k != "cost"}]}, 422, "context[0].cost: missing field"),
+        ("time not a step", "/v1/predict", {"rows": [dict(row, day="yesterday")]}, 422, "rows[0].day"),
+        ("fractional step", "/v1/predict", {"rows": [dict(row, day=20.5)]}, 422, "rows[0].day"),
+        ("step out of range", "/v1/predict", {"rows": [dict(row, day=10**15)]}, 422, "rows[0].day"),
+        ("steps and dates mixed", "/v1/predict", {"rows": [row, dict(row, day="2020-04-01")]}, 422, "rows[1].day"),
+        ("missing time", "/v1/predict", {"rows": [{k: v for k, v in row.items() if k != "day"}]}, 422, "rows[0].day: missing field"),
+        ("missing unit key", "/v1/predict", {"rows": [{k: v for k, v in row.items() if k != "advertiser_id"}]}, 422, "rows[0].advertiser_id: missing field"),
+        ("negative count", "/v1/observe", {"observations": [dict(obs, clicks=-3)]}, 422, "observations[0].clicks"),
+        ("null unit key", "/v1/observe", {"observations": [dict(obs, advertiser_id=None)]}, 422, "observations[0].advertiser_id"),
+        ("missing metric", "/v1/observe", {"observations": [{k: v for k, v in obs.items() if k != "impressions"}]}, 422, "observations[0].impressions: missing field"),
+        ("conflicting duplicates", "/v1/observe", {"observations": [obs, dict(obs, clicks=obs["clicks"] + 1)]}, 422, "observations[1]: same unit and day"),
+        ("no observations", "/v1/observe", {"observations": []}, 422, "observations: at least one row"),
+        ("misspelt top level", "/v1/observe", {"observation": [obs]}, 422, "observation: unknown field"),
+    ]
+
+
+def test_bad_history_requests_get_4xx_naming_the_field(store_client, unit_rows):
+    row, context = unit_rows
+    before = store_client.app.state.history.summary()
+    for name, path, body, status, text in _bad_history_cases(row, context):
+        resp = store_client.post(path, json=body)
+        assert resp.status_code == status, (name, resp.text)
+        assert text in resp.json()["detail"], (name, resp.json()["detail"])
+    for path, content, field in [
+        ("/v1/predict", json.dumps({"rows": [row], "context": [dict(context[0], clicks=float("nan"))]}), "context[0].clicks"),
+        ("/v1/observe", json.dumps({"observations": [dict(context[0], cost=float("inf"))]}), "observations[0].cost"),
+    ]:
+        resp = store_client.post(path, content=content, headers={"content-type": "application/json"})
+        assert resp.status_code == 422 and field in resp.json()["detail"], resp.text
+    assert store_client.app.state.history.summary() == before  # nothing refused was written
+
+
+def test_observe_needs_a_store_and_a_panel(panel_run, trained_run, unit_rows):
+    row, context = unit_rows
+    resp = TestClient(create_app(load_run(panel_run))).post("/v1/observe", json=[context[0]])
+    assert resp.status_code == 404 and "--history" in resp.json()["detail"]
+    flat = TestClient(create_app(load_run(trained_run("mmoe"))))
+    assert flat.post("/v1/observe", json=[context[0]]).status_code == 404
+    resp = flat.post("/v1/predict", json={"rows": [row], "context": context})
+    assert resp.status_code == 422 and "context: this model reads no history" in resp.json()["detail"]
+
+
+def test_dates_in_the_future_and_unknown_scenarios_without_attributes(tiny_dataset, tiny_model_run, tmp_path):
+    """Online ads: dates as steps; a placement unseen in training cannot be described -> 422."""
+    ds = tiny_dataset("online_ads")
+    run = load_run(tiny_model_run("online_ads", "mmoe"))
+    client = TestClient(create_app(run, history=tmp_path / "h.db"))
+    row = json_records(read_data(ds["rows"], run.schema.spec).iloc[:1])[0]
+    assert client.post("/v1/observe", json=[row]).status_code == 200  # a date of 2020
+    for when in ("2999-01-01", "2100-05-06T00:00:00"):
+        resp = client.post("/v1/observe", json=[dict(row, date=when)])
+        assert resp.status_code == 422 and "observations[0].date" in resp.json()["detail"] and "future" in resp.json()["detail"]
+    resp = client.post("/v1/predict", json=[dict(row, placement="radio")])
+    assert resp.status_code == 422 and "rows[0].placement: unknown scenario" in resp.json()["detail"]
+    resp = client.post("/v1/predict", json=[dict(row, date="2020-02-30")])
+    assert resp.status_code == 422 and "rows[0].date" in resp.json()["detail"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_history_requests_never_5xx(store_client, unit_rows, data):
+    row, context = unit_rows
+    rows, ctx = [dict(row)], [dict(c) for c in context[: data.draw(st.integers(0, 4))]]
+    for item in [*rows, *ctx]:
+        key = data.draw(st.sampled_from(sorted(item)))
+        action = data.draw(st.sampled_from(["keep", "drop", "replace"]))
+        if action == "drop":
+            del item[key]
+        elif action == "replace":
+            item[key] = data.draw(json_values)
+    path = data.draw(st.sampled_from(["/v1/predict", "/v1/observe"]))
+    body = {"rows": rows, "context": ctx} if path == "/v1/predict" else {"observations": ctx or rows}
+    resp = store_client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert resp.status_code in (200, 400, 422), resp.text
+    if resp.status_code == 200 and path == "/v1/predict":
+        assert all(np.isfinite(v) for p in resp.json()["predictions"] for v in p.values())

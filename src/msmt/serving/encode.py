@@ -132,11 +132,18 @@ def batches_equal(a: Batch, b: Batch) -> bool:
 # ---------------------------------------------------------------------------------- panel data
 
 
+MAX_STEP = 10**12  # integer steps beyond this would overflow the (unit, step) codes of msmt.data.panel
+
+
 def request_steps(frame: pd.DataFrame, column: str, part: str) -> tuple[np.ndarray, bool]:
     """``(steps [N] int64, dates?)`` of a request's time column, by :func:`time_steps` (what
     ``msmt predict`` runs); a problem is a :class:`FieldError` naming the item (``rows[2].day``)."""
     values = frame[column]
-    numeric = pd.to_numeric(values, errors="coerce").notna().to_numpy()
+    as_number = pd.to_numeric(values, errors="coerce")
+    numeric = as_number.notna().to_numpy()
+    too_far = np.flatnonzero(numeric & (as_number.abs().to_numpy() > MAX_STEP))
+    if len(too_far):
+        raise FieldError(f"{part}[{int(too_far[0])}].{column}", f"a time step must lie within +-{MAX_STEP:.0e}, got {values.iloc[int(too_far[0])]!r}")
     if numeric.any() and not numeric.all():
         i, j = int(np.flatnonzero(numeric)[0]), int(np.flatnonzero(~numeric)[0])
         raise FieldError(f"{part}[{j}].{column}", f"a date, while {part}[{i}] holds an integer step: one form per request")

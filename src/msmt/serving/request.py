@@ -8,8 +8,9 @@ A row holds the raw values as they appear in the data files, keyed by column nam
 * multi-valued columns: the separator-joined string (``"Comedy Romance"``), a list of strings,
   or ``null``;
 * the group column (``dataset.group``), when it is not a feature already: optional;
-* panel datasets (``panel:``): the entity key columns (string or integer) and the time column
-  (an integer step or a date string) are required; the panel's metric columns (a finite number
+* panel datasets (``panel:``): the entity key columns (string or integer, not null, also when
+  they are features or the group) and the time column (an integer step or a date string) are
+  required; the panel's metric columns (a finite number
   >= 0 or ``null``) and event column are optional: a row's own values are history for the
   request's later rows of the same unit, exactly as in a file given to ``msmt predict``.
 
@@ -82,8 +83,11 @@ def request_columns(schema: FittedSchema) -> list[Column]:
     spec = schema.spec
     cols: list[Column] = []
     seen: set[str] = set()
+    unit_keys = set(spec.panel.keys) - {spec.scenario.column} if spec.panel else set()
 
     def add(column: str, kind: str, separator: str = " ", required: bool = True) -> None:
+        if column in unit_keys:  # a feature or the group that is also a unit key: required, not null
+            kind, required = "key", True
         if column not in seen:
             seen.add(column)
             cols.append(Column(column, f"f{len(cols)}", kind, separator, required))
