@@ -151,3 +151,27 @@ def test_concurrent_observe_and_predict_equal_a_sequential_replay(panel_run, tra
             expected.append(replay.post("/v1/observe", json=observe_body).json())
         assert answers[c] == expected, f"client {c}"
     assert sum(len(p) for p in plans) >= 8 and all(a["history"]["observed"] for a in answers[0][::2])
+
+
+def test_workers_share_the_store(panel_run, tmp_path):
+    """`msmt serve --workers 2`: two processes, one store; what one records, the other reads."""
+    db = tmp_path / "history.db"
+    proc, url = start_server(panel_run, "--history", str(db), "--workers", "2")
+    try:
+        observations = [dict(o, advertiser_id="shared", day=d) for d, o in enumerate(_batch(0)[:14])]
+        row = {"advertiser_id": "shared", "scenario": "feed", "day": 14, "day_of_week": "mon", "industry": "retail",
+               "size_tier": "small", "region": "west", "account_age": 100, "budget_level": 10.0, "traffic_volume": 100.0,
+               "ad_format": "image", "auction_type": "gsp", "billing": "cpc"}
+        pids, answers = set(), []
+        with httpx.Client(base_url=url, timeout=10.0) as http:
+            assert http.post("/v1/observe", json=observations).json()["inserted"] == 14
+        for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
+            with httpx.Client(base_url=url, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+                pids.add(http.get("/healthz").json()["pid"])
+                answers.append(http.post("/v1/predict", json=[row]).json())
+            if len(pids) > 1 and len(answers) >= 10:
+                break
+        assert len(pids) == 2
+        assert all(a["history"]["observed"] == [14] and a["predictions"] == answers[0]["predictions"] for a in answers)
+    finally:
+        stop_server(proc)

@@ -1,4 +1,4 @@
-"""``msmt serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--backend torch|onnx] [--history PATH]``."""
+"""``msmt serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--backend torch|onnx] [--history PATH] [--workers N]``."""
 
 from pathlib import Path
 
@@ -23,15 +23,20 @@ def serve(
     history: Path = typer.Option(
         None, "--history", help="SQLite history store (panel runs; created when absent, filled by 'msmt history load' and POST /v1/observe)."
     ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Server processes (each holds its own model, block cache and store connections)."
+    ),
 ) -> None:
     """Serve predictions over HTTP: POST /v1/predict, POST /v1/observe, GET /v1/schema, GET /healthz, /docs."""
+    import json
+    import os
     import tempfile
 
     import torch
     import uvicorn
 
     from msmt.rundir.layout import load_run
-    from msmt.serving.app import create_app
+    from msmt.serving.app import SERVE_OPTIONS, create_app
     from msmt.spec.errors import ConfigError
 
     if backend not in ("torch", "onnx"):
@@ -52,10 +57,27 @@ def serve(
             result = export_model(run.model, validation_batch(run), "onnx", Path(tmp) / "model.onnx")
             typer.echo(f"exported ONNX (parity max abs diff {result.max_abs_diff:.2e})")
             onnx_file = result.path
+        # built here also with --workers: a bad block, store or ONNX file stops the command with one line
         application = create_app(run, backend, onnx_file, max_rows, max_body_bytes, block_cache, threads, store)
-        typer.echo(f"serving {run_dir} ({run.config.model.name}, {backend}) on http://{host}:{port}  (docs: /docs)")
+        typer.echo(
+            f"serving {run_dir} ({run.config.model.name}, {backend}, {workers} worker{'s' if workers > 1 else ''}) "
+            f"on http://{host}:{port}  (docs: /docs)"
+        )
         try:
-            uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+            if workers == 1:
+                uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+            else:  # each worker process builds its own app from the same options (serving.app.app_from_env)
+                del application, run
+                options = {
+                    "run_dir": str(run_dir.resolve()), "backend": backend, "onnx": str(onnx_file) if onnx_file else None,
+                    "max_rows": max_rows, "max_body_bytes": max_body_bytes, "block_cache": block_cache, "threads": threads,
+                    "history": str(history.resolve()) if history else None,
+                }
+                os.environ[SERVE_OPTIONS] = json.dumps(options)
+                uvicorn.run(
+                    "msmt.serving.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level="warning", access_log=False,
+                )
         finally:
             if store is not None:
                 store.close()

@@ -15,15 +15,17 @@ endpoint's annotation at runtime and the request model is a class created per ru
 import difflib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from msmt.rundir.layout import LoadedRun
+from msmt.rundir.layout import LoadedRun, load_run
 from msmt.serving.encode import PanelEncoder, RowEncoder, frame_units, future_steps, request_steps
 from msmt.serving.history import HistoryStore, last_of_duplicates, observations_from_frame, open_history
 from msmt.serving.request import (
@@ -41,6 +43,7 @@ from msmt.spec.task_kinds import rules
 
 log = logging.getLogger("msmt.serve")
 MAX_ERRORS = 20
+SERVE_OPTIONS = "MSMT_SERVE_OPTIONS"  # JSON options of `msmt serve --workers N` for each worker process
 
 
 class BodyLimit:
@@ -260,7 +263,7 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict:
-        out = {"status": "ok", "model": run.config.model.name, "backend": scorer.backend, "blocks": scorer.blocks.stats()}
+        out = {"status": "ok", "model": run.config.model.name, "backend": scorer.backend, "blocks": scorer.blocks.stats(), "pid": os.getpid()}
         if store is not None:
             out["history"] = str(getattr(store, "path", type(store).__name__))
         return out
@@ -328,6 +331,18 @@ def create_app(
         return Response(json.dumps(payload), media_type="application/json")
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``msmt serve --workers N`` (uvicorn's factory), from the
+    options the command put in ``MSMT_SERVE_OPTIONS``: each worker loads the run and opens the
+    store itself (SQLite serialises the workers' writes; WAL lets them read meanwhile)."""
+    opts = json.loads(os.environ[SERVE_OPTIONS])
+    torch.set_num_threads(opts["threads"])
+    return create_app(
+        load_run(opts["run_dir"]), opts["backend"], opts["onnx"], opts["max_rows"], opts["max_body_bytes"],
+        opts["block_cache"], opts["threads"], opts["history"],
+    )
 
 
 def _differs(obs, i: int, j: int) -> bool:
