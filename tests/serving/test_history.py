@@ -20,7 +20,7 @@ from msmt.data.loading import read_data
 from msmt.data.tensorize import encode_frame
 from msmt.rundir.layout import load_run
 from msmt.serving.app import create_app
-from msmt.serving.encode import PanelEncoder
+from msmt.serving.encode import PanelEncoder, RowEncoder
 from msmt.serving.history import SqliteHistory, last_of_duplicates, observations_from_frame, open_history
 from msmt.serving.request import build_request_models, history_columns
 from msmt.spec.errors import ConfigError
@@ -77,11 +77,14 @@ def test_window_from_the_store_is_the_one_predict_context_builds(panel_run, sim,
     row_model, _, cols = build_request_models(run.schema, 10_000)
     validated = [row_model.model_validate(r) for r in json_records(rows)]
     store = SqliteHistory(sim_store, spec.panel)
-    batch, info, _ = PanelEncoder(run.schema, cols, history_columns(run.schema), store)(validated)
     reference = encode_frame(rows, run.schema, with_labels=False, context=context)
-    assert batch.keys() == reference.keys()
-    for key in reference:
-        assert batch[key].dtype == reference[key].dtype and torch.equal(batch[key], reference[key]), key
+    direct = RowEncoder(run.schema, cols, row_model)
+    assert direct.direct  # the served path: direct encoding of the row keys + encode_panel
+    for rows_encoder in (direct, None):
+        batch, info, _ = PanelEncoder(run.schema, cols, history_columns(run.schema), store, rows_encoder)(validated)
+        assert batch.keys() == reference.keys()
+        for key in reference:
+            assert batch[key].dtype == reference[key].dtype and torch.equal(batch[key], reference[key]), key
     assert info["observed"] == reference["seq.mask"].sum(1).tolist()
     assert max(info["observed"]) == spec.panel.window and min(info["observed"]) > 0
     store.close()
@@ -154,8 +157,11 @@ def test_online_ads_store_window_equals_predict_context(shared_data, tmp_path):
     assert counts["inserted"] == len(history.drop_duplicates([*spec.panel.keys, spec.panel.time]))
     row_model, _, cols = build_request_models(schema, 10_000)
     validated = [row_model.model_validate(r) for r in json_records(rows)]
-    batch, info, _ = PanelEncoder(schema, cols, history_columns(schema), store)(validated)
+    direct = RowEncoder(schema, cols, row_model)
+    assert direct.direct
+    batch, info, _ = PanelEncoder(schema, cols, history_columns(schema), store, direct)(validated)
     reference = encode_frame(rows, schema, with_labels=False, context=history)
+    assert batch.keys() == reference.keys()
     for key in reference:
         assert torch.equal(batch[key], reference[key]), key
     observed = np.array(info["observed"])

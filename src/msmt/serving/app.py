@@ -214,7 +214,7 @@ def create_app(
     hist_cols = history_columns(run.schema)
     kinds = {"rows": {c.column: c.kind for c in cols}, "context": {c.column: c.kind for c in hist_cols}}
     encoder = RowEncoder(run.schema, cols, Row)
-    panel_encoder = PanelEncoder(run.schema, cols, hist_cols, store) if spec.panel is not None else None
+    panel_encoder = PanelEncoder(run.schema, cols, hist_cols, store, encoder) if spec.panel is not None else None
     group_field = next((c.field for c in cols if c.column == spec.group), None)
     task_names = list(scorer.kinds)
     schema_doc = describe_schema(scorer, cols, max_rows, max_body_bytes, store)

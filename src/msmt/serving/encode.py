@@ -11,11 +11,13 @@ keys, shapes, dtypes and values of ``encode_frame``; otherwise (a schema with in
 not know) every request goes through ``encode_frame``.
 ``tests/serving/test_serve.py`` checks the two paths agree on random rows (hypothesis).
 
-Panel datasets (:class:`PanelEncoder`) always go through ``encode_frame`` with a ``context``:
-the history store's rows of the request's units in the steps their windows cover, then the
-request's own ``context`` rows (which win over the store for the same unit and step), exactly
-the frame ``msmt predict --data ROWS --context HISTORY`` encodes (the rows are each other's
-history too, as in a file).
+Panel datasets (:class:`PanelEncoder`): the history is ``encode_frame``'s own
+:func:`msmt.data.panel.encode_panel` with a ``context``: the history store's rows of the
+request's units in the steps their windows cover, then the request's own ``context`` rows (which
+win over the store for the same unit and step), exactly the frame ``msmt predict --data ROWS
+--context HISTORY`` encodes (the rows are each other's history too, as in a file). The other
+keys come from the direct path when it passed its probe (compared without ``seq.*``), else the
+whole batch from ``encode_frame``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
-from msmt.data.panel import time_steps
+from msmt.data.panel import encode_panel, time_steps
 from msmt.data.tensorize import encode_frame
 from msmt.serving.history import HistoryStore, unit_id
 from msmt.serving.request import Column, FieldError, rows_to_frame
@@ -50,7 +52,7 @@ class RowEncoder:
         self.cols = cols
         self.field = {c.column: c.field for c in cols}
         self._scenarios = {s: i + 1 for i, s in enumerate(schema.scenarios)}
-        self.direct = schema.spec.panel is None and self._probe(row_model)
+        self.direct = self._probe(row_model)
 
     # -- the reference path ------------------------------------------------------------
     def via_frame(self, rows: list[BaseModel]) -> Batch:
@@ -100,8 +102,12 @@ class RowEncoder:
 
     # -- choice ----------------------------------------------------------------------------
     def _probe(self, row_model: type[BaseModel]) -> bool:
-        """True when the direct path reproduces ``encode_frame`` on probe rows."""
-        values = {"scenario": self.schema.scenarios[0] if self.schema.scenarios else "s", "sparse": "x", "dense": 1.5}
+        """True when the direct path reproduces ``encode_frame`` on probe rows (every key but the
+        panel history ``seq.*``, which :class:`PanelEncoder` adds with :func:`encode_panel`)."""
+        values = {
+            "scenario": self.schema.scenarios[0] if self.schema.scenarios else "s", "sparse": "x", "dense": 1.5,
+            "metric": 2.0, "event": "e",
+        }
         rows = []
         for variant in range(3):
             row = {}
@@ -110,15 +116,21 @@ class RowEncoder:
                     continue
                 if c.kind == "multi":
                     row[c.column] = ["a", "b"] if variant == 0 else (None if variant == 1 else "x y")
+                elif c.kind == "key":
+                    row[c.column] = f"k{variant}"
+                elif c.kind == "time":
+                    row[c.column] = 7 + variant
                 else:
                     row[c.column] = None if (variant == 1 and c.kind != "scenario") else values[c.kind]
             rows.append(row_model.model_validate(row))
         try:
-            return batches_equal(self.direct_encode(rows), self.via_frame(rows))
+            reference = {k: v for k, v in self.via_frame(rows).items() if not k.startswith("seq.")}
+            return batches_equal(self.direct_encode(rows), reference)
         except Exception:  # noqa: BLE001 - any mismatch means: use the reference path
             return False
 
     def __call__(self, rows: list[BaseModel]) -> Batch:
+        """Rows of a dataset without a panel (panel data: :class:`PanelEncoder`)."""
         return self.direct_encode(rows) if self.direct else self.via_frame(rows)
 
 
@@ -182,12 +194,16 @@ class PanelEncoder:
         store: the history store, or None (history only from the request).
     """
 
-    def __init__(self, schema, cols: list[Column], history_cols: list[Column], store: HistoryStore | None = None):
+    def __init__(
+        self, schema, cols: list[Column], history_cols: list[Column], store: HistoryStore | None = None,
+        rows: RowEncoder | None = None,
+    ):
         self.schema = schema
         self.panel = schema.spec.panel
         self.cols = cols
         self.history_cols = history_cols
         self.store = store
+        self.rows = rows  # its direct path (when it passed its probe) encodes every key but seq.*
 
     def _context(self, context: list[BaseModel], units: list[str], steps: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
         """The request's context rows, checked: each (unit, step) once, before the unit's last row."""
@@ -235,7 +251,12 @@ class PanelEncoder:
             cframe, cunits = self._context(context, units, steps)
             parts.append(cframe)
         ctx = pd.concat(parts, ignore_index=True) if parts else None
-        batch = encode_frame(frame, self.schema, with_labels=False, context=ctx)
+        if self.rows is not None and self.rows.direct:
+            batch = self.rows.direct_encode(rows)
+            seqs = encode_panel(frame, panel, self.schema.panel, ctx)  # what encode_frame adds for the panel
+            batch.update({k: torch.from_numpy(v) for k, v in seqs.items()})
+        else:
+            batch = encode_frame(frame, self.schema, with_labels=False, context=ctx)
         observed = batch["seq.mask"].sum(1).tolist()
         return batch, {"window": W, "observed": observed}, self._notes(units, observed, cunits)
 
