@@ -128,6 +128,20 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def process_name(pid: int) -> str:
+    """What a server process is: the supervisor / a uvicorn worker (multiprocessing spawn) / a helper."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(c.decode(errors="replace") for c in cmd)
+    if "resource_tracker" in text:
+        return "resource tracker"
+    if "spawn_main" in text:
+        return "worker"
+    return "msmt serve"
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the uvicorn supervisor and its workers)."""
     out, todo = [], [pid]
@@ -216,8 +230,10 @@ def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> 
     row_model, request, cols = build_request_models(run.schema, max(n, 1000))
     if run.schema.spec.panel is not None:
         store = SqliteHistory(history, run.schema.spec.panel) if history else None
-        panel = PanelEncoder(run.schema, cols, history_columns(run.schema), store)
-        encoder, label = (lambda rows: panel(rows)[0]), "store window + encode_frame (served)"
+        direct = RowEncoder(run.schema, cols, row_model)
+        panel = PanelEncoder(run.schema, cols, history_columns(run.schema), store, direct)
+        keys = "direct" if direct.direct else "encode_frame"
+        encoder, label = (lambda rows: panel(rows)[0]), f"store window + encode ({keys} + encode_panel, served)"
     else:
         encoder = RowEncoder(run.schema, cols, row_model)
         label = f"encode ({'direct' if encoder.direct else 'encode_frame'}, served)"
@@ -298,7 +314,8 @@ def load_cases(args, run_dir: Path, history: Path | None) -> tuple[list[dict], l
                         )
                 pids = process_tree(proc.pid)
                 rss = [rss_mb(p) for p in pids]
-                memory.append({"backend": backend, "workers": workers, "processes": len(pids), "rss": rss})
+                names = [process_name(p) for p in pids]
+                memory.append({"backend": backend, "workers": workers, "processes": len(pids), "rss": rss, "names": names})
             finally:
                 stop_server(proc)
     return results, memory
@@ -320,7 +337,7 @@ def load_table(results: list[dict]) -> list[str]:
 def memory_table(memory: list[dict]) -> list[str]:
     lines = ["| backend | workers | processes | resident memory, MB (each process) | total MB |", "|---|---:|---:|---|---:|"]
     for m in memory:
-        each = ", ".join(f"{x:.0f}" for x in m["rss"])
+        each = ", ".join(f"{name} {x:.0f}" for name, x in zip(m["names"], m["rss"]))
         lines.append(f"| {m['backend']} | {m['workers']} | {m['processes']} | {each} | {sum(m['rss']):.0f} |")
     return lines
 

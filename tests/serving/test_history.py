@@ -196,6 +196,18 @@ def test_history_load_refuses_another_panel_and_a_run_without_one(panel_run, tra
     db = tmp_path / "h.db"
     assert run_main("history", "load", panel_run, "--data", sim["history"], "--db", db) == 0
     spec = load_run(panel_run).schema.spec
+    pd.read_csv(sim["history"]).to_parquet(tmp_path / "history.parquet")  # Parquet: the same store
+    assert run_main("history", "load", panel_run, "--data", tmp_path / "history.parquet", "--db", tmp_path / "p.db") == 0
+    a, b = SqliteHistory(db, spec.panel), SqliteHistory(tmp_path / "p.db", spec.panel)
+    assert a.summary() == b.summary()
+    everyone = sorted(set(observations_from_frame(read_data(sim["history"], spec), spec.panel).units))
+    lo, hi = [-100] * len(everyone), [100] * len(everyone)
+    wa, wb = a.window(everyone, lo, hi), b.window(everyone, lo, hi)
+    assert wa.units == wb.units and np.array_equal(wa.steps, wb.steps) and wa.events == wb.events
+    np.testing.assert_array_equal(wa.metrics, wb.metrics)
+    assert len(wa) == a.summary()["rows"]
+    a.close()
+    b.close()
     other = spec.panel.model_copy(update={"metrics": ("impressions", "clicks")})
     with pytest.raises(ConfigError, match="history store of another panel .*metrics"):
         SqliteHistory(db, other)
