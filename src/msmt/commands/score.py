@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from msmt.commands import app
+from msmt.commands import PRECISION_CHOICES, app
 
 
 def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = None):
@@ -65,7 +65,7 @@ def evaluate(
     out: Path = typer.Option(None, "--out", help="Write the metrics JSON here."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
     context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    precision: str = typer.Option("fp32", "--precision", metavar=PRECISION_CHOICES, help=PRECISION_HELP),
     compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
@@ -91,7 +91,7 @@ def predict(
     out: Path = typer.Option(..., "--out", help="CSV or Parquet: the input columns plus pred_<task>."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
     context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    precision: str = typer.Option("fp32", "--precision", metavar=PRECISION_CHOICES, help=PRECISION_HELP),
     compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
