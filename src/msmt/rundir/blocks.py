@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -22,6 +23,15 @@ from msmt.data.io import atomic_write, atomic_write_text
 
 BLOCKS_DIR = "blocks"
 INDEX = "index.json"
+
+
+def copy_base(src: Path, dst: Path) -> None:
+    """Copy a run directory's files (and its blocks/plots folders) into ``dst``, each atomically."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(Path(src).rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        atomic_write(dst / path.relative_to(src), lambda tmp, path=path: shutil.copyfile(path, tmp))
 
 
 def block_file(group: str) -> str:

@@ -12,6 +12,7 @@ Model-specific hyperparameters live in a sub-section named after the model
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -160,7 +161,13 @@ class ExperimentConfig(Strict):
     meta: MetaConfig = Field(default_factory=MetaConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
+        """Every key with its value, defaults included: the selected model's section
+        (``model.<name>``) and strategy's section (``loss.<strategy>``) too, so a run's
+        ``config.yaml`` shows every setting it ran with."""
+        data = self.model_dump(mode="json", exclude_none=False)
+        data["model"][self.model.name] = self.model.params().model_dump(mode="json")
+        data["loss"][self.loss.strategy] = self.loss.params().model_dump(mode="json")
+        return data
 
 
 # --------------------------------------------------------------------------- loading
@@ -197,6 +204,8 @@ def _resolve_files(dataset: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(files, dict):
         resolved = {}
         for key, value in files.items():
+            if isinstance(value, Path):
+                value = str(value)
             if isinstance(value, str) and not Path(value).is_absolute():
                 value = str((base / value).resolve())
             resolved[key] = value
@@ -247,17 +256,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load an experiment YAML (dataset inline or by path), apply overrides, validate."""
     path = Path(path)
-    data = _read_yaml(path)
+    return experiment_from_dict(_read_yaml(path), overrides, base=path.parent, source=str(path))
+
+
+def experiment_from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, base: str | Path = ".", source: str = "config"
+) -> ExperimentConfig:
+    """An experiment config given as a mapping (what a YAML file holds): ``dataset`` inline or a
+    path, relative paths resolved against ``base``; then overrides, then validation."""
+    data = copy.deepcopy(data)
+    base = Path(base)
     dataset = data.get("dataset")
-    if isinstance(dataset, str):
-        ds_path = (path.parent / dataset).resolve()
+    if isinstance(dataset, (str, Path)):
+        ds_path = (base / dataset).resolve()
         data["dataset"] = _resolve_files(_read_yaml(ds_path), ds_path.parent)
     elif isinstance(dataset, dict):
-        data["dataset"] = _resolve_files(dataset, path.parent)
+        data["dataset"] = _resolve_files(dataset, base)
     elif dataset is None:
-        raise ConfigError(f"{path}: missing key 'dataset'")
+        raise ConfigError(f"{source}: missing key 'dataset'")
     data = apply_overrides(data, list(overrides or []))
-    return validate_experiment(data, source=str(path))
+    return validate_experiment(data, source=source)
 
 
 def validate_experiment(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
