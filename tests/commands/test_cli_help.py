@@ -33,7 +33,7 @@ def test_top_level_help_lists_every_command_in_workflow_order(capsys):
         assert "--version" in text
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "adapt", "export", "serve", "bench", "synth", "synth simple"])
+@pytest.mark.parametrize("command", ["init", "train", "evaluate", "predict", "adapt", "export", "serve", "bench", "synth", "synth simple"])
 def test_every_command_answers_dash_h(capsys, command):
     assert "Usage:" in help_text(capsys, *command.split(), "-h")
 

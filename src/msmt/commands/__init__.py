@@ -6,7 +6,7 @@ from typer.core import TyperGroup
 from msmt import __version__
 
 # `msmt -h` lists the commands in the order a user meets them (any other command after these)
-WORKFLOW = ("synth", "train", "evaluate", "predict", "adapt", "export", "serve", "bench")
+WORKFLOW = ("synth", "init", "train", "evaluate", "predict", "adapt", "export", "serve", "bench")
 
 
 class WorkflowGroup(TyperGroup):
