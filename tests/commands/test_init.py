@@ -52,7 +52,11 @@ def test_feature_kinds_follow_the_documented_rules():
     assert kind(rng.integers(0, 3000, 5000), name="user_id", vocab_limit=100, hash_limit=1000) == ("sparse", {"hash_buckets": 4096})
     assert kind(rng.choice(["a", "b"], 500)) == ("sparse", {})
     assert kind([True, False] * 50) == ("sparse", {})
-    assert kind(["a|b", "c", "b|c|d"] * 50) == ("multi_sparse", {"separator": "|"})
+    assert kind(["a|b", "c", "b|c|d"] * 50) == ("multi_sparse", {"separator": "|", "max_length": 3})
+    tags = [" ".join(rng.choice([f"t{i}" for i in range(20)], k, replace=False)) for k in rng.integers(1, 4, 500)]
+    assert kind(tags) == ("multi_sparse", {"separator": " ", "max_length": 3})  # tags, not names
+    assert kind([f"city{i} {s}" for i in range(60) for s in ("north", "")] * 3)[0] == "sparse"  # names, not lists
+    assert kind(rng.integers(0, 10**9, 200), name="timestamp")[0] == "skip"
     assert kind([f"2024-01-{d:02d}" for d in range(1, 29)] * 5)[0] == "skip"  # dates
     assert kind([f"u{i}" for i in range(500)])[0] == "skip"  # a row identifier
     assert kind(["x"] * 50)[0] == "skip" and kind([np.nan] * 50)[0] == "skip"

@@ -4,7 +4,9 @@ Rules, in order, for every column that is not the scenario, a label, a ``true_<t
 the time column or dropped (``docs/own-data.md`` explains them to users):
 
 * all missing, or one value only                          -> skipped (nothing to learn from)
-* text in which most values hold a ``|``                   -> multi_sparse, separator ``|``
+* a name like ``time``, ``timestamp``, ``date``, ``ts``      -> skipped (give it as the time column)
+* text in which most values hold a ``|``, or many a ``,``
+  ``;`` or space with far fewer distinct items than cells  -> multi_sparse (tags, genres)
 * text that reads as dates                                 -> skipped (give it as the time column)
 * text with a distinct value on (nearly) every row         -> skipped (a row identifier)
 * booleans, text, integers with few distinct values, or
@@ -30,6 +32,7 @@ import pandas as pd
 from msmt.spec.dataset import TaskKind
 from msmt.spec.errors import ConfigError
 
+TIME_NAME = re.compile(r"(^|_)(time|timestamp|date|datetime|ts)$", re.IGNORECASE)
 ID_NAME = re.compile(r"(^|_)(id|Id|ID)$|[a-z]I[dD]$")  # id, user_id, USER_ID, userId, userID (not "paid")
 FEW_INTEGERS = 20  # integer columns with at most this many distinct values are categories
 SKEW = 2.0  # non-negative dense columns more skewed than this are log1p-transformed
@@ -59,6 +62,22 @@ def _looks_like_dates(values: pd.Series) -> bool:
     return bool(parsed.notna().mean() > 0.9)
 
 
+def _multi_valued(text: pd.Series, distinct: int) -> Choice | None:
+    """A multi_sparse choice when the cells are lists: '|' in most of them, or ',' / ';' / ' '
+    in many of them with far fewer distinct items than distinct cells (tags, genres; not names)."""
+    for sep in ("|", ",", ";", " "):
+        share = text.str.contains(sep, regex=False).mean()
+        if share < (MULTI_SHARE if sep == "|" else 0.3):
+            continue
+        items = text.str.split(sep, regex=False)
+        tokens = items.explode().str.strip()
+        if sep == "|" or tokens[tokens != ""].nunique() < 0.5 * distinct:
+            longest = int(min(items.map(len).max(), 32))
+            shown = "' '" if sep == " " else f"'{sep}'"
+            return Choice(str(text.name), "multi_sparse", f"lists of values separated by {shown}", {"separator": sep, "max_length": longest})
+    return None
+
+
 def _sparse(column: str, distinct: int, why: str, vocab_limit: int, hash_limit: int) -> Choice:
     if distinct > hash_limit:
         buckets = min(2 ** math.ceil(math.log2(distinct)), 2**22)
@@ -79,6 +98,8 @@ def infer_column(values: pd.Series, vocab_limit: int = 10_000, hash_limit: int =
         return Choice(column, "skip", f"one value only ({present.iloc[0]!r})")
     if pd.api.types.is_bool_dtype(values):
         return Choice(column, "sparse", "true/false")
+    if TIME_NAME.search(column):
+        return Choice(column, "skip", "a time column (by its name): pass it as --time to split by it")
     if pd.api.types.is_numeric_dtype(values):
         integral = _is_integral(present)
         if integral and ID_NAME.search(column):
@@ -91,8 +112,9 @@ def infer_column(values: pd.Series, vocab_limit: int = 10_000, hash_limit: int =
             return Choice(column, "dense", f"number, non-negative and skewed (skewness {skew:.1f}): log1p first", {"transform": "log1p"})
         return Choice(column, "dense", "number")
     text = present.astype(str)
-    if text.str.contains("|", regex=False).mean() >= MULTI_SHARE:
-        return Choice(column, "multi_sparse", "lists of values separated by '|'", {"separator": "|"})
+    multi = _multi_valued(text, distinct)
+    if multi is not None:
+        return multi
     if _looks_like_dates(text):
         return Choice(column, "skip", "dates: pass it as the time column (--time) to split by it")
     if distinct >= 0.95 * len(text) and distinct > 100:
