@@ -149,6 +149,6 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     provenance.write(out, training=setup)  # which code produced these metrics (reuse checks compare it), and how
     if meta_history:
         write_table(pd.DataFrame(meta_history), out / "meta_history.csv")
-    write_report(out, cfg, metrics, history)
+    write_report(out, cfg, metrics, history, result.best_epoch or None)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return metrics
