@@ -85,7 +85,8 @@ def _with_data(cfg: ExperimentConfig, data: Table | Mapping[str, Table], out: Pa
     for name, table in splits.items():
         if isinstance(table, pd.DataFrame):
             path = out / "data" / f"{name}.csv"
-            write_table(table, path)
+            # categoricals as text first, as scoring a DataFrame reads them (a float id 12.0 -> "12")
+            write_table(frame_as_read(table, cfg.dataset), path)
             table = path
         files[name] = str(Path(table).resolve())
     data_dict = cfg.to_dict()
@@ -342,9 +343,10 @@ class Run:
 
     def export(self, format: str = "onnx", out: str | Path | None = None, data: Table | None = None,
                rows: int = 512, tolerance: float = 1e-5):
-        """Export the model (``onnx`` or ``torchscript``, dynamic batch), written only after its
-        outputs match eager PyTorch within ``tolerance`` on ``rows`` rows of ``data`` (default:
-        the run's validation split). Returns the :class:`~msmt.scoring.export.ExportResult`."""
+        """Export the model (``onnx`` or ``torchscript``, dynamic batch) to ``out`` (default
+        ``RUN_DIR/model.onnx`` / ``model.pt``), written only after its outputs match eager PyTorch
+        within ``tolerance`` on ``rows`` rows of ``data`` (default: the run's validation split).
+        Returns the :class:`~msmt.scoring.export.ExportResult` (path, inputs, max abs diff)."""
         from msmt.data.tensorize import encode_frame
         from msmt.scoring.export import export_model, validation_batch
 
