@@ -87,7 +87,7 @@ def test_readme_tour_runs_as_written(shared_data, tmp_path):
     work.mkdir()
     (work / "configs").symlink_to(REPO / "configs", target_is_directory=True)
     lines = commands(REPO / "README.md", "## A tour of the CLI")
-    assert len(lines) == 10 and all(line.startswith(("msmt ", "(head")) for line in lines)
+    assert len(lines) >= 10 and all(line.startswith(("msmt ", "(head")) for line in lines)
     for line in lines:
         if line.startswith("msmt serve "):
             serve_once(line, work)

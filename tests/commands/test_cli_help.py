@@ -25,8 +25,9 @@ def test_top_level_help_lists_every_command_in_workflow_order(capsys):
     for flag in ("-h", "--help"):
         text = help_text(capsys, flag)
         registered = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
-        assert set(registered) == set(WORKFLOW), "a new command needs its place in WORKFLOW"
-        positions = [re.search(rf"^\W*{name}\s", text, re.M) for name in WORKFLOW]
+        assert set(registered) <= set(WORKFLOW), "a new command needs its place in WORKFLOW"
+        order = [name for name in WORKFLOW if name in registered]
+        positions = [re.search(rf"^\W*{name}\s", text, re.M) for name in order]
         assert all(positions), text
         starts = [m.start() for m in positions]
         assert starts == sorted(starts), text

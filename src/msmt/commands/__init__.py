@@ -5,8 +5,8 @@ from typer.core import TyperGroup
 
 from msmt import __version__
 
-# `msmt -h` lists the commands in the order a user meets them (any other command after these)
-WORKFLOW = ("synth", "init", "train", "evaluate", "predict", "adapt", "export", "serve", "bench")
+# `msmt -h` lists the commands in the order a user meets them (`history load` before `serve --history`)
+WORKFLOW = ("synth", "init", "train", "evaluate", "predict", "adapt", "export", "history", "serve", "bench")
 
 
 class WorkflowGroup(TyperGroup):
