@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from msmt.commands import app
+from msmt.commands import BACKEND_CHOICES, app
 
 
 @app.command("serve")
@@ -12,7 +12,7 @@ def serve(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train' (or 'msmt adapt')."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
-    backend: str = typer.Option("torch", "--backend", help="torch (eager, personal blocks) or onnx (onnxruntime)."),
+    backend: str = typer.Option("torch", "--backend", metavar=BACKEND_CHOICES, help="torch (eager, personal blocks) or onnx (onnxruntime)."),
     onnx_file: Path = typer.Option(
         None, "--onnx", help="An ONNX file from 'msmt export' (onnx backend; default: export at start, parity-checked)."
     ),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from safetensors import safe_open
@@ -53,6 +54,15 @@ def check_base(path: Path, group: str, recorded: str | None, base: str | None) -
             f"{path}: the block of group '{group}' was written for other base weights (sha256 {recorded[:12]}..., "
             f"this run's {WEIGHTS} has {base[:12]}...): adapt the groups again on this run"
         )
+
+
+def copy_base(src: Path, dst: Path) -> None:
+    """Copy a run directory's files (and its blocks/plots folders) into ``dst``, each atomically."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(Path(src).rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        atomic_write(dst / path.relative_to(src), lambda tmp, path=path: shutil.copyfile(path, tmp))
 
 
 def block_file(group: str) -> str:
