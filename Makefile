@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 MSMT   := $(VENV)/bin/msmt
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint wheel-check clean
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
+
+# The wheel in a clean virtualenv with no extras: --help, --version, synth -> train -> predict
+# (.ci/wheel-check; about 80 s on 2 cores, most of it installing torch into the new venv).
+wheel-check: $(STAMP)
+	PY=$(PY) PYTHON=$(PYTHON) .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) demo runs .pytest_cache

@@ -3,17 +3,29 @@
 Starts the real server (``python -m msmt serve``) on a free 127.0.0.1 port, then runs
 ``--clients`` concurrent clients (asyncio + httpx, keep-alive) that each send requests back to
 back for ``--duration`` seconds per case, after ``--warmup`` seconds that are not counted.
-Cases: every ``--rows`` value (rows per request) x every ``--backend``. Every request is checked
-(status 200 and one prediction per row); any other answer or exception counts as an error.
-Latency is client-side wall time per request (client and server share the machine's cores).
+Cases: every ``--backend`` x ``--workers`` (a fresh server each) x ``--rows`` value (rows per
+request) x ``--clients``. Every request is checked (status 200 and one prediction per row); any
+other answer or exception counts as an error. Latency is client-side wall time per request
+(client and server share the machine's cores). After a server's cases, the resident memory of
+its processes (``/proc/PID/status`` VmRSS; with ``--workers N`` the supervisor and each worker)
+is recorded.
 
-Without ``--run`` the script trains the model it serves: MMoE as in ``msmt synth simple``'s
-experiment.yaml (embedding 8, 4 experts of [64, 32], towers [16]), 1 epoch on 5,000 rows,
-seed 0; latency depends on the model's size, not on how well it is trained.
+Without ``--run`` the script trains the model it serves, 1 epoch, seed 0 (latency depends on
+the model's size, not on how well it is trained):
+
+* ``--dataset simple``: MMoE as in ``msmt synth simple``'s experiment.yaml (embedding 8, 4
+  experts of [64, 32], towers [16]) on 5,000 rows;
+* ``--dataset advertiser``: the advertiser simulator's experiment.yaml (M2M; ``--model`` picks
+  another registered model) on 300 advertisers x 30 days. The server runs with ``--history``: a
+  store filled by ``msmt history load`` with the training and validation days, and each request
+  asks for the first test day of 1 or 100 units, so every request reads each unit's 14-day
+  window from the store.
 
 Example (what docs/results/serving.md reports)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --out docs/results/serving.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --dataset advertiser --backend torch \
+        --workers 1 2 --out docs/results/serving_history.md
 """
 
 from __future__ import annotations
@@ -40,9 +52,11 @@ from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import load_run
-from msmt.serving.encode import RowEncoder
-from msmt.serving.request import build_request_models, request_columns, rows_to_frame
+from msmt.serving.encode import PanelEncoder, RowEncoder
+from msmt.serving.history import SqliteHistory, last_of_duplicates, observations_from_frame
+from msmt.serving.request import build_request_models, history_columns, request_columns, rows_to_frame
 from msmt.spec.config import load_experiment
+from msmt.synth.advertiser import write_advertiser
 from msmt.synth.simple import write_simple
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,37 +68,100 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_model(work: Path, seed: int) -> Path:
-    data = write_simple(work / "data", rows=5000, seed=seed)
-    cfg = load_experiment(data / "experiment.yaml", ["train.epochs=1", f"train.seed={seed}"])
+def train_model(work: Path, dataset: str, seed: int, model: str | None) -> Path:
+    if dataset == "advertiser":
+        data = write_advertiser(work / "data", advertisers=300, days=30, seed=seed)
+    else:
+        data = write_simple(work / "data", rows=5000, seed=seed)
+    sets = ["train.epochs=1", f"train.seed={seed}", *([f"model.name={model}"] if model else [])]
+    cfg = load_experiment(data / "experiment.yaml", sets)
     cfg.train.progress = False
     run_experiment(cfg, work / "run")
     return work / "run"
 
 
+def fill_store(run_dir: Path, db: Path) -> dict:
+    """The run's training and validation rows in a history store (what ``msmt history load`` does)."""
+    spec = load_run(run_dir).schema.spec
+    splits = load_splits(spec)
+    store = SqliteHistory(db, spec.panel)
+    for name in ("train", "validation"):
+        store.upsert(last_of_duplicates(observations_from_frame(splits[name], spec.panel)))
+    summary = store.summary()
+    store.close()
+    return summary
+
+
 def sample_rows(run_dir: Path, n: int) -> list[dict]:
-    """``n`` rows of the run's validation split, as JSON rows (feature columns only)."""
+    """``n`` rows to score as JSON rows (the columns a row holds, without the outcomes): the
+    validation split's first rows, or on panel data the first test day's rows (distinct units)."""
     run = load_run(run_dir)
-    frame = load_splits(run.schema.spec)["validation"]
-    cols = [c for c in request_columns(run.schema) if c.column in frame.columns]
+    spec = run.schema.spec
+    splits = load_splits(spec)
+    if spec.panel is None:
+        frame = splits["validation"]
+    else:
+        test = splits["test"]
+        frame = test[test[spec.panel.time] == test[spec.panel.time].min()]
+    cols = [c for c in request_columns(run.schema) if c.column in frame.columns and c.kind not in ("metric", "event")]
     rows = []
     for rec in frame.iloc[: max(n, 1)].to_dict("records"):
         row = {}
         for c in cols:
             v = rec[c.column]
             missing = v is None or (isinstance(v, float) and np.isnan(v))
-            row[c.column] = None if missing else (float(v) if c.kind == "dense" else str(v))
+            row[c.column] = None if missing else (float(v) if c.kind == "dense" else int(v) if c.kind == "time" else str(v))
         rows.append(row)
     while len(rows) < n:
         rows += rows[: n - len(rows)]
     return rows
 
 
-def start_server(run_dir: Path, backend: str, threads: int, timeout: float = 120.0):
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def process_name(pid: int) -> str:
+    """What a server process is: the supervisor / a uvicorn worker (multiprocessing spawn) / a helper."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(c.decode(errors="replace") for c in cmd)
+    if "resource_tracker" in text:
+        return "resource tracker"
+    if "spawn_main" in text:
+        return "worker"
+    return "msmt serve"
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the uvicorn supervisor and its workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def start_server(run_dir: Path, backend: str, threads: int, workers: int = 1, history: Path | None = None, timeout: float = 180.0):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "msmt", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--backend", backend, "--threads", str(threads)]
+    cmd += ["--backend", backend, "--threads", str(threads), "--workers", str(workers)]
+    cmd += ["--history", str(history)] if history else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -147,15 +224,23 @@ async def load(url: str, body: bytes, n_rows: int, clients: int, warmup: float, 
     }
 
 
-def stage_times(run_dir: Path, n: int, reps: int = 50) -> dict[str, float]:
+def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> dict[str, float]:
     """Median in-process ms of each server-side stage for an ``n``-row request (no HTTP)."""
     run = load_run(run_dir)
     row_model, request, cols = build_request_models(run.schema, max(n, 1000))
-    encoder = RowEncoder(run.schema, cols, row_model)
+    if run.schema.spec.panel is not None:
+        store = SqliteHistory(history, run.schema.spec.panel) if history else None
+        direct = RowEncoder(run.schema, cols, row_model)
+        panel = PanelEncoder(run.schema, cols, history_columns(run.schema), store, direct)
+        keys = "direct" if direct.direct else "encode_frame"
+        encoder, label = (lambda rows: panel(rows)[0]), f"store window + encode ({keys} + encode_panel, served)"
+    else:
+        encoder = RowEncoder(run.schema, cols, row_model)
+        label = f"encode ({'direct' if encoder.direct else 'encode_frame'}, served)"
     payload = json.dumps({"rows": sample_rows(run_dir, n)})
     times: dict[str, list[float]] = {
         "parse JSON + validate": [],
-        f"encode ({'direct' if encoder.direct else 'encode_frame'}, served)": [],
+        label: [],
         "reference: rows -> DataFrame -> encode_frame": [],
         "model forward": [],
     }
@@ -165,7 +250,7 @@ def stage_times(run_dir: Path, n: int, reps: int = 50) -> dict[str, float]:
         t1 = time.perf_counter()
         batch = encoder(req.rows)
         t2 = time.perf_counter()
-        encode_frame(rows_to_frame(req.rows, cols), run.schema, with_labels=False)
+        encode_frame(rows_to_frame(req.rows, cols), run.schema, with_labels=False)  # without history
         t3 = time.perf_counter()
         with torch.no_grad():
             run.model(batch)
@@ -188,8 +273,13 @@ def conditions() -> str:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", type=Path, help="run directory to serve (default: train a small MMoE)")
+    ap.add_argument("--run", type=Path, help="run directory to serve (default: train one, see --dataset)")
+    ap.add_argument("--dataset", default="simple", choices=["simple", "advertiser"],
+                    help="what the script trains without --run (advertiser: panel data, served with a history store)")
+    ap.add_argument("--model", help="with --dataset: the registered model to train (default: the experiment's)")
+    ap.add_argument("--history", type=Path, help="with --run on panel data: its history store (default: filled from its splits)")
     ap.add_argument("--backend", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
+    ap.add_argument("--workers", nargs="+", type=int, default=[1], help="server processes (one server per value)")
     ap.add_argument("--rows", nargs="+", type=int, default=[1, 100], help="rows per request")
     ap.add_argument("--clients", nargs="+", type=int, default=[1, 4], help="concurrent clients (one case each)")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per case (max 120)")
@@ -203,38 +293,52 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def load_cases(args, run_dir: Path) -> list[dict]:
-    """Every (backend, rows per request, clients) case against a fresh server per backend."""
-    results = []
+def load_cases(args, run_dir: Path, history: Path | None) -> tuple[list[dict], list[dict]]:
+    """Every (backend, workers, rows per request, clients) case against a fresh server per
+    (backend, workers); and the memory each server's processes held after its cases."""
+    results, memory = [], []
     for backend in args.backend:
-        proc, url = start_server(run_dir, backend, args.threads)
-        try:
-            for n in args.rows:
-                body = json.dumps({"rows": sample_rows(run_dir, n)}).encode()
-                for clients in args.clients:
-                    r = asyncio.run(load(url, body, n, clients, args.warmup, args.duration))
-                    r.update(backend=backend, rows=n, clients=clients)
-                    results.append(r)
-                    print(
-                        f"{backend:5s} {n:4d} rows/request, {clients} clients: {r['rps']:8.1f} req/s  "
-                        f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  errors {r['errors']}",
-                        flush=True,
-                    )
-        finally:
-            stop_server(proc)
-    return results
+        for workers in args.workers:
+            proc, url = start_server(run_dir, backend, args.threads, workers, history)
+            try:
+                for n in args.rows:
+                    body = json.dumps({"rows": sample_rows(run_dir, n)}).encode()
+                    for clients in args.clients:
+                        r = asyncio.run(load(url, body, n, clients, args.warmup, args.duration))
+                        r.update(backend=backend, workers=workers, rows=n, clients=clients)
+                        results.append(r)
+                        print(
+                            f"{backend:5s} {workers} workers {n:4d} rows/request, {clients} clients: {r['rps']:8.1f} req/s  "
+                            f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  errors {r['errors']}",
+                            flush=True,
+                        )
+                pids = process_tree(proc.pid)
+                rss = [rss_mb(p) for p in pids]
+                names = [process_name(p) for p in pids]
+                memory.append({"backend": backend, "workers": workers, "processes": len(pids), "rss": rss, "names": names})
+            finally:
+                stop_server(proc)
+    return results, memory
 
 
 def load_table(results: list[dict]) -> list[str]:
     lines = [
-        "| backend | rows / request | clients | requests | req/s | rows/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | workers | rows / request | clients | requests | req/s | rows/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['backend']} | {r['rows']} | {r['clients']} | {r['requests']} | {r['rps']:.1f} | "
+            f"| {r['backend']} | {r['workers']} | {r['rows']} | {r['clients']} | {r['requests']} | {r['rps']:.1f} | "
             f"{r['rps'] * r['rows']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |"
         )
+    return lines
+
+
+def memory_table(memory: list[dict]) -> list[str]:
+    lines = ["| backend | workers | processes | resident memory, MB (each process) | total MB |", "|---|---:|---:|---|---:|"]
+    for m in memory:
+        each = ", ".join(f"{name} {x:.0f}" for name, x in zip(m["names"], m["rss"]))
+        lines.append(f"| {m['backend']} | {m['workers']} | {m['processes']} | {each} | {sum(m['rss']):.0f} |")
     return lines
 
 
@@ -245,36 +349,48 @@ def stage_table(stages: dict[int, dict[str, float]]) -> list[str]:
     return lines
 
 
-def write_report(out: Path, report: str) -> None:
+def write_report(out: Path, report: str, title: str) -> None:
     """The page: command, report, then the hand-written notes of the previous page (after the marker)."""
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
     marker = "<!-- notes: kept when the benchmark rewrites this file -->"
     old = out.read_text() if out.exists() else ""
     notes = old[old.index(marker) :] if marker in old else marker + "\n"
-    atomic_write_text(out, f"# Serving load benchmark\n\nCommand: `{command}`\n\n{report}\n\n{notes}")
+    atomic_write_text(out, f"# {title}\n\nCommand: `{command}`\n\n{report}\n\n{notes}")
     print(f"wrote {out}")
 
 
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="msmt-bench-") as tmp:
-        run_dir = args.run or train_model(Path(tmp), args.seed)
+        run_dir = args.run or train_model(Path(tmp), args.dataset, args.seed, args.model)
         run = load_run(run_dir)
         n_params = sum(p.numel() for p in run.model.parameters())
+        history, store_note = None, ""
+        if run.schema.spec.panel is not None:
+            history = args.history or Path(tmp) / "history.db"
+            if not args.history:
+                s = fill_store(run_dir, history)
+                store_note = (f" History store: SQLite (WAL), {s['rows']:,} rows of {s['units']:,} units "
+                              f"(days {s['first_step']}..{s['last_step']}); each request reads its units' 14-day windows.")
         before = conditions()
-        results = load_cases(args, run_dir)
+        results, memory = load_cases(args, run_dir, history)
         torch.set_num_threads(args.threads)
-        stages = {n: stage_times(run_dir, n) for n in args.rows}
+        stages = {n: stage_times(run_dir, n, history) for n in args.rows}
         after = conditions()
 
-    model = f"{run.config.model.name}, {n_params:,} parameters" + ("" if args.run else f" (trained by the script, seed {args.seed})")
+    model = f"{run.config.model.name} on {run.schema.spec.name}, {n_params:,} parameters" + (
+        "" if args.run else f" (trained by the script, seed {args.seed})")
     report = "\n".join(
         [
-            f"Model: {model}. Server: `msmt serve --threads {args.threads}` (one uvicorn worker); "
+            f"Model: {model}. Server: `msmt serve --threads {args.threads} --workers N`; "
             "concurrent keep-alive clients (asyncio + httpx, one process) on the same machine; "
-            f"{args.warmup:g} s warm-up then {args.duration:g} s measured per case.",
+            f"{args.warmup:g} s warm-up then {args.duration:g} s measured per case.{store_note}",
             "",
             *load_table(results),
+            "",
+            "Resident memory of the server's processes after its cases (`--workers N`: the supervisor, then each worker):",
+            "",
+            *memory_table(memory),
             "",
             "Server-side stages, in-process, median ms over 50 repetitions (same thread count):",
             "",
@@ -286,7 +402,8 @@ def main() -> None:
     )
     print("\n" + report)
     if args.out:
-        write_report(args.out, report)
+        title = "Serving load benchmark" + (": forecasts with history-store look-ups" if history else "")
+        write_report(args.out, report, title)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ LAYERS = [
     "meta",
     "rundir",
     "experiments",
+    "api",
     "serving",
     "commands",
     "cli",
@@ -32,7 +33,8 @@ def _part(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "msmt" or len(parts) < 2:
         return None
-    return "cli" if parts[1] == "__main__" else parts[1]
+    # the package's __init__ (lazy exports of the API) and __main__ are entry points: the top layer
+    return "cli" if parts[1] in ("__main__", "__init__") else parts[1]
 
 
 def _is_part(name: str) -> bool:

@@ -36,6 +36,8 @@ def test_early_stopping_restores_best_epoch(tiny_dir, tmp_path):
     assert metrics["val"]["overall"]["click"]["auc"] == pytest.approx(history.loc[best, "val_click_auc"])
     # it stopped one epoch after the best (patience 1) unless the best was the last epoch
     assert len(history) in (best + 2, 6)
+    kept = int(history.loc[best, "epoch"])
+    assert f"The weights are those of epoch {kept}, the best by `click.auc`." in (tmp_path / "run" / "report.md").read_text()
 
 
 ARTIFACTS = ("config.yaml", "schema.json", "model.safetensors", "metrics.json", "history.csv", "report.md", "plots/training_curves.png")

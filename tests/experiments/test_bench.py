@@ -81,3 +81,18 @@ def test_run_or_reuse_trains_once_per_overrides(tiny_dir, tmp_path):
     assert not finished(run_dir, other)  # other overrides: the run is not this one
     run_or_reuse(config, other, run_dir, log=logs.append)
     assert len(logs) == 2 and finished(run_dir, other) and not finished(run_dir, fast)
+
+
+def test_one_seed_shows_the_value_alone_and_plots_per_scenario(tmp_path):
+    import pandas as pd
+
+    from msmt.experiments.bench import markdown, plot
+
+    rows = [dict(dataset="d", split="test", model=m, scenario=s, task="click", metric="auc", mean=v, std=0.0, seeds=1, rows=10)
+            for m, v in (("mmoe", 0.7), ("ple", 0.71)) for s in ("overall", "search", "feed")]
+    summary = pd.DataFrame(rows)
+    table = markdown(summary, {"d": {"click": "binary"}}, ["mmoe", "ple"])
+    assert "| mmoe | 0.7000 | 0.7000 | 0.7000 |" in table and "± 0.0000" not in table
+    summary["seeds"], summary["std"] = 3, 0.01
+    assert "| ple | 0.7100 ± 0.0100 |" in markdown(summary, {"d": {"click": "binary"}}, ["mmoe", "ple"])
+    assert [p.name for p in plot(summary, {"d": {"click": "binary"}}, tmp_path)] == ["d_click_auc.png"]

@@ -85,6 +85,7 @@ def test_cli_predict_compiled_bf16(trained_run, tmp_path, capsys):
     args = ["predict", run_dir, "--data", data, "--out", tmp_path / "fast.csv", "--compile", "--precision", "bf16"]
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr
+    assert "compiling the model with TorchInductor" in res.stderr and "compilation included" in res.stderr  # never silent
     eager, fast = pd.read_csv(tmp_path / "eager.csv"), pd.read_csv(tmp_path / "fast.csv")
     preds = [c for c in eager.columns if c.startswith("pred_")]
     assert preds

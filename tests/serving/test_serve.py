@@ -5,14 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import pickle
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -24,6 +18,7 @@ import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serve_helpers import start_server, stop_server
 
 from msmt.cli import main
 from msmt.commands.export import export_run
@@ -369,45 +364,6 @@ def test_onnx_backend_refuses_runs_with_blocks(blocks_run, tmp_path):
 
 
 # ---------------------------------------------------------------------------- real server
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(run_dir: Path, *args: str, timeout: float = 60.0):
-    """`msmt serve` in a subprocess on a free loopback port; returns (process, base url)."""
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "msmt", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early: {proc.stdout.read().decode()[-2000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    stop_server(proc)
-    raise AssertionError("server did not answer /healthz in time")
-
-
-def stop_server(proc) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])

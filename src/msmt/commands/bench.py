@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from msmt.commands import app
+from msmt.commands import SET_METAVAR, app
 
 
 @app.command("bench")
@@ -13,7 +13,7 @@ def bench(
     models: list[str] = typer.Option(None, "--models", help="Registry names (default: every registered model)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds 0..N-1 per cell."),
     out: Path = typer.Option(..., "--out", help="Folder for runs/, leaderboard.md/.csv and plots/."),
-    overrides: list[str] = typer.Option(None, "--set", help="Override applied to every cell."),
+    overrides: list[str] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Override applied to every cell."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells trained at once (worker processes)."),
 ) -> None:
     """Run the models × datasets × seeds grid (reusing finished cells) and write a leaderboard."""

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from msmt.commands import app
+from msmt.commands import FORMAT_CHOICES, app
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path, rows: int = 512, tolerance: float = 1e-5):
@@ -19,7 +19,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path, rows: int = 512, 
 @app.command("export")
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train'."),
-    fmt: str = typer.Option(..., "--format", help="onnx or torchscript."),
+    fmt: str = typer.Option(..., "--format", metavar=FORMAT_CHOICES, help="onnx or torchscript."),
     out: Path = typer.Option(..., "--out", help="The file to write (only after the parity check passes)."),
     data: Path = typer.Option(None, "--data", help="Rows for the parity check (default: the run's validation split)."),
     rows: int = typer.Option(512, "--rows", min=6, help="How many rows the parity check scores."),

@@ -4,21 +4,23 @@ from pathlib import Path
 
 import typer
 
-from msmt.commands import app
+from msmt.commands import PRECISION_CHOICES, app
 
 
-def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = None):
-    from msmt.data.loading import read_data
-    from msmt.data.tensorize import encode_frame
+def _load(run_dir: Path, data: Path, with_labels: bool, context: list[Path] | None = None):
+    from msmt.api import encode_for_scoring
     from msmt.rundir.layout import load_run
 
     run = load_run(run_dir)
-    frame = read_data(data, run.schema.spec)
-    ctx = read_data(context, run.schema.spec) if context else None
-    return run, frame, encode_frame(frame, run.schema, with_labels=with_labels, context=ctx)
+    frame, encoded = encode_for_scoring(run, data, context, with_labels=with_labels, note=_note)
+    return run, frame, encoded
 
 
-CONTEXT_HELP = "Earlier rows (CSV/Parquet) used only to build panel history; never scored."
+def _note(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+CONTEXT_HELP = "Earlier rows (CSV/Parquet) used only to build panel history; never scored. Repeat for several files."
 PRECISION_HELP = "fp32, or bf16: matmuls in bfloat16 (faster on CPUs with bf16 support; docs/speed.md)."
 COMPILE_HELP = "Score through TorchInductor (weights frozen, one graph per batch shape; needs a C++ compiler)."
 AUTOTUNE_HELP = (
@@ -38,24 +40,10 @@ def _check_options(precision: str, compiled: bool, autotune: bool) -> None:
 
 
 def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool, autotune: bool = False):
-    """Predictions of the run: base + each row's group block when the run has blocks (eager, fp32),
-    else the base model, eager or compiled."""
-    from msmt.meta.episodes import group_values
-    from msmt.rundir.blocks import BlockStore
-    from msmt.scoring.predict import predict
+    """Predictions of the run (:func:`msmt.api.score`: personal blocks, eager or compiled)."""
+    from msmt.api import score
 
-    blocks, groups, group = BlockStore(run.path), None, run.schema.spec.group
-    if group and len(blocks):
-        if group in frame.columns:
-            groups = group_values(frame, group, allow_missing=True)
-            if compiled or precision != "fp32":
-                typer.echo("note: personal blocks are scored eagerly in fp32 (--precision/--compile apply to the base only)", err=True)
-        else:
-            typer.echo(f"note: no group column '{group}' in the data: every row is scored by the base", err=True)
-    scores = predict(run.model, encoded, batch_size, precision=precision, compiled=compiled, autotune=autotune, groups=groups, blocks=blocks)
-    if groups is not None:
-        typer.echo(f"{scores.personal_rows} of {len(frame)} rows scored with their group's block, the rest by the base", err=True)
-    return scores.values
+    return score(run, frame, encoded, batch_size, precision, compiled, autotune, note=_note)
 
 
 @app.command("evaluate")
@@ -64,8 +52,8 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="CSV or Parquet with labels."),
     out: Path = typer.Option(None, "--out", help="Write the metrics JSON here."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
-    context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    context: list[Path] = typer.Option(None, "--context", metavar="FILE", help=CONTEXT_HELP),
+    precision: str = typer.Option("fp32", "--precision", metavar=PRECISION_CHOICES, help=PRECISION_HELP),
     compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
@@ -90,8 +78,8 @@ def predict(
     data: Path = typer.Option(..., "--data", help="CSV or Parquet; labels not needed."),
     out: Path = typer.Option(..., "--out", help="CSV or Parquet: the input columns plus pred_<task>."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
-    context: Path = typer.Option(None, "--context", help=CONTEXT_HELP),
-    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    context: list[Path] = typer.Option(None, "--context", metavar="FILE", help=CONTEXT_HELP),
+    precision: str = typer.Option("fp32", "--precision", metavar=PRECISION_CHOICES, help=PRECISION_HELP),
     compiled: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import typer
 
-from msmt.commands import app
+from msmt.commands import SET_METAVAR, app
 
 
 @app.command("train")
 def train(
     config: Path = typer.Argument(None, help="Experiment YAML (dataset inline or by path)."),
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<config name>)."),
-    overrides: list[str] = typer.Option(None, "--set", help="Override a config key: --set model.name=mmoe"),
+    overrides: list[str] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Override a config key: --set model.name=mmoe"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or per-epoch lines."),
     resume: Path = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its checkpoint."),
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from msmt.data.io import read_table
+from msmt.data.io import _as_text, read_table
 from msmt.data.split import split_frame
 from msmt.spec.dataset import DatasetSpec
 
@@ -25,6 +25,16 @@ def string_columns(spec: DatasetSpec) -> list[str]:
 
 def read_data(path: str | Path, spec: DatasetSpec) -> pd.DataFrame:
     return read_table(path, string_columns(spec))
+
+
+def frame_as_read(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """A table given in memory, typed as :func:`read_data` types a file (categoricals as text)."""
+    out = frame.copy()
+    for col in string_columns(spec):
+        if col in out.columns:
+            out[col] = _as_text(out[col])
+    out.attrs.setdefault("source", "<DataFrame>")
+    return out
 
 
 def load_splits(spec: DatasetSpec) -> dict[str, pd.DataFrame]:

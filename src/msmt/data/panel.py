@@ -206,3 +206,29 @@ def trailing_mean(
         counts = (~np.isnan(picked)).sum(1)
         sums = np.nansum(picked, axis=1)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def short_history(
+    frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None = None, exempt: np.ndarray | None = None
+) -> tuple[int, int]:
+    """Rows to score whose history the given rows cannot fully supply: ``(rows, first step)``.
+
+    A row is short when its window (the ``spec.window`` steps before its own) starts before the
+    first step present in ``frame`` and ``context`` together, and its entity has a row at that
+    first step (it was there when the data starts, so it most likely had a past; an entity that
+    appears later is new and has none). ``exempt`` ([N] bool): rows never counted (a scenario
+    unseen in training, when the scenario is a panel key: such a unit has no past before launch).
+    """
+    steps = time_steps(frame, spec.time)
+    ent = _entity_text(frame, spec.keys)
+    if context is not None and len(context):
+        all_steps = np.concatenate([time_steps(context, spec.time), steps])
+        all_ent = pd.concat([_entity_text(context, spec.keys), ent], ignore_index=True)
+    else:
+        all_steps, all_ent = steps, ent.reset_index(drop=True)
+    first = int(all_steps.min())
+    present_at_start = set(all_ent[all_steps == first])
+    short = (steps - spec.window < first) & ent.isin(present_at_start).to_numpy()
+    if exempt is not None:
+        short &= ~np.asarray(exempt, dtype=bool)
+    return int(short.sum()), first

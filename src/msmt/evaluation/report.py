@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from msmt.data.io import atomic_write, atomic_write_text  # noqa: E402
 from msmt.spec.task_kinds import rules  # noqa: E402
@@ -48,30 +49,46 @@ def metrics_table(M: dict, tasks, with_oracle: bool = True) -> str:
     return "\n".join(lines)
 
 
-def plot_history(history: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for col in [c for c in history.columns if c in ("train_loss", "val_loss")]:
-        ax.plot(history["epoch"], history[col], marker="o", label=col)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("weighted loss")
-    ax.set_title("training curves")
-    ax.grid(alpha=0.3)
-    ax.legend()
+def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | None = None) -> None:
+    """Training and validation loss per epoch: the weighted total, then one panel per task; a
+    dashed line marks ``best_epoch``, the epoch whose weights the run keeps."""
+    panels = [("weighted total", "train_loss", "val_loss")]
+    panels += [(t.name, f"train_{t.name}_loss", f"val_{t.name}_loss") for t in tasks if f"train_{t.name}_loss" in history.columns]
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (title, train_col, val_col) in zip(axes.flat, panels):
+        for col, label in ((train_col, "train"), (val_col, "validation")):
+            if col in history.columns:
+                ax.plot(history["epoch"], history[col], marker="o", label=label)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {best_epoch}")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    fig.suptitle("training curves")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 
-def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame) -> None:
+def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_epoch: int | None = None) -> None:
     tasks = cfg.dataset.tasks
-    plot_history(history, run_dir / "plots" / "training_curves.png")
+    plot_history(history, run_dir / "plots" / "training_curves.png", tasks, best_epoch)
+    kept = f" The weights are those of epoch {best_epoch}, the best by `{cfg.train.monitor}`." if best_epoch else ""
     parts = [
         f"# Run report: {cfg.model.name} on {cfg.dataset.name}",
         "",
-        f"Seed {cfg.train.seed}, {len(history)} epoch(s) run, monitor `{cfg.train.monitor}`.",
+        f"Seed {cfg.train.seed}, {len(history)} epoch(s) run, monitor `{cfg.train.monitor}`.{kept}",
         "Cells read `model (oracle)` where the data carry true expected values.",
     ]
     for split, M in metrics.items():
         parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]
-    parts += ["", "## Training curves", "", "![training curves](plots/training_curves.png)", ""]
+    parts += ["", "## Training curves", "", "Loss per epoch, weighted total and per task; dashed: the epoch kept.", "",
+              "![training curves](plots/training_curves.png)", ""]
     atomic_write_text(run_dir / "report.md", "\n".join(parts))

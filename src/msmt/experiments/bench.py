@@ -290,29 +290,42 @@ def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: li
                     msub = sub[sub["model"] == model].set_index("scenario")
                     if msub.empty:
                         continue
-                    cells = [pm(msub.loc[s, "mean"], msub.loc[s, "std"]) if s in msub.index else "–" for s in scenarios]
+                    cells = [_cell(msub.loc[s]) if s in msub.index else "–" for s in scenarios]
                     lines.append(f"| {model} | " + " | ".join(cells) + " |")
                 lines.append("")
     return "\n".join(lines)
 
 
+def _cell(row: pd.Series) -> str:
+    """``mean ± std`` over seeds; one seed: the value alone (no ``± 0.0000``)."""
+    return pm(row["mean"], row["std"]) if row["seeds"] > 1 else f"{row['mean']:.4f}"
+
+
 def plot(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], out: Path) -> list[Path]:
+    """Per dataset and task: the primary metric per scenario (overall first), one marker per model
+    with its std over seeds as an error bar. Markers, not bars: the value axis is zoomed to the
+    differences, which bars drawn from a cut-off baseline would exaggerate."""
     paths = []
     for dataset, part in summary.groupby("dataset", sort=False):
         for task, kind in kinds[dataset].items():
             metric = rules(kind).primary[0]
-            sub = part[(part["task"] == task) & (part["metric"] == metric) & (part["scenario"] == "overall")]
+            sub = part[(part["task"] == task) & (part["metric"] == metric)]
             if sub.empty:
                 continue
-            fig, ax = plt.subplots(figsize=(6, 3.2))
-            ax.bar(sub["model"], sub["mean"], yerr=sub["std"], capsize=4, color="#4c72b0")
-            lo = (sub["mean"] - sub["std"]).min()
-            hi = (sub["mean"] + sub["std"]).max()
-            pad = max((hi - lo) * 0.3, 1e-3)
-            ax.set_ylim(lo - pad, hi + pad)
-            ax.set_title(f"{dataset}: {task} {metric} (overall, mean ± std)")
-            ax.tick_params(axis="x", rotation=20)
+            scenarios = ["overall", *[x for x in sub["scenario"].unique() if x != "overall"]]
+            models = list(dict.fromkeys(sub["model"]))
+            seeds = int(sub["seeds"].max())
+            fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(scenarios) * max(1, len(models)) / 2), 3.4))
+            width = 0.8 / len(models)
+            for i, model in enumerate(models):
+                msub = sub[sub["model"] == model].set_index("scenario").reindex(scenarios)
+                x = np.arange(len(scenarios)) - 0.4 + width * (i + 0.5)
+                ax.errorbar(x, msub["mean"], yerr=msub["std"] if seeds > 1 else None, fmt="o", capsize=4, label=model)
+            ax.set_xticks(np.arange(len(scenarios)), scenarios, rotation=20)
+            spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed: no error bars"
+            ax.set_title(f"{dataset}: {task} {metric} per scenario ({spread})", fontsize="medium")
             ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize="small", ncol=min(len(models), 4))
             fig.tight_layout()
             path = out / "plots" / f"{dataset}_{task}_{metric}.png"
             atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=100))

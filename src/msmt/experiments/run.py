@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,7 @@ from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
 from msmt.rundir import provenance
 from msmt.rundir.layout import HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
+from msmt.runtime.threads import choose_threads
 from msmt.spec.config import ExperimentConfig
 from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import FittedSchema
@@ -59,6 +62,36 @@ def load_in_memory(spec) -> tuple[dict, FittedSchema, dict]:
     return splits, schema, encoded
 
 
+def training_setup(cfg: ExperimentConfig, dist: Dist) -> dict:
+    """How this run trains: processes, backend, device, CPU threads (``train.num_threads``, else
+    the physical cores shared by this machine's processes), precision; ``provenance.json`` keeps it."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)) if dist.active else 1
+    threads, why = choose_threads(cfg.train.num_threads, local)
+    backend = None
+    if dist.active:
+        import torch.distributed as tdist
+
+        backend = tdist.get_backend()
+    return {
+        "world_size": dist.world,
+        "backend": backend,
+        "device": str(dist.device),
+        "threads": threads,
+        "threads_from": why,
+        "precision": cfg.train.precision,
+        "streaming": cfg.train.streaming,
+    }
+
+
+def describe_setup(setup: dict) -> str:
+    """One line for the training log."""
+    procs = f"{setup['world_size']} processes (torchrun, {setup['backend']})" if setup["world_size"] > 1 else "1 process"
+    return (
+        f"training on {setup['device']}: {procs}, {setup['threads']} CPU threads per process ({setup['threads_from']}), "
+        f"precision {setup['precision']}" + (", streaming" if setup["streaming"] else "")
+    )
+
+
 def _load_streaming(cfg: ExperimentConfig, dist: Dist) -> tuple[dict, FittedSchema, dict]:
     """Training rows stay on disk (a :class:`ParquetStream`); validation and test are read."""
     spec, tc = cfg.dataset, cfg.train
@@ -79,8 +112,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     writer = dist.is_main
     if resume and not (out / CHECKPOINT).exists():  # before any data is read
         raise ConfigError(f"{out}: nothing to resume (no {CHECKPOINT}; the run finished or never checkpointed)")
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
+    setup = training_setup(cfg, dist)
+    torch.set_num_threads(setup["threads"])
     seed_everything(cfg.train.seed)
     if cfg.train.streaming:
         splits, schema, encoded = _load_streaming(cfg, dist)
@@ -92,7 +125,11 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     if writer:  # the config first, so that a killed run can be resumed from its directory
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, cfg)
+    if writer and cfg.train.progress:
+        print(describe_setup(setup), file=sys.stderr)
     result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume)
+    if writer and cfg.train.progress and result.history:
+        print(f"best epoch {result.best_epoch} ({cfg.train.monitor} {result.best_value:.4f}): its weights are the run's", file=sys.stderr)
     meta_history = meta_train(model, cfg.meta, meta_plan, encoded["train"], progress=cfg.train.progress)
 
     metrics = {"val": result.val_metrics}
@@ -109,11 +146,11 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
     history = pd.DataFrame(result.history)
     write_table(history, out / HISTORY)
     write_json(out / METRICS, metrics)
-    provenance.write(out)  # which code produced these metrics (reuse checks compare it)
+    provenance.write(out, training=setup)  # which code produced these metrics (reuse checks compare it), and how
     if meta_history:
         write_table(pd.DataFrame(meta_history), out / "meta_history.csv")
     if meta_plan is not None and meta_plan.rates is not None:
         save_meta_rates(meta_plan.rates.as_dict(), out / META_RATES)
-    write_report(out, cfg, metrics, history)
+    write_report(out, cfg, metrics, history, result.best_epoch or None)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return metrics

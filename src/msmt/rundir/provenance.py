@@ -55,10 +55,15 @@ def current() -> dict:
     }
 
 
-def write(run_dir: Path) -> None:
+def write(run_dir: Path, training: dict | None = None) -> None:
+    """``current()`` and, when given, ``training``: how the run trained (world size, backend,
+    device, threads, precision; :func:`msmt.experiments.run.training_setup`)."""
     from msmt.rundir.layout import write_json
 
-    write_json(Path(run_dir) / PROVENANCE, current())
+    record = current()
+    if training is not None:
+        record["training"] = training
+    write_json(Path(run_dir) / PROVENANCE, record)
 
 
 def same_code(run_dir: Path) -> bool:

@@ -1,40 +1,49 @@
-"""The FastAPI application: ``POST /v1/predict``, ``GET /v1/schema``, ``GET /healthz``, ``/docs``.
+"""The FastAPI application: ``POST /v1/predict``, ``POST /v1/observe``, ``GET /v1/schema``,
+``GET /healthz``, ``/docs``.
 
 Bad requests get a 4xx answer whose ``detail`` names the field (``rows[3].user_id: missing
-field``): 400 malformed JSON, 413 body over ``max_body_bytes``, 422 anything that fails the
-schema-generated validation (missing / misspelt / wrongly typed field, unknown scenario, too
-many rows). Any other exception is a bug: it is logged and answered with a 500 without
-stopping the server.
+field``): 400 malformed JSON, 404 ``/v1/observe`` without a history store, 413 body over
+``max_body_bytes``, 422 anything that fails the schema-generated validation (missing / wrongly
+typed field, unknown scenario, too many rows, a time that is no step or date, history rows
+that conflict or come after the forecast, observations of a future date). Any other exception
+is a bug: it is logged and answered with a 500 without stopping the server.
 
 This module deliberately has no ``from __future__ import annotations``: FastAPI reads the
 endpoint's annotation at runtime and the request model is a class created per run.
 """
 
+import difflib
 import json
 import logging
+import os
 from pathlib import Path
 
+import numpy as np
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from msmt.rundir.layout import LoadedRun
-from msmt.serving.encode import RowEncoder
-from msmt.serving.request import build_request_models
+from msmt.rundir.layout import LoadedRun, load_run
+from msmt.serving.encode import PanelEncoder, RowEncoder, frame_units, future_steps, request_steps
+from msmt.serving.history import HistoryStore, last_of_duplicates, observations_from_frame, open_history
+from msmt.serving.request import (
+    EXPECTED,
+    FieldError,
+    build_observe_model,
+    build_request_models,
+    history_columns,
+    ignored_columns,
+    rows_to_frame,
+)
 from msmt.serving.scorer import Scorer
-from msmt.spec.errors import MsmtError
+from msmt.spec.errors import ConfigError, MsmtError
 from msmt.spec.task_kinds import rules
 
 log = logging.getLogger("msmt.serve")
 MAX_ERRORS = 20
-_EXPECTED = {
-    "scenario": "must be a string, an integer or null",
-    "sparse": "must be a string, an integer or null",
-    "group": "must be a string, an integer or null",
-    "dense": "must be a finite number or null",
-    "multi": "must be a string, a list of strings or null",
-}
+SERVE_OPTIONS = "MSMT_SERVE_OPTIONS"  # JSON options of `msmt serve --workers N` for each worker process
 
 
 class BodyLimit:
@@ -85,47 +94,63 @@ async def _send_json(send, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _field_path(loc: tuple) -> tuple[str, str | None]:
-    """``('body', 'rows', 3, 'user_id', 'str')`` -> ``('rows[3].user_id', 'user_id')``."""
+def _field_path(loc: tuple) -> tuple[str, str | None, str | None]:
+    """``('body', 'rows', 3, 'user_id', 'str')`` -> ``('rows[3].user_id', 'user_id', 'rows')``."""
     parts = [p for p in loc if p != "body"]
-    if len(parts) >= 2 and parts[0] == "rows" and isinstance(parts[1], int):
+    if len(parts) >= 2 and isinstance(parts[0], str) and isinstance(parts[1], int):
         if len(parts) >= 3 and isinstance(parts[2], str):
-            return f"rows[{parts[1]}].{parts[2]}", parts[2]
-        return f"rows[{parts[1]}]", None
+            return f"{parts[0]}[{parts[1]}].{parts[2]}", parts[2], parts[0]
+        return f"{parts[0]}[{parts[1]}]", None, parts[0]
     if parts and isinstance(parts[0], str):
-        return parts[0], None  # a top-level key: "rows", or an unknown one
-    return "body", None
+        return parts[0], None, None  # a top-level key: "rows", or an unknown one
+    return "body", None, None
 
 
-def describe_errors(errors: list[dict], kinds: dict[str, str], max_rows: int) -> tuple[int, dict]:
-    """pydantic / FastAPI errors -> (status, {"detail": one line, "errors": [{field, problem}]})."""
+_TOP_LEVEL = {"rows": "rows", "context": "context rows", "observations": "observations"}
+
+
+def describe_errors(errors: list[dict], kinds: dict[str, dict[str, str]], max_rows: int) -> tuple[int, dict]:
+    """pydantic / FastAPI errors -> (status, {"detail": one line, "errors": [{field, problem}]}).
+
+    ``kinds``: per list of the body (``rows``, ``context``, ``observations``), column -> kind."""
     out: dict[str, str] = {}
     status = 422
     for e in errors:
         kind = e.get("type", "")
-        field, column = _field_path(tuple(e.get("loc", ())))
+        field, column, part = _field_path(tuple(e.get("loc", ())))
+        part_kinds = kinds.get(part or "", {})
         if kind == "json_invalid":
             status = 400
             ctx = e.get("ctx") or {}
             problem = f"malformed JSON ({ctx.get('error', 'cannot parse')})"
         elif kind == "missing":
             problem = "missing request body" if field == "body" else "missing field"
-        elif kind == "extra_forbidden" and column:
-            problem = "unknown field (not a column this model reads; see GET /v1/schema)"
+            row = e.get("input")
+            if column and isinstance(row, dict):  # a key of the row that is no column and looks like this one
+                unknown = [k for k in row if isinstance(k, str) and k not in part_kinds]
+                near = difflib.get_close_matches(column, unknown, n=1, cutoff=0.6)
+                if near:
+                    out.setdefault(field, f"{problem} (the row has '{near[0]}': misspelt?)")
+                    out.setdefault(field.rsplit(".", 1)[0] + f".{near[0]}", f"unknown field (is it '{column}'?)")
+        elif kind == "extra_forbidden" and field == "context":
+            problem = "this model reads no history (its dataset has no panel section)"
         elif kind == "extra_forbidden":
-            problem = 'unknown field (the body is {"rows": [...]})'
-        elif field == "rows" and kind == "too_long":
-            problem = f"at most {max_rows} rows per request"
-        elif field == "rows" and kind == "too_short":
+            top = "observations" if "observations" in kinds else "rows"
+            problem = f'unknown field (the body is {{"{top}": [...]}})'
+        elif field in _TOP_LEVEL and kind == "too_long":
+            limit = (e.get("ctx") or {}).get("max_length", max_rows)
+            problem = f"at most {limit} {_TOP_LEVEL[field]} per request"
+        elif field in _TOP_LEVEL and kind == "too_short":
             problem = "at least one row is needed"
         elif kind == "value_error":
             problem = str(e.get("msg", "")).removeprefix("Value error, ")
-        elif column in kinds:
-            problem = f"{_EXPECTED[kinds[column]]}, got {_short(e.get('input'))}"
+        elif column in part_kinds:
+            problem = f"{EXPECTED[part_kinds[column]]}, got {_short(e.get('input'))}"
         elif field == "body":
-            problem = 'expected a JSON object {"rows": [...]} or a JSON list of rows'
-        elif field == "rows":
-            problem = "expected a list of rows"
+            top = "observations" if "observations" in kinds else "rows"
+            problem = f'expected a JSON object {{"{top}": [...]}} or a JSON list of rows'
+        elif field in _TOP_LEVEL:
+            problem = f"expected a list of {_TOP_LEVEL[field]}"
         else:
             problem = "expected an object mapping column names to values"
         out.setdefault(field, problem)
@@ -140,13 +165,13 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def describe_schema(scorer: Scorer, cols, max_rows: int, max_body_bytes: int) -> dict:
+def describe_schema(scorer: Scorer, cols, max_rows: int, max_body_bytes: int, store: HistoryStore | None) -> dict:
     schema = scorer.schema
     spec = schema.spec
-    return {
+    doc = {
         "model": scorer.run.config.model.name,
         "backend": scorer.backend,
-        "features": [{"column": c.column, "kind": c.kind, "required": c.kind != "group"} for c in cols],
+        "features": [{"column": c.column, "kind": c.kind, "required": c.required} for c in cols],
         "scenario": {
             "column": spec.scenario.column,
             "known": list(schema.scenarios),
@@ -157,6 +182,13 @@ def describe_schema(scorer: Scorer, cols, max_rows: int, max_body_bytes: int) ->
         "group": spec.group,
         "limits": {"max_rows": max_rows, "max_body_bytes": max_body_bytes},
     }
+    if spec.panel is not None:
+        p = spec.panel
+        doc["panel"] = {
+            "keys": list(p.keys), "time": p.time, "window": p.window, "metrics": list(p.metrics), "event": p.event,
+            "history_store": store is not None,
+        }
+    return doc
 
 
 def create_app(
@@ -167,18 +199,29 @@ def create_app(
     max_body_bytes: int = 2 * 1024 * 1024,
     block_cache_size: int = 128,
     threads: int = 1,
+    history: HistoryStore | str | Path | None = None,
 ) -> FastAPI:
-    """The scoring app for one run (see the module docstring for the endpoints)."""
+    """The scoring app for one run (see the module docstring for the endpoints).
+
+    ``history``: a history store (or the path of an SQLite one) the service reads each unit's
+    window from and ``POST /v1/observe`` writes to; panel runs only."""
+    spec = run.schema.spec
+    store: HistoryStore | None = open_history(history, spec.panel) if isinstance(history, (str, Path)) else history
+    if store is not None and spec.panel is None:
+        raise ConfigError("--history: this run's dataset has no panel section, so its model reads no history")
     scorer = Scorer(run, backend, onnx_path, block_cache_size, threads)
     Row, PredictRequest, cols = build_request_models(run.schema, max_rows)
-    kinds = {c.column: c.kind for c in cols}
+    hist_cols = history_columns(run.schema)
+    kinds = {"rows": {c.column: c.kind for c in cols}, "context": {c.column: c.kind for c in hist_cols}}
     encoder = RowEncoder(run.schema, cols, Row)
-    group_field = next((c.field for c in cols if c.column == run.schema.spec.group), None)
+    panel_encoder = PanelEncoder(run.schema, cols, hist_cols, store, encoder) if spec.panel is not None else None
+    group_field = next((c.field for c in cols if c.column == spec.group), None)
     task_names = list(scorer.kinds)
-    schema_doc = describe_schema(scorer, cols, max_rows, max_body_bytes)
+    schema_doc = describe_schema(scorer, cols, max_rows, max_body_bytes, store)
+    observe_kinds = {"observations": kinds["context"]}
 
     app = FastAPI(
-        title=f"msmt scoring: {run.schema.spec.name} ({run.config.model.name})",
+        title=f"msmt scoring: {spec.name} ({run.config.model.name})",
         description="Multi-scenario, multi-task predictions: probability for binary tasks, expected count for counts.",
         version="1",
     )
@@ -186,25 +229,32 @@ def create_app(
     app.state.scorer = scorer
     app.state.encoder = encoder
     app.state.row_model = Row
+    app.state.history = store
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        status, payload = describe_errors(list(exc.errors()), kinds, max_rows)
+        which = observe_kinds if request.url.path == "/v1/observe" else kinds
+        status, payload = describe_errors(list(exc.errors()), which, max_rows)
         return JSONResponse(payload, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         field = "body" if exc.status_code in (400, 413) else "request"
-        if ": " in detail and detail.split(": ", 1)[0] == "body":
+        if ": " in detail and detail.split(": ", 1)[0] in ("body", "request"):
             detail = detail.split(": ", 1)[1]
         return JSONResponse(_error(field, detail) if exc.status_code < 500 else {"detail": detail}, status_code=exc.status_code)
+
+    @app.exception_handler(FieldError)
+    async def _field(request: Request, exc: FieldError):
+        return JSONResponse(_error(exc.field, exc.problem), status_code=422)
 
     @app.exception_handler(MsmtError)
     async def _msmt(request: Request, exc: MsmtError):
         column = getattr(exc, "column", None)
         problem = getattr(exc, "problem", str(exc))
-        return JSONResponse(_error(f"rows[*].{column}" if column else "rows", problem), status_code=422)
+        part = "observations" if request.url.path == "/v1/observe" else "rows"
+        return JSONResponse(_error(f"{part}[*].{column}" if column else part, problem), status_code=422)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
@@ -213,7 +263,10 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "model": run.config.model.name, "backend": scorer.backend, "blocks": scorer.blocks.stats()}
+        out = {"status": "ok", "model": run.config.model.name, "backend": scorer.backend, "blocks": scorer.blocks.stats(), "pid": os.getpid()}
+        if store is not None:
+            out["history"] = str(getattr(store, "path", type(store).__name__))
+        return out
 
     @app.get("/v1/schema")
     def get_schema() -> dict:
@@ -221,12 +274,78 @@ def create_app(
 
     @app.post("/v1/predict")
     def predict(body: PredictRequest) -> Response:  # type: ignore[valid-type]
-        """Score rows: ``{"rows": [{column: raw value}, ...]}`` -> ``{"predictions": [{task: value}]}``."""
+        """Score rows: ``{"rows": [{column: raw value}, ...]}`` -> ``{"predictions": [{task: value}]}``.
+
+        Panel data: each row's history is read from the history store (when the service has
+        one) and the body's optional ``"context"`` rows; ``"history"`` says how many of the
+        window's steps were observed per row, ``"notes"`` which rows had none (cold start)."""
         groups = [getattr(r, group_field) for r in body.rows] if group_field else None
-        preds, personal = scorer.score(encoder(body.rows), groups)
+        if panel_encoder is not None:
+            context = body.context
+            batch, history_info, notes = panel_encoder(body.rows, context)
+            ignored = ignored_columns([*body.rows, *context])
+        else:
+            batch, history_info, notes = encoder(body.rows), None, None
+            ignored = ignored_columns(body.rows)
+        preds, personal = scorer.score(batch, groups)
         columns = [preds[t].tolist() for t in task_names]
         rows = [dict(zip(task_names, values)) for values in zip(*columns)]
-        payload = {"predictions": rows, "personal": personal.tolist()}
+        payload = {"predictions": rows, "personal": personal.tolist(), "ignored": ignored}
+        if history_info is not None:
+            payload["history"] = history_info
+            payload["notes"] = notes
+        return Response(json.dumps(payload), media_type="application/json")
+
+    if spec.panel is None:
+
+        @app.post("/v1/observe")
+        def observe_nothing() -> Response:
+            raise StarletteHTTPException(404, "request: this model reads no history (its dataset has no panel section)")
+
+        return app
+
+    ObserveRequest, _ = build_observe_model(run.schema, max_rows)
+    panel = spec.panel
+
+    @app.post("/v1/observe")
+    def observe(body: ObserveRequest) -> Response:  # type: ignore[valid-type]
+        """Record outcomes: ``{"observations": [{keys..., time, metrics..., event}]}``, one
+        transaction committed before the answer; the same (unit, time) again replaces its row."""
+        if store is None:
+            raise StarletteHTTPException(404, "request: no history store (start the service with --history PATH)")
+        items = body.observations
+        frame = rows_to_frame(items, hist_cols)
+        steps, dates = request_steps(frame, panel.time, "observations")
+        future = future_steps(steps, dates)
+        if future.any():
+            i = int(np.flatnonzero(future)[0])
+            raise FieldError(f"observations[{i}].{panel.time}", f"{frame[panel.time].iloc[i]} is in the future (UTC): record outcomes once they happened")
+        obs = observations_from_frame(frame, panel, steps)
+        first: dict[tuple[str, int], int] = {}
+        for j, key in enumerate(zip(frame_units(frame, panel.keys), steps.tolist())):
+            i = first.setdefault(key, j)
+            if i != j and _differs(obs, i, j):
+                raise FieldError(f"observations[{j}]", f"same unit and {panel.time} as observations[{i}], with other values")
+        counts = store.upsert(last_of_duplicates(obs))
+        payload = {"observed": len(items), **counts, "ignored": ignored_columns(items)}
         return Response(json.dumps(payload), media_type="application/json")
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``msmt serve --workers N`` (uvicorn's factory), from the
+    options the command put in ``MSMT_SERVE_OPTIONS``: each worker loads the run and opens the
+    store itself (SQLite serialises the workers' writes; WAL lets them read meanwhile)."""
+    opts = json.loads(os.environ[SERVE_OPTIONS])
+    torch.set_num_threads(opts["threads"])
+    return create_app(
+        load_run(opts["run_dir"]), opts["backend"], opts["onnx"], opts["max_rows"], opts["max_body_bytes"],
+        opts["block_cache"], opts["threads"], opts["history"],
+    )
+
+
+def _differs(obs, i: int, j: int) -> bool:
+    a, b = obs.metrics[i], obs.metrics[j]
+    same_metrics = bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+    return not same_metrics or obs.events[i] != obs.events[j]

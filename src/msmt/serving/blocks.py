@@ -3,8 +3,9 @@
 Storage is :mod:`msmt.rundir.blocks`' and composition :func:`msmt.scoring.predict.predict`'s (``RUN_DIR/blocks/index.json`` + one
 safetensors file per group; base + block through ``functional_call``). Here: which groups have
 a block, a bounded cache of loaded blocks, and a start-up check that every indexed block fits
-the model (file present, tensor names and shapes those of the base), read from the safetensors
-headers only, so a bad block stops the server at start instead of failing a request.
+the model (file present, tensor names and shapes those of the base, written for these base
+weights: the SHA-256 of ``model.safetensors`` its header records), read from the safetensors
+headers only, so a bad block stops the server at start with one line instead of failing a request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from msmt.rundir.blocks import BLOCKS_DIR, load_block, read_index
+from msmt.rundir.blocks import BASE_KEY, BLOCKS_DIR, check_base, load_block, read_index, weights_sha256
 from msmt.spec.errors import ConfigError
 
 
@@ -35,6 +36,7 @@ class BlockCache:
         self.run_dir = Path(run_dir)
         self.capacity = capacity
         self.index = read_index(run_dir)
+        self.base = weights_sha256(run_dir) if self.index else None
         self._cache: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
@@ -48,6 +50,7 @@ class BlockCache:
             if not path.exists():
                 raise ConfigError(f"{path}: block file of group '{group}' is missing")
             with safe_open(str(path), framework="pt") as fh:
+                check_base(path, group, (fh.metadata() or {}).get(BASE_KEY), self.base)
                 for key in fh.keys():
                     if key not in shapes:
                         raise ConfigError(f"{path}: tensor '{key}' of group '{group}' is not a model parameter")
@@ -68,7 +71,7 @@ class BlockCache:
                 self._cache.move_to_end(group)
                 self.hits += 1
                 return block
-        block = load_block(self.run_dir, group, self.index)  # outside the lock: file I/O
+        block = load_block(self.run_dir, group, self.index, self.base)  # outside the lock: file I/O
         with self._lock:
             self.loads += 1
             if self.capacity:

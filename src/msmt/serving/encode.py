@@ -8,20 +8,34 @@ column whatever the row count, which dominated the latency of small requests, so
 
 The direct path is used only when, on a probe row built at start-up, it yields exactly the
 keys, shapes, dtypes and values of ``encode_frame``; otherwise (a schema with inputs it does
-not know, e.g. panel-history ``seq.*`` keys) every request goes through ``encode_frame``.
-``tests/test_serve.py`` checks the two paths agree on random rows (hypothesis).
+not know) every request goes through ``encode_frame``.
+``tests/serving/test_serve.py`` checks the two paths agree on random rows (hypothesis).
+
+Panel datasets (:class:`PanelEncoder`): the history is ``encode_frame``'s own
+:func:`msmt.data.panel.encode_panel` with a ``context``: the history store's rows of the
+request's units in the steps their windows cover, then the request's own ``context`` rows (which
+win over the store for the same unit and step), exactly the frame ``msmt predict --data ROWS
+--context HISTORY`` encodes (the rows are each other's history too, as in a file). The other
+keys come from the direct path when it passed its probe (compared without ``seq.*``), else the
+whole batch from ``encode_frame``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel
 
+from msmt.data.panel import encode_panel, time_steps
 from msmt.data.tensorize import encode_frame
-from msmt.serving.request import Column, rows_to_frame
+from msmt.serving.history import HistoryStore, unit_id
+from msmt.serving.request import Column, FieldError, rows_to_frame
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import FeatureSet
+from msmt.spec.errors import DataError
 from msmt.spec.fitted import OOV, UNKNOWN_SCENARIO, FittedSchema
 
 
@@ -88,8 +102,12 @@ class RowEncoder:
 
     # -- choice ----------------------------------------------------------------------------
     def _probe(self, row_model: type[BaseModel]) -> bool:
-        """True when the direct path reproduces ``encode_frame`` on probe rows."""
-        values = {"scenario": self.schema.scenarios[0] if self.schema.scenarios else "s", "sparse": "x", "dense": 1.5}
+        """True when the direct path reproduces ``encode_frame`` on probe rows (every key but the
+        panel history ``seq.*``, which :class:`PanelEncoder` adds with :func:`encode_panel`)."""
+        values = {
+            "scenario": self.schema.scenarios[0] if self.schema.scenarios else "s", "sparse": "x", "dense": 1.5,
+            "metric": 2.0, "event": "e",
+        }
         rows = []
         for variant in range(3):
             row = {}
@@ -98,15 +116,21 @@ class RowEncoder:
                     continue
                 if c.kind == "multi":
                     row[c.column] = ["a", "b"] if variant == 0 else (None if variant == 1 else "x y")
+                elif c.kind == "key":
+                    row[c.column] = f"k{variant}"
+                elif c.kind == "time":
+                    row[c.column] = 7 + variant
                 else:
                     row[c.column] = None if (variant == 1 and c.kind != "scenario") else values[c.kind]
             rows.append(row_model.model_validate(row))
         try:
-            return batches_equal(self.direct_encode(rows), self.via_frame(rows))
+            reference = {k: v for k, v in self.via_frame(rows).items() if not k.startswith("seq.")}
+            return batches_equal(self.direct_encode(rows), reference)
         except Exception:  # noqa: BLE001 - any mismatch means: use the reference path
             return False
 
     def __call__(self, rows: list[BaseModel]) -> Batch:
+        """Rows of a dataset without a panel (panel data: :class:`PanelEncoder`)."""
         return self.direct_encode(rows) if self.direct else self.via_frame(rows)
 
 
@@ -115,3 +139,148 @@ def batches_equal(a: Batch, b: Batch) -> bool:
     return a.keys() == b.keys() and all(
         a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a
     )
+
+
+# ---------------------------------------------------------------------------------- panel data
+
+
+MAX_STEP = 10**12  # integer steps beyond this would overflow the (unit, step) codes of msmt.data.panel
+
+
+def request_steps(frame: pd.DataFrame, column: str, part: str) -> tuple[np.ndarray, bool]:
+    """``(steps [N] int64, dates?)`` of a request's time column, by :func:`time_steps` (what
+    ``msmt predict`` runs); a problem is a :class:`FieldError` naming the item (``rows[2].day``)."""
+    values = frame[column]
+    as_number = pd.to_numeric(values, errors="coerce")
+    numeric = as_number.notna().to_numpy()
+    too_far = np.flatnonzero(numeric & (as_number.abs().to_numpy() > MAX_STEP))
+    if len(too_far):
+        raise FieldError(f"{part}[{int(too_far[0])}].{column}", f"a time step must lie within +-{MAX_STEP:.0e}, got {values.iloc[int(too_far[0])]!r}")
+    if numeric.any() and not numeric.all():
+        i, j = int(np.flatnonzero(numeric)[0]), int(np.flatnonzero(~numeric)[0])
+        raise FieldError(f"{part}[{j}].{column}", f"a date, while {part}[{i}] holds an integer step: one form per request")
+    try:
+        return time_steps(frame, column), not numeric.all()
+    except DataError as exc:
+        for i in range(len(frame)):
+            try:
+                time_steps(frame.iloc[i : i + 1], column)
+            except DataError as one:
+                raise FieldError(f"{part}[{i}].{column}", one.problem.split(" in data row")[0]) from None
+        raise FieldError(f"{part}[*].{column}", exc.problem) from None
+
+
+def future_steps(steps: np.ndarray, dates: bool) -> np.ndarray:
+    """[N] bool: date steps after today (UTC); integer steps have no calendar, so none."""
+    if not dates:
+        return np.zeros(len(steps), dtype=bool)
+    today = (dt.datetime.now(dt.timezone.utc).date() - dt.date(1970, 1, 1)).days
+    return steps > today
+
+
+def frame_units(frame: pd.DataFrame, keys: tuple[str, ...]) -> list[str]:
+    """:func:`unit_id` per row (a missing key as ``<NA>``, the entity text of :mod:`msmt.data.panel`)."""
+    parts = [["<NA>" if v is None or v is pd.NA else str(v) for v in frame[k].tolist()] for k in keys]
+    return [unit_id(p) for p in zip(*parts)]
+
+
+class PanelEncoder:
+    """Rows of a panel dataset + their history (store and/or request context) -> (batch, history info, notes).
+
+    Args:
+        schema: the run's fitted schema (with a panel).
+        cols: the row columns (:func:`msmt.serving.request.request_columns`).
+        history_cols: the history-row columns (:func:`msmt.serving.request.history_columns`).
+        store: the history store, or None (history only from the request).
+    """
+
+    def __init__(
+        self, schema, cols: list[Column], history_cols: list[Column], store: HistoryStore | None = None,
+        rows: RowEncoder | None = None,
+    ):
+        self.schema = schema
+        self.panel = schema.spec.panel
+        self.cols = cols
+        self.history_cols = history_cols
+        self.store = store
+        self.rows = rows  # its direct path (when it passed its probe) encodes every key but seq.*
+
+    def _context(self, context: list[BaseModel], units: list[str], steps: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
+        """The request's context rows, checked: each (unit, step) once, before the unit's last row."""
+        time = self.panel.time
+        frame = rows_to_frame(context, self.history_cols)
+        csteps, _ = request_steps(frame, time, "context")
+        frame[time] = csteps
+        cunits = frame_units(frame, self.panel.keys)
+        rows_at = {(u, s): i for i, (u, s) in enumerate(zip(units, steps.tolist()))}
+        last: dict[str, int] = {}
+        for u, s in zip(units, steps.tolist()):
+            last[u] = max(s, last.get(u, s))
+        seen: dict[tuple[str, int], int] = {}
+        for j, (u, s) in enumerate(zip(cunits, csteps.tolist())):
+            if (u, s) in seen:
+                raise FieldError(f"context[{j}]", f"same unit and {time} as context[{seen[(u, s)]}]: each at most once")
+            seen[(u, s)] = j
+            if (u, s) in rows_at:
+                raise FieldError(f"context[{j}].{time}", f"the unit and {time} of rows[{rows_at[(u, s)]}], a row to score")
+            if u in last and s > last[u]:
+                raise FieldError(
+                    f"context[{j}].{time}",
+                    f"{s} is after the unit's last row to score ({time} {last[u]}): history must be earlier than the forecast",
+                )
+        return frame, cunits
+
+    def __call__(self, rows: list[BaseModel], context: list[BaseModel] | None = None) -> tuple[Batch, dict, list[str]]:
+        panel, time, W = self.panel, self.panel.time, self.panel.window
+        frame = rows_to_frame(rows, self.cols)
+        steps, _ = request_steps(frame, time, "rows")
+        frame[time] = steps
+        units = frame_units(frame, panel.keys)
+        parts: list[pd.DataFrame] = []
+        if self.store is not None:
+            first: dict[str, int] = {}
+            last: dict[str, int] = {}
+            for u, s in zip(units, steps.tolist()):
+                first[u] = min(s, first.get(u, s))
+                last[u] = max(s, last.get(u, s))
+            wanted = list(first)
+            window = self.store.window(wanted, [first[u] - W for u in wanted], [last[u] - 1 for u in wanted])
+            parts.append(window.to_frame(panel))
+        cunits: list[str] = []
+        if context:
+            cframe, cunits = self._context(context, units, steps)
+            parts.append(cframe)
+        ctx = pd.concat(parts, ignore_index=True) if parts else None
+        if self.rows is not None and self.rows.direct:
+            batch = self.rows.direct_encode(rows)
+            seqs = encode_panel(frame, panel, self.schema.panel, ctx)  # what encode_frame adds for the panel
+            batch.update({k: torch.from_numpy(v) for k, v in seqs.items()})
+        else:
+            batch = encode_frame(frame, self.schema, with_labels=False, context=ctx)
+        observed = batch["seq.mask"].sum(1).tolist()
+        return batch, {"window": W, "observed": observed}, self._notes(units, observed, cunits)
+
+    def _notes(self, units: list[str], observed: list[int], context_units: list[str]) -> list[str]:
+        """What was done for rows without any history in their window (the documented fallback)."""
+        empty = [i for i, n in enumerate(observed) if n == 0]
+        if not empty:
+            return []
+        time, W = self.panel.time, self.panel.window
+        known = set(context_units) | set(units[i] for i, n in enumerate(observed) if n > 0)
+        if self.store is not None:
+            known |= self.store.known([units[i] for i in empty])
+        unknown = [i for i in empty if units[i] not in known]
+        stale = [i for i in empty if units[i] in known]
+        fallback = "scored without history, as msmt predict scores a row whose unit has none (cold start)"
+        where = "the history store, the context or the earlier rows" if self.store is not None else "the context or the earlier rows"
+        notes = []
+        if unknown:
+            notes.append(f"rows {_indices(unknown)}: unit unknown to {where}: {fallback}")
+        if stale:
+            notes.append(f"rows {_indices(stale)}: no {time} observed in the {W} before the row's own: {fallback}")
+        return notes
+
+
+def _indices(idx: list[int], limit: int = 20) -> str:
+    shown = ", ".join(str(i) for i in idx[:limit])
+    return f"[{shown}{', ...' if len(idx) > limit else ''}]"

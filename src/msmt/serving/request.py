@@ -7,12 +7,25 @@ A row holds the raw values as they appear in the data files, keyed by column nam
 * dense columns: a finite number or ``null`` (missing: encoded as the training mean);
 * multi-valued columns: the separator-joined string (``"Comedy Romance"``), a list of strings,
   or ``null``;
-* the group column (``dataset.group``), when it is not a feature already: optional.
+* the group column (``dataset.group``), when it is not a feature already: optional;
+* panel datasets (``panel:``): the entity key columns (string or integer, not null, also when
+  they are features or the group) and the time column (an integer step or a date string) are
+  required; the panel's metric columns (a finite number
+  >= 0 or ``null``) and event column are optional: a row's own values are history for the
+  request's later rows of the same unit, exactly as in a file given to ``msmt predict``.
 
-Every feature column is required (``null`` is allowed, a missing key is not), unknown keys are
-rejected (a misspelt column is named), and a scenario unseen in training is rejected unless the
+Every feature column is required (``null`` is allowed, a missing key is not). Columns the model
+does not read (a label, a split column such as MovieLens' ``timestamp``) are ignored and listed
+in the answer (``"ignored"``), so a row taken from a training file scores as ``msmt predict``
+scores it; a required column that is missing is still an error, and the error also names the
+row's unknown keys (a misspelt column). A scenario unseen in training is rejected unless the
 dataset has scenario attributes to describe it. Columns become pydantic fields through aliases,
 so a column named like a pydantic attribute (``schema``, ``copy``) is still safe.
+
+History rows (``context`` of a predict request, ``POST /v1/observe``) hold one unit's outcome of
+one time step: the key columns and the time (required, not null), every metric column and the
+event column (required, ``null`` = not known), validated like training data (counts and amounts
+>= 0, finite).
 """
 
 from __future__ import annotations
@@ -28,6 +41,30 @@ from msmt.spec.fitted import FittedSchema
 Category = Union[StrictStr, StrictInt, None]
 Number = Union[Annotated[float, Field(strict=True, allow_inf_nan=False)], None]
 Tokens = Union[StrictStr, list[StrictStr], None]
+Key = Union[StrictStr, StrictInt]
+Time = Union[StrictInt, StrictStr, Annotated[float, Field(strict=True, allow_inf_nan=False)]]
+Amount = Union[Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)], None]
+
+#: what a value of each kind must be (error messages)
+EXPECTED = {
+    "scenario": "must be a string, an integer or null",
+    "sparse": "must be a string, an integer or null",
+    "group": "must be a string, an integer or null",
+    "event": "must be a string, an integer or null",
+    "key": "must be a string or an integer (a unit key, not null)",
+    "time": "must be an integer step or a date string (not null)",
+    "dense": "must be a finite number or null",
+    "metric": "must be a finite number >= 0 or null (a count or an amount)",
+    "multi": "must be a string, a list of strings or null",
+}
+
+
+class FieldError(ValueError):
+    """A request problem found after pydantic's validation; ``field`` as ``rows[3].day``."""
+
+    def __init__(self, field: str, problem: str):
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -36,20 +73,24 @@ class Column:
 
     column: str
     field: str
-    kind: str  # "scenario" | "sparse" | "dense" | "multi" | "group"
+    kind: str  # "scenario" | "sparse" | "dense" | "multi" | "group" | "key" | "time" | "metric" | "event"
     separator: str = " "
+    required: bool = True
 
 
 def request_columns(schema: FittedSchema) -> list[Column]:
-    """The columns a row must (or, for the group, may) hold, in a stable order."""
+    """The columns a row to score must (or may) hold, in a stable order."""
     spec = schema.spec
     cols: list[Column] = []
     seen: set[str] = set()
+    unit_keys = set(spec.panel.keys) - {spec.scenario.column} if spec.panel else set()
 
-    def add(column: str, kind: str, separator: str = " ") -> None:
+    def add(column: str, kind: str, separator: str = " ", required: bool = True) -> None:
+        if column in unit_keys:  # a feature or the group that is also a unit key: required, not null
+            kind, required = "key", True
         if column not in seen:
             seen.add(column)
-            cols.append(Column(column, f"f{len(cols)}", kind, separator))
+            cols.append(Column(column, f"f{len(cols)}", kind, separator, required))
 
     add(spec.scenario.column, "scenario")
     for fs in (spec.scenario.attributes, spec.features):
@@ -60,25 +101,70 @@ def request_columns(schema: FittedSchema) -> list[Column]:
         for f in fs.multi_sparse:
             add(f.column, "multi", f.separator)
     if spec.group:
-        add(spec.group, "group")
+        add(spec.group, "group", required=False)
+    if spec.panel:
+        for key in spec.panel.keys:
+            add(key, "key")
+        add(spec.panel.time, "time")
+        for metric in spec.panel.metrics:
+            add(metric, "metric", required=False)
+        if spec.panel.event:
+            add(spec.panel.event, "event", required=False)
     return cols
 
 
-_TYPES = {"scenario": Category, "sparse": Category, "dense": Number, "multi": Tokens}
+def history_columns(schema: FittedSchema) -> list[Column]:
+    """The columns of a history row (one unit's outcome of one step); empty without a panel."""
+    panel = schema.spec.panel
+    if panel is None:
+        return []
+    names = [(k, "key") for k in panel.keys] + [(panel.time, "time")] + [(m, "metric") for m in panel.metrics]
+    if panel.event:
+        names.append((panel.event, "event"))
+    return [Column(c, f"f{i}", kind) for i, (c, kind) in enumerate(names)]
+
+
+_TYPES = {
+    "scenario": Category, "sparse": Category, "group": Category, "event": Category, "dense": Number,
+    "multi": Tokens, "key": Key, "time": Time, "metric": Amount,
+}
+
+
+def _fields(cols: list[Column]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for c in cols:
+        if c.required:
+            fields[c.field] = (_TYPES[c.kind], Field(..., alias=c.column, description=f"{c.kind} column"))
+        else:
+            fields[c.field] = (_TYPES[c.kind], Field(default=None, alias=c.column, description=f"{c.kind} column (optional)"))
+    return fields
+
+
+def _integral_time(cols: list[Column]) -> dict[str, Any]:
+    """A validator per time field: a number must be a whole step (``17.0`` is step 17)."""
+
+    def check(cls, value):
+        if isinstance(value, float) and value != round(value):
+            raise ValueError(f"a time step must be a whole number or a date string, got {value!r}")
+        return value
+
+    return {f"_time_{c.field}": field_validator(c.field)(check) for c in cols if c.kind == "time"}
+
+
+def _wrap(key: str):
+    def wrap_list(cls, data):
+        return {key: data} if isinstance(data, list) else data
+
+    return model_validator(mode="before")(wrap_list)
 
 
 def build_request_models(schema: FittedSchema, max_rows: int) -> tuple[type[BaseModel], type[BaseModel], list[Column]]:
     """``(Row, PredictRequest, columns)`` for this schema; ``PredictRequest.rows`` holds 1..max_rows rows.
 
-    The body is ``{"rows": [row, ...]}``; a bare JSON list of rows is accepted as well.
+    The body is ``{"rows": [row, ...]}`` (panel data: plus an optional ``"context": [history
+    row, ...]``); a bare JSON list of rows is accepted as well.
     """
     cols = request_columns(schema)
-    fields: dict[str, Any] = {}
-    for c in cols:
-        if c.kind == "group":
-            fields[c.field] = (Category, Field(default=None, alias=c.column, description="group id (personal block)"))
-        else:
-            fields[c.field] = (_TYPES[c.kind], Field(..., alias=c.column, description=f"{c.kind} column"))
     scenario_field = cols[0].field
     known = frozenset(schema.scenarios)
     allow_unseen = bool(schema.spec.scenario.attributes.columns)
@@ -94,34 +180,77 @@ def build_request_models(schema: FittedSchema, max_rows: int) -> tuple[type[Base
 
     row = create_model(
         "Row",
-        __config__=ConfigDict(extra="forbid", populate_by_name=False, title="Row"),
-        __validators__={"_scenario": field_validator(scenario_field)(check_scenario)},
-        **fields,
+        __config__=ConfigDict(extra="allow", populate_by_name=False, title="Row"),
+        __validators__={"_scenario": field_validator(scenario_field)(check_scenario), **_integral_time(cols)},
+        **_fields(cols),
     )
-
-    def wrap_list(cls, data):
-        return {"rows": data} if isinstance(data, list) else data
-
+    body: dict[str, Any] = {"rows": (list[row], Field(..., min_length=1, max_length=max_rows, description="rows to score"))}
+    panel = schema.spec.panel
+    if panel is not None:
+        history_row = build_history_row(schema)
+        body["context"] = (
+            list[history_row],
+            Field(
+                default_factory=list,
+                max_length=max_rows * (panel.window + 1),
+                description="earlier rows of the units, used only as their history (never scored)",
+            ),
+        )
     request = create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid", title="PredictRequest"),
-        __validators__={"_wrap": model_validator(mode="before")(wrap_list)},
-        rows=(list[row], Field(..., min_length=1, max_length=max_rows, description="rows to score")),
+        __validators__={"_wrap": _wrap("rows")},
+        **body,
     )
     return row, request, cols
 
 
+def build_history_row(schema: FittedSchema) -> type[BaseModel]:
+    """The model of one history row (``context`` item, observation)."""
+    cols = history_columns(schema)
+    return create_model(
+        "HistoryRow",
+        __config__=ConfigDict(extra="allow", populate_by_name=False, title="HistoryRow"),
+        __validators__=_integral_time(cols),
+        **_fields(cols),
+    )
+
+
+def build_observe_model(schema: FittedSchema, max_rows: int) -> tuple[type[BaseModel], list[Column]]:
+    """``(ObserveRequest, columns)``: ``{"observations": [history row, ...]}`` or a bare list."""
+    history_row = build_history_row(schema)
+    request = create_model(
+        "ObserveRequest",
+        __config__=ConfigDict(extra="forbid", title="ObserveRequest"),
+        __validators__={"_wrap": _wrap("observations")},
+        observations=(list[history_row], Field(..., min_length=1, max_length=max_rows, description="outcomes to record")),
+    )
+    return request, history_columns(schema)
+
+
+def ignored_columns(rows: list[BaseModel]) -> list[str]:
+    """The keys of ``rows`` that are no column the model reads (sorted, each once)."""
+    seen: set[str] = set()
+    for r in rows:
+        extra = r.__pydantic_extra__
+        if extra:
+            seen.update(extra)
+    return sorted(seen)
+
+
 def rows_to_frame(rows: list[BaseModel], cols: list[Column]) -> pd.DataFrame:
     """Validated rows -> the DataFrame that :func:`msmt.data.io.read_table` would have produced."""
-    data: dict[str, list] = {}
+    data: dict[str, Any] = {}
     for c in cols:
         values = [getattr(r, c.field) for r in rows]
-        if c.kind == "dense":
+        if c.kind in ("dense", "metric"):
             data[c.column] = pd.array([float("nan") if v is None else float(v) for v in values], dtype="float64")
         elif c.kind == "multi":
             data[c.column] = [c.separator.join(v) if isinstance(v, list) else v for v in values]
+        elif c.kind == "time":
+            data[c.column] = pd.Series([int(v) if isinstance(v, float) else v for v in values], dtype=object)
         else:
             data[c.column] = [None if v is None else str(v) for v in values]
-    frame = pd.DataFrame(data)
+    frame = pd.DataFrame(data, index=range(len(rows)))
     frame.attrs["source"] = "request"
     return frame

@@ -12,6 +12,7 @@ Model-specific hyperparameters live in a sub-section named after the model
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -42,13 +43,13 @@ class ModelConfig(Strict):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    name: str = "shared_bottom"
-    embedding_dim: int = Field(default=16, ge=1)
-    hidden_dims: list[int] = Field(default_factory=lambda: [128, 64])
-    tower_dims: list[int] = Field(default_factory=lambda: [32])
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    name: str = "shared_bottom"  # the registry name of the model (README.md lists them; e.g. mmoe, ple, m2m)
+    embedding_dim: int = Field(default=16, ge=1)  # size of every sparse feature's embedding
+    hidden_dims: list[int] = Field(default_factory=lambda: [128, 64])  # layer widths of the shared network / each expert
+    tower_dims: list[int] = Field(default_factory=lambda: [32])  # layer widths of each task's tower ([] : a linear head)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # dropout rate in the MLPs
     activation: Literal["relu", "gelu", "silu"] = "relu"
-    use_scenario_feature: bool = True
+    use_scenario_feature: bool = True  # embed the scenario id as one more input feature
     history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
     # count heads as log(naive forecast + ε) + f(x) on panel data (msmt.layers.naive.ForecastOffset):
     # auto = the trailing mean where a count task has a history, none = plain heads
@@ -78,18 +79,18 @@ DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?")
 
 
 class TrainConfig(Strict):
-    seed: int = 0
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=1024, ge=1)
-    lr: float = Field(default=1e-3, gt=0.0)
-    weight_decay: float = Field(default=1e-5, ge=0.0)
-    patience: int = Field(default=3, ge=1)
+    seed: int = 0  # seeds torch, numpy and Python (same seed, same run)
+    epochs: int = Field(default=10, ge=1)  # most passes over the training rows (early stopping may end sooner)
+    batch_size: int = Field(default=1024, ge=1)  # rows per optimiser step
+    lr: float = Field(default=1e-3, gt=0.0)  # AdamW learning rate
+    weight_decay: float = Field(default=1e-5, ge=0.0)  # AdamW weight decay
+    patience: int = Field(default=3, ge=1)  # epochs without improvement of `monitor` before stopping; the best epoch's weights are kept
     monitor: str = "loss"  # "loss" or "<task>.<metric>", e.g. "click.auc"
-    max_grad_norm: float | None = None
-    num_threads: int | None = None
+    max_grad_norm: float | None = None  # clip the gradient norm to this (null: no clipping)
+    num_threads: int | None = None  # CPU threads per process (null: the physical cores, shared by torchrun's local processes)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (msmt.runtime.device.resolve_device)
-    progress: bool = True
-    eval_batch_size: int = Field(default=8192, ge=1)
+    progress: bool = True  # progress bar and per-epoch lines (msmt train --quiet: false)
+    eval_batch_size: int = Field(default=8192, ge=1)  # rows per forward pass when evaluating
     checkpoint_every: int | None = Field(default=None, ge=1)  # optimiser steps between checkpoints
     streaming: bool = False  # read the training Parquet file by row group (msmt.data.streaming)
     shuffle_buffer: int = Field(default=65536, ge=1)  # rows shuffled together when streaming
@@ -112,7 +113,7 @@ class LossConfig(Strict):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    strategy: str = "fixed"
+    strategy: str = "fixed"  # how task losses are combined: fixed (task weights), uncertainty, gradnorm, pcgrad, dwa
     # divide each task's loss by its label scale (count: training-label mean; regression: variance;
     # binary: 1; msmt.spec.task_kinds) so that no hand-set task weights are needed
     normalise: bool = True
@@ -145,18 +146,18 @@ class MetaConfig(Strict):
     shared: list[str] = Field(default_factory=list)
     support_size: int = Field(default=10, ge=1)  # the largest support set of an episode
     support_min: int = Field(default=1, ge=1)  # each episode draws its support size from [support_min, support_size]
-    query_size: int = Field(default=20, ge=1)
+    query_size: int = Field(default=20, ge=1)  # the most rows per group the adapted block is scored on
     # time: support = a group's rows before a cut, query = the rows after it (as deployment sees
     # them; the dataset's panel time or split time column orders them); random: a random split
     episode_split: Literal["time", "random"] = "time"
-    groups_per_episode: int = Field(default=8, ge=1)
-    episodes: int = Field(default=200, ge=0)
-    inner_steps: int = Field(default=3, ge=0)
-    inner_lr: float = Field(default=0.1, gt=0.0)  # Meta-SGD: the initial per-parameter rate
+    groups_per_episode: int = Field(default=8, ge=1)  # groups per outer step
+    episodes: int = Field(default=200, ge=0)  # outer steps
+    inner_steps: int = Field(default=3, ge=0)  # gradient steps of the inner loop (and of msmt adapt)
+    inner_lr: float = Field(default=0.1, gt=0.0)  # learning rate of the inner loop (and of msmt adapt); Meta-SGD: the start of its rates
     inner_max_grad_norm: float | None = Field(default=5.0, gt=0.0)  # None: no clipping in the inner loop
     outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    outer_lr: float = Field(default=1e-3, gt=0.0)
-    seed: int = 0
+    outer_lr: float = Field(default=1e-3, gt=0.0)  # learning rate of the outer loop
+    seed: int = 0  # seed of the episode sampler
 
 
 class ExperimentConfig(Strict):
@@ -167,7 +168,13 @@ class ExperimentConfig(Strict):
     meta: MetaConfig = Field(default_factory=MetaConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
+        """Every key with its value, defaults included: the selected model's section
+        (``model.<name>``) and strategy's section (``loss.<strategy>``) too, so a run's
+        ``config.yaml`` shows every setting it ran with."""
+        data = self.model_dump(mode="json", exclude_none=False)
+        data["model"][self.model.name] = self.model.params().model_dump(mode="json")
+        data["loss"][self.loss.strategy] = self.loss.params().model_dump(mode="json")
+        return data
 
 
 # --------------------------------------------------------------------------- loading
@@ -204,6 +211,8 @@ def _resolve_files(dataset: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(files, dict):
         resolved = {}
         for key, value in files.items():
+            if isinstance(value, Path):
+                value = str(value)
             if isinstance(value, str) and not Path(value).is_absolute():
                 value = str((base / value).resolve())
             resolved[key] = value
@@ -254,17 +263,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load an experiment YAML (dataset inline or by path), apply overrides, validate."""
     path = Path(path)
-    data = _read_yaml(path)
+    return experiment_from_dict(_read_yaml(path), overrides, base=path.parent, source=str(path))
+
+
+def experiment_from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, base: str | Path = ".", source: str = "config"
+) -> ExperimentConfig:
+    """An experiment config given as a mapping (what a YAML file holds): ``dataset`` inline or a
+    path, relative paths resolved against ``base``; then overrides, then validation."""
+    data = copy.deepcopy(data)
+    base = Path(base)
     dataset = data.get("dataset")
-    if isinstance(dataset, str):
-        ds_path = (path.parent / dataset).resolve()
+    if isinstance(dataset, (str, Path)):
+        ds_path = (base / dataset).resolve()
         data["dataset"] = _resolve_files(_read_yaml(ds_path), ds_path.parent)
     elif isinstance(dataset, dict):
-        data["dataset"] = _resolve_files(dataset, path.parent)
+        data["dataset"] = _resolve_files(dataset, base)
     elif dataset is None:
-        raise ConfigError(f"{path}: missing key 'dataset'")
+        raise ConfigError(f"{source}: missing key 'dataset'")
     data = apply_overrides(data, list(overrides or []))
-    return validate_experiment(data, source=str(path))
+    return validate_experiment(data, source=source)
 
 
 def validate_experiment(data: dict[str, Any], source: str = "config") -> ExperimentConfig:

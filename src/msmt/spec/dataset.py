@@ -45,14 +45,14 @@ class Task(Spec):
     binary task the history is read as an indicator (value > 0), e.g. ``active`` from ``cost``.
     """
 
-    name: str
-    label: str
+    name: str  # the task's name (output pred_<name>)
+    label: str  # label column
     kind: TaskKind
-    weight: float = Field(default=1.0, ge=0.0)
-    product_of: tuple[str, ...] = ()
+    weight: float = Field(default=1.0, ge=0.0)  # weight of this task's loss
+    product_of: tuple[str, ...] = ()  # binary tasks (or auxiliary outputs) whose probabilities multiply to this one (ESMM)
     distribution: Literal["poisson", "negative_binomial"] = "poisson"
     dispersion: Literal["task", "scenario"] = "task"
-    history: str | None = None
+    history: str | None = None  # panel metric whose past forecasts this task (default: the label when it is a panel metric)
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -73,9 +73,9 @@ class AuxiliaryOutput(Spec):
     simulator's counterfactual conversion of every impression); it is never a feature.
     """
 
-    name: str
+    name: str  # output name
     kind: TaskKind = TaskKind.BINARY
-    label: str | None = None
+    label: str | None = None  # evaluation-only label column (never a feature)
 
 
 class SparseFeature(Spec):
@@ -90,29 +90,29 @@ class SparseFeature(Spec):
     a value never seen in training gets) and an ID embedding cannot memorise every row alone.
     """
 
-    name: str
-    column: str
-    min_count: int = Field(default=1, ge=1)
-    hash_buckets: int | None = Field(default=None, ge=1)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    name: str  # feature name (default: the column)
+    column: str  # column in the data
+    min_count: int = Field(default=1, ge=1)  # values seen fewer times in training share the out-of-vocabulary row
+    hash_buckets: int | None = Field(default=None, ge=1)  # hash values into this many rows instead of a vocabulary
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # share of training rows whose value is replaced by out-of-vocabulary (ID dropout)
 
 
 class DenseFeature(Spec):
     """A numeric column, standardised with training-split statistics (optionally after log1p)."""
 
-    name: str
-    column: str
+    name: str  # feature name (default: the column)
+    column: str  # column in the data
     transform: Literal["none", "log1p"] = "none"
 
 
 class MultiSparseFeature(Spec):
     """A multi-valued categorical column ("Comedy Romance"), mean-pooled over its values."""
 
-    name: str
-    column: str
-    separator: str = " "
-    max_length: int = Field(default=8, ge=1)
-    min_count: int = Field(default=1, ge=1)
+    name: str  # feature name (default: the column)
+    column: str  # column in the data
+    separator: str = " "  # between the values in a cell
+    max_length: int = Field(default=8, ge=1)  # values kept per row
+    min_count: int = Field(default=1, ge=1)  # values seen fewer times share the out-of-vocabulary row
 
 
 def _named(items: list, default_kind: str) -> list:
@@ -133,9 +133,9 @@ def _named(items: list, default_kind: str) -> list:
 class FeatureSet(Spec):
     """Feature columns grouped by kind."""
 
-    sparse: tuple[SparseFeature, ...] = ()
-    dense: tuple[DenseFeature, ...] = ()
-    multi_sparse: tuple[MultiSparseFeature, ...] = ()
+    sparse: tuple[SparseFeature, ...] = ()  # categorical columns (embedded)
+    dense: tuple[DenseFeature, ...] = ()  # numeric columns (standardised)
+    multi_sparse: tuple[MultiSparseFeature, ...] = ()  # multi-valued categorical columns (mean-pooled embeddings)
     hash_buckets: int | None = Field(default=None, ge=1)  # default for every sparse feature
 
     @model_validator(mode="after")
@@ -174,18 +174,18 @@ class ScenarioSpec(Spec):
     from; they also let a model score a scenario it never saw in training.
     """
 
-    column: str
-    attributes: FeatureSet = FeatureSet()
+    column: str  # column naming each row's scenario
+    attributes: FeatureSet = FeatureSet()  # features that describe a scenario (same for all its rows)
 
 
 class SplitSpec(Spec):
     """How to carve validation/test splits out of the training file when they are not given."""
 
-    method: Literal["random", "time"] = "random"
-    time_column: str | None = None
-    validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
-    seed: int = 0
+    method: Literal["random", "time"] = "random"  # random rows, or the latest rows by time_column
+    time_column: str | None = None  # column ordering the rows (numbers or dates) for method: time
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)  # share of rows for validation
+    test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)  # share of rows for test
+    seed: int = 0  # seed of the random split
 
     @model_validator(mode="after")
     def _time_needs_column(self) -> SplitSpec:
@@ -197,9 +197,9 @@ class SplitSpec(Spec):
 class FileSet(Spec):
     """Data files (CSV or Parquet). Paths are resolved relative to the dataset config."""
 
-    train: str
-    validation: str | None = None
-    test: str | None = None
+    train: str  # CSV or Parquet with the training rows
+    validation: str | None = None  # validation rows (default: split off train by `split`)
+    test: str | None = None  # test rows (optional)
 
 
 class PanelSpec(Spec):
@@ -211,11 +211,11 @@ class PanelSpec(Spec):
     with a mask for steps the entity has no row for. A row's own step is never part of it.
     """
 
-    keys: tuple[str, ...]
-    time: str
-    window: int = Field(default=14, ge=1, le=366)
-    metrics: tuple[str, ...] = ()
-    event: str | None = None
+    keys: tuple[str, ...]  # columns identifying an entity (e.g. advertiser_id, scenario)
+    time: str  # time step column: integers or dates (days)
+    window: int = Field(default=14, ge=1, le=366)  # past steps in each row's history
+    metrics: tuple[str, ...] = ()  # numeric columns whose past values form the history
+    event: str | None = None  # categorical column whose past values form the history
 
     @model_validator(mode="after")
     def _something_to_track(self) -> PanelSpec:
@@ -235,16 +235,16 @@ class PanelSpec(Spec):
 class DatasetSpec(Spec):
     """Everything msmt needs to know about a dataset: files, scenario, features, tasks."""
 
-    name: str = "dataset"
-    files: FileSet
-    split: SplitSpec = SplitSpec()
-    scenario: ScenarioSpec
-    features: FeatureSet = FeatureSet()
-    tasks: tuple[Task, ...]
-    auxiliary: tuple[AuxiliaryOutput, ...] = ()
-    sample_weight: str | None = None
-    group: str | None = None
-    panel: PanelSpec | None = None
+    name: str = "dataset"  # a name for reports
+    files: FileSet  # the data files
+    split: SplitSpec = SplitSpec()  # how validation/test are carved out of files.train when not given
+    scenario: ScenarioSpec  # the scenario column and its attributes
+    features: FeatureSet = FeatureSet()  # feature columns by kind
+    tasks: tuple[Task, ...]  # what to predict: at least one
+    auxiliary: tuple[AuxiliaryOutput, ...] = ()  # label-free outputs used as factors of a product_of task (ESMM's CVR)
+    sample_weight: str | None = None  # column of per-row loss weights
+    group: str | None = None  # column of the unit of meta-learning and personal blocks (user, advertiser)
+    panel: PanelSpec | None = None  # trailing history of an (entity, time) panel (advertiser data)
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:

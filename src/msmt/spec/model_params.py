@@ -16,13 +16,13 @@ from msmt.spec.sections import NoParams, Section, declare_model
 class MMoEParams(Section):
     """MMoE (Ma et al., KDD 2018)."""
 
-    num_experts: int = Field(default=4, ge=1)
+    num_experts: int = Field(default=4, ge=1)  # experts mixed by each task's gate
 
 
 class PLEParams(Section):
     """PLE (Tang et al., RecSys 2020)."""
 
-    num_levels: int = Field(default=2, ge=1)
+    num_levels: int = Field(default=2, ge=1)  # extraction levels
     task_experts: int = Field(default=1, ge=1)  # per task and level
     shared_experts: int = Field(default=2, ge=1)  # per level
     expert_dims: list[int] | None = None  # each expert's MLP; default ``model.hidden_dims``
@@ -31,7 +31,7 @@ class PLEParams(Section):
 class STARParams(Section):
     """STAR (Sheng et al., CIKM 2021)."""
 
-    norm_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
+    norm_momentum: float = Field(default=0.1, gt=0.0, le=1.0)  # momentum of the per-scenario running statistics of the partitioned norm
     aux_dims: list[int] = Field(default_factory=lambda: [16])  # auxiliary network's hidden layers
 
 
@@ -44,21 +44,21 @@ class M2MParams(Section):
     """
 
     num_experts: int = Field(default=4, ge=1)  # k
-    expert_dims: tuple[int, ...] | None = None
+    expert_dims: tuple[int, ...] | None = None  # each expert's layer widths (null: model.hidden_dims)
     scenario_dim: int = Field(default=16, ge=1)  # size of S̃
-    scenario_hidden: tuple[int, ...] = (64,)
+    scenario_hidden: tuple[int, ...] = (64,)  # hidden layers of the MLP that forms S̃
     task_dim: int = Field(default=16, ge=1)  # task embedding size
     meta_layers: int = Field(default=2, ge=1)  # K: depth of every meta unit
     meta_hidden: int = Field(default=16, ge=1)  # width inside the meta units
     tower_levels: int = Field(default=1, ge=1)  # L: residual levels of the meta tower
     seq_len: int | None = Field(default=None, ge=1)  # T ≤ panel window; None = the whole window
-    seq_dim: int = Field(default=16, ge=1)
-    seq_heads: int = Field(default=2, ge=1)
-    seq_layers: int = Field(default=1, ge=1)
-    seq_ff_dim: int = Field(default=32, ge=1)
-    use_transformer: bool = True
-    use_meta_attention: bool = True
-    use_meta_tower: bool = True
+    seq_dim: int = Field(default=16, ge=1)  # width of the sequence encoder
+    seq_heads: int = Field(default=2, ge=1)  # attention heads of the sequence encoder
+    seq_layers: int = Field(default=1, ge=1)  # Transformer layers of the sequence encoder
+    seq_ff_dim: int = Field(default=32, ge=1)  # feed-forward width of the sequence encoder
+    use_transformer: bool = True  # false: pool the position-embedded steps without self-attention (ablation)
+    use_meta_attention: bool = True  # false: expert attention with weights shared by all rows (ablation)
+    use_meta_tower: bool = True  # false: towers with weights shared by all rows (ablation)
     profile_features: tuple[str, ...] = ()  # the advertiser profile A of S̃ = MLP(S ⊕ A)
     profile_in_experts: bool = True  # A also feeds F (the experts); false: S̃ only (msmt 0.1)
     sequence_encoder: Literal["recency", "mean_pool"] = "recency"  # msmt.layers.sequence
