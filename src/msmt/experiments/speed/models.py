@@ -21,7 +21,7 @@ from msmt.spec.batch import Batch, iterate_batches
 from msmt.spec.config import ModelConfig
 from msmt.spec.dataset import Task
 from msmt.spec.fitted import FittedSchema
-from msmt.training.losses import task_losses
+from msmt.training.losses import batch_losses
 from msmt.training.optim import adamw
 
 EMB, HIDDEN, TOWER, EXPERTS = 16, [256, 128], [64], 4
@@ -59,7 +59,7 @@ def batch_loss(model: nn.Module, batch: Batch, tasks: tuple[Task, ...], bf16: bo
     (``train.precision=bf16``), the losses in float32."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         out = model(batch)
-    return sum(task_losses(tasks, {t: v.float() for t, v in out.items()}, batch["labels"], batch["weight"]).values())
+    return sum(batch_losses(tasks, {t: v.float() for t, v in out.items()}, batch).values())
 
 
 def train_step(model: nn.Module, opt, tasks: tuple[Task, ...], bf16: bool = False):
