@@ -388,7 +388,7 @@ def test_the_trainer_adds_the_models_extra_losses(tiny_dir, tiny_schema, tiny_tr
     outputs = reference(batch)
     losses = model_losses(reference, batch, outputs)
     extra = reference.extra_losses(batch, outputs)
-    assert set(extra) == {"calibrator"} and float(extra["calibrator"]) > 0
+    assert set(extra) == {"calibrator"} and float(extra["calibrator"].detach()) > 0
     grads_tasks = torch.autograd.grad(weighted_total(tasks, losses), list(reference.parameters()), retain_graph=True, allow_unused=True)
     grads_extra = torch.autograd.grad(extra["calibrator"], list(reference.parameters()), allow_unused=True)
     moved = False
