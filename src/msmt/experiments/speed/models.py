@@ -26,6 +26,9 @@ from msmt.training.optim import adamw
 
 EMB, HIDDEN, TOWER, EXPERTS = 16, [256, 128], [64], 4
 MODELS = ("shared_bottom", "mmoe", "ple", "esmm", "m2m")
+# the model zoo's additions, timed next to MMoE with ``benchmarks/speed.py --models mmoe <these>``
+ZOO = ("pepnet", "apg", "hmoe", "m3oe", "aitm", "escm2")
+FUNNEL_MODELS = ("esmm", "escm2", "aitm")  # trained on the schema that declares the funnel
 BF16 = "msmt bf16"  # the variant trained with train.precision=bf16 (autocast), scored likewise
 ONNX = "msmt onnx"  # inference through ONNX Runtime (msmt export --format onnx; serve --backend onnx)
 # msmt predict --compile [--precision bf16] [--autotune]: label -> (precision, autotune)
@@ -35,12 +38,14 @@ _OWN_SECTION = {
     "mmoe": {"mmoe": {"num_experts": EXPERTS}},
     "ple": {"ple": {"num_levels": 1, "task_experts": 1, "shared_experts": 2}},
     "m2m": {"m2m": {"num_experts": EXPERTS}},
+    "hmoe": {"hmoe": {"num_experts": EXPERTS}},
+    "m3oe": {"m3oe": {"num_experts": EXPERTS}},
 }
 
 
 def schema_of(name: str, schemas: dict[str, FittedSchema]) -> FittedSchema:
-    """ESMM's schema declares the purchase = click × cvr funnel; every other model uses the plain one."""
-    return schemas["esmm" if name == "esmm" else "plain"]
+    """The ESMM family's schema declares the purchase = click × cvr funnel; every other model uses the plain one."""
+    return schemas["esmm" if name in FUNNEL_MODELS else "plain"]
 
 
 def speed_model(name: str, schemas: dict[str, FittedSchema]) -> MultiTaskModel:
