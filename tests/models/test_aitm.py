@@ -91,17 +91,23 @@ def test_calibrator_is_the_closed_form():
     got = model.calibrator({"click": a, "conv": b})
     excess = torch.clamp(torch.sigmoid(b) - torch.sigmoid(a), min=0)
     assert float(got.detach()) == pytest.approx(0.6 * float(excess.detach().mean()), rel=1e-6)
-    assert float(excess[1]) == 0 and float(excess[0]) > 0  # only where P(conversion) > P(click)
+    assert float(excess[1].detach()) == 0 and float(excess[0].detach()) > 0  # only where P(conversion) > P(click)
     got.backward()
     violating = torch.sigmoid(b) > torch.sigmoid(a)
     assert (b.grad[violating] > 0).all() and (a.grad[violating] < 0).all()  # pushes the later step down, the earlier up
     assert (b.grad[~violating] == 0).all() and (a.grad[~violating] == 0).all()
     # rows where the funnel does not exist (a task absent in their scenario) are left out
     mask = torch.tensor([[True, False], [True, True], [True, True], [True, True], [True, True]])
-    partial = model.calibrator({"click": a, "conv": b}, mask)
-    assert float(partial) == pytest.approx(0.6 * float(excess[1:].sum() / 5), rel=1e-6)
-    model.funnel = ["click", "conv", "conv"]  # three steps: the sum over consecutive pairs
-    assert float(model.calibrator({"click": a, "conv": b})) == pytest.approx(float(got), rel=1e-6)
+    with torch.no_grad():
+        partial = model.calibrator({"click": a, "conv": b}, mask)
+        assert float(partial) == pytest.approx(0.6 * float(excess[1:].sum() / 5), rel=1e-6)
+        # three steps: the sum over consecutive pairs
+        c = torch.tensor([2.0, 0.0, -2.0, 4.0, -1.0])
+        model.funnel = model.task_names = ["click", "conv", "pay"]
+        three = model.calibrator({"click": a, "conv": b, "pay": c})
+        second = torch.clamp(torch.sigmoid(c) - torch.sigmoid(b), min=0)
+        assert float(second.sum()) > 0
+        assert float(three) == pytest.approx(0.6 * float(excess.mean() + second.mean()), rel=1e-6)
 
 
 def test_the_calibrator_keeps_conversion_below_click(funnel):
