@@ -61,8 +61,8 @@ class Task(Spec):
     distribution: Literal["poisson", "negative_binomial"] = "poisson"
     dispersion: Literal["task", "scenario"] = "task"
     history: str | None = None
-    scenarios: tuple[str, ...] | None = None
-    weight_column: str | None = None
+    scenarios: tuple[str, ...] | None = None  # scenario values where this task exists (default: all); no label, loss or metric elsewhere
+    weight_column: str | None = None  # per-row loss weight of this task alone, times sample_weight
 
     @field_validator("scenarios", mode="before")
     @classmethod

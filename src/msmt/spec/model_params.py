@@ -86,7 +86,7 @@ class APGParams(Section):
     rank: int = Field(default=8, ge=1)  # K: the generated core S(z) is K x K
     overparam: int = Field(default=0, ge=0)  # P > K: U, V trained as products of [., P] x [P, .]; 0 = off
     condition_dim: int = Field(default=16, ge=1)  # width of the condition z
-    condition_hidden: tuple[int, ...] = (32,)
+    condition_hidden: tuple[int, ...] = (32,)  # hidden layers of the condition network z = LayerNorm(MLP(S ⊕ C))
     condition_features: tuple[str, ...] = ()  # features joining the scenario in z (e.g. a user id)
 
     @model_validator(mode="after")
@@ -99,7 +99,7 @@ class APGParams(Section):
 class HMoEParams(Section):
     """HMoE (Li et al., CIKM 2020)."""
 
-    num_experts: int = Field(default=4, ge=1)
+    num_experts: int = Field(default=4, ge=1)  # shared experts under the scenario gates
 
 
 class M3oEParams(Section):
