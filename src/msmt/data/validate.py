@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from msmt.data.io import source_of
-from msmt.spec.dataset import DatasetSpec, TaskKind
+from msmt.spec.dataset import DatasetSpec, Task, TaskKind
 from msmt.spec.errors import DataError
 from msmt.spec.task_kinds import rules
 
@@ -34,14 +34,53 @@ def numeric_column(frame: pd.DataFrame, column: str, allow_missing: bool = True)
     return out
 
 
-def label_column(frame: pd.DataFrame, column: str, kind: TaskKind) -> np.ndarray:
-    """A task's labels, checked against its kind."""
-    y = numeric_column(frame, column, allow_missing=False)
+def label_column(frame: pd.DataFrame, column: str, kind: TaskKind, rows: np.ndarray | None = None) -> np.ndarray:
+    """A task's labels, checked against its kind.
+
+    ``rows`` ([N] bool, :func:`task_rows`): where the task exists; elsewhere a label may be
+    missing and is not checked, and the returned value there is 0 (never read: no loss, no metric).
+    """
+    if rows is not None and not rows.all():
+        y = numeric_column(frame, column)
+        missing = rows & np.isnan(y)
+        if missing.any():
+            raise DataError(source_of(frame), column, f"missing value in data row {int(np.flatnonzero(missing)[0]) + 1}")
+        y = np.where(rows, y, 0.0)
+    else:
+        y = numeric_column(frame, column, allow_missing=False)
     bad, rule = rules(kind).label_problem(y)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(source_of(frame), column, f"{rule}, got {y[row]:g} in data row {row + 1}")
     return y
+
+
+def task_rows(frame: pd.DataFrame, spec: DatasetSpec, task: Task) -> np.ndarray:
+    """[N] bool: the rows whose scenario has ``task`` (``tasks.<name>.scenarios``; all rows by default)."""
+    if task.scenarios is None:
+        return np.ones(len(frame), dtype=bool)
+    values = frame[spec.scenario.column].astype("string")  # as the scenario column is encoded
+    return values.isin(task.scenarios).fillna(False).to_numpy(dtype=bool)
+
+
+def task_presence(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """[N, T] bool: ``task_rows`` of every task, in ``spec.tasks`` order."""
+    if not spec.tasks:
+        return np.ones((len(frame), 0), dtype=bool)
+    return np.stack([task_rows(frame, spec, t) for t in spec.tasks], axis=1)
+
+
+def weight_values(frame: pd.DataFrame, column: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """A loss-weight column: numeric and >= 0 (missing allowed only outside ``rows``, read as 0)."""
+    w = numeric_column(frame, column, allow_missing=rows is not None)
+    if rows is not None:
+        missing = rows & np.isnan(w)
+        if missing.any():
+            raise DataError(source_of(frame), column, f"missing value in data row {int(np.flatnonzero(missing)[0]) + 1}")
+        w = np.where(rows, w, 0.0)
+    if (w < 0).any():
+        raise DataError(source_of(frame), column, "sample weights must be >= 0")
+    return w
 
 
 def validate_frame(frame: pd.DataFrame, spec: DatasetSpec, with_labels: bool) -> None:
@@ -51,8 +90,9 @@ def validate_frame(frame: pd.DataFrame, spec: DatasetSpec, with_labels: bool) ->
         numeric_column(frame, feat.column)
     if with_labels:
         for task in spec.tasks:
-            label_column(frame, task.label, task.kind)
+            rows = task_rows(frame, spec, task)
+            label_column(frame, task.label, task.kind, rows)
+            if task.weight_column:
+                weight_values(frame, task.weight_column, rows)
         if spec.sample_weight:
-            w = numeric_column(frame, spec.sample_weight, allow_missing=False)
-            if (w < 0).any():
-                raise DataError(source_of(frame), spec.sample_weight, "sample weights must be >= 0")
+            weight_values(frame, spec.sample_weight)

@@ -21,7 +21,7 @@ from msmt.spec.batch import Batch
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
-from msmt.training.losses import task_losses, weighted_total
+from msmt.training.losses import batch_losses, weighted_total
 
 
 def select_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
@@ -57,7 +57,7 @@ def split_parameters(model: nn.Module, cfg: MetaConfig) -> ParameterSplit:
 def objective(model: nn.Module, params: dict[str, Tensor], batch: Batch, tasks: tuple[Task, ...]) -> Tensor:
     """Σ_t w_t L_t on ``batch`` with ``params`` in place of the model's own (scalar tensor)."""
     outputs = torch.func.functional_call(model, params, (batch,), strict=False)
-    losses = task_losses(tasks, outputs, batch["labels"], batch["weight"], model.distribution_parameters(batch))
+    losses = batch_losses(tasks, outputs, batch, model.distribution_parameters(batch))
     return weighted_total(tasks, losses)
 
 

@@ -36,7 +36,7 @@ from msmt.spec.batch import Batch, iterate_batches, num_rows, take, to_device
 from msmt.spec.config import LossConfig, TrainConfig
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.training.distributed import Dist
-from msmt.training.losses import build_balancer, model_losses, weighted_total
+from msmt.training.losses import build_balancer, model_losses, task_counts, weighted_total
 from msmt.training.optim import build_optimizers
 
 
@@ -64,15 +64,17 @@ def validation_loss(model: MultiTaskModel, data: Batch, batch_size: int, dist: D
     model.eval()
     device = model_device(model)
     tasks = model.schema.spec.tasks
-    sums = torch.zeros(len(tasks), dtype=torch.float64, device=device)  # [T] on the device: no read-back per batch
+    sums = torch.zeros(2, len(tasks), dtype=torch.float64, device=device)  # [loss sum, rows] x T: no read-back per batch
     n = num_rows(data)
     start, stop = dist.bounds(n)
     for batch in iterate_batches(take(data, slice(start, stop)), batch_size):
         batch = to_device(batch, device)
         losses = model_losses(model, batch, normalise=normalise)
-        sums += torch.stack([losses[t.name] for t in tasks]).double() * num_rows(batch)
-    totals = dist.sum(sums)
-    per_task = {t.name: s / max(n, 1) for t, s in zip(tasks, totals)}
+        counts = task_counts(batch, len(tasks)).double()  # each task's loss is a mean over its own rows
+        sums[0] += torch.stack([losses[t.name] for t in tasks]).double() * counts
+        sums[1] += counts
+    totals, rows = dist.sum(sums)  # two lists of T floats
+    per_task = {t.name: s / max(r, 1.0) for t, s, r in zip(tasks, totals, rows)}
     per_task["loss"] = weighted_total(tasks, per_task)
     return per_task
 
@@ -169,9 +171,12 @@ def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float]) ->
         outputs = tr.net(local)
     outputs = {name: value.float() for name, value in outputs.items()}  # losses in float32
     losses = model_losses(tr.model, local, outputs, normalise=tr.normalise)
+    with autocast(tr.device, tc.precision):
+        own = tr.model.extra_losses(local, outputs)  # the model's own terms (AITM's calibrator...)
+    extra = sum(v.float() for v in own.values()) if own else None
     for optimizer in tr.optimizers:
         optimizer.zero_grad(set_to_none=True)
-    total = tr.balancer.backward(losses)
+    total = tr.balancer.backward(losses, extra)
     tr.dist.sync_grads(tr.balancer.parameters())
     if tc.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tc.max_grad_norm)
