@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
 
 from msmt.data.io import atomic_write, atomic_write_text
 from msmt.models import build_model
@@ -106,13 +106,32 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG})")
-    data = upgrade_config(yaml.safe_load((run_dir / CONFIG).read_text()), written_by(run_dir))
+    version = written_by(run_dir)
+    data = upgrade_config(yaml.safe_load((run_dir / CONFIG).read_text()), version)
     cfg = validate_experiment(data, source=str(run_dir / CONFIG))
     schema = FittedSchema.load(run_dir / SCHEMA)
     model = build_model(schema, cfg.model)
     weights = run_dir / WEIGHTS
     if not weights.exists():
         raise ConfigError(f"{run_dir}: no {WEIGHTS}")
-    load_model(model, str(weights), strict=True)
+    state = upgrade_weights(load_file(str(weights)), cfg.model.name, version)
+    model.load_state_dict(state, strict=True)
     model.eval()
     return LoadedRun(run_dir, cfg, schema, model)
+
+
+def upgrade_weights(state: dict, model: str, version: str) -> dict:
+    """Weights written by an older msmt under today's parameter names (the same function).
+
+    0.1.x SBMM stored every tower layer as ``towers.weights.i`` [P, a, b] / ``towers.biases.i``
+    [P, 1, b], the output layer last; the output layer is now one row per (scenario, task)
+    pair: ``towers.out_weight`` [P·T, h] and ``towers.out_bias`` [P·T].
+    """
+    if not version.startswith("0.1.") or model != "sbmm":
+        return state
+    state = dict(state)
+    last = max(int(k.rsplit(".", 1)[1]) for k in state if k.startswith("towers.weights."))
+    w, b = state.pop(f"towers.weights.{last}"), state.pop(f"towers.biases.{last}")  # [P, h, T], [P, 1, T]
+    state["towers.out_weight"] = w.transpose(1, 2).reshape(-1, w.shape[1]).contiguous()  # (p, t) order
+    state["towers.out_bias"] = b[:, 0].reshape(-1).contiguous()
+    return state
