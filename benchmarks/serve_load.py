@@ -58,7 +58,7 @@ def train_model(work: Path, seed: int) -> Path:
     data = write_simple(work / "data", rows=5000, seed=seed)
     cfg = load_experiment(data / "experiment.yaml", ["train.epochs=1", f"train.seed={seed}"])
     cfg.train.progress = False
-    run_experiment(cfg, work / "run")
+    run_experiment(cfg, work / "run", overwrite=True)
     return work / "run"
 
 

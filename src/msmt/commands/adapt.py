@@ -18,11 +18,12 @@ from msmt.data.io import atomic_write
 
 
 def copy_base(src: Path, dst: Path) -> None:
-    """Copy a run directory's files (and its blocks/plots folders) into ``dst``, each atomically."""
+    """Copy a run directory's files (and its blocks/plots folders) into ``dst``, each atomically;
+    the block index after the block files (it is what publishes them), the manifest last."""
     dst.mkdir(parents=True, exist_ok=True)
-    for path in sorted(src.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
+    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)]
+    last = {"index.json": 1, "manifest.json": 2}
+    for path in sorted(files, key=lambda p: last.get(p.name, 0)):
         atomic_write(dst / path.relative_to(src), lambda tmp, path=path: shutil.copyfile(path, tmp))
 
 
@@ -35,14 +36,26 @@ def adapt(
     lr: float = typer.Option(None, "--lr", min=0.0, help="Inner learning rate (default: meta.inner_lr)."),
 ) -> None:
     """Few-shot adaptation: store each group's personal parameters beside the shared base."""
+    import math
+
+    from msmt.commands.paths import check_output_dir
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
+    from msmt.data.validate import check_scenarios, require_columns
     from msmt.meta import adapt_groups, split_parameters
-    from msmt.rundir.blocks import save_blocks
-    from msmt.rundir.layout import load_run, write_json
+    from msmt.rundir.blocks import open_blocks, save_blocks
+    from msmt.rundir.layout import WEIGHTS, load_run, write_json
+    from msmt.rundir.manifest import sha256_file
     from msmt.spec.errors import ConfigError
 
-    run = load_run(run_dir)
+    if lr is not None and (not math.isfinite(lr) or lr <= 0):
+        raise ConfigError(f"--lr: must be a finite number > 0, got {lr}")
+    same = out.exists() and out.resolve() == run_dir.resolve()
+    check_output_dir(out)
+    if not same and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: not empty; adapt writes a new run directory (or RUN_DIR itself)")
+    run = load_run(run_dir)  # checked against its manifest
+    open_blocks(run)  # its current block set too: it is carried into the new one
     spec = run.schema.spec
     if not spec.group:
         raise ConfigError(f"{run_dir / 'config.yaml'}: dataset.group is not set; msmt adapt needs a group column")
@@ -52,13 +65,15 @@ def adapt(
     if lr is not None:
         meta.inner_lr = lr
     frame = read_data(data, spec)
+    require_columns(frame, [spec.group])
     encoded = encode_frame(frame, run.schema, with_labels=True)
+    check_scenarios(frame, run.schema)
     split = split_parameters(run.model, meta)
-    blocks, stats = adapt_groups(run.model, split, frame, encoded, spec.group, spec.tasks, meta)
+    blocks, stats = adapt_groups(run.model, split, frame, encoded, spec.group, spec.tasks, meta)  # every block checked finite
 
-    if out.resolve() != run_dir.resolve():
+    if not same:
         copy_base(run_dir, out)
-    save_blocks(out, blocks)
+    save_blocks(out, blocks, sha256_file(run_dir / WEIGHTS))
     summary = {
         **stats.summary(),
         "data": str(data),
