@@ -8,14 +8,19 @@ from msmt.commands import app
 
 
 def _load(run_dir: Path, data: Path, with_labels: bool, context: Path | None = None):
+    """The run (checked against its manifest), the rows to score (checked: columns, numbers,
+    labels, scenarios by the one rule of :func:`msmt.data.validate.check_scenarios`), encoded."""
     from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
+    from msmt.data.validate import check_scenarios
     from msmt.rundir.layout import load_run
 
     run = load_run(run_dir)
     frame = read_data(data, run.schema.spec)
     ctx = read_data(context, run.schema.spec) if context else None
-    return run, frame, encode_frame(frame, run.schema, with_labels=with_labels, context=ctx)
+    encoded = encode_frame(frame, run.schema, with_labels=with_labels, context=ctx)
+    check_scenarios(frame, run.schema)
+    return run, frame, encoded
 
 
 CONTEXT_HELP = "Earlier rows (CSV/Parquet) used only to build panel history; never scored."
@@ -41,10 +46,12 @@ def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool
     """Predictions of the run: base + each row's group block when the run has blocks (eager, fp32),
     else the base model, eager or compiled."""
     from msmt.meta.episodes import group_values
-    from msmt.rundir.blocks import BlockStore
+    from msmt.rundir.blocks import open_blocks
     from msmt.scoring.predict import predict
 
-    blocks, groups, group = BlockStore(run.path), None, run.schema.spec.group
+    blocks, groups, group = open_blocks(run), None, run.schema.spec.group
+    if blocks.orphans:
+        typer.echo(f"note: {len(blocks.orphans)} block file(s) in {run.path / 'blocks'} are not in its index (an interrupted msmt adapt); not used", err=True)
     if group and len(blocks):
         if group in frame.columns:
             groups = group_values(frame, group, allow_missing=True)
@@ -55,7 +62,26 @@ def _scores(run, frame, encoded, batch_size: int, precision: str, compiled: bool
     scores = predict(run.model, encoded, batch_size, precision=precision, compiled=compiled, autotune=autotune, groups=groups, blocks=blocks)
     if groups is not None:
         typer.echo(f"{scores.personal_rows} of {len(frame)} rows scored with their group's block, the rest by the base", err=True)
+    check_predictions(scores.values, frame)
     return scores.values
+
+
+def check_predictions(values: dict, frame) -> None:
+    """Never a silent NaN or inf in the output: such a row's inputs are beyond what the model scores."""
+    import numpy as np
+
+    from msmt.data.io import source_of
+    from msmt.spec.errors import DataError
+
+    for task, column in values.items():
+        bad = ~np.isfinite(np.asarray(column, dtype=np.float64))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                source_of(frame), None,
+                f"{int(bad.sum())} row(s) get a non-finite prediction of '{task}' (first: data row {row + 1}); "
+                "their inputs are beyond what the model can score",
+            )
 
 
 @app.command("evaluate")
@@ -70,11 +96,15 @@ def evaluate(
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
+    from msmt.commands.paths import check_not_in_run, check_output_file
     from msmt.evaluation.evaluate import evaluate_model
     from msmt.evaluation.report import metrics_table
     from msmt.rundir.layout import write_json
 
     _check_options(precision, compiled, autotune)
+    if out:
+        check_output_file(out, "--out", [("--data", data), ("--context", context)])
+        check_not_in_run(out, run_dir)
     run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)
     preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds)
@@ -96,9 +126,12 @@ def predict(
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-row predictions: probability for binary tasks, expected value for count tasks."""
+    from msmt.commands.paths import check_not_in_run, check_output_file
     from msmt.data.io import write_table
 
     _check_options(precision, compiled, autotune)
+    check_output_file(out, "--out", [("--data", data), ("--context", context)])
+    check_not_in_run(out, run_dir)
     run, frame, encoded = _load(run_dir, data, with_labels=False, context=context)
     preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     result = frame.copy()
