@@ -105,9 +105,13 @@ def save_blocks(run_dir: str | Path, blocks: dict[str, dict[str, Tensor]], base_
     current = read_block_set(run_dir)
     new = BlockSet(base_sha256=base_sha256)
     if current.base_sha256 in (None, base_sha256):  # blocks of another base are stale: dropped
-        for group, name in current.files.items():
-            if (folder / name).exists():
-                new.files[group], new.sha256[group] = name, current.sha256.get(group) or sha256_file(folder / name)
+        for group, name in current.files.items():  # carried into the new set: checked before anything is written
+            if group in blocks or not (folder / name).exists():
+                continue
+            digest = sha256_file(folder / name)
+            if current.sha256.get(group) not in (None, digest):
+                raise RunDirError(f"{folder / name}: content differs from {folder / INDEX} (sha256 mismatch: changed or damaged after adaptation)")
+            new.files[group], new.sha256[group] = name, digest
     tag = uuid.uuid4().hex[:8]  # names no earlier set used: the files in force are never overwritten
     for group, tensors in blocks.items():
         name = block_file(group, tag)
