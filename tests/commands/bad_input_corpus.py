@@ -317,7 +317,7 @@ _BROKEN_EXPECT = {
     "legacy_weights_truncated": ("model.safetensors",),
     "legacy_weights_empty": ("model.safetensors",),
     "legacy_schema_truncated": ("schema.json",),
-    "legacy_config_edited": ("model.safetensors", "shape"),
+    "legacy_config_edited": ("model.safetensors", "tensor '", "the model of config.yaml/schema.json has"),
     "legacy_provenance_damaged": ("provenance.json", "damaged"),
     "blocks_stale_base": ("blocks/index.json", "another base"),
     "blocks_index_damaged": ("blocks/index.json", "damaged"),
