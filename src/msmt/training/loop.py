@@ -174,15 +174,16 @@ def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float], wh
         optimizer.zero_grad(set_to_none=True)
     total = tr.balancer.backward(losses)
     tr.dist.sync_grads(tr.balancer.parameters())
-    # the logged numbers: one all-reduce and one device-to-host copy per step
-    logged = tr.dist.mean(torch.stack([total.detach(), *(losses[n].detach() for n in sums)]))
+    stacked = torch.stack([total.detach(), *(losses[n].detach() for n in sums)])  # [1 + T] on the device
     if tc.max_grad_norm:
         grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tc.max_grad_norm)
     else:
         grad_norm = gradient_norm([*tr.model.parameters(), *tr.balancer.parameters()])
-    check_finite(logged, grad_norm, list(sums), where)  # before the step: a non-finite update is never applied
+    check_finite(tr.dist, stacked, grad_norm, list(sums), where)  # before the step: a non-finite update is never applied
     for optimizer in tr.optimizers:
         optimizer.step()
+    # the logged numbers: one all-reduce and one device-to-host copy per step
+    logged = tr.dist.mean(stacked)
     for name, value in zip(sums, logged[1:]):
         sums[name] += value
     return logged[0]
@@ -196,18 +197,23 @@ def gradient_norm(parameters) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
-def check_finite(logged: list, grad_norm: torch.Tensor, tasks: list[str], where: str) -> None:
+def check_finite(dist: Dist, stacked: torch.Tensor, grad_norm: torch.Tensor, tasks: list[str], where: str) -> None:
     """Stop training at the first non-finite loss or gradient, naming the task and the step.
 
-    Under DDP the losses are already averaged and the gradients synchronised, so every rank
-    stops at the same step."""
-    values = torch.tensor([float(v) for v in logged] + [float(grad_norm)], dtype=torch.float64)
-    if bool(torch.isfinite(values).all()):
+    One number is read back per step: the count of non-finite values, summed over the ranks
+    under DDP (gradients are already synchronised, losses are not), so every rank stops at the
+    same step."""
+    values = torch.cat([stacked.float(), grad_norm.detach().reshape(1).to(stacked.device).float()])
+    if dist.sum((~torch.isfinite(values)).sum().reshape(1))[0] == 0:
         return
-    bad = [name for name, v in zip(tasks, values[1:-1].tolist()) if not math.isfinite(v)]
-    what = f"the loss of task '{bad[0]}' is {values[1 + tasks.index(bad[0])].item()}" if bad else (
-        f"the loss is {values[0].item()}" if not math.isfinite(values[0].item()) else f"the gradient norm is {values[-1].item()}"
-    )
+    losses, norm = dist.mean(stacked), float(grad_norm)
+    bad = [name for name, v in zip(tasks, losses[1:]) if not math.isfinite(v)]
+    if bad:
+        what = f"the loss of task '{bad[0]}' is {losses[1 + tasks.index(bad[0])]}"
+    elif not math.isfinite(losses[0]):
+        what = f"the loss is {losses[0]}"
+    else:
+        what = f"the gradient norm is {norm}"
     raise DivergedError(f"training stopped at {where}: {what}; lower train.lr, set train.max_grad_norm, or check the data")
 
 
