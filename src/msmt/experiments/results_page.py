@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from msmt.data.io import atomic_write_text, write_table
+from msmt.data.io import atomic_write, atomic_write_text, write_table
 from msmt.experiments.bench import CELL_RECORD, ORACLE, bench, resolve_datasets, task_kinds
 from msmt.experiments.tables import pm
 from msmt.spec.task_kinds import higher_is_better
@@ -255,10 +255,8 @@ def publish(out: Path, leaderboard: Path, cells: pd.DataFrame) -> None:
     for old in (leaderboard / "plots").glob("*.png"):
         if old.name not in fresh:
             old.unlink()
-    for name in sorted(fresh):
-        tmp = leaderboard / "plots" / f".{name}.tmp"
-        shutil.copyfile(out / "plots" / name, tmp)
-        os.replace(tmp, leaderboard / "plots" / name)
+    for name in sorted(fresh):  # a unique temporary name per writer (a fixed one could collide)
+        atomic_write(leaderboard / "plots" / name, lambda tmp, name=name: shutil.copyfile(out / "plots" / name, tmp))
 
 
 def generate(datasets: list[Dataset], models: list[str], seeds: list[int], work: Path, page: Path, leaderboard: Path,

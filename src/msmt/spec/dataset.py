@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 class Spec(BaseModel):
     """Base for every spec: immutable and strict about keys."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TaskKind(str, Enum):
@@ -144,10 +144,18 @@ class MultiSparseFeature(Spec):
     min_count: int = Field(default=1, ge=1)  # values seen fewer times share the out-of-vocabulary row
 
 
-def _named(items: list, default_kind: str) -> list:
-    """Accept ``[col, ...]`` as shorthand for ``[{name: col, column: col}, ...]``."""
+def _named(items: list, kind: str) -> list:
+    """Accept ``[col, ...]`` as shorthand for ``[{name: col, column: col}, ...]``.
+
+    A bare string (``dense: price``) is an error naming the key: iterating it would read the
+    name letter by letter."""
+    if items is None:
+        return []
+    if not isinstance(items, (list, tuple)):
+        hint = f" (write [{items}])" if isinstance(items, str) else ""
+        raise ValueError(f"'{kind}' must be a list of columns, got the {type(items).__name__} {items!r}{hint}")
     out = []
-    for item in items or []:
+    for item in items:
         if isinstance(item, str):
             out.append({"name": item, "column": item})
         elif isinstance(item, dict) and "column" in item and "name" not in item:

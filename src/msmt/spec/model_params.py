@@ -6,11 +6,13 @@ Keys every model shares (``model.embedding_dim``, ``hidden_dims``...) are in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from msmt.spec.sections import NoParams, Section, declare_model
+
+Dim = Annotated[int, Field(ge=1)]  # a layer width
 
 
 class MMoEParams(Section):
@@ -25,14 +27,14 @@ class PLEParams(Section):
     num_levels: int = Field(default=2, ge=1)  # extraction levels
     task_experts: int = Field(default=1, ge=1)  # per task and level
     shared_experts: int = Field(default=2, ge=1)  # per level
-    expert_dims: list[int] | None = None  # each expert's MLP; default ``model.hidden_dims``
+    expert_dims: list[Dim] | None = None  # each expert's MLP; default ``model.hidden_dims``
 
 
 class STARParams(Section):
     """STAR (Sheng et al., CIKM 2021)."""
 
     norm_momentum: float = Field(default=0.1, gt=0.0, le=1.0)  # momentum of the per-scenario running statistics of the partitioned norm
-    aux_dims: list[int] = Field(default_factory=lambda: [16])  # auxiliary network's hidden layers
+    aux_dims: list[Dim] = Field(default_factory=lambda: [16])  # auxiliary network's hidden layers
 
 
 class M2MParams(Section):
@@ -44,9 +46,9 @@ class M2MParams(Section):
     """
 
     num_experts: int = Field(default=4, ge=1)  # k
-    expert_dims: tuple[int, ...] | None = None  # each expert's layer widths (null: model.hidden_dims)
+    expert_dims: tuple[Dim, ...] | None = None  # each expert's layer widths (null: model.hidden_dims)
     scenario_dim: int = Field(default=16, ge=1)  # size of S̃
-    scenario_hidden: tuple[int, ...] = (64,)  # hidden layers of the MLP that forms S̃
+    scenario_hidden: tuple[Dim, ...] = (64,)  # hidden layers of the MLP that forms S̃
     task_dim: int = Field(default=16, ge=1)  # task embedding size
     meta_layers: int = Field(default=2, ge=1)  # K: depth of every meta unit
     meta_hidden: int = Field(default=16, ge=1)  # width inside the meta units
