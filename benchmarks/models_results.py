@@ -11,6 +11,8 @@ Sections (mean ± std over seeds, test split, 1 thread per run):
   ESMM (CVR learnt only through pCTCVR = pCTR x pCVR over all impressions) versus the same
   network trained as a CVR model on clicked rows only; both stop early on an observable validation
   metric, and the page reports the paired per-seed difference (one table per ``--funnel-rows``).
+  The rest of the ESMM family on the same worlds: ESCM² (its CVR tower with the counterfactual
+  regulariser) and AITM (pCVR = pCTCVR / pCTR of its funnel towers), each paired with ESMM.
 * movielens / census: every new model with fixed weights next to shared-bottom and MMoE, and PLE
   under every loss strategy. ESMM on MovieLens declares like = click x cvr (like ⊂ click); on data
   without a funnel it runs without a product task (one tower per task over shared embeddings).
@@ -60,6 +62,7 @@ NOTES_MARK = "<!-- reading: kept by --render -->"
 FUNNEL_ROWS = 200_000  # --funnel-rows
 FUNNEL_EPOCHS = 20  # --funnel-epochs: an upper bound; early stopping decides
 FUNNEL_PATIENCE = 3  # --funnel-patience
+FUNNEL_FAMILY = ["esmm", "escm2", "aitm"]  # trained over all impressions; CVR from the auxiliary output
 
 
 def common_overrides(seed: int, epochs: int, patience: int = 2) -> list[str]:
@@ -111,22 +114,25 @@ def funnel_seed(seed: int, rows: int, epochs: int, patience: int) -> dict:
         data = write_funnel(Path(tmp) / "funnel", rows=rows, seed=seed)
         test_clicked_mask = None
         out = {}
-        # ESMM over the entire space: losses on click and ctcvr only
-        cfg = load_experiment(data / "experiment.yaml", common_overrides(seed, epochs, patience) + ["train.monitor=ctcvr.auc"])
-        model, splits, enc, secs, esmm_epochs = train_cfg_epochs(cfg)
-        test = splits["test"]
-        test_clicked_mask = test["click"].to_numpy() == 1
-        p_cvr = predict(model, enc["test"], auxiliary=True).values["cvr"]
-        p_task = predict_batches(model, enc["test"])
-        out["esmm"] = {
-            "cvr_auc_all": auc(test["would_convert"], p_cvr),
-            "cvr_auc_clicked": auc(test["would_convert"][test_clicked_mask], p_cvr[test_clicked_mask]),
-            "ctcvr_auc": auc(test["conversion"], p_task["ctcvr"]),
-            "click_auc": auc(test["click"], p_task["click"]),
-            "seconds": secs,
-            "best_epoch": esmm_epochs[0],
-            "epochs_run": esmm_epochs[1],
-        }
+        # the ESMM family over the entire space: losses on click and ctcvr (+ the model's own terms)
+        for name in FUNNEL_FAMILY:
+            cfg = load_experiment(data / "experiment.yaml", common_overrides(seed, epochs, patience) +
+                                  [f"model.name={name}", "train.monitor=ctcvr.auc"])
+            model, splits, enc, secs, esmm_epochs = train_cfg_epochs(cfg)
+            test = splits["test"]
+            test_clicked_mask = test["click"].to_numpy() == 1
+            p_cvr = predict(model, enc["test"], auxiliary=True).values["cvr"]
+            p_task = predict_batches(model, enc["test"])
+            out[name] = {
+                "cvr_auc_all": auc(test["would_convert"], p_cvr),
+                "cvr_auc_clicked": auc(test["would_convert"][test_clicked_mask], p_cvr[test_clicked_mask]),
+                "cvr_mean_bias": float(np.mean(p_cvr) - np.mean(test["true_cvr"])),  # over-estimation over all impressions
+                "ctcvr_auc": auc(test["conversion"], p_task["ctcvr"]),
+                "click_auc": auc(test["click"], p_task["click"]),
+                "seconds": secs,
+                "best_epoch": esmm_epochs[0],
+                "epochs_run": esmm_epochs[1],
+            }
         # the same network as a CVR model trained on clicked rows only (the SSB baseline)
         for name in ("train", "validation"):
             frame = splits[name]
@@ -235,6 +241,9 @@ def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
         lines += [
             f"| ESMM | {ms([x['cvr_auc_all'] for x in e])} | {ms([x['cvr_auc_clicked'] for x in e])} | "
             f"{ms([x['click_auc'] for x in e])} | {ms([x['ctcvr_auc'] for x in e])} | {rows_all} | {ep(e)} |",
+            *[f"| {label} | {ms([f[m]['cvr_auc_all'] for f in fun])} | {ms([f[m]['cvr_auc_clicked'] for f in fun])} | "
+              f"{ms([f[m]['click_auc'] for f in fun])} | {ms([f[m]['ctcvr_auc'] for f in fun])} | {rows_all} | {ep([f[m] for f in fun])} |"
+              for m, label in (("escm2", "ESCM²-IPS"), ("aitm", "AITM (pCTCVR / pCTR)")) if all(m in f for f in fun)],
             f"| CVR on clicked rows only | {ms([x['cvr_auc_all'] for x in c])} | {ms([x['cvr_auc_clicked'] for x in c])} | – | – | ~{rows_clicked} | {ep(c)} |",
             f"| oracle (true pCVR) | {ms([x['cvr_auc_all'] for x in o])} | {ms([x['cvr_auc_clicked'] for x in o])} | – | – | – | – |",
             "",
@@ -246,6 +255,12 @@ def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
             + (f" (paired t-test p = {t_clk.pvalue:.3g})" if t_clk is not None else "")
             + ".",
         ]
+        family = [m for m in FUNNEL_FAMILY if all(m in f for f in fun)]
+        if len(family) > 1:  # the ESMM family against ESMM, paired: CVR AUC over all impressions and CVR over-estimation
+            lines += ["", "| model | CVR AUC over all impressions − ESMM's (paired) | mean pCVR − mean true pCVR (all impressions) |",
+                      "|---|---|---|"]
+            lines += [f"| {m} | {ms([f[m]['cvr_auc_all'] - f['esmm']['cvr_auc_all'] for f in fun]) if m != 'esmm' else '–'} | "
+                      f"{ms([f[m]['cvr_mean_bias'] for f in fun])} |" for m in family]
     return lines
 
 

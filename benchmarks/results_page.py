@@ -80,9 +80,11 @@ ESMM_MOVIELENS = (
 DATASETS = [
     Dataset(
         "movielens", "MovieLens-100K MSMT", _repo_config("configs/movielens.yaml"), "`configs/movielens.yaml`",
-        models={"esmm": ESMM_MOVIELENS},
+        models={"esmm": ESMM_MOVIELENS, "escm2": ESMM_MOVIELENS, "aitm": ESMM_MOVIELENS},
         why={"esmm": "declares `like` = click × cvr with `cvr` an auxiliary output (every like is a click, "
-                     "as in `docs/results/models.md`); `like` is then scored by pCTCVR over all rows"},
+                     "as in `docs/results/models.md`); `like` is then scored by pCTCVR over all rows",
+             "escm2": "the same funnel declaration as `esmm` (ESMM's network plus the counterfactual regulariser)",
+             "aitm": "the same funnel declaration: click → like, `like` predicted over all rows by its own funnel tower"},
     ),
     Dataset("census", "census-income 1994", _repo_config("configs/census.yaml"), "`configs/census.yaml`"),
     Dataset("online_ads", "online ads performance", _repo_config("configs/online_ads.yaml"), "`configs/online_ads.yaml`"),

@@ -76,7 +76,7 @@ def train_model(work: Path, dataset: str, seed: int, model: str | None) -> Path:
     sets = ["train.epochs=1", f"train.seed={seed}", *([f"model.name={model}"] if model else [])]
     cfg = load_experiment(data / "experiment.yaml", sets)
     cfg.train.progress = False
-    run_experiment(cfg, work / "run")
+    run_experiment(cfg, work / "run", overwrite=True)
     return work / "run"
 
 

@@ -81,7 +81,7 @@ def train(out: Path) -> dict:
     from msmt.spec.config import load_experiment
 
     start = time.perf_counter()
-    metrics = run_experiment(load_experiment(out / "experiment.yaml"), out / "run")
+    metrics = run_experiment(load_experiment(out / "experiment.yaml"), out / "run", overwrite=True)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = pq.ParquetFile(out / "train.parquet").metadata.num_rows

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from helpers import SHARED_DATA
 from msmt.data.fit import fit_schema
 from msmt.data.loading import read_data
 from msmt.spec.config import load_dataset_spec
 from msmt.synth.simple import write_simple
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

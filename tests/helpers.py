@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -11,6 +13,10 @@ from torch.utils._pytree import tree_flatten
 
 from msmt.data.tensorize import encode_frame
 from msmt.spec.config import ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+# the public datasets of ../shared/data (override with MSMT_SHARED_DATA)
+SHARED_DATA = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def model_config(name: str, **overrides) -> ModelConfig:

@@ -13,7 +13,7 @@ import yaml
 
 import msmt
 from helpers import run_main
-from msmt.spec.errors import ConfigError
+from msmt.spec.errors import MsmtError
 from msmt.synth.simple import write_simple
 
 SETS = {"train.epochs": 2, "train.batch_size": 128, "train.num_threads": 1, "model.hidden_dims": [16], "dataset.group": "user_id"}
@@ -70,7 +70,7 @@ def test_load_and_a_directory_that_is_not_a_run(world, tmp_path):
     again = msmt.load(run.path)
     test = pd.read_csv(data / "test.csv").head(50)
     assert again.predict(test).equals(run.predict(test))
-    with pytest.raises(ConfigError, match="not a run directory"):
+    with pytest.raises(MsmtError, match="not a run directory"):
         msmt.load(tmp_path)
 
 

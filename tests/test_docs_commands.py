@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 SMALLER = {  # command prefix -> what is appended to it
     "msmt synth advertiser": "--advertisers 20 --days 24",

@@ -114,15 +114,18 @@ def train(
     Returns:
         the finished :class:`Run`.
     """
+    from msmt.experiments.run import check_run_dir
+
     cfg = resolve_config(config, overrides)
     if out is None:
         out = Path("runs") / (Path(config).stem if isinstance(config, (str, Path)) else cfg.dataset.name)
     out = Path(out)
+    check_run_dir(out, overwrite=False)  # before the data is written into it
     if data is not None:
         cfg = _with_data(cfg, data, out)
     if quiet:
         cfg.train.progress = False
-    run_experiment(cfg, out)
+    run_experiment(cfg, out, inputs=("data",) if data is not None else ())
     return Run(out)
 
 
@@ -183,10 +186,12 @@ def check_history(run: LoadedRun, frame: pd.DataFrame, context: pd.DataFrame | N
 def encode_for_scoring(run: LoadedRun, data: Table, context=None, with_labels: bool = False, note: Note = _stderr):
     """``(frame, encoded batch)`` of a table to score, panel history from ``context`` (checked)."""
     from msmt.data.tensorize import encode_frame
+    from msmt.data.validate import check_scenarios
 
     frame = read_table_for(run, data)
     ctx = read_context(run, context)
     encoded = encode_frame(frame, run.schema, with_labels=with_labels, context=ctx)  # validates the columns
+    check_scenarios(frame, run.schema)  # the one rule for scenarios unseen in training
     check_history(run, frame, ctx, note)
     return frame, encoded
 
@@ -196,12 +201,15 @@ def score(
     compiled: bool = False, autotune: bool = False, note: Note = _stderr,
 ) -> dict[str, np.ndarray]:
     """Predictions of the run in user units: base + each row's group block when the run has
-    blocks (eager, fp32), else the base model, eager or compiled."""
+    blocks (eager, fp32; the block set checked: its base, each file's hash, shapes, finite
+    values), else the base model, eager or compiled. A non-finite prediction is an input error."""
     from msmt.meta.episodes import group_values
-    from msmt.rundir.blocks import BlockStore
+    from msmt.rundir.blocks import open_blocks
     from msmt.scoring.predict import predict
 
-    blocks, groups, group = BlockStore(run.path), None, run.schema.spec.group
+    blocks, groups, group = open_blocks(run), None, run.schema.spec.group
+    if blocks.orphans:
+        note(f"note: {len(blocks.orphans)} block file(s) in {run.path / 'blocks'} are not in its index (an interrupted msmt adapt); not used")
     if group and len(blocks):
         if group in frame.columns:
             groups = group_values(frame, group, allow_missing=True)
@@ -220,7 +228,24 @@ def score(
         note(f"scored {len(frame)} rows in {time.perf_counter() - start:.1f} s, compilation included")
     if groups is not None:
         note(f"{scores.personal_rows} of {len(frame)} rows scored with their group's block, the rest by the base")
+    check_predictions(scores.values, frame)
     return scores.values
+
+
+def check_predictions(values: dict, frame: pd.DataFrame) -> None:
+    """Never a silent NaN or inf in the output: such a row's inputs are beyond what the model scores."""
+    from msmt.data.io import source_of
+    from msmt.spec.errors import DataError
+
+    for task, column in values.items():
+        bad = ~np.isfinite(np.asarray(column, dtype=np.float64))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                source_of(frame), None,
+                f"{int(bad.sum())} row(s) get a non-finite prediction of '{task}' (first: data row {row + 1}); "
+                "their inputs are beyond what the model can score",
+            )
 
 
 def evaluate_frame(run: LoadedRun, frame: pd.DataFrame, encoded, preds: dict, batch_size: int = 8192) -> dict:
@@ -236,13 +261,27 @@ def adapt_run(
 ) -> dict:
     """Personal blocks for every group of ``data`` written to ``out`` (the base copied there once
     when ``out`` is another directory) and ``out/adapt.json``; returns that summary. ``context``:
-    earlier rows for panel history; a Meta-SGD run adapts with its learned rates unless ``lr``."""
+    earlier rows for panel history; a Meta-SGD run adapts with its learned rates unless ``lr``.
+
+    Checked before anything is written: ``lr``, ``out`` (RUN_DIR itself, or a new / empty folder),
+    the run's current block set (carried into the new one), the group column, the scenarios (the
+    one rule), every adapted block finite; the new set is published atomically."""
+    import math
+
     from msmt.data.tensorize import encode_frame
+    from msmt.data.validate import check_scenarios, require_columns
     from msmt.meta import adapt_groups, split_parameters
-    from msmt.rundir.blocks import copy_base, save_blocks
-    from msmt.rundir.layout import load_meta_rates
+    from msmt.rundir.blocks import copy_base, open_blocks, save_blocks
+    from msmt.rundir.layout import WEIGHTS, load_meta_rates
+    from msmt.rundir.manifest import sha256_file
 
     spec, out = run.schema.spec, Path(out)
+    if lr is not None and (not math.isfinite(lr) or lr <= 0):
+        raise ConfigError(f"--lr: must be a finite number > 0, got {lr}")
+    same = out.exists() and out.resolve() == Path(run.path).resolve()
+    if not same and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: not empty; adapt writes a new run directory (or RUN_DIR itself)")
+    open_blocks(run)  # its current block set too: it is carried into the new one
     if not spec.group:
         raise ConfigError(f"{run.path / 'config.yaml'}: dataset.group is not set; msmt adapt needs a group column")
     meta = run.config.meta.model_copy()
@@ -251,13 +290,15 @@ def adapt_run(
     if lr is not None:
         meta.inner_lr = lr
     frame = read_table_for(run, data)
+    require_columns(frame, [spec.group])
     encoded = encode_frame(frame, run.schema, with_labels=True, context=read_context(run, context))
+    check_scenarios(frame, run.schema)
     split = split_parameters(run.model, meta)
     rates = None if lr is not None else load_meta_rates(run.path)  # Meta-SGD's learned rates, unless an lr is given
-    blocks, stats = adapt_groups(run.model, split, frame, encoded, spec.group, spec.tasks, meta, rates)
-    if out.resolve() != Path(run.path).resolve():
+    blocks, stats = adapt_groups(run.model, split, frame, encoded, spec.group, spec.tasks, meta, rates)  # every block checked finite
+    if not same:
         copy_base(run.path, out)
-    save_blocks(out, blocks)
+    save_blocks(out, blocks, sha256_file(Path(run.path) / WEIGHTS))
     summary = {
         **stats.summary(),
         "data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>",

@@ -99,7 +99,7 @@ def test_init_writes_configs_that_train_as_they_are(tmp_path, capsys):
 
 
 def test_example_configs_come_from_the_package(tmp_path):
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     assert run_main("init", "--example", "movielens", "--out", tmp_path, "--data-dir", SHARED_DATA) == 0
     cfg = load_experiment(tmp_path / "movielens.yaml")

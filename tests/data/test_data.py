@@ -150,3 +150,17 @@ def test_sample_weight_column(tiny_train, tiny_spec, tmp_path):
     frame.loc[3, "w"] = -1.0
     with pytest.raises(DataError, match="column 'w': sample weights must be >= 0"):
         encode_frame(frame, schema)
+
+
+def test_a_standardised_value_beyond_float32_is_an_input_error(tiny_train, tiny_schema):
+    """A value inside float32's range whose standardised value is not (a training column with a
+    tiny spread) is an error naming the column and row, never an inf fed to the model."""
+    import dataclasses
+
+    stats = tiny_schema.dense["user_age"]
+    schema = dataclasses.replace(tiny_schema, dense={**tiny_schema.dense, "user_age": dataclasses.replace(stats, std=1e-10)})
+    frame = tiny_train.head(5).copy()
+    frame["user_age"] = frame["user_age"].astype(float)
+    frame.loc[frame.index[3], "user_age"] = 1e30
+    with pytest.raises(DataError, match=r"column 'user_age'.*data row 4.*float32"):
+        encode_frame(frame, schema, with_labels=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits
 from msmt.data.panel import time_steps, trailing_mean

@@ -31,9 +31,9 @@ def model(tiny_schema):
 def naive_tower(model, h_row, p):
     """Tower p (0-based) on one row, layer by layer from the stacked [P, in, out] weights."""
     x = h_row
-    towers = model.towers
-    last = len(towers.weights) - 1
-    for i, (w, b) in enumerate(zip(towers.weights, towers.biases)):
+    layers = model.towers.layers()  # stacked [P, in, out] weights, the output layer last
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
         x = torch.stack([sum(x[a] * w[p, a, o] for a in range(w.shape[1])) + b[p, 0, o] for o in range(w.shape[2])])
         if i < last:
             x = torch.relu(x)
@@ -61,8 +61,12 @@ def test_changing_one_tower_moves_only_its_scenario_rows(model, batch, tower):
     scen = batch["scenario"]
     with torch.no_grad():
         before = model(batch)
-        for w in (*model.towers.weights, *model.towers.biases):
+        towers = model.towers
+        for w in (*towers.weights, *towers.biases):
             w[tower].add_(0.3)
+        own_pairs = towers.pair_scenario == tower  # this tower's output units
+        towers.out_weight[own_pairs] += 0.3
+        towers.out_bias[own_pairs] += 0.3
         after = model(batch)
     own = (scen == tower + 1) | (scen == 0)  # unknown rows average every tower, this one included
     assert own.any() and (~own).any()

@@ -62,6 +62,17 @@ def test_evaluate_reproduces_the_metrics_of_0_1_0(tmp_path):
         np.testing.assert_allclose(flat_now.astype(float), flat_then.astype(float), rtol=1e-5, equal_nan=True)
 
 
+def test_sbmm_weights_of_0_1_0_load_under_todays_names(tmp_path):
+    """0.1's SBMM stored its output layer as one dense stacked layer; it now holds one row per
+    (scenario, task) pair: the same function, so the same predictions."""
+    out = tmp_path / "pred.csv"
+    _cli("predict", str(LEGACY / "run_sbmm"), "--data", str(LEGACY / "simple_score.csv"), "--out", str(out))
+    then, now = pd.read_csv(LEGACY / "pred_run_sbmm.csv"), pd.read_csv(out)
+    assert _pred_columns(now) == _pred_columns(then) == ["pred_click", "pred_purchase", "pred_dwell"]
+    for col in _pred_columns(then):
+        np.testing.assert_allclose(now[col], then[col], rtol=1e-5, atol=1e-7)
+
+
 def test_serve_answers_like_predict_of_0_1_0():
     run = load_run(LEGACY / "run_simple")
     client = TestClient(create_app(run))

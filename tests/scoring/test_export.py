@@ -156,16 +156,19 @@ def test_export_command(trained_run, tmp_path, capsys):
     assert "--format" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("model", ["esmm", "escm2", "aitm"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_esmm_with_a_declared_product_exports_with_parity(tmp_path, fmt):
+def test_esmm_with_a_declared_product_exports_with_parity(tmp_path, fmt, model):
     """The funnel ESMM (ctcvr = click × cvr) goes through the log-space product algebra
-    (msmt.layers.probability), which must export too: compared in probabilities with `predict`."""
+    (msmt.layers.probability), which must export too: compared in probabilities with `predict`.
+    The ESMM family trained on its declared funnel (ESCM², AITM with its calibrator) likewise."""
     from msmt.experiments.run import run_experiment
     from msmt.spec.config import load_experiment
     from msmt.synth.funnel import write_funnel
 
     data = write_funnel(tmp_path / "funnel", rows=1500, seed=0)
-    cfg = load_experiment(data / "experiment.yaml", ["train.epochs=1", "train.progress=false", "model.hidden_dims=[16]"])
+    cfg = load_experiment(data / "experiment.yaml", [f"model.name={model}", "train.epochs=1", "train.progress=false",
+                                                     "model.hidden_dims=[16]"])
     run_experiment(cfg, tmp_path / "run")
     out = tmp_path / f"m.{fmt}"
     result = export_run(tmp_path / "run", fmt, out, rows=40)

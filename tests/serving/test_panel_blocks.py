@@ -17,8 +17,9 @@ from msmt.data.loading import read_data
 from msmt.models.registry import model_class, model_names
 from msmt.rundir.blocks import save_blocks
 from msmt.rundir.layout import load_run
+from msmt.rundir.manifest import write_manifest
 from msmt.serving.app import create_app
-from msmt.spec.errors import ConfigError
+from msmt.spec.errors import MsmtError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's TestClient warns about its httpx transport
@@ -78,11 +79,12 @@ def test_a_block_for_other_base_weights_is_refused_at_start(tiny_dataset, tiny_m
     model = load_run(other).model
     with_more = {n: p.detach() * 1.01 for n, p in model.state_dict().items()}  # same architecture, other weights
     save_file(with_more, str(other / "model.safetensors"))
+    write_manifest(other)  # a complete run directory with a retrained base
     shutil.copytree(run_dir / "blocks", other / "blocks")
-    with pytest.raises(ConfigError, match="written for other base weights") as info:
+    with pytest.raises(MsmtError, match="adapted from another base model") as info:
         create_app(load_run(other))
-    assert "\n" not in str(info.value) and "adv00000" in str(info.value)
+    assert "\n" not in str(info.value) and "index.json" in str(info.value)
     assert run_main("serve", other, "--port", "0") == 2  # refused before the server starts
-    assert "written for other base weights" in capsys.readouterr().err
+    assert "adapted from another base model" in capsys.readouterr().err
     assert run_main("predict", other, "--data", ds["rows"], "--out", tmp_path / "p.csv") == 2  # predict refuses it too
     create_app(load_run(run_dir))  # the blocks' own base is accepted

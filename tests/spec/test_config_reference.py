@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
+from helpers import REPO
 from msmt.spec.config import ExperimentConfig
 from msmt.spec.reference import COMMAND, config_reference
 from msmt.spec.sections import model_names, model_section

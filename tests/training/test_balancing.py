@@ -308,7 +308,7 @@ def test_dwa_weights_follow_the_loss_ratio_softmax():
 
 
 @pytest.mark.parametrize("strategy", ["uncertainty", "gradnorm", "pcgrad", "dwa"])
-@pytest.mark.parametrize("model", ["mmoe", "ple", "star", "esmm", "shared_bottom"])
+@pytest.mark.parametrize("model", ["mmoe", "ple", "star", "esmm", "shared_bottom", "pepnet", "apg", "hmoe", "m3oe", "aitm", "escm2"])
 def test_strategy_trains_every_model_through_the_one_trainer(strategy, model, tiny_dir, tiny_schema, tiny_train):
     from msmt.data.loading import read_data
 
@@ -328,3 +328,75 @@ def test_strategy_trains_every_model_through_the_one_trainer(strategy, model, ti
     assert math.isfinite(row["val_loss"])
     changed = [k for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
     assert changed
+
+
+# --------------------------------------------------------------------------- the model's own loss terms
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "uncertainty", "gradnorm", "pcgrad", "dwa"])
+def test_every_strategy_adds_the_models_own_terms_unbalanced(strategy):
+    """backward(losses, extra) leaves the gradient of backward(losses) plus ∇extra on every parameter
+    (PCGrad projects the task gradients only; GradNorm measures the tasks' norms only)."""
+    tasks = tasks_of("regression", 2)
+    grads = []
+    for with_extra in (True, False):
+        torch.manual_seed(0)
+        model = Toy(2)
+        balancer = build_balancer(tasks, loss_cfg(strategy), model)
+        x = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+        ys = [torch.randn(32, generator=torch.Generator().manual_seed(2 + i)) for i in range(2)]
+        outs = model(x)
+        losses = {t.name: rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, outs, ys)}
+        extra = 0.3 * outs[0].square().mean()  # reaches the shared layers and the first head
+        model.zero_grad()
+        if with_extra:
+            balancer.backward(losses, extra)
+            grads.append([p.grad.clone() for p in model.parameters()])
+        else:
+            extra_only = torch.autograd.grad(extra, list(model.parameters()), retain_graph=True, allow_unused=True)
+            balancer.backward(losses)
+            task_only = [p.grad.clone() for p in model.parameters()]
+            grads.append([g + (e if e is not None else 0) for g, e in zip(task_only, extra_only)])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in grads[0])
+
+
+def test_the_trainer_adds_the_models_extra_losses(tiny_dir, tiny_schema, tiny_train):
+    """One step of the trainer on AITM (whose calibrator is an extra loss): the gradients are those of
+    Σ_t w_t L_t + extra, and differ from the task losses' alone."""
+    import copy
+
+    from msmt.spec.batch import take
+    from msmt.training.loop import _step, _trainer
+    from msmt.training.losses import model_losses, weighted_total
+
+    cfg = load_experiment(tiny_dir / "experiment.yaml", ["model.name=aitm", "model.hidden_dims=[16]", "model.tower_dims=[8]",
+                                                       "model.embedding_dim=4", "model.aitm.calibrator_weight=5.0"])
+    batch = take(encode_frame(tiny_train, tiny_schema), slice(0, 256))
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, cfg.model)
+    reference = copy.deepcopy(model)
+    tr = _trainer(model, cfg.train, cfg.loss, None)
+    model.train()
+    _step(tr, batch, cfg.train, {t: 0.0 for t in tiny_schema.spec.task_names})
+    got = {n: p.grad for n, p in model.named_parameters()}
+
+    reference.train()
+    tasks = tiny_schema.spec.tasks
+    torch.manual_seed(0)  # no dropout or ID dropout in this config: the forward is deterministic
+    outputs = reference(batch)
+    losses = model_losses(reference, batch, outputs)
+    extra = reference.extra_losses(batch, outputs)
+    assert set(extra) == {"calibrator"} and float(extra["calibrator"].detach()) > 0
+    grads_tasks = torch.autograd.grad(weighted_total(tasks, losses), list(reference.parameters()), retain_graph=True, allow_unused=True)
+    grads_extra = torch.autograd.grad(extra["calibrator"], list(reference.parameters()), allow_unused=True)
+    moved = False
+    for (name, _), g_t, g_e in zip(reference.named_parameters(), grads_tasks, grads_extra):
+        want = (g_t if g_t is not None else 0) + (g_e if g_e is not None else 0)
+        if isinstance(want, int):
+            assert got[name] is None or not got[name].any(), name
+            continue
+        torch.testing.assert_close(got[name], want, rtol=1e-5, atol=1e-7)
+        moved |= g_e is not None and bool(g_e.abs().sum() > 0)
+    assert moved  # the calibrator did reach some parameter

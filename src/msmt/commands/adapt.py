@@ -26,9 +26,11 @@ def adapt(
 ) -> None:
     """Few-shot adaptation: store each group's personal parameters beside the shared base."""
     from msmt.api import adapt_run
+    from msmt.commands.paths import check_output_dir
     from msmt.rundir.layout import load_run
 
-    summary = adapt_run(load_run(run_dir), data, out, steps, lr, context=context or None)
+    check_output_dir(out)
+    summary = adapt_run(load_run(run_dir), data, out, steps, lr, context=context or None)  # checked against its manifest
     typer.echo(
         f"adapted {summary['groups']} groups ({summary['rows']} rows, {len(summary['personal_parameters'])} personal tensors); "
         f"mean support loss {summary['mean_support_loss_before']:.4f} -> {summary['mean_support_loss_after']:.4f}, "

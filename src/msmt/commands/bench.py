@@ -17,8 +17,11 @@ def bench(
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells trained at once (worker processes)."),
 ) -> None:
     """Run the models × datasets × seeds grid (reusing finished cells) and write a leaderboard."""
+    from msmt.commands.paths import check_output_dir
     from msmt.experiments.bench import bench as run_bench
     from msmt.models import model_names
+
+    check_output_dir(out)
 
     chosen = models or model_names()
     unknown = sorted(set(chosen) - set(model_names()))

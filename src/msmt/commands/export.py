@@ -26,18 +26,25 @@ def export(
     tolerance: float = typer.Option(1e-5, "--tolerance", min=0.0, help="Max abs difference allowed vs eager."),
 ) -> None:
     """Export the model with dynamic batch (and history length); fail unless it matches eager PyTorch."""
+    from msmt.commands.paths import check_not_in_run, check_output_file
     from msmt.rundir.layout import load_run
     from msmt.scoring.export import FORMATS, export_model, validation_batch
     from msmt.spec.errors import ConfigError
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format: unknown format '{fmt}' (expected one of {list(FORMATS)})")
+    check_output_file(out, "--out", [("--data", data)])
+    check_not_in_run(out, run_dir)
     run = load_run(run_dir)
     if data is not None:
+        from msmt.data.io import source_of
         from msmt.data.loading import read_data
         from msmt.data.tensorize import encode_frame
 
-        batch = encode_frame(read_data(data, run.schema.spec).iloc[:rows], run.schema, with_labels=False)
+        frame = read_data(data, run.schema.spec)
+        sample = frame.iloc[:rows]
+        sample.attrs["source"] = source_of(frame)
+        batch = encode_frame(sample, run.schema, with_labels=False)
     else:
         batch = validation_batch(run, rows)
     result = export_model(run.model, batch, fmt, out, tolerance)

@@ -58,11 +58,15 @@ def evaluate(
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
+    from msmt.commands.paths import check_not_in_run, check_output_file
     from msmt.evaluation.evaluate import evaluate_model
     from msmt.evaluation.report import metrics_table
     from msmt.rundir.layout import write_json
 
     _check_options(precision, compiled, autotune)
+    if out:
+        check_output_file(out, "--out", [("--data", data), *[("--context", c) for c in context or []]])
+        check_not_in_run(out, run_dir)
     run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)
     preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds)
@@ -84,9 +88,12 @@ def predict(
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-row predictions: probability for binary tasks, expected value for count tasks."""
+    from msmt.commands.paths import check_not_in_run, check_output_file
     from msmt.data.io import write_table
 
     _check_options(precision, compiled, autotune)
+    check_output_file(out, "--out", [("--data", data), *[("--context", c) for c in context or []]])
+    check_not_in_run(out, run_dir)
     run, frame, encoded = _load(run_dir, data, with_labels=False, context=context)
     preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     result = frame.copy()

@@ -14,8 +14,10 @@ def synth_simple(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
 ) -> None:
     """A small 4-scenario x 3-task world (click, purchase, dwell) with true_<task> columns."""
+    from msmt.commands.paths import check_output_dir
     from msmt.synth.simple import write_simple
 
+    check_output_dir(out)
     write_simple(out, rows=rows, seed=seed)
     typer.echo(f"wrote {out}/{{train,validation,test}}.csv, dataset.yaml, experiment.yaml")
 
@@ -30,9 +32,11 @@ def synth_advertiser(
     """Advertisers x 6 scenarios (+ a new one) x days: impressions, clicks, cost, active, with true_<task>."""
     import pandas as pd
 
+    from msmt.commands.paths import check_output_dir
     from msmt.evaluation.correlation import plot_correlation_heatmaps
     from msmt.synth.advertiser import TASKS, write_advertiser
 
+    check_output_dir(out)
     write_advertiser(out, advertisers=advertisers, days=days, seed=seed)
     known = pd.concat([pd.read_csv(out / f"{split}.csv") for split in ("train", "validation", "test")], ignore_index=True)
     plot_correlation_heatmaps(
@@ -51,7 +55,9 @@ def synth_funnel(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
 ) -> None:
     """Impression -> click -> conversion (ESMM's world) with the true pCTR and pCVR of every impression."""
+    from msmt.commands.paths import check_output_dir
     from msmt.synth.funnel import write_funnel
 
+    check_output_dir(out)
     write_funnel(out, rows=rows, seed=seed)
     typer.echo(f"wrote {out}/{{train,validation,test}}.csv, dataset.yaml, experiment.yaml")

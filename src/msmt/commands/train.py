@@ -19,16 +19,18 @@ def train(
     overrides: list[str] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Override a config key: --set model.name=mmoe"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or per-epoch lines."),
     resume: Path = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (its blocks, checkpoint and plots too)."),
 ) -> None:
     """Train a model and write a run directory (config, schema, weights, metrics, report)."""
+    from msmt.commands.paths import check_output_dir
     from msmt.evaluation.report import metrics_table
     from msmt.experiments.run import run_experiment
     from msmt.spec.config import load_experiment
     from msmt.spec.errors import ConfigError
 
     if resume is not None:
-        if config is not None or out is not None or overrides:
-            raise ConfigError("--resume RUN_DIR takes no CONFIG, --out or --set: the run directory's config.yaml is used")
+        if config is not None or out is not None or overrides or overwrite:
+            raise ConfigError("--resume RUN_DIR takes no CONFIG, --out, --set or --overwrite: the run directory's config.yaml is used")
         if not (resume / "config.yaml").exists():
             raise ConfigError(f"{resume}: not a run directory (no config.yaml)")
         cfg, run_dir = load_experiment(resume / "config.yaml"), resume
@@ -36,9 +38,10 @@ def train(
         raise ConfigError("missing CONFIG (or --resume RUN_DIR)")
     else:
         cfg, run_dir = load_experiment(config, overrides or []), out or Path("runs") / config.stem
+        check_output_dir(run_dir)
     if quiet:
         cfg.train.progress = False
-    metrics = run_experiment(cfg, run_dir, resume=resume is not None)
+    metrics = run_experiment(cfg, run_dir, resume=resume is not None, overwrite=overwrite)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     for split, M in metrics.items():

@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from msmt.data.io import source_of
 from msmt.data.validate import numeric_column
 from msmt.spec.dataset import DenseFeature, MultiSparseFeature, SparseFeature
+from msmt.spec.errors import DataError
 from msmt.spec.fitted import OOV, UNKNOWN_SCENARIO, FittedSchema
 
 
@@ -31,7 +33,14 @@ def encode_sparse(frame: pd.DataFrame, schema: FittedSchema, feats: tuple[Sparse
 
 def encode_dense(frame: pd.DataFrame, schema: FittedSchema, feats: tuple[DenseFeature, ...]) -> np.ndarray:
     """[N, len(feats)] float32, standardised."""
-    cols = [schema.dense[f.name].apply(numeric_column(frame, f.column)) for f in feats]
+    cols = []
+    for f in feats:
+        z = schema.dense[f.name].apply(numeric_column(frame, f.column))
+        overflow = ~np.isfinite(z)  # within float32 but so far from the training values that z is not
+        if overflow.any():
+            row = int(np.flatnonzero(overflow)[0])
+            raise DataError(source_of(frame), f.column, f"value {frame[f.column].iloc[row]!r} in data row {row + 1} is too far from the training values to encode in float32")
+        cols.append(z)
     return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0), dtype=np.float32)
 
 

@@ -19,8 +19,9 @@ import pandas as pd
 
 from msmt.data.encoders import split_multi, text
 from msmt.data.panel import metric_values, panel_events, time_steps
-from msmt.data.validate import numeric_column, require_columns
+from msmt.data.validate import numeric_column, require_columns, task_rows
 from msmt.spec.dataset import DatasetSpec, PanelSpec
+from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import DenseStats, FittedSchema, HashedVocabulary, PanelEncoding, Vocabulary
 
 
@@ -119,7 +120,7 @@ class SchemaFitter:
         self.scenarios.update(names.tolist())
         for task in self.spec.tasks:
             if task.label in frame.columns:
-                y = numeric_column(frame, task.label)
+                y = np.where(task_rows(frame, self.spec, task), numeric_column(frame, task.label), np.nan)  # its scenarios only
                 self.labels[task.name].update(y)
                 for code, scenario in enumerate(names):
                     self.scenario_labels[task.name].setdefault(scenario, Moments()).update(y[codes == code])
@@ -141,6 +142,10 @@ class SchemaFitter:
                 dense[f.name] = DenseStats(mean, std, f.transform)
         panel = self.panel.finish() if self.panel is not None else None
         scenarios = tuple(sorted(self.scenarios))
+        for task in self.spec.tasks:  # a misspelt scenario would silently drop the task there
+            unknown = sorted(set(task.scenarios or ()) - set(scenarios))
+            if unknown:
+                raise ConfigError(f"tasks.{task.name}.scenarios: {unknown} not among the training data's scenarios {list(scenarios)}")
         return FittedSchema(self.spec, scenarios, vocabs, dense, panel, self._task_stats(scenarios))
 
     def _task_stats(self, scenarios: tuple[str, ...]) -> dict[str, dict]:

@@ -45,8 +45,25 @@ def read_table(path: str | Path, string_columns: list[str] | None = None) -> pd.
         raise DataError(str(path), None, f"cannot read table ({exc})") from None
     if len(frame) == 0:
         raise DataError(str(path), None, "empty file (no data rows)")
+    duplicated = _duplicate_header(path, frame)
+    if duplicated is not None:  # pandas would rename the second one 'x.1' and read the first silently
+        raise DataError(str(path), duplicated, "duplicate column name in the header")
     frame.attrs["source"] = str(path)
     return frame
+
+
+def _duplicate_header(path: Path, frame: pd.DataFrame) -> str | None:
+    """The first column name that appears twice in the file's header, or None."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        names = list(frame.columns)
+    else:
+        names = [str(v) for v in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _as_text(series: pd.Series) -> pd.Series:

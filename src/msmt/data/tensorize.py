@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from msmt.data.encoders import encode_dense, encode_multi, encode_scenarios, encode_sparse
-from msmt.data.validate import label_column, numeric_column, validate_frame
+from msmt.data.validate import label_column, task_presence, validate_frame, weight_values
 from msmt.spec.batch import Batch
 from msmt.spec.fitted import FittedSchema
 
@@ -38,11 +38,15 @@ def encode_frame(
         seqs = encode_panel(frame, spec.panel, schema.panel, context, own_history)
         out.update({k: torch.from_numpy(v) for k, v in seqs.items()})
     if with_labels:
-        labels = np.stack([label_column(frame, t.label, t.kind) for t in spec.tasks], axis=1)
+        present = task_presence(frame, spec)  # [N, T]
+        labels = np.stack([label_column(frame, t.label, t.kind, present[:, i]) for i, t in enumerate(spec.tasks)], axis=1)
         out["labels"] = torch.from_numpy(labels.astype(np.float32))
-        if spec.sample_weight:
-            weight = numeric_column(frame, spec.sample_weight, allow_missing=False)
-        else:
-            weight = np.ones(len(frame))
+        weight = weight_values(frame, spec.sample_weight) if spec.sample_weight else np.ones(len(frame))
         out["weight"] = torch.from_numpy(weight.astype(np.float32))
+        out["task_mask"] = torch.from_numpy(present)
+        task_weight = np.ones(present.shape, dtype=np.float32)
+        for i, t in enumerate(spec.tasks):
+            if t.weight_column:
+                task_weight[:, i] = weight_values(frame, t.weight_column, present[:, i])
+        out["task_weight"] = torch.from_numpy(task_weight)
     return out

@@ -8,6 +8,10 @@ means the same thing everywhere. Output shape (DESIGN.md, the ``M`` contract)::
      "scenarios": {scenario: {task: {metric: value, ..., "rows": n}}},
      "oracle":    {"overall": ..., "scenarios": ...}}   # only with true_<task> columns
 
+A task declared for some scenarios only (``tasks.<name>.scenarios``) is measured on the rows of
+those scenarios: it has no entry in another scenario's block, and its overall entry (and
+``rows``) covers its own rows only.
+
 Which measures a task gets is its kind's entry in :mod:`msmt.spec.task_kinds` (definitions in
 :mod:`msmt.spec.measures`): binary ``auc`` (None when only one class is present), ``logloss``;
 count and regression ``smape``, ``nmae``, ``mape``, ``rmse``; counts also ``poisson_deviance``.
@@ -27,21 +31,30 @@ def task_metrics(task: Task, y: np.ndarray, p: np.ndarray) -> dict[str, float | 
     return {**rules(task).measures(y, p), "rows": int(len(y))}
 
 
-def _block(tasks, labels, preds, rows, per_row) -> dict:
+def _block(tasks, labels, preds, rows, per_row, present) -> dict:
+    """Metrics of each task on ``rows`` ([N] bool) where it exists; a task with no such row is left out."""
     out = {}
     for t in tasks:
+        where = present[t.name] if rows is None else rows & present[t.name]
+        if not where.any():
+            continue
         y, p = labels[t.name], preds[t.name]
-        out[t.name] = task_metrics(t, y if rows is None else y[rows], p if rows is None else p[rows])
+        out[t.name] = task_metrics(t, y[where], p[where])
         for measure, values in per_row.get(t.name, {}).items():  # means of per-row measures
-            out[t.name][measure] = float(np.mean(values if rows is None else values[rows]))
+            out[t.name][measure] = float(np.mean(values[where]))
     return out
 
 
 def _grouped(tasks, labels, preds, scenarios, per_row=None) -> dict:
     per_row = per_row or {}
-    overall = _block(tasks, labels, preds, None, per_row)
-    per_scenario = {str(s): _block(tasks, labels, preds, scenarios == s, per_row) for s in sorted(np.unique(scenarios).tolist(), key=str)}
-    return {"overall": overall, "scenarios": per_scenario}
+    scenarios = np.asarray(scenarios)
+    # a task declared for some scenarios only (``tasks.<name>.scenarios``) is measured on those rows only
+    present = {t.name: np.isin(scenarios.astype(str), t.scenarios) if t.scenarios else np.ones(len(scenarios), bool) for t in tasks}
+    overall = _block(tasks, labels, preds, None, per_row, present)
+    per_scenario = {
+        str(s): _block(tasks, labels, preds, scenarios == s, per_row, present) for s in sorted(np.unique(scenarios).tolist(), key=str)
+    }
+    return {"overall": overall, "scenarios": {s: block for s, block in per_scenario.items() if block}}
 
 
 def compute_metrics(

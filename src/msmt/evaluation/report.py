@@ -34,9 +34,12 @@ def metrics_table(M: dict, tasks, with_oracle: bool = True) -> str:
     lines = [header, "|" + "---|" * (len(cols) + 2)]
 
     def row(name: str, block: dict, oblock: dict | None) -> str:
-        rows = next(iter(block.values()))["rows"]
+        rows = max(v["rows"] for v in block.values())
         cells = []
         for t, m in cols:
+            if t not in block:  # the task does not exist in this scenario
+                cells.append("–")
+                continue
             cell = _fmt(block[t].get(m))
             if oblock and t in oblock:
                 cell += f" ({_fmt(oblock[t].get(m))})"

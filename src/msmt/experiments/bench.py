@@ -139,7 +139,7 @@ def train_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> tuple[dict, 
     """Train ``cfg`` into ``run_dir`` and record ``overrides`` and the seconds taken next to it
     (:data:`CELL_RECORD`, read by :func:`finished`); returns (metrics, seconds)."""
     start = time.perf_counter()
-    metrics = run_experiment(cfg, run_dir)
+    metrics = run_experiment(cfg, run_dir, overwrite=True)  # a cell trained with other overrides or code is replaced
     seconds = time.perf_counter() - start
     atomic_write_text(run_dir / CELL_RECORD, json.dumps({"overrides": list(overrides), "seconds": round(seconds, 2)}, indent=1))
     return metrics, seconds

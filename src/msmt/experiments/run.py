@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,30 +21,81 @@ from msmt.evaluation.report import write_report
 from msmt.meta import meta_train, plan_meta
 from msmt.models import build_model
 from msmt.rundir import provenance
-from msmt.rundir.layout import HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
+from msmt.rundir.layout import CONFIG, HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
+from msmt.rundir.manifest import MANIFEST, write_manifest
 from msmt.runtime.threads import choose_threads
 from msmt.spec.config import ExperimentConfig
-from msmt.spec.errors import ConfigError
+from msmt.spec.errors import ConfigError, DivergedError
 from msmt.spec.fitted import FittedSchema
 from msmt.training.checkpoint import CHECKPOINT
 from msmt.training.distributed import Dist, init_from_env, shutdown
 from msmt.training.loop import FitResult, fit, seed_everything
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict:
+def run_experiment(
+    cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False, inputs: tuple[str, ...] = ()
+) -> dict:
     """Train and evaluate; write the run directory; return ``{"val": M[, "test": M]}``.
 
     Under ``torchrun`` every process runs this; only rank 0 writes. ``resume``: continue from
     ``out_dir/checkpoint.pt`` (the data, schema and model are rebuilt deterministically from
     the config, then the checkpoint replaces weights, optimiser, RNG and data position).
+    ``overwrite``: ``out_dir`` may hold an earlier run, which is removed (blocks, checkpoint,
+    plots and all) once the data and the model have been checked; without it a non-empty
+    ``out_dir`` is an error before anything is read. ``inputs``: entries of ``out_dir`` that are
+    the run's own input (the Python API writes DataFrames to ``data/``), not an earlier run.
+
+    The run directory is written in this order: ``provenance.json`` and ``config.yaml`` (so that
+    a killed run can be resumed), then the results, and ``manifest.json`` last
+    (:mod:`msmt.rundir.manifest`): a directory without a manifest is not a finished run. When
+    training stops on a non-finite loss or gradient, the directory keeps the last good checkpoint
+    (if ``train.checkpoint_every`` wrote one) or nothing.
     """
     out = Path(out_dir)
+    if not resume:
+        check_run_dir(out, overwrite, inputs)
     dist, joined = init_from_env(cfg.train.device)
     try:
-        return _run(cfg, out, resume, dist)
+        return _run(cfg, out, resume, dist, overwrite)
     finally:
         if joined:
             shutdown()
+
+
+RUN_MARKERS = (CONFIG, MANIFEST)  # a folder holding one of these is a run directory
+
+
+def check_run_dir(out: Path, overwrite: bool, inputs: tuple[str, ...] = ()) -> None:
+    """Before any work: ``out`` is new, empty (but for ``inputs``), or (with ``overwrite``) an
+    earlier run directory."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder (--out names the run directory to write)")
+    if not out.is_dir() or not any(p.name not in inputs for p in out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"{out}: not empty (an earlier run?); add --overwrite to replace it, or choose another --out")
+    if not any((out / marker).exists() for marker in RUN_MARKERS):
+        raise ConfigError(f"{out}: not empty and not a run directory (no {CONFIG}); --overwrite replaces only a run directory")
+
+
+def clear_run_dir(out: Path) -> None:
+    """Remove everything in an earlier run directory: a retrained base must not keep the old
+    blocks, checkpoint, plots or metrics."""
+    for entry in sorted(out.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def discard_unfinished(out: Path, created: bool) -> None:
+    """After a failed run: keep the last good checkpoint (with the config that resumes it), or nothing."""
+    if (out / CHECKPOINT).exists():
+        return
+    for name in (CONFIG, provenance.PROVENANCE):
+        (out / name).unlink(missing_ok=True)
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def load_in_memory(spec) -> tuple[dict, FittedSchema, dict]:
@@ -108,7 +160,7 @@ def _load_streaming(cfg: ExperimentConfig, dist: Dist) -> tuple[dict, FittedSche
     return splits, schema, encoded
 
 
-def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
+def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: bool = False) -> dict:
     writer = dist.is_main
     if resume and not (out / CHECKPOINT).exists():  # before any data is read
         raise ConfigError(f"{out}: nothing to resume (no {CHECKPOINT}; the run finished or never checkpointed)")
@@ -122,15 +174,24 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
 
     model = build_model(schema, cfg.model)
     meta_plan = plan_meta(model, cfg.meta, splits["train"]) if "train" in splits else None  # meta config errors surface before training
+    created = not out.exists()
     if writer:  # the config first, so that a killed run can be resumed from its directory
+        if overwrite and not resume and out.is_dir():
+            clear_run_dir(out)
         out.mkdir(parents=True, exist_ok=True)
+        provenance.write(out)  # before anything else: a directory of this msmt without a manifest is unfinished
         write_config(out, cfg)
     if writer and cfg.train.progress:
         print(describe_setup(setup), file=sys.stderr)
-    result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume)
+    try:
+        result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume)
+        meta_history = meta_train(model, cfg.meta, meta_plan, encoded["train"], progress=cfg.train.progress)
+    except DivergedError:
+        if writer:
+            discard_unfinished(out, created and not resume)
+        raise
     if writer and cfg.train.progress and result.history:
         print(f"best epoch {result.best_epoch} ({cfg.train.monitor} {result.best_value:.4f}): its weights are the run's", file=sys.stderr)
-    meta_history = meta_train(model, cfg.meta, meta_plan, encoded["train"], progress=cfg.train.progress)
 
     metrics = {"val": result.val_metrics}
     if meta_history:  # the meta-trained base is what the run directory stores
@@ -153,4 +214,5 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist) -> dict:
         save_meta_rates(meta_plan.rates.as_dict(), out / META_RATES)
     write_report(out, cfg, metrics, history, result.best_epoch or None)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    write_manifest(out)  # last: every file above, hashed
     return metrics

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from msmt.layers.history import HistorySummary
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import FeatureSet
+from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import OOV, FittedSchema
 
 
@@ -60,6 +61,16 @@ class FeatureEncoder(nn.Module):
         n_embedded = self.num_sparse + len(self.multi_names) + int(with_scenario)
         self.history = HistorySummary(schema) if history else None
         self.out_dim = dim * n_embedded + self.num_dense + (self.history.out_dim if history else 0)
+        self.field_names = [f.name for f in features.sparse] + self.multi_names + (["<scenario id>"] if with_scenario else [])
+        self.dense_names = [f.name for f in features.dense]
+
+    def select(self, names: list[str] | tuple[str, ...], key: str) -> tuple[list[int], list[int]]:
+        """(field indices, dense indices) of the features ``names`` (a model's prior/profile
+        features); an unknown name is a ``ConfigError`` naming the config ``key``."""
+        unknown = sorted(set(names) - set(self.field_names) - set(self.dense_names))
+        if unknown:
+            raise ConfigError(f"{key}: unknown feature(s) {unknown} (features: {self.field_names + self.dense_names})")
+        return [i for i, n in enumerate(self.field_names) if n in names], [i for i, n in enumerate(self.dense_names) if n in names]
 
     @classmethod
     def for_model(cls, schema: FittedSchema, cfg) -> FeatureEncoder:
@@ -99,7 +110,10 @@ class FeatureEncoder(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, batch: Batch) -> Tensor:
-        fields = self.embed_fields(batch)
+        return self.flatten(batch, self.embed_fields(batch))
+
+    def flatten(self, batch: Batch, fields: Tensor) -> Tensor:
+        """[B, out_dim] from the fields of :meth:`embed_fields` (for a model that also reads the fields)."""
         flat = fields.flatten(1)
         if self.num_dense:
             flat = torch.cat([flat, batch[f"{self.prefix}dense"]], dim=1)

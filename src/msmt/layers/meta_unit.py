@@ -12,6 +12,7 @@ per-row matrices are never built: h·W(S̃) is evaluated as a bilinear form in h
 (``MetaUnit.bilinear``), one GEMM per group over all rows (docs/results/m2m_speed.md).
 
 ``groups`` G independent networks are generated per row (M2M's per-task meta towers).
+``bias=False`` generates weights only (APG's r x r core S(z), :mod:`msmt.layers.apg`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class MetaUnit(nn.Module):
         act: activation after each layer; the last layer's only with ``final_act``.
         static: the "w/o meta" ablation: the same network with learned weights shared by
             every row (only the generators' constant parts), S̃ ignored.
+        bias: generate a bias per layer too (False: h⁽ⁱ⁺¹⁾ = act(h⁽ⁱ⁾ W⁽ⁱ⁾), no ``bias_i``).
 
     Parameters per layer i (the linear generators): ``weight_i`` [s+1, G, d_i, d_{i+1}] and
     ``bias_i`` [s+1, G, d_{i+1}], row s being the constant part; static: [G, d_i, d_{i+1}] and [G, d_{i+1}].
@@ -48,6 +50,7 @@ class MetaUnit(nn.Module):
         act: str = "relu",
         final_act: bool = False,
         static: bool = False,
+        bias: bool = True,
     ):
         super().__init__()
         if len(dims) < 2:
@@ -58,6 +61,7 @@ class MetaUnit(nn.Module):
         self.final_act = final_act
         self.act = activation(act)
         s = scenario_dim
+        use_bias = bias
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for a, b in self.shapes:
@@ -72,30 +76,42 @@ class MetaUnit(nn.Module):
                 bias = torch.randn(s + 1, groups, b) * (0.5 / math.sqrt(a * s))
                 bias[s].uniform_(-bound, bound)
             self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(bias))
+            if use_bias:
+                self.biases.append(nn.Parameter(bias))
+        self.use_bias = use_bias
 
     @staticmethod
     def _with_one(s: Tensor) -> Tensor:
         return torch.cat([s, s.new_ones(s.shape[0], 1)], dim=1)  # [B, s+1]
 
-    def generate(self, s: Tensor, first: int = 0) -> list[tuple[Tensor, Tensor]]:
-        """Per layer ``first..K-1`` (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}]); without the B axis when static."""
-        pairs = list(zip(self.weights, self.biases))[first:]
+    def _bias(self, i: int) -> nn.Parameter | None:
+        return self.biases[i] if self.use_bias else None
+
+    def generate(self, s: Tensor, first: int = 0) -> list[tuple[Tensor, Tensor | None]]:
+        """Per layer ``first..K-1`` (W [B, G, d_i, d_{i+1}], b [B, G, d_{i+1}] or None without biases);
+        without the B axis when static."""
+        pairs = [(self.weights[i], self._bias(i)) for i in range(first, len(self.shapes))]
         if self.static:
             return pairs
         s1 = self._with_one(s)  # [B, s+1]
         B = s.shape[0]
-        return [((s1 @ w.flatten(1)).view(B, *w.shape[1:]), (s1 @ bias.flatten(1)).view(B, *bias.shape[1:])) for w, bias in pairs]
 
-    def apply(self, x: Tensor, params: list[tuple[Tensor, Tensor]], first: int = 0) -> Tensor:
+        def gen(p: Tensor | None) -> Tensor | None:
+            return None if p is None else (s1 @ p.flatten(1)).view(B, *p.shape[1:])
+
+        return [(gen(w), gen(bias)) for w, bias in pairs]
+
+    def apply(self, x: Tensor, params: list[tuple[Tensor, Tensor | None]], first: int = 0) -> Tensor:
         """Run layers ``first..K-1`` with their generated ``params`` (``generate(s, first)``) on x [B, G, n, d_first]."""
         last = len(self.shapes) - 1
         for i, (w, b) in enumerate(params, start=first):
             if w.dim() == 3:  # static [G, d_i, d_{i+1}]: one GEMM per group over all rows, not a per-row broadcast
                 B, G, n, a = x.shape
-                x = torch.bmm(x.transpose(0, 1).reshape(G, B * n, a), w).view(G, B, n, -1).transpose(0, 1) + b.unsqueeze(-2)
+                x = torch.bmm(x.transpose(0, 1).reshape(G, B * n, a), w).view(G, B, n, -1).transpose(0, 1)
             else:
-                x = torch.matmul(x, w) + b.unsqueeze(-2)  # batched over (B, G): [B, G, n, d_{i+1}]
+                x = torch.matmul(x, w)  # batched over (B, G): [B, G, n, d_{i+1}]
+            if b is not None:
+                x = x + b.unsqueeze(-2)
             if i < last or self.final_act:
                 x = self.act(x)
         return x
@@ -126,8 +142,10 @@ class MetaUnit(nn.Module):
         """Layers ``first..K-1`` on x [B, G, n, d_first] given [S̃; 1] [B, s+1], as bilinear forms."""
         last = len(self.shapes) - 1
         for i in range(first, last + 1):
-            w, b = self.weights[i], self.biases[i]
-            x = self.bilinear(x, s1, w) + (s1 @ b.flatten(1)).view(-1, b.shape[1], 1, b.shape[2])  # [B, G, n, d_{i+1}]
+            w, b = self.weights[i], self._bias(i)
+            x = self.bilinear(x, s1, w)  # [B, G, n, d_{i+1}]
+            if b is not None:
+                x = x + (s1 @ b.flatten(1)).view(-1, b.shape[1], 1, b.shape[2])
             if i < last or self.final_act:
                 x = self.act(x)
         return x

@@ -47,3 +47,10 @@ def logit_from_log_prob(log_p: Tensor) -> Tensor:
 def product_logit(logits: Tensor) -> Tensor:
     """[B, K] factor logits -> [B] logit of the product of their probabilities."""
     return logit_from_log_prob(product_log_prob(logits))
+
+
+def quotient_logit(logit: Tensor, divisor_logits: Tensor) -> Tensor:
+    """[B] logit of p, [B, K] logits of q_k -> [B] logit of p / Π_k q_k, capped below 1 (the
+    probability of the remaining factor of a product p = Π_k q_k · r, e.g. pCVR = pCTCVR / pCTR
+    from a model that predicts pCTCVR and pCTR directly)."""
+    return logit_from_log_prob(F.logsigmoid(logit) - F.logsigmoid(divisor_logits).sum(-1))

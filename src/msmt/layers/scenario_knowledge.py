@@ -17,28 +17,41 @@ from msmt.layers.mlp import MLP
 from msmt.spec.fitted import FittedSchema
 
 
-class ScenarioKnowledge(nn.Module):
-    """(batch, profile [B, A]) -> S̃ [B, out_dim], layer-normalised per row (unit scale for the generators)."""
+class ScenarioEmbedding(nn.Module):
+    """batch -> S [B, out_dim]: the scenario attributes embedded (``scenario_sparse`` /
+    ``scenario_dense``), or a learned scenario-id embedding when the dataset has no attributes.
+    PEPNet's domain-side input; the S of :class:`ScenarioKnowledge`."""
 
-    def __init__(self, schema: FittedSchema, embedding_dim: int, profile_dim: int, hidden: list[int], out_dim: int, act: str):
+    def __init__(self, schema: FittedSchema, embedding_dim: int):
         super().__init__()
         attrs = schema.spec.scenario.attributes
         self.attributes: FeatureEncoder | None = None
         self.scenario_id: nn.Embedding | None = None
         if attrs.sparse or attrs.dense:
             self.attributes = FeatureEncoder(schema, embedding_dim, features=attrs, prefix="scenario_")
-            s_dim = self.attributes.out_dim
+            self.out_dim = self.attributes.out_dim
         else:
             self.scenario_id = nn.Embedding(schema.num_scenarios + 1, embedding_dim)
             nn.init.normal_(self.scenario_id.weight, std=0.05)
-            s_dim = embedding_dim
-        self.mlp = MLP(s_dim + profile_dim, hidden, out_dim, act)
+            self.out_dim = embedding_dim
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.attributes is not None:
+            return self.attributes(batch)
+        return self.scenario_id(batch["scenario"])
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.embed(batch)
+
+
+class ScenarioKnowledge(ScenarioEmbedding):
+    """(batch, profile [B, A]) -> S̃ [B, out_dim], layer-normalised per row (unit scale for the generators)."""
+
+    def __init__(self, schema: FittedSchema, embedding_dim: int, profile_dim: int, hidden: list[int], out_dim: int, act: str):
+        super().__init__(schema, embedding_dim)
+        self.mlp = MLP(self.out_dim + profile_dim, hidden, out_dim, act)
         self.norm = nn.LayerNorm(out_dim)  # per row: no dependence on batch-mates
         self.out_dim = out_dim
 
     def forward(self, batch: dict[str, Tensor], profile: Tensor) -> Tensor:
-        if self.attributes is not None:
-            s = self.attributes(batch)
-        else:
-            s = self.scenario_id(batch["scenario"])
-        return self.norm(self.mlp(torch.cat([s, profile], dim=1)))
+        return self.norm(self.mlp(torch.cat([self.embed(batch), profile], dim=1)))

@@ -16,6 +16,7 @@ from msmt.runtime.device import model_device
 from msmt.spec.batch import Batch, take, to_device
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
+from msmt.spec.errors import DivergedError
 
 
 @dataclass
@@ -78,5 +79,19 @@ def adapt_groups(
         stats.rows[name] = len(rows)
         stats.loss_before[name] = _loss(model, base_phi, support, tasks)
         stats.loss_after[name] = _loss(model, blocks[name], support, tasks)
+        check_block(name, blocks[name], stats.loss_after[name], cfg.inner_lr)
     model.train(was_training)
     return blocks, stats
+
+
+def check_block(group: str, block: dict[str, Tensor], loss_after: float, inner_lr: float) -> None:
+    """A block is kept only when every tensor and its support loss are finite (a diverged inner
+    loop must not be saved, and then scored as NaN)."""
+    for tensor_name, tensor in block.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise DivergedError(
+                f"adaptation of group '{group}' diverged: parameter '{tensor_name}' is not finite after the inner steps "
+                f"(inner lr {inner_lr:g}); lower --lr or --steps. Nothing was written"
+            )
+    if not np.isfinite(loss_after):
+        raise DivergedError(f"adaptation of group '{group}' diverged: its support loss is {loss_after} (inner lr {inner_lr:g}); lower --lr or --steps. Nothing was written")

@@ -22,7 +22,7 @@ from msmt.spec.batch import Batch
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
-from msmt.training.losses import loss_scales, task_losses, weighted_total
+from msmt.training.losses import batch_losses, loss_scales, weighted_total
 
 
 def select_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
@@ -64,7 +64,7 @@ def objective(model: nn.Module, params: dict[str, Tensor], batch: Batch, tasks: 
     s_t is the task's label scale (:func:`msmt.training.losses.loss_scales`), as in training, so
     an inner step has the same size whatever the counts' magnitude."""
     outputs = torch.func.functional_call(model, params, (batch,), strict=False)
-    losses = task_losses(tasks, outputs, batch["labels"], batch["weight"], model.distribution_parameters(batch))
+    losses = batch_losses(tasks, outputs, batch, model.distribution_parameters(batch))
     scales = loss_scales(model.schema)
     return weighted_total(tasks, {t: v / scales[t] for t, v in losses.items()})
 

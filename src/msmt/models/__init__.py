@@ -1,10 +1,16 @@
 """Model zoo. Importing this package registers every built-in model."""
 
 from msmt.models import (  # noqa: F401  (each module registers its models)
+    aitm,
+    apg,
+    escm2,
     esmm,
+    hmoe,
     m2m,
+    m3oe,
     mmoe,
     naive,
+    pepnet,
     ple,
     sbmm,
     shared_bottom,

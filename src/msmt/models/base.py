@@ -117,6 +117,15 @@ class MultiTaskModel(nn.Module):
         """
         return {}
 
+    def extra_losses(self, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{name: scalar} loss terms of the model's own, already weighted, that the trainer adds to
+        the balanced task objective (AITM's calibrator, ESCM²'s counterfactual regulariser).
+
+        ``batch`` is labelled (``labels``, ``weight``, ``task_mask``...); ``outputs`` is
+        ``forward(batch)``. Models without such terms return ``{}``.
+        """
+        return {}
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss flows through (loss balancing needs the split)."""
         return []

@@ -1,50 +1,26 @@
-"""Shared-Bottom with one tower per *scenario* ("SBMM"), each tower emitting every task.
+"""Shared-Bottom with one tower per *scenario* ("SBMM"), each tower emitting its scenario's tasks.
 
-h = MLP_shared(emb(x)) [B, H]; scenario p's tower maps h to [B, T] (one unit per task) and a
-row is scored by its own scenario's tower only. All towers are evaluated as one batched matmul
-([P, B, H] x [P, H, T]) and each row gathers its scenario's slice, so there is no loop over
-scenarios and no row depends on another. A row of a scenario unseen in training (index 0) gets
-the mean of all towers' outputs.
+The seed's layout (MODELS.md): h = MLP_shared(emb(x)) [B, H]; scenario p owns a tower whose output
+layer has one unit per task that exists in p (``tasks.<name>.scenarios``; every task by default),
+e.g. a first-level page with stay, dwell time and click, a second-level page with play time and
+like. A row is scored by its own scenario's tower only. All towers run as batched matmuls
+(:class:`~msmt.layers.scenario_towers.ScenarioTowers`, [P, B, H] x [P, H, h]) and each row
+gathers its scenario's slice, so there is no loop over scenarios and no row depends on another.
+A row whose scenario lacks a task (it has no loss or metric there) or is unseen in training
+(index 0) gets the mean of the towers that have the task. Per-task sample weights are the
+dataset's ``tasks.<name>.weight_column`` (the loss, not the model, reads them).
+
+Shapes: batch -> {task: [B] logit / log-rate / value}.
 """
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor, nn
 
-from msmt.layers import MLP, FeatureEncoder, activation
+from msmt.layers import MLP, FeatureEncoder
+from msmt.layers.scenario_towers import ScenarioTowers
 from msmt.models.base import MultiTaskModel
 from msmt.models.registry import register
-
-
-class ScenarioTowers(nn.Module):
-    """P parallel MLP towers [H -> tower_dims -> T], stored as stacked weights."""
-
-    def __init__(self, num_scenarios: int, in_dim: int, dims: list[int], out_dim: int, act: str, dropout: float):
-        super().__init__()
-        sizes = [in_dim, *dims, out_dim]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            w = torch.empty(num_scenarios, a, b)
-            for p in range(num_scenarios):
-                nn.init.kaiming_uniform_(w[p].T, a=math.sqrt(5))  # same init as nn.Linear
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.empty(num_scenarios, 1, b).uniform_(-1 / math.sqrt(a), 1 / math.sqrt(a))))
-        self.act = activation(act)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, h: Tensor) -> Tensor:
-        """[B, H] -> [P, B, T]: every tower applied to every row."""
-        x = h.unsqueeze(0).expand(self.weights[0].shape[0], -1, -1)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w)
-            if i < last:
-                x = self.dropout(self.act(x))
-        return x
 
 
 @register("sbmm")
@@ -53,18 +29,12 @@ class SharedBottomScenarioTowers(MultiTaskModel):
         super().__init__(schema, cfg)
         self.encoder = FeatureEncoder.for_model(schema, cfg)
         self.bottom = MLP(self.encoder.out_dim, cfg.hidden_dims, act=cfg.activation, dropout=cfg.dropout)
-        self.towers = ScenarioTowers(
-            max(schema.num_scenarios, 1), self.bottom.out_dim, cfg.tower_dims, self.num_tasks, cfg.activation, cfg.dropout
-        )
+        present = schema.scenario_tasks() or [[True] * self.num_tasks]  # [P][T]
+        self.towers = ScenarioTowers(present, self.bottom.out_dim, cfg.tower_dims, cfg.activation, cfg.dropout)
 
     def network(self, batch) -> dict[str, Tensor]:
         h = self.bottom(self.encoder(batch))  # [B, H]
-        per_tower = self.towers(h)  # [P, B, T]
-        scen = batch["scenario"]  # [B], 0 = unknown
-        own = (scen - 1).clamp_min(0)
-        picked = per_tower.permute(1, 0, 2)[torch.arange(h.shape[0], device=h.device), own]  # [B, T]
-        unknown = (scen == 0).unsqueeze(-1)
-        out = torch.where(unknown, per_tower.mean(0), picked)
+        out = self.towers.pick(self.towers(h), batch["scenario"])  # [P, B, T] -> [B, T]
         return {t: out[:, i] for i, t in enumerate(self.task_names)}
 
     def shared_parameters(self) -> list[nn.Parameter]:

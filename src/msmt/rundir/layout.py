@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 from msmt.data.io import atomic_write, atomic_write_text
 from msmt.models import build_model
 from msmt.models.base import MultiTaskModel
+from msmt.rundir.manifest import safetensors_shapes, verify
 from msmt.rundir.provenance import PROVENANCE
 from msmt.runtime.device import model_device
 from msmt.spec.config import ExperimentConfig, dump_yaml, validate_experiment
-from msmt.spec.errors import ConfigError
+from msmt.spec.errors import MsmtError, RunDirError
 from msmt.spec.fitted import FittedSchema
 
 CONFIG, SCHEMA, WEIGHTS, METRICS, HISTORY, REPORT = (
@@ -93,10 +94,14 @@ def _json_default(value):
 
 def written_by(run_dir: str | Path) -> str:
     """The msmt version that wrote a run directory (``provenance.json``; runs without one: 0.1.0)."""
-    try:
-        return str(json.loads((Path(run_dir) / PROVENANCE).read_text()).get("msmt", "0.1.0"))
-    except (OSError, json.JSONDecodeError):
+    path = Path(run_dir) / PROVENANCE
+    if not path.exists():
         return "0.1.0"
+    try:
+        record = json.loads(path.read_text())
+        return str(record.get("msmt", "0.1.0"))
+    except (OSError, ValueError, AttributeError) as exc:  # damaged: the version (and so what to check) is unknown
+        raise RunDirError(f"{path}: damaged ({type(exc).__name__}: {exc})") from None
 
 
 def upgrade_config(data: dict, version: str) -> dict:
@@ -119,18 +124,89 @@ def upgrade_config(data: dict, version: str) -> dict:
     return data
 
 
+def _read_config(run_dir: Path) -> ExperimentConfig:
+    path = run_dir / CONFIG
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a mapping at the top level")
+    return validate_experiment(upgrade_config(data, written_by(run_dir)), source=str(path))
+
+
+def _read_schema(run_dir: Path) -> FittedSchema:
+    path = run_dir / SCHEMA
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing")
+    try:
+        return FittedSchema.load(path)
+    except MsmtError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:  # truncated or edited JSON
+        raise RunDirError(f"{path}: not a valid fitted schema ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+
+
+def upgrade_weights(state: dict, model: str, version: str) -> dict:
+    """Weights written by an older msmt under today's parameter names (the same function).
+
+    0.1.x SBMM stored every tower layer as ``towers.weights.i`` [P, a, b] / ``towers.biases.i``
+    [P, 1, b], the output layer last; the output layer is now one row per (scenario, task)
+    pair: ``towers.out_weight`` [P·T, h] and ``towers.out_bias`` [P·T].
+    """
+    if not version.startswith("0.1.") or model != "sbmm":
+        return state
+    state = dict(state)
+    last = max(int(k.rsplit(".", 1)[1]) for k in state if k.startswith("towers.weights."))
+    w, b = state.pop(f"towers.weights.{last}"), state.pop(f"towers.biases.{last}")  # [P, h, T], [P, 1, T]
+    state["towers.out_weight"] = w.transpose(1, 2).reshape(-1, w.shape[1]).contiguous()  # (p, t) order
+    state["towers.out_bias"] = b[:, 0].reshape(-1).contiguous()
+    return state
+
+
+def _load_weights(model: MultiTaskModel, path: Path, version: str = "0.2.0") -> None:
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing")
+    if version.startswith("0.1.") and model.registry_name == "sbmm":  # stored under 0.1's names
+        try:
+            model.load_state_dict(upgrade_weights(load_file(str(path)), "sbmm", version), strict=True)
+        except Exception as exc:
+            raise RunDirError(f"{path}: cannot read the weights ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        return
+    expected = {name: list(t.shape) for name, t in model.state_dict().items()}
+    found = safetensors_shapes(path)
+    for name in sorted(set(expected) | set(found)):
+        if expected.get(name) != found.get(name):
+            what = "missing" if name not in found else ("not a tensor of this model" if name not in expected else f"shape {found[name]}, the model of config.yaml/schema.json has {expected[name]}")
+            raise RunDirError(f"{path}: tensor '{name}': {what} (weights and config/schema do not belong together)")
+    try:
+        load_model(model, str(path), strict=True)
+    except Exception as exc:  # safetensors' own error types (corrupt data offsets, dtype)
+        raise RunDirError(f"{path}: cannot read the weights ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise RunDirError(f"{path}: tensor '{name}' holds non-finite values")
+
+
 def load_run(run_dir: str | Path) -> LoadedRun:
-    """Config, schema and model of a finished run, weights loaded without unpickling."""
+    """Config, schema and model of a finished run, weights loaded without unpickling.
+
+    The run is checked first against its ``manifest.json`` (:mod:`msmt.rundir.manifest`; a run
+    written by msmt 0.1 has none); every problem is a :class:`RunDirError` naming the file."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists():
-        raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG})")
-    data = upgrade_config(yaml.safe_load((run_dir / CONFIG).read_text()), written_by(run_dir))
-    cfg = validate_experiment(data, source=str(run_dir / CONFIG))
-    schema = FittedSchema.load(run_dir / SCHEMA)
-    model = build_model(schema, cfg.model)
-    weights = run_dir / WEIGHTS
-    if not weights.exists():
-        raise ConfigError(f"{run_dir}: no {WEIGHTS}")
-    load_model(model, str(weights), strict=True)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: not a run directory ({'a file' if run_dir.exists() else 'no such folder'})")
+    if not (run_dir / CONFIG).is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG})")
+    verify(run_dir, written_by(run_dir))
+    cfg = _read_config(run_dir)
+    schema = _read_schema(run_dir)
+    try:
+        model = build_model(schema, cfg.model)
+    except MsmtError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+        raise RunDirError(f"{run_dir / SCHEMA}: cannot build the model of {CONFIG} from it ({type(exc).__name__}: {exc})") from None
+    _load_weights(model, run_dir / WEIGHTS, written_by(run_dir))
     model.eval()
     return LoadedRun(run_dir, cfg, schema, model)

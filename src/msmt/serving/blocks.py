@@ -1,11 +1,12 @@
-"""Personal blocks for serving: the index read once, blocks loaded lazily into an LRU cache.
+"""Personal blocks for serving: the block set checked at start, blocks loaded lazily into an LRU cache.
 
-Storage is :mod:`msmt.rundir.blocks`' and composition :func:`msmt.scoring.predict.predict`'s (``RUN_DIR/blocks/index.json`` + one
-safetensors file per group; base + block through ``functional_call``). Here: which groups have
-a block, a bounded cache of loaded blocks, and a start-up check that every indexed block fits
-the model (file present, tensor names and shapes those of the base, written for these base
-weights: the SHA-256 of ``model.safetensors`` its header records), read from the safetensors
-headers only, so a bad block stops the server at start with one line instead of failing a request.
+Storage, publication and checks are :mod:`msmt.rundir.blocks`' (``RUN_DIR/blocks/index.json``
+recording the base weights' SHA-256 and each block file's, one safetensors file per group) and
+composition :func:`msmt.scoring.predict.predict`'s. Here: a bounded, thread-safe cache of loaded
+blocks, and a start-up check that every indexed block belongs to these base weights and fits the
+model (file present and unchanged, tensor names and shapes those of the base, read from the
+safetensors headers), so a bad block stops the server at start with one line instead of failing
+a request.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from safetensors import safe_open
 from torch import Tensor, nn
 
-from msmt.rundir.blocks import BASE_KEY, BLOCKS_DIR, check_base, load_block, read_index, weights_sha256
-from msmt.spec.errors import ConfigError
+from msmt.rundir.blocks import BLOCKS_DIR, BlockStore, base_sha256_of
+from msmt.rundir.manifest import safetensors_shapes
+from msmt.spec.errors import ConfigError, RunDirError
 
 
 class BlockCache:
@@ -35,8 +36,9 @@ class BlockCache:
             raise ConfigError(f"block cache size must be >= 0, got {capacity}")
         self.run_dir = Path(run_dir)
         self.capacity = capacity
-        self.index = read_index(run_dir)
-        self.base = weights_sha256(run_dir) if self.index else None
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+        self.store = BlockStore(run_dir, base_sha256_of(run_dir), shapes)  # refuses blocks of another base
+        self.index = self.store.index
         self._cache: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
@@ -44,19 +46,14 @@ class BlockCache:
         self._check(model)
 
     def _check(self, model: nn.Module) -> None:
-        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
         for group, name in self.index.items():
             path = self.run_dir / BLOCKS_DIR / name
-            if not path.exists():
-                raise ConfigError(f"{path}: block file of group '{group}' is missing")
-            with safe_open(str(path), framework="pt") as fh:
-                check_base(path, group, (fh.metadata() or {}).get(BASE_KEY), self.base)
-                for key in fh.keys():
-                    if key not in shapes:
-                        raise ConfigError(f"{path}: tensor '{key}' of group '{group}' is not a model parameter")
-                    shape = tuple(fh.get_slice(key).get_shape())
-                    if shape != shapes[key]:
-                        raise ConfigError(f"{path}: tensor '{key}' of group '{group}' has shape {shape}, model has {shapes[key]}")
+            for key, shape in safetensors_shapes(path).items():
+                if key not in shapes:
+                    raise RunDirError(f"{path}: tensor '{key}' of group '{group}' is not a model parameter")
+                if shape != shapes[key]:
+                    raise RunDirError(f"{path}: tensor '{key}' of group '{group}' has shape {shape}, model has {shapes[key]}")
 
     def has(self, group: str) -> bool:
         return group in self.index
@@ -71,7 +68,7 @@ class BlockCache:
                 self._cache.move_to_end(group)
                 self.hits += 1
                 return block
-        block = load_block(self.run_dir, group, self.index, self.base)  # outside the lock: file I/O
+        block = self.store.get(group)  # outside the lock: file I/O, checked (hash, shapes, finite)
         with self._lock:
             self.loads += 1
             if self.capacity:

@@ -13,6 +13,8 @@ key                    shape / dtype         meaning
 ``scenario_dense``     [N, A_d] float32      scenario attribute numerics
 ``labels``             [N, T] float32        one column per task, in ``spec.tasks`` order
 ``weight``             [N] float32           per-sample loss weight (1 without a column)
+``task_mask``          [N, T] bool           True where the task exists in the row's scenario
+``task_weight``        [N, T] float32        per-task loss weight (``tasks.<name>.weight_column``; 1 without)
 ``seq.behaviour``      [N, W] int64          panel history events (only with a ``panel``)
 ``seq.performance``    [N, W, F] float32     panel history metrics, standardised
 ``seq.mask``           [N, W] bool           True where the past step was observed
@@ -26,7 +28,7 @@ from collections.abc import Iterator
 import torch
 
 Batch = dict[str, torch.Tensor]
-TARGET_KEYS = ("labels", "weight")  # what training reads besides the model's inputs
+TARGET_KEYS = ("labels", "weight", "task_mask", "task_weight")  # what training reads besides the model's inputs
 
 
 def num_rows(batch: Batch) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,7 +26,12 @@ from msmt.spec.sections import model_names, model_section, strategy_names, strat
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; numbers must be finite (``train.lr=.inf`` names the key)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+Dims = list[Annotated[int, Field(ge=1)]]  # layer widths: every entry a positive integer
 
 
 def _validate_section(cls: type[BaseModel], value: Any, prefix: str) -> BaseModel:
@@ -41,12 +46,12 @@ def _validate_section(cls: type[BaseModel], value: Any, prefix: str) -> BaseMode
 class ModelConfig(Strict):
     """Hyperparameters shared by every model; per-model sections are validated by the model."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
     name: str = "shared_bottom"  # the registry name of the model (README.md lists them; e.g. mmoe, ple, m2m)
     embedding_dim: int = Field(default=16, ge=1)  # size of every sparse feature's embedding
-    hidden_dims: list[int] = Field(default_factory=lambda: [128, 64])  # layer widths of the shared network / each expert
-    tower_dims: list[int] = Field(default_factory=lambda: [32])  # layer widths of each task's tower ([] : a linear head)
+    hidden_dims: Dims = Field(default_factory=lambda: [128, 64])  # layer widths of the shared network / each expert
+    tower_dims: Dims = Field(default_factory=lambda: [32])  # layer widths of each task's tower ([] : a linear head)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # dropout rate in the MLPs
     activation: Literal["relu", "gelu", "silu"] = "relu"
     use_scenario_feature: bool = True  # embed the scenario id as one more input feature
@@ -86,8 +91,8 @@ class TrainConfig(Strict):
     weight_decay: float = Field(default=1e-5, ge=0.0)  # AdamW weight decay
     patience: int = Field(default=3, ge=1)  # epochs without improvement of `monitor` before stopping; the best epoch's weights are kept
     monitor: str = "loss"  # "loss" or "<task>.<metric>", e.g. "click.auc"
-    max_grad_norm: float | None = None  # clip the gradient norm to this (null: no clipping)
-    num_threads: int | None = None  # CPU threads per process (null: the physical cores, shared by torchrun's local processes)
+    max_grad_norm: float | None = Field(default=None, gt=0.0)  # clip the gradient norm to this (null: no clipping)
+    num_threads: int | None = Field(default=None, ge=1)  # CPU threads per process (null: the physical cores, shared by torchrun's local processes)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (msmt.runtime.device.resolve_device)
     progress: bool = True  # progress bar and per-epoch lines (msmt train --quiet: false)
     eval_batch_size: int = Field(default=8192, ge=1)  # rows per forward pass when evaluating
@@ -111,7 +116,7 @@ class TrainConfig(Strict):
 class LossConfig(Strict):
     """How task losses are combined (see :mod:`msmt.training.losses`)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
     strategy: str = "fixed"  # how task losses are combined: fixed (task weights), uncertainty, gradnorm, pcgrad, dwa
     # divide each task's loss by its label scale (count: training-label mean; regression: variance;
@@ -167,6 +172,24 @@ class ExperimentConfig(Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     meta: MetaConfig = Field(default_factory=MetaConfig)
 
+    @model_validator(mode="after")
+    def _monitor_is_measured(self) -> ExperimentConfig:
+        """``train.monitor`` names a task of the dataset and a measure of its kind (checked
+        before any data is read, not after the first epoch)."""
+        monitor = self.train.monitor
+        if monitor == "loss":
+            return self
+        task_name, dot, measure = monitor.partition(".")
+        tasks = {t.name: t for t in self.dataset.tasks}
+        if not dot or task_name not in tasks:
+            raise ValueError(f"train.monitor: '{monitor}' is neither 'loss' nor '<task>.<measure>' with a task of the dataset ({sorted(tasks)})")
+        from msmt.spec.task_kinds import measure_names  # torch and scikit-learn: only when a measure is monitored
+
+        known = measure_names(tasks[task_name])
+        if measure not in known:
+            raise ValueError(f"train.monitor: task '{task_name}' has no measure '{measure}' (its measures: {list(known)})")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Every key with its value, defaults included: the selected model's section
         (``model.<name>``) and strategy's section (``loss.<strategy>``) too, so a run's
@@ -189,7 +212,7 @@ def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
             parts.append(f"unknown key '{loc}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            standalone = msg.startswith("unknown key") or msg.startswith(prefix or "\0")
+            standalone = msg.startswith("unknown key") or msg.startswith(prefix or "\0") or msg.startswith(f"{loc}.")
             parts.append(msg if standalone or not loc else f"{loc}: {msg}")
     return "; ".join(parts)
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 class Spec(BaseModel):
     """Base for every spec: immutable and strict about keys."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TaskKind(str, Enum):
@@ -43,6 +43,14 @@ class Task(Spec):
     naive forecasts (last value, trailing mean, same weekday last week) and the offset of
     forecast-aware models read it. Default: the task's label when it is a panel metric. For a
     binary task the history is read as an indicator (value > 0), e.g. ``active`` from ``cost``.
+
+    ``scenarios``: the scenario values in which this task exists (default: every scenario). In
+    any other scenario the task has no label (its column may be empty there), no loss and no
+    metric; a first-level page with ``stay`` and a second-level page with ``like`` is
+    ``stay: {scenarios: [first]}``, ``like: {scenarios: [second]}``.
+
+    ``weight_column``: a per-row loss weight of this task alone, multiplied with the dataset's
+    ``sample_weight`` (which weighs every task of a row).
     """
 
     name: str  # the task's name (output pred_<name>)
@@ -53,6 +61,27 @@ class Task(Spec):
     distribution: Literal["poisson", "negative_binomial"] = "poisson"
     dispersion: Literal["task", "scenario"] = "task"
     history: str | None = None  # panel metric whose past forecasts this task (default: the label when it is a panel metric)
+    scenarios: tuple[str, ...] | None = None  # scenario values where this task exists (default: all); no label, loss or metric elsewhere
+    weight_column: str | None = None  # per-row loss weight of this task alone, times sample_weight
+
+    @field_validator("scenarios", mode="before")
+    @classmethod
+    def _scenario_values(cls, value: object) -> object:
+        """Scenario values as text, as the scenario column is read (``[1, 2]`` ≡ ``["1", "2"]``)."""
+        if value is None:
+            return None
+        if isinstance(value, str | int):
+            value = [value]
+        values = [str(v) for v in value]
+        if not values:
+            raise ValueError("an empty list: a task must exist in at least one scenario (omit the key for all)")
+        if len(set(values)) != len(values):
+            raise ValueError(f"duplicate scenario values in {values}")
+        return tuple(values)
+
+    def exists_in(self, scenario: str) -> bool:
+        """Whether this task exists in scenario ``scenario`` (a value of the scenario column)."""
+        return self.scenarios is None or str(scenario) in self.scenarios
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -115,10 +144,18 @@ class MultiSparseFeature(Spec):
     min_count: int = Field(default=1, ge=1)  # values seen fewer times share the out-of-vocabulary row
 
 
-def _named(items: list, default_kind: str) -> list:
-    """Accept ``[col, ...]`` as shorthand for ``[{name: col, column: col}, ...]``."""
+def _named(items: list, kind: str) -> list:
+    """Accept ``[col, ...]`` as shorthand for ``[{name: col, column: col}, ...]``.
+
+    A bare string (``dense: price``) is an error naming the key: iterating it would read the
+    name letter by letter."""
+    if items is None:
+        return []
+    if not isinstance(items, (list, tuple)):
+        hint = f" (write [{items}])" if isinstance(items, str) else ""
+        raise ValueError(f"'{kind}' must be a list of columns, got the {type(items).__name__} {items!r}{hint}")
     out = []
-    for item in items or []:
+    for item in items:
         if isinstance(item, str):
             out.append({"name": item, "column": item})
         elif isinstance(item, dict) and "column" in item and "name" not in item:
@@ -284,6 +321,10 @@ class DatasetSpec(Spec):
         leaked = labels & set(self.features.columns + self.scenario.attributes.columns)
         if leaked:
             raise ValueError(f"features: label column(s) {sorted(leaked)} must not be features")
+        inputs = set(self.features.columns + self.scenario.attributes.columns + [self.scenario.column])
+        for task in self.tasks:
+            if task.weight_column is not None and (task.weight_column in inputs or task.weight_column in labels):
+                raise ValueError(f"tasks.{task.name}.weight_column: '{task.weight_column}' is a feature, scenario or label column")
         return self
 
     @property
@@ -310,6 +351,7 @@ class DatasetSpec(Spec):
         cols = [self.scenario.column, *self.scenario.attributes.columns, *self.features.columns]
         if with_labels:
             cols += [t.label for t in self.tasks]
+            cols += [t.weight_column for t in self.tasks if t.weight_column]
             if self.sample_weight:
                 cols.append(self.sample_weight)
         if self.panel:  # metrics/event columns may be absent from unlabelled data to score

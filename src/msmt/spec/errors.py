@@ -20,3 +20,12 @@ class DataError(MsmtError):
         self.file, self.column, self.problem = str(file), column, problem
         where = f"{self.file}: column '{column}'" if column else self.file
         super().__init__(f"{where}: {problem}")
+
+
+class RunDirError(MsmtError):
+    """A run directory is incomplete, damaged or inconsistent; the message names the file."""
+
+
+class DivergedError(MsmtError):
+    """Training or adaptation produced a non-finite loss, gradient or parameter; nothing of that
+    step is kept (the message names where it happened and what to change)."""

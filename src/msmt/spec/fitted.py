@@ -170,6 +170,10 @@ class FittedSchema:
         """A training-label statistic of ``task`` ("mean", "var"); ``default`` for older runs."""
         return float(self.task_stats.get(task, {}).get(key, default))
 
+    def scenario_tasks(self) -> list[list[bool]]:
+        """[P][T]: whether training scenario p (index p + 1) has task t (``tasks.<name>.scenarios``)."""
+        return [[t.exists_in(s) for t in self.spec.tasks] for s in self.scenarios]
+
     def scenario_index(self, value: str) -> int:
         try:
             return self.scenarios.index(str(value)) + 1

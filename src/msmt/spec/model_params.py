@@ -6,11 +6,13 @@ Keys every model shares (``model.embedding_dim``, ``hidden_dims``...) are in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from msmt.spec.sections import NoParams, Section, declare_model
+
+Dim = Annotated[int, Field(ge=1)]  # a layer width
 
 
 class MMoEParams(Section):
@@ -25,14 +27,14 @@ class PLEParams(Section):
     num_levels: int = Field(default=2, ge=1)  # extraction levels
     task_experts: int = Field(default=1, ge=1)  # per task and level
     shared_experts: int = Field(default=2, ge=1)  # per level
-    expert_dims: list[int] | None = None  # each expert's MLP; default ``model.hidden_dims``
+    expert_dims: list[Dim] | None = None  # each expert's MLP; default ``model.hidden_dims``
 
 
 class STARParams(Section):
     """STAR (Sheng et al., CIKM 2021)."""
 
     norm_momentum: float = Field(default=0.1, gt=0.0, le=1.0)  # momentum of the per-scenario running statistics of the partitioned norm
-    aux_dims: list[int] = Field(default_factory=lambda: [16])  # auxiliary network's hidden layers
+    aux_dims: list[Dim] = Field(default_factory=lambda: [16])  # auxiliary network's hidden layers
 
 
 class M2MParams(Section):
@@ -44,9 +46,9 @@ class M2MParams(Section):
     """
 
     num_experts: int = Field(default=4, ge=1)  # k
-    expert_dims: tuple[int, ...] | None = None  # each expert's layer widths (null: model.hidden_dims)
+    expert_dims: tuple[Dim, ...] | None = None  # each expert's layer widths (null: model.hidden_dims)
     scenario_dim: int = Field(default=16, ge=1)  # size of S̃
-    scenario_hidden: tuple[int, ...] = (64,)  # hidden layers of the MLP that forms S̃
+    scenario_hidden: tuple[Dim, ...] = (64,)  # hidden layers of the MLP that forms S̃
     task_dim: int = Field(default=16, ge=1)  # task embedding size
     meta_layers: int = Field(default=2, ge=1)  # K: depth of every meta unit
     meta_hidden: int = Field(default=16, ge=1)  # width inside the meta units
@@ -70,6 +72,59 @@ class M2MParams(Section):
         return self
 
 
+class PEPNetParams(Section):
+    """PEPNet (Chang et al., KDD 2023): Gate NU δ = γ·σ(W₂ ReLU(W₁ x + b₁) + b₂)."""
+
+    gamma: float = Field(default=2.0, gt=0.0)  # γ: the gates' range (0, γ)
+    gate_hidden: int = Field(default=64, ge=1)  # width of every Gate NU's hidden layer
+    prior_features: tuple[str, ...] = ()  # PPNet's persona prior (user, item, author ids); () = every categorical field
+    use_epnet: bool = True  # ablation: no scenario gate on the embeddings
+    use_ppnet: bool = True  # ablation: no per-task gates in the towers
+
+
+class APGParams(Section):
+    """APG (Yan et al., NeurIPS 2022): W(z) = U S(z) V in every bottom layer (``model.hidden_dims``)."""
+
+    rank: int = Field(default=8, ge=1)  # K: the generated core S(z) is K x K
+    overparam: int = Field(default=0, ge=0)  # P > K: U, V trained as products of [., P] x [P, .]; 0 = off
+    condition_dim: int = Field(default=16, ge=1)  # width of the condition z
+    condition_hidden: tuple[int, ...] = (32,)  # hidden layers of the condition network z = LayerNorm(MLP(S ⊕ C))
+    condition_features: tuple[str, ...] = ()  # features joining the scenario in z (e.g. a user id)
+
+    @model_validator(mode="after")
+    def _overparam_exceeds_rank(self) -> APGParams:
+        if self.overparam and self.overparam <= self.rank:
+            raise ValueError(f"overparam ({self.overparam}) must exceed rank ({self.rank}), or be 0")
+        return self
+
+
+class HMoEParams(Section):
+    """HMoE (Li et al., CIKM 2020)."""
+
+    num_experts: int = Field(default=4, ge=1)  # shared experts under the scenario gates
+
+
+class M3oEParams(Section):
+    """M3oE (Zhang et al., SIGIR 2024): shared experts + one expert per scenario + one per task."""
+
+    num_experts: int = Field(default=4, ge=1)  # shared experts
+
+
+class AITMParams(Section):
+    """AITM (Xi et al., KDD 2021)."""
+
+    funnel: tuple[str, ...] = ()  # the binary tasks in funnel order (click, conversion...); () = every binary task in spec order
+    calibrator_weight: float = Field(default=0.6, ge=0.0)  # α of the behavioural expectation calibrator
+
+
+class ESCM2Params(Section):
+    """ESCM² (Wang et al., SIGIR 2022)."""
+
+    counterfactual: Literal["ips", "dr"] = "ips"  # the regulariser: inverse propensity or doubly robust
+    weight: float = Field(default=0.5, ge=0.0)  # λ of the counterfactual regulariser
+    max_inverse_propensity: float = Field(default=15.0, ge=1.0)  # 1 / pCTR clipped here
+
+
 for _name, _section in {
     "single_task": NoParams,
     "shared_bottom": NoParams,
@@ -79,6 +134,12 @@ for _name, _section in {
     "esmm": NoParams,
     "star": STARParams,
     "m2m": M2MParams,
+    "pepnet": PEPNetParams,
+    "apg": APGParams,
+    "hmoe": HMoEParams,
+    "m3oe": M3oEParams,
+    "aitm": AITMParams,
+    "escm2": ESCM2Params,
     "naive_last": NoParams,
     "naive_mean": NoParams,
     "naive_weekday": NoParams,

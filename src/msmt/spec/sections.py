@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 class Section(BaseModel):
     """Base of every section: immutable, unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(Section):

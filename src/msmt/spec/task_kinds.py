@@ -168,5 +168,12 @@ def to_user_units(kind: TaskKind | Task | str, output: Tensor | np.ndarray) -> T
     return link(output)
 
 
+def measure_names(task: Task | TaskKind | str) -> tuple[str, ...]:
+    """The measures evaluation reports for ``task`` (what ``train.monitor`` may name), in order."""
+    names = tuple(rules(task).measures(np.array([0.0, 1.0]), np.array([0.5, 0.5])))
+    negative_binomial = isinstance(task, Task) and rules(task) is NEGATIVE_BINOMIAL
+    return (*names, "nb_deviance") if negative_binomial else names
+
+
 def higher_is_better(metric: str) -> bool:
     return any(metric in r.higher_is_better for r in KINDS.values())

@@ -84,13 +84,23 @@ class Dist:
         return start, start + base + (1 if self.rank < extra else 0)
 
     def shard(self, batch: Batch) -> Batch:
-        """This rank's part of a global batch, weights scaled so DDP's mean is the global mean."""
+        """This rank's part of a global batch, weights scaled so DDP's mean is the global mean.
+
+        A task's loss is a mean over the rows where it exists (``task_mask``): rank r's loss is
+        Σ_local / l_t, so task t's weights are scaled by l_t · world / c_t (l_t, c_t: its rows in
+        the shard and in the global batch) and the mean over ranks is Σ_global / c_t.
+        """
         if not self.active:
             return batch
         n = num_rows(batch)
         start, stop = self.bounds(n)
         local = take(batch, slice(start, stop))
-        local["weight"] = local["weight"] * ((stop - start) * self.world / n)
+        if "task_mask" in batch:
+            rows_global = batch["task_mask"].sum(0).clamp_min(1)  # [T]
+            rows_local = local["task_mask"].sum(0).clamp_min(1)
+            local["task_weight"] = local["task_weight"] * (rows_local * self.world / rows_global)
+        else:
+            local["weight"] = local["weight"] * ((stop - start) * self.world / n)
         return local
 
     def usable(self, global_rows: int) -> bool:

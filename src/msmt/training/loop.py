@@ -34,9 +34,10 @@ from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import autocast, model_device, resolve_device
 from msmt.spec.batch import Batch, iterate_batches, num_rows, take, to_device
 from msmt.spec.config import LossConfig, TrainConfig
+from msmt.spec.errors import DivergedError
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.training.distributed import Dist
-from msmt.training.losses import build_balancer, model_losses, weighted_total
+from msmt.training.losses import build_balancer, model_losses, task_counts, weighted_total
 from msmt.training.optim import build_optimizers
 
 
@@ -64,15 +65,17 @@ def validation_loss(model: MultiTaskModel, data: Batch, batch_size: int, dist: D
     model.eval()
     device = model_device(model)
     tasks = model.schema.spec.tasks
-    sums = torch.zeros(len(tasks), dtype=torch.float64, device=device)  # [T] on the device: no read-back per batch
+    sums = torch.zeros(2, len(tasks), dtype=torch.float64, device=device)  # [loss sum, rows] x T: no read-back per batch
     n = num_rows(data)
     start, stop = dist.bounds(n)
     for batch in iterate_batches(take(data, slice(start, stop)), batch_size):
         batch = to_device(batch, device)
         losses = model_losses(model, batch, normalise=normalise)
-        sums += torch.stack([losses[t.name] for t in tasks]).double() * num_rows(batch)
-    totals = dist.sum(sums)
-    per_task = {t.name: s / max(n, 1) for t, s in zip(tasks, totals)}
+        counts = task_counts(batch, len(tasks)).double()  # each task's loss is a mean over its own rows
+        sums[0] += torch.stack([losses[t.name] for t in tasks]).double() * counts
+        sums[1] += counts
+    totals, rows = dist.sum(sums)  # two lists of T floats
+    per_task = {t.name: s / max(r, 1.0) for t, s, r in zip(tasks, totals, rows)}
     per_task["loss"] = weighted_total(tasks, per_task)
     return per_task
 
@@ -162,26 +165,61 @@ def _trainer(model: MultiTaskModel, tc: TrainConfig, loss_cfg: LossConfig, run_d
     return Trainer(model, model, balancer, optimizers, generator, device, dist, checkpoint, loss_cfg.normalise)
 
 
-def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float]) -> float:
+def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float], where: str = "a step") -> float:
     """One optimiser step on this rank's part of ``batch``; returns the logged total loss."""
     local = to_device(batch, tr.device)
     with autocast(tr.device, tc.precision):
         outputs = tr.net(local)
     outputs = {name: value.float() for name, value in outputs.items()}  # losses in float32
     losses = model_losses(tr.model, local, outputs, normalise=tr.normalise)
+    with autocast(tr.device, tc.precision):
+        own = tr.model.extra_losses(local, outputs)  # the model's own terms (AITM's calibrator...)
+    extra = sum(v.float() for v in own.values()) if own else None
     for optimizer in tr.optimizers:
         optimizer.zero_grad(set_to_none=True)
-    total = tr.balancer.backward(losses)
+    total = tr.balancer.backward(losses, extra)
     tr.dist.sync_grads(tr.balancer.parameters())
+    stacked = torch.stack([total.detach(), *(losses[n].detach() for n in sums)])  # [1 + T] on the device
     if tc.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tc.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tc.max_grad_norm)
+    else:
+        grad_norm = gradient_norm([*tr.model.parameters(), *tr.balancer.parameters()])
+    check_finite(tr.dist, stacked, grad_norm, list(sums), where)  # before the step: a non-finite update is never applied
     for optimizer in tr.optimizers:
         optimizer.step()
     # the logged numbers: one all-reduce and one device-to-host copy per step
-    logged = tr.dist.mean(torch.stack([total.detach(), *(losses[n].detach() for n in sums)]))
+    logged = tr.dist.mean(stacked)
     for name, value in zip(sums, logged[1:]):
         sums[name] += value
     return logged[0]
+
+
+def gradient_norm(parameters) -> torch.Tensor:
+    """The 2-norm of all gradients (sparse ones by their values): finite iff every gradient is."""
+    grads = [p.grad.coalesce().values() if p.grad.is_sparse else p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+def check_finite(dist: Dist, stacked: torch.Tensor, grad_norm: torch.Tensor, tasks: list[str], where: str) -> None:
+    """Stop training at the first non-finite loss or gradient, naming the task and the step.
+
+    One number is read back per step: the count of non-finite values, summed over the ranks
+    under DDP (gradients are already synchronised, losses are not), so every rank stops at the
+    same step."""
+    values = torch.cat([stacked.float(), grad_norm.detach().reshape(1).to(stacked.device).float()])
+    if dist.sum((~torch.isfinite(values)).sum().reshape(1))[0] == 0:
+        return
+    losses, norm = dist.mean(stacked), float(grad_norm)
+    bad = [name for name, v in zip(tasks, losses[1:]) if not math.isfinite(v)]
+    if bad:
+        what = f"the loss of task '{bad[0]}' is {losses[1 + tasks.index(bad[0])]}"
+    elif not math.isfinite(losses[0]):
+        what = f"the loss is {losses[0]}"
+    else:
+        what = f"the gradient norm is {norm}"
+    raise DivergedError(f"training stopped at {where}: {what}; lower train.lr, set train.max_grad_norm, or check the data")
 
 
 def _epoch_batches(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, tc: TrainConfig):
@@ -210,7 +248,8 @@ def _train_epoch(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, t
     )
     for batch in bar:
         if stream or tr.dist.usable(num_rows(batch)):
-            total = _step(tr, batch if stream else tr.dist.shard(batch), tc, s.sums)
+            where = f"epoch {s.epoch}, step {s.step + 1}"
+            total = _step(tr, batch if stream else tr.dist.shard(batch), tc, s.sums, where)
             s.total_sum += total
             bar.set_postfix(loss=f"{total:.4f}")
         s.step += 1

@@ -3,8 +3,15 @@
 Task losses per row come from the task kind's entry in :mod:`msmt.spec.task_kinds` (BCE on the
 logit, Poisson NLL on the log-rate, squared error).
 
-A task's loss is ``mean_n(v_n * l_t(n))`` with per-sample weights v_n; strategies combine
-the task losses into one objective and own the backward pass (GradNorm and PCGrad need it).
+A task's loss is its mean over the rows where it exists,
+
+    L_t = Σ_n m_nt · v_n · u_nt · l_t(n) / Σ_n m_nt,
+
+with m_nt the batch's ``task_mask`` (the task exists in row n's scenario), v_n the sample weight
+and u_nt the task's own weight (``task_weight``); without a mask every row counts (the plain
+mean). Strategies combine the task losses into one objective and own the backward pass (GradNorm
+and PCGrad need it). A model's own loss terms (:meth:`MultiTaskModel.extra_losses`, e.g. AITM's
+calibrator) are added to that objective with the weights the model gives them, unbalanced.
 """
 
 from __future__ import annotations
@@ -27,17 +34,44 @@ def task_losses(
     labels: Tensor,
     weight: Tensor,
     dispersion: dict[str, Tensor] | None = None,
+    mask: Tensor | None = None,
+    task_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """{task: scalar} = mean over rows of (sample weight x row loss); labels is [B, T].
+    """{task: scalar} = mean over the rows where the task exists of (weights x row loss).
 
-    ``dispersion``: {task: [B] log α} of negative-binomial tasks (``model.distribution_parameters``).
+    labels [B, T]; weight [B]; ``mask`` [B, T] bool (None: every task exists in every row);
+    ``task_weight`` [B, T] (None: 1). ``dispersion``: {task: [B] log α} of negative-binomial
+    tasks (``model.distribution_parameters``). A task with no row in the batch has loss 0 (and
+    no gradient).
     """
     dispersion = dispersion or {}
     out = {}
     for i, t in enumerate(tasks):
         extra = (dispersion[t.name],) if t.name in dispersion else ()
-        out[t.name] = (weight * rules(t).row_loss(outputs[t.name], labels[:, i], *extra)).mean()
+        v = weight if task_weight is None else weight * task_weight[:, i]
+        row = v * rules(t).row_loss(outputs[t.name], labels[:, i], *extra)  # [B]
+        if mask is None:
+            out[t.name] = row.mean()
+        else:  # where, not a product: a row outside the task may hold any finite or non-finite value
+            m = mask[:, i]
+            out[t.name] = torch.where(m, row, torch.zeros_like(row)).sum() / m.sum().clamp_min(1)
     return out
+
+
+def batch_losses(
+    tasks: tuple[Task, ...], outputs: dict[str, Tensor], batch: dict[str, Tensor], dispersion: dict[str, Tensor] | None = None
+) -> dict[str, Tensor]:
+    """:func:`task_losses` with labels, weights and the task mask read from a labelled ``batch``."""
+    return task_losses(
+        tasks, outputs, batch["labels"], batch["weight"], dispersion, batch.get("task_mask"), batch.get("task_weight")
+    )
+
+
+def task_counts(batch: dict[str, Tensor], num_tasks: int) -> Tensor:
+    """[T] rows of each task in ``batch`` (what its loss is a mean over)."""
+    if "task_mask" in batch:
+        return batch["task_mask"].sum(0)
+    return torch.full((num_tasks,), batch["labels"].shape[0], device=batch["labels"].device)
 
 
 def loss_scales(schema) -> dict[str, float]:
@@ -53,7 +87,7 @@ def model_losses(
     with the model's negative-binomial dispersions; ``normalise``: each divided by its
     :func:`loss_scales` entry."""
     outputs = model(batch) if outputs is None else outputs
-    losses = task_losses(model.schema.spec.tasks, outputs, batch["labels"], batch["weight"], model.distribution_parameters(batch))
+    losses = batch_losses(model.schema.spec.tasks, outputs, batch, model.distribution_parameters(batch))
     if normalise:
         scales = loss_scales(model.schema)
         losses = {t: v / scales[t] for t, v in losses.items()}
@@ -86,9 +120,13 @@ class LossBalancer(nn.Module):
     def combine(self, losses: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def backward(self, losses: dict[str, Tensor]) -> Tensor:
-        """Backpropagate the combined objective; returns it (for logging)."""
+    def backward(self, losses: dict[str, Tensor], extra: Tensor | None = None) -> Tensor:
+        """Backpropagate the combined objective plus ``extra`` (the model's own loss terms,
+        :meth:`MultiTaskModel.extra_losses`, summed: added as they are, never balanced); returns
+        it (for logging)."""
         total = self.combine(losses)
+        if extra is not None:
+            total = total + extra
         total.backward()
         return total.detach()
 
@@ -144,10 +182,12 @@ __all__ = [
     "FixedWeights",
     "LossBalancer",
     "balancer_names",
+    "batch_losses",
     "build_balancer",
     "register_balancer",
     "loss_scales",
     "model_losses",
+    "task_counts",
     "task_losses",
     "weighted_total",
 ]

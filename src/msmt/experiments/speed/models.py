@@ -21,11 +21,14 @@ from msmt.spec.batch import Batch, iterate_batches
 from msmt.spec.config import ModelConfig
 from msmt.spec.dataset import Task
 from msmt.spec.fitted import FittedSchema
-from msmt.training.losses import task_losses
+from msmt.training.losses import batch_losses
 from msmt.training.optim import adamw
 
 EMB, HIDDEN, TOWER, EXPERTS = 16, [256, 128], [64], 4
 MODELS = ("shared_bottom", "mmoe", "ple", "esmm", "m2m")
+# the model zoo's additions, timed next to MMoE with ``benchmarks/speed.py --models mmoe <these>``
+ZOO = ("pepnet", "apg", "hmoe", "m3oe", "aitm", "escm2")
+FUNNEL_MODELS = ("esmm", "escm2", "aitm")  # trained on the schema that declares the funnel
 BF16 = "msmt bf16"  # the variant trained with train.precision=bf16 (autocast), scored likewise
 ONNX = "msmt onnx"  # inference through ONNX Runtime (msmt export --format onnx; serve --backend onnx)
 # msmt predict --compile [--precision bf16] [--autotune]: label -> (precision, autotune)
@@ -35,12 +38,14 @@ _OWN_SECTION = {
     "mmoe": {"mmoe": {"num_experts": EXPERTS}},
     "ple": {"ple": {"num_levels": 1, "task_experts": 1, "shared_experts": 2}},
     "m2m": {"m2m": {"num_experts": EXPERTS}},
+    "hmoe": {"hmoe": {"num_experts": EXPERTS}},
+    "m3oe": {"m3oe": {"num_experts": EXPERTS}},
 }
 
 
 def schema_of(name: str, schemas: dict[str, FittedSchema]) -> FittedSchema:
-    """ESMM's schema declares the purchase = click × cvr funnel; every other model uses the plain one."""
-    return schemas["esmm" if name == "esmm" else "plain"]
+    """The ESMM family's schema declares the purchase = click × cvr funnel; every other model uses the plain one."""
+    return schemas["esmm" if name in FUNNEL_MODELS else "plain"]
 
 
 def speed_model(name: str, schemas: dict[str, FittedSchema]) -> MultiTaskModel:
@@ -59,7 +64,7 @@ def batch_loss(model: nn.Module, batch: Batch, tasks: tuple[Task, ...], bf16: bo
     (``train.precision=bf16``), the losses in float32."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         out = model(batch)
-    return sum(task_losses(tasks, {t: v.float() for t, v in out.items()}, batch["labels"], batch["weight"]).values())
+    return sum(batch_losses(tasks, {t: v.float() for t, v in out.items()}, batch).values())
 
 
 def train_step(model: nn.Module, opt, tasks: tuple[Task, ...], bf16: bool = False):

@@ -51,7 +51,7 @@ class GradNorm(LossBalancer):
             norms.append(torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), losses[n].new_zeros(()))))
         return torch.stack(norms)
 
-    def backward(self, losses: dict[str, Tensor]) -> Tensor:
+    def backward(self, losses: dict[str, Tensor], extra: Tensor | None = None) -> Tensor:
         stacked = torch.stack([losses[n] for n in self.task_names])  # [T]
         if self.initial_losses is None:
             self.initial_losses = stacked.detach().clamp_min(1e-12)
@@ -62,7 +62,9 @@ class GradNorm(LossBalancer):
         grad_loss = (G - target).abs().sum()
         self._optimizer.zero_grad(set_to_none=True)
         self.weights.grad = torch.autograd.grad(grad_loss, self.weights)[0]
-        total = self.combine(losses)
+        total = self.combine(losses)  # the norms G_t are the tasks' alone; the model's own terms join the update
+        if extra is not None:
+            total = total + extra
         total.backward()
         self.last_grad_norms = G.detach()
         self._optimizer.step()

@@ -43,14 +43,20 @@ class PCGrad(LossBalancer):
         stacked = torch.stack([losses[n] for n in self.task_names])
         return (self.task_weights * stacked).sum()
 
-    def backward(self, losses: dict[str, Tensor]) -> Tensor:
+    def _flat_grad(self, loss: Tensor) -> Tensor:
+        grads = torch.autograd.grad(loss, self._shared, retain_graph=True, allow_unused=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, self._shared)])
+
+    def backward(self, losses: dict[str, Tensor], extra: Tensor | None = None) -> Tensor:
+        """Projected task gradients on the shared parameters; the model's own terms (``extra``,
+        not a task) add their plain gradient everywhere."""
         weighted = [w * losses[n] for w, n in zip(self.task_weights, self.task_names)]
-        rows = []
-        for loss in weighted:
-            grads = torch.autograd.grad(loss, self._shared, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, self._shared)]))
+        rows = [self._flat_grad(loss) for loss in weighted]
         merged = project_conflicts(torch.stack(rows), self._generator).sum(0)  # [P]
         total = torch.stack(weighted).sum()
+        if extra is not None:
+            merged = merged + self._flat_grad(extra)
+            total = total + extra
         total.backward()  # task-specific gradients (shared ones are overwritten below)
         offset = 0
         for p in self._shared:
