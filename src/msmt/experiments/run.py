@@ -19,6 +19,7 @@ from msmt.data.validate import validate_frame
 from msmt.evaluation.evaluate import evaluate_model
 from msmt.evaluation.report import write_report
 from msmt.meta import meta_train, plan_meta
+from msmt.meta.warmup import warm_up_ids
 from msmt.models import build_model
 from msmt.rundir import provenance
 from msmt.rundir.layout import CONFIG, HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
@@ -186,6 +187,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     try:
         result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume)
         meta_history = meta_train(model, cfg.meta, meta_plan, encoded["train"], progress=cfg.train.progress)
+        warmup_history = warm_up_ids(model, cfg.meta, encoded["train"], progress=cfg.train.progress) if not cfg.train.streaming else []
     except DivergedError:
         if writer:
             discard_unfinished(out, created and not resume)
@@ -194,7 +196,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
         print(f"best epoch {result.best_epoch} ({cfg.train.monitor} {result.best_value:.4f}): its weights are the run's", file=sys.stderr)
 
     metrics = {"val": result.val_metrics}
-    if meta_history:  # the meta-trained base is what the run directory stores
+    if meta_history or warmup_history:  # the meta-trained (or warmed-up) model is what the run directory stores
         metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size)
     if "test" in splits:
         metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size)
@@ -210,6 +212,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     provenance.write(out, training=setup)  # which code produced these metrics (reuse checks compare it), and how
     if meta_history:
         write_table(pd.DataFrame(meta_history), out / "meta_history.csv")
+    if warmup_history:
+        write_table(pd.DataFrame(warmup_history), out / "warmup_history.csv")
     if meta_plan is not None and meta_plan.rates is not None:
         save_meta_rates(meta_plan.rates.as_dict(), out / META_RATES)
     write_report(out, cfg, metrics, history, result.best_epoch or None)

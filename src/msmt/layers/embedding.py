@@ -17,6 +17,22 @@ from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import OOV, FittedSchema
 
 
+class IdGenerator(nn.Module):
+    """Meta-Embedding's generator (Pan et al., SIGIR 2019, "Warm Up Cold-start Advertisements"):
+    [B, a] attribute embeddings (and dense values) of an ID's row -> [B, dim] the embedding of an
+    ID never seen in training. A small MLP whose output starts near zero (the scale of a trained
+    embedding row is learnt in the warm-up)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, dim), nn.Tanh(), nn.Linear(dim, dim))
+        nn.init.normal_(self.net[-1].weight, std=0.01)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
 class FeatureEncoder(nn.Module):
     """Embeds a feature set and concatenates it with its dense values.
 
@@ -40,6 +56,7 @@ class FeatureEncoder(nn.Module):
         prefix: str = "",
         with_scenario: bool = False,
         history: bool = False,
+        id_warmup: dict[str, list[str]] | None = None,
     ):
         super().__init__()
         features = features if features is not None else schema.spec.features
@@ -61,6 +78,20 @@ class FeatureEncoder(nn.Module):
         n_embedded = self.num_sparse + len(self.multi_names) + int(with_scenario)
         self.history = HistorySummary(schema) if history else None
         self.out_dim = dim * n_embedded + self.num_dense + (self.history.out_dim if history else 0)
+        self.generators = nn.ModuleDict()  # Meta-Embedding: ID feature -> its generator
+        self.generated: dict[str, tuple[int, list[int], list[int]]] = {}  # name -> (field, attribute fields, dense columns)
+        sparse_names = [f.name for f in features.sparse]
+        dense_names = [f.name for f in features.dense]
+        for name, attributes in (id_warmup or {}).items():
+            if name not in sparse_names:
+                raise ConfigError(f"model.id_warmup: '{name}' is not a sparse feature (sparse: {sparse_names})")
+            unknown = sorted(set(attributes) - set(sparse_names) - set(dense_names) - {name})
+            if unknown or not attributes or name in attributes:
+                raise ConfigError(f"model.id_warmup.{name}: attributes must be other sparse or dense features, got {list(attributes)}")
+            fields = [sparse_names.index(a) for a in attributes if a in sparse_names]
+            cols = [dense_names.index(a) for a in attributes if a in dense_names]
+            self.generated[name] = (sparse_names.index(name), fields, cols)
+            self.generators[name] = IdGenerator(dim * len(fields) + len(cols), dim)
         self.field_names = [f.name for f in features.sparse] + self.multi_names + (["<scenario id>"] if with_scenario else [])
         self.dense_names = [f.name for f in features.dense]
 
@@ -74,8 +105,26 @@ class FeatureEncoder(nn.Module):
 
     @classmethod
     def for_model(cls, schema: FittedSchema, cfg) -> FeatureEncoder:
-        """The input encoder of the shared ``model.*`` keys (scenario embedding, history summary)."""
-        return cls(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary)
+        """The input encoder of the shared ``model.*`` keys (scenario embedding, history summary,
+        ID warm-up generators)."""
+        return cls(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary,
+                   id_warmup=getattr(cfg, "id_warmup", None))
+
+    def generate_ids(self, single: Tensor, sparse: Tensor, batch: Batch) -> Tensor:
+        """[B, S(+1), dim] single-field embeddings with each warmed-up ID field's OOV rows replaced
+        by the embedding generated from the row's attributes (``batch["warm.<name>"]`` [B, dim],
+        when given, replaces the generated one: the warm-up's adapted embedding)."""
+        for name, (field, fields, cols) in self.generated.items():
+            oov = (sparse[:, field] == OOV).unsqueeze(-1)  # [B, 1]
+            override = batch.get(f"warm.{name}")
+            if override is None:
+                attrs = [single[:, fields].flatten(1)] if fields else []
+                if cols:
+                    attrs.append(batch[f"{self.prefix}dense"][:, cols])
+                override = self.generators[name](torch.cat(attrs, dim=1) if len(attrs) > 1 else attrs[0])  # [B, dim]
+            column = torch.where(oov, override.to(single.dtype), single[:, field])
+            single = torch.cat([single[:, :field], column.unsqueeze(1), single[:, field + 1 :]], dim=1)
+        return single
 
     def embed_fields(self, batch: Batch) -> Tensor:
         """[B, F, dim]: one embedding per categorical field (multi-valued ones mean-pooled).
@@ -94,6 +143,8 @@ class FeatureEncoder(nn.Module):
         if self.with_scenario:
             ids.append((batch["scenario"] + self.offsets[-1]).unsqueeze(1))
         single = self.table(ids[0] if len(ids) == 1 else torch.cat(ids, dim=1)) if ids else None  # [B, S (+1), dim]
+        if self.generated:
+            single = self.generate_ids(single, sparse, batch)
         if not self.multi_names:
             if single is None:
                 dense = batch[f"{self.prefix}dense"]

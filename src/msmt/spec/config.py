@@ -62,6 +62,9 @@ class ModelConfig(Strict):
     # share of training rows whose panel history is removed (msmt.models.base.drop_history), so
     # that units without history (new advertisers, a new scenario's first days) are learnt too
     history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # Meta-Embedding ID warm-up (msmt.meta.warmup): {ID feature: [features it is generated from]};
+    # a value unseen in training gets the embedding generated from its row's attributes
+    id_warmup: dict[str, list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _validate_sections(self) -> ModelConfig:
@@ -163,6 +166,11 @@ class MetaConfig(Strict):
     outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     outer_lr: float = Field(default=1e-3, gt=0.0)  # learning rate of the outer loop
     seed: int = 0  # seed of the episode sampler
+    warmup_steps: int = Field(default=200, ge=0)  # steps of the ID warm-up phase (model.id_warmup), base frozen
+    warmup_rows: int = Field(default=8, ge=1)  # rows of an ID in each of the two warm-up batches (A, B)
+    warmup_mix: float = Field(default=0.5, ge=0.0, le=1.0)  # a in a·L_cold(A) + (1 − a)·L_warm(B)
+    warmup_lr: float = Field(default=1e-3, gt=0.0)  # the generator's learning rate
+    warmup_step_size: float = Field(default=0.1, gt=0.0)  # the warm step on the generated embedding
 
 
 class ExperimentConfig(Strict):
