@@ -3,7 +3,8 @@ with history and M2M on a simulator world of a size and seed the project had not
 and new scenarios, M2M's ablations and curves, and the online-ads data.
 
     .venv/bin/python benchmarks/forecasting.py [--advertisers 1200] [--days 90] [--seed 2026]
-        [--seeds 0 1 2] [--curve-seeds 0 1] [--threads 2] [--work runs/forecasting] [--skip-curves]
+        [--seeds 0 1 2] [--curve-seeds 0 1] [--windows 7 14 28 56]
+        [--scenario-dims 4 16 64] [--meta-layers 1 2 3] [--threads 2] [--work runs/forecasting] [--skip-curves]
         [--skip-online] [--out docs/results/forecasting.md]
 
 A thin command line over :mod:`msmt.experiments.forecasting` (what is trained and scored) and
@@ -22,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.experiments.forecasting import Study, ablation_variants, curve_variants, main_variants, study_records, summarise
+from msmt.experiments.forecasting import Study, ablation_variants, curve_variants, main_variants, study_records, summarise, trained_by_curves
 from msmt.experiments.forecasting_page import COUNTS, MINOR, WORLD_COLS, curve_plot, online_targets, table, values, world_targets
 from msmt.experiments.results_page import simulator_config
 from msmt.rundir.provenance import source_hash
@@ -46,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "forecasting.md")
+    ap.add_argument("--windows", type=int, nargs="+", default=[7, 14, 28, 56], help="the window curve's T values")
+    ap.add_argument("--scenario-dims", type=int, nargs="+", default=[4, 16, 64], help="the S̃-size curve's values")
+    ap.add_argument("--meta-layers", type=int, nargs="+", default=[1, 2, 3], help="the meta-depth curve's values")
     ap.add_argument("--skip-curves", action="store_true", help="main variants only (no ablations or curves)")
     ap.add_argument("--skip-online", action="store_true")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -57,13 +61,18 @@ def _extra(args) -> tuple[str, ...]:
     return (f"train.num_threads={args.threads}", *args.overrides)
 
 
+def _curves(args) -> list:
+    return curve_variants(args.windows, args.scenario_dims, args.meta_layers)
+
+
 def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     extra = _extra(args)
     main = Study(config, args.work / "runs" / "world", args.seeds, main_variants(), extra, config.parent / "new_scenario.csv", _log)
     records = study_records(main, main.train())
     extra_records = pd.DataFrame()
     if not args.skip_curves:
-        more = Study(config, args.work / "runs" / "world", args.curve_seeds, ablation_variants() + curve_variants(), extra, None, _log)
+        variants = ablation_variants() + trained_by_curves(_curves(args))
+        more = Study(config, args.work / "runs" / "world", args.curve_seeds, variants, extra, None, _log)
         extra_records = study_records(more, more.train())
     return records, extra_records
 
@@ -100,10 +109,11 @@ def curves_section(summary: pd.DataFrame, args) -> list[str]:
         return []
     v = values(summary)
     abl = ["m2m", *[x.name for x in ablation_variants()]]
-    out = ["## M2M's ablations and curves", "", f"Training seeds {args.curve_seeds} (the `m2m` row: the main study's seeds).", "",
+    out = ["## M2M's ablations and curves", "", f"Training seeds {args.curve_seeds}; the `m2m` and `naive_mean` rows are the main study's runs (seeds {args.seeds}), "
+           "which are also the curves' default points (T = 14, S̃ = 16, K = 2).", "",
            "### Ablations (test, overall)", "", *table(v, abl, "test", "overall", WORLD_COLS, oracle=False), ""]
     groups: dict[str, list[tuple[float, str]]] = {}
-    for x in curve_variants():
+    for x in _curves(args):
         groups.setdefault(x.group.split(":")[1], []).append((x.value, x.name))
     for name, points in groups.items():
         out += [f"### {name}", "", *table(v, [p for _, p in sorted(points, key=lambda p: (p[1].split(' ')[0], p[0]))], "test", "overall", WORLD_COLS, oracle=False), ""]

@@ -34,6 +34,7 @@ from msmt.data.tensorize import encode_frame
 from msmt.evaluation.evaluate import evaluate_model
 from msmt.experiments.bench import read_metrics, run_or_reuse
 from msmt.rundir.layout import load_run
+from msmt.spec.model_params import M2MParams
 
 NAIVE = ("naive_last", "naive_mean", "naive_weekday")
 HISTORY_MODELS = ("single_task", "shared_bottom", "mmoe", "ple")
@@ -69,15 +70,31 @@ def ablation_variants() -> list[Variant]:
     ]
 
 
+DEFAULT_WINDOW = 14  # the simulator's dataset.panel.window (msmt.synth.advertiser.dataset_config)
+
+
 def curve_variants(windows: Sequence[int] = (7, 14, 28, 56), scenario_dims: Sequence[int] = (4, 16, 64),
                    meta_layers: Sequence[int] = (1, 2, 3)) -> list[Variant]:
+    """The curves' points. A point at the default value (T = 14, S̃ = 16, K = 2) *is* the main
+    study's ``m2m`` / ``naive_mean`` run, so it carries that name and is not trained again."""
+    defaults = M2MParams()
     out = []
     for w in windows:
-        out.append(Variant(f"m2m T={w}", ("model.name=m2m", f"dataset.panel.window={w}"), "curve:window", w))
-        out.append(Variant(f"naive_mean T={w}", ("model.name=naive_mean", "train.epochs=2", f"dataset.panel.window={w}"), "curve:window", w))
-    out += [Variant(f"m2m s={s}", ("model.name=m2m", f"model.m2m.scenario_dim={s}"), "curve:scenario_dim", s) for s in scenario_dims]
-    out += [Variant(f"m2m K={k}", ("model.name=m2m", f"model.m2m.meta_layers={k}"), "curve:meta_layers", k) for k in meta_layers]
+        is_default = w == DEFAULT_WINDOW
+        out.append(Variant("m2m" if is_default else f"m2m T={w}", ("model.name=m2m", f"dataset.panel.window={w}"), "curve:window", w))
+        out.append(Variant("naive_mean" if is_default else f"naive_mean T={w}",
+                           ("model.name=naive_mean", "train.epochs=2", f"dataset.panel.window={w}"), "curve:window", w))
+    out += [Variant("m2m" if s == defaults.scenario_dim else f"m2m s={s}", ("model.name=m2m", f"model.m2m.scenario_dim={s}"),
+                    "curve:scenario_dim", s) for s in scenario_dims]
+    out += [Variant("m2m" if k == defaults.meta_layers else f"m2m K={k}", ("model.name=m2m", f"model.m2m.meta_layers={k}"),
+                    "curve:meta_layers", k) for k in meta_layers]
     return out
+
+
+def trained_by_curves(variants: Sequence[Variant]) -> list[Variant]:
+    """The variants a curve study trains: those the main study has not (its names are reused)."""
+    main = {v.name for v in main_variants()}
+    return [v for v in variants if v.name not in main]
 
 
 @dataclass
