@@ -7,7 +7,7 @@ A thin command line over :func:`msmt.experiments.results_page.generate`:
 
 1. Writes the two simulators' data with fixed seeds into ``WORK/data/<name>/`` (the sizes of the
    published pages: ``msmt synth advertiser --advertisers 300 --days 60 --seed 0`` as in
-   ``docs/results/advertiser.md`` / ``models.md``, ``msmt synth funnel --rows 200000 --seed 0``
+   ``docs/results/models.md``, ``msmt synth funnel --rows 200000 --seed 0``
    as the smaller table of ``models.md``). A data folder records its parameters in
    ``synth.json``; when they change, the data and that dataset's bench cells are rebuilt.
 2. Runs ``msmt bench`` (``msmt.experiments.bench.bench``) over MovieLens MSMT, census, online ads, the
@@ -69,7 +69,7 @@ def _simulator(kind: str, params: dict, name: str):
     return lambda work: simulator_config(kind, params, work, name, log=_log)
 
 
-# M2M's S̃ reads the advertiser profile only when it is named (docs/results/m2m.md used these).
+# M2M's S̃ reads the advertiser profile only when it is named (the simulator's own experiment config names them too).
 M2M_PROFILE = "model.m2m.profile_features=[industry,size_tier,region,account_age,budget_level]"
 # MovieLens has a funnel: like (rating > 4) implies click (rating > 3), so like = click × P(like | click).
 ESMM_MOVIELENS = (
@@ -94,7 +94,7 @@ DATASETS = [
         _synth_command("advertiser", ADVERTISER),
         models={"m2m": (M2M_PROFILE,)},
         why={"m2m": "`model.m2m.profile_features=[industry,size_tier,region,account_age,budget_level]`: the "
-                    "advertiser profile feeds M2M's scenario knowledge S̃ (as in `docs/results/m2m_advertiser.md`); "
+                    "advertiser profile feeds M2M's scenario knowledge S̃; "
                     "without it S̃ sees only the scenario"},
     ),
     Dataset(

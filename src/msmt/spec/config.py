@@ -13,6 +13,7 @@ Model-specific hyperparameters live in a sub-section named after the model
 from __future__ import annotations
 
 import copy
+import importlib.util
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,6 +99,7 @@ class TrainConfig(Strict):
     num_threads: int | None = Field(default=None, ge=1)  # CPU threads per process (null: the physical cores, shared by torchrun's local processes)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (msmt.runtime.device.resolve_device)
     progress: bool = True  # progress bar and per-epoch lines (msmt train --quiet: false)
+    tensorboard: bool = False  # per-epoch losses, validation metrics and loss weights as TensorBoard scalars in RUN_DIR/tensorboard (needs msmt[tensorboard])
     eval_batch_size: int = Field(default=8192, ge=1)  # rows per forward pass when evaluating
     checkpoint_every: int | None = Field(default=None, ge=1)  # optimiser steps between checkpoints
     streaming: bool = False  # read the training Parquet file by row group (msmt.data.streaming)
@@ -113,6 +115,13 @@ class TrainConfig(Strict):
     def _check_device(cls, value: str) -> str:
         if not DEVICE_PATTERN.fullmatch(value):
             raise ValueError(f"'{value}' is not a device (use cpu, cuda, cuda:N or auto)")
+        return value
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _check_tensorboard(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("true needs the tensorboard package (pip install 'msmt[tensorboard]')")
         return value
 
 

@@ -39,6 +39,7 @@ from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, sav
 from msmt.training.distributed import Dist
 from msmt.training.losses import build_balancer, model_losses, task_counts, weighted_total
 from msmt.training.optim import build_optimizers
+from msmt.training.tensorboard import EpochWriter
 
 
 def seed_everything(seed: int) -> None:
@@ -311,11 +312,13 @@ def fit(
             raise ValueError("resume needs run_dir")
         best_state, s = tr.restore()
     tr.net = tr.dist.wrap(model)  # DDP broadcasts rank 0's (possibly restored) weights
+    board = EpochWriter(Path(run_dir) / "tensorboard" if tc.tensorboard and run_dir is not None and tr.dist.is_main else None)
     while s.epoch <= tc.epochs:
         train_losses = _train_epoch(tr, s, train_data, tc, best_state)
         tr.balancer.end_epoch(train_losses)
         val_losses, val_metrics, value, higher = _validate(tr, val_data, val_frame, tc)
         s.history.append(_history_row(s, train_losses, val_losses, val_metrics, tr.balancer.current_weights()))
+        board.epoch(s.history[-1])
         if s.epoch == 1 or (not math.isnan(value) and (value > s.best_value if higher else value < s.best_value)):
             s.best_epoch, s.best_value, s.val_metrics = s.epoch, value, val_metrics
             best_state = _cpu_state(model)
@@ -328,6 +331,7 @@ def fit(
         s.epoch, s.step = s.epoch + 1, 0
         if s.stale >= tc.patience:
             break
+    board.close(s.best_epoch)
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(history=s.history, best_epoch=s.best_epoch, best_value=s.best_value, val_metrics=s.val_metrics)
