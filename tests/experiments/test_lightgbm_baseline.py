@@ -1,9 +1,9 @@
-"""benchmarks/lightgbm_baseline.py: LightGBM on msmt's own splits and encodings, measured into the
-same metrics blocks as a run directory's ``metrics.json``."""
+"""LightGBM on msmt's own splits and encodings (``msmt.experiments.lightgbm_baseline``, the logic of
+benchmarks/lightgbm_baseline.py), measured into the same metrics blocks as a run directory's
+``metrics.json``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -13,16 +13,11 @@ import yaml
 
 from helpers import REPO
 from msmt.data.loading import load_splits
+from msmt.experiments.lightgbm_baseline import TreeSettings, lightgbm_baseline
 from msmt.spec.config import load_experiment
+from msmt.spec.errors import ConfigError
 
 pytest.importorskip("lightgbm", reason="lightgbm is the optional `bench` extra (pip install 'msmt[bench]'); the baseline script needs it")
-
-
-def script():
-    spec = importlib.util.spec_from_file_location("lightgbm_baseline_script", REPO / "benchmarks" / "lightgbm_baseline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def shape(block: dict) -> dict:
@@ -36,7 +31,7 @@ def shape(block: dict) -> dict:
 def test_same_splits_and_metrics_blocks_as_msmt_train(trained_run, tmp_path):
     run_dir = trained_run("logistic_regression")  # 400 simulated rows: train / validation / test files
     config = trained_run.data_dir / "experiment.yaml"
-    assert script().main([str(config), "--out", str(tmp_path), "--n-estimators", "60", "--early-stopping", "5"]) == 0
+    lightgbm_baseline(load_experiment(config), TreeSettings(n_estimators=60, early_stopping_rounds=5), tmp_path)
     trees = json.loads((tmp_path / "metrics.json").read_text())
     ours = json.loads((run_dir / "metrics.json").read_text())
     splits = load_splits(load_experiment(config).dataset)
@@ -69,13 +64,13 @@ def test_trees_read_the_encoded_features(tmp_path):
     (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(dataset))
     (tmp_path / "experiment.yaml").write_text(yaml.safe_dump({"dataset": "dataset.yaml", "model": {"name": "logistic_regression"}}))
     out = tmp_path / "out"
-    assert script().main([str(tmp_path / "experiment.yaml"), "--out", str(out)]) == 0
+    lightgbm_baseline(load_experiment(tmp_path / "experiment.yaml"), out=out)
     result = json.loads((out / "metrics.json").read_text())
     assert result["test"]["overall"]["y"]["auc"] > 0.95
     assert set(result["test"]["scenarios"]) == {"s1", "s2"} and result["left_out"] == []
 
 
-def test_a_missing_lightgbm_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys):
+def test_a_missing_lightgbm_is_a_config_error_naming_the_extra(monkeypatch):
     import builtins
 
     real = builtins.__import__
@@ -86,5 +81,5 @@ def test_a_missing_lightgbm_is_one_line_naming_the_extra(monkeypatch, tmp_path, 
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_lightgbm)
-    assert script().main([str(REPO / "configs" / "census.yaml"), "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == "error: the LightGBM baseline needs lightgbm: pip install 'msmt[bench]'"
+    with pytest.raises(ConfigError, match=r"^the LightGBM baseline needs lightgbm: pip install 'msmt\[bench\]'$"):
+        lightgbm_baseline(load_experiment(REPO / "configs" / "census.yaml"))  # before any data is read
