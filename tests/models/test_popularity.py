@@ -18,8 +18,9 @@ from msmt.models.popularity import Popularity
 from msmt.rundir.layout import load_run
 from msmt.scoring.predict import predict_batches
 from msmt.spec.batch import iterate_batches
-from msmt.spec.dataset import DatasetSpec
+from msmt.spec.dataset import DatasetSpec, TaskKind
 from msmt.spec.errors import ConfigError
+from msmt.spec.task_kinds import rules
 
 
 def spec(**features) -> DatasetSpec:
@@ -146,3 +147,16 @@ def test_msmt_train_counts_the_training_split_once(trained_run):
     for task in run.schema.spec.task_names:
         np.testing.assert_allclose(got[task], expected(train.astype({task: float}), train, task, 20.0), rtol=1e-5, atol=1e-6, err_msg=task)
     assert torch.all(run.model.id_rows[:, :2] == 0)  # padding and OOV have no counts of their own
+
+
+def test_no_forecast_offset_on_panel_data(advertiser_panel):
+    """On panel data every model's count heads are offset by the naive forecast (model.forecast:
+    auto); popularity's rate is the prediction itself, so it takes none."""
+    schema, rows = advertiser_panel
+    model = build_model(schema, model_config("popularity", popularity={"column": "region"}))
+    model.fit_statistics([rows])
+    model.eval()
+    with torch.no_grad():
+        out, rates = model(rows), model.rates(rows)
+    for i, task in enumerate(schema.spec.tasks):
+        torch.testing.assert_close(rules(task.kind).link(out[task.name]), rates[:, i].clamp(1e-7, 1 - 1e-7) if task.kind == TaskKind.BINARY else rates[:, i].clamp_min(1e-7))

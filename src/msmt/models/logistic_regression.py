@@ -11,8 +11,11 @@ regression tasks):
   f; a multi-valued feature m contributes the mean of its values' weights;
 * u_t over the standardised dense features d (and the panel-history summary with
   ``model.history_summary``);
-* a per-scenario bias c_{t,s} (scenario 0, unseen in training, starts and stays at 0 unless
-  trained) and a task bias b_t started at the link of the task's training mean.
+* a per-scenario bias c_{t,s} (a scenario unseen in training, index 0, keeps c = 0: the shared
+  level) and a task bias b_t started at the link of the task's training mean.
+
+On panel data a count task with a history is offset by its naive forecast like every model's
+(``model.forecast``: log λ = log(b + ε) + η, a GLM offset; its b_t then starts at 0).
 
 Weights start at zero (the problem is convex; the start does not matter). L2 shrinkage is the
 trainer's ``train.weight_decay`` (AdamW's decoupled form). ID dropout (``features.sparse[*].dropout``)
@@ -48,7 +51,9 @@ class LogisticRegression(MultiTaskModel):
             nn.init.zeros_(self.dense.weight)
         self.scenario_bias = nn.Embedding(schema.num_scenarios + 1, T)
         nn.init.zeros_(self.scenario_bias.weight)
-        start = [float(rules(t.kind).inverse_link(torch.tensor(schema.label_stat(t.name, "mean", 0.5)))) for t in schema.spec.tasks]
+        offset = set(self.forecast.tasks) if self.forecast is not None else set()  # these start from log(b + ε) already
+        start = [0.0 if t.name in offset else float(rules(t.kind).inverse_link(torch.tensor(schema.label_stat(t.name, "mean", 0.5))))
+                 for t in schema.spec.tasks]
         self.bias = nn.Parameter(torch.tensor(start, dtype=torch.float32))  # [T]
 
     def network(self, batch) -> dict[str, Tensor]:

@@ -82,6 +82,10 @@ class Popularity(MultiTaskModel):
         self.register_buffer("prior", torch.tensor(prior, dtype=torch.float32).T.contiguous(), persistent=False)  # [P, T]
 
     @classmethod
+    def forecast_method(cls, schema, cfg) -> str | None:
+        return None  # the rate is the prediction itself: no naive-forecast offset on top of it
+
+    @classmethod
     def not_applicable(cls, spec) -> str | None:
         try:
             if default_column(spec) is None:
