@@ -177,7 +177,7 @@ def _fit_statistics(tr: Trainer, train_data: Batch | ParquetStream, tc: TrainCon
     if isinstance(train_data, ParquetStream):
         batches = tr.dist.lockstep(train_data.batches(1))
     else:
-        batches = (tr.dist.shard(b) for b in iterate_batches(train_data, tc.eval_batch_size) if tr.dist.usable(num_rows(b)))
+        batches = (tr.dist.shard(b) for b in iterate_batches(train_data, tc.eval_batch_size))  # an empty shard counts nothing
     tr.model.fit_statistics(batches, tr.dist.all_sum)
 
 
@@ -330,6 +330,9 @@ def fit(
     its own row groups instead of a shard of each global batch).
     ``run_dir``: where ``checkpoint.pt`` goes (with ``train.checkpoint_every``); ``resume``:
     continue from that checkpoint instead of starting afresh.
+
+    A model with ``fits_statistics`` first counts the training split (``fit_statistics``); one
+    without parameters to train then runs no gradient step: one epoch of measurement only.
     """
     tr = _trainer(model, tc, loss_cfg, run_dir)
     if model.fits_statistics:  # closed-form statistics first (the same on a resume: one pass, no randomness)
