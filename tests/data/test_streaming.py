@@ -78,6 +78,15 @@ def test_train_streaming_end_to_end(parquet_dir, tmp_path):
     assert len(history) == 2 and history["train_loss"].notna().all()
 
 
+def test_a_closed_form_model_counts_the_stream_like_the_rows_in_memory(parquet_dir, tiny_dir, tmp_path):
+    """popularity reads the training stream once (no gradient epoch) and counts what the in-memory run counts."""
+    sets = [*FAST, "model.name=popularity"]
+    memory = run_experiment(load_experiment(tiny_dir / "experiment.yaml", sets), tmp_path / "memory")
+    streamed = run_experiment(load_experiment(parquet_dir / "experiment.yaml", [*sets, "train.streaming=true"]), tmp_path / "stream")
+    assert streamed["val"] == memory["val"]
+    assert len(pd.read_csv(tmp_path / "stream" / "history.csv")) == 1
+
+
 def test_streaming_needs_parquet(tiny_dir, tmp_path):
     cfg = load_experiment(tiny_dir / "experiment.yaml", [*FAST, "train.streaming=true"])
     with pytest.raises(ConfigError, match="Parquet"):

@@ -169,8 +169,9 @@ def test_reptile_moves_personal_init_toward_adapted_block(tiny_dir, tiny_schema,
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
-# the naive forecasters share nothing (a scale per task is the whole model): no base to meta-learn
-@pytest.mark.parametrize("name", [m for m in model_names() if not m.startswith("naive_")])
+# the naive forecasters share nothing (a scale per task is the whole model) and popularity has no
+# parameters (counts): no base to meta-learn
+@pytest.mark.parametrize("name", [m for m in model_names() if not m.startswith("naive_") and m != "popularity"])
 def test_every_model_meta_trains_without_model_specific_code(tiny_dir, tiny_schema, groups, name, algorithm):
     """Every model declares a non-empty personal block (``meta.personal: [auto]``) and meta-trains
     with the base moving too (``meta.shared: ["*"]``)."""

@@ -87,7 +87,6 @@ def test_rows_do_not_depend_on_batch_mates(name, data):
 def test_a_few_steps_reduce_the_loss(name, data):
     tiny_schema, batch = data
     model = make(name, tiny_schema)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     tasks = tiny_schema.spec.tasks
 
     def loss():
@@ -97,6 +96,12 @@ def test_a_few_steps_reduce_the_loss(name, data):
     model.train()
     with torch.no_grad():
         start = float(loss())
+    if model.fits_statistics:  # closed form (popularity): one counting pass, no gradient step
+        model.fit_statistics([batch])
+        with torch.no_grad():
+            assert float(loss()) < 0.99 * start  # shrunk toward the scenario rates (m = 20); exactness: test_popularity.py
+        return
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(30):
         opt.zero_grad()
         value = loss()
@@ -125,7 +130,7 @@ def test_declares_shared_parameters(name, data):
     model = make(name, data[0])
     shared = {id(p) for p in model.shared_parameters()}
     assert shared <= {id(p) for p in model.parameters()}
-    if name != "single_task" and not name.startswith("naive_"):  # these share nothing by construction
+    if name not in ("single_task", "logistic_regression", "popularity") and not name.startswith("naive_"):  # these share nothing by construction
         assert shared
 
 
@@ -147,6 +152,8 @@ def test_forward_and_backward_stay_on_the_model_device(name, with_panel, data, p
         schema, rows = advertiser_panel
         data = take(rows, slice(0, 64))
         extra = {"m2m": {"profile_features": ["industry", "size_tier", "budget_level"]}} if name == "m2m" else {"history_summary": True}
+        if name == "popularity":  # the advertiser panel has no ID feature: count by one declared here
+            extra["popularity"] = {"column": "region"}
     else:
         (schema, data), extra = data, {}
     torch.manual_seed(0)
@@ -157,7 +164,11 @@ def test_forward_and_backward_stay_on_the_model_device(name, with_panel, data, p
     with check:
         model.train()
         out = model(inputs(on_meta))
-        sum(task_losses(schema.spec.tasks, out, on_meta["labels"], on_meta["weight"]).values()).backward()
+        if model.fits_statistics:
+            model.fit_statistics([on_meta])
+        total = sum(task_losses(schema.spec.tasks, out, on_meta["labels"], on_meta["weight"]).values())
+        if total.requires_grad:  # a closed-form model (popularity) has nothing to differentiate
+            total.backward()
         model.eval()
         scored = model(inputs(on_meta))
     assert check.mixed == []
@@ -165,4 +176,5 @@ def test_forward_and_backward_stay_on_the_model_device(name, with_panel, data, p
     rows = on_meta["scenario"].shape[0]
     assert all(v.shape == (rows,) for v in out.values())
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert grads and all(g.device == meta for g in grads)
+    assert (grads or not any(p.requires_grad for p in model.parameters())) and all(g.device == meta for g in grads)
+    assert all(b.device == meta for b in model.buffers())

@@ -42,22 +42,24 @@ def _leaves(tree, prefix=""):
         yield prefix.rstrip("."), tree
 
 
-def test_two_processes_match_one_process(tiny_dir, tmp_path):
-    single = run_experiment(load_experiment(tiny_dir / "experiment.yaml", SETTINGS), tmp_path / "single")
+def _single_and_ddp(tiny_dir, tmp_path, settings):
+    """(metrics of one process, metrics of two processes under torchrun) with the same settings."""
+    single = run_experiment(load_experiment(tiny_dir / "experiment.yaml", settings), tmp_path / "single")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1"]
     launch += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     run = tmp_path / "ddp"
-    sets = sum((["--set", s] for s in SETTINGS), [])
+    sets = sum((["--set", s] for s in settings), [])
     res = subprocess.run(
         [*launch, "-m", "msmt", "train", str(tiny_dir / "experiment.yaml"), "--out", str(run), "--quiet", *sets],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("run directory:") == 1  # only rank 0 reports
-    ddp = json.loads((run / "metrics.json").read_text())
-    # Tolerance: the two runs differ only in float32 summation order (gradients are summed
-    # across ranks by all-reduce); over 26 Adam steps that moves values around 1e-7 relative.
+    return single, json.loads((run / "metrics.json").read_text())
+
+
+def _assert_same_metrics(ddp, single):
     got, want = dict(_leaves(ddp)), dict(_leaves(single))
     assert got.keys() == want.keys()
     for key, value in want.items():
@@ -66,6 +68,18 @@ def test_two_processes_match_one_process(tiny_dir, tmp_path):
         else:  # row counts, and None where a metric is undefined (one class only)
             assert got[key] == value, key
     assert ddp["val"]["rows"] == single["val"]["rows"]  # metrics over all ranks' gathered predictions
+
+
+def test_two_processes_match_one_process(tiny_dir, tmp_path):
+    # Tolerance: the two runs differ only in float32 summation order (gradients are summed
+    # across ranks by all-reduce); over 26 Adam steps that moves values around 1e-7 relative.
+    _assert_same_metrics(*reversed(_single_and_ddp(tiny_dir, tmp_path, SETTINGS)))
+
+
+def test_two_processes_count_like_one_process_for_a_closed_form_model(tiny_dir, tmp_path):
+    """popularity's counts: each rank counts its shard of every batch, the counts are summed over
+    the ranks (``Dist.all_sum``), so two processes score exactly as one."""
+    _assert_same_metrics(*reversed(_single_and_ddp(tiny_dir, tmp_path, [*SETTINGS, "model.name=popularity"])))
 
 
 def test_shard_weights_make_the_ddp_mean_the_global_mean():

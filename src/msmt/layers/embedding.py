@@ -46,6 +46,10 @@ class FeatureEncoder(nn.Module):
         prefix: batch-key prefix: ``""`` for features, ``"scenario_"`` for scenario attributes.
         with_scenario: also embed the scenario index as one more categorical feature.
         history: append a summary of the row's panel history (:class:`HistorySummary`).
+        oov_init: ``"mean"``: each categorical feature's out-of-vocabulary row starts as the mean
+            of its seen rows (:meth:`set_oov_to_mean`), so a value unseen in training is embedded
+            like the average seen value; ``"random"``: drawn like every row. Either way, the
+            feature's ID ``dropout`` is what trains that row afterwards.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class FeatureEncoder(nn.Module):
         with_scenario: bool = False,
         history: bool = False,
         id_warmup: dict[str, list[str]] | None = None,
+        oov_init: str = "random",
     ):
         super().__init__()
         features = features if features is not None else schema.spec.features
@@ -68,6 +73,7 @@ class FeatureEncoder(nn.Module):
             sizes.append(schema.num_scenarios + 1)
         offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0, dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
+        self.categorical_sizes = sizes[: len(sizes) - int(with_scenario)]  # vocabulary sizes of the sparse + multi-valued features
         self.num_sparse = len(features.sparse)
         rates = [f.dropout for f in features.sparse]  # ID dropout per sparse feature (None: none)
         self.register_buffer("dropout_rates", torch.tensor(rates, dtype=torch.float32) if any(rates) else None, persistent=False)
@@ -94,6 +100,18 @@ class FeatureEncoder(nn.Module):
             self.generators[name] = IdGenerator(dim * len(fields) + len(cols), dim)
         self.field_names = [f.name for f in features.sparse] + self.multi_names + (["<scenario id>"] if with_scenario else [])
         self.dense_names = [f.name for f in features.dense]
+        if oov_init not in ("random", "mean"):
+            raise ConfigError(f"model.oov_init: '{oov_init}' (expected 'random' or 'mean')")
+        if oov_init == "mean":
+            self.set_oov_to_mean()
+
+    @torch.no_grad()
+    def set_oov_to_mean(self) -> None:
+        """Set each sparse and multi-valued feature's OOV row to the (unweighted) mean of its seen
+        rows 2..V-1: the cold-start prior's starting point (a feature with no seen value keeps its row)."""
+        for start, size in zip(self.offsets.tolist(), self.categorical_sizes):
+            if size > OOV + 1:
+                self.table.weight[start + OOV] = self.table.weight[start + OOV + 1 : start + size].mean(0)
 
     def select(self, names: list[str] | tuple[str, ...], key: str) -> tuple[list[int], list[int]]:
         """(field indices, dense indices) of the features ``names`` (a model's prior/profile
@@ -106,9 +124,9 @@ class FeatureEncoder(nn.Module):
     @classmethod
     def for_model(cls, schema: FittedSchema, cfg) -> FeatureEncoder:
         """The input encoder of the shared ``model.*`` keys (scenario embedding, history summary,
-        ID warm-up generators)."""
+        ID warm-up generators, the OOV rows' start)."""
         return cls(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary,
-                   id_warmup=getattr(cfg, "id_warmup", None))
+                   id_warmup=getattr(cfg, "id_warmup", None), oov_init=getattr(cfg, "oov_init", "random"))
 
     def generate_ids(self, single: Tensor, sparse: Tensor, batch: Batch) -> Tensor:
         """[B, S(+1), dim] single-field embeddings with each warmed-up ID field's OOV rows replaced

@@ -13,6 +13,8 @@ learned dispersion (:meth:`MultiTaskModel.distribution_parameters`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -46,6 +48,7 @@ class MultiTaskModel(nn.Module):
     """Base class: holds the schema and task list; subclasses build the network."""
 
     registry_name = "base"
+    fits_statistics = False  # True: the trainer calls fit_statistics once before training
 
     def __init__(self, schema: FittedSchema, cfg):
         super().__init__()
@@ -93,6 +96,13 @@ class MultiTaskModel(nn.Module):
             batch = drop_history(batch, self.history_dropout)
         out = self.network(batch)
         return self.forecast(batch, out) if self.forecast is not None else out
+
+    def fit_statistics(self, batches: Iterable[Batch], reduce: Callable[[Tensor], Tensor] = lambda t: t) -> None:
+        """Closed-form statistics (counts held in buffers) from one pass over the labelled training
+        batches, before any gradient step; the trainer calls it when ``fits_statistics`` is set
+        (the popularity baseline). ``reduce`` sums a tensor over data-parallel ranks (each rank
+        passes its own shard). A model whose parameters all come from here has none to train:
+        the trainer then runs no gradient step. Base: nothing to count."""
 
     def distribution_parameters(self, batch: Batch) -> dict[str, Tensor]:
         """{task: [B] log α} of the negative-binomial tasks ({} when there are none)."""

@@ -66,6 +66,9 @@ class ModelConfig(Strict):
     # Meta-Embedding ID warm-up (msmt.meta.warmup): {ID feature: [features it is generated from]};
     # a value unseen in training gets the embedding generated from its row's attributes
     id_warmup: dict[str, list[str]] = Field(default_factory=dict)
+    # cold-start prior: each ID table's out-of-vocabulary row starts as the mean of its seen rows
+    # (mean) or is drawn like them (random); a feature's `dropout` then trains it (msmt.layers.embedding)
+    oov_init: Literal["random", "mean"] = "random"
 
     @model_validator(mode="after")
     def _validate_sections(self) -> ModelConfig:

@@ -125,6 +125,13 @@ class ESCM2Params(Section):
     max_inverse_propensity: float = Field(default=15.0, ge=1.0)  # 1 / pCTR clipped here
 
 
+class PopularityParams(Section):
+    """Smoothed popularity: (Σ y + m · scenario rate) / (n + m) per (scenario, ID, task)."""
+
+    column: str | None = None  # the ID feature counted (null: the one ending in item_id/movie_id/ad_id, else `group`)
+    prior_strength: float = Field(default=20.0, ge=0.0)  # m: pseudo-rows of the scenario's rate added to every ID
+
+
 for _name, _section in {
     "single_task": NoParams,
     "shared_bottom": NoParams,
@@ -143,5 +150,7 @@ for _name, _section in {
     "naive_last": NoParams,
     "naive_mean": NoParams,
     "naive_weekday": NoParams,
+    "logistic_regression": NoParams,
+    "popularity": PopularityParams,
 }.items():
     declare_model(_name, _section)

@@ -130,6 +130,14 @@ class Dist:
             tdist.all_reduce(t)
         return t.tolist()
 
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over all ranks (a new tensor, same device and dtype; ``t`` itself alone)."""
+        if not self.active:
+            return t
+        out = t.clone()
+        tdist.all_reduce(out)
+        return out
+
     def mean(self, values: list[float] | torch.Tensor) -> list[float]:
         return [v / self.world for v in self.sum(values)]
 

@@ -160,10 +160,37 @@ def _trainer(model: MultiTaskModel, tc: TrainConfig, loss_cfg: LossConfig, run_d
     dist.check_strategy(loss_cfg.strategy)
     model.to(device)  # before the balancer and optimisers, which hold references to its parameters
     balancer = build_balancer(model.schema.spec.tasks, loss_cfg, model).to(device)
-    optimizers = build_optimizers(model, list(balancer.parameters()), tc, dist.active)
+    # a model fitted in closed form (popularity) has nothing for an optimiser to step
+    optimizers = build_optimizers(model, list(balancer.parameters()), tc, dist.active) if trainable(model) else []
     generator = torch.Generator().manual_seed(tc.seed)  # batch order: drawn on the CPU, where the data is
     checkpoint = Path(run_dir) / CHECKPOINT if run_dir is not None else None
     return Trainer(model, model, balancer, optimizers, generator, device, dist, checkpoint, loss_cfg.normalise)
+
+
+def trainable(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has parameters for gradient steps (a closed-form model has none)."""
+    return any(p.requires_grad for p in model.parameters())
+
+
+def _fit_statistics(tr: Trainer, train_data: Batch | ParquetStream, tc: TrainConfig) -> None:
+    """One pass over this rank's training rows for a model with closed-form statistics
+    (``MultiTaskModel.fit_statistics``), summed over the ranks."""
+    if isinstance(train_data, ParquetStream):
+        batches = tr.dist.lockstep(train_data.batches(1))
+    else:
+        batches = (tr.dist.shard(b) for b in iterate_batches(train_data, tc.eval_batch_size))  # an empty shard counts nothing
+    tr.model.fit_statistics(batches, tr.dist.all_sum)
+
+
+def _closed_form_epoch(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, tc: TrainConfig) -> dict[str, float]:
+    """The one "epoch" of a model without parameters to train: no step; the training split's loss
+    as its training loss (NaN for a stream, which is not read twice)."""
+    tr.model.eval()
+    if isinstance(train_data, ParquetStream):
+        return {t.name: math.nan for t in tr.model.schema.spec.tasks}
+    losses = validation_loss(tr.model, train_data, tc.eval_batch_size, tr.dist, tr.normalise)
+    s.total_sum, s.step = losses.pop("loss"), 1
+    return losses
 
 
 def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float], where: str = "a step") -> float:
@@ -304,17 +331,23 @@ def fit(
     its own row groups instead of a shard of each global batch).
     ``run_dir``: where ``checkpoint.pt`` goes (with ``train.checkpoint_every``); ``resume``:
     continue from that checkpoint instead of starting afresh.
+
+    A model with ``fits_statistics`` first counts the training split (``fit_statistics``); one
+    without parameters to train then runs no gradient step: one epoch of measurement only.
     """
     tr = _trainer(model, tc, loss_cfg, run_dir)
+    if model.fits_statistics:  # closed-form statistics first (the same on a resume: one pass, no randomness)
+        _fit_statistics(tr, train_data, tc)
     s, best_state = LoopState(), _cpu_state(model)
     if resume:
         if tr.checkpoint is None:
             raise ValueError("resume needs run_dir")
         best_state, s = tr.restore()
-    tr.net = tr.dist.wrap(model)  # DDP broadcasts rank 0's (possibly restored) weights
+    steps = trainable(model)
+    tr.net = tr.dist.wrap(model) if steps else model  # DDP broadcasts rank 0's (possibly restored) weights
     board = EpochWriter(Path(run_dir) / "tensorboard" if tc.tensorboard and run_dir is not None and tr.dist.is_main else None)
-    while s.epoch <= tc.epochs:
-        train_losses = _train_epoch(tr, s, train_data, tc, best_state)
+    while s.epoch <= (tc.epochs if steps else 1):
+        train_losses = _train_epoch(tr, s, train_data, tc, best_state) if steps else _closed_form_epoch(tr, s, train_data, tc)
         tr.balancer.end_epoch(train_losses)
         val_losses, val_metrics, value, higher = _validate(tr, val_data, val_frame, tc)
         s.history.append(_history_row(s, train_losses, val_losses, val_metrics, tr.balancer.current_weights()))
