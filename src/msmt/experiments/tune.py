@@ -234,6 +234,12 @@ class EpochReporter:
             raise self.pruned(f"pruned after epoch {epoch} ({value:.4g})")
 
 
+def default_pruner(optuna):
+    """Stop a trial whose value at an epoch is worse than the median of the finished trials at
+    that epoch, once 5 trials have finished, from the second epoch on (the first is noisy)."""
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)  # steps are epochs, from 1
+
+
 def monitor_direction(cfg: ExperimentConfig) -> tuple[str, bool]:
     """(Optuna direction, higher is better) of ``train.monitor``: the loss is minimised, a measure
     goes the way the task-kind table says (auc up; logloss, nmae, smape... down)."""
@@ -291,7 +297,7 @@ def tune(
     """Run (or continue) the study in ``study_dir`` until it holds ``trials`` finished trials or
     ``timeout`` seconds have passed (a started trial finishes); write ``best.yaml``,
     ``trials.csv`` and ``trials.png``. ``overrides``: ``--set`` strings applied to every trial.
-    ``pruner``: an Optuna pruner (default: ``MedianPruner(n_startup_trials=5, n_warmup_steps=1)``)."""
+    ``pruner``: an Optuna pruner (default: :func:`default_pruner`)."""
     optuna = _optuna()
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {trials})")
@@ -311,7 +317,7 @@ def tune(
         storage=f"sqlite:///{(study_dir / STUDY_DB).resolve()}",
         direction=direction,
         load_if_exists=True,
-        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        pruner=pruner or default_pruner(optuna),
     )
     recorded = study.user_attrs.get("search")
     if recorded is None:
