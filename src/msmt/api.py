@@ -11,6 +11,8 @@
     run = msmt.load("runs/mine")                  # a finished run directory
     personal = run.adapt(rows, out="runs/mine_personal")   # personal blocks per group
     run.export("onnx", "model.onnx")              # parity-checked against eager PyTorch
+    study = msmt.tune("experiment.yaml", trials=20)   # msmt tune: Optuna over experiment.tune.yaml
+    run = msmt.train(study.best_config)           # the best trial's config (study.budget(): its cost)
 
 ``msmt.train`` writes the run directory ``msmt train`` writes (``run_experiment``); ``Run``
 loads it as ``evaluate``/``predict``/``serve`` do (``load_run``) and scores through the one

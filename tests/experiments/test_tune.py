@@ -113,6 +113,15 @@ def test_timeout_starts_no_trial(config, tmp_path):
     assert any("--timeout" in line for line in logs)
 
 
+def test_the_python_api_is_the_command(config, tmp_path):
+    import msmt
+
+    result = msmt.tune(config, 1, study_dir=tmp_path / "s", overrides={"train.epochs": 1}, timeout=0)
+    assert len(result.trials) == 0 and (tmp_path / "s" / "study.db").exists() and (tmp_path / "s" / "trials.csv").exists()
+    with pytest.raises(ConfigError, match="no such search-space file"):
+        msmt.tune(config, 1, study_dir=tmp_path / "t", space=tmp_path / "nope.yaml")
+
+
 def test_a_diverging_trial_fails_and_the_study_goes_on(config, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"train.lr": {"choices": [1.0e30]}}))
