@@ -87,6 +87,25 @@ def test_resume_continues_to_n_and_draws_what_one_go_draws(config, straight, tmp
     assert len(pd.read_csv(study / "trials.csv")) == 3  # already N: nothing to run
 
 
+def test_an_interrupted_trial_is_drawn_again_and_not_counted(config, straight, tmp_path, monkeypatch):
+    calls = []
+    real = tune_mod.run_experiment
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C in the first trial
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune_mod, "run_experiment", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        tune(config, 2, tmp_path / "s", seed=7, overrides=FAST, log=lambda m: None)
+    result = tune(config, 2, tmp_path / "s", seed=7, overrides=FAST, log=lambda m: None)
+    assert list(result.trials["state"]) == ["INTERRUPTED", "COMPLETE", "COMPLETE"]
+    assert _params(tmp_path / "s")[1:] == _params(straight)[:2]  # the interrupted values are drawn again, the rest follows
+    assert result.budget().startswith("2 trials")
+
+
 def test_another_seed_draws_other_values():
     param = Param("train.lr", "float", 1e-4, 1e-2, log=True)
 

@@ -20,10 +20,12 @@ value is reported to the trial, and Optuna's median pruner stops a trial whose c
 median of the finished trials at that epoch (:class:`EpochReporter`).
 
 Seeds and resuming: the study lives in ``STUDY/study.db`` (SQLite); running the command again
-continues it up to N finished trials in all. Trial ``n`` is sampled by a TPE sampler seeded from
-(``seed``, ``n``), so a study resumed after any number of trials draws what an uninterrupted one
-draws. A trial killed mid-run stays ``RUNNING`` in the database and is listed as ``INTERRUPTED``;
-it does not count towards N. A trial whose training diverges is ``FAIL`` and counts.
+continues it up to N finished trials in all: complete, pruned, or failed because its training
+diverged (``FAIL``). A trial stopped by an interrupt or an error (left ``RUNNING`` or marked failed
+by Optuna) is ``INTERRUPTED``: it does not count, and the next run draws it again. The
+``k``-th finished trial is sampled by a TPE sampler seeded from (``seed``, ``k``), and TPE reads only
+the complete and pruned trials, so a study resumed after any number of trials, or after an
+interrupted one, draws what an uninterrupted study draws.
 
 Outputs in ``STUDY/``: ``best.yaml`` (the resolved config with the best trial's values: ``msmt
 train STUDY/best.yaml`` runs it; its header states the budget), ``trials.csv`` (number, state,
@@ -249,13 +251,21 @@ def monitor_direction(cfg: ExperimentConfig) -> tuple[str, bool]:
 
 
 def trial_seed(seed: int, number: int) -> int:
-    """The sampler's seed for trial ``number``: depends on nothing else, so resuming changes nothing."""
+    """The sampler's seed for the ``number``-th finished trial: depends on nothing else, so resuming changes nothing."""
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
-def _finished(study, optuna) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=states))
+def trial_state(trial) -> str:
+    """COMPLETE, PRUNED, FAIL (training diverged: it counts) or INTERRUPTED (killed, Ctrl-C, an
+    error: Optuna leaves it RUNNING or marks it FAIL; it does not count and is drawn again)."""
+    state = trial.state.name
+    if state == "RUNNING" or (state == "FAIL" and "error" not in trial.user_attrs):
+        return "INTERRUPTED"
+    return state
+
+
+def _finished(study) -> int:
+    return sum(trial_state(t) in ("COMPLETE", "PRUNED", "FAIL") for t in study.get_trials(deepcopy=False))
 
 
 @dataclass
@@ -343,32 +353,31 @@ def tune(
         return reporter.best
 
     started = time.monotonic()
-    while (done := _finished(study, optuna)) < trials:
+    while (done := _finished(study)) < trials:
         if timeout is not None and time.monotonic() - started >= timeout:
             log(f"--timeout {timeout:g} s reached after {done} of {trials} trials; run again to continue")
             break
-        number = len(study.get_trials(deepcopy=False))
-        study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, number))
+        study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, done))  # the done-th finished trial
         study.optimize(objective, n_trials=1)
         last = study.get_trials(deepcopy=False)[-1]
         value = f" {base_cfg.train.monitor} {last.value:.4f}" if last.value is not None else ""
         why = f": {last.user_attrs['error']}" if "error" in last.user_attrs else ""
-        log(f"trial {last.number}: {last.state.name.lower()}{value} ({last.user_attrs.get('seconds', 0):.1f} s){why}")
+        log(f"trial {last.number}: {trial_state(last).lower()}{value} ({last.user_attrs.get('seconds', 0):.1f} s){why}")
     return write_outputs(study, optuna, params, base, study_dir, base_cfg.train.monitor, log)
 
 
 # --------------------------------------------------------------------------- outputs
 
 
-def trials_frame(study, optuna, params: Sequence[Param]) -> pd.DataFrame:
-    running = optuna.trial.TrialState.RUNNING
+def trials_frame(study, params: Sequence[Param]) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
+        state = trial_state(t)
         row = {
             "number": t.number,
-            "state": "INTERRUPTED" if t.state == running else t.state.name,
+            "state": state,
             "value": t.value,
-            "seconds": t.user_attrs.get("seconds") if t.state != running else None,
+            "seconds": t.user_attrs.get("seconds") if state != "INTERRUPTED" else None,  # the budget: finished trials
         }
         for p in params:
             row[p.key] = json.dumps(p.decode(t.params[p.key])) if p.key in t.params and p.kind == "choice" else t.params.get(p.key)
@@ -401,7 +410,7 @@ def plot_trials(frame: pd.DataFrame, study, higher: bool, monitor: str, path: Pa
 
 
 def write_outputs(study, optuna, params: Sequence[Param], base: dict, study_dir: Path, monitor: str, log) -> TuneResult:
-    frame = trials_frame(study, optuna, params)
+    frame = trials_frame(study, params)
     write_table(frame, study_dir / TRIALS_CSV)
     higher = study.direction == optuna.study.StudyDirection.MAXIMIZE
     plot_trials(frame, study, higher, monitor, study_dir / TRIALS_PLOT)
