@@ -149,6 +149,12 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(config, tmp_path):
     assert result.best_config is None and not (tmp_path / "s" / "best.yaml").exists()
 
 
+def test_a_trial_without_a_monitored_value_fails_and_counts(config, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune_mod, "run_experiment", lambda cfg, out, **kw: kw["on_epoch"](1, math.nan))
+    result = tune(config, 2, tmp_path / "s", overrides=FAST, timeout=20, log=lambda m: None)  # the timeout only guards the test
+    assert list(result.trials["state"]) == ["FAIL", "FAIL"]  # two trials, then stop: never an endless loop
+
+
 # --------------------------------------------------------------------------- pruning
 
 

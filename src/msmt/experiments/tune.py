@@ -350,6 +350,8 @@ def tune(
             return math.nan
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        if math.isnan(reporter.best):  # a counted failure, not an interruption drawn again and again
+            trial.set_user_attr("error", f"validation {base_cfg.train.monitor} was NaN in every epoch")
         return reporter.best
 
     started = time.monotonic()
