@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check -c constraints/cpu.txt -e '.[test,serve,export]'
+	$(PIP) install --quiet --disable-pip-version-check -c constraints/cpu.txt -e '.[test,serve,export,tune]'
 	touch $(STAMP)
 
 install: $(STAMP)

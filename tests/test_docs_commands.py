@@ -23,6 +23,7 @@ SMALLER = {  # command prefix -> what is appended to it
     "msmt synth simple": "--rows 3000",
     "msmt train": "--quiet --set train.epochs=1 --set train.num_threads=1",
     "msmt bench": "--seeds 1 --set train.epochs=1 --set train.num_threads=1",
+    "msmt tune": "--trials 2 --set train.epochs=1 --set train.num_threads=1",
     "msmt adapt": "--steps 1",
     "msmt export": "--rows 64",
 }
@@ -95,6 +96,7 @@ def test_readme_tour_runs_as_written(shared_data, tmp_path):
             run_line(line, work)
     assert (work / "runs/ml_personal/blocks/index.json").exists()
     assert (work / "model.onnx").exists() and (work / "runs/bench/leaderboard.md").exists()
+    assert (work / "runs/tune_ml/best.yaml").exists() and (work / "runs/tune_ml/trials.png").exists()
 
 
 def test_own_data_walkthrough_runs_as_written(tmp_path):

@@ -6,12 +6,13 @@ The Python API (:mod:`msmt.api`), loaded on first use so that ``import msmt`` st
     run = msmt.train("experiment.yaml", data=frame, out="runs/mine")
     scored = run.predict(new_rows)
     run = msmt.load("runs/mine")
+    study = msmt.tune("experiment.yaml", trials=20)   # Optuna search; study.best_config trains
 """
 
 __version__ = "0.2.0"
 
-__all__ = ["Run", "__version__", "load", "train"]
-_API = ("Run", "load", "train")
+__all__ = ["Run", "__version__", "load", "train", "tune"]
+_API = ("Run", "load", "train", "tune")
 
 
 def __getattr__(name: str):

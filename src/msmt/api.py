@@ -11,6 +11,8 @@
     run = msmt.load("runs/mine")                  # a finished run directory
     personal = run.adapt(rows, out="runs/mine_personal")   # personal blocks per group
     run.export("onnx", "model.onnx")              # parity-checked against eager PyTorch
+    study = msmt.tune("experiment.yaml", trials=20)   # msmt tune: Optuna over experiment.tune.yaml
+    run = msmt.train(study.best_config)           # the best trial's config (study.budget(): its cost)
 
 ``msmt.train`` writes the run directory ``msmt train`` writes (``run_experiment``); ``Run``
 loads it as ``evaluate``/``predict``/``serve`` do (``load_run``) and scores through the one
@@ -28,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,9 @@ from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import HISTORY, METRICS, LoadedRun, load_run, write_json
 from msmt.spec.config import ExperimentConfig, experiment_from_dict, load_experiment
 from msmt.spec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from msmt.experiments.tune import TuneResult
 
 Table = pd.DataFrame | str | Path
 Note = Callable[[str], None]
@@ -127,6 +132,38 @@ def train(
         cfg.train.progress = False
     run_experiment(cfg, out, inputs=("data",) if data is not None else ())
     return Run(out)
+
+
+def tune(
+    config: str | Path,
+    trials: int,
+    study_dir: str | Path | None = None,
+    space: str | Path | None = None,
+    seed: int = 0,
+    timeout: float | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    quiet: bool = True,
+) -> TuneResult:
+    """Search hyper-parameters, exactly as ``msmt tune CONFIG --trials N ...`` (needs ``msmt[tune]``).
+
+    Args:
+        config: experiment YAML path; the search space is ``<config stem>.tune.yaml`` beside it
+            unless ``space`` names another file (:mod:`msmt.experiments.tune` shows the format).
+        trials: finished trials the study should hold; a study already in ``study_dir`` continues.
+        study_dir: the study's folder (default ``runs/tune-<config stem>``).
+        seed: the sampler's seed; timeout: start no trial after this many seconds.
+        overrides: settings of every trial, as for :func:`train`.
+        quiet: no line per trial.
+    Returns:
+        a :class:`~msmt.experiments.tune.TuneResult`: ``best_config`` (``best.yaml``, which
+        :func:`train` runs), ``best_value``, ``best_params``, ``trials`` (a DataFrame), ``budget()``.
+    """
+    from msmt.experiments.tune import tune as run_tune
+
+    config = Path(config)
+    study_dir = Path(study_dir) if study_dir is not None else Path("runs") / f"tune-{config.stem}"
+    log = (lambda message: None) if quiet else _stderr
+    return run_tune(config, trials, study_dir, space=space, seed=seed, timeout=timeout, overrides=_overrides(overrides), log=log)
 
 
 def load(run_dir: str | Path) -> Run:

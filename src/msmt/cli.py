@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from msmt.commands import adapt, app, bench, export, history, init, score, serve, synth, train  # noqa: F401  (register commands)
+from msmt.commands import adapt, app, bench, export, history, init, score, serve, synth, train, tune  # noqa: F401  (register commands)
 from msmt.runtime.allocator import tune_allocator
 from msmt.spec.errors import MsmtError
 

@@ -120,6 +120,22 @@ BROKEN_RUNS: dict[str, tuple[str, list]] = {
 P = "--out {tmp}/p.csv"
 M = "--out {tmp}/m.json"
 
+# Bad search spaces of `msmt tune` (written to {bad}/NAME.yaml): NAME -> text of the file.
+BAD_SPACES: dict[str, str] = {
+    "space_unknown_key": "train.lrx: {low: 0.001, high: 0.01}\n",
+    "space_unknown_section_key": "model.mmoe.num_expertz: {choices: [2, 4]}\n",
+    "space_low_above_high": "train.lr: {low: 0.1, high: 0.01}\n",
+    "space_log_zero": "train.lr: {low: 0.0, high: 0.01, log: true}\n",
+    "space_no_high": "train.lr: {low: 0.001}\n",
+    "space_unknown_setting": "train.lr: {low: 0.001, high: 0.01, lg: true}\n",
+    "space_empty_choices": "model.embedding_dim: {choices: []}\n",
+    "space_refused_choice": "model.embedding_dim: {choices: [0, 8]}\n",
+    "space_int_fraction": "train.batch_size: {low: 32, high: 64.5}\n",
+    "space_not_yaml": "train.lr: {low: [\n",
+    "space_a_list": "- train.lr\n",
+    "space_not_a_range": "train.lr: 0.01\n",
+}
+
 CORPUS: list[Case] = [
     # ----------------------------------------------------------------- usage (click / typer)
     Case("usage-typo-command", "usage", "trian", ("No such command 'trian'", "msmt --help"), fresh_process=True),
@@ -294,6 +310,27 @@ CORPUS: list[Case] = [
     Case("rundir-missing", "rundir", f"predict {{tmp}}/norun --data {{data}}/test.csv {P}", ("norun", "not a run directory"), absent=("{tmp}/p.csv",)),
     Case("rundir-a-file", "rundir", f"predict {{data}}/test.csv --data {{data}}/test.csv {P}", ("not a run directory",), absent=("{tmp}/p.csv",)),
     Case("rundir-a-data-folder", "rundir", f"evaluate {{data}} --data {{data}}/test.csv {M}", ("no config.yaml",), absent=("{tmp}/m.json",)),
+    # ----------------------------------------------------------------- msmt tune: the space and the settings, before any trial
+    Case("usage-tune-no-trials", "usage", "tune {exp}", ("tune", "--trials")),
+    Case("usage-tune-trials-zero", "usage", "tune {exp} --trials 0 --study-dir {tmp}/s", ("--trials",), absent=("{tmp}/s",)),
+    Case("usage-tune-timeout-negative", "usage", "tune {exp} --trials 2 --study-dir {tmp}/s --timeout -1", ("--timeout",), absent=("{tmp}/s",)),
+    Case("config-tune-no-space", "config", "tune {exp} --trials 2 --study-dir {tmp}/s", ("exp.tune.yaml", "no such search-space file"), absent=("{tmp}/s",)),
+    Case("config-tune-space-missing", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {tmp}/nope.yaml", ("nope.yaml", "no such search-space file"), absent=("{tmp}/s",)),
+    Case("config-tune-unknown-key", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_unknown_key.yaml", ("space_unknown_key.yaml", "train.lrx", "not a config key"), absent=("{tmp}/s",)),
+    Case("config-tune-unknown-section-key", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_unknown_section_key.yaml", ("model.mmoe.num_expertz", "not a config key"), absent=("{tmp}/s",)),
+    Case("config-tune-low-above-high", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_low_above_high.yaml", ("space_low_above_high.yaml", "train.lr", "below high"), absent=("{tmp}/s",)),
+    Case("config-tune-log-zero", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_log_zero.yaml", ("train.lr", "low > 0"), absent=("{tmp}/s",)),
+    Case("config-tune-no-high", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_no_high.yaml", ("train.lr", "low and high"), absent=("{tmp}/s",)),
+    Case("config-tune-unknown-setting", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_unknown_setting.yaml", ("train.lr", "'lg'"), absent=("{tmp}/s",)),
+    Case("config-tune-empty-choices", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_empty_choices.yaml", ("model.embedding_dim", "non-empty"), absent=("{tmp}/s",)),
+    Case("config-tune-refused-choice", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_refused_choice.yaml", ("model.embedding_dim", "value 0", "refused"), absent=("{tmp}/s",)),
+    Case("config-tune-int-fraction", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_int_fraction.yaml", ("train.batch_size", "integer"), absent=("{tmp}/s",)),
+    Case("config-tune-space-not-yaml", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_not_yaml.yaml", ("space_not_yaml.yaml", "not valid YAML"), absent=("{tmp}/s",)),
+    Case("config-tune-space-a-list", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_a_list.yaml", ("space_a_list.yaml", "mapping"), absent=("{tmp}/s",)),
+    Case("config-tune-not-a-range", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_not_a_range.yaml", ("train.lr", "expected"), absent=("{tmp}/s",)),
+    Case("config-tune-searched-and-set", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --space {bad}/space_low_above_high.yaml --set train.lr=0.01", ("train.lr", "--set"), absent=("{tmp}/s",)),
+    Case("config-tune-bad-set", "config", "tune {exp} --trials 2 --study-dir {tmp}/s --set train.epocs=1", ("unknown key 'train.epocs'",), absent=("{tmp}/s",)),
+    Case("out-tune-study-a-file", "output", "tune {exp} --trials 2 --study-dir {data}/test.csv", ("--study-dir", "not a folder"), unchanged=("{data}/test.csv",)),
 ]
 
 # every damaged run directory, through each command that loads a run

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from bad_input_corpus import BAD_FILES, BROKEN_RUNS, CORPUS, Case
+from bad_input_corpus import BAD_FILES, BAD_SPACES, BROKEN_RUNS, CORPUS, Case
 
 from helpers import run_cli, run_main
 from msmt.rundir.blocks import read_block_set
@@ -139,6 +139,8 @@ def workspace(tmp_path_factory, trained_run, trained_panel_run) -> dict[str, str
     ws["bad"] = bad
     for name, (source, edits) in BAD_FILES.items():
         _edit_table(Path(source.format(**ws)), bad / f"{name}.csv", edits)
+    for name, text in BAD_SPACES.items():
+        (bad / f"{name}.yaml").write_text(text)
     (bad / "not_yaml.yaml").write_text("dataset: [unclosed\n")
     (bad / "a_list.yaml").write_text("- 1\n- 2\n")
     (bad / "no_dataset.yaml").write_text("model: {name: mmoe}\n")
@@ -213,7 +215,7 @@ def test_the_corpus_covers_every_command_and_kind():
     assert len(CORPUS) >= 100
     assert len({c.id for c in CORPUS}) == len(CORPUS)
     commands = Counter(c.argv.split()[0] for c in CORPUS)
-    assert set(commands) >= {"train", "evaluate", "predict", "adapt", "export", "synth", "bench", "serve"}
+    assert set(commands) >= {"train", "evaluate", "predict", "adapt", "export", "synth", "bench", "serve", "tune"}
     kinds = Counter(c.kind for c in CORPUS)
     assert set(kinds) == {"usage", "config", "data", "numbers", "output", "rundir", "scenario", "stale", "history"}
     assert sum(c.fresh_process for c in CORPUS) >= 4

@@ -34,7 +34,7 @@ def test_top_level_help_lists_every_command_in_workflow_order(capsys):
         assert "--version" in text
 
 
-@pytest.mark.parametrize("command", ["init", "train", "evaluate", "predict", "adapt", "export", "serve", "bench", "synth", "synth simple"])
+@pytest.mark.parametrize("command", ["init", "train", "evaluate", "predict", "adapt", "export", "serve", "bench", "tune", "synth", "synth simple"])
 def test_every_command_answers_dash_h(capsys, command):
     assert "Usage:" in help_text(capsys, *command.split(), "-h")
 
@@ -50,5 +50,5 @@ def test_enumerated_options_show_the_values_the_code_accepts(capsys):
     assert PRECISION_CHOICES in help_text(capsys, "evaluate", "-h")
     assert FORMAT_CHOICES in help_text(capsys, "export", "-h")
     assert BACKEND_CHOICES in help_text(capsys, "serve", "-h")
-    for command in ("train", "bench"):
+    for command in ("train", "bench", "tune"):
         assert "KEY=VALUE" in help_text(capsys, command, "-h")

@@ -6,7 +6,7 @@ from typer.core import TyperGroup
 from msmt import __version__
 
 # `msmt -h` lists the commands in the order a user meets them (`history load` before `serve --history`)
-WORKFLOW = ("synth", "init", "train", "evaluate", "predict", "adapt", "export", "history", "serve", "bench")
+WORKFLOW = ("synth", "init", "train", "evaluate", "predict", "adapt", "export", "history", "serve", "bench", "tune")
 
 
 class WorkflowGroup(TyperGroup):
@@ -18,7 +18,7 @@ class WorkflowGroup(TyperGroup):
 app = typer.Typer(
     name="msmt",
     cls=WorkflowGroup,
-    help="Multi-scenario, multi-task prediction: synth or init, train, evaluate, predict, adapt, export, serve, bench.",
+    help="Multi-scenario, multi-task prediction: synth or init, train, evaluate, predict, adapt, export, serve, bench, tune.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,7 +40,7 @@ def _print_version(value: bool) -> None:
 def _options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print msmt's version and exit."),
 ) -> None:
-    """Multi-scenario, multi-task prediction: synth or init, train, evaluate, predict, adapt, export, serve, bench."""
+    """Multi-scenario, multi-task prediction: synth or init, train, evaluate, predict, adapt, export, serve, bench, tune."""
 
 
 # metavars of the options that take one of a few values: the choices, shown in --help

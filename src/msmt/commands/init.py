@@ -19,7 +19,8 @@ from msmt.commands import app
 
 
 def example_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("msmt").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+    # not the search spaces of msmt tune beside them (<name>.tune.yaml)
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("msmt").joinpath("configs").iterdir() if p.name.endswith(".yaml") and not p.name.endswith(".tune.yaml"))
 
 
 SHARED_PREFIX = re.compile(r"(?m)^(\s*(?:train|validation|test):\s*)(?:\.\./)+shared/data/(\S+)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,12 @@ from msmt.training.loop import FitResult, fit, seed_everything
 
 
 def run_experiment(
-    cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False, inputs: tuple[str, ...] = ()
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    inputs: tuple[str, ...] = (),
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train and evaluate; write the run directory; return ``{"val": M[, "test": M]}``.
 
@@ -45,6 +51,8 @@ def run_experiment(
     plots and all) once the data and the model have been checked; without it a non-empty
     ``out_dir`` is an error before anything is read. ``inputs``: entries of ``out_dir`` that are
     the run's own input (the Python API writes DataFrames to ``data/``), not an earlier run.
+    ``on_epoch(epoch, value)``: told the monitored validation value after each epoch
+    (:func:`msmt.training.loop.fit`); an exception it raises ends the run unfinished (no manifest).
 
     The run directory is written in this order: ``provenance.json`` and ``config.yaml`` (so that
     a killed run can be resumed), then the results, and ``manifest.json`` last
@@ -57,7 +65,7 @@ def run_experiment(
         check_run_dir(out, overwrite, inputs)
     dist, joined = init_from_env(cfg.train.device)
     try:
-        return _run(cfg, out, resume, dist, overwrite)
+        return _run(cfg, out, resume, dist, overwrite, on_epoch)
     finally:
         if joined:
             shutdown()
@@ -161,7 +169,7 @@ def _load_streaming(cfg: ExperimentConfig, dist: Dist) -> tuple[dict, FittedSche
     return splits, schema, encoded
 
 
-def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: bool = False) -> dict:
+def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: bool = False, on_epoch=None) -> dict:
     writer = dist.is_main
     if resume and not (out / CHECKPOINT).exists():  # before any data is read
         raise ConfigError(f"{out}: nothing to resume (no {CHECKPOINT}; the run finished or never checkpointed)")
@@ -185,7 +193,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     if writer and cfg.train.progress:
         print(describe_setup(setup), file=sys.stderr)
     try:
-        result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume)
+        result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume, on_epoch)
         meta_history = meta_train(model, cfg.meta, meta_plan, encoded["train"], progress=cfg.train.progress)
         warmup_history = warm_up_ids(model, cfg.meta, encoded["train"], progress=cfg.train.progress) if not cfg.train.streaming else []
     except DivergedError:

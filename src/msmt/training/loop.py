@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,6 +320,7 @@ def fit(
     val_frame: pd.DataFrame,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place (``train.*`` settings ``tc``, ``loss.*`` settings ``loss_cfg``); on
     return it holds the best epoch's weights.
@@ -334,6 +336,8 @@ def fit(
 
     A model with ``fits_statistics`` first counts the training split (``fit_statistics``); one
     without parameters to train then runs no gradient step: one epoch of measurement only.
+    ``on_epoch(epoch, value)``: called after each epoch's validation with the monitored value
+    (``train.monitor``); what it raises stops training (``msmt tune`` prunes a trial this way).
     """
     tr = _trainer(model, tc, loss_cfg, run_dir)
     if model.fits_statistics:  # closed-form statistics first (the same on a resume: one pass, no randomness)
@@ -361,6 +365,8 @@ def fit(
         if tc.progress and tr.dist.is_main:
             row = s.history[-1]
             tqdm.write(f"epoch {s.epoch}: train_loss={row['train_loss']:.4f} val_loss={row['val_loss']:.4f} {tc.monitor}={value:.4f}")
+        if on_epoch is not None:
+            on_epoch(s.epoch, value)
         s.epoch, s.step = s.epoch + 1, 0
         if s.stale >= tc.patience:
             break
