@@ -52,7 +52,7 @@ def _log(message: str) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2 3 4; --smoke: 0 1)")
     ap.add_argument("--groups", type=int, default=100, help="held-out groups per state and seed (fewer where the data has fewer)")
     ap.add_argument("--ks", type=int, nargs="+", default=list(KS), help="support rows per group")
     ap.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=WORLDS)
@@ -65,10 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "cold_start")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "cold_start.md")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
-    ap.add_argument("--smoke", action="store_true", help="tiny everything (tests): 2 seeds, 4 groups, K 0 1 3, a small world")
+    ap.add_argument("--smoke", action="store_true", help="tiny everything (tests): 2 seeds unless --seeds, 4 groups, K 0 1 3, a 24 × 20 world")
     args = ap.parse_args(argv)
+    args.seeds = args.seeds or ([0, 1] if args.smoke else [0, 1, 2, 3, 4])
     if args.smoke:
-        args.seeds, args.groups, args.ks, args.advertisers, args.days = [0, 1], min(args.groups, 4), [0, 1, 3], 24, 20
+        args.groups, args.ks, args.advertisers, args.days = min(args.groups, 4), [0, 1, 3], 24, 20
         args.overrides = [*SMOKE, *args.overrides]
     return args
 
