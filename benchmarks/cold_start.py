@@ -29,12 +29,13 @@ import pandas as pd
 import torch
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.experiments.cold_start import KS, META, WORLDS, Study, World
+from msmt.experiments.cold_start import KS, META, WORLDS, Study, World, method_overrides
 from msmt.experiments.cold_start_page import render, scale_note
 from msmt.experiments.cold_start_score import study_records
 from msmt.experiments.cold_start_stats import paired, seed_means, summary
 from msmt.experiments.results_page import simulator_config
 from msmt.rundir.provenance import source_hash
+from msmt.spec.config import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -90,11 +91,23 @@ def build_study(args) -> Study:
     return Study(worlds, args.seeds, args.groups, args.ks, args.work, args.meta, extra, args.movielens, new_scenario, _log)
 
 
+def meta_line(study: Study) -> str:
+    """The meta-training and adaptation settings every meta run of the study uses (from its config)."""
+    world = study.worlds[0]
+    m = load_experiment(world.config, method_overrides(world, study.meta[0], {}, 0, study.extra, max(study.ks))).meta
+    return (f"Meta-training (after the base's training, `meta.shared` = {m.shared or 'none'}, personal = {m.personal}): "
+            f"{m.episodes} episodes of {m.groups_per_episode} groups, support size drawn from [{m.support_min}, {m.support_size}] "
+            f"(time-ordered episodes: `{m.episode_split}`), query ≤ {m.query_size} rows, outer {m.outer_optimizer} lr {m.outer_lr:g}; "
+            f"adaptation (every method): {m.inner_steps} inner steps of lr {m.inner_lr:g}, gradient clip {m.inner_max_grad_norm}; "
+            f"ID warm-up: {m.warmup_steps} steps of {m.warmup_rows} + {m.warmup_rows} rows.")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    records = study_records(build_study(args))
+    study = build_study(args)
+    records = study_records(study)
     means = seed_means(records)
     summ = summary(means)
     diffs = pd.concat([paired(records, "finetune"), paired(records, "base")], ignore_index=True)
@@ -118,7 +131,8 @@ def main(argv=None) -> None:
         "(the trailing-mean forecaster) and `naive` (each advertiser's support mean). Measures per group (AUC: groups with both "
         "classes; NMAE = Σ|y − ŷ| / Σ y), averaged over groups within a seed; intervals are 95% Student-t over seeds; paired "
         "differences are per group on the same rows, averaged per seed. The simulator's model reads no advertiser ID, so ID "
-        "warm-up applies to MovieLens only.",
+        "warm-up applies to MovieLens only.", "",
+        meta_line(study),
     ]
     atomic_write_text(args.out, render(header, summ, diffs, means, args.out))
     _log(f"wrote {args.out} ({minutes:.1f} min)")

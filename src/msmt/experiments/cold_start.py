@@ -123,12 +123,13 @@ def hold_out(world: World, seed: int, groups: int, need: int, data_dir: Path, mo
     return Held(files, states, held)
 
 
-def method_overrides(world: World, method: str, files: dict[str, Path], seed: int, extra: Sequence[str]) -> list[str]:
-    """The ``--set`` strings of one method's run on one world × seed."""
+def method_overrides(world: World, method: str, files: dict[str, Path], seed: int, extra: Sequence[str], max_k: int = max(KS)) -> list[str]:
+    """The ``--set`` strings of one method's run on one world × seed. Meta-training draws each
+    episode's support size from [``meta.support_min``, ``max_k``], so one meta-model serves every K."""
     out = [f"dataset.files.{k}={json.dumps(str(v))}" for k, v in files.items()]
     out += [f"dataset.group={world.group}", f"train.seed={seed}", f"meta.seed={seed}", "train.progress=false"]
     if method in META:
-        out.append(f"meta.algorithm={method}")
+        out += [f"meta.algorithm={method}", f"meta.support_size={max(max_k, 1)}"]
     elif method == "idwarmup":
         out.append(f"model.id_warmup={json.dumps({world.group: WARMUP[world.group]})}")
     elif method == "naive_mean":
@@ -162,6 +163,6 @@ class Study:
         runs = {}
         for method in world_methods(world, self.meta):
             run = self.work / "runs" / world.name / f"seed{seed}" / method
-            run_or_reuse(world.config, method_overrides(world, method, held.files, seed, self.extra), run, log=self.log)
+            run_or_reuse(world.config, method_overrides(world, method, held.files, seed, self.extra, max(self.ks)), run, log=self.log)
             runs[method] = run
         return held, runs
