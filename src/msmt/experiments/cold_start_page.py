@@ -125,27 +125,34 @@ def state_tables(state: str, summ: pd.DataFrame, diffs: pd.DataFrame) -> list[st
     return out
 
 
-def curve_plot(state: str, summ: pd.DataFrame, path: Path) -> None:
-    """The primary measure against K, one line per method, error bars = the 95% t-interval."""
+def curve_plot(state: str, summ: pd.DataFrame, diffs: pd.DataFrame, path: Path) -> None:
+    """Left: the primary measure against K, one line per method; right: each method minus
+    fine-tuning, paired per group. Error bars: the 95% t-interval over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     task, metric, _ = PRIMARY[state]
-    part = summ[(summ["state"] == state) & (summ["task"] == task) & (summ["metric"] == metric)]
+    pick = lambda f: f[(f["state"] == state) & (f["task"] == task) & (f["metric"] == metric)]  # noqa: E731
+    part = pick(summ)
+    rel = pick(diffs)
+    rel = rel[rel["reference"] == "finetune"] if "reference" in rel else rel
     ks = sorted(part["K"].unique())
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for i, m in enumerate(m for m in ORDER if m in set(part["method"])):
-        rows = part[part["method"] == m].set_index("K").reindex(ks)
-        x = [j + (i - 4) * 0.03 for j in range(len(ks))]  # dodge, so the bars do not overlap
-        err = [(rows["mean"] - rows["low"]).fillna(0).clip(lower=0), (rows["high"] - rows["mean"]).fillna(0).clip(lower=0)]
-        ax.errorbar(x, rows["mean"], yerr=err, marker="o", ms=3, capsize=2, label=m)
-    ax.set_xticks(range(len(ks)), [str(k) for k in ks])
-    ax.set_xlabel("K support rows per group")
-    ax.set_ylabel(f"query {task} {metric.upper()}")
-    ax.set_title(state)
-    ax.legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, frame, ylabel in ((axes[0], part, f"query {task} {metric.upper()}"), (axes[1], rel, "method − fine-tuning (paired)")):
+        for i, m in enumerate(m for m in ORDER if m in set(frame["method"])):
+            rows = frame[frame["method"] == m].set_index("K").reindex(ks)
+            x = [j + (i - 4) * 0.03 for j in range(len(ks))]  # dodge, so the bars do not overlap
+            err = [(rows["mean"] - rows["low"]).fillna(0).clip(lower=0), (rows["high"] - rows["mean"]).fillna(0).clip(lower=0)]
+            ax.errorbar(x, rows["mean"], yerr=err, marker="o", ms=3, capsize=2, label=m, color=f"C{ORDER.index(m)}")
+        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+        ax.set_xlabel("K support rows per group")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[1].axhline(0, color="grey", linewidth=1)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{state} (95% t-intervals over seeds)")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
@@ -175,6 +182,6 @@ def render(header: list[str], summ: pd.DataFrame, diffs: pd.DataFrame, means: pd
         lines += ["", f"## {state}", "", *state_tables(state, summ, diffs)]
         task, metric, _ = PRIMARY[state]
         if ((summ["state"] == state) & (summ["task"] == task) & (summ["metric"] == metric)).any():
-            curve_plot(state, summ, plot)
+            curve_plot(state, summ, diffs, plot)
             lines += ["", f"![{state}]({plot.relative_to(out.parent).as_posix()})"]
     return "\n".join(lines) + "\n"
