@@ -129,7 +129,8 @@ def main(argv=None) -> None:
         "`reptile`, `metasgd` (meta-trained after the same base training, adapted the same way; Meta-SGD with its learned rates); "
         "`idwarmup` (Meta-Embedding's generated ID embedding, fine-tuned like `finetune` for K > 0); on the simulator `naive_mean` "
         "(the trailing-mean forecaster) and `naive` (each advertiser's support mean). Measures per group (AUC: groups with both "
-        "classes; NMAE = Σ|y − ŷ| / Σ y), averaged over groups within a seed; intervals are 95% Student-t over seeds; paired "
+        "classes; NMAE = Σ|y − ŷ| / Σ y), averaged over groups within a seed (the new scenario's `active` AUC is pooled over its query rows: an "
+        "advertiser has a few days there, rarely both classes); intervals are 95% Student-t over seeds; paired "
         "differences are per group on the same rows, averaged per seed. The simulator's model reads no advertiser ID, so ID "
         "warm-up applies to MovieLens only.", "",
         meta_line(study),

@@ -92,6 +92,7 @@ def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
         assert (out.parent / "img" / f"cold_start_{state.replace(' ', '_')}.png").stat().st_size > 1000
     means = pd.read_csv(out.parent / "cold_start" / "seed_means.csv")
     assert set(means["seed"]) == {0} and {"base", "finetune", "maml", "idwarmup", "naive_mean", "naive"} <= set(means["method"])
+    assert {"auc", "auc_pooled", "nmae", "nmae_pooled", "displacement"} <= set(means["metric"])
     diffs = pd.read_csv(out.parent / "cold_start" / "paired.csv")
     assert set(diffs["reference"]) == {"finetune", "base"}
     k0 = diffs[(diffs["K"] == 0) & (diffs["method"] == "finetune") & (diffs["reference"] == "base")]

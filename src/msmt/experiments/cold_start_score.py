@@ -18,7 +18,8 @@ it has more than K rows. Per method, on the same query rows:
 Adaptation goes through :func:`msmt.meta.adapt_groups` and scoring through
 :func:`msmt.scoring.predict.predict` with the blocks, the path of ``msmt adapt`` / ``msmt predict``.
 Measures per group: AUC of a binary task (groups with both classes), NMAE = Σ|y − ŷ| / Σ y of a
-count task (groups with Σ y > 0); plus the block's displacement ‖φ_g − φ‖₂.
+count task (groups with Σ y > 0); the same pooled over the state's query rows (``*_pooled``,
+group ``<all>``); plus the block's displacement ‖φ_g − φ‖₂.
 """
 
 from __future__ import annotations
@@ -96,6 +97,23 @@ def group_measures(groups: np.ndarray, labels: np.ndarray, mask: np.ndarray, pre
     return out
 
 
+def pooled_measures(labels: np.ndarray, mask: np.ndarray, preds: dict[str, np.ndarray], tasks) -> list[dict]:
+    """The same measures over every query row of the state at once (``auc_pooled``, ``nmae_pooled``;
+    group ``<all>``): defined where groups have too few rows or one class only (the new scenario)."""
+    out = []
+    for t_index, task in enumerate(tasks):
+        measure = per_group_measure(task)
+        if task.name not in preds or measure is None:
+            continue
+        keep = mask[:, t_index]
+        y, p = labels[keep, t_index], preds[task.name][keep]
+        if measure == "auc" and len(np.unique(y)) == 2:
+            out.append(dict(group="<all>", task=task.name, metric="auc_pooled", value=float(roc_auc_score(y, p)), rows=int(keep.sum())))
+        elif measure == "nmae" and y.sum() > 0:
+            out.append(dict(group="<all>", task=task.name, metric="nmae_pooled", value=float(np.abs(y - p).sum() / y.sum()), rows=int(keep.sum())))
+    return out
+
+
 def support_means(groups_s: np.ndarray, labels_s: np.ndarray, groups_q: np.ndarray, tasks) -> dict[str, np.ndarray]:
     """The per-group naive forecast: each group's support mean of a count task's label, per query row."""
     out = {}
@@ -132,11 +150,13 @@ def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks:
                 blocks, stats = adapt_groups(run.model, split, frame.iloc[s_rows].reset_index(drop=True), support, group, tasks, meta, rates)
                 extra = [dict(group=g, task="*", metric="displacement", value=v, rows=stats.rows[g]) for g, v in stats.displacement.items()]
             preds = predict(run.model, query, groups=q_groups if blocks else None, blocks=Blocks(blocks) if blocks else None).values
-            for r in group_measures(q_groups, labels[q_rows], mask[q_rows], preds, tasks) + extra:
+            scored = group_measures(q_groups, labels[q_rows], mask[q_rows], preds, tasks) + pooled_measures(labels[q_rows], mask[q_rows], preds, tasks)
+            for r in scored + extra:
                 records.append(dict(K=k, method=method, **r))
         if k > 0 and "naive_mean" in runs:
             naive = support_means(groups[s_rows], labels[s_rows], q_groups, tasks)
-            records += [dict(K=k, method="naive", **r) for r in group_measures(q_groups, labels[q_rows], mask[q_rows], naive, tasks)]
+            scored = group_measures(q_groups, labels[q_rows], mask[q_rows], naive, tasks) + pooled_measures(labels[q_rows], mask[q_rows], naive, tasks)
+            records += [dict(K=k, method="naive", **r) for r in scored]
     return pd.DataFrame(records)
 
 
