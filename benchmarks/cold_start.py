@@ -3,7 +3,7 @@ MovieLens, new advertisers and the new scenario on the advertiser simulator; K s
 group; base, fine-tuning, MAML, first-order MAML, Reptile, Meta-SGD, ID warm-up and the naive
 forecasts; paired differences with t-intervals over seeds; issue 18's targets checked.
 
-Full size (the targets' scale; hours on 2 CPU threads):
+Full size (the targets' scale; about 5–6 h on 2 free CPU threads, estimated from reduced runs):
 
     nice -n 15 .venv/bin/python benchmarks/cold_start.py --seeds 0 1 2 3 4 --groups 100 \\
         --ks 0 1 5 10 20 50 --advertisers 1200 --days 90 --threads 2 --work runs/cold_start
