@@ -1,0 +1,99 @@
+"""The cold-start protocol: its split, its statistics, and the whole study in smoke mode."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from helpers import REPO
+from msmt.data.loading import read_data
+from msmt.experiments.cold_start import pick_groups
+from msmt.experiments.cold_start_score import splits_at
+from msmt.experiments.cold_start_stats import paired, t_interval
+from msmt.spec.config import load_experiment
+
+
+def test_t_interval_matches_scipy_paired_t_test():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.70, 0.02, 5), rng.normal(0.69, 0.02, 5)
+    mean, low, high, n = t_interval(a - b)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert n == 5 and mean == pytest.approx(float(np.mean(a - b)))
+    assert (low, high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    assert math.isnan(t_interval([0.3])[1]) and t_interval([np.nan, 1.0, 3.0])[3] == 2
+
+
+def test_paired_differences_average_per_group_within_a_seed_then_interval_over_seeds():
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(4):
+        for g in range(6 + seed):  # a different number of groups per seed: a seed is one unit, whatever its size
+            base = rng.uniform(0.5, 0.8)
+            for method, shift in (("finetune", 0.0), ("maml", rng.normal(0.01, 0.02))):
+                rows.append(dict(state="new users", seed=seed, K=10, method=method, group=f"u{g}", task="click", metric="auc", value=base + shift))
+    records = pd.DataFrame(rows)
+    got = paired(records, "finetune").iloc[0]
+    wide = records.pivot_table(index=["seed", "group"], columns="method", values="value")
+    per_seed = (wide["maml"] - wide["finetune"]).groupby(level="seed").mean().to_numpy()
+    half = stats.t.ppf(0.975, 3) * per_seed.std(ddof=1) / 2
+    assert got["method"] == "maml" and got["seeds"] == 4
+    assert (got["mean"], got["low"], got["high"]) == pytest.approx((per_seed.mean(), per_seed.mean() - half, per_seed.mean() + half))
+
+
+def test_support_rows_precede_query_rows_per_group():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"user_id": rng.choice(["a", "b", "c", "d"], 60), "timestamp": rng.permutation(60)})
+    frame = pd.concat([frame, pd.DataFrame({"user_id": ["z", "z"], "timestamp": [5, 1]})], ignore_index=True)  # 2 rows: counts only for K < 2
+    for k in (0, 1, 3):
+        support, query = splits_at(frame, "user_id", "timestamp", k)
+        assert len(np.intersect1d(support, query)) == 0
+        for g, rows in frame.groupby("user_id").groups.items():
+            s, q = np.intersect1d(support, rows), np.intersect1d(query, rows)
+            if len(rows) <= k:
+                assert len(s) == len(q) == 0
+                continue
+            assert len(s) == k and len(q) == len(rows) - k
+            if k:
+                assert frame.loc[s, "timestamp"].max() < frame.loc[q, "timestamp"].min()
+
+
+def test_pick_groups_prefers_groups_with_enough_rows():
+    groups = np.array(["a"] * 5 + ["b"] * 5 + ["c"] * 2 + ["d"])
+    picked = pick_groups(groups, 2, 4, np.random.default_rng(0))
+    assert picked == ["a", "b"]
+    assert pick_groups(groups, 3, 4, np.random.default_rng(0)) == ["a", "b", "c"]
+
+
+def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
+    """End to end: tiny MovieLens (40 users) and a tiny simulator world, one seed (the intervals
+    over seeds are checked above), MAML only: 6 runs."""
+    cfg = load_experiment(REPO / "configs" / "movielens.yaml")
+    frame = read_data(shared_data / "movielens100k_msmt" / "ml100k_msmt_train.csv", cfg.dataset)
+    users = frame["user_id"].value_counts().index[100:140]
+    tiny = tmp_path / "ml_tiny.csv"
+    frame[frame["user_id"].isin(users)].to_csv(tiny, index=False)
+    out = tmp_path / "page" / "cold_start.md"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "cold_start.py"), "--smoke", "--seeds", "0", "--worlds", "movielens_users", "advertisers",
+           "--meta", "maml", "--movielens", str(tiny), "--work", str(tmp_path / "work"), "--out", str(out), "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = out.read_text()
+    assert "SMOKE SCALE, not the targets' scale" in page and "## Targets" in page
+    for state in ("warm users", "new users", "new advertisers"):
+        assert f"## {state}" in page
+        assert (out.parent / "img" / f"cold_start_{state.replace(' ', '_')}.png").stat().st_size > 1000
+    means = pd.read_csv(out.parent / "cold_start" / "seed_means.csv")
+    assert set(means["seed"]) == {0} and {"base", "finetune", "maml", "idwarmup", "naive_mean", "naive"} <= set(means["method"])
+    assert {"auc", "auc_pooled", "nmae", "nmae_pooled", "displacement"} <= set(means["metric"])
+    diffs = pd.read_csv(out.parent / "cold_start" / "paired.csv")
+    assert set(diffs["reference"]) == {"finetune", "base"}
+    k0 = diffs[(diffs["K"] == 0) & (diffs["method"] == "finetune") & (diffs["reference"] == "base")]
+    assert len(k0) and (k0["mean"] == 0).all()  # K = 0: fine-tuning has nothing to adapt on
