@@ -23,8 +23,10 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from msmt.api import check_predictions
 from msmt.rundir.layout import LoadedRun, load_run
 from msmt.serving.encode import PanelEncoder, RowEncoder, frame_units, future_steps, request_steps
 from msmt.serving.history import HistoryStore, last_of_duplicates, observations_from_frame, open_history
@@ -33,8 +35,10 @@ from msmt.serving.request import (
     FieldError,
     build_observe_model,
     build_request_models,
+    check_values,
     history_columns,
     ignored_columns,
+    parse_body,
     rows_to_frame,
 )
 from msmt.serving.scorer import Scorer
@@ -92,6 +96,36 @@ async def _send_json(send, status: int, payload: dict) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is parsed by :func:`msmt.serving.request.parse_body` (duplicate
+    keys and non-finite numbers are a 422 naming where) before FastAPI reads it; a body that is
+    no JSON at all is left to FastAPI, whose own parse answers 400."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+        top = "observations" if self.path == "/v1/observe" else "rows"
+
+        async def strict(request: Request):
+            kind = request.headers.get("content-type", "")
+            if request.method == "POST" and (not kind or "json" in kind):
+                raw = await request.body()
+                if raw:
+                    try:
+                        request._json = parse_body(raw, top)  # starlette's Request.json() returns it
+                    except FieldError:
+                        raise
+                    except Exception:  # noqa: BLE001 - not JSON (or too deep): FastAPI's parse says so with a 400
+                        pass
+            return await handler(request)
+
+        return strict
+
+
+def dumps(payload) -> str:
+    """JSON text of an answer; never ``NaN`` or ``Infinity`` (those are not JSON)."""
+    return json.dumps(payload, allow_nan=False)
 
 
 def _field_path(loc: tuple) -> tuple[str, str | None, str | None]:
@@ -225,6 +259,7 @@ def create_app(
         description="Multi-scenario, multi-task predictions: probability for binary tasks, expected count for counts.",
         version="1",
     )
+    app.router.route_class = StrictJsonRoute
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.scorer = scorer
     app.state.encoder = encoder
@@ -251,10 +286,11 @@ def create_app(
 
     @app.exception_handler(MsmtError)
     async def _msmt(request: Request, exc: MsmtError):
-        column = getattr(exc, "column", None)
+        column, row = getattr(exc, "column", None), getattr(exc, "row", None)
         problem = getattr(exc, "problem", str(exc))
         part = "observations" if request.url.path == "/v1/observe" else "rows"
-        return JSONResponse(_error(f"{part}[*].{column}" if column else part, problem), status_code=422)
+        where = part + (f"[{row}]" if row is not None else "[*]" if column else "") + (f".{column}" if column else "")
+        return JSONResponse(_error(where, problem), status_code=422)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
@@ -280,21 +316,24 @@ def create_app(
         one) and the body's optional ``"context"`` rows; ``"history"`` says how many of the
         window's steps were observed per row, ``"notes"`` which rows had none (cold start)."""
         groups = [getattr(r, group_field) for r in body.rows] if group_field else None
+        check_values(body.rows, cols, run.schema, "rows")
         if panel_encoder is not None:
             context = body.context
+            check_values(context, hist_cols, run.schema, "context")
             batch, history_info, notes = panel_encoder(body.rows, context)
             ignored = ignored_columns([*body.rows, *context])
         else:
             batch, history_info, notes = encoder(body.rows), None, None
             ignored = ignored_columns(body.rows)
         preds, personal = scorer.score(batch, groups)
+        check_predictions(preds, "request")  # a DataError naming rows[i]: never NaN in an answer
         columns = [preds[t].tolist() for t in task_names]
         rows = [dict(zip(task_names, values)) for values in zip(*columns)]
         payload = {"predictions": rows, "personal": personal.tolist(), "ignored": ignored}
         if history_info is not None:
             payload["history"] = history_info
             payload["notes"] = notes
-        return Response(json.dumps(payload), media_type="application/json")
+        return Response(dumps(payload), media_type="application/json")
 
     if spec.panel is None:
 
@@ -314,6 +353,7 @@ def create_app(
         if store is None:
             raise StarletteHTTPException(404, "request: no history store (start the service with --history PATH)")
         items = body.observations
+        check_values(items, hist_cols, run.schema, "observations")
         frame = rows_to_frame(items, hist_cols)
         steps, dates = request_steps(frame, panel.time, "observations")
         future = future_steps(steps, dates)
@@ -328,7 +368,7 @@ def create_app(
                 raise FieldError(f"observations[{j}]", f"same unit and {panel.time} as observations[{i}], with other values")
         counts = store.upsert(last_of_duplicates(obs))
         payload = {"observed": len(items), **counts, "ignored": ignored_columns(items)}
-        return Response(json.dumps(payload), media_type="application/json")
+        return Response(dumps(payload), media_type="application/json")
 
     return app
 
