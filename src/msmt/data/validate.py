@@ -160,22 +160,35 @@ def validate_frame(frame: pd.DataFrame, spec: DatasetSpec, with_labels: bool) ->
             weight_values(frame, spec.sample_weight)
 
 
-def scenario_problem(values: pd.Series, schema: FittedSchema) -> tuple[int, str] | None:
-    """The one rule for scenarios in data to score, shared by files (:func:`check_scenarios`) and
-    the service's requests: ``(row, problem)`` of the first row that names no scenario, or
-    (without scenario attributes) a scenario unseen in training; None when every row passes."""
-    missing = values.isna().to_numpy() | (values.astype("string").str.strip() == "").fillna(True).to_numpy()
-    if missing.any():
-        return _first(missing), "missing scenario"
-    if schema.spec.scenario.attributes.columns:
-        return None
-    unseen = ~values.astype(str).isin(set(schema.scenarios)).to_numpy()
-    if unseen.any():
-        row = _first(unseen)
-        return row, (
-            f"scenario {values.iloc[row]!r} was not seen in training (known: {list(schema.scenarios)}); "
+def scenario_value_problem(value, schema: FittedSchema) -> str | None:
+    """The one rule for a scenario value in data to score: it must be given (not missing, not
+    blank) and, unless the dataset declares scenario attributes, seen in training (``259`` and
+    ``"259"`` are the same scenario, as the scenario column is read as text)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value) or not str(value).strip():
+        return "missing scenario"
+    if not schema.spec.scenario.attributes.columns and str(value) not in schema.scenarios:
+        return (
+            f"scenario {value!r} was not seen in training (known: {list(schema.scenarios)}); "
             "a new scenario can be scored only when the dataset declares scenario attributes"
         )
+    return None
+
+
+def scenario_problem(values: pd.Series | list, schema: FittedSchema) -> tuple[int, str] | None:
+    """``(row, problem)`` of the first row whose scenario breaks :func:`scenario_value_problem`,
+    None when every row passes. Shared by files (:func:`check_scenarios`, a column: the rule runs
+    once per distinct value) and the service's requests (a short list of values)."""
+    if isinstance(values, pd.Series):
+        firsts = values.reset_index(drop=True).drop_duplicates()  # each distinct value at its first row
+        bad = [(int(row), problem) for row, v in firsts.items() if (problem := scenario_value_problem(v, schema))]
+        return min(bad) if bad else None
+    seen: dict = {}
+    for row, v in enumerate(values):
+        key = (type(v), v)
+        if key not in seen:
+            seen[key] = scenario_value_problem(v, schema)
+            if seen[key]:
+                return row, seen[key]
     return None
 
 

@@ -272,8 +272,7 @@ def check_values(rows: list[BaseModel], cols: list[Column], schema: FittedSchema
             raise FieldError(f"{part}[{problem[0]}].{column}", problem[1])
     scenario = kinds.get(schema.spec.scenario.column)
     if part == "rows" and scenario is not None and scenario.kind == "scenario":
-        values = pd.Series([getattr(r, scenario.field) for r in rows], dtype=object)
-        problem = scenario_problem(values, schema)
+        problem = scenario_problem([getattr(r, scenario.field) for r in rows], schema)
         if problem is not None:
             raise FieldError(f"{part}[{problem[0]}].{scenario.column}", problem[1])
 
