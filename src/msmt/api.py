@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from msmt.data.io import write_table
+from msmt.data.io import source_of, write_table
 from msmt.data.loading import frame_as_read, read_data
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import HISTORY, METRICS, LoadedRun, load_run, write_json
@@ -265,13 +265,13 @@ def score(
         note(f"scored {len(frame)} rows in {time.perf_counter() - start:.1f} s, compilation included")
     if groups is not None:
         note(f"{scores.personal_rows} of {len(frame)} rows scored with their group's block, the rest by the base")
-    check_predictions(scores.values, frame)
+    check_predictions(scores.values, source_of(frame))
     return scores.values
 
 
-def check_predictions(values: dict, frame: pd.DataFrame) -> None:
-    """Never a silent NaN or inf in the output: such a row's inputs are beyond what the model scores."""
-    from msmt.data.io import source_of
+def check_predictions(values: dict, source: str) -> None:
+    """Never a silent NaN or inf in the output: such a row's inputs are beyond what the model
+    scores (``predict``, ``evaluate`` and the service's answers; ``source``: the file or ``request``)."""
     from msmt.spec.errors import DataError
 
     for task, column in values.items():
@@ -279,9 +279,9 @@ def check_predictions(values: dict, frame: pd.DataFrame) -> None:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DataError(
-                source_of(frame), None,
-                f"{int(bad.sum())} row(s) get a non-finite prediction of '{task}' (first: data row {row + 1}); "
-                "their inputs are beyond what the model can score",
+                source, None,
+                f"non-finite prediction of '{task}' (inputs beyond what the model can score; {int(bad.sum())} such row(s))",
+                row=row,
             )
 
 

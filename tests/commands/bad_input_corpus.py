@@ -15,10 +15,16 @@ Placeholders (laid out by ``workspace`` in ``test_bad_input.py``):
 * ``{legacy}`` a copy of a run directory written by msmt 0.1 (``tests/fixtures/legacy_runs``)
 * ``{bad}/NAME.csv`` a file of :data:`BAD_FILES`; ``{broken}/NAME`` a run of :data:`BROKEN_RUNS`
 * ``{tmp}`` a fresh folder of the case (where outputs would go)
+
+:data:`REQUESTS` is the service's part: request bodies that ``msmt serve`` must answer with the
+documented error (status, ``{"detail": "<field>: <problem>", "errors": [{"field", "problem"}]}``,
+``detail`` one line naming the item and column), as valid JSON, by the rules files get.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -307,6 +313,53 @@ CORPUS: list[Case] = [
     Case("adapt-dense-huge", "numbers", "adapt {run} --data {bad}/adapt_dense_huge.csv --out {tmp}/a", ("column 'price'", "float32"), absent=("{tmp}/a",)),
     Case("adapt-missing-data", "data", "adapt {run} --data {tmp}/nope.csv --out {tmp}/a", ("nope.csv", "no such file"), absent=("{tmp}/a",)),
     # ----------------------------------------------------------------- run directories
+    # ----------------------------------------------------------------- msmt history load (nothing at --db on any error)
+    Case("history-load-no-panel", "config", "history load {run} --data {pdata}/test.csv --db {tmp}/h.db", ("no panel section",), absent=("{tmp}/h.db",)),
+    Case("history-load-not-a-run", "rundir", "history load {tmp}/norun --data {pdata}/test.csv --db {tmp}/h.db", ("norun", "not a run directory"), absent=("{tmp}/h.db",)),
+    Case("history-load-missing-data", "data", "history load {prun} --data {tmp}/nope.csv --db {tmp}/h.db", ("nope.csv", "no such file"), absent=("{tmp}/h.db",)),
+    Case("history-load-no-key", "history", "history load {prun} --data {bad}/panel_no_key.csv --db {tmp}/h.db", ("panel_no_key.csv", "column 'advertiser_id'", "missing column"), absent=("{tmp}/h.db",)),
+    Case("history-load-metric-huge", "numbers", "history load {prun} --data {bad}/panel_metric_huge.csv --db {tmp}/h.db", ("column 'impressions'", "float32", "data row 2"), absent=("{tmp}/h.db",)),
+    Case("history-load-metric-negative", "numbers", "history load {prun} --data {bad}/panel_metric_negative.csv --db {tmp}/h.db", ("column 'clicks'", ">= 0", "data row 3"), absent=("{tmp}/h.db",)),
+    Case("history-load-metric-inf", "numbers", "history load {prun} --data {bad}/panel_metric_inf.csv --db {tmp}/h.db", ("column 'cost'", "infinite", "data row 1"), absent=("{tmp}/h.db",)),
+    Case("history-load-time-bad", "history", "history load {prun} --data {bad}/panel_time_bad.csv --db {tmp}/h.db", ("column 'day'", "'yesterday'", "data row 2"), absent=("{tmp}/h.db",)),
+    Case("history-load-time-missing", "history", "history load {prun} --data {bad}/panel_time_missing.csv --db {tmp}/h.db", ("column 'day'", "missing time value", "data row 2"), absent=("{tmp}/h.db",)),
+    Case("history-load-second-file-bad", "history", "history load {prun} --data {pdata}/validation.csv --data {bad}/panel_metric_huge.csv --db {tmp}/h.db", ("panel_metric_huge.csv", "float32"), absent=("{tmp}/h.db",)),
+    Case("history-load-db-is-data", "output", "history load {prun} --data {pdata}/test.csv --db {pdata}/validation.csv", ("validation.csv", "not a usable history store"), unchanged=("{pdata}/validation.csv",)),
+    Case("history-load-db-folder", "output", "history load {prun} --data {pdata}/test.csv --db {tmp}", ("not a usable history store",)),
+    Case("history-load-db-proc", "output", "history load {prun} --data {pdata}/test.csv --db /proc/msmt-h.db", ("/proc/msmt-h.db",), absent=("/proc/msmt-h.db",)),
+    Case("history-load-db-under-file", "output", "history load {prun} --data {pdata}/test.csv --db {pdata}/test.csv/h.db", ("test.csv/h.db",), unchanged=("{pdata}/test.csv",)),
+    Case("history-load-no-data-option", "usage", "history load {prun} --db {tmp}/h.db", ("history load", "Missing option '--data'"), absent=("{tmp}/h.db",)),
+    Case("history-load-no-db-option", "usage", "history load {prun} --data {pdata}/test.csv", ("history load", "Missing option '--db'")),
+    Case("history-load-no-run", "usage", "history load", ("history load", "Missing argument 'RUN_DIR'")),
+    Case("history-no-subcommand", "usage", "history", ("history", "missing command")),
+    Case("history-unknown-subcommand", "usage", "history bogus", ("history", "No such command 'bogus'")),
+    # ----------------------------------------------------------------- msmt init (nothing at --out on any error)
+    Case("init-missing-file", "data", "init {tmp}/nope.csv --scenario scenario --task click --out {tmp}/o", ("nope.csv", "no such file"), absent=("{tmp}/o",)),
+    Case("init-no-scenario", "usage", "init {data}/test.csv --task click --out {tmp}/o", ("--scenario",), absent=("{tmp}/o",)),
+    Case("init-scenario-not-a-column", "data", "init {data}/test.csv --scenario placement --task click --out {tmp}/o", ("test.csv", "column 'placement'", "--scenario"), absent=("{tmp}/o",)),
+    Case("init-time-not-a-column", "data", "init {data}/test.csv --scenario scenario --task click --time when --out {tmp}/o", ("column 'when'", "--time"), absent=("{tmp}/o",)),
+    Case("init-group-not-a-column", "data", "init {data}/test.csv --scenario scenario --task click --group who --out {tmp}/o", ("column 'who'", "--group"), absent=("{tmp}/o",)),
+    Case("init-drop-not-a-column", "data", "init {data}/test.csv --scenario scenario --task click --drop what --out {tmp}/o", ("column 'what'", "--drop"), absent=("{tmp}/o",)),
+    Case("init-task-no-label", "data", "init {data}/test.csv --scenario scenario --task clicked --out {tmp}/o", ("--task clicked", "no label column 'clicked'"), absent=("{tmp}/o",)),
+    Case("init-task-label-column", "data", "init {data}/test.csv --scenario scenario --task click:binary:clk --out {tmp}/o", ("no label column 'clk'",), absent=("{tmp}/o",)),
+    Case("init-task-kind", "config", "init {data}/test.csv --scenario scenario --task click:probability --out {tmp}/o", ("--task", "unknown kind 'probability'"), absent=("{tmp}/o",)),
+    Case("init-model", "config", "init {data}/test.csv --scenario scenario --task click --model transformer --out {tmp}/o", ("--model", "'transformer'"), absent=("{tmp}/o",)),
+    Case("init-sample-rows-small", "usage", "init {data}/test.csv --scenario scenario --task click --sample-rows 5 --out {tmp}/o", ("--sample-rows", "5"), absent=("{tmp}/o",)),
+    Case("init-sample-rows-text", "usage", "init {data}/test.csv --scenario scenario --task click --sample-rows many --out {tmp}/o", ("--sample-rows", "many"), absent=("{tmp}/o",)),
+    Case("init-example-unknown", "config", "init --example nosuch --out {tmp}/o", ("--example", "'nosuch'"), absent=("{tmp}/o",)),
+    Case("init-example-with-data", "usage", "init {data}/test.csv --example movielens --out {tmp}/o", ("--example", "no DATA"), absent=("{tmp}/o",)),
+    Case("init-no-out", "usage", "init {data}/test.csv --scenario scenario --task click", ("init", "Missing option '--out'")),
+    Case("init-empty", "data", "init {bad}/empty.csv --scenario scenario --task click --out {tmp}/o", ("empty.csv", "cannot read table"), absent=("{tmp}/o",)),
+    Case("init-header-only", "data", "init {bad}/header_only.csv --scenario scenario --task click --out {tmp}/o", ("header_only.csv", "no data rows"), absent=("{tmp}/o",)),
+    Case("init-binary-junk", "data", "init {bad}/binary_junk.csv --scenario scenario --task click --out {tmp}/o", ("binary_junk.csv",), absent=("{tmp}/o",)),
+    Case("init-label-5", "data", "init {bad}/label_binary_5.csv --scenario scenario --task click:binary --out {tmp}/o", ("label_binary_5.csv", "column 'click'", "0 or 1", "data row 1"), absent=("{tmp}/o",)),
+    Case("init-count-negative", "numbers", "init {bad}/label_count_negative.csv --scenario scenario --task dwell:count --out {tmp}/o", ("label_count_negative.csv", "column 'dwell'", ">= 0", "data row 3"), absent=("{tmp}/o",)),
+    Case("init-count-inf", "numbers", "init {bad}/label_count_inf.csv --scenario scenario --task dwell:count --out {tmp}/o", ("column 'dwell'", "infinite value inf", "data row 4"), absent=("{tmp}/o",)),
+    Case("init-dense-huge", "numbers", "init {bad}/dense_huge.csv --scenario scenario --task click --out {tmp}/o", ("dense_huge.csv", "column 'user_age'", "float32", "data row 3"), absent=("{tmp}/o",)),
+    Case("init-out-a-file", "output", "init {data}/test.csv --scenario scenario --task click --out {data}/test.csv", ("--out", "not a folder"), unchanged=("{data}/test.csv",)),
+    Case("init-out-under-file", "output", "init {data}/test.csv --scenario scenario --task click --out {data}/test.csv/o", ("test.csv", "not a folder"), unchanged=("{data}/test.csv",)),
+    Case("init-out-proc", "output", "init {data}/test.csv --scenario scenario --task click --out /proc/msmt-init", ("/proc/msmt-init",), absent=("/proc/msmt-init",)),
+    Case("init-out-holds-configs", "stale", "init {data}/test.csv --scenario scenario --task click --out {data}", ("dataset.yaml", "already exist", "--force"), unchanged=("{data}/dataset.yaml", "{data}/experiment.yaml")),
     Case("rundir-missing", "rundir", f"predict {{tmp}}/norun --data {{data}}/test.csv {P}", ("norun", "not a run directory"), absent=("{tmp}/p.csv",)),
     Case("rundir-a-file", "rundir", f"predict {{data}}/test.csv --data {{data}}/test.csv {P}", ("not a run directory",), absent=("{tmp}/p.csv",)),
     Case("rundir-a-data-folder", "rundir", f"evaluate {{data}} --data {{data}}/test.csv {M}", ("no config.yaml",), absent=("{tmp}/m.json",)),
@@ -377,3 +430,78 @@ for _name, (_source, _edits) in BROKEN_RUNS.items():
         _commands.append(("serve", f"serve {{broken}}/{_name} --port 0", ()))
     for _command, _argv, _absent in _commands:
         CORPUS.append(Case(f"rundir-{_name}-{_command}", "rundir", _argv, _BROKEN_EXPECT[_name], absent=_absent))
+
+
+# ----------------------------------------------------------------------------------- the service
+@dataclass(frozen=True)
+class Request:
+    """A bad request to the service of ``run`` (``run``: no panel; ``prun``: panel data, with a
+    history store). ``body(ok)`` builds it from valid parts (``ok["row"]``, ``ok["row2"]``: rows
+    to score; ``ok["ctx"]``: a history row of ``ok["row"]``'s unit, earlier); a ``str`` is sent
+    as it is (JSON that ``json.dumps`` would not write). ``field``: the exact ``errors[0].field``."""
+
+    id: str
+    kind: str  # numbers | scenario | json | history
+    run: str
+    path: str
+    body: Callable[[dict], object]
+    field: str
+    expect: tuple[str, ...] = ()
+    status: int = 422
+
+
+def literal(row: dict, key: str, text: str) -> str:
+    """``row`` as JSON with ``key``'s value written as the raw ``text`` (``NaN``, ``Infinity``, ``1e400``)."""
+    return json.dumps({**row, key: "@@"}).replace('"@@"', text)
+
+
+def twice(row: dict, key: str, value) -> str:
+    """``row`` as JSON with ``key`` given a second time (``json.dumps`` cannot write that)."""
+    return json.dumps(row)[:-1] + f", {json.dumps(key)}: {json.dumps(value)}}}"
+
+
+def body(*rows: str, top: str = "rows", **parts: str) -> str:
+    """A body from JSON texts of rows (and of other parts: ``context=...``)."""
+    items = [f'"{top}": [{", ".join(rows)}]', *(f'"{k}": {v}' for k, v in parts.items())]
+    return "{" + ", ".join(items) + "}"
+
+
+PR, OB = "/v1/predict", "/v1/observe"
+REQUESTS: list[Request] = [
+    # numbers: the rules of data/validate.py (numeric_rules, number_problem), by row and column
+    Request("serve-log1p-negative", "numbers", "run", PR, lambda ok: {"rows": [ok["row"], {**ok["row"], "price": -3.5}]}, "rows[1].price", ("log1p", ">= 0", "-3.5")),
+    Request("serve-log1p-huge", "numbers", "run", PR, lambda ok: {"rows": [{**ok["row"], "price": 1e39}]}, "rows[0].price", ("float32",)),
+    Request("serve-dense-huge", "numbers", "run", PR, lambda ok: {"rows": [ok["row"], ok["row2"], {**ok["row"], "user_age": 1e300}]}, "rows[2].user_age", ("float32", "1e+300")),
+    Request("serve-dense-neg-huge", "numbers", "run", PR, lambda ok: {"rows": [{**ok["row"], "user_age": -4e38}]}, "rows[0].user_age", ("float32",)),
+    Request("serve-dense-far", "numbers", "run", PR, lambda ok: {"rows": [ok["row"], {**ok["row"], "user_age": 3e38}]}, "rows[1]", ("non-finite prediction",)),
+    Request("serve-dense-nan", "numbers", "run", PR, lambda ok: body(literal(ok["row"], "user_age", "NaN")), "rows[0].user_age", ("NaN", "finite")),
+    Request("serve-dense-infinity", "numbers", "run", PR, lambda ok: body(json.dumps(ok["row"]), literal(ok["row"], "price", "Infinity")), "rows[1].price", ("Infinity",)),
+    Request("serve-dense-neg-infinity", "numbers", "run", PR, lambda ok: body(literal(ok["row"], "user_age", "-Infinity")), "rows[0].user_age", ("-Infinity",)),
+    Request("serve-dense-1e400", "numbers", "run", PR, lambda ok: body(literal(ok["row"], "user_age", "1e400")), "rows[0].user_age", ("1e400", "finite")),
+    Request("serve-nan-in-ignored-column", "numbers", "run", PR, lambda ok: body(literal(ok["row"], "click", "NaN")), "rows[0].click", ("NaN",)),
+    Request("serve-nan-in-bare-list", "numbers", "run", PR, lambda ok: "[" + literal(ok["row"], "price", "NaN") + "]", "rows[0].price", ("NaN",)),
+    Request("serve-nan-nested", "numbers", "run", PR, lambda ok: body(literal(ok["row"], "meta", '{"a": [1, NaN]}')), "rows[0].meta.a[1]", ("NaN",)),
+    Request("serve-attribute-log1p-negative", "numbers", "prun", PR, lambda ok: {"rows": [{**ok["row"], "traffic_volume": -10.0}]}, "rows[0].traffic_volume", ("log1p", ">= 0")),
+    Request("serve-attribute-huge", "numbers", "prun", PR, lambda ok: {"rows": [{**ok["row"], "traffic_volume": 1e300}]}, "rows[0].traffic_volume", ("float32",)),
+    Request("serve-row-metric-huge", "numbers", "prun", PR, lambda ok: {"rows": [{**ok["row"], "impressions": 1e300}]}, "rows[0].impressions", ("float32",)),
+    # the one scenario rule (data/validate.py: scenario_problem)
+    Request("serve-scenario-null", "scenario", "run", PR, lambda ok: {"rows": [ok["row"], {**ok["row"], "scenario": None}]}, "rows[1].scenario", ("missing scenario",)),
+    Request("serve-scenario-empty", "scenario", "run", PR, lambda ok: {"rows": [{**ok["row"], "scenario": ""}]}, "rows[0].scenario", ("missing scenario",)),
+    Request("serve-scenario-blank", "scenario", "run", PR, lambda ok: {"rows": [{**ok["row"], "scenario": "  "}]}, "rows[0].scenario", ("missing scenario",)),
+    Request("serve-scenario-unseen", "scenario", "run", PR, lambda ok: {"rows": [ok["row"], ok["row2"], {**ok["row"], "scenario": "tv_ads"}]}, "rows[2].scenario", ("'tv_ads'", "not seen in training")),
+    Request("serve-scenario-unseen-int", "scenario", "run", PR, lambda ok: {"rows": [{**ok["row"], "scenario": 7}]}, "rows[0].scenario", ("7", "not seen in training")),
+    Request("serve-scenario-null-with-attributes", "scenario", "prun", PR, lambda ok: {"rows": [{**ok["row"], "scenario": None}]}, "rows[0].scenario", ("missing scenario",)),
+    # duplicate keys (object_pairs_hook)
+    Request("serve-duplicate-key-in-row", "json", "run", PR, lambda ok: body(json.dumps(ok["row"]), twice(ok["row"], "price", 3.0)), "rows[1].price", ("duplicate key",)),
+    Request("serve-duplicate-scenario", "json", "run", PR, lambda ok: body(twice(ok["row"], "scenario", "feed")), "rows[0].scenario", ("duplicate key",)),
+    Request("serve-duplicate-key-bare-list", "json", "run", PR, lambda ok: "[" + twice(ok["row"], "user_id", "u1") + "]", "rows[0].user_id", ("duplicate key",)),
+    Request("serve-duplicate-top-level", "json", "run", PR, lambda ok: body(json.dumps(ok["row"])) [:-1] + f', "rows": [{json.dumps(ok["row2"])}]}}', "rows", ("duplicate key",)),
+    Request("serve-duplicate-in-ignored-value", "json", "run", PR, lambda ok: body(literal(ok["row"], "meta", '{"a": 1, "a": 2}')), "rows[0].meta.a", ("duplicate key",)),
+    # history rows: the same rules as a --context file or `msmt history load`
+    Request("serve-context-metric-huge", "history", "prun", PR, lambda ok: {"rows": [ok["row"]], "context": [{**ok["ctx"], "clicks": 1e300}]}, "context[0].clicks", ("float32",)),
+    Request("serve-context-nan", "history", "prun", PR, lambda ok: body(json.dumps(ok["row"]), context="[" + literal(ok["ctx"], "cost", "NaN") + "]"), "context[0].cost", ("NaN",)),
+    Request("serve-context-duplicate-key", "history", "prun", PR, lambda ok: body(json.dumps(ok["row"]), context="[" + twice(ok["ctx"], "day", 3) + "]"), "context[0].day", ("duplicate key",)),
+    Request("serve-observe-metric-huge", "history", "prun", OB, lambda ok: {"observations": [ok["ctx"], {**ok["ctx"], "impressions": 4e38}]}, "observations[1].impressions", ("float32",)),
+    Request("serve-observe-nan-bare-list", "history", "prun", OB, lambda ok: "[" + literal(ok["ctx"], "clicks", "NaN") + "]", "observations[0].clicks", ("NaN",)),
+    Request("serve-observe-duplicate-key", "history", "prun", OB, lambda ok: body(twice(ok["ctx"], "cost", 1.0), top="observations"), "observations[0].cost", ("duplicate key",)),
+]

@@ -21,10 +21,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from bad_input_corpus import BAD_FILES, BAD_SPACES, BROKEN_RUNS, CORPUS, Case
+from bad_input_corpus import BAD_FILES, BAD_SPACES, BROKEN_RUNS, CORPUS, REQUESTS, Case
 
 from helpers import run_cli, run_main
 from msmt.rundir.blocks import read_block_set
+from msmt.rundir.layout import load_run
+from msmt.serving.app import create_app
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_runs"
 FAST = ["train.epochs=1", "train.batch_size=64", "train.progress=false", "train.num_threads=1"]
@@ -210,15 +212,94 @@ def test_bad_input_answers_by_the_contract(case, workspace, tmp_path, capsys):
     assert _debris(tmp_path, Path(workspace["root"])) == []
 
 
+# --------------------------------------------------------------------------- the service
+
+
+def _json_row(record: dict) -> dict:
+    """A CSV record as a client sends it: numbers as numbers, text as text, empty cells as null."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, float) and value != value:
+            out[key] = None
+        elif hasattr(value, "item"):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def services(workspace, tmp_path_factory):
+    """A TestClient per run of :data:`REQUESTS` and the valid parts each case breaks."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's TestClient warns about its httpx transport
+        from fastapi.testclient import TestClient
+
+    data = pd.read_csv(Path(workspace["data"]) / "test.csv")
+    rows = [_json_row(r) for r in data.head(2).to_dict("records")]
+    for row in rows:
+        row["user_id"], row["item_id"] = str(row["user_id"]), str(row["item_id"])
+    panel = pd.read_csv(Path(workspace["pdata"]) / "test.csv")
+    prow = _json_row(panel.iloc[0].to_dict())
+    earlier = pd.read_csv(Path(workspace["pdata"]) / "validation.csv")
+    unit = earlier[(earlier["advertiser_id"] == prow["advertiser_id"]) & (earlier["scenario"] == prow["scenario"])]
+    ctx = _json_row(unit.iloc[-1][["advertiser_id", "scenario", "day", "impressions", "clicks", "cost", "event"]].to_dict())
+    store = tmp_path_factory.mktemp("bad_requests") / "history.db"
+    return {
+        "run": TestClient(create_app(load_run(Path(workspace["run"])))),
+        "prun": TestClient(create_app(load_run(Path(workspace["prun"])), history=store)),
+        "ok": {"run": {"row": rows[0], "row2": rows[1]}, "prun": {"row": prow, "row2": prow, "ctx": ctx}},
+    }
+
+
+def _strict_json(text: str):
+    def refuse(token):
+        raise AssertionError(f"{token} in an answer: not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_valid_parts_of_the_bad_requests_are_valid(services):
+    """Each bad request breaks one thing of a request the service answers with 200."""
+    for run, ok in services["ok"].items():
+        client = services[run]
+        resp = client.post("/v1/predict", json={"rows": [ok["row"], ok["row2"]], **({"context": [ok["ctx"]]} if "ctx" in ok else {})})
+        assert resp.status_code == 200, resp.text
+        if "ctx" in ok:
+            assert client.post("/v1/observe", json={"observations": [ok["ctx"]]}).status_code == 200
+
+
+@pytest.mark.parametrize("case", REQUESTS, ids=[c.id for c in REQUESTS])
+def test_bad_request_answers_by_the_contract(case, services):
+    """The documented error: status, valid JSON ``{"detail", "errors"}`` whose first error names
+    the exact item and column, a one-line ``detail`` holding the problem's words."""
+    payload = case.body(services["ok"][case.run])
+    content = payload if isinstance(payload, str) else json.dumps(payload, allow_nan=False)
+    resp = services[case.run].post(case.path, content=content, headers={"content-type": "application/json"})
+    assert resp.status_code == case.status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    answer = _strict_json(resp.text)
+    assert set(answer) == {"detail", "errors"}, answer
+    assert answer["errors"][0]["field"] == case.field, answer
+    assert "\n" not in answer["detail"] and answer["detail"].startswith(f"{case.field}: "), answer
+    for word in case.expect:
+        assert word in answer["errors"][0]["problem"], f"{word!r} not in {answer['detail']!r}"
+
+
 def test_the_corpus_covers_every_command_and_kind():
     """The tally of issue 19: at least 100 cases, every command and every kind of problem."""
     assert len(CORPUS) >= 100
     assert len({c.id for c in CORPUS}) == len(CORPUS)
     commands = Counter(c.argv.split()[0] for c in CORPUS)
-    assert set(commands) >= {"train", "evaluate", "predict", "adapt", "export", "synth", "bench", "serve", "tune"}
+    assert set(commands) >= {"train", "evaluate", "predict", "adapt", "export", "synth", "bench", "serve", "history", "init", "tune"}
     kinds = Counter(c.kind for c in CORPUS)
     assert set(kinds) == {"usage", "config", "data", "numbers", "output", "rundir", "scenario", "stale", "history"}
     assert sum(c.fresh_process for c in CORPUS) >= 4
+    assert len({r.id for r in REQUESTS}) == len(REQUESTS) >= 30
+    assert {r.kind for r in REQUESTS} == {"numbers", "scenario", "json", "history"}
+    assert {r.path for r in REQUESTS} == {"/v1/predict", "/v1/observe"}
 
 
 # --------------------------------------------------------------------------- no silent wrong answers

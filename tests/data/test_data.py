@@ -162,5 +162,5 @@ def test_a_standardised_value_beyond_float32_is_an_input_error(tiny_train, tiny_
     frame = tiny_train.head(5).copy()
     frame["user_age"] = frame["user_age"].astype(float)
     frame.loc[frame.index[3], "user_age"] = 1e30
-    with pytest.raises(DataError, match=r"column 'user_age'.*data row 4.*float32"):
+    with pytest.raises(DataError, match=r"column 'user_age'.*float32 in data row 4"):
         encode_frame(frame, schema, with_labels=False)

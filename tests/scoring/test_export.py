@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 
 import numpy as np
 import onnx
@@ -29,14 +31,24 @@ def _batch(run, data_dir, rows=None):
 
 @pytest.mark.parametrize("model", model_names())
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_every_registered_model_exports_with_parity(trained_run, trained_panel_run, tmp_path, model, fmt):
+def test_every_registered_model_exports_with_parity(trained_run, trained_panel_run, tmp_path, model, fmt, caplog):
     # the naive forecasters read each unit's history: they are trained on panel data
     trained_run = trained_panel_run if model.startswith("naive_") else trained_run
     run_dir = trained_run(model)
     out = tmp_path / f"m.{fmt}"
+    caplog.set_level(logging.WARNING, logger="msmt.scoring.export")
     result = export_run(run_dir, fmt, out, rows=40)
     assert out.exists() and result.max_abs_diff <= 1e-5
     assert result.rows_checked == 40
+    # ONNX through torch.export for every registered model when onnxscript (the export extra) is
+    # there; without it, the TorchScript-based exporter with the reason logged
+    fallbacks = [r.getMessage() for r in caplog.records if r.name == "msmt.scoring.export"]
+    if fmt == "torchscript":
+        assert fallbacks == []
+    elif importlib.util.find_spec("onnxscript") is not None:
+        assert fallbacks == [], fallbacks
+    else:
+        assert len(fallbacks) == 1 and "onnxscript" in fallbacks[0]
 
     # Independent of the built-in check: rows from the *test* file, a batch size never traced,
     # compared in user units with what `msmt predict` computes.

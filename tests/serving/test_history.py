@@ -348,7 +348,7 @@ def test_dates_in_the_future_and_unknown_scenarios_without_attributes(tiny_datas
         resp = client.post("/v1/observe", json=[dict(row, date=when)])
         assert resp.status_code == 422 and "observations[0].date" in resp.json()["detail"] and "future" in resp.json()["detail"]
     resp = client.post("/v1/predict", json=[dict(row, placement="radio")])
-    assert resp.status_code == 422 and "rows[0].placement: unknown scenario" in resp.json()["detail"]
+    assert resp.status_code == 422 and "rows[0].placement: scenario 'radio' was not seen in training" in resp.json()["detail"]
     resp = client.post("/v1/predict", json=[dict(row, date="2020-02-30")])
     assert resp.status_code == 422 and "rows[0].date" in resp.json()["detail"]
 

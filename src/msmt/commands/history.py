@@ -23,10 +23,13 @@ def history_load(
     if not (run_dir / SCHEMA).exists():
         raise ConfigError(f"{run_dir}: not a run directory (no {SCHEMA})")
     spec = FittedSchema.load(run_dir / SCHEMA).spec
+    if spec.panel is None:
+        raise ConfigError(f"{run_dir}: its dataset has no panel section, so its model reads no history to store")
+    # every file read and checked before the store is opened: a bad file leaves no store and no partial load
+    loaded = [(path, last_of_duplicates(observations_from_frame(read_data(path, spec), spec.panel))) for path in data]  # as predict --context reads a file
     store = open_history(db, spec.panel)
     try:
-        for path in data:
-            obs = last_of_duplicates(observations_from_frame(read_data(path, spec), spec.panel))  # as predict --context reads a file
+        for path, obs in loaded:
             counts = store.upsert(obs)
             typer.echo(f"{path}: {len(obs)} rows ({counts['inserted']} new, {counts['updated']} changed, {counts['unchanged']} unchanged)")
         s = store.summary()

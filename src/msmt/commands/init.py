@@ -88,24 +88,36 @@ def init(
     if data is None or scenario is None:
         raise ConfigError("msmt init needs DATA and --scenario COLUMN (and --task NAME[:KIND[:LABEL]] ...), or --example NAME")
 
+    import yaml
+
+    from msmt.commands.paths import check_output_dir
     from msmt.data.infer import dataset_yaml, experiment_yaml, infer_dataset, read_sample
     from msmt.data.loading import frame_as_read
     from msmt.data.validate import validate_frame
-    from msmt.spec.config import load_dataset_spec, load_experiment
+    from msmt.spec.config import dataset_spec_from, experiment_from_dict
+    from msmt.spec.errors import DataError
     from msmt.spec.sections import model_names
 
+    check_output_dir(out)
     if model not in model_names():
         raise ConfigError(f"--model: unknown model '{model}' (registered: {model_names()})")
     frame = read_sample(data, sample_rows)
+    for option, columns in (("--scenario", [scenario]), ("--time", [time]), ("--group", [group]), ("--drop", drop or [])):
+        for column in columns:
+            if column and column not in frame.columns:
+                raise DataError(str(data), column, f"missing column (named by {option}; the file has {list(frame.columns)})")
     train_file = os.path.relpath(data.resolve(), out.resolve())
     inferred = infer_dataset(frame, scenario, list(tasks or []), name=data.stem, train_file=train_file, time=time, group=group, drop=tuple(drop or []))
     files = [out / "dataset.yaml", out / "experiment.yaml"]
     _refuse_overwrite(files, force)
-    atomic_write_text(files[0], dataset_yaml(inferred, str(data)))
-    atomic_write_text(files[1], experiment_yaml("dataset.yaml", model))
-    spec = load_dataset_spec(files[0])  # what train will read: it must hold
-    validate_frame(frame_as_read(frame, spec), spec, with_labels=True)  # labels as train checks them
-    load_experiment(files[1])
+    texts = [dataset_yaml(inferred, str(data)), experiment_yaml("dataset.yaml", model)]
+    # what train will read must hold before anything is written: the spec, the labels as train checks them, the experiment
+    raw = yaml.safe_load(texts[0])
+    spec = dataset_spec_from(raw, files[0])
+    validate_frame(frame_as_read(frame, spec), spec, with_labels=True)
+    experiment_from_dict({**yaml.safe_load(texts[1]), "dataset": raw}, base=out, source=str(files[1]))
+    for path, text in zip(files, texts):
+        atomic_write_text(path, text)
 
     width = max(len(c.column) for c in inferred.choices)
     for c in inferred.choices:

@@ -26,6 +26,9 @@ def serve(
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, help="Server processes (each holds its own model, block cache and store connections)."
     ),
+    access_log: bool = typer.Option(
+        True, "--access-log/--no-access-log", help="One line per request on stderr: method, path, status, latency, sizes."
+    ),
 ) -> None:
     """Serve predictions over HTTP: POST /v1/predict, POST /v1/observe, GET /v1/schema, GET /healthz, /docs."""
     import json
@@ -36,7 +39,7 @@ def serve(
     import uvicorn
 
     from msmt.rundir.layout import load_run
-    from msmt.serving.app import SERVE_OPTIONS, create_app
+    from msmt.serving.app import SERVE_OPTIONS, create_app, enable_access_log
     from msmt.spec.errors import ConfigError
 
     if backend not in ("torch", "onnx"):
@@ -63,6 +66,8 @@ def serve(
             f"serving {run_dir} ({run.config.model.name}, {backend}, {workers} worker{'s' if workers > 1 else ''}) "
             f"on http://{host}:{port}  (docs: /docs)"
         )
+        if access_log:
+            enable_access_log()
         try:
             if workers == 1:
                 uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
@@ -71,7 +76,7 @@ def serve(
                 options = {
                     "run_dir": str(run_dir.resolve()), "backend": backend, "onnx": str(onnx_file) if onnx_file else None,
                     "max_rows": max_rows, "max_body_bytes": max_body_bytes, "block_cache": block_cache, "threads": threads,
-                    "history": str(history.resolve()) if history else None,
+                    "history": str(history.resolve()) if history else None, "access_log": access_log,
                 }
                 os.environ[SERVE_OPTIONS] = json.dumps(options)
                 uvicorn.run(

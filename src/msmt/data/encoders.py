@@ -31,16 +31,22 @@ def encode_sparse(frame: pd.DataFrame, schema: FittedSchema, feats: tuple[Sparse
     return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0), dtype=np.int64)
 
 
+def standardise(schema: FittedSchema, feat: DenseFeature, x: np.ndarray, source: str) -> np.ndarray:
+    """[N] float32: one dense column (float64, checked by ``numeric_column`` or the service's
+    ``check_numbers``) standardised; a value within float32 but so far from the training values
+    that its standardised value is not is an error naming the row. Files and the service's
+    direct path both encode through this."""
+    z = schema.dense[feat.name].apply(x)
+    overflow = ~np.isfinite(z)
+    if overflow.any():
+        row = int(np.flatnonzero(overflow)[0])
+        raise DataError(source, feat.column, f"value {x[row]:g} is too far from the training values to encode in float32", row=row)
+    return z
+
+
 def encode_dense(frame: pd.DataFrame, schema: FittedSchema, feats: tuple[DenseFeature, ...]) -> np.ndarray:
     """[N, len(feats)] float32, standardised."""
-    cols = []
-    for f in feats:
-        z = schema.dense[f.name].apply(numeric_column(frame, f.column))
-        overflow = ~np.isfinite(z)  # within float32 but so far from the training values that z is not
-        if overflow.any():
-            row = int(np.flatnonzero(overflow)[0])
-            raise DataError(source_of(frame), f.column, f"value {frame[f.column].iloc[row]!r} in data row {row + 1} is too far from the training values to encode in float32")
-        cols.append(z)
+    cols = [standardise(schema, f, numeric_column(frame, f.column), source_of(frame)) for f in feats]
     return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0), dtype=np.float32)
 
 

@@ -277,4 +277,5 @@ def read_sample(path: Path, rows: int) -> pd.DataFrame:
         raise DataError(str(path), None, f"cannot read table ({exc})") from None
     if not len(frame):
         raise DataError(str(path), None, "empty file (no data rows)")
+    frame.attrs["source"] = str(path)  # errors found in the sample name the file
     return frame

@@ -45,7 +45,7 @@ def time_steps(frame: pd.DataFrame, column: str) -> np.ndarray:
     values = frame[column]
     if values.isna().any():
         row = int(np.flatnonzero(values.isna().to_numpy())[0])
-        raise DataError(source_of(frame), column, f"missing time value in data row {row + 1}")
+        raise DataError(source_of(frame), column, "missing time value", row=row)
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.to_numpy().astype("datetime64[D]").astype(np.int64)
     numeric = pd.to_numeric(values, errors="coerce")
@@ -61,7 +61,7 @@ def time_steps(frame: pd.DataFrame, column: str) -> np.ndarray:
             dates = pd.to_datetime(values.astype(str), format="mixed")
     except (ValueError, TypeError):
         row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
-        raise DataError(source_of(frame), column, f"not an integer step or a date: {values.iloc[row]!r} in data row {row + 1}") from None
+        raise DataError(source_of(frame), column, f"not an integer step or a date: {values.iloc[row]!r}", row=row) from None
     return dates.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 

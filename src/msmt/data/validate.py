@@ -21,8 +21,42 @@ def require_columns(frame: pd.DataFrame, columns: list[str]) -> None:
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # tensors are float32: a larger magnitude would become inf
 
 
+def _cell(value):
+    """A cell as its reader wrote it: the file's text, or a plain Python number (``inf``, not ``np.float64(inf)``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
+
+
+def number_problem(
+    values: np.ndarray, allow_missing: bool = True, min_value: float | None = None, why: str = "", shown=None,
+) -> tuple[int, str] | None:
+    """The rule for numbers, shared by files (:func:`numeric_column`) and the service's requests
+    (:func:`msmt.serving.request.check_numbers`): ``(row, problem)`` of the first value of
+    ``values`` (float64, NaN = missing) that is missing where not allowed, infinite, outside
+    float32's range or below ``min_value``; None when every value passes. ``shown(row)``: the
+    value as the caller's input wrote it (the file's text)."""
+    shown = shown or (lambda row: values[row])
+    missing = np.isnan(values)
+    if not allow_missing and missing.any():
+        return _first(missing), "missing value"
+    present = np.where(missing, 0.0, values)
+    infinite = ~np.isfinite(present)
+    if infinite.any():
+        row = _first(infinite)
+        return row, f"infinite value {shown(row)!r}"
+    huge = np.abs(present) > FLOAT32_MAX
+    if huge.any():
+        row = _first(huge)
+        return row, f"value {values[row]:g} is outside the float32 range (|x| <= {FLOAT32_MAX:.3g})"
+    if min_value is not None:
+        low = present < min_value
+        if low.any():
+            row = _first(low)
+            return row, f"{why or 'values must be'} >= {min_value:g}, got {values[row]:g}"
+    return None
 
 
 def numeric_column(frame: pd.DataFrame, column: str, allow_missing: bool = True, min_value: float | None = None, why: str = "") -> np.ndarray:
@@ -35,25 +69,28 @@ def numeric_column(frame: pd.DataFrame, column: str, allow_missing: bool = True,
     bad = numeric.isna() & values.notna()
     if bad.any():
         row = _first(bad.to_numpy())
-        raise DataError(source_of(frame), column, f"non-numeric value {values.iloc[row]!r} in data row {row + 1}")
+        raise DataError(source_of(frame), column, f"non-numeric value {_cell(values.iloc[row])!r}", row=row)
     out = numeric.to_numpy(dtype=np.float64)
-    missing = np.isnan(out)
-    if not allow_missing and missing.any():
-        raise DataError(source_of(frame), column, f"missing value in data row {_first(missing) + 1}")
-    present = np.where(missing, 0.0, out)
-    infinite = ~np.isfinite(present)
-    if infinite.any():
-        row = _first(infinite)
-        raise DataError(source_of(frame), column, f"infinite value {values.iloc[row]!r} in data row {row + 1}")
-    huge = np.abs(present) > FLOAT32_MAX
-    if huge.any():
-        row = _first(huge)
-        raise DataError(source_of(frame), column, f"value {out[row]:g} in data row {row + 1} is outside the float32 range (|x| <= {FLOAT32_MAX:.3g})")
-    if min_value is not None:
-        low = present < min_value
-        if low.any():
-            row = _first(low)
-            raise DataError(source_of(frame), column, f"{why or 'values must be'} >= {min_value:g}, got {out[row]:g} in data row {row + 1}")
+    problem = number_problem(out, allow_missing, min_value, why, shown=lambda row: _cell(values.iloc[row]))
+    if problem is not None:
+        raise DataError(source_of(frame), column, problem[1], row=problem[0])
+    return out
+
+
+#: ``min_value`` and its reason of each numeric input rule (:func:`numeric_rules`)
+LOG1P_WHY = "transform log1p needs values"
+METRIC_WHY = "a panel metric (log1p in the history) needs values"
+
+
+def numeric_rules(spec: DatasetSpec) -> list[tuple[str, float | None, str]]:
+    """``(column, min_value, why)`` of every numeric input a row to score may hold: dense
+    features and scenario attributes (>= 0 under ``log1p``), panel metrics (>= 0). Checked by
+    :func:`validate_frame` on files and by the service on requests: one list, two callers."""
+    out = []
+    for feat in (*spec.features.dense, *spec.scenario.attributes.dense):
+        out.append((feat.column, 0.0, LOG1P_WHY) if feat.transform == "log1p" else (feat.column, None, ""))
+    if spec.panel is not None:
+        out += [(metric, 0.0, METRIC_WHY) for metric in spec.panel.metrics]
     return out
 
 
@@ -67,14 +104,14 @@ def label_column(frame: pd.DataFrame, column: str, kind: TaskKind, rows: np.ndar
         y = numeric_column(frame, column)
         missing = rows & np.isnan(y)
         if missing.any():
-            raise DataError(source_of(frame), column, f"missing value in data row {int(np.flatnonzero(missing)[0]) + 1}")
+            raise DataError(source_of(frame), column, "missing value", row=_first(missing))
         y = np.where(rows, y, 0.0)
     else:
         y = numeric_column(frame, column, allow_missing=False)
     bad, rule = rules(kind).label_problem(y)
     if bad.any():
         row = _first(bad)
-        raise DataError(source_of(frame), column, f"{rule}, got {y[row]:g} in data row {row + 1}")
+        raise DataError(source_of(frame), column, f"{rule}, got {y[row]:g}", row=row)
     return y
 
 
@@ -99,7 +136,7 @@ def weight_values(frame: pd.DataFrame, column: str, rows: np.ndarray | None = No
     if rows is not None:
         missing = rows & np.isnan(w)
         if missing.any():
-            raise DataError(source_of(frame), column, f"missing value in data row {int(np.flatnonzero(missing)[0]) + 1}")
+            raise DataError(source_of(frame), column, "missing value", row=_first(missing))
         w = np.where(rows, w, 0.0)
     if (w < 0).any():
         raise DataError(source_of(frame), column, "sample weights must be >= 0")
@@ -109,15 +146,10 @@ def weight_values(frame: pd.DataFrame, column: str, rows: np.ndarray | None = No
 def validate_frame(frame: pd.DataFrame, spec: DatasetSpec, with_labels: bool) -> None:
     """Check columns, dense values and (optionally) labels before anything is fitted or scored."""
     require_columns(frame, spec.required_columns(with_labels=with_labels))
-    for feat in (*spec.features.dense, *spec.scenario.attributes.dense):
-        if feat.transform == "log1p":
-            numeric_column(frame, feat.column, min_value=0.0, why="transform log1p needs values")
-        else:
-            numeric_column(frame, feat.column)
-    if spec.panel is not None:
-        for metric in spec.panel.metrics:
-            if metric in frame.columns:  # unlabelled data to score may lack them
-                numeric_column(frame, metric, min_value=0.0, why="a panel metric (log1p in the history) needs values")
+    metrics = set(spec.panel.metrics) if spec.panel is not None else set()
+    for column, min_value, why in numeric_rules(spec):
+        if column in frame.columns or column not in metrics:  # unlabelled data to score may lack the metrics
+            numeric_column(frame, column, min_value=min_value, why=why)
     if with_labels:
         for task in spec.tasks:
             rows = task_rows(frame, spec, task)
@@ -128,6 +160,38 @@ def validate_frame(frame: pd.DataFrame, spec: DatasetSpec, with_labels: bool) ->
             weight_values(frame, spec.sample_weight)
 
 
+def scenario_value_problem(value, schema: FittedSchema) -> str | None:
+    """The one rule for a scenario value in data to score: it must be given (not missing, not
+    blank) and, unless the dataset declares scenario attributes, seen in training (``259`` and
+    ``"259"`` are the same scenario, as the scenario column is read as text)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value) or not str(value).strip():
+        return "missing scenario"
+    if not schema.spec.scenario.attributes.columns and str(value) not in schema.scenarios:
+        return (
+            f"scenario {value!r} was not seen in training (known: {list(schema.scenarios)}); "
+            "a new scenario can be scored only when the dataset declares scenario attributes"
+        )
+    return None
+
+
+def scenario_problem(values: pd.Series | list, schema: FittedSchema) -> tuple[int, str] | None:
+    """``(row, problem)`` of the first row whose scenario breaks :func:`scenario_value_problem`,
+    None when every row passes. Shared by files (:func:`check_scenarios`, a column: the rule runs
+    once per distinct value) and the service's requests (a short list of values)."""
+    if isinstance(values, pd.Series):
+        firsts = values.reset_index(drop=True).drop_duplicates()  # each distinct value at its first row
+        bad = [(int(row), problem) for row, v in firsts.items() if (problem := scenario_value_problem(v, schema))]
+        return min(bad) if bad else None
+    seen: dict = {}
+    for row, v in enumerate(values):
+        key = (type(v), v)
+        if key not in seen:
+            seen[key] = scenario_value_problem(v, schema)
+            if seen[key]:
+                return row, seen[key]
+    return None
+
+
 def check_scenarios(frame: pd.DataFrame, schema: FittedSchema) -> None:
     """The one rule for scenarios in data to score (``evaluate``, ``predict``, ``adapt``; the
     service applies the same rule to requests): every row names its scenario, and a scenario
@@ -135,17 +199,6 @@ def check_scenarios(frame: pd.DataFrame, schema: FittedSchema) -> None:
     (``scenario.attributes``); then it is scored as the unknown scenario (index 0) from its
     attributes, which is what M2M's zero-shot scoring of a new scenario needs."""
     column = schema.spec.scenario.column
-    values = frame[column]
-    missing = values.isna().to_numpy() | (values.astype("string").str.strip() == "").fillna(True).to_numpy()
-    if missing.any():
-        raise DataError(source_of(frame), column, f"missing scenario in data row {_first(missing) + 1}")
-    if schema.spec.scenario.attributes.columns:
-        return
-    unseen = ~values.astype(str).isin(set(schema.scenarios)).to_numpy()
-    if unseen.any():
-        row = _first(unseen)
-        raise DataError(
-            source_of(frame), column,
-            f"scenario {values.iloc[row]!r} in data row {row + 1} was not seen in training (known: {list(schema.scenarios)}); "
-            "a new scenario can be scored only when the dataset declares scenario attributes",
-        )
+    problem = scenario_problem(frame[column], schema)
+    if problem is not None:
+        raise DataError(source_of(frame), column, problem[1], row=problem[0])

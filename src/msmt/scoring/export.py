@@ -21,6 +21,7 @@ written to ``--out`` (the file is written to a temporary name and renamed after 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,11 @@ from msmt.data.io import atomic_write
 from msmt.spec.batch import Batch, num_rows, take
 from msmt.spec.errors import MsmtError
 
+log = logging.getLogger("msmt.scoring.export")
 FORMATS = ("onnx", "torchscript")
 SEQ_PREFIX = "seq."
-OPSET = 17
+OPSET = 17  # the TorchScript-based fallback
+OPSET_DYNAMO = 18  # the torch.export-based exporter supports opset 18 and later
 TRACE_ROWS = 5  # tracing example size; parity runs at other sizes
 
 
@@ -99,23 +102,63 @@ def _example(batch: Batch, names: list[str], rows: int) -> tuple[Tensor, ...]:
 
 
 def write_onnx(model: nn.Module, batch: Batch, path: str | Path) -> list[str]:
-    """Trace ``model`` on a few rows of ``batch`` and write an ONNX file; returns the input names."""
+    """Export ``model`` on a few rows of ``batch`` to an ONNX file; returns the input names.
+
+    The ``torch.export``-based exporter (``dynamo=True``, torch's current path; it needs the
+    ``onnxscript`` package of the ``export`` extra) captures the graph with symbolic batch and
+    history sizes. Where it cannot be used (``onnxscript`` missing, or ``torch.export`` cannot
+    capture this model), the TorchScript-based exporter traces the model instead and the reason
+    is logged (``msmt.scoring.export``); the parity check judges either graph."""
     names = used_keys(model, batch)
     flat = FlatModel(model, names).eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter warns about its own deprecation
-        torch.onnx.export(
-            flat,
-            _example(batch, names, TRACE_ROWS),
-            str(path),
-            dynamo=False,  # the dynamo exporter needs onnxscript, which msmt does not depend on
-            input_names=names,
-            output_names=flat.task_names,
-            dynamic_axes=dynamic_axes(names, flat.task_names),
-            opset_version=OPSET,
-        )
+    example = _example(batch, names, TRACE_ROWS)
+    reason = _dynamo_unavailable()
+    if reason is None:
+        try:
+            _write_dynamo(flat, example, names, path)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: the traced graph, with the reason logged
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"torch.export could not capture {type(model).__name__} ({type(exc).__name__}: {first[:200]})"
+    if reason is not None:
+        log.warning("ONNX export through the TorchScript-based exporter: %s", reason)
+        _write_traced(flat, example, names, path)
     _add_metadata(path, model)
     return names
+
+
+def _dynamo_unavailable() -> str | None:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return "the onnxscript package is not installed (pip install 'msmt[export]')"
+    return None
+
+
+def _write_dynamo(flat: FlatModel, example: tuple[Tensor, ...], names: list[str], path: str | Path) -> None:
+    batch = torch.export.Dim("batch")
+    seq_len = torch.export.Dim("seq_len")
+    shapes = tuple({0: batch, 1: seq_len} if n.startswith(SEQ_PREFIX) else {0: batch} for n in names)
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" (4 lines, not about msmt)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                flat, example, dynamo=True, input_names=names, output_names=flat.task_names,
+                dynamic_shapes=(shapes,), opset_version=OPSET_DYNAMO, optimize=True, verbose=False,
+            )
+    finally:
+        registry.setLevel(level)
+    program.save(str(path))
+
+
+def _write_traced(flat: FlatModel, example: tuple[Tensor, ...], names: list[str], path: str | Path) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the fallback's own deprecation notice: logged above with its reason
+        torch.onnx.export(
+            flat, example, str(path), dynamo=False, input_names=names, output_names=flat.task_names,
+            dynamic_axes=dynamic_axes(names, flat.task_names), opset_version=OPSET,
+        )
 
 
 def _add_metadata(path: str | Path, model: nn.Module) -> None:

@@ -1,12 +1,15 @@
 """The FastAPI application: ``POST /v1/predict``, ``POST /v1/observe``, ``GET /v1/schema``,
-``GET /healthz``, ``/docs``.
+``GET /healthz``, ``/docs`` (an offline page, :mod:`msmt.serving.openapi`), ``/openapi.json``.
 
 Bad requests get a 4xx answer whose ``detail`` names the field (``rows[3].user_id: missing
 field``): 400 malformed JSON, 404 ``/v1/observe`` without a history store, 413 body over
 ``max_body_bytes``, 422 anything that fails the schema-generated validation (missing / wrongly
 typed field, unknown scenario, too many rows, a time that is no step or date, history rows
 that conflict or come after the forecast, observations of a future date). Any other exception
-is a bug: it is logged and answered with a 500 without stopping the server.
+is a bug: it is logged and answered with a 500 without stopping the server. Every error body
+is ``{"detail": one line, "errors": [{"field", "problem"}]}`` (``openapi.ErrorResponse``, the
+shape the OpenAPI documents). :class:`AccessLog` writes one line per request to the
+``msmt.serving.access`` logger.
 
 This module deliberately has no ``from __future__ import annotations``: FastAPI reads the
 endpoint's annotation at runtime and the request model is a class created per run.
@@ -16,25 +19,32 @@ import difflib
 import json
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from msmt.api import check_predictions
 from msmt.rundir.layout import LoadedRun, load_run
 from msmt.serving.encode import PanelEncoder, RowEncoder, frame_units, future_steps, request_steps
 from msmt.serving.history import HistoryStore, last_of_duplicates, observations_from_frame, open_history
+from msmt.serving.openapi import Health, ObserveResponse, SchemaDoc, docs_html, errors, predict_response
 from msmt.serving.request import (
     EXPECTED,
     FieldError,
     build_observe_model,
     build_request_models,
+    check_values,
     history_columns,
     ignored_columns,
+    parse_body,
     rows_to_frame,
 )
 from msmt.serving.scorer import Scorer
@@ -42,6 +52,7 @@ from msmt.spec.errors import ConfigError, MsmtError
 from msmt.spec.task_kinds import rules
 
 log = logging.getLogger("msmt.serve")
+access_log = logging.getLogger("msmt.serving.access")
 MAX_ERRORS = 20
 SERVE_OPTIONS = "MSMT_SERVE_OPTIONS"  # JSON options of `msmt serve --workers N` for each worker process
 
@@ -78,6 +89,60 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class AccessLog:
+    """ASGI middleware: one line per HTTP request on the ``msmt.serving.access`` logger (INFO):
+    ``POST /v1/predict 200 3.1 ms in=1234 B out=567 B client=127.0.0.1``, the same values as the
+    record's attributes (``method``, ``path``, ``status``, ``latency_ms``, ``request_bytes``,
+    ``response_bytes``). Outermost, so a 413 of :class:`BodyLimit` is logged too; an exception
+    that escapes every handler is logged as status 500."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        sizes = {"in": 0, "out": 0}
+        status = 500
+
+        async def counted_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                sizes["in"] += len(message.get("body", b""))
+            return message
+
+        async def counted_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sizes["out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, counted_send)
+        finally:
+            ms = (time.perf_counter() - start) * 1000
+            client = (scope.get("client") or ("-",))[0]
+            method, path = scope.get("method", "-"), scope.get("path", "-")
+            access_log.info(
+                "%s %s %d %.1f ms in=%d B out=%d B client=%s", method, path, status, ms, sizes["in"], sizes["out"], client,
+                extra={"method": method, "path": path, "status": status, "latency_ms": ms,
+                       "request_bytes": sizes["in"], "response_bytes": sizes["out"]},
+            )
+
+
+def enable_access_log(stream=None) -> None:
+    """Print the access log (``msmt serve`` does, to stderr; a library user configures logging)."""
+    if not any(getattr(h, "_msmt_access", False) for h in access_log.handlers):
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler._msmt_access = True  # type: ignore[attr-defined]
+        access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+
+
 def _too_large(limit: int, size: int | None) -> dict:
     got = f", got {size} bytes" if size is not None else ""
     return _error("body", f"request body over the limit of {limit} bytes{got}")
@@ -92,6 +157,36 @@ async def _send_json(send, status: int, payload: dict) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is parsed by :func:`msmt.serving.request.parse_body` (duplicate
+    keys and non-finite numbers are a 422 naming where) before FastAPI reads it; a body that is
+    no JSON at all is left to FastAPI, whose own parse answers 400."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+        top = "observations" if self.path == "/v1/observe" else "rows"
+
+        async def strict(request: Request):
+            kind = request.headers.get("content-type", "")
+            if request.method == "POST" and (not kind or "json" in kind):
+                raw = await request.body()
+                if raw:
+                    try:
+                        request._json = parse_body(raw, top)  # starlette's Request.json() returns it
+                    except FieldError:
+                        raise
+                    except Exception:  # noqa: BLE001 - not JSON (or too deep): FastAPI's parse says so with a 400
+                        pass
+            return await handler(request)
+
+        return strict
+
+
+def dumps(payload) -> str:
+    """JSON text of an answer; never ``NaN`` or ``Infinity`` (those are not JSON)."""
+    return json.dumps(payload, allow_nan=False)
 
 
 def _field_path(loc: tuple) -> tuple[str, str | None, str | None]:
@@ -224,8 +319,12 @@ def create_app(
         title=f"msmt scoring: {spec.name} ({run.config.model.name})",
         description="Multi-scenario, multi-task predictions: probability for binary tasks, expected count for counts.",
         version="1",
+        docs_url=None,  # FastAPI's Swagger UI loads its assets from a CDN: blank offline (msmt.serving.openapi)
+        redoc_url=None,
     )
+    app.router.route_class = StrictJsonRoute
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AccessLog)  # added last: outermost
     app.state.scorer = scorer
     app.state.encoder = encoder
     app.state.row_model = Row
@@ -243,7 +342,7 @@ def create_app(
         field = "body" if exc.status_code in (400, 413) else "request"
         if ": " in detail and detail.split(": ", 1)[0] in ("body", "request"):
             detail = detail.split(": ", 1)[1]
-        return JSONResponse(_error(field, detail) if exc.status_code < 500 else {"detail": detail}, status_code=exc.status_code)
+        return JSONResponse(_error(field, detail), status_code=exc.status_code)
 
     @app.exception_handler(FieldError)
     async def _field(request: Request, exc: FieldError):
@@ -251,28 +350,42 @@ def create_app(
 
     @app.exception_handler(MsmtError)
     async def _msmt(request: Request, exc: MsmtError):
-        column = getattr(exc, "column", None)
+        column, row = getattr(exc, "column", None), getattr(exc, "row", None)
         problem = getattr(exc, "problem", str(exc))
         part = "observations" if request.url.path == "/v1/observe" else "rows"
-        return JSONResponse(_error(f"{part}[*].{column}" if column else part, problem), status_code=422)
+        where = part + (f"[{row}]" if row is not None else "[*]" if column else "") + (f".{column}" if column else "")
+        return JSONResponse(_error(where, problem), status_code=422)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
         log.exception("internal error while answering %s", request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, status_code=500)
+        return JSONResponse(_error("request", f"internal error ({type(exc).__name__})"), status_code=500)
 
-    @app.get("/healthz")
-    def healthz() -> dict:
+    docs_page: list[str] = []
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if not docs_page:
+            docs_page.append(docs_html(app.openapi()))
+        return HTMLResponse(docs_page[0])
+
+    @app.get("/healthz", response_model=Health, responses=errors(500))
+    def healthz() -> Response:
+        """Liveness, the model and backend, personal-block cache statistics."""
         out = {"status": "ok", "model": run.config.model.name, "backend": scorer.backend, "blocks": scorer.blocks.stats(), "pid": os.getpid()}
         if store is not None:
             out["history"] = str(getattr(store, "path", type(store).__name__))
-        return out
+        return Response(dumps(out), media_type="application/json")
 
-    @app.get("/v1/schema")
-    def get_schema() -> dict:
-        return schema_doc
+    @app.get("/v1/schema", response_model=SchemaDoc, responses=errors(500))
+    def get_schema() -> Response:
+        """What a row holds (columns, kinds), the scenarios, the tasks and their output units, the limits."""
+        return Response(dumps(schema_doc), media_type="application/json")
 
-    @app.post("/v1/predict")
+    tasks_units = {t.name: rules(t).user_units for t in spec.tasks}
+    PredictResponse = predict_response(tasks_units, spec.panel is not None)
+
+    @app.post("/v1/predict", response_model=PredictResponse, responses=errors(400, 413, 422, 500))
     def predict(body: PredictRequest) -> Response:  # type: ignore[valid-type]
         """Score rows: ``{"rows": [{column: raw value}, ...]}`` -> ``{"predictions": [{task: value}]}``.
 
@@ -280,26 +393,30 @@ def create_app(
         one) and the body's optional ``"context"`` rows; ``"history"`` says how many of the
         window's steps were observed per row, ``"notes"`` which rows had none (cold start)."""
         groups = [getattr(r, group_field) for r in body.rows] if group_field else None
+        check_values(body.rows, cols, run.schema, "rows")
         if panel_encoder is not None:
             context = body.context
+            check_values(context, hist_cols, run.schema, "context")
             batch, history_info, notes = panel_encoder(body.rows, context)
             ignored = ignored_columns([*body.rows, *context])
         else:
             batch, history_info, notes = encoder(body.rows), None, None
             ignored = ignored_columns(body.rows)
         preds, personal = scorer.score(batch, groups)
+        check_predictions(preds, "request")  # a DataError naming rows[i]: never NaN in an answer
         columns = [preds[t].tolist() for t in task_names]
         rows = [dict(zip(task_names, values)) for values in zip(*columns)]
         payload = {"predictions": rows, "personal": personal.tolist(), "ignored": ignored}
         if history_info is not None:
             payload["history"] = history_info
             payload["notes"] = notes
-        return Response(json.dumps(payload), media_type="application/json")
+        return Response(dumps(payload), media_type="application/json")
 
     if spec.panel is None:
 
-        @app.post("/v1/observe")
+        @app.post("/v1/observe", response_model=ObserveResponse, responses=errors(404))
         def observe_nothing() -> Response:
+            """Not available: this model reads no history."""
             raise StarletteHTTPException(404, "request: this model reads no history (its dataset has no panel section)")
 
         return app
@@ -307,13 +424,14 @@ def create_app(
     ObserveRequest, _ = build_observe_model(run.schema, max_rows)
     panel = spec.panel
 
-    @app.post("/v1/observe")
+    @app.post("/v1/observe", response_model=ObserveResponse, responses=errors(400, 404, 413, 422, 500))
     def observe(body: ObserveRequest) -> Response:  # type: ignore[valid-type]
         """Record outcomes: ``{"observations": [{keys..., time, metrics..., event}]}``, one
         transaction committed before the answer; the same (unit, time) again replaces its row."""
         if store is None:
             raise StarletteHTTPException(404, "request: no history store (start the service with --history PATH)")
         items = body.observations
+        check_values(items, hist_cols, run.schema, "observations")
         frame = rows_to_frame(items, hist_cols)
         steps, dates = request_steps(frame, panel.time, "observations")
         future = future_steps(steps, dates)
@@ -328,7 +446,7 @@ def create_app(
                 raise FieldError(f"observations[{j}]", f"same unit and {panel.time} as observations[{i}], with other values")
         counts = store.upsert(last_of_duplicates(obs))
         payload = {"observed": len(items), **counts, "ignored": ignored_columns(items)}
-        return Response(json.dumps(payload), media_type="application/json")
+        return Response(dumps(payload), media_type="application/json")
 
     return app
 
@@ -339,6 +457,8 @@ def app_from_env() -> FastAPI:
     store itself (SQLite serialises the workers' writes; WAL lets them read meanwhile)."""
     opts = json.loads(os.environ[SERVE_OPTIONS])
     torch.set_num_threads(opts["threads"])
+    if opts.get("access_log"):
+        enable_access_log()
     return create_app(
         load_run(opts["run_dir"]), opts["backend"], opts["onnx"], opts["max_rows"], opts["max_body_bytes"],
         opts["block_cache"], opts["threads"], opts["history"],

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
+from msmt.data.encoders import standardise
 from msmt.data.panel import encode_panel, time_steps
 from msmt.data.tensorize import encode_frame
 from msmt.serving.history import HistoryStore, unit_id
@@ -74,7 +75,7 @@ class RowEncoder:
         out = np.zeros((len(rows), len(fs.dense)), dtype=np.float32)
         for j, f in enumerate(fs.dense):
             x = np.array([np.nan if v is None else float(v) for v in self._values(rows, f.column)], dtype=np.float64)
-            out[:, j] = self.schema.dense[f.name].apply(x)
+            out[:, j] = standardise(self.schema, f, x, "request")
         return torch.from_numpy(out)
 
     def _multi(self, rows, f) -> torch.Tensor:
@@ -166,7 +167,7 @@ def request_steps(frame: pd.DataFrame, column: str, part: str) -> tuple[np.ndarr
             try:
                 time_steps(frame.iloc[i : i + 1], column)
             except DataError as one:
-                raise FieldError(f"{part}[{i}].{column}", one.problem.split(" in data row")[0]) from None
+                raise FieldError(f"{part}[{i}].{column}", one.problem) from None
         raise FieldError(f"{part}[*].{column}", exc.problem) from None
 
 

@@ -97,7 +97,7 @@ def observations_from_frame(frame: pd.DataFrame, panel: PanelSpec, steps: np.nda
     for k in panel.keys:
         missing = frame[k].isna().to_numpy()
         if missing.any():
-            raise DataError(source_of(frame), k, f"missing unit key in data row {int(np.flatnonzero(missing)[0]) + 1}")
+            raise DataError(source_of(frame), k, "missing unit key", row=int(np.flatnonzero(missing)[0]))
     keys = [frame[k].astype(str).tolist() for k in panel.keys]
     units = [unit_id(parts) for parts in zip(*keys)]
     steps = time_steps(frame, panel.time) if steps is None else np.asarray(steps, dtype=np.int64)
@@ -110,7 +110,7 @@ def observations_from_frame(frame: pd.DataFrame, panel: PanelSpec, steps: np.nda
         negative = x < 0
         if negative.any():
             row = int(np.flatnonzero(negative)[0])
-            raise DataError(source_of(frame), m, f"panel metrics are counts or amounts (>= 0), got {x[row]:g} in data row {row + 1}")
+            raise DataError(source_of(frame), m, f"panel metrics are counts or amounts (>= 0), got {x[row]:g}", row=row)
         cols.append(x)
     metrics = np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0))
     if panel.event and panel.event in frame.columns:

@@ -18,8 +18,14 @@ Every feature column is required (``null`` is allowed, a missing key is not). Co
 does not read (a label, a split column such as MovieLens' ``timestamp``) are ignored and listed
 in the answer (``"ignored"``), so a row taken from a training file scores as ``msmt predict``
 scores it; a required column that is missing is still an error, and the error also names the
-row's unknown keys (a misspelt column). A scenario unseen in training is rejected unless the
-dataset has scenario attributes to describe it. Columns become pydantic fields through aliases,
+row's unknown keys (a misspelt column).
+
+After that typing, the rows pass the data pipeline's own rules (:func:`check_values`, the code
+that checks files): numbers within float32's range, ``>= 0`` under ``log1p`` and for panel
+metrics; every row names its scenario, and a scenario unseen in training is rejected unless the
+dataset has scenario attributes to describe it. The body itself is parsed strictly
+(:func:`parse_body`): a key twice in one object, or a non-finite number (``NaN``,
+``Infinity``, ``1e400``), is an error naming where it is. Columns become pydantic fields through aliases,
 so a column named like a pydantic attribute (``schema``, ``copy``) is still safe.
 
 History rows (``context`` of a predict request, ``POST /v1/observe``) hold one unit's outcome of
@@ -30,12 +36,16 @@ event column (required, ``null`` = not known), validated like training data (cou
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, field_validator, model_validator
 
+from msmt.data.validate import number_problem, numeric_rules, scenario_problem
 from msmt.spec.fitted import FittedSchema
 
 Category = Union[StrictStr, StrictInt, None]
@@ -165,23 +175,10 @@ def build_request_models(schema: FittedSchema, max_rows: int) -> tuple[type[Base
     row, ...]``); a bare JSON list of rows is accepted as well.
     """
     cols = request_columns(schema)
-    scenario_field = cols[0].field
-    known = frozenset(schema.scenarios)
-    allow_unseen = bool(schema.spec.scenario.attributes.columns)
-
-    def check_scenario(cls, value):
-        if value is not None and not allow_unseen and str(value) not in known:
-            shown = ", ".join(sorted(known)[:20])
-            raise ValueError(
-                f"unknown scenario {value!r}: this model has no scenario attributes to score an unseen scenario "
-                f"(known: {shown})"
-            )
-        return value
-
     row = create_model(
         "Row",
         __config__=ConfigDict(extra="allow", populate_by_name=False, title="Row"),
-        __validators__={"_scenario": field_validator(scenario_field)(check_scenario), **_integral_time(cols)},
+        __validators__=_integral_time(cols),
         **_fields(cols),
     )
     body: dict[str, Any] = {"rows": (list[row], Field(..., min_length=1, max_length=max_rows, description="rows to score"))}
@@ -254,3 +251,99 @@ def rows_to_frame(rows: list[BaseModel], cols: list[Column]) -> pd.DataFrame:
     frame = pd.DataFrame(data, index=range(len(rows)))
     frame.attrs["source"] = "request"
     return frame
+
+
+def check_values(rows: list[BaseModel], cols: list[Column], schema: FittedSchema, part: str) -> None:
+    """The data pipeline's rules on typed rows, as :func:`msmt.data.validate.validate_frame` and
+    :func:`~msmt.data.validate.check_scenarios` apply them to a file: every numeric column of
+    :func:`~msmt.data.validate.numeric_rules` through
+    :func:`~msmt.data.validate.number_problem` (float32 range, ``>= 0`` under ``log1p`` and for
+    panel metrics) and, for rows to score (``part == "rows"``), the one scenario rule
+    (:func:`~msmt.data.validate.scenario_problem`). A problem is a :class:`FieldError` naming
+    the item and column (``rows[3].price``)."""
+    kinds = {c.column: c for c in cols}
+    for column, min_value, why in numeric_rules(schema.spec):
+        col = kinds.get(column)
+        if col is None or col.kind not in ("dense", "metric"):
+            continue
+        x = np.array([np.nan if v is None else float(v) for v in (getattr(r, col.field) for r in rows)], dtype=np.float64)
+        problem = number_problem(x, min_value=min_value, why=why)
+        if problem is not None:
+            raise FieldError(f"{part}[{problem[0]}].{column}", problem[1])
+    scenario = kinds.get(schema.spec.scenario.column)
+    if part == "rows" and scenario is not None and scenario.kind == "scenario":
+        problem = scenario_problem([getattr(r, scenario.field) for r in rows], schema)
+        if problem is not None:
+            raise FieldError(f"{part}[{problem[0]}].{scenario.column}", problem[1])
+
+
+# ---------------------------------------------------------------------------- strict JSON
+
+
+class _NonFinite:
+    """A number JSON cannot hold (the literal ``NaN`` / ``Infinity`` / ``-Infinity``, or a
+    float literal beyond float64 such as ``1e400``), kept so :func:`parse_body` can say where it is."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+class _Duplicated(dict):
+    """An object that held ``key`` more than once (the last value kept, as ``json.loads`` would)."""
+
+    def __init__(self, pairs: list, key: str):
+        super().__init__(pairs)
+        self.key = key
+
+
+def parse_body(raw: bytes | str, top: str = "rows") -> Any:
+    """``json.loads`` with the checks JSON parsers skip: a key given twice in one object
+    (``object_pairs_hook``: the value would silently be the last one) and a number that is not
+    finite (``NaN``, ``Infinity``: not JSON at all; ``1e400``: beyond float64) are a
+    :class:`FieldError` naming where (``rows[3].price``; ``top`` names the items of a bare list).
+    Malformed JSON raises ``json.JSONDecodeError`` as ``json.loads`` does."""
+    flagged = []
+
+    def pairs(items: list):
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            first = next(k for k in keys if k in seen or seen.add(k))
+            flagged.append(True)
+            return _Duplicated(items, first)
+        return dict(items)
+
+    def constant(text: str):
+        flagged.append(True)
+        return _NonFinite(text)
+
+    def number(text: str):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        flagged.append(True)
+        return _NonFinite(text)
+
+    tree = json.loads(raw, object_pairs_hook=pairs, parse_constant=constant, parse_float=number)
+    if flagged:
+        _raise_first(tree, top)
+    return tree
+
+
+def _raise_first(tree: Any, top: str) -> None:
+    """The first flagged value of ``tree`` (document order, iteratively: no recursion limit)."""
+    stack: list[tuple[Any, str]] = [(tree, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _NonFinite):
+            raise FieldError(path or "body", f"{node.text} is not a finite number (JSON numbers are finite; send null for a missing value)")
+        if isinstance(node, _Duplicated):
+            raise FieldError(_join(path, node.key), "duplicate key: an object must hold each key once")
+        if isinstance(node, dict):
+            stack.extend((v, _join(path, str(k))) for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path or top}[{i}]") for i, v in reversed(list(enumerate(node))))
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

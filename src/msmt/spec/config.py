@@ -266,7 +266,13 @@ def _resolve_files(dataset: dict[str, Any], base: Path) -> dict[str, Any]:
 def load_dataset_spec(path: str | Path) -> DatasetSpec:
     """Read a dataset config YAML; file paths become absolute."""
     path = Path(path)
-    raw = _resolve_files(_read_yaml(path), path.parent)
+    return dataset_spec_from(_read_yaml(path), path)
+
+
+def dataset_spec_from(raw: dict[str, Any], path: Path) -> DatasetSpec:
+    """The dataset spec of ``raw``, the YAML of a dataset config that is (or will be) ``path``:
+    file paths relative to its folder become absolute; an error names ``path``."""
+    raw = _resolve_files(raw, path.parent)
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as err:

@@ -14,12 +14,16 @@ class ConfigError(MsmtError):
 
 
 class DataError(MsmtError):
-    """A data file is invalid; the message names the file, the column and the problem."""
+    """A data file is invalid; the message names the file, the column and the problem.
 
-    def __init__(self, file: str, column: str | None, problem: str):
-        self.file, self.column, self.problem = str(file), column, problem
+    ``row``: the 0-based position of the offending row, when there is one; the message then ends
+    with ``in data row {row + 1}`` (a file's count) and the service names ``rows[{row}]`` instead."""
+
+    def __init__(self, file: str, column: str | None, problem: str, row: int | None = None):
+        self.file, self.column, self.problem, self.row = str(file), column, problem, row
         where = f"{self.file}: column '{column}'" if column else self.file
-        super().__init__(f"{where}: {problem}")
+        at = f" in data row {row + 1}" if row is not None else ""
+        super().__init__(f"{where}: {problem}{at}")
 
 
 class RunDirError(MsmtError):
