@@ -99,7 +99,8 @@ def test_a_model_with_zero_correction_is_the_naive_forecaster(world, method):
 def test_offset_is_on_by_default_on_panel_data_and_moves_predictions_with_history(world):
     schema, _, batch, _ = world
     model = build_model(schema, model_config("mmoe")).eval()
-    assert isinstance(model.forecast, ForecastOffset) and model.forecast.naive.method == "mean"
+    assert isinstance(model.forecast, ForecastOffset) and model.forecast.selects  # auto: chosen by fit_statistics
+    assert set(model.forecast.chosen().values()) == {"mean"}  # before the choice: the trailing mean
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
     doubled = dict(inputs, **{"seq.raw": inputs["seq.raw"] * 2})
     with torch.no_grad():
@@ -112,3 +113,68 @@ def test_offset_is_on_by_default_on_panel_data_and_moves_predictions_with_histor
     torch.testing.assert_close(b["impressions"][moved] - a["impressions"][moved], torch.log((2 * b_ + eps) / (b_ + eps)), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b["impressions"][~has["impressions"]], a["impressions"][~has["impressions"]])
     assert build_model(schema, model_config("mmoe", forecast="none")).forecast is None
+
+
+def _backtest_choice(schema, frame, batch, candidates, tasks):
+    """Per task, the candidate with the smallest Σ|y − b| (b: the pandas reference, the overall
+    training mean where a row has no history) — the choice computed independently."""
+    out = {}
+    for task in tasks:
+        column = schema.spec.history_of(schema.spec.task(task))
+        y = frame[schema.spec.task(task).label].to_numpy(float)
+        errors = []
+        for method in candidates:
+            b = reference(frame, batch["_context"], column, method, schema.panel.window, False)
+            b = np.where(np.isnan(b), schema.task_stats[task]["mean"], b)
+            errors.append(np.abs(y - b).sum())
+        out[task] = candidates[int(np.argmin(errors))]
+    return out
+
+
+def test_auto_offset_chooses_per_task_the_naive_forecast_that_backtests_best(world):
+    """``model.forecast: auto``: fit_statistics picks, per count task, the naive forecast with the
+    smallest absolute error on the labelled batches — equal to a pandas backtest of each candidate."""
+    schema, val, batch, train = world
+    rows = val.iloc[:300].reset_index(drop=True)
+    labelled = encode_frame(rows, schema, context=train)
+    model = build_model(schema, model_config("mmoe"))
+    assert model.fits_statistics
+    model.fit_statistics([labelled])
+    offset = model.forecast
+    expected = _backtest_choice(schema, rows, dict(labelled, _context=train), offset.candidates, offset.tasks)
+    assert offset.chosen() == expected
+
+
+def test_auto_offset_follows_labels_that_equal_one_naive_forecast(world):
+    """Labels planted as exactly the last value: every count task chooses ``last``, and the
+    offset then reproduces that forecaster (f ≡ 0 gives naive_last + ε)."""
+    schema, val, batch, train = world
+    data = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    last, has = NaiveForecast(schema, "last", prior="overall")(data)
+    model = build_model(schema, model_config("mmoe")).eval()
+    for task in model.forecast.tasks:
+        data["labels"][:, schema.spec.task_names.index(task)] = last[task]
+    model.fit_statistics([data])
+    assert set(model.forecast.chosen().values()) == {"last"}
+    offsets = model.forecast.offsets(data)
+    for i, task in enumerate(model.forecast.tasks):
+        torch.testing.assert_close(torch.exp(offsets[task]), last[task] + model.forecast.epsilon[i], rtol=1e-5, atol=1e-5)
+
+
+def test_the_chosen_offset_is_saved_with_the_weights_and_an_older_run_loads_as_the_mean(world, tmp_path):
+    from safetensors.torch import save_file
+
+    from msmt.rundir.layout import _load_weights
+
+    schema, val, batch, train = world
+    model = build_model(schema, model_config("mmoe"))
+    model.forecast.choice.fill_(1)  # "last"
+    again = build_model(schema, model_config("mmoe"))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "new.safetensors"))
+    _load_weights(again, tmp_path / "new.safetensors")
+    assert set(again.forecast.chosen().values()) == {"last"}
+    del state["forecast.choice"]  # written before the choice existed
+    save_file(state, str(tmp_path / "old.safetensors"))
+    _load_weights(again, tmp_path / "old.safetensors")
+    assert set(again.forecast.chosen().values()) == {"mean"}

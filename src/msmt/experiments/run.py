@@ -202,6 +202,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
         raise
     if writer and cfg.train.progress and result.history:
         print(f"best epoch {result.best_epoch} ({cfg.train.monitor} {result.best_value:.4f}): its weights are the run's", file=sys.stderr)
+        if model.forecast is not None:
+            print("forecast offset: " + ", ".join(f"{t} = naive {m}" for t, m in model.forecast.chosen().items()), file=sys.stderr)
 
     metrics = {"val": result.val_metrics}
     if meta_history or warmup_history:  # the meta-trained (or warmed-up) model is what the run directory stores

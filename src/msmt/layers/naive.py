@@ -94,6 +94,9 @@ class NaiveForecast(nn.Module):
         return {t: value[:, i] for i, t in enumerate(self.tasks)}, {t: has[:, i] for i, t in enumerate(self.tasks)}
 
 
+AUTO_CANDIDATES = ("mean", "last", "weekday")  # model.forecast: auto chooses among these (ties: the first)
+
+
 class ForecastOffset(nn.Module):
     """The offset form of count heads (GLM offsets; DeepAR scales by the series level):
     log λ_t = log(b_t + ε_t) + f_t(x), with b_t the naive forecast of task t and ε_t = 1% of its
@@ -102,23 +105,69 @@ class ForecastOffset(nn.Module):
     offset by the task's overall training mean (the same reference in a known scenario as in a
     new one). Only count tasks with a history get an offset.
 
+    ``method="auto"``: b_t is, per task, the naive forecast (:data:`AUTO_CANDIDATES`; ``weekday``
+    only with a window of ≥ 7 steps) with the smallest absolute error Σ|y − b| on the training
+    split — the backtest a forecaster runs before anything else. :meth:`fit` chooses it from
+    labelled batches before training (``MultiTaskModel.fit_statistics``); the choice is the
+    buffer ``choice`` [T] (saved with the weights); before :meth:`fit` it is the trailing mean.
+
     ``forward(batch, outputs)`` -> outputs with ``log(b + ε)`` added to those tasks' log-rates.
     """
 
     def __init__(self, schema: FittedSchema, method: str = "mean"):
         super().__init__()
-        self.naive = NaiveForecast(schema, method, prior="overall")
-        counts = [t for t in self.naive.tasks if schema.spec.task(t).kind == TaskKind.COUNT]
+        self.selects = method == "auto"
+        if self.selects:
+            self.candidates = [m for m in AUTO_CANDIDATES if m != "weekday" or schema.panel.window >= WEEK]
+        else:
+            self.candidates = [method]
+        self.naives = nn.ModuleList(NaiveForecast(schema, m, prior="overall") for m in self.candidates)
+        naive = self.naives[0]
+        counts = [t for t in naive.tasks if schema.spec.task(t).kind == TaskKind.COUNT]
         if not counts:
             raise ConfigError("model.forecast: no count task has a history to offset (tasks.<name>.history)")
         self.tasks = counts
+        self.label_index = [schema.spec.task_names.index(t) for t in counts]
         eps = [EPSILON_SHARE * max(schema.task_stats[t]["mean"], 1e-6) for t in counts]
         self.register_buffer("epsilon", torch.tensor(eps, dtype=torch.float32), persistent=False)
+        if self.selects:  # index into self.candidates per offset task; persistent: the fitted choice
+            self.register_buffer("choice", torch.zeros(len(counts), dtype=torch.long))
+
+    def naive_values(self, batch: dict[str, Tensor]) -> Tensor:
+        """[C, B, T] every candidate's naive forecast of the offset tasks (C = 1 unless ``auto``)."""
+        return torch.stack([torch.stack([naive(batch)[0][t] for t in self.tasks], 1) for naive in self.naives])
 
     def offsets(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """{task: [B] log(b + ε)} for the offset tasks."""
-        values, _ = self.naive(batch)
-        return {t: torch.log(values[t] + self.epsilon[i]) for i, t in enumerate(self.tasks)}
+        values = self.naive_values(batch)  # [C, B, T]
+        if self.selects:
+            index = self.choice.view(1, 1, -1).expand(1, values.shape[1], -1)
+            chosen = values.gather(0, index)[0]  # [B, T]
+        else:
+            chosen = values[0]
+        return {t: torch.log(chosen[:, i] + self.epsilon[i]) for i, t in enumerate(self.tasks)}
+
+    def chosen(self) -> dict[str, str]:
+        """{task: the naive forecast its offset uses}."""
+        if not self.selects:
+            return {t: self.candidates[0] for t in self.tasks}
+        return {t: self.candidates[int(c)] for t, c in zip(self.tasks, self.choice.tolist())}
+
+    @torch.no_grad()
+    def fit(self, batches, reduce=lambda t: t) -> None:
+        """Choose each task's naive forecast by its absolute error on labelled ``batches`` (the
+        training split; ``reduce`` sums over data-parallel ranks). No-op unless ``auto``."""
+        if not self.selects:
+            return
+        errors = torch.zeros(len(self.candidates), len(self.tasks), dtype=torch.float64, device=self.choice.device)
+        columns = torch.tensor(self.label_index, device=self.choice.device)
+        for batch in batches:
+            batch = {k: v.to(self.choice.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+            y = batch["labels"].index_select(1, columns).to(torch.float64)  # [B, T]
+            mask = batch["task_mask"].index_select(1, columns) if "task_mask" in batch else torch.ones_like(y, dtype=torch.bool)
+            values = self.naive_values(batch).to(torch.float64)  # [C, B, T]
+            errors += ((values - y).abs() * mask).sum(1)
+        self.choice.copy_(reduce(errors).argmin(0))
 
     def forward(self, batch: dict[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         offsets = self.offsets(batch)

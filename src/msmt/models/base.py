@@ -48,7 +48,6 @@ class MultiTaskModel(nn.Module):
     """Base class: holds the schema and task list; subclasses build the network."""
 
     registry_name = "base"
-    fits_statistics = False  # True: the trainer calls fit_statistics once before training
 
     def __init__(self, schema: FittedSchema, cfg):
         super().__init__()
@@ -68,12 +67,19 @@ class MultiTaskModel(nn.Module):
             }
         )
 
+    @property
+    def fits_statistics(self) -> bool:
+        """True: the trainer calls :meth:`fit_statistics` once before training (here: the
+        forecast offset chooses its naive forecast, ``model.forecast: auto``)."""
+        return self.forecast is not None and self.forecast.selects
+
     @classmethod
     def forecast_method(cls, schema: FittedSchema, cfg) -> str | None:
         """The naive forecast the count heads are offset by (None: no offset).
 
-        ``model.forecast``: ``auto`` (the trailing mean on panel data with a count task that has
-        a history, else none), ``none``, or ``last`` / ``mean`` / ``weekday``.
+        ``model.forecast``: ``auto`` (on panel data with a count task that has a history: per
+        task the naive forecast that backtests best on the training split, see
+        :class:`~msmt.layers.naive.ForecastOffset`; else none), ``none``, or ``last`` / ``mean`` / ``weekday``.
         """
         choice = getattr(cfg, "forecast", "none")
         if choice == "none":
@@ -82,7 +88,7 @@ class MultiTaskModel(nn.Module):
             t.kind == TaskKind.COUNT and schema.spec.history_of(t) for t in schema.spec.tasks
         )
         if choice == "auto":
-            return "mean" if offsettable else None
+            return "auto" if offsettable else None
         if not offsettable:
             raise ConfigError(f"model.forecast: '{choice}' needs panel data with a count task that has a history (tasks.<name>.history)")
         return choice
@@ -102,7 +108,9 @@ class MultiTaskModel(nn.Module):
         batches, before any gradient step; the trainer calls it when ``fits_statistics`` is set
         (the popularity baseline). ``reduce`` sums a tensor over data-parallel ranks (each rank
         passes its own shard). A model whose parameters all come from here has none to train:
-        the trainer then runs no gradient step. Base: nothing to count."""
+        the trainer then runs no gradient step. Base: the forecast offset's choice (``auto``)."""
+        if self.forecast is not None:
+            self.forecast.fit(batches, reduce)
 
     def distribution_parameters(self, batch: Batch) -> dict[str, Tensor]:
         """{task: [B] log α} of the negative-binomial tasks ({} when there are none)."""

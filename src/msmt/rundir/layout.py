@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import load_file, load_model, save_model
 
@@ -164,6 +165,23 @@ def upgrade_weights(state: dict, model: str, version: str) -> dict:
     return state
 
 
+CHOICE = "forecast.choice"  # the forecast offset's fitted choice (model.forecast: auto)
+
+
+def _load_with_default_choice(model: MultiTaskModel, path: Path) -> None:
+    """Weights of a run whose ``auto`` forecast offset was the trailing mean for every task (msmt
+    0.2.0 before the offset chose per task): every other tensor as stored, the choice = mean."""
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise RunDirError(f"{path}: cannot read the weights ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    state[CHOICE] = torch.full_like(model.state_dict()[CHOICE], model.forecast.candidates.index("mean"))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RunDirError(f"{path}: {' '.join(str(exc).split())[:300]} (weights and config/schema do not belong together)") from None
+
+
 def _load_weights(model: MultiTaskModel, path: Path, version: str = "0.2.0") -> None:
     if not path.is_file():
         raise RunDirError(f"{path}: missing")
@@ -175,14 +193,22 @@ def _load_weights(model: MultiTaskModel, path: Path, version: str = "0.2.0") -> 
         return
     expected = {name: list(t.shape) for name, t in model.state_dict().items()}
     found = safetensors_shapes(path)
+    if CHOICE in expected and CHOICE not in found:  # written before model.forecast: auto chose per task
+        found[CHOICE] = expected[CHOICE]
+        legacy_choice = True
+    else:
+        legacy_choice = False
     for name in sorted(set(expected) | set(found)):
         if expected.get(name) != found.get(name):
             what = "missing" if name not in found else ("not a tensor of this model" if name not in expected else f"shape {found[name]}, the model of config.yaml/schema.json has {expected[name]}")
             raise RunDirError(f"{path}: tensor '{name}': {what} (weights and config/schema do not belong together)")
-    try:
-        load_model(model, str(path), strict=True)
-    except Exception as exc:  # safetensors' own error types (corrupt data offsets, dtype)
-        raise RunDirError(f"{path}: cannot read the weights ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    if legacy_choice:
+        _load_with_default_choice(model, path)
+    else:
+        try:
+            load_model(model, str(path), strict=True)
+        except Exception as exc:  # safetensors' own error types (corrupt data offsets, dtype)
+            raise RunDirError(f"{path}: cannot read the weights ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise RunDirError(f"{path}: tensor '{name}' holds non-finite values")
