@@ -153,7 +153,9 @@ def main() -> None:
         f"with msmt's source {source_hash()[:12]} on {platform.processor() or platform.machine()}, "
         f"{args.threads} threads per run; this run took {hours:.1f} h including reused runs. The numbers behind every "
         f"table: [`forecasting/`](forecasting/).", "",
-        "Every model forecasts relative to the unit's trailing 14-day mean (`model.forecast: auto`, log λ = log(b + ε) + f(x)); "
+        "Every model forecasts relative to a naive forecast of the unit (`model.forecast: auto`, log λ = log(b + ε) + f(x)): "
+        "per count task the one of trailing 14-day mean, last value and same weekday last week with the smallest absolute error "
+        "on the training split (the simulator world: the trailing mean for every task; online ads: see its section); "
         "`+history` models also read a summary of the window (`model.history_summary`); the naive forecasters fit only "
         "a scale per task. NMAE = Σ|y − ŷ| / Σ|y| (lower is better), AUC for `active` (higher is better). "
         f"Count tasks: {', '.join(COUNTS)}.", "",

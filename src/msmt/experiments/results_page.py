@@ -174,8 +174,8 @@ def _intro(models: list[str], n_datasets: int, seeds: list[int], command: str, l
         "NMAE for count tasks (↓; SMAPE and per-scenario columns are in the full leaderboard). `s / run` = mean "
         "wall-clock seconds of one run (data loading, training, evaluation) with one thread on a shared 2-core machine (indicative). "
         f"Full per-scenario tables and plots: [{link}]({link}). The models read the features of each "
-        "config. On panel data (the advertiser simulator, online ads) every model forecasts relative to the unit's trailing "
-        "mean (`model.forecast: auto`), the naive forecasters (`naive_*`: last value, trailing mean, same weekday) are "
+        "config. On panel data (the advertiser simulator, online ads) every model forecasts relative to the naive forecast "
+        "that backtests best on the training split (`model.forecast: auto`), the naive forecasters (`naive_*`: last value, trailing mean, same weekday) are "
         "rows of their own and score n/a elsewhere, and the panel history itself reaches `m2m` (its sequence encoder) "
         "but not the other models, which would need `model.history_summary=true` (see `results/forecasting.md` for every "
         "model with history against the naive forecasts).",

@@ -58,7 +58,7 @@ class ModelConfig(Strict):
     use_scenario_feature: bool = True  # embed the scenario id as one more input feature
     history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
     # count heads as log(naive forecast + ε) + f(x) on panel data (msmt.layers.naive.ForecastOffset):
-    # auto = the trailing mean where a count task has a history, none = plain heads
+    # auto = per count task with a history, the naive forecast with the least training-split absolute error; none = plain heads
     forecast: Literal["auto", "none", "last", "mean", "weekday"] = "auto"
     # share of training rows whose panel history is removed (msmt.models.base.drop_history), so
     # that units without history (new advertisers, a new scenario's first days) are learnt too
