@@ -49,12 +49,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from msmt.data.io import atomic_write, atomic_write_text, write_table  # noqa: E402
 from msmt.experiments.run import run_experiment  # noqa: E402
-from msmt.spec.config import ExperimentConfig, dump_yaml, experiment_from_dict, load_experiment  # noqa: E402
+from msmt.spec.config import ExperimentConfig, dump_yaml, experiment_from_dict, load_experiment, read_yaml_mapping  # noqa: E402
 from msmt.spec.errors import ConfigError, DivergedError  # noqa: E402
 from msmt.spec.task_kinds import higher_is_better  # noqa: E402
 
@@ -187,14 +186,10 @@ def load_space(path: Path, base: dict, fixed: Sequence[str] = ()) -> list[Param]
     """The search space of ``path`` checked against the resolved config ``base`` (its
     ``to_dict()``): form, then every value a trial could get, through the config's own
     validation. ``fixed``: the ``--set`` overrides, whose keys may not be searched too."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such search-space file (write it beside the config, or give --space)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{path}: expected a mapping of config keys to ranges or choices, e.g. 'train.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}'")
+    shape = "expected a mapping of config keys to ranges or choices, e.g. 'train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}'"
+    raw = read_yaml_mapping(path, "no such search-space file (write it beside the config, or give --space)", shape)
+    if not raw:
+        raise ConfigError(f"{path}: {shape}")
     fixed_keys = {text.partition("=")[0].strip() for text in fixed}
     params = []
     for key, decl in raw.items():

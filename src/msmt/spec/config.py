@@ -237,15 +237,17 @@ def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, missing: str = "no such config file", not_mapping: str = "expected a mapping at the top level") -> dict[str, Any]:
+    """The YAML mapping in ``path``; a missing file, bad YAML or another top-level type is a
+    :class:`ConfigError` naming the file (``missing`` / ``not_mapping``: the messages)."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: {missing}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{path}: {not_mapping}")
     return data
 
 
@@ -266,7 +268,7 @@ def _resolve_files(dataset: dict[str, Any], base: Path) -> dict[str, Any]:
 def load_dataset_spec(path: str | Path) -> DatasetSpec:
     """Read a dataset config YAML; file paths become absolute."""
     path = Path(path)
-    return dataset_spec_from(_read_yaml(path), path)
+    return dataset_spec_from(read_yaml_mapping(path), path)
 
 
 def dataset_spec_from(raw: dict[str, Any], path: Path) -> DatasetSpec:
@@ -312,7 +314,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load an experiment YAML (dataset inline or by path), apply overrides, validate."""
     path = Path(path)
-    return experiment_from_dict(_read_yaml(path), overrides, base=path.parent, source=str(path))
+    return experiment_from_dict(read_yaml_mapping(path), overrides, base=path.parent, source=str(path))
 
 
 def experiment_from_dict(
@@ -325,7 +327,7 @@ def experiment_from_dict(
     dataset = data.get("dataset")
     if isinstance(dataset, (str, Path)):
         ds_path = (base / dataset).resolve()
-        data["dataset"] = _resolve_files(_read_yaml(ds_path), ds_path.parent)
+        data["dataset"] = _resolve_files(read_yaml_mapping(ds_path), ds_path.parent)
     elif isinstance(dataset, dict):
         data["dataset"] = _resolve_files(dataset, base)
     elif dataset is None:
