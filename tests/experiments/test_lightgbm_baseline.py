@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import lightgbm  # noqa: F401  (a test dependency: msmt[test] installs it; no skip)
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,8 +17,6 @@ from msmt.data.loading import load_splits
 from msmt.experiments.lightgbm_baseline import TreeSettings, lightgbm_baseline
 from msmt.spec.config import load_experiment
 from msmt.spec.errors import ConfigError
-
-pytest.importorskip("lightgbm", reason="lightgbm is the optional `bench` extra (pip install 'msmt[bench]'); the baseline script needs it")
 
 
 def shape(block: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import encoded, model_config
 from msmt.models import build_model
@@ -12,9 +13,6 @@ from msmt.spec.config import LossConfig, TrainConfig
 from msmt.spec.errors import ConfigError
 from msmt.training.loop import fit
 from msmt.training.tensorboard import scalar_tag
-
-pytest.importorskip("tensorboard", reason="the tensorboard package is in msmt[test]; install it with make test")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 
 def test_scalar_tags_group_losses_metrics_and_weights():
