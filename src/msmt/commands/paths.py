@@ -21,6 +21,15 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def _check_parents(out: Path, option: str) -> None:
+    """The nearest existing ancestor of ``out`` is a folder (one that is a file could never hold it)."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
+            break
+
+
 def check_output_file(out: Path, option: str = "--out", inputs: Iterable[tuple[str, Path | None]] = ()) -> None:
     """``out`` names a file msmt may (re)write: not a folder, not one of ``inputs`` ((option, path) pairs)."""
     if out.is_dir():
@@ -28,22 +37,14 @@ def check_output_file(out: Path, option: str = "--out", inputs: Iterable[tuple[s
     for name, path in inputs:
         if path is not None and _same(out, Path(path)):
             raise ConfigError(f"{option} {out}: is also {name}; writing it would overwrite the input, choose another file")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
-            break
+    _check_parents(out, option)
 
 
 def check_output_dir(out: Path, option: str = "--out") -> None:
     """``out`` names a folder msmt may create or write into."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option} {out}: exists and is not a folder")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
-            break
+    _check_parents(out, option)
 
 
 RUN_FILES = {"config.yaml", "schema.json", "model.safetensors", "metrics.json", "history.csv", "report.md",
