@@ -29,8 +29,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# One pytest worker per core (pytest-xdist), one torch thread per worker: the suite is many small
+# single-threaded tests, so two workers on two cores take about half the time of one two-thread run.
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 # The wheel in a clean virtualenv with no extras: --help, --version, synth -> train -> predict
 # (.ci/wheel-check; about 80 s on 2 cores, most of it installing torch into the new venv).
