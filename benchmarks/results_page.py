@@ -36,8 +36,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from msmt.experiments.bench import bench_models
 from msmt.experiments.results_page import Dataset, generate, ordered_models, simulator_config
-from msmt.models import model_names
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "results.md"
@@ -111,14 +111,14 @@ DATASETS = [
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--models", nargs="+", default=None, help="registry names (default: every registered model)")
+    ap.add_argument("--models", nargs="+", default=None, help="registry names or lightgbm (default: every registered model and lightgbm)")
     ap.add_argument("--datasets", nargs="+", default=None, help=f"subset of {[d.name for d in DATASETS]}")
     ap.add_argument("--jobs", type=int, default=2, help="cells trained at once (one thread each)")
     ap.add_argument("--work", type=Path, default=WORK, help="simulator data and bench run directories (git-ignored)")
     ap.add_argument("--tiny", action="store_true",
                     help="a smoke run: small simulators, one epoch, page and leaderboard written under WORK/tiny/ (docs/ untouched)")
     args = ap.parse_args(argv)
-    unknown = sorted(set(args.models or []) - set(model_names()))
+    unknown = sorted(set(args.models or []) - set(bench_models()))
     if unknown:
         ap.error(f"unknown model(s) {unknown}")
     return args
@@ -148,7 +148,7 @@ def tiny_datasets() -> list[Dataset]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes
-    models = args.models or ordered_models(model_names())
+    models = args.models or ordered_models(bench_models())
     work, page, leaderboard, common, datasets = args.work.resolve(), PAGE, LEADERBOARD, COMMON, DATASETS
     if args.tiny:
         work = work / "tiny"

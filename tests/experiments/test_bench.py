@@ -96,3 +96,22 @@ def test_one_seed_shows_the_value_alone_and_plots_per_scenario(tmp_path):
     summary["seeds"], summary["std"] = 3, 0.01
     assert "| ple | 0.7100 ± 0.0100 |" in markdown(summary, {"d": {"click": "binary"}}, ["mmoe", "ple"])
     assert [p.name for p in plot(summary, {"d": {"click": "binary"}}, tmp_path)] == ["d_click_auc.png"]
+
+
+def test_lightgbm_is_a_bench_cell_with_the_baselines_numbers(tiny_dir, tmp_path):
+    """``--models lightgbm``: the trees of msmt.experiments.lightgbm_baseline as a cell of the grid,
+    their leaderboard rows equal to a direct run, reused like a trained cell."""
+    from msmt.experiments.lightgbm_baseline import TreeSettings, lightgbm_baseline
+    from msmt.spec.config import load_experiment
+
+    config = str(tiny_dir / "experiment.yaml")
+    common = ["train.num_threads=1"]
+    out, logs = tmp_path / "bench", []
+    summary = bench([f"a={config}"], ["lightgbm"], [0], out, common, log=logs.append)
+    direct = lightgbm_baseline(load_experiment(config, ["train.seed=0", *common]), TreeSettings(threads=1, seed=0))
+    row = summary[(summary.model == "lightgbm") & (summary.scenario == "overall") & (summary.task == "click") & (summary.metric == "auc")]
+    assert row["mean"].item() == direct["test"]["overall"]["click"]["auc"]
+    assert (out / "runs/a/lightgbm/seed0/provenance.json").exists()
+    logs.clear()
+    bench([f"a={config}"], ["lightgbm"], [0], out, common, log=logs.append)
+    assert any("reused" in line for line in logs) and not any("training" in line for line in logs)

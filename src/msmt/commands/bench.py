@@ -10,7 +10,7 @@ from msmt.commands import SET_METAVAR, app
 @app.command("bench")
 def bench(
     datasets: list[str] = typer.Option(..., "--datasets", help="Experiment configs, names of configs/<name>.yaml, or NAME=CONFIG."),
-    models: list[str] = typer.Option(None, "--models", help="Registry names (default: every registered model)."),
+    models: list[str] = typer.Option(None, "--models", help="Registry names, or lightgbm (trees on the same features and splits; needs msmt[bench]). Default: every registered model."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds 0..N-1 per cell."),
     out: Path = typer.Option(..., "--out", help="Folder for runs/, leaderboard.md/.csv and plots/."),
     overrides: list[str] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Override applied to every cell."),
@@ -19,15 +19,16 @@ def bench(
     """Run the models × datasets × seeds grid (reusing finished cells) and write a leaderboard."""
     from msmt.commands.paths import check_output_dir
     from msmt.experiments.bench import bench as run_bench
+    from msmt.experiments.bench import bench_models
     from msmt.models import model_names
 
     check_output_dir(out)
 
     chosen = models or model_names()
-    unknown = sorted(set(chosen) - set(model_names()))
+    unknown = sorted(set(chosen) - set(bench_models()))
     if unknown:
         from msmt.spec.errors import ConfigError
 
-        raise ConfigError(f"--models: unknown model(s) {unknown} (registered: {model_names()})")
+        raise ConfigError(f"--models: unknown model(s) {unknown} (known: {bench_models()})")
     run_bench(datasets, chosen, list(range(seeds)), out, overrides or [], log=typer.echo, jobs=jobs)
     typer.echo(f"wrote {out}/leaderboard.md, leaderboard.csv, not_applicable.csv and plots/")

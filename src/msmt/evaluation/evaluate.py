@@ -13,12 +13,13 @@ import pandas as pd
 import torch
 
 from msmt.data.validate import label_column, numeric_column
-from msmt.evaluation.metrics import compute_metrics
+from msmt.evaluation.metrics import cohort_labels, compute_metrics
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
 from msmt.scoring.predict import predict, predict_batches
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import Task
+from msmt.spec.fitted import OOV, FittedSchema, HashedVocabulary
 from msmt.spec.measures import negative_binomial_deviance
 
 TRUTH_PREFIX = "true_"
@@ -31,6 +32,19 @@ def scenario_names(frame: pd.DataFrame, column: str) -> np.ndarray:
 def truth_columns(frame: pd.DataFrame, task_names: list[str]) -> dict[str, np.ndarray]:
     """``true_<task>`` columns (the simulators' expected values), when present."""
     return {t: numeric_column(frame, TRUTH_PREFIX + t) for t in task_names if TRUTH_PREFIX + t in frame.columns}
+
+
+def group_cohorts(schema: FittedSchema, data: Batch) -> np.ndarray | None:
+    """[N] ``"<group> ∈ train"`` / ``"<group> ∉ train"``: whether each row's group (``dataset.group``, e.g.
+    the user) has its own row in the training vocabulary of that sparse feature (an ID below the
+    vocabulary's ``min_count`` counts as new: the model has no row of its own for it either).
+    None when the dataset declares no group, the group is not a sparse feature, or it is hashed
+    (every value then has a bucket)."""
+    group = schema.spec.group
+    names = [f.name for f in schema.spec.features.sparse]
+    if group not in names or isinstance(schema.vocabularies.get(group), HashedVocabulary) or "sparse" not in data:
+        return None
+    return cohort_labels(group, (data["sparse"][:, names.index(group)] != OOV).numpy())
 
 
 def evaluate_model(
@@ -46,7 +60,7 @@ def evaluate_model(
     labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
     return compute_metrics(
         spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names),
-        per_row=_negative_binomial_deviances(model, data, labels, preds),
+        per_row=_negative_binomial_deviances(model, data, labels, preds), cohorts=group_cohorts(model.schema, data),
     )
 
 

@@ -6,7 +6,12 @@ means the same thing everywhere. Output shape (DESIGN.md, the ``M`` contract)::
     {"rows": N,
      "overall":   {task: {metric: value, ..., "rows": n}},
      "scenarios": {scenario: {task: {metric: value, ..., "rows": n}}},
-     "oracle":    {"overall": ..., "scenarios": ...}}   # only with true_<task> columns
+     "oracle":    {"overall": ..., "scenarios": ...},  # only with true_<task> columns
+     "cohorts":   {"<group> ∈ train": {task: ...}, "<group> ∉ train": {task: ...}}}  # only with a declared group
+
+``cohorts`` splits the rows by whether their group (``dataset.group``: the user, the advertiser)
+has its own row in the training vocabulary of that column (:func:`cohort_labels`): a model's score
+on users it has never seen is the cold-start number, and it can differ from the overall one.
 
 A task declared for some scenarios only (``tasks.<name>.scenarios``) is measured on the rows of
 those scenarios: it has no entry in another scenario's block, and its overall entry (and
@@ -45,11 +50,28 @@ def _block(tasks, labels, preds, rows, per_row, present) -> dict:
     return out
 
 
+COHORTS = ("∈ train", "∉ train")  # the group value has its own training row / has none
+
+
+def cohort_labels(group: str, seen: np.ndarray) -> np.ndarray:
+    """[N] ``"<group> ∈ train"`` / ``"<group> ∉ train"`` from [N] bool (the group value has its own training row)."""
+    return np.where(np.asarray(seen, dtype=bool), f"{group} {COHORTS[0]}", f"{group} {COHORTS[1]}").astype(object)
+
+
+def is_cohort(name: str) -> bool:
+    """Whether a group name of the metrics (or a leaderboard's ``scenario`` column) is a cohort."""
+    return str(name).endswith(tuple(f" {c}" for c in COHORTS))
+
+
+def _present(tasks, scenarios: np.ndarray) -> dict[str, np.ndarray]:
+    """task -> [N] bool: a task declared for some scenarios only (``tasks.<name>.scenarios``) is measured on those rows only."""
+    return {t.name: np.isin(scenarios.astype(str), t.scenarios) if t.scenarios else np.ones(len(scenarios), bool) for t in tasks}
+
+
 def _grouped(tasks, labels, preds, scenarios, per_row=None) -> dict:
     per_row = per_row or {}
     scenarios = np.asarray(scenarios)
-    # a task declared for some scenarios only (``tasks.<name>.scenarios``) is measured on those rows only
-    present = {t.name: np.isin(scenarios.astype(str), t.scenarios) if t.scenarios else np.ones(len(scenarios), bool) for t in tasks}
+    present = _present(tasks, scenarios)
     overall = _block(tasks, labels, preds, None, per_row, present)
     per_scenario = {
         str(s): _block(tasks, labels, preds, scenarios == s, per_row, present) for s in sorted(np.unique(scenarios).tolist(), key=str)
@@ -64,6 +86,7 @@ def compute_metrics(
     scenarios: np.ndarray,
     truth: Mapping[str, np.ndarray] | None = None,
     per_row: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    cohorts: np.ndarray | None = None,
 ) -> dict:
     """Metrics per task, overall and per scenario (and for the oracle when ``truth`` is given).
 
@@ -73,8 +96,13 @@ def compute_metrics(
         scenarios: [N] scenario values (raw names, as in the data).
         per_row: {task: {measure: [N] per-row values}} reported as their mean in each group (e.g.
             the negative-binomial deviance, which needs the model's dispersion of each row).
+        cohorts: [N] cohort names (:func:`cohort_labels`), measured into ``out["cohorts"]``.
     """
     out = {"rows": int(len(scenarios)), **_grouped(tasks, labels, preds, scenarios, per_row)}
+    if cohorts is not None:
+        cohorts, present = np.asarray(cohorts), _present(tasks, np.asarray(scenarios))
+        blocks = {str(c): _block(tasks, labels, preds, cohorts == c, per_row or {}, present) for c in sorted(np.unique(cohorts).tolist())}
+        out["cohorts"] = {c: block for c, block in blocks.items() if block}
     if truth:
         oracle_tasks = [t for t in tasks if t.name in truth]
         if oracle_tasks:

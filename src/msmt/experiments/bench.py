@@ -12,6 +12,11 @@ simulators both write ``experiment.yaml``: the name keeps their cells apart). ``
 adds settings per dataset and model (``{"advertiser_sim": {"m2m": [...]}}``, ``"*"`` = every
 model); each cell records its overrides in ``bench.json`` and is retrained when they change.
 
+Besides the registry, the model name :data:`TREES` (``lightgbm``) is a cell of gradient-boosted
+trees on the same features and splits (:mod:`msmt.experiments.lightgbm_baseline`, one model per
+task, early-stopped on validation): the baseline a network has to beat besides logistic regression
+and item popularity. Without the optional ``lightgbm`` package it is an n/a cell naming the extra.
+
 A model that does not apply to a dataset is a **n/a** cell with a one-line reason, never a silent
 gap: either the model class says so before any training (``MultiTaskModel.not_applicable``, e.g.
 ESMM without a ``product_of`` task) or the run raises :class:`ConfigError` before training (e.g.
@@ -43,6 +48,7 @@ from msmt.data.io import atomic_write, atomic_write_text, write_table  # noqa: E
 from msmt.experiments.run import run_experiment  # noqa: E402
 from msmt.experiments.tables import pm  # noqa: E402
 from msmt.models.registry import model_class  # noqa: E402
+from msmt.rundir import provenance  # noqa: E402
 from msmt.rundir.layout import METRICS  # noqa: E402
 from msmt.rundir.provenance import same_code  # noqa: E402
 from msmt.spec.config import load_experiment  # noqa: E402
@@ -52,6 +58,14 @@ from msmt.spec.task_kinds import rules  # noqa: E402
 ORACLE = "oracle"
 CELL_RECORD = "bench.json"  # in a cell's run directory: its overrides and training seconds
 NOT_APPLICABLE = "not_applicable.json"  # in OUT/runs/<dataset>/<model>/
+TREES = "lightgbm"  # a bench model besides the registry: msmt.experiments.lightgbm_baseline
+
+
+def bench_models() -> list[str]:
+    """The model names ``bench`` runs: every registered model, then :data:`TREES`."""
+    from msmt.models import model_names
+
+    return [*model_names(), TREES]
 
 
 @dataclass(frozen=True)
@@ -66,7 +80,9 @@ class Cell:
         return out / "runs" / self.dataset / self.model / f"seed{self.seed}"
 
     def overrides(self, common: Sequence[str]) -> list[str]:
-        return [f"model.name={self.model}", f"train.seed={self.seed}", "train.progress=false", *common, *self.extra]
+        """The ``--set`` overrides of the cell's run (the trees keep the config's ``model``: they ignore it)."""
+        model = [] if self.model == TREES else [f"model.name={self.model}"]
+        return [*model, f"train.seed={self.seed}", "train.progress=false", *common, *self.extra]
 
 
 def resolve_dataset(name: str, configs_dir: Path = Path("configs")) -> Path:
@@ -102,8 +118,11 @@ def task_kinds(configs: Mapping[str, Path]) -> dict[str, dict[str, str]]:
     return {name: {t.name: t.kind.value for t in load_experiment(cfg).dataset.tasks} for name, cfg in configs.items()}
 
 
-def not_applicable(cfg) -> str | None:
-    """Why ``cfg.model.name`` cannot run on ``cfg.dataset`` (None: it can), from the model class."""
+def not_applicable(cfg, model: str | None = None) -> str | None:
+    """Why ``model`` (default ``cfg.model.name``) cannot run on ``cfg.dataset`` (None: it can), from
+    the model class; the trees apply to every dataset."""
+    if model == TREES:
+        return None
     return model_class(cfg.model.name).not_applicable(cfg.dataset)
 
 
@@ -145,6 +164,21 @@ def train_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> tuple[dict, 
     return metrics, seconds
 
 
+def train_trees_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> float:
+    """The :data:`TREES` cell: LightGBM on ``cfg``'s features and splits (seed ``train.seed``,
+    ``train.num_threads`` threads) into ``run_dir/metrics.json`` with the provenance and
+    :data:`CELL_RECORD` of a trained cell; returns the seconds. Raises :class:`ConfigError`
+    without lightgbm."""
+    from msmt.experiments.lightgbm_baseline import TreeSettings, lightgbm_baseline
+
+    start = time.perf_counter()
+    lightgbm_baseline(cfg, TreeSettings(threads=cfg.train.num_threads or 1, seed=cfg.train.seed), out=run_dir)
+    provenance.write(run_dir)
+    seconds = time.perf_counter() - start
+    atomic_write_text(run_dir / CELL_RECORD, json.dumps({"overrides": list(overrides), "seconds": round(seconds, 2)}, indent=1))
+    return seconds
+
+
 def run_or_reuse(config: Path, overrides: Sequence[str], run_dir: Path, log=print) -> dict:
     """The metrics of ``config`` with ``overrides`` trained in ``run_dir``: read back when that run
     is :func:`finished`, else trained now (and recorded)."""
@@ -163,9 +197,11 @@ def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str |
     overrides = cell.overrides(common)
     cfg = load_experiment(cell.config, overrides)  # a bad override is a bench error, not an n/a
     start = time.perf_counter()
-    reason = not_applicable(cfg)
+    reason = not_applicable(cfg, cell.model)
     if reason is None:
         try:
+            if cell.model == TREES:
+                return "trained", None, train_trees_recorded(cfg, cell.run_dir(out), overrides)
             return "trained", None, train_recorded(cfg, cell.run_dir(out), overrides)[1]
         except ConfigError as exc:  # raised before training: this model × data cannot run
             reason = str(exc)
@@ -189,7 +225,7 @@ def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, job
         reason = na.get(key) or cell_not_applicable(cell, out, overrides)
         if reason is None and not _is_done(cell, out, overrides):
             cfg = load_experiment(cell.config, cell.overrides(overrides))
-            reason = not_applicable(cfg)  # cheap: no data read
+            reason = not_applicable(cfg, cell.model)  # cheap: no data read
         if reason is not None:
             na[key] = reason
             log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")
@@ -228,7 +264,7 @@ def _records(cell: Cell, metrics: dict) -> list[dict]:
     for source, block in ((cell.model, M), (ORACLE, M.get(ORACLE))):
         if block is None:
             continue
-        groups = {"overall": block["overall"], **block["scenarios"]}
+        groups = {"overall": block["overall"], **block["scenarios"], **block.get("cohorts", {})}
         for scen, tasks in groups.items():
             for task, values in tasks.items():
                 for metric, value in values.items():

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from msmt.data.io import atomic_write_text
-from msmt.evaluation.evaluate import scenario_names, truth_columns
+from msmt.evaluation.evaluate import group_cohorts, scenario_names, truth_columns
 from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.run import load_in_memory
 from msmt.layers.history import HistorySummary
@@ -161,7 +161,8 @@ def lightgbm_baseline(cfg: ExperimentConfig, settings: TreeSettings = TreeSettin
         labels = {t.name: encoded[name]["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
         frame = splits[name]
         result["val" if name == "validation" else "test"] = compute_metrics(
-            spec.tasks, labels, preds[name], scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names)
+            spec.tasks, labels, preds[name], scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names),
+            cohorts=group_cohorts(schema, encoded[name]),
         )
     result.update(trees=trees, seconds=round(time.perf_counter() - start, 2), left_out=left_out)
     if out is not None:
