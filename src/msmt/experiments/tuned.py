@@ -1,0 +1,119 @@
+"""Hand-set against tuned: what ``msmt tune`` buys each model on a dataset, and what it costs.
+
+For each (dataset config, model):
+
+1. the dataset's search space (``<config stem>.tune.yaml``) restricted to the keys that model
+   reads (:func:`model_space`: another model's section, e.g. ``model.mmoe.num_experts`` for PLE,
+   is dropped, so no trial is spent on a key without effect);
+2. :func:`msmt.experiments.tune.tune` with ``model.name`` set: Optuna's TPE over the validation
+   value of ``train.monitor`` (``seed`` 0), writing ``STUDY/best.yaml``;
+3. the hand-set config and ``best.yaml`` both trained over the seeds by :func:`msmt.experiments.bench.bench`
+   and measured on the *test* split (the split no trial saw), mean ± std over seeds.
+
+:func:`render` writes one table per dataset: hand-set and tuned rows per model, the budget of the
+search (trials × mean seconds) and the best values. Command: ``benchmarks/tuned.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from msmt.experiments.bench import bench, task_kinds
+from msmt.experiments.tables import pm
+from msmt.experiments.tune import TuneResult, default_space, tune
+from msmt.spec.config import dump_yaml, read_yaml_mapping
+from msmt.spec.sections import model_names
+from msmt.spec.task_kinds import higher_is_better
+
+PAGE_METRIC = {"binary": "auc", "count": "nmae", "regression": "nmae"}
+COMMON = ["train.num_threads=1"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (dataset, model): the search and the test numbers of both configs."""
+
+    dataset: str
+    model: str
+    study: TuneResult
+    summary: pd.DataFrame  # bench summary rows of datasets "hand" and "tuned"
+
+
+def model_space(space: Path, model: str, out: Path) -> Path:
+    """``space`` without the keys of other models' sections (``model.<other>.*``), written to ``out``."""
+    keep = {}
+    for key, decl in read_yaml_mapping(space, "no such search-space file").items():
+        section = re.match(r"model\.([a-z0-9_]+)\.", key)
+        if section and section.group(1) in model_names() and section.group(1) != model:
+            continue
+        keep[key] = decl
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dump_yaml(keep))
+    return out
+
+
+def tuned_pair(name: str, config: Path, model: str, trials: int, seeds: Sequence[int], work: Path, log=print) -> Pair:
+    """Search, then train the hand-set and the tuned config over ``seeds`` (runs under ``work``)."""
+    space = model_space(default_space(config), model, work / "spaces" / name / f"{model}.tune.yaml")
+    study = tune(config, trials, work / "studies" / name / model, space=space, seed=0, overrides=[f"model.name={model}"], log=log)
+    summary = bench([f"hand={config}", f"tuned={study.best_config}"], [model], list(seeds), work / "bench" / name / model, COMMON, log=log)
+    return Pair(name, model, study, summary)
+
+
+def _value(summary: pd.DataFrame, dataset: str, model: str, task: str, metric: str) -> tuple[float, float] | None:
+    row = summary[(summary["dataset"] == dataset) & (summary["model"] == model) & (summary["scenario"] == "overall")
+                  & (summary["task"] == task) & (summary["metric"] == metric)]
+    return (float(row["mean"].iloc[0]), float(row["std"].iloc[0])) if len(row) else None
+
+
+def _params(study: TuneResult) -> str:
+    return ", ".join(f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`" for k, v in study.best_params.items())
+
+
+def dataset_table(pairs: list[Pair], kinds: dict[str, str]) -> list[str]:
+    """Rows: per model, hand-set then tuned (test metrics, the better of the two in bold), with the search budget."""
+    cols = [(task, PAGE_METRIC[kind]) for task, kind in kinds.items()]
+    arrow = {True: "↑", False: "↓"}
+    lines = ["| model | config | " + " | ".join(f"{t} {m.upper()} {arrow[higher_is_better(m)]}" for t, m in cols) + " | search budget |",
+             "|---|---|" + "---|" * (len(cols) + 1)]
+    for pair in pairs:
+        values = {which: [_value(pair.summary, which, pair.model, t, m) for t, m in cols] for which in ("hand", "tuned")}
+        for which, budget in (("hand", "–"), ("tuned", pair.study.budget())):
+            cells = []
+            for j, (_, metric) in enumerate(cols):
+                mine, other = values[which][j], values["tuned" if which == "hand" else "hand"][j]
+                if mine is None:
+                    cells.append("–")
+                    continue
+                better = other is None or (mine[0] > other[0] if higher_is_better(metric) else mine[0] < other[0])
+                cells.append(f"**{pm(*mine)}**" if better else pm(*mine))
+            label = "hand-set" if which == "hand" else "tuned"
+            lines.append(f"| {pair.model} | {label} | " + " | ".join(cells) + f" | {budget} |")
+    lines.append("")
+    lines += [f"* `{p.model}` tuned: {_params(p.study)} (validation {p.study.monitor} {p.study.best_value:.4f})." for p in pairs]
+    return [*lines, ""]
+
+
+def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], trials: int, command: str) -> str:
+    """The page: the command, how to read it, one table per dataset."""
+    kinds = task_kinds(configs)
+    lines = [
+        "# Hand-set against tuned hyper-parameters (issue 21)", "",
+        f"```bash\n{command}\n```", "",
+        f"Per dataset and model: `msmt tune CONFIG --trials {trials} --set model.name=MODEL` over the dataset's search space "
+        "(`configs/<name>.tune.yaml`, without the keys of other models' sections), Optuna TPE with median pruning on the "
+        "validation value of `train.monitor`; then the hand-set config and the study's `best.yaml` each trained with seeds "
+        f"{', '.join(map(str, seeds))} (`msmt bench`, one thread per run) and measured on the **test** split, which no trial "
+        "saw: mean ± std over seeds (population std), the better of the two configs in bold. The budget is the search alone "
+        "(finished trials × mean seconds per trial, pruned trials included), on a 2-core AVX2 machine.", "",
+    ]
+    for name, config in configs.items():
+        mine = [p for p in pairs if p.dataset == name]
+        if mine:
+            lines += [f"## {name} (`{Path(*Path(config).parts[-2:])}`)", "", *dataset_table(mine, kinds[name])]
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Hand-set against tuned (``msmt.experiments.tuned``, the logic of benchmarks/tuned.py): the
+space each model searches, and a page whose rows are the two configs' own test numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import yaml
+
+from msmt.experiments.tuned import model_space, render, tuned_pair
+
+
+def test_a_model_searches_no_key_of_another_models_section(tmp_path):
+    space = tmp_path / "x.tune.yaml"
+    space.write_text(yaml.safe_dump({
+        "train.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "model.dropout": {"low": 0.0, "high": 0.3},
+        "model.mmoe.num_experts": {"low": 2, "high": 8}, "model.ple.num_levels": {"low": 1, "high": 2},
+    }))
+    ple = yaml.safe_load(model_space(space, "ple", tmp_path / "ple.yaml").read_text())
+    mmoe = yaml.safe_load(model_space(space, "mmoe", tmp_path / "mmoe.yaml").read_text())
+    assert set(ple) == {"train.lr", "model.dropout", "model.ple.num_levels"}
+    assert set(mmoe) == {"train.lr", "model.dropout", "model.mmoe.num_experts"}
+
+
+def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    cfg = yaml.safe_load((data / "experiment.yaml").read_text())
+    cfg["train"].update(epochs=1, num_threads=1)
+    (data / "experiment.yaml").write_text(yaml.safe_dump(cfg))
+    (data / "experiment.tune.yaml").write_text(yaml.safe_dump({"train.lr": {"low": 1e-4, "high": 3e-2, "log": True},
+                                                                 "model.ple.num_levels": {"low": 1, "high": 2}}))
+    pair = tuned_pair("tiny", data / "experiment.yaml", "mmoe", 2, [0], tmp_path / "work", log=lambda m: None)
+    best = yaml.safe_load(pair.study.best_config.read_text())
+    assert set(pair.study.best_params) == {"train.lr"} and best["model"]["name"] == "mmoe"
+    assert np.isclose(best["train"]["lr"], pair.study.best_params["train.lr"])
+    page = render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd")
+    for which in ("hand", "tuned"):
+        metrics = json.loads((tmp_path / f"work/bench/tiny/mmoe/runs/{which}/mmoe/seed0/metrics.json").read_text())
+        auc = metrics["test"]["overall"]["click"]["auc"]
+        label = "hand-set" if which == "hand" else "tuned"
+        row = next(line for line in page.splitlines() if line.startswith(f"| mmoe | {label} |"))
+        assert f"{auc:.4f} ± 0.0000" in row, (row, auc)
+    assert "2 trials ×" in page and "`train.lr=" in page
