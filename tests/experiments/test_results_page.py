@@ -116,3 +116,23 @@ def test_simulator_data_is_reused_until_its_parameters_change(tmp_path):
 
 def test_models_in_page_order():
     assert rp.ordered_models(["m2m", "zeta", "mmoe", "single_task"]) == ["single_task", "mmoe", "m2m", "zeta"]
+
+
+def test_cohort_columns_only_when_the_test_rows_hold_new_groups():
+    """The page shows ``(user_id ∉ train)`` / ``(∈ train)`` columns, new first, when some test row's
+    group is new; with every group seen the one cohort would repeat the overall columns."""
+    import pandas as pd
+
+    from msmt.experiments.results_page import dataset_table
+
+    def rows(groups):
+        return pd.DataFrame([dict(dataset="d", split="test", model="mmoe", scenario=g, task="click", metric="auc",
+                                  mean=v, std=0.0, seeds=1, rows=10) for g, v in groups.items()])
+
+    na = pd.DataFrame(columns=["dataset", "model", "reason"])
+    cells = pd.DataFrame([dict(dataset="d", model="mmoe", seed=0, seconds=1.0)])
+    both = dataset_table("d", {"click": "binary"}, rows({"overall": 0.7, "user_id ∈ train": 0.75, "user_id ∉ train": 0.65}), na, cells, ["mmoe"])
+    assert both[0] == "| model | click AUC ↑ | click AUC ↑ (user_id ∉ train) | click AUC ↑ (user_id ∈ train) | s / run |"
+    assert both[2].startswith("| mmoe | **0.7000 ± 0.0000** | **0.6500 ± 0.0000** | **0.7500 ± 0.0000** |")
+    seen_only = dataset_table("d", {"click": "binary"}, rows({"overall": 0.7, "user_id ∈ train": 0.7}), na, cells, ["mmoe"])
+    assert seen_only[0] == "| model | click AUC ↑ | s / run |"

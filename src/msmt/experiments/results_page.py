@@ -95,8 +95,11 @@ def _values(summary: pd.DataFrame, name: str) -> Values:
 
 
 def _columns(kinds: dict[str, str], values: Values) -> list[Column]:
-    """Each task's page metric overall, then per cohort (new first: the cold-start number) when the data has them."""
+    """Each task's page metric overall, then per cohort (new first: the cold-start number) when the
+    test rows hold a new group at all (with every group seen, the one cohort repeats the overall columns)."""
     cohorts = sorted({g for (_, g, _, _) in values if g != "overall"}, key=lambda g: (not g.endswith(COHORTS[1]), g))
+    if not any(g.endswith(COHORTS[1]) for g in cohorts):
+        cohorts = []
     return [(g, task, PAGE_METRIC[kind]) for g in ["overall", *cohorts] for task, kind in kinds.items()]
 
 
