@@ -22,6 +22,8 @@ def test_a_model_searches_no_key_of_another_models_section(tmp_path):
     mmoe = yaml.safe_load(model_space(space, "mmoe", tmp_path / "mmoe.yaml").read_text())
     assert set(ple) == {"train.lr", "model.dropout", "model.ple.num_levels"}
     assert set(mmoe) == {"train.lr", "model.dropout", "model.mmoe.num_experts"}
+    glm = yaml.safe_load(model_space(space, "logistic_regression", tmp_path / "glm.yaml").read_text())
+    assert set(glm) == {"train.lr"}  # no hidden layers, no dropout: only the optimiser is searched
 
 
 def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_path):

@@ -178,3 +178,30 @@ def test_forward_and_backward_stay_on_the_model_device(name, with_panel, data, p
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert (grads or not any(p.requires_grad for p in model.parameters())) and all(g.device == meta for g in grads)
     assert all(b.device == meta for b in model.buffers())
+
+
+OTHER_VALUE = {"embedding_dim": 5, "hidden_dims": [7], "tower_dims": [3], "dropout": 0.5, "activation": "gelu"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_ignored_options_are_really_ignored(name, data):
+    """An option a model declares it ignores (``ignored_options``, left out of its hyper-parameter
+    search) changes neither its parameters nor its eval outputs; every other model reads
+    ``hidden_dims`` or ``embedding_dim`` (so the declaration is not a blanket)."""
+    schema, batch = data
+    torch.manual_seed(0)
+    base = build_model(schema, model_config(name)).eval()
+    ignored = type(base).ignored_options
+    changed = {k: OTHER_VALUE[k] for k in ignored}
+    torch.manual_seed(0)
+    other = build_model(schema, model_config(name, **changed)).eval()
+    if ignored:
+        assert {k: v.shape for k, v in base.state_dict().items()} == {k: v.shape for k, v in other.state_dict().items()}
+        with torch.no_grad():
+            a, b = base(inputs(batch)), other(inputs(batch))
+        for task in a:
+            torch.testing.assert_close(a[task], b[task])
+    else:
+        torch.manual_seed(0)
+        wider = build_model(schema, model_config(name, hidden_dims=[7], embedding_dim=5))
+        assert sum(p.numel() for p in wider.parameters()) != sum(p.numel() for p in base.parameters())

@@ -4,7 +4,8 @@ For each (dataset config, model):
 
 1. the dataset's search space (``<config stem>.tune.yaml``) restricted to the keys that model
    reads (:func:`model_space`: another model's section, e.g. ``model.mmoe.num_experts`` for PLE,
-   is dropped, so no trial is spent on a key without effect);
+   and the shared options the model declares it ignores, e.g. ``model.hidden_dims`` for logistic
+   regression, are dropped, so no trial is spent on a key without effect);
 2. :func:`msmt.experiments.tune.tune` with ``model.name`` set: Optuna's TPE over the validation
    value of ``train.monitor`` (``seed`` 0), writing ``STUDY/best.yaml``;
 3. the hand-set config and ``best.yaml`` both trained over the seeds by :func:`msmt.experiments.bench.bench`
@@ -26,6 +27,7 @@ import pandas as pd
 from msmt.experiments.bench import bench, task_kinds
 from msmt.experiments.tables import pm
 from msmt.experiments.tune import TuneResult, default_space, tune
+from msmt.models.registry import model_class
 from msmt.spec.config import dump_yaml, read_yaml_mapping
 from msmt.spec.sections import model_names
 from msmt.spec.task_kinds import higher_is_better
@@ -45,11 +47,13 @@ class Pair:
 
 
 def model_space(space: Path, model: str, out: Path) -> Path:
-    """``space`` without the keys of other models' sections (``model.<other>.*``), written to ``out``."""
+    """``space`` without the keys of other models' sections (``model.<other>.*``) and the shared
+    options ``model`` ignores (``MultiTaskModel.ignored_options``), written to ``out``."""
+    ignored = {f"model.{option}" for option in model_class(model).ignored_options}
     keep = {}
     for key, decl in read_yaml_mapping(space, "no such search-space file").items():
         section = re.match(r"model\.([a-z0-9_]+)\.", key)
-        if section and section.group(1) in model_names() and section.group(1) != model:
+        if (section and section.group(1) in model_names() and section.group(1) != model) or key in ignored:
             continue
         keep[key] = decl
     out.parent.mkdir(parents=True, exist_ok=True)

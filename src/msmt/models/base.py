@@ -41,6 +41,7 @@ def drop_history(batch: Batch, rate: float) -> Batch:
     return out
 
 
+NETWORK_OPTIONS = frozenset({"embedding_dim", "hidden_dims", "tower_dims", "dropout", "activation"})  # the shape of a network
 INITIAL_LOG_DISPERSION = -1.0  # α = 0.37 (NB2): between Poisson and heavy over-dispersion
 
 
@@ -48,6 +49,9 @@ class MultiTaskModel(nn.Module):
     """Base class: holds the schema and task list; subclasses build the network."""
 
     registry_name = "base"
+    # shared ``model.*`` options this model does not read (a GLM has no hidden layers): a
+    # hyper-parameter search leaves them out (msmt.experiments.tuned.model_space)
+    ignored_options: frozenset[str] = frozenset()
 
     def __init__(self, schema: FittedSchema, cfg):
         super().__init__()

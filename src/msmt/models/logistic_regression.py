@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from msmt.layers.embedding import FeatureEncoder
-from msmt.models.base import MultiTaskModel
+from msmt.models.base import NETWORK_OPTIONS, MultiTaskModel
 from msmt.models.registry import register
 from msmt.spec.task_kinds import rules
 
@@ -37,6 +37,8 @@ from msmt.spec.task_kinds import rules
 @register("logistic_regression")
 class LogisticRegression(MultiTaskModel):
     """batch -> {task: [B] linear predictor in the task's output space}; see the module docstring."""
+
+    ignored_options = NETWORK_OPTIONS  # no embeddings of its own size, no hidden layers
 
     def __init__(self, schema, cfg):
         super().__init__(schema, cfg)

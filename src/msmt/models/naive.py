@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from msmt.layers.naive import EPSILON_SHARE, NaiveForecast
-from msmt.models.base import MultiTaskModel
+from msmt.models.base import NETWORK_OPTIONS, MultiTaskModel
 from msmt.models.registry import register
 from msmt.spec.dataset import TaskKind
 from msmt.spec.task_kinds import rules
@@ -29,6 +29,8 @@ from msmt.spec.task_kinds import rules
 
 class NaiveForecaster(MultiTaskModel):
     """batch -> {task: [B] log-rate / logit / value}; see the module docstring."""
+
+    ignored_options = NETWORK_OPTIONS  # no embeddings of its own size, no hidden layers
 
     method = "mean"
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from msmt.models.base import MultiTaskModel
+from msmt.models.base import NETWORK_OPTIONS, MultiTaskModel
 from msmt.models.registry import register
 from msmt.spec.batch import Batch
 from msmt.spec.errors import ConfigError
@@ -53,6 +53,8 @@ def default_column(spec) -> str | None:
 @register("popularity")
 class Popularity(MultiTaskModel):
     """batch -> {task: [B] smoothed (scenario, ID) rate in the task's output space}; see the module docstring."""
+
+    ignored_options = NETWORK_OPTIONS  # no embeddings of its own size, no hidden layers
 
     fits_statistics = True
 
