@@ -1,7 +1,5 @@
 # Two commands on a fresh clone: `make demo` and `make test`.
 # CPU torch is pinned through constraints/cpu.txt so pip never pulls CUDA wheels here.
-# --no-compile: no bytecode for every installed file up front (torch alone has thousands); Python
-# compiles the modules a command actually imports, once, on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check --no-compile -c constraints/cpu.txt -e '.[test,serve,export,tune]'
+	$(PIP) install --quiet --disable-pip-version-check -c constraints/cpu.txt -e '.[test,serve,export,tune]'
 	touch $(STAMP)
 
 install: $(STAMP)
