@@ -159,9 +159,14 @@ def train_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> tuple[dict, 
     (:data:`CELL_RECORD`, read by :func:`finished`); returns (metrics, seconds)."""
     start = time.perf_counter()
     metrics = run_experiment(cfg, run_dir, overwrite=True)  # a cell trained with other overrides or code is replaced
+    return metrics, _record(run_dir, overrides, start)
+
+
+def _record(run_dir: Path, overrides: Sequence[str], start: float) -> float:
+    """Write the cell's :data:`CELL_RECORD` (its overrides and the seconds since ``start``); returns the seconds."""
     seconds = time.perf_counter() - start
     atomic_write_text(run_dir / CELL_RECORD, json.dumps({"overrides": list(overrides), "seconds": round(seconds, 2)}, indent=1))
-    return metrics, seconds
+    return seconds
 
 
 def train_trees_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> float:
@@ -174,9 +179,7 @@ def train_trees_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> float:
     start = time.perf_counter()
     lightgbm_baseline(cfg, TreeSettings(threads=cfg.train.num_threads or 1, seed=cfg.train.seed), out=run_dir)
     provenance.write(run_dir)
-    seconds = time.perf_counter() - start
-    atomic_write_text(run_dir / CELL_RECORD, json.dumps({"overrides": list(overrides), "seconds": round(seconds, 2)}, indent=1))
-    return seconds
+    return _record(run_dir, overrides, start)
 
 
 def run_or_reuse(config: Path, overrides: Sequence[str], run_dir: Path, log=print) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from msmt.experiments.bench import bench, task_kinds
+from msmt.experiments.results_page import PAGE_METRIC
 from msmt.experiments.tables import pm
 from msmt.experiments.tune import TuneResult, default_space, tune
 from msmt.models.registry import model_class
@@ -32,7 +33,6 @@ from msmt.spec.config import dump_yaml, read_yaml_mapping
 from msmt.spec.sections import model_names
 from msmt.spec.task_kinds import higher_is_better
 
-PAGE_METRIC = {"binary": "auc", "count": "nmae", "regression": "nmae"}
 COMMON = ["train.num_threads=1"]
 
 
