@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from msmt.data.io import atomic_write  # noqa: E402
+from msmt.data.io import atomic_write
+from msmt.evaluation.figures import pyplot
 
 MIN_SHARED_UNITS = 5
 
@@ -58,6 +55,7 @@ def plot_correlation_heatmaps(
     """One heatmap per task (``values`` columns) side by side in one PNG; returns the matrices."""
     path = Path(path)
     mats = {v: cross_scenario_correlation(frame, unit, scenario, v) for v in values}
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(values), figsize=(5.0 * len(values), 4.4), squeeze=False, gridspec_kw={"wspace": 0.5})
     for ax, (name, corr) in zip(axes[0], mats.items()):
         im = ax.imshow(corr.to_numpy(dtype=float), vmin=-1, vmax=1, cmap="RdBu_r")

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from msmt.data.io import atomic_write, atomic_write_text  # noqa: E402
-from msmt.spec.task_kinds import rules  # noqa: E402
+from msmt.data.io import atomic_write, atomic_write_text
+from msmt.evaluation.figures import integer_ticks, pyplot
+from msmt.spec.task_kinds import rules
 
 
 def _fmt(value) -> str:
@@ -59,6 +55,7 @@ def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | 
     panels += [(t.name, f"train_{t.name}_loss", f"val_{t.name}_loss") for t in tasks if f"train_{t.name}_loss" in history.columns]
     cols = min(len(panels), 3)
     rows = -(-len(panels) // cols)
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, (title, train_col, val_col) in zip(axes.flat, panels):
         for col, label in ((train_col, "train"), (val_col, "validation")):
@@ -68,7 +65,7 @@ def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | 
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {best_epoch}")
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(ax.xaxis)
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:

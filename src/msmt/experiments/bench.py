@@ -37,23 +37,20 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from msmt.data.io import atomic_write, atomic_write_text, write_table  # noqa: E402
-from msmt.experiments.run import run_experiment  # noqa: E402
-from msmt.experiments.tables import pm  # noqa: E402
-from msmt.models.registry import model_class  # noqa: E402
-from msmt.rundir import provenance  # noqa: E402
-from msmt.rundir.layout import METRICS  # noqa: E402
-from msmt.rundir.provenance import same_code  # noqa: E402
-from msmt.spec.config import load_experiment  # noqa: E402
-from msmt.spec.errors import ConfigError  # noqa: E402
-from msmt.spec.task_kinds import rules  # noqa: E402
+from msmt.data.io import atomic_write, atomic_write_text, write_table
+from msmt.evaluation.figures import pyplot
+from msmt.experiments.run import run_experiment
+from msmt.experiments.tables import pm
+from msmt.models.registry import model_class
+from msmt.rundir import provenance
+from msmt.rundir.layout import METRICS
+from msmt.rundir.provenance import same_code
+from msmt.spec.config import load_experiment
+from msmt.spec.errors import ConfigError
+from msmt.spec.task_kinds import rules
 
 ORACLE = "oracle"
 CELL_RECORD = "bench.json"  # in a cell's run directory: its overrides and training seconds
@@ -344,6 +341,7 @@ def plot(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], out: Path) -> 
     """Per dataset and task: the primary metric per scenario (overall first), one marker per model
     with its std over seeds as an error bar. Markers, not bars: the value axis is zoomed to the
     differences, which bars drawn from a cut-off baseline would exaggerate."""
+    plt = pyplot()
     paths = []
     for dataset, part in summary.groupby("dataset", sort=False):
         for task, kind in kinds[dataset].items():

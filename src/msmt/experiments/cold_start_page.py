@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from msmt.data.io import atomic_write
+from msmt.evaluation.figures import pyplot
 from msmt.experiments.cold_start import META
 from msmt.experiments.cold_start_stats import k_gain
 
@@ -132,10 +133,7 @@ def state_tables(state: str, summ: pd.DataFrame, diffs: pd.DataFrame) -> list[st
 def curve_plot(state: str, summ: pd.DataFrame, diffs: pd.DataFrame, path: Path) -> None:
     """Left: the primary measure against K, one line per method; right: each method minus
     fine-tuning, paired per group. Error bars: the 95% t-interval over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     task, metric, _ = PRIMARY[state]
     pick = lambda f: f[(f["state"] == state) & (f["task"] == task) & (f["metric"] == metric)]  # noqa: E731

@@ -6,16 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from msmt.data.io import atomic_write  # noqa: E402
-from msmt.experiments.forecasting import NAIVE  # noqa: E402
-from msmt.experiments.tables import MISSING, pm  # noqa: E402
-from msmt.spec.task_kinds import higher_is_better  # noqa: E402
+from msmt.data.io import atomic_write
+from msmt.evaluation.figures import pyplot
+from msmt.experiments.forecasting import NAIVE
+from msmt.experiments.tables import MISSING, pm
+from msmt.spec.task_kinds import higher_is_better
 
 Key = tuple[str, str, str, str, str]  # variant, split, scenario, task, metric
 
@@ -65,6 +62,7 @@ def check(label: str, ok: bool | None, detail: str) -> str:
 
 def curve_plot(summary: pd.DataFrame, group_variants: dict[str, list[tuple[float, str]]], task: str, metric: str, path: Path) -> None:
     """One panel per curve: the overall test ``task metric`` (mean ± std) against the parameter."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(group_variants), figsize=(4.2 * len(group_variants), 3.2), squeeze=False)
     v = values(summary)
     for ax, (name, points) in zip(axes[0], group_variants.items()):

@@ -43,19 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from msmt.data.io import atomic_write, atomic_write_text, write_table  # noqa: E402
-from msmt.experiments.run import run_experiment  # noqa: E402
-from msmt.spec.config import ExperimentConfig, dump_yaml, experiment_from_dict, load_experiment, read_yaml_mapping  # noqa: E402
-from msmt.spec.errors import ConfigError, DivergedError  # noqa: E402
-from msmt.spec.task_kinds import higher_is_better  # noqa: E402
+from msmt.data.io import atomic_write, atomic_write_text, write_table
+from msmt.evaluation.figures import integer_ticks, pyplot
+from msmt.experiments.run import run_experiment
+from msmt.spec.config import ExperimentConfig, dump_yaml, experiment_from_dict, load_experiment, read_yaml_mapping
+from msmt.spec.errors import ConfigError, DivergedError
+from msmt.spec.task_kinds import higher_is_better
 
 SPACE_SUFFIX = ".tune.yaml"
 STUDY_DB = "study.db"
@@ -385,6 +381,7 @@ def trials_frame(study, params: Sequence[Param]) -> pd.DataFrame:
 
 def plot_trials(frame: pd.DataFrame, study, higher: bool, monitor: str, path: Path) -> None:
     """Objective per trial (pruned trials at their last reported value) and the best so far."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     complete = frame[frame["state"] == "COMPLETE"]
     ax.plot(complete["number"], complete["value"], "o", color="tab:blue", label="complete")
@@ -396,7 +393,7 @@ def plot_trials(frame: pd.DataFrame, study, higher: bool, monitor: str, path: Pa
     if len(complete):
         best = complete["value"].cummax() if higher else complete["value"].cummin()
         ax.step(complete["number"], best, where="post", color="tab:orange", label="best so far")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(ax.xaxis)
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {monitor}")
     ax.set_title(f"{len(frame)} trials")

@@ -9,7 +9,6 @@ log loss from scikit-learn. Which measures a task reports is its kind's entry in
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import log_loss, mean_poisson_deviance, roc_auc_score
 
 EPS = 1e-12
 
@@ -34,6 +33,8 @@ def mape(y: np.ndarray, p: np.ndarray) -> float | None:
 
 def binary_measures(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     """``auc`` (None when only one class is present) and ``logloss`` of probabilities ``p``."""
+    from sklearn.metrics import log_loss, roc_auc_score  # on use: importing scikit-learn takes ~1 s
+
     p = np.clip(p.astype(np.float64), EPS, 1 - EPS)
     auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
     return {"auc": auc, "logloss": float(log_loss(y, p, labels=[0, 1]))}
@@ -62,6 +63,8 @@ def negative_binomial_deviance(y: np.ndarray, mu: np.ndarray, alpha: np.ndarray)
 
 def count_measures(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     """:func:`value_measures` plus the mean Poisson deviance of expected counts ``p``."""
+    from sklearn.metrics import mean_poisson_deviance
+
     out = value_measures(y, p)
     out["poisson_deviance"] = float(mean_poisson_deviance(y.astype(np.float64), np.clip(p.astype(np.float64), EPS, None)))
     return out
