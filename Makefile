@@ -31,8 +31,10 @@ lint: $(STAMP)
 
 # One pytest worker per core (pytest-xdist), one torch thread per worker: the suite is many small
 # single-threaded tests, so two workers on two cores take about half the time of one two-thread run.
+# The tests marked slow are collected first (tests/conftest.py) and an idle worker takes half of the
+# other's queue (worksteal), so both end on short tests at about the same time.
 test: $(STAMP) lint
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist worksteal
 
 # The wheel in a clean virtualenv with no extras: --help, --version, synth -> train -> predict
 # (.ci/wheel-check; about 80 s on 2 cores, most of it installing torch into the new venv).

@@ -13,6 +13,13 @@ from msmt.spec.config import load_dataset_spec
 from msmt.synth.simple import write_simple
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked ``slow`` first (stable order otherwise): with ``pytest -n auto --dist
+    worksteal`` (``make test``) the workers then end on short tests and finish together, instead
+    of one waiting for a long test that started last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The public datasets of ../shared/data (override with MSMT_SHARED_DATA)."""

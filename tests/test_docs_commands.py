@@ -1,12 +1,17 @@
 """The command blocks of README.md (the tour) and docs/own-data.md run as written, in order.
 
 Each line is the text of the page; only smaller sizes are appended (and said so on the page):
-a later value of an option wins, so ``--seeds 3 ... --seeds 1`` runs one seed."""
+a later value of an option wins, so ``--seeds 3 ... --seeds 1`` runs one seed. A plain ``msmt ...``
+line runs its words through :func:`msmt.cli.main` in this process, the function the ``msmt``
+console script calls (a fresh interpreter would add seconds of imports per line); lines with
+shell syntax run in bash, and ``msmt serve`` lines start the installed ``msmt`` script as a real
+server process."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, run_main
 
 SMALLER = {  # command prefix -> what is appended to it
     "msmt synth advertiser": "--advertisers 20 --days 24",
@@ -51,9 +56,19 @@ def shell_env() -> dict:
     return env
 
 
-def run_line(line: str, cwd: Path) -> None:
-    res = subprocess.run(["bash", "-c", smaller(line)], cwd=cwd, env=shell_env(), capture_output=True, text=True)
-    assert res.returncode == 0, f"{smaller(line)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+SHELL_SYNTAX = set("|&;<>()$`*?~")
+
+
+def run_line(line: str, cwd: Path, monkeypatch) -> None:
+    line = smaller(line)
+    words = shlex.split(line)
+    if words[0] == "msmt" and not SHELL_SYNTAX & set(line):
+        monkeypatch.chdir(cwd)
+        code = run_main(*words[1:])
+        assert code == 0, f"{line}: exit code {code}"
+        return
+    res = subprocess.run(["bash", "-c", line], cwd=cwd, env=shell_env(), capture_output=True, text=True)
+    assert res.returncode == 0, f"{line}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
 
 
 def serve_once(line: str, cwd: Path) -> None:
@@ -80,7 +95,7 @@ def serve_once(line: str, cwd: Path) -> None:
 
 
 @pytest.mark.slow
-def test_readme_tour_runs_as_written(shared_data, tmp_path):
+def test_readme_tour_runs_as_written(shared_data, tmp_path, monkeypatch):
     """In a fresh folder beside which ../shared/data is the shared data, as beside the clone."""
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "data").symlink_to(shared_data, target_is_directory=True)
@@ -93,15 +108,15 @@ def test_readme_tour_runs_as_written(shared_data, tmp_path):
         if line.startswith("msmt serve "):
             serve_once(line, work)
         else:
-            run_line(line, work)
+            run_line(line, work, monkeypatch)
     assert (work / "runs/ml_personal/blocks/index.json").exists()
     assert (work / "model.onnx").exists() and (work / "runs/bench/leaderboard.md").exists()
     assert (work / "runs/tune_ml/best.yaml").exists() and (work / "runs/tune_ml/trials.png").exists()
 
 
-def test_own_data_walkthrough_runs_as_written(tmp_path):
+def test_own_data_walkthrough_runs_as_written(tmp_path, monkeypatch):
     lines = commands(REPO / "docs" / "own-data.md", "# Your own data in minutes")
     assert [line.split()[1] for line in lines] == ["synth", "init", "train", "evaluate", "predict"]
     for line in lines:
-        run_line(line, tmp_path)
+        run_line(line, tmp_path, monkeypatch)
     assert (tmp_path / "shop_predictions.csv").exists()

@@ -72,6 +72,7 @@ def test_cli_end_to_end(tmp_path):
     assert json.loads((again / "metrics.json").read_text()) == metrics
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exit_code_and_one_line(tmp_path, tiny_dir, capsys):
     bad = tmp_path / "bad.csv"
     frame = pd.read_csv(tiny_dir / "test.csv")

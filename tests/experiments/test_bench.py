@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from msmt.experiments.bench import bench
@@ -37,8 +38,8 @@ def test_bench_grid_reuse_and_aggregates(tiny_dir, tmp_path):
     assert all("reused" in line for line in logs)
 
 
+@pytest.mark.slow
 def test_bench_names_jobs_and_changed_overrides(tiny_dir, tmp_path):
-    import pytest
 
     from msmt.spec.errors import ConfigError
 

@@ -71,6 +71,7 @@ def test_pick_groups_prefers_groups_with_enough_rows():
     assert pick_groups(groups, 3, 4, np.random.default_rng(0)) == ["a", "b", "c"]
 
 
+@pytest.mark.slow
 def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
     """End to end: tiny MovieLens (40 users) and a tiny simulator world, one seed (the intervals
     over seeds are checked above), MAML only: 6 runs."""

@@ -37,6 +37,7 @@ def run_child(setting: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux); elsewhere tune_allocator is a no-op")
 def test_tuned_allocator_stops_the_page_faults():
     """Fewest faults of 3 fresh processes each: on a loaded machine the kernel itself occasionally

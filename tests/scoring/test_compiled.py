@@ -37,8 +37,10 @@ def _loaded(trained_run, model: str, *overrides: str):
 
 
 @needs_compiler
-@pytest.mark.parametrize("model", ["mmoe", "m2m"])
-def test_compiled_scoring_matches_eager_with_one_graph(trained_run, model):
+# MMoE's bf16 compiled graph is checked from the shell in test_cli_predict_compiled_bf16
+@pytest.mark.slow
+@pytest.mark.parametrize("model, bf16", [("mmoe", False), ("m2m", True)])
+def test_compiled_scoring_matches_eager_with_one_graph(trained_run, model, bf16):
     run, data = _loaded(trained_run, model)
     n = int(data["scenario"].shape[0])
     batch_size = 16
@@ -50,7 +52,8 @@ def test_compiled_scoring_matches_eager_with_one_graph(trained_run, model):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # the padded last batch reused it
     for task, values in eager.items():
         np.testing.assert_allclose(compiled[task], values, rtol=1e-4, atol=1e-5, err_msg=task)
-
+    if not bf16:
+        return
     bf16_eager = predict_batches(run.model, data, batch_size, precision="bf16")
     bf16_compiled = predict_batches(run.model, data, batch_size, precision="bf16", compiled=True)
     for task, values in eager.items():
@@ -76,6 +79,7 @@ def test_unknown_precision_is_a_config_error(trained_run):
         CompiledPredictor(run.model, 64, precision="fp16")
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_cli_predict_compiled_bf16(trained_run, tmp_path, capsys):
     """The compiled path from a user's shell (a fresh process); the eager reference and the
@@ -98,6 +102,7 @@ def test_cli_predict_compiled_bf16(trained_run, tmp_path, capsys):
     assert not (tmp_path / "x.csv").exists()
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_autotuned_scoring_matches_eager(trained_run):
     """max-autotune may swap oneDNN for Inductor's own GEMM kernels: the predictions must not move.

@@ -40,6 +40,7 @@ def panel_run(trained_panel_run):
     return trained_panel_run("mmoe")
 
 
+@pytest.mark.slow
 def test_sigkill_during_observations_loses_nothing_acknowledged(panel_run, tmp_path):
     db = tmp_path / "history.db"
     proc, url = start_server(panel_run, "--history", str(db))
@@ -153,6 +154,7 @@ def test_concurrent_observe_and_predict_equal_a_sequential_replay(panel_run, tra
     assert sum(len(p) for p in plans) >= 8 and all(a["history"]["observed"] for a in answers[0][::2])
 
 
+@pytest.mark.slow
 def test_workers_share_the_store(panel_run, tmp_path):
     """`msmt serve --workers 2`: two processes, one store; what one records, the other reads."""
     db = tmp_path / "history.db"

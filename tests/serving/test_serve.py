@@ -366,6 +366,7 @@ def test_onnx_backend_refuses_runs_with_blocks(blocks_run, tmp_path):
 # ---------------------------------------------------------------------------- real server
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_real_server_end_to_end(blocks_run, run_dir, client, valid_rows, backend):
     target = blocks_run[0] if backend == "torch" else run_dir

@@ -70,12 +70,14 @@ def _assert_same_metrics(ddp, single):
     assert ddp["val"]["rows"] == single["val"]["rows"]  # metrics over all ranks' gathered predictions
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tiny_dir, tmp_path):
     # Tolerance: the two runs differ only in float32 summation order (gradients are summed
     # across ranks by all-reduce); over 26 Adam steps that moves values around 1e-7 relative.
     _assert_same_metrics(*reversed(_single_and_ddp(tiny_dir, tmp_path, SETTINGS)))
 
 
+@pytest.mark.slow
 def test_two_processes_count_like_one_process_for_a_closed_form_model(tiny_dir, tmp_path):
     """popularity's counts: each rank counts its shard of every batch, the counts are summed over
     the ranks (``Dist.all_sum``), so two processes score exactly as one."""

@@ -46,6 +46,7 @@ main(sys.argv[2:])
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_metrics(tiny_dir, tmp_path):
     run_experiment(load_experiment(tiny_dir / "experiment.yaml", SETTINGS), tmp_path / "reference")
     assert not (tmp_path / "reference" / CHECKPOINT).exists()  # a finished run leaves none behind
