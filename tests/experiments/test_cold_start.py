@@ -98,3 +98,28 @@ def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
     assert set(diffs["reference"]) == {"finetune", "base"}
     k0 = diffs[(diffs["K"] == 0) & (diffs["method"] == "finetune") & (diffs["reference"] == "base")]
     assert len(k0) and (k0["mean"] == 0).all()  # K = 0: fine-tuning has nothing to adapt on
+
+
+def test_per_group_naive_forecast_is_the_support_mean_in_the_query_rows_scenario():
+    """Against a loop over query rows: the observed support labels of the same group and
+    scenario, else of the same group; masked labels never count; no support -> NaN."""
+    from msmt.experiments.cold_start_score import label_table, support_means
+    from msmt.spec.dataset import Task
+
+    clicks = Task(name="clicks", kind="count", label="clicks")
+
+    rng = np.random.default_rng(0)
+    groups = np.array(["a"] * 6 + ["b"] * 4 + ["c"] * 2)
+    scenarios = rng.integers(0, 3, len(groups))
+    labels = rng.poisson(5.0, (len(groups), 1)).astype(np.float32) * (1 + 10 * scenarios[:, None])
+    mask = (rng.random((len(groups), 1)) > 0.2).astype(np.float32)
+    table = label_table(groups, scenarios, labels, mask)
+    s_rows, q_rows = np.array([0, 1, 2, 3, 6, 7]), np.array([4, 5, 8, 9, 10, 11])
+    got = support_means(table.iloc[s_rows], table.iloc[q_rows], [clicks])["clicks"]
+    for value, q in zip(got, q_rows):
+        same_group = [s for s in s_rows if groups[s] == groups[q] and mask[s, 0] > 0]
+        same_scenario = [s for s in same_group if scenarios[s] == scenarios[q]]
+        rows = same_scenario or same_group
+        expected = float(np.mean(labels[rows, 0])) if rows else math.nan
+        assert value == pytest.approx(expected, nan_ok=True), (q, value, expected)
+    assert math.isnan(got[-1]) and math.isnan(got[-2])  # group c has no support rows

@@ -13,7 +13,8 @@ it has more than K rows. Per method, on the same query rows:
 * ``idwarmup``: the run with Meta-Embedding's generator (a new ID reads the generated embedding),
   fine-tuned like ``finetune`` for K > 0; at K = 0 it is compared with ``base`` (the OOV row);
 * ``naive_mean`` (simulator): the trailing-mean forecaster; ``naive``: each group's mean of its
-  support rows' labels, for every query row (count tasks, K > 0).
+  support rows' observed labels in the query row's scenario (all its support rows when it has
+  none there), for every query row (count tasks, K > 0).
 
 Adaptation goes through :func:`msmt.meta.adapt_groups` and scoring through
 :func:`msmt.scoring.predict.predict` with the blocks, the path of ``msmt adapt`` / ``msmt predict``.
@@ -114,14 +115,34 @@ def pooled_measures(labels: np.ndarray, mask: np.ndarray, preds: dict[str, np.nd
     return out
 
 
-def support_means(groups_s: np.ndarray, labels_s: np.ndarray, groups_q: np.ndarray, tasks) -> dict[str, np.ndarray]:
-    """The per-group naive forecast: each group's support mean of a count task's label, per query row."""
+def support_means(support: pd.DataFrame, query: pd.DataFrame, tasks) -> dict[str, np.ndarray]:
+    """The per-group naive forecast of each count task, per query row: the mean of the task's
+    observed labels on the group's support rows *in the query row's scenario* (an advertiser's
+    search and splash traffic differ by orders of magnitude), else over all of the group's
+    support rows when it has none in that scenario.
+
+    ``support`` / ``query``: columns ``group``, ``scenario`` and, per task ``i``, ``y{i}`` (label)
+    and ``m{i}`` (observed); returns ``{task: [len(query)]}`` (NaN for a group without support)."""
     out = {}
     for t_index, task in enumerate(tasks):
-        if per_group_measure(task) == "nmae":
-            means = pd.Series(labels_s[:, t_index]).groupby(groups_s).mean()
-            out[task.name] = means.reindex(groups_q).to_numpy(dtype=np.float64)
+        if per_group_measure(task) != "nmae":
+            continue
+        seen = support[support[f"m{t_index}"] > 0]
+        by_scenario = seen.groupby(["group", "scenario"])[f"y{t_index}"].mean()
+        by_group = seen.groupby("group")[f"y{t_index}"].mean()
+        keys = pd.MultiIndex.from_arrays([query["group"], query["scenario"]])
+        pred = by_scenario.reindex(keys).to_numpy(dtype=np.float64)
+        fallback = by_group.reindex(query["group"]).to_numpy(dtype=np.float64)
+        out[task.name] = np.where(np.isnan(pred), fallback, pred)
     return out
+
+
+def label_table(groups: np.ndarray, scenarios: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+    """Rows of (group, scenario, y0, m0, y1, m1, …) for :func:`support_means`."""
+    cols = {"group": groups, "scenario": scenarios}
+    for i in range(labels.shape[1]):
+        cols[f"y{i}"], cols[f"m{i}"] = labels[:, i], mask[:, i]
+    return pd.DataFrame(cols)
 
 
 def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks: Sequence[int]) -> pd.DataFrame:
@@ -154,7 +175,8 @@ def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks:
             for r in scored + extra:
                 records.append(dict(K=k, method=method, **r))
         if k > 0 and "naive_mean" in runs:
-            naive = support_means(groups[s_rows], labels[s_rows], q_groups, tasks)
+            table = label_table(groups, encoded["scenario"].numpy(), labels, mask)
+            naive = support_means(table.iloc[s_rows], table.iloc[q_rows], tasks)
             scored = group_measures(q_groups, labels[q_rows], mask[q_rows], naive, tasks) + pooled_measures(labels[q_rows], mask[q_rows], naive, tasks)
             records += [dict(K=k, method="naive", **r) for r in scored]
     return pd.DataFrame(records)
