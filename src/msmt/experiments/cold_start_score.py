@@ -154,6 +154,7 @@ def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks:
     labels, mask = encoded["labels"].numpy(), encoded["task_mask"].numpy()
     groups = group_values(frame, group)
     time = episode_time(spec) or ("timestamp" if "timestamp" in frame.columns else None)
+    table = label_table(groups, encoded["scenario"].numpy(), labels, mask)  # the naive forecast's input, every K
     records = []
     for k in ks:
         s_rows, q_rows = splits_at(frame, group, time, k)
@@ -175,7 +176,6 @@ def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks:
             for r in scored + extra:
                 records.append(dict(K=k, method=method, **r))
         if k > 0 and "naive_mean" in runs:
-            table = label_table(groups, encoded["scenario"].numpy(), labels, mask)
             naive = support_means(table.iloc[s_rows], table.iloc[q_rows], tasks)
             scored = group_measures(q_groups, labels[q_rows], mask[q_rows], naive, tasks) + pooled_measures(labels[q_rows], mask[q_rows], naive, tasks)
             records += [dict(K=k, method="naive", **r) for r in scored]
