@@ -32,6 +32,9 @@ def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_p
     cfg = yaml.safe_load((data / "experiment.yaml").read_text())
     cfg["train"].update(epochs=1, num_threads=1)
     (data / "experiment.yaml").write_text(yaml.safe_dump(cfg))
+    spec = yaml.safe_load((data / "dataset.yaml").read_text())
+    spec["group"] = "user_id"  # the cohorts of users seen / unseen in training
+    (data / "dataset.yaml").write_text(yaml.safe_dump(spec))
     (data / "experiment.tune.yaml").write_text(yaml.safe_dump({"train.lr": {"low": 1e-4, "high": 3e-2, "log": True},
                                                                  "model.ple.num_levels": {"low": 1, "high": 2}}))
     pair = tuned_pair("tiny", data / "experiment.yaml", "mmoe", 2, [0], tmp_path / "work", log=lambda m: None)
@@ -41,8 +44,13 @@ def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_p
     page = render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd")
     for which in ("hand", "tuned"):
         metrics = json.loads((tmp_path / f"work/bench/tiny/mmoe/runs/{which}/mmoe/seed0/metrics.json").read_text())
-        auc = metrics["test"]["overall"]["click"]["auc"]
         label = "hand-set" if which == "hand" else "tuned"
         row = next(line for line in page.splitlines() if line.startswith(f"| mmoe | {label} |"))
-        assert f"{auc:.4f} ± 0.0000" in row, (row, auc)
+        cells = [c.strip().strip("*") for c in row.split("|")[3:-2]]
+        header = next(line for line in page.splitlines() if line.startswith("| model | config |"))
+        names = [c.strip() for c in header.split("|")[3:-2]]
+        auc = metrics["test"]["overall"]["click"]["auc"]
+        new = metrics["test"]["cohorts"]["user_id ∉ train"]["dwell"]["nmae"]  # tiny's test split has one unseen user: no AUC
+        assert cells[names.index("click AUC ↑")] == f"{auc:.4f} ± 0.0000", (row, auc)
+        assert cells[names.index("dwell NMAE, user_id ∉ train ↓")] == f"{new:.4f} ± 0.0000", (row, new)
     assert "2 trials ×" in page and "`train.lr=" in page

@@ -9,7 +9,8 @@ For each (dataset config, model):
 2. :func:`msmt.experiments.tune.tune` with ``model.name`` set: Optuna's TPE over the validation
    value of ``train.monitor`` (``seed`` 0), writing ``STUDY/best.yaml``;
 3. the hand-set config and ``best.yaml`` both trained over the seeds by :func:`msmt.experiments.bench.bench`
-   and measured on the *test* split (the split no trial saw), mean ± std over seeds.
+   and measured on the *test* split (the split no trial saw), mean ± std over seeds, overall and
+   on the cohort of IDs unseen in training where the dataset declares ``dataset.group``.
 
 :func:`render` writes one table per dataset: hand-set and tuned rows per model, the budget of the
 search (trials × mean seconds) and the best values. Command: ``benchmarks/tuned.py``.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from msmt.evaluation.metrics import COHORTS
 from msmt.experiments.bench import bench, task_kinds
 from msmt.experiments.results_page import PAGE_METRIC
 from msmt.experiments.tables import pm
@@ -34,6 +36,7 @@ from msmt.spec.sections import model_names
 from msmt.spec.task_kinds import higher_is_better
 
 COMMON = ["train.num_threads=1"]
+UNSEEN = COHORTS[1]  # "∉ train": the cohort of IDs with no training row of their own
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ def tuned_pair(name: str, config: Path, model: str, trials: int, seeds: Sequence
     return Pair(name, model, study, summary)
 
 
-def _value(summary: pd.DataFrame, dataset: str, model: str, task: str, metric: str) -> tuple[float, float] | None:
-    row = summary[(summary["dataset"] == dataset) & (summary["model"] == model) & (summary["scenario"] == "overall")
+def _value(summary: pd.DataFrame, dataset: str, model: str, task: str, metric: str, scenario: str = "overall") -> tuple[float, float] | None:
+    row = summary[(summary["dataset"] == dataset) & (summary["model"] == model) & (summary["scenario"] == scenario)
                   & (summary["task"] == task) & (summary["metric"] == metric)]
     return (float(row["mean"].iloc[0]), float(row["std"].iloc[0])) if len(row) else None
 
@@ -79,17 +82,31 @@ def _params(study: TuneResult) -> str:
     return ", ".join(f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`" for k, v in study.best_params.items())
 
 
+def unseen_cohorts(pairs: list[Pair]) -> list[str]:
+    """The cohorts of IDs never seen in training (``user_id ∉ train``) that the runs report, sorted."""
+    names = set()
+    for pair in pairs:
+        names |= {str(c) for c in pair.summary["scenario"].unique() if str(c).endswith(UNSEEN)}
+    return sorted(names)
+
+
 def dataset_table(pairs: list[Pair], kinds: dict[str, str]) -> list[str]:
-    """Rows: per model, hand-set then tuned (test metrics, the better of the two in bold), with the search budget."""
-    cols = [(task, PAGE_METRIC[kind]) for task, kind in kinds.items()]
+    """Rows: per model, hand-set then tuned (test metrics overall and on each cohort of IDs unseen
+    in training; the better of the two configs in bold), with the search budget."""
+    cols = [(task, PAGE_METRIC[kind], scenario) for scenario in ["overall", *unseen_cohorts(pairs)] for task, kind in kinds.items()]
     arrow = {True: "↑", False: "↓"}
-    lines = ["| model | config | " + " | ".join(f"{t} {m.upper()} {arrow[higher_is_better(m)]}" for t, m in cols) + " | search budget |",
+
+    def header(task: str, metric: str, scenario: str) -> str:
+        where = "" if scenario == "overall" else f", {scenario}"
+        return f"{task} {metric.upper()}{where} {arrow[higher_is_better(metric)]}"
+
+    lines = ["| model | config | " + " | ".join(header(*c) for c in cols) + " | search budget |",
              "|---|---|" + "---|" * (len(cols) + 1)]
     for pair in pairs:
-        values = {which: [_value(pair.summary, which, pair.model, t, m) for t, m in cols] for which in ("hand", "tuned")}
+        values = {which: [_value(pair.summary, which, pair.model, *c) for c in cols] for which in ("hand", "tuned")}
         for which, budget in (("hand", "–"), ("tuned", pair.study.budget())):
             cells = []
-            for j, (_, metric) in enumerate(cols):
+            for j, (_, metric, _) in enumerate(cols):
                 mine, other = values[which][j], values["tuned" if which == "hand" else "hand"][j]
                 if mine is None:
                     cells.append("–")
@@ -113,7 +130,8 @@ def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], tr
         "(`configs/<name>.tune.yaml`, without the keys of other models' sections), Optuna TPE with median pruning on the "
         "validation value of `train.monitor`; then the hand-set config and the study's `best.yaml` each trained with seeds "
         f"{', '.join(map(str, seeds))} (`msmt bench`, one thread per run) and measured on the **test** split, which no trial "
-        "saw: mean ± std over seeds (population std), the better of the two configs in bold. The budget is the search alone "
+        "saw: mean ± std over seeds (population std), the better of the two configs in bold; columns marked `∉ train` are the "
+        "test rows whose `dataset.group` ID (the user on MovieLens) has no training row, the cold-start number. The budget is the search alone "
         "(finished trials × mean seconds per trial, pruned trials included), on a 2-core AVX2 machine.", "",
     ]
     for name, config in configs.items():
