@@ -27,6 +27,7 @@ from msmt.experiments.forecasting import Study, ablation_variants, curve_variant
 from msmt.experiments.forecasting_page import COUNTS, MINOR, WORLD_COLS, curve_plot, online_targets, table, values, world_targets
 from msmt.experiments.results_page import simulator_config
 from msmt.rundir.provenance import source_hash
+from msmt.spec.config import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 ONLINE = REPO / "configs" / "online_ads.yaml"
@@ -133,6 +134,19 @@ def online_section(summary: pd.DataFrame, args) -> list[str]:
             *online_targets(v, main, ONLINE_TASKS), "", *table(v, main, "test", "overall", cols, oracle=False), ""]
 
 
+def gap_note(config: Path) -> list[str]:
+    """A line on the simulator config's ``model.history_gap_dropout`` (empty when it is off)."""
+    rate = load_experiment(config).model.history_gap_dropout
+    if not rate:
+        return []
+    return [
+        f"On the simulator world every trained model (not the naive forecasters, which fit their scale on the histories "
+        f"as they are) sees {rate:.0%} of its training rows with the history cut to a block of earlier days that ends "
+        "g ≥ 1 days before the row (`model.history_gap_dropout` in the simulator's experiment config): the new scenario's "
+        "units are scored days after the K days of context they have, a pattern a complete training panel never shows.", "",
+    ]
+
+
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
@@ -159,6 +173,7 @@ def main() -> None:
         "`+history` models also read a summary of the window (`model.history_summary`); the naive forecasters fit only "
         "a scale per task. NMAE = Σ|y − ŷ| / Σ|y| (lower is better), AUC for `active` (higher is better). "
         f"Count tasks: {', '.join(COUNTS)}.", "",
+        *gap_note(config),
         *world_section(args, summaries["world"], config, rows),
         *curves_section(pd.concat([summaries["world"], summaries["curves"]]) if "curves" in summaries else pd.DataFrame(), args),
         *online_section(summaries.get("online", pd.DataFrame()), args),

@@ -136,3 +136,16 @@ def test_cohort_columns_only_when_the_test_rows_hold_new_groups():
     assert both[2].startswith("| mmoe | **0.7000 ± 0.0000** | **0.6500 ± 0.0000** | **0.7500 ± 0.0000** |")
     seen_only = dataset_table("d", {"click": "binary"}, rows({"overall": 0.7, "user_id ∈ train": 0.7}), na, cells, ["mmoe"])
     assert seen_only[0] == "| model | click AUC ↑ | s / run |"
+
+
+def test_a_newer_experiment_config_of_the_simulator_replaces_the_cached_one(tmp_path):
+    """The data stays (same parameters) but experiment.yaml follows the generator's current config."""
+    work = tmp_path / "work"
+    logs: list[str] = []
+    config = rp.simulator_config("funnel", {"rows": 2000, "seed": 0}, work, "fun", log=logs.append)
+    data_mtime = (config.parent / "train.csv").stat().st_mtime_ns
+    current = config.read_text()
+    config.write_text(current.replace("epochs: 4", "epochs: 99"))  # as written by an older generator
+    assert rp.simulator_config("funnel", {"rows": 2000, "seed": 0}, work, "fun", log=logs.append) == config
+    assert config.read_text() == current and (config.parent / "train.csv").stat().st_mtime_ns == data_mtime
+    assert len(logs) == 1 and "experiment config changed" in logs[0]

@@ -163,8 +163,8 @@ def test_every_model_declares_a_personal_block_that_moves_only_its_groups(traine
         personal = predict(run.model, batch, groups=groups, blocks=OneBlock()).values
         moved = any(not np.allclose(personal[t][mine], base[t][mine]) for t in base)
         assert moved, name
-        for t in base:
-            np.testing.assert_array_equal(personal[t][~mine], base[t][~mine])
+        for t in base:  # other groups: the base's values up to float rounding (rows are scored in other batch shapes)
+            np.testing.assert_allclose(personal[t][~mine], base[t][~mine], rtol=1e-6, atol=1e-7, err_msg=f"{name} {t}")
 
 
 def test_meta_sgd_run_saves_its_rates_and_adapt_steps_with_them(trained_panel_run, tmp_path):

@@ -180,7 +180,8 @@ def test_forward_and_backward_stay_on_the_model_device(name, with_panel, data, p
     assert all(b.device == meta for b in model.buffers())
 
 
-OTHER_VALUE = {"embedding_dim": 5, "hidden_dims": [7], "tower_dims": [3], "dropout": 0.5, "activation": "gelu"}
+OTHER_VALUE = {"embedding_dim": 5, "hidden_dims": [7], "tower_dims": [3], "dropout": 0.5, "activation": "gelu",
+               "history_dropout": 0.9, "history_gap_dropout": 0.9}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -197,10 +198,15 @@ def test_ignored_options_are_really_ignored(name, data):
     other = build_model(schema, model_config(name, **changed)).eval()
     if ignored:
         assert {k: v.shape for k, v in base.state_dict().items()} == {k: v.shape for k, v in other.state_dict().items()}
-        with torch.no_grad():
-            a, b = base(inputs(batch)), other(inputs(batch))
-        for task in a:
-            torch.testing.assert_close(a[task], b[task])
+        for mode in (False, True):  # eval, then training (where dropouts act; same random stream for both)
+            outs = []
+            for model in (base, other):
+                model.train(mode)
+                torch.manual_seed(1)
+                with torch.no_grad():
+                    outs.append(model(inputs(batch)))
+            for task in outs[0]:
+                torch.testing.assert_close(outs[0][task], outs[1][task])
     else:
         torch.manual_seed(0)
         wider = build_model(schema, model_config(name, hidden_dims=[7], embedding_dim=5))

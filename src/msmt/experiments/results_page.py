@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from msmt.data.io import atomic_write, atomic_write_text, write_table
 from msmt.evaluation.metrics import COHORTS, is_cohort
@@ -63,21 +64,26 @@ def simulator_config(kind: str, params: dict, work: Path, name: str, log=print) 
     """The experiment config of simulator data in ``work/data/<name>``; the data is (re)written when
     ``params`` differ from the ones recorded in its ``synth.json``, and then the dataset's bench
     cells (``work/bench/runs/<name>``) are removed. ``kind``: ``"advertiser"`` or ``"funnel"``."""
-    from msmt.synth.advertiser import write_advertiser
-    from msmt.synth.funnel import write_funnel
+    from msmt.synth import advertiser, funnel
 
+    generator = {"advertiser": advertiser, "funnel": funnel}[kind]
     out = work / "data" / name
     record = {"kind": kind, **params}
     stamp = out / "synth.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == record and (out / "experiment.yaml").exists():
-        return out / "experiment.yaml"
+    experiment = out / "experiment.yaml"
+    if stamp.exists() and json.loads(stamp.read_text()) == record and experiment.exists():
+        current = yaml.safe_dump(generator.experiment_config(), sort_keys=False)
+        if experiment.read_text() != current:  # same data, a newer experiment config from the generator
+            log(f"{name}: the simulator's experiment config changed, rewriting {experiment}")
+            atomic_write_text(experiment, current)
+        return experiment
     stale = work / "bench" / "runs" / name
     if stale.exists():
         log(f"{name}: data parameters changed, removing its cells {stale}")
         shutil.rmtree(stale)
     if out.exists():
         shutil.rmtree(out)
-    {"advertiser": write_advertiser, "funnel": write_funnel}[kind](out, **params)
+    (generator.write_advertiser if kind == "advertiser" else generator.write_funnel)(out, **params)
     atomic_write_text(stamp, json.dumps(record))
     return out / "experiment.yaml"
 

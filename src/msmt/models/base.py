@@ -25,19 +25,39 @@ from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import FittedSchema
 
 
-def drop_history(batch: Batch, rate: float) -> Batch:
-    """The batch with each row's whole panel history removed with probability ``rate`` (training
-    only): the model also learns to forecast a unit without history — a new advertiser, a new
-    scenario's first day — whose forecast offset is then the task's prior."""
-    keep = torch.rand(batch["seq.mask"].shape[0], device=batch["seq.mask"].device) >= rate  # [B]
+def drop_history(batch: Batch, rate: float, gap_rate: float = 0.0) -> Batch:
+    """The batch with part of each row's panel history hidden (training only).
+
+    * ``rate``: the row's whole history is removed with this probability, so the model also
+      learns to forecast a unit without history — a new advertiser, a new scenario's first day —
+      whose forecast offset is then the task's prior.
+    * ``gap_rate``: with this probability the history is cut to a block of k days that ends g days
+      before the row (g ~ U{1..W-1} the most recent days hidden, k ~ U{1..W-g} days kept, W the
+      window): a unit whose first days are all it has when it is scored days later, as a new
+      scenario's units with K days of context (``msmt.experiments.forecasting``). A complete
+      panel never shows that pattern in training (recent days missing, older days present).
+
+    Shapes: ``seq.mask`` [B, W] (column W-1 is day t-1), ``seq.behaviour`` [B, W],
+    ``seq.performance`` / ``seq.raw`` [B, W, P], ``seq.present`` [B, W, P]."""
+    mask = batch["seq.mask"]
+    B, W = mask.shape
+    device = mask.device
+    hidden = (torch.rand(B, device=device) < rate)[:, None].expand(B, W)  # [B, W]
+    if gap_rate > 0 and W > 1:
+        lag = torch.arange(W, 0, -1, device=device)[None, :]  # [1, W]: W, ..., 1 (days before the row)
+        gap = torch.randint(1, W, (B, 1), device=device)  # g: the most recent days hidden
+        kept = 1 + (torch.rand(B, 1, device=device) * (W - gap)).long()  # k ~ U{1..W-g}
+        cut = (torch.rand(B, 1, device=device) < gap_rate) & ((lag <= gap) | (lag > gap + kept))
+        hidden = hidden | cut
+    keep = ~hidden
     out = dict(batch)
-    out["seq.mask"] = batch["seq.mask"] & keep[:, None]
-    out["seq.behaviour"] = batch["seq.behaviour"] * keep[:, None]
+    out["seq.mask"] = mask & keep
+    out["seq.behaviour"] = batch["seq.behaviour"] * keep
     for key in ("seq.performance", "seq.raw"):
         if key in batch:
-            out[key] = batch[key] * keep[:, None, None].to(batch[key].dtype)
+            out[key] = batch[key] * keep[:, :, None].to(batch[key].dtype)
     if "seq.present" in batch:
-        out["seq.present"] = batch["seq.present"] & keep[:, None, None]
+        out["seq.present"] = batch["seq.present"] & keep[:, :, None]
     return out
 
 
@@ -61,6 +81,7 @@ class MultiTaskModel(nn.Module):
         self.task_names: list[str] = schema.spec.task_names
         self.num_tasks = len(self.task_names)
         self.history_dropout = float(getattr(cfg, "history_dropout", 0.0))
+        self.history_gap_dropout = float(getattr(cfg, "history_gap_dropout", 0.0))
         method = self.forecast_method(schema, cfg)
         self.forecast = ForecastOffset(schema, method) if method else None
         self.dispersion = nn.ParameterDict(
@@ -102,8 +123,8 @@ class MultiTaskModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        if self.training and self.history_dropout > 0 and "seq.mask" in batch:
-            batch = drop_history(batch, self.history_dropout)
+        if self.training and (self.history_dropout > 0 or self.history_gap_dropout > 0) and "seq.mask" in batch:
+            batch = drop_history(batch, self.history_dropout, self.history_gap_dropout)
         out = self.network(batch)
         return self.forecast(batch, out) if self.forecast is not None else out
 

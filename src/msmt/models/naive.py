@@ -13,6 +13,9 @@ own raw history (:class:`msmt.layers.naive.NaiveForecast`; MODELS.md). What they
   learned shift of its link.
 
 Only panel datasets with a task that has a history apply (``not_applicable`` says why otherwise).
+The training-time history dropouts (``model.history_dropout``, ``model.history_gap_dropout``) are
+for networks that learn from the history's pattern; a naive forecaster fits its scale on the
+histories as they are, so it ignores them.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from msmt.spec.task_kinds import rules
 class NaiveForecaster(MultiTaskModel):
     """batch -> {task: [B] log-rate / logit / value}; see the module docstring."""
 
-    ignored_options = NETWORK_OPTIONS  # no embeddings of its own size, no hidden layers
+    # no embeddings of its own size, no hidden layers; the scale is fitted on the histories as they are
+    ignored_options = NETWORK_OPTIONS | {"history_dropout", "history_gap_dropout"}
 
     method = "mean"
 
     def __init__(self, schema, cfg):
         super().__init__(schema, cfg)
+        self.history_dropout = self.history_gap_dropout = 0.0  # ignored_options
         self.naive = NaiveForecast(schema, self.method)
         spec = schema.spec
         self.kinds = {t.name: t.kind for t in spec.tasks}

@@ -63,6 +63,10 @@ class ModelConfig(Strict):
     # share of training rows whose panel history is removed (msmt.models.base.drop_history), so
     # that units without history (new advertisers, a new scenario's first days) are learnt too
     history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # share of training rows whose history is cut to a block of earlier days ending g >= 1 days
+    # before the row (msmt.models.base.drop_history): units scored days after the only history
+    # they have, e.g. a new scenario's units with K days of context
+    history_gap_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Meta-Embedding ID warm-up (msmt.meta.warmup): {ID feature: [features it is generated from]};
     # a value unseen in training gets the embedding generated from its row's attributes
     id_warmup: dict[str, list[str]] = Field(default_factory=dict)

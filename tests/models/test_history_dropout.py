@@ -1,0 +1,69 @@
+"""Training-time history dropout (``msmt.models.base.drop_history``): the whole history, or a
+gap before the row (``model.history_gap_dropout``), the pattern a new scenario's units show when
+they are scored days after the K days of context they have."""
+
+from __future__ import annotations
+
+import torch
+
+from msmt.models.base import drop_history
+
+W, P = 14, 3
+
+
+def full_batch(rows: int) -> dict[str, torch.Tensor]:
+    """Every step observed: [rows, W] mask, behaviour codes 1, performance / raw values 1 + step."""
+    steps = torch.arange(1, W + 1, dtype=torch.float32)[None, :, None].expand(rows, W, P)
+    return {
+        "seq.mask": torch.ones(rows, W, dtype=torch.bool),
+        "seq.behaviour": torch.ones(rows, W, dtype=torch.long),
+        "seq.performance": steps.clone(),
+        "seq.raw": steps.clone(),
+        "seq.present": torch.ones(rows, W, P, dtype=torch.bool),
+        "dense": torch.ones(rows, 2),
+    }
+
+
+def test_the_whole_history_goes_with_rate_one_and_nothing_with_rate_zero():
+    batch = full_batch(32)
+    gone = drop_history(batch, 1.0)
+    assert not gone["seq.mask"].any() and not gone["seq.present"].any()
+    assert (gone["seq.raw"] == 0).all() and (gone["seq.behaviour"] == 0).all()
+    kept = drop_history(batch, 0.0, 0.0)
+    for key in batch:
+        assert torch.equal(kept[key], batch[key]), key
+
+
+def test_a_gap_keeps_one_block_of_earlier_days_and_never_yesterday():
+    torch.manual_seed(0)
+    batch = full_batch(6000)
+    out = drop_history(batch, 0.0, gap_rate=1.0)
+    mask = out["seq.mask"]
+    assert not mask[:, -1].any()  # day t-1 is always hidden: the gap is at least one day
+    assert mask.any(1).all()  # at least one day is kept
+    lag = torch.arange(W, 0, -1)  # column j is lag W - j
+    starts, ends = [], []
+    for row in mask:
+        lags = lag[row]
+        assert torch.equal(lags, torch.arange(int(lags.max()), int(lags.min()) - 1, -1)), row  # one contiguous block
+        starts.append(int(lags.min()))
+        ends.append(int(lags.max()))
+    assert set(starts) == set(range(2, W + 1))  # every gap g = 1..W-1 occurs
+    assert set(e - s + 1 for s, e in zip(starts, ends)) == set(range(1, W))  # every block length k = 1..W-1
+    # every hidden step is hidden in every key; kept steps keep their values
+    assert torch.equal(out["seq.present"], mask[:, :, None].expand(-1, -1, P))
+    assert torch.equal(out["seq.raw"], batch["seq.raw"] * mask[:, :, None])
+    assert torch.equal(out["seq.performance"], batch["seq.performance"] * mask[:, :, None])
+    assert torch.equal(out["seq.behaviour"], batch["seq.behaviour"] * mask)
+    assert torch.equal(out["dense"], batch["dense"])
+
+
+def test_the_gap_rate_is_the_share_of_rows_cut_and_never_reveals_a_missing_day():
+    torch.manual_seed(1)
+    batch = full_batch(20000)
+    batch["seq.mask"][:, :5] = False  # the first days of a panel: older steps missing
+    batch["seq.present"][:, :5] = False
+    out = drop_history(batch, 0.0, gap_rate=0.25)
+    cut = (out["seq.mask"] != batch["seq.mask"]).any(1)
+    assert abs(cut.float().mean().item() - 0.25) < 0.015
+    assert not (out["seq.mask"] & ~batch["seq.mask"]).any()
