@@ -27,9 +27,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 
 from msmt.data.io import atomic_write_text
 from msmt.experiments.run import load_in_memory
@@ -54,16 +56,30 @@ TRAIN_ROWS_PER_ADVERTISER = 0.7 * DAYS * 2.5  # training days × rows per advert
 RANGES = ("forward", "backward", "optimizer")
 
 
-def configs(sizes: str) -> dict[str, tuple[ModelConfig, bool]]:
-    """name -> (model config, whether the data carries the panel history)."""
+def variant_options(variant: str) -> dict:
+    """``"meta_hidden=8,scenario_dim=8"`` -> {"meta_hidden": 8, "scenario_dim": 8} (values read as YAML)."""
+    pairs = [item.split("=", 1) for item in variant.split(",")]
+    if any(len(p) != 2 or not p[0] for p in pairs):
+        raise SystemExit(f"--m2m-variants: '{variant}' is not KEY=VALUE[,KEY=VALUE] (keys of model.m2m)")
+    return {k.strip(): yaml.safe_load(v) for k, v in pairs}
+
+
+def configs(sizes: str, variants: Sequence[str] = ()) -> dict[str, tuple[ModelConfig, bool]]:
+    """name -> (model config, whether the data carries the panel history). ``variants``: extra M2M
+    rows with other ``model.m2m`` options (e.g. ``meta_hidden=8``), with and without the panel."""
     common = SIZES[sizes]
     m2m = {"num_experts": 4, "profile_features": PROFILE}
-    return {
+    out = {
         "mmoe": (ModelConfig(name="mmoe", **common, mmoe={"num_experts": 4}), False),
         "m2m": (ModelConfig(name="m2m", **common, m2m=m2m), False),
         "mmoe + history": (ModelConfig(name="mmoe", **common, history_summary=True, mmoe={"num_experts": 4}), True),
         "m2m + panel (transformer)": (ModelConfig(name="m2m", **common, m2m=m2m), True),
     }
+    for variant in variants:
+        options = {**m2m, **variant_options(variant)}
+        out[f"m2m [{variant}]"] = (ModelConfig(name="m2m", **common, m2m=options), False)
+        out[f"m2m + panel [{variant}]"] = (ModelConfig(name="m2m", **common, m2m=options), True)
+    return out
 
 
 def advertiser_data(rows: int, seed: int = 0) -> dict[bool, tuple[FittedSchema, Batch]]:
@@ -159,7 +175,7 @@ def measure(args, data: dict[bool, tuple[FittedSchema, Batch]], cells: list[tupl
     params, flops = {}, {}
     for rep in range(args.repeats):
         for sz, prec, name in cells:
-            cfg, with_panel = configs(sz)[name]
+            cfg, with_panel = configs(sz, args.m2m_variants)[name]
             schema, batch = data[with_panel]
             torch.manual_seed(rep)
             model = build_model(schema, cfg)
@@ -220,6 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     ap.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    ap.add_argument("--m2m-variants", nargs="*", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="extra M2M rows with other model.m2m options, e.g. meta_hidden=8 scenario_dim=8")
     ap.add_argument("--out", type=Path, default=None)
     return ap.parse_args(argv)
 
@@ -229,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     tuned = tune_allocator()  # as the msmt command does at start (msmt.runtime.allocator)
     torch.set_num_threads(args.threads)
     data = advertiser_data(args.rows, seed=0)
-    cells = [(sz, prec, name) for sz in args.sizes for prec in args.precisions for name in configs(sz)]
+    cells = [(sz, prec, name) for sz in args.sizes for prec in args.precisions for name in configs(sz, args.m2m_variants)]
     table = throughput_table(cells, *measure(args, data, cells))
     print(table)
     profiles = []
