@@ -66,13 +66,16 @@ def simulator_config(kind: str, params: dict, work: Path, name: str, log=print) 
     cells (``work/bench/runs/<name>``) are removed. ``kind``: ``"advertiser"`` or ``"funnel"``."""
     from msmt.synth import advertiser, funnel
 
-    generator = {"advertiser": advertiser, "funnel": funnel}[kind]
+    experiment_config, write = {
+        "advertiser": (advertiser.experiment_config, advertiser.write_advertiser),
+        "funnel": (funnel.experiment_config, funnel.write_funnel),
+    }[kind]
     out = work / "data" / name
     record = {"kind": kind, **params}
     stamp = out / "synth.json"
     experiment = out / "experiment.yaml"
     if stamp.exists() and json.loads(stamp.read_text()) == record and experiment.exists():
-        current = yaml.safe_dump(generator.experiment_config(), sort_keys=False)
+        current = yaml.safe_dump(experiment_config(), sort_keys=False)
         if experiment.read_text() != current:  # same data, a newer experiment config from the generator
             log(f"{name}: the simulator's experiment config changed, rewriting {experiment}")
             atomic_write_text(experiment, current)
@@ -83,7 +86,7 @@ def simulator_config(kind: str, params: dict, work: Path, name: str, log=print) 
         shutil.rmtree(stale)
     if out.exists():
         shutil.rmtree(out)
-    (generator.write_advertiser if kind == "advertiser" else generator.write_funnel)(out, **params)
+    write(out, **params)
     atomic_write_text(stamp, json.dumps(record))
     return out / "experiment.yaml"
 
