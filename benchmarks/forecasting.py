@@ -97,8 +97,10 @@ def world_section(args, summary: pd.DataFrame, config: Path, rows: dict[str, int
         "### Test split, overall", "", *table(v, main, "test", "overall", cols), "",
         f"### The minor scenario `{MINOR}`", "", *table(v, main, "test", MINOR, cols), "",
         "### The new scenario (never in training)", "",
-        "Its rows from launch + 7 days on, each unit's history limited to its first K days of the new scenario "
-        "(K = 0: zero-shot, none of its rows as history; no naive forecast exists there).", "",
+        "Its rows from launch + 7 days on, each unit's own history limited to its first K days of the new scenario "
+        "(K = 0: zero-shot, none of its rows as history; no naive forecast exists there). The trained models also read "
+        "the group channel (`panel.group_keys: [advertiser_id]`): the advertiser's other scenarios in the validation and "
+        "test files, never a row of the new scenario.", "",
     ]
     for k in (0, 3, 7):
         out += [f"**K = {k}**", "", *table(v, main, f"new K={k}", "overall", cols), ""]
@@ -170,7 +172,9 @@ def main() -> None:
         "Every model forecasts relative to a naive forecast of the unit (`model.forecast: auto`, log λ = log(b + ε) + f(x)): "
         "per count task the one of trailing 14-day mean, last value and same weekday last week with the smallest absolute error "
         "on the training split (the simulator world: the trailing mean for every task; online ads: see its section); "
-        "`+history` models also read a summary of the window (`model.history_summary`); the naive forecasters fit only "
+        "`+history` models also read a summary of the window (`model.history_summary`); on the simulator world every trained "
+        "model also reads the group channel (`panel.group_keys: [advertiser_id]`: per past day, the unit's advertiser's metrics "
+        "summed over its other scenarios); the naive forecasters read only the unit's own history and fit only "
         "a scale per task. NMAE = Σ|y − ŷ| / Σ|y| (lower is better), AUC for `active` (higher is better). "
         f"Count tasks: {', '.join(COUNTS)}.", "",
         *gap_note(config),

@@ -31,14 +31,15 @@ def test_summary_matches_a_per_row_loop(adv):
     out = HistorySummary(schema)(batch).numpy()
     perf, mask, beh = batch["seq.performance"].numpy(), batch["seq.mask"].numpy(), batch["seq.behaviour"].numpy()
     F, V = perf.shape[2], len(schema.panel.events) + 2
-    assert out.shape == (len(mask), 2 * F + 1 + V)
+    own = 2 * F + 1 + V  # then the group channel's 2F + 1 (the simulator declares panel.group_keys)
+    assert out.shape == (len(mask), own + (2 * F + 1 if schema.panel.group_keys else 0))
     for i in np.random.default_rng(0).choice(len(mask), 40, replace=False):
         seen = mask[i]
         n = max(seen.sum(), 1)
         expected_mean = perf[i][seen].sum(0) / n
         expected_last = perf[i, -1] if seen[-1] else np.zeros(F)
         expected_events = np.bincount(beh[i][seen], minlength=V) / n
-        np.testing.assert_allclose(out[i], np.concatenate([expected_mean, expected_last, [seen.mean()], expected_events]), atol=1e-6)
+        np.testing.assert_allclose(out[i, :own], np.concatenate([expected_mean, expected_last, [seen.mean()], expected_events]), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["shared_bottom", "mmoe"])
@@ -65,3 +66,52 @@ def test_models_read_history_and_stay_row_independent(adv, name):
 def test_history_summary_needs_a_panel(tiny_schema):
     with pytest.raises(ConfigError, match="model.history_summary"):
         build_model(tiny_schema, ModelConfig(name="shared_bottom", history_summary=True))
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """The advertiser panel with the group channel (``panel.group_keys: [advertiser_id]``)."""
+    out = write_advertiser(tmp_path_factory.mktemp("adv_group"), advertisers=30, days=25, seed=1)
+    spec = load_dataset_spec(out / "dataset.yaml")
+    spec = spec.model_copy(update={"panel": spec.panel.model_copy(update={"group_keys": ("advertiser_id",)})})
+    frame = read_data(out / "train.csv", spec)
+    schema = fit_schema(frame, spec)
+    return schema, encode_frame(frame, schema)
+
+
+def test_summary_reads_the_group_channel(grouped):
+    schema, batch = grouped
+    out = HistorySummary(schema)(batch).numpy()
+    F, V = len(schema.panel.metrics), len(schema.panel.events) + 2
+    assert out.shape == (len(out), 2 * F + 1 + V + 2 * F + 1)
+    raw, count = batch["seq.group_raw"].numpy(), batch["seq.group_count"].numpy()
+    for i in np.random.default_rng(1).choice(len(out), 40, replace=False):
+        seen = count[i] > 0
+        level = np.log1p(raw[i])
+        expected = np.concatenate([level[seen].sum(0) / max(seen.sum(), 1), level[-1], [seen.mean()]])
+        np.testing.assert_allclose(out[i, 2 * F + 1 + V :], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["m2m", "mmoe"])
+def test_a_row_without_own_history_is_forecast_from_its_group(grouped, name):
+    """Zero-shot rows (no own history) still move with their group's other units, and only they do."""
+    schema, batch = grouped
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    torch.manual_seed(0)
+    cfg = dict(embedding_dim=4, hidden_dims=[16], tower_dims=[8], history_summary=name != "m2m")
+    model = build_model(schema, ModelConfig(name=name, **cfg)).eval()
+    rows = torch.arange(len(inputs["seq.mask"]))[-64:]  # late days: the other scenarios have a past
+    sub = take(inputs, rows)
+    sub["seq.mask"][:] = False  # nobody has history of its own
+    for key in ("seq.raw", "seq.performance"):
+        sub[key] = torch.zeros_like(sub[key])
+    sub["seq.present"][:] = False
+    k = int(torch.nonzero(sub["seq.group_count"].sum(1) > 0)[0])
+    full = model(sub)
+    changed = {key: v.clone() for key, v in sub.items()}
+    changed["seq.group_raw"][k] *= 5.0  # row k's advertiser does five times as much elsewhere
+    moved = model(changed)
+    others = torch.arange(len(rows)) != k
+    for t in full:
+        assert not torch.allclose(moved[t][k], full[t][k]), t
+        torch.testing.assert_close(moved[t][others], full[t][others])

@@ -90,6 +90,25 @@ def test_window_from_the_store_is_the_one_predict_context_builds(panel_run, sim,
     store.close()
 
 
+def test_the_group_channel_comes_from_the_store_for_units_not_in_the_request(panel_run, sim, sim_store):
+    """Rows of one scenario only: their advertiser's other scenarios (``panel.group_keys``) are read
+    from the store (``group_window``), as ``encode_frame(rows, context=file)`` reads them."""
+    run = load_run(panel_run)
+    spec = run.schema.spec
+    assert spec.panel.group_keys == ("advertiser_id",)
+    rows = read_data(sim["test"], spec)
+    rows = rows[rows["scenario"] == "search"].reset_index(drop=True)
+    reference = encode_frame(rows, run.schema, with_labels=False, context=read_data(sim["history"], spec))
+    assert reference["seq.group_count"].sum() > 0  # the other scenarios have a past
+    row_model, _, cols = build_request_models(run.schema, 10_000)
+    store = SqliteHistory(sim_store, spec.panel)
+    validated = [row_model.model_validate(r) for r in json_records(rows)]
+    batch, _, _ = PanelEncoder(run.schema, cols, history_columns(run.schema), store, RowEncoder(run.schema, cols, row_model))(validated)
+    for key in ("seq.group_raw", "seq.group_count", "seq.raw", "seq.mask"):
+        assert torch.equal(batch[key], reference[key]), key
+    store.close()
+
+
 def test_served_forecasts_equal_msmt_predict_with_context(panel_run, sim, sim_store, tmp_path):
     """Store, explicit context and both together all give `msmt predict --data test --context history`."""
     run = load_run(panel_run)

@@ -90,6 +90,7 @@ class PanelFitter:
             keys=tuple(panel.keys),
             time=panel.time,
             event=panel.event,
+            group_keys=tuple(panel.group_keys),
         )
 
 

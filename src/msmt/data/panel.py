@@ -19,6 +19,11 @@ step. A row's own step and later steps are never used. Outputs (the batch keys o
   step or the value is missing — what naive forecasts and forecast offsets read
   (:mod:`msmt.layers.naive`);
 * ``seq.present`` [N, W, F] bool: True where that metric's value was observed.
+* with ``panel.group_keys`` (e.g. the advertiser of an (advertiser, scenario) unit):
+  ``seq.group_raw`` [N, W, F] float32, the raw metrics summed over the group's *other* units at
+  that step, and ``seq.group_count`` [N, W] float32, how many of them have a row there. A unit
+  with no history of its own (a new scenario) is still seen through its advertiser's other
+  scenarios.
 
 History rows come from the frame itself plus an optional ``context`` frame (earlier data used
 only for history, never scored). The lookup is vectorised: every (entity, step) gets one int64
@@ -26,6 +31,8 @@ code, and all N x W lagged codes are found with one ``searchsorted``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -85,6 +92,16 @@ def panel_events(frame: pd.DataFrame, spec: PanelSpec) -> pd.Series:
     return pd.Series(pd.NA, index=range(len(frame)), dtype="string")
 
 
+class _Lookup(NamedTuple):
+    index: np.ndarray  # [N, W] row numbers into ``source`` (-1: no row)
+    source: pd.DataFrame  # the history rows: context rows first, then frame rows
+    rows: np.ndarray  # the deduplicated rows of ``source`` that may serve as history
+    parts: list[pd.DataFrame]  # [context,] frame
+    steps: np.ndarray  # [len(source)] int64 step of every source row
+    t0: int  # steps are coded as step - t0 (>= 0 for every lag)
+    span: int
+
+
 def history_index(
     frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None = None, own_history: bool = True
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -100,6 +117,11 @@ def history_index(
             ``_step`` and the panel's metric/event columns. A (entity, step) present in both
             keeps the ``frame`` row; duplicates within one file keep the last row.
     """
+    found = _lookup(frame, spec, context, own_history)
+    return found.index, found.source
+
+
+def _lookup(frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None, own_history: bool) -> _Lookup:
     require_columns(frame, [*spec.keys, spec.time])
     parts = []
     if context is not None and len(context):
@@ -110,8 +132,8 @@ def history_index(
     steps = np.concatenate([time_steps(p, spec.time) for p in parts])
     entity, _ = pd.factorize(ent_text)
     entity = entity.astype(np.int64)
-    t0 = steps.min() - spec.window - 1
-    span = steps.max() - t0 + 1
+    t0 = int(steps.min()) - spec.window - 1
+    span = int(steps.max()) - t0 + 1
     codes = entity * span + (steps - t0)  # unique per (entity, step)
 
     n_frame = len(frame)
@@ -121,6 +143,7 @@ def history_index(
     sorted_codes = lookup[order]
     last = np.r_[sorted_codes[1:] != sorted_codes[:-1], True] if len(sorted_codes) else np.zeros(0, dtype=bool)
     uniq_codes, uniq_rows = sorted_codes[last], order[last]
+    history_rows = uniq_rows
     if not len(uniq_codes):  # nothing to look up: no row has history
         uniq_codes, uniq_rows = np.array([-1], dtype=np.int64), np.array([0], dtype=np.int64)
 
@@ -145,13 +168,51 @@ def history_index(
     source = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     source.attrs["source"] = " + ".join(source_of(p) for p in parts)
     source["_step"] = steps
-    return index, source
+    return _Lookup(index, source, history_rows, parts, steps, t0, span)
+
+
+def group_history(found: _Lookup, spec: PanelSpec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The group channel: per row and past step, the metrics summed over the *other* units of its
+    group (``spec.group_keys``) that have a row at that step, and how many do.
+
+    Only rows that may serve as history count (``found.rows``: context rows, and the frame's
+    own rows unless ``own_history=False``), so a zero-shot unit's group channel is its group's
+    other units' past, never its own.
+
+    Args:
+        values: [len(source), F] float64 raw metrics of the source rows (NaN: missing, counts as 0).
+    Returns:
+        sums [N, W, F] float32 (0 where no other unit of the group has a row), counts [N, W] float32.
+    """
+    parts, rows = found.parts, found.rows
+    n_frame, window = found.index.shape
+    group_text = pd.concat([_entity_text(p, spec.group_keys) for p in parts], ignore_index=True)
+    group, _ = pd.factorize(group_text)
+    codes = group.astype(np.int64) * found.span + (found.steps - found.t0)  # unique per (group, step)
+    clean = np.nan_to_num(values, nan=0.0)
+    uniq, inverse = np.unique(codes[rows], return_inverse=True)
+    if not len(uniq):
+        return np.zeros((n_frame, window, values.shape[1]), np.float32), np.zeros((n_frame, window), np.float32)
+    sums = np.stack([np.bincount(inverse, weights=clean[rows, f], minlength=len(uniq)) for f in range(values.shape[1])], 1)
+    counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+    lags = np.arange(window, 0, -1, dtype=np.int64)
+    wanted = codes[len(codes) - n_frame :, None] - lags[None, :]  # [N, W]
+    pos = np.minimum(np.searchsorted(uniq, wanted), len(uniq) - 1)
+    hit = uniq[pos] == wanted
+    group_sums = np.where(hit[..., None], sums[pos], 0.0)  # [N, W, F], the row's own unit included
+    group_counts = np.where(hit, counts[pos], 0.0)
+    mine = found.index >= 0  # the own unit's row at that step is one of the summed rows: take it out
+    group_sums -= np.where(mine[..., None], clean[np.where(mine, found.index, 0)], 0.0)
+    group_counts -= mine
+    return np.clip(group_sums, 0.0, None).astype(np.float32), group_counts.astype(np.float32)
 
 
 def encode_panel(
     frame: pd.DataFrame, spec: PanelSpec, fitted: PanelEncoding, context: pd.DataFrame | None = None, own_history: bool = True
 ) -> dict[str, np.ndarray]:
-    """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool}``."""
+    """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool,
+    "seq.raw": [N, W, F] float32, "seq.present": [N, W, F] bool}``, and with ``spec.group_keys``
+    ``"seq.group_raw"`` [N, W, F] float32 and ``"seq.group_count"`` [N, W] float32 (:func:`group_history`)."""
     W, F = spec.window, len(spec.metrics)
     if len(frame) == 0:
         return {
@@ -160,8 +221,11 @@ def encode_panel(
             "seq.mask": np.zeros((0, W), bool),
             "seq.raw": np.zeros((0, W, F), np.float32),
             "seq.present": np.zeros((0, W, F), bool),
+            **({"seq.group_raw": np.zeros((0, W, F), np.float32), "seq.group_count": np.zeros((0, W), np.float32)}
+               if spec.group_keys else {}),
         }
-    index, source = history_index(frame, spec, context, own_history)
+    found = _lookup(frame, spec, context, own_history)
+    index, source = found.index, found.source
     mask = index >= 0
     safe = np.where(mask, index, 0)
 
@@ -182,13 +246,16 @@ def encode_panel(
     else:
         ev = np.full(len(source), OOV, dtype=np.int64)
     behaviour = np.where(mask, ev[safe], PAD).astype(np.int64)
-    return {
+    out = {
         "seq.behaviour": behaviour,
         "seq.performance": perf.astype(np.float32),
         "seq.mask": mask,
         "seq.raw": raw,
         "seq.present": present,
     }
+    if spec.group_keys:
+        out["seq.group_raw"], out["seq.group_count"] = group_history(found, spec, values)
+    return out
 
 
 def trailing_mean(

@@ -137,11 +137,14 @@ def _flatten(block: dict, variant: str, seed: int, split: str, source: str | Non
 def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
     """{K: the ``M`` block of the new scenario's rows from launch + 7 on, history from its first K days}.
 
-    A unit's history is its own (advertiser, scenario) rows, so rows of the other scenarios never
-    enter; K = 0 leaves every scored row without history (zero-shot)."""
+    A unit's own history is its (advertiser, scenario) rows: K = 0 leaves every scored row without
+    any (zero-shot). With ``panel.group_keys`` the rows of the advertiser's other scenarios
+    (the dataset's validation and test files, never a row of the new scenario) are context too,
+    as a service's history store would hold them: they feed only the group channel."""
     run = load_run(run_dir)
     spec = run.schema.spec
     frame = read_data(new_scenario, spec)
+    others = [read_data(p, spec) for p in (spec.files.validation, spec.files.test) if spec.panel.group_keys and p]
     time = spec.panel.time
     launch = frame[time].min()
     scored = frame[frame[time] >= launch + NEW_SCENARIO_FROM].reset_index(drop=True)
@@ -150,8 +153,9 @@ def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
     if scored.empty:  # a test period shorter than NEW_SCENARIO_FROM days
         return out
     for k in NEW_SCENARIO_K:
-        own = frame[frame[time] < launch + k].reset_index(drop=True)
-        data = encode_frame(scored, run.schema, context=own if len(own) else None, own_history=False)
+        own = frame[frame[time] < launch + k]
+        context = pd.concat([*others, own], ignore_index=True)
+        data = encode_frame(scored, run.schema, context=context if len(context) else None, own_history=False)
         out[k] = evaluate_model(run.model, scored, data)
     return out
 

@@ -8,8 +8,12 @@ architecture, not about who may look at the past. Per row, over its own window o
 * the most recent step's metrics (0 if missing)  [B, F]
 * the share of observed steps                   [B, 1]
 * the share of observed steps with each event   [B, V]   (V = event vocabulary incl. pad/OOV)
+* with ``panel.group_keys``, the group channel (the unit's group's other units, e.g. the
+  advertiser's other scenarios; ``seq.group_raw``, ``seq.group_count``): the mean of
+  log1p(group sums) over the steps the group has rows, the most recent step's, and the share of
+  such steps                                     [B, 2F + 1]
 
-Output: [B, 2F + 1 + V]. Nothing mixes rows of the batch.
+Output: [B, 2F + 1 + V (+ 2F + 1)]. Nothing mixes rows of the batch.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class HistorySummary(nn.Module):
             raise ConfigError("model.history_summary: the dataset has no 'panel' section, so there is no history to summarise")
         self.num_metrics = len(panel.metrics)
         self.num_events = len(panel.events) + 2
-        self.out_dim = 2 * self.num_metrics + 1 + self.num_events
+        self.group = bool(panel.group_keys)
+        self.out_dim = 2 * self.num_metrics + 1 + self.num_events + (2 * self.num_metrics + 1 if self.group else 0)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         perf = batch["seq.performance"]  # [B, W, F], 0 where missing
@@ -41,4 +46,10 @@ class HistorySummary(nn.Module):
         events = F.one_hot(batch["seq.behaviour"], self.num_events).to(perf.dtype)  # [B, W, V]
         event_share = (events * mask.unsqueeze(-1)).sum(1) / observed.clamp_min(1.0)  # [B, V]
         share = observed / mask.shape[1]
-        return torch.cat([mean, last, share, event_share], dim=1)
+        parts = [mean, last, share, event_share]
+        if self.group:
+            seen = (batch["seq.group_count"] > 0).to(perf.dtype)  # [B, W]
+            level = torch.log1p(batch["seq.group_raw"]).to(perf.dtype)  # [B, W, F], 0 where no other unit
+            steps = seen.sum(1, keepdim=True)
+            parts += [(level * seen.unsqueeze(-1)).sum(1) / steps.clamp_min(1.0), level[:, -1], steps / seen.shape[1]]
+        return torch.cat(parts, dim=1)

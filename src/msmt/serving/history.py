@@ -52,6 +52,13 @@ def unit_id(keys: Sequence[str]) -> str:
     return json.dumps(list(keys), ensure_ascii=False, separators=(",", ":"))
 
 
+def group_id(unit: str, positions: Sequence[int]) -> str:
+    """The text of a unit's group (``panel.group_keys`` at ``positions`` of the keys): the key
+    values joined by U+001F, what :meth:`SqliteHistory.group_window` matches."""
+    keys = json.loads(unit)
+    return "\x1f".join(str(keys[i]) for i in positions)
+
+
 @dataclass
 class Observations:
     """Outcomes of units per step, column-wise.
@@ -132,7 +139,8 @@ def last_of_duplicates(obs: Observations) -> Observations:
 
 
 class HistoryStore(Protocol):
-    """What the service needs from a history store (SQLite here; a server database could do it)."""
+    """What the service needs from a history store (SQLite here; a server database could do it).
+    ``group_window`` is needed only for a panel with ``group_keys``."""
 
     def upsert(self, obs: Observations) -> dict[str, int]:
         """Record ``obs`` (unique (unit, step) pairs) in one transaction, durable when it returns;
@@ -142,6 +150,28 @@ class HistoryStore(Protocol):
     def window(self, units: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
         """The rows of ``units[i]`` with ``first[i] <= step <= last[i]``, read from one snapshot."""
         ...
+
+    def group_window(self, groups: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
+        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`)."""
+        if not self._group_positions:
+            raise ConfigError(f"{self.path}: the panel has no group_keys, so there is no group to read")
+        conn = self._conn()
+        rows: list[tuple] = []
+        triples = [(g, int(a), int(b)) for g, a, b in zip(groups, first, last)]
+        expr = self._group_expr().replace("unit", "o.unit")
+        conn.execute("BEGIN")
+        try:
+            for i in range(0, len(triples), _CHUNK):
+                part = triples[i : i + _CHUNK]
+                values = ", ".join(["(?, ?, ?)"] * len(part))
+                rows += conn.execute(
+                    f"WITH q(grp, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
+                    f"JOIN observation AS o ON {expr} = q.grp AND o.step BETWEEN q.lo AND q.hi",
+                    [x for t in part for x in t],
+                ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return self._to_obs(rows)
 
     def known(self, units: Sequence[str]) -> set[str]:
         """Which of ``units`` have at least one row."""
@@ -167,6 +197,7 @@ class SqliteHistory:
         self.path = Path(path)
         self.panel = panel
         self.n_metrics = len(panel.metrics)
+        self._group_positions = [list(panel.keys).index(k) for k in panel.group_keys]
         self._metric_cols = [f"m{j}" for j in range(self.n_metrics)]
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -205,6 +236,11 @@ class SqliteHistory:
         p = self.panel
         return {"keys": list(p.keys), "time": p.time, "metrics": list(p.metrics), "event": p.event}
 
+    def _group_expr(self) -> str:
+        """SQL of a row's group text (see :func:`group_id`); indexed when the panel has group keys."""
+        parts = [f"json_extract(unit, '$[{i}]')" for i in self._group_positions]
+        return " || char(31) || ".join(parts)
+
     def _init_schema(self) -> None:
         conn = self._conn()
         metric_defs = "".join(f", {c} REAL" for c in self._metric_cols)
@@ -216,6 +252,8 @@ class SqliteHistory:
                     "CREATE TABLE IF NOT EXISTS observation (unit TEXT NOT NULL, step INTEGER NOT NULL, "
                     f"event TEXT{metric_defs}, PRIMARY KEY (unit, step)) WITHOUT ROWID"
                 )
+                if self._group_positions:  # the advertiser's other units by group, in one index range scan
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS observation_group ON observation ({self._group_expr()}, step)")
                 stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                 mine = json.dumps(self._identity(), sort_keys=True)
                 if not stored:
@@ -260,6 +298,28 @@ class SqliteHistory:
                 rows += conn.execute(
                     f"WITH q(unit, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
                     "JOIN observation AS o ON o.unit = q.unit AND o.step BETWEEN q.lo AND q.hi",
+                    [x for t in part for x in t],
+                ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return self._to_obs(rows)
+
+    def group_window(self, groups: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
+        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`)."""
+        if not self._group_positions:
+            raise ConfigError(f"{self.path}: the panel has no group_keys, so there is no group to read")
+        conn = self._conn()
+        rows: list[tuple] = []
+        triples = [(g, int(a), int(b)) for g, a, b in zip(groups, first, last)]
+        expr = self._group_expr().replace("unit", "o.unit")
+        conn.execute("BEGIN")
+        try:
+            for i in range(0, len(triples), _CHUNK):
+                part = triples[i : i + _CHUNK]
+                values = ", ".join(["(?, ?, ?)"] * len(part))
+                rows += conn.execute(
+                    f"WITH q(grp, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
+                    f"JOIN observation AS o ON {expr} = q.grp AND o.step BETWEEN q.lo AND q.hi",
                     [x for t in part for x in t],
                 ).fetchall()
         finally:

@@ -18,6 +18,10 @@ key                    shape / dtype         meaning
 ``seq.behaviour``      [N, W] int64          panel history events (only with a ``panel``)
 ``seq.performance``    [N, W, F] float32     panel history metrics, standardised
 ``seq.mask``           [N, W] bool           True where the past step was observed
+``seq.raw``            [N, W, F] float32     panel history metrics as they are, 0 where missing
+``seq.present``        [N, W, F] bool        True where that metric's value was observed
+``seq.group_raw``      [N, W, F] float32     metrics summed over the group's other units (``panel.group_keys``)
+``seq.group_count``    [N, W] float32        how many other units of the group have a row at that step
 =====================  ====================  ==============================================
 """
 

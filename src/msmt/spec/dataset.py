@@ -253,6 +253,7 @@ class PanelSpec(Spec):
     window: int = Field(default=14, ge=1, le=366)  # past steps in each row's history
     metrics: tuple[str, ...] = ()  # numeric columns whose past values form the history
     event: str | None = None  # categorical column whose past values form the history
+    group_keys: tuple[str, ...] = ()  # a coarser entity in keys (e.g. [advertiser_id]): each row also gets its group's other units' metrics per past step
 
     @model_validator(mode="after")
     def _something_to_track(self) -> PanelSpec:
@@ -262,6 +263,11 @@ class PanelSpec(Spec):
             raise ValueError("panel: declare 'metrics' and/or 'event'")
         if self.time in self.keys:
             raise ValueError(f"panel.time '{self.time}' must not also be a key column")
+        outside = [k for k in self.group_keys if k not in self.keys]
+        if outside:
+            raise ValueError(f"panel.group_keys: {outside} not in panel.keys {list(self.keys)}")
+        if self.group_keys and set(self.group_keys) == set(self.keys):
+            raise ValueError("panel.group_keys must be a strict subset of panel.keys (a group of several units)")
         return self
 
     @property

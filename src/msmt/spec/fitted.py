@@ -119,6 +119,7 @@ class PanelEncoding:
     keys: tuple[str, ...] = ()
     time: str = ""
     event: str | None = None
+    group_keys: tuple[str, ...] = ()  # PanelSpec.group_keys: () = no group channel
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +130,7 @@ class PanelEncoding:
             "keys": list(self.keys),
             "time": self.time,
             "event": self.event,
+            "group_keys": list(self.group_keys),
         }
 
     @classmethod
@@ -141,6 +143,7 @@ class PanelEncoding:
             keys=tuple(data.get("keys", ())),
             time=data.get("time", ""),
             event=data.get("event"),
+            group_keys=tuple(data.get("group_keys", ())),
         )
 
 

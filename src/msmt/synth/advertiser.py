@@ -343,6 +343,8 @@ def dataset_config(window: int = 14) -> dict:
             "window": window,
             "metrics": ["impressions", "clicks", "cost"],
             "event": "event",
+            # the group channel: each unit also sees its advertiser's other scenarios per past day
+            "group_keys": ["advertiser_id"],
         },
     }
 
