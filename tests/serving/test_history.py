@@ -397,3 +397,24 @@ def test_fuzz_history_requests_never_5xx(store_client, unit_rows, data):
     assert resp.status_code in (200, 400, 422), resp.text
     if resp.status_code == 200 and path == "/v1/predict":
         assert all(np.isfinite(v) for p in resp.json()["predictions"] for v in p.values())
+
+
+def test_group_window_reads_every_unit_of_a_group_and_needs_group_keys(tmp_path):
+    """``group_window``: all units of the asked groups in the asked steps, through the expression
+    index; a store whose panel declares no ``group_keys`` refuses it with one line."""
+    from msmt.spec.dataset import PanelSpec
+
+    panel = PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), group_keys=("adv",))
+    frame = pd.DataFrame({"adv": ["a", "a", "b", "a"], "scen": ["x", "y", "x", "x"], "day": [1, 1, 1, 5], "imp": [1.0, 2.0, 3.0, 4.0]})
+    store = SqliteHistory(tmp_path / "g.db", panel)
+    store.upsert(observations_from_frame(frame, panel))
+    got = store.group_window(["a"], [0], [3])
+    assert sorted(zip(got.units, got.steps.tolist())) == [('["a","x"]', 1), ('["a","y"]', 1)]
+    plan = " ".join(str(r) for r in store._conn().execute(
+        f"EXPLAIN QUERY PLAN SELECT * FROM observation WHERE {store._group_expr()} = 'a' AND step BETWEEN 0 AND 3"))
+    assert "observation_group" in plan
+    store.close()
+    plain = SqliteHistory(tmp_path / "p.db", PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",)))
+    with pytest.raises(ConfigError, match="no group_keys"):
+        plain.group_window(["a"], [0], [3])
+    plain.close()

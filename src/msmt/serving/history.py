@@ -152,26 +152,9 @@ class HistoryStore(Protocol):
         ...
 
     def group_window(self, groups: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
-        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`)."""
-        if not self._group_positions:
-            raise ConfigError(f"{self.path}: the panel has no group_keys, so there is no group to read")
-        conn = self._conn()
-        rows: list[tuple] = []
-        triples = [(g, int(a), int(b)) for g, a, b in zip(groups, first, last)]
-        expr = self._group_expr().replace("unit", "o.unit")
-        conn.execute("BEGIN")
-        try:
-            for i in range(0, len(triples), _CHUNK):
-                part = triples[i : i + _CHUNK]
-                values = ", ".join(["(?, ?, ?)"] * len(part))
-                rows += conn.execute(
-                    f"WITH q(grp, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
-                    f"JOIN observation AS o ON {expr} = q.grp AND o.step BETWEEN q.lo AND q.hi",
-                    [x for t in part for x in t],
-                ).fetchall()
-        finally:
-            conn.execute("COMMIT")
-        return self._to_obs(rows)
+        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`),
+        read from one snapshot (panels with ``group_keys`` only)."""
+        ...
 
     def known(self, units: Sequence[str]) -> set[str]:
         """Which of ``units`` have at least one row."""
