@@ -119,9 +119,8 @@ def zero_shot_level(args, config: Path) -> list[str]:
     """Why zero-shot misses the oracle: M2M's total forecast over the new scenario's scored rows
     against the total observed (Σŷ / Σy), and its NMAE with the best single scale per task (a level
     correction that K days of the scenario could reveal): what is left is the ranking of units."""
-    from msmt.data.loading import read_data
     from msmt.data.tensorize import encode_frame
-    from msmt.experiments.forecasting import NEW_SCENARIO_FROM
+    from msmt.experiments.forecasting import new_scenario_context, new_scenario_rows
     from msmt.rundir.layout import load_run
     from msmt.scoring.predict import predict_batches
 
@@ -129,10 +128,8 @@ def zero_shot_level(args, config: Path) -> list[str]:
     for seed in args.seeds:
         run = load_run(args.work / "runs" / "world" / "m2m" / f"seed{seed}")
         spec = run.schema.spec
-        frame = read_data(config.parent / "new_scenario.csv", spec)
-        scored = frame[frame[spec.panel.time] >= frame[spec.panel.time].min() + NEW_SCENARIO_FROM].reset_index(drop=True)
-        others = [read_data(p, spec) for p in (spec.files.validation, spec.files.test) if spec.panel.group_keys and p]
-        context = pd.concat(others, ignore_index=True) if others else None
+        frame, scored, others = new_scenario_rows(spec, config.parent / "new_scenario.csv")
+        context = new_scenario_context(spec, frame, others, 0)
         pred = predict_batches(run.model, encode_frame(scored, run.schema, context=context, own_history=False))
         for t in COUNTS:
             y, p = scored[t].to_numpy(float), pred[t].astype(float)

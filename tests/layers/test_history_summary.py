@@ -68,19 +68,9 @@ def test_history_summary_needs_a_panel(tiny_schema):
         build_model(tiny_schema, ModelConfig(name="shared_bottom", history_summary=True))
 
 
-@pytest.fixture(scope="module")
-def grouped(tmp_path_factory):
-    """The advertiser panel with the group channel (``panel.group_keys: [advertiser_id]``)."""
-    out = write_advertiser(tmp_path_factory.mktemp("adv_group"), advertisers=30, days=25, seed=1)
-    spec = load_dataset_spec(out / "dataset.yaml")
-    spec = spec.model_copy(update={"panel": spec.panel.model_copy(update={"group_keys": ("advertiser_id",)})})
-    frame = read_data(out / "train.csv", spec)
-    schema = fit_schema(frame, spec)
-    return schema, encode_frame(frame, schema)
-
-
-def test_summary_reads_the_group_channel(grouped):
-    schema, batch = grouped
+def test_summary_reads_the_group_channel(adv):
+    schema, batch = adv
+    assert schema.panel.group_keys == ("advertiser_id",)  # the simulator declares the group channel
     out = HistorySummary(schema)(batch).numpy()
     F, V = len(schema.panel.metrics), len(schema.panel.events) + 2
     assert out.shape == (len(out), 2 * F + 1 + V + 2 * F + 1)
@@ -93,9 +83,9 @@ def test_summary_reads_the_group_channel(grouped):
 
 
 @pytest.mark.parametrize("name", ["m2m", "mmoe"])
-def test_a_row_without_own_history_is_forecast_from_its_group(grouped, name):
+def test_a_row_without_own_history_is_forecast_from_its_group(adv, name):
     """Zero-shot rows (no own history) still move with their group's other units, and only they do."""
-    schema, batch = grouped
+    schema, batch = adv
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
     torch.manual_seed(0)
     cfg = dict(embedding_dim=4, hidden_dims=[16], tower_dims=[8], history_summary=name != "m2m")

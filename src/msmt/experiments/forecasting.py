@@ -134,6 +134,24 @@ def _flatten(block: dict, variant: str, seed: int, split: str, source: str | Non
     return rows
 
 
+def new_scenario_rows(spec, new_scenario: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[pd.DataFrame]]:
+    """(every row of the new scenario, the scored ones: launch + :data:`NEW_SCENARIO_FROM` on, and with
+    ``panel.group_keys`` the other scenarios' rows: the dataset's validation and test files)."""
+    frame = read_data(new_scenario, spec)
+    others = [read_data(p, spec) for p in (spec.files.validation, spec.files.test) if spec.panel.group_keys and p]
+    time = spec.panel.time
+    scored = frame[frame[time] >= frame[time].min() + NEW_SCENARIO_FROM].reset_index(drop=True)
+    scored.attrs["source"] = f"{new_scenario} (days >= launch + {NEW_SCENARIO_FROM})"
+    return frame, scored, others
+
+
+def new_scenario_context(spec, frame: pd.DataFrame, others: list[pd.DataFrame], k: int) -> pd.DataFrame | None:
+    """The history the scored rows may read with K = ``k``: the new scenario's first k days and the other scenarios' rows."""
+    time = spec.panel.time
+    context = pd.concat([*others, frame[frame[time] < frame[time].min() + k]], ignore_index=True)
+    return context if len(context) else None
+
+
 def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
     """{K: the ``M`` block of the new scenario's rows from launch + 7 on, history from its first K days}.
 
@@ -143,19 +161,12 @@ def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
     as a service's history store would hold them: they feed only the group channel."""
     run = load_run(run_dir)
     spec = run.schema.spec
-    frame = read_data(new_scenario, spec)
-    others = [read_data(p, spec) for p in (spec.files.validation, spec.files.test) if spec.panel.group_keys and p]
-    time = spec.panel.time
-    launch = frame[time].min()
-    scored = frame[frame[time] >= launch + NEW_SCENARIO_FROM].reset_index(drop=True)
-    scored.attrs["source"] = f"{new_scenario} (days >= launch + {NEW_SCENARIO_FROM})"
+    frame, scored, others = new_scenario_rows(spec, new_scenario)
     out: dict[int, dict] = {}
     if scored.empty:  # a test period shorter than NEW_SCENARIO_FROM days
         return out
     for k in NEW_SCENARIO_K:
-        own = frame[frame[time] < launch + k]
-        context = pd.concat([*others, own], ignore_index=True)
-        data = encode_frame(scored, run.schema, context=context if len(context) else None, own_history=False)
+        data = encode_frame(scored, run.schema, context=new_scenario_context(spec, frame, others, k), own_history=False)
         out[k] = evaluate_model(run.model, scored, data)
     return out
 

@@ -270,39 +270,28 @@ class SqliteHistory:
         return Observations(units, steps, metrics, [r[2] for r in rows])
 
     def window(self, units: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
-        conn = self._conn()
-        rows: list[tuple] = []
-        triples = [(u, int(a), int(b)) for u, a, b in zip(units, first, last)]
-        conn.execute("BEGIN")  # one snapshot for every unit of the request
-        try:
-            for i in range(0, len(triples), _CHUNK):
-                part = triples[i : i + _CHUNK]
-                values = ", ".join(["(?, ?, ?)"] * len(part))
-                rows += conn.execute(
-                    f"WITH q(unit, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
-                    "JOIN observation AS o ON o.unit = q.unit AND o.step BETWEEN q.lo AND q.hi",
-                    [x for t in part for x in t],
-                ).fetchall()
-        finally:
-            conn.execute("COMMIT")
-        return self._to_obs(rows)
+        return self._ranges("o.unit", units, first, last)
 
     def group_window(self, groups: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
         """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`)."""
         if not self._group_positions:
             raise ConfigError(f"{self.path}: the panel has no group_keys, so there is no group to read")
+        return self._ranges(self._group_expr().replace("unit", "o.unit"), groups, first, last)
+
+    def _ranges(self, key_sql: str, keys: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
+        """The rows whose ``key_sql`` (a unit, or a group expression) is ``keys[i]`` with
+        ``first[i] <= step <= last[i]``, from one snapshot for every key of the request."""
         conn = self._conn()
         rows: list[tuple] = []
-        triples = [(g, int(a), int(b)) for g, a, b in zip(groups, first, last)]
-        expr = self._group_expr().replace("unit", "o.unit")
+        triples = [(k, int(a), int(b)) for k, a, b in zip(keys, first, last)]
         conn.execute("BEGIN")
         try:
             for i in range(0, len(triples), _CHUNK):
                 part = triples[i : i + _CHUNK]
                 values = ", ".join(["(?, ?, ?)"] * len(part))
                 rows += conn.execute(
-                    f"WITH q(grp, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
-                    f"JOIN observation AS o ON {expr} = q.grp AND o.step BETWEEN q.lo AND q.hi",
+                    f"WITH q(key, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
+                    f"JOIN observation AS o ON {key_sql} = q.key AND o.step BETWEEN q.lo AND q.hi",
                     [x for t in part for x in t],
                 ).fetchall()
         finally:
