@@ -37,8 +37,12 @@ def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_p
     (data / "dataset.yaml").write_text(yaml.safe_dump(spec))
     (data / "experiment.tune.yaml").write_text(yaml.safe_dump({"train.lr": {"low": 1e-4, "high": 3e-2, "log": True},
                                                                  "model.ple.num_levels": {"low": 1, "high": 2}}))
-    pair = tuned_pair("tiny", data / "experiment.yaml", "mmoe", 2, [0], tmp_path / "work", log=lambda m: None)
+    pair = tuned_pair("tiny", data / "experiment.yaml", "mmoe", 2, [0], tmp_path / "work", log=lambda m: None,
+                      extra=("model.tower_dims=[4]",))  # a setting the model needs here: every trial and both configs
     best = yaml.safe_load(pair.study.best_config.read_text())
+    assert best["model"]["tower_dims"] == [4]
+    hand = json.loads((tmp_path / "work/bench/tiny/mmoe/runs/hand/mmoe/seed0/bench.json").read_text())
+    assert "model.tower_dims=[4]" in hand["overrides"]
     assert set(pair.study.best_params) == {"train.lr"} and best["model"]["name"] == "mmoe"
     assert np.isclose(best["train"]["lr"], pair.study.best_params["train.lr"])
     page = render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd")
@@ -54,3 +58,6 @@ def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_p
         assert cells[names.index("click AUC ↑")] == f"{auc:.4f} ± 0.0000", (row, auc)
         assert cells[names.index("dwell NMAE, user_id ∉ train ↓")] == f"{new:.4f} ± 0.0000", (row, new)
     assert "2 trials ×" in page and "`train.lr=" in page
+    noted = render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd", skipped={("tiny", "esmm"): "no funnel"},
+                   extras={("tiny", "mmoe"): ("model.dropout=0.1",)})
+    assert "* n/a `esmm`: no funnel" in noted and "* `mmoe` here (both configs): `--set model.dropout=0.1`" in noted

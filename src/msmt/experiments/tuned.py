@@ -19,19 +19,19 @@ search (trials × mean seconds) and the best values. Command: ``benchmarks/tuned
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from msmt.evaluation.metrics import COHORTS
-from msmt.experiments.bench import bench, task_kinds
+from msmt.experiments.bench import bench, not_applicable, task_kinds
 from msmt.experiments.results_page import PAGE_METRIC
 from msmt.experiments.tables import pm
 from msmt.experiments.tune import TuneResult, default_space, tune
 from msmt.models.registry import model_class
-from msmt.spec.config import dump_yaml, read_yaml_mapping
+from msmt.spec.config import dump_yaml, load_experiment, read_yaml_mapping
 from msmt.spec.sections import model_names
 from msmt.spec.task_kinds import higher_is_better
 
@@ -64,11 +64,21 @@ def model_space(space: Path, model: str, out: Path) -> Path:
     return out
 
 
-def tuned_pair(name: str, config: Path, model: str, trials: int, seeds: Sequence[int], work: Path, log=print) -> Pair:
-    """Search, then train the hand-set and the tuned config over ``seeds`` (runs under ``work``)."""
+def pair_not_applicable(config: Path, model: str, extra: Sequence[str] = ()) -> str | None:
+    """Why ``model`` cannot run on ``config`` with the settings ``extra`` (None: it can), before any search."""
+    return not_applicable(load_experiment(config, [f"model.name={model}", *extra]))
+
+
+def tuned_pair(name: str, config: Path, model: str, trials: int, seeds: Sequence[int], work: Path,
+               log=print, extra: Sequence[str] = ()) -> Pair:
+    """Search, then train the hand-set and the tuned config over ``seeds`` (runs under ``work``).
+    ``extra``: ``--set`` strings the model needs on this dataset (e.g. ESMM's funnel declaration),
+    applied to every trial and to the hand-set runs (the tuned ``best.yaml`` already holds them)."""
     space = model_space(default_space(config), model, work / "spaces" / name / f"{model}.tune.yaml")
-    study = tune(config, trials, work / "studies" / name / model, space=space, seed=0, overrides=[f"model.name={model}"], log=log)
-    summary = bench([f"hand={config}", f"tuned={study.best_config}"], [model], list(seeds), work / "bench" / name / model, COMMON, log=log)
+    study = tune(config, trials, work / "studies" / name / model, space=space, seed=0,
+                 overrides=[f"model.name={model}", *extra], log=log)
+    summary = bench([f"hand={config}", f"tuned={study.best_config}"], [model], list(seeds), work / "bench" / name / model, COMMON,
+                    log=log, cell_overrides={"hand": {model: tuple(extra)}})
     return Pair(name, model, study, summary)
 
 
@@ -120,8 +130,12 @@ def dataset_table(pairs: list[Pair], kinds: dict[str, str]) -> list[str]:
     return [*lines, ""]
 
 
-def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], trials: int, command: str) -> str:
-    """The page: the command, how to read it, one table per dataset."""
+def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], trials: int, command: str,
+           skipped: Mapping[tuple[str, str], str] | None = None, extras: Mapping[tuple[str, str], Sequence[str]] | None = None) -> str:
+    """The page: the command, how to read it, one table per dataset. ``skipped``: {(dataset, model):
+    why the model does not apply}, listed as n/a under the table; ``extras``: {(dataset, model): the
+    settings the model needs there}, listed so each row can be rerun."""
+    skipped, extras = dict(skipped or {}), dict(extras or {})
     kinds = task_kinds(configs)
     lines = [
         "# Hand-set against tuned hyper-parameters (issue 21)", "",
@@ -136,6 +150,11 @@ def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], tr
     ]
     for name, config in configs.items():
         mine = [p for p in pairs if p.dataset == name]
-        if mine:
-            lines += [f"## {name} (`{Path(*Path(config).parts[-2:])}`)", "", *dataset_table(mine, kinds[name])]
+        notes = [f"* `{m}` here (both configs): " + ", ".join(f"`--set {o}`" for o in sets)
+                 for (d, m), sets in extras.items() if d == name and sets and any(p.model == m for p in mine)]
+        notes += [f"* n/a `{m}`: {why}" for (d, m), why in skipped.items() if d == name]
+        if mine or notes:
+            lines += [f"## {name} (`{Path(*Path(config).parts[-2:])}`)", ""]
+            lines += dataset_table(mine, kinds[name]) if mine else []
+            lines += [*notes, ""] if notes else []
     return "\n".join(lines)
