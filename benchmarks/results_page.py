@@ -77,14 +77,24 @@ ESMM_MOVIELENS = (
     "dataset.auxiliary=[{name: cvr, kind: binary}]",
 )
 
+FUNNEL_MODELS = {"esmm": ESMM_MOVIELENS, "escm2": ESMM_MOVIELENS, "aitm": ESMM_MOVIELENS}
+FUNNEL_WHY = {"esmm": "declares `like` = click × cvr with `cvr` an auxiliary output (every like is a click, "
+                      "as in `docs/results/models.md`); `like` is then scored by pCTCVR over all rows",
+              "escm2": "the same funnel declaration as `esmm` (ESMM's network plus the counterfactual regulariser)",
+              "aitm": "the same funnel declaration: click → like, `like` predicted over all rows by its own funnel tower"}
+
 DATASETS = [
     Dataset(
         "movielens", "MovieLens-100K MSMT", _repo_config("configs/movielens.yaml"), "`configs/movielens.yaml`",
-        models={"esmm": ESMM_MOVIELENS, "escm2": ESMM_MOVIELENS, "aitm": ESMM_MOVIELENS},
-        why={"esmm": "declares `like` = click × cvr with `cvr` an auxiliary output (every like is a click, "
-                     "as in `docs/results/models.md`); `like` is then scored by pCTCVR over all rows",
-             "escm2": "the same funnel declaration as `esmm` (ESMM's network plus the counterfactual regulariser)",
-             "aitm": "the same funnel declaration: click → like, `like` predicted over all rows by its own funnel tower"},
+        models=FUNNEL_MODELS, why=FUNNEL_WHY,
+    ),
+    Dataset(
+        "movielens_behaviour", "MovieLens-100K MSMT with the user's earlier ratings",
+        _repo_config("configs/movielens_behaviour.yaml"), "`configs/movielens_behaviour.yaml`",
+        models=FUNNEL_MODELS, why=FUNNEL_WHY,
+        note="the same data, splits and models as `movielens`, plus `dataset.behaviour`: each rating's user's click and "
+             "like rates over their latest 100 earlier ratings (strictly earlier timestamps, test ratings included once "
+             "they are past) and their count, dense features every model reads (logistic regression and LightGBM too)",
     ),
     Dataset("census", "census-income 1994", _repo_config("configs/census.yaml"), "`configs/census.yaml`"),
     Dataset("online_ads", "online ads performance", _repo_config("configs/online_ads.yaml"), "`configs/online_ads.yaml`"),

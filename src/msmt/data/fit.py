@@ -12,7 +12,7 @@ seen at least ``min_count`` times, the empty string never, sorted) is
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -164,8 +164,15 @@ class SchemaFitter:
 
 
 def fit_schema(train: pd.DataFrame, spec: DatasetSpec) -> FittedSchema:
-    """Fit vocabularies, dense statistics, the scenario list and the panel encoding on the training split."""
-    return SchemaFitter(spec).update(train).finish()
+    """Fit vocabularies, dense statistics, the scenario list and the panel encoding on the training
+    split; with ``dataset.behaviour``, also the task means its rates shrink to and the statistics
+    of its features over the training rows (each row's earlier training rows, :mod:`msmt.data.behaviour`)."""
+    if spec.behaviour is None:
+        return SchemaFitter(spec).update(train).finish()
+    from msmt.data.behaviour import add_behaviour, behaviour_priors
+
+    priors = behaviour_priors(train, spec)
+    return replace(SchemaFitter(spec).update(add_behaviour(train, spec, priors)).finish(), behaviour_priors=priors)
 
 
 def fit_panel(frame: pd.DataFrame, panel: PanelSpec) -> PanelEncoding:

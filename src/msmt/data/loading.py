@@ -20,6 +20,8 @@ def string_columns(spec: DatasetSpec) -> list[str]:
         cols.append(spec.group)
     if spec.panel:
         cols += [*spec.panel.keys, *([spec.panel.event] if spec.panel.event else [])]
+    if spec.behaviour:
+        cols.append(spec.behaviour.key)
     return list(dict.fromkeys(cols))
 
 

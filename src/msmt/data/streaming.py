@@ -63,6 +63,8 @@ def read_row_group(pf: pq.ParquetFile, index: int, spec: DatasetSpec, path: str)
 def check_streamable(spec: DatasetSpec) -> None:
     if spec.panel is not None:
         raise ConfigError("train.streaming: panel history needs the whole table; not available when streaming")
+    if spec.behaviour is not None:
+        raise ConfigError("train.streaming: dataset.behaviour needs the whole table (each row's earlier rows); not available when streaming")
     if not spec.files.validation:
         raise ConfigError("train.streaming: dataset.files.validation is required (a stream is not split)")
 

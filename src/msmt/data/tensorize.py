@@ -18,10 +18,15 @@ def encode_frame(
 ) -> Batch:
     """Validate and encode a table with the fitted schema.
 
-    ``context``: earlier rows used only for panel history (never encoded as rows themselves).
-    ``own_history=False``: the frame's rows are not each other's history (only ``context``'s are).
+    ``context``: earlier rows used only for panel history and ``dataset.behaviour`` (never encoded
+    as rows themselves). ``own_history=False``: the frame's rows are not each other's history
+    (only ``context``'s are).
     """
     spec = schema.spec
+    if spec.behaviour is not None:  # the derived behaviour.* dense columns, before anything reads them
+        from msmt.data.behaviour import add_behaviour
+
+        frame = add_behaviour(frame, spec, schema.behaviour_priors, context, own_history)
     validate_frame(frame, spec, with_labels=with_labels)
     out: Batch = {
         "scenario": torch.from_numpy(encode_scenarios(frame, schema)),

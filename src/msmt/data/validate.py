@@ -85,9 +85,13 @@ METRIC_WHY = "a panel metric (log1p in the history) needs values"
 def numeric_rules(spec: DatasetSpec) -> list[tuple[str, float | None, str]]:
     """``(column, min_value, why)`` of every numeric input a row to score may hold: dense
     features and scenario attributes (>= 0 under ``log1p``), panel metrics (>= 0). Checked by
-    :func:`validate_frame` on files and by the service on requests: one list, two callers."""
+    :func:`validate_frame` on files and by the service on requests: one list, two callers.
+    The ``behaviour.*`` features are computed, never read, so they have no rule."""
     out = []
+    derived = set(spec.behaviour.feature_names) if spec.behaviour is not None else set()
     for feat in (*spec.features.dense, *spec.scenario.attributes.dense):
+        if feat.name in derived:
+            continue
         out.append((feat.column, 0.0, LOG1P_WHY) if feat.transform == "log1p" else (feat.column, None, ""))
     if spec.panel is not None:
         out += [(metric, 0.0, METRIC_WHY) for metric in spec.panel.metrics]

@@ -116,9 +116,9 @@ def load_in_memory(spec) -> tuple[dict, FittedSchema, dict]:
     schema = fit_schema(splits["train"], spec)
     encoded = {}
     for i, (name, frame) in enumerate(splits.items()):
-        # panel history of a later split may come from earlier splits' rows (still strictly earlier steps)
+        # panel history and behaviour of a later split may come from earlier splits' rows (still strictly earlier)
         earlier = list(splits.values())[:i]
-        context = pd.concat(earlier, ignore_index=True) if earlier and spec.panel else None
+        context = pd.concat(earlier, ignore_index=True) if earlier and (spec.panel or spec.behaviour) else None
         encoded[name] = encode_frame(frame, schema, context=context)
     return splits, schema, encoded
 

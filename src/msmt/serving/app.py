@@ -301,6 +301,11 @@ def create_app(
     ``history``: a history store (or the path of an SQLite one) the service reads each unit's
     window from and ``POST /v1/observe`` writes to; panel runs only."""
     spec = run.schema.spec
+    if spec.behaviour is not None:  # the request has no place yet for a user's earlier labelled rows
+        raise ConfigError(
+            "serve: this run's dataset declares `behaviour` (each row's earlier rows of its key), which the service "
+            "does not read yet; score with msmt predict --data ROWS --context EARLIER_ROWS"
+        )
     store: HistoryStore | None = open_history(history, spec.panel) if isinstance(history, (str, Path)) else history
     if store is not None and spec.panel is None:
         raise ConfigError("--history: this run's dataset has no panel section, so its model reads no history")

@@ -275,6 +275,34 @@ class PanelSpec(Spec):
         return [*self.keys, self.time, *self.metrics, *([self.event] if self.event else [])]
 
 
+BEHAVIOUR_PREFIX = "behaviour."  # names of the dense features a `behaviour:` section derives
+
+
+class BehaviourSpec(Spec):
+    """What a key (a user) did before each row: the outcome rates of its earlier rows.
+
+    For each row, the rows of the same ``key`` with a strictly earlier ``time`` (at most the
+    latest ``length`` of them; rows at the same time never see each other) give, per task in
+    ``tasks``, the smoothed rate ``(sum of labels + prior · m) / (n + prior)`` with ``m`` the
+    task's training mean, and the number of earlier rows ``n``. They become dense features named
+    ``behaviour.<task>_rate`` and ``behaviour.events`` (log1p), standardised like any dense
+    feature, so every model reads them. Earlier rows are the training rows for the training
+    split, and for a later split or a file to score also the rows before it (``--context`` and
+    the file's own labelled rows): a user new to the model is known by what they did so far.
+    """
+
+    key: str  # column of the entity whose earlier rows count (e.g. user_id)
+    time: str  # column ordering the rows (numbers or dates); only strictly earlier rows count
+    tasks: tuple[str, ...]  # tasks whose earlier labels are summarised (binary or count)
+    length: int = Field(default=100, ge=1, le=100_000)  # the latest earlier rows summarised per row
+    prior: float = Field(default=5.0, ge=0.0)  # pseudo-rows of the task's training mean in each rate
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The derived dense features, in order: one rate per task, then the event count."""
+        return [f"{BEHAVIOUR_PREFIX}{t}_rate" for t in self.tasks] + [f"{BEHAVIOUR_PREFIX}events"]
+
+
 class DatasetSpec(Spec):
     """Everything msmt needs to know about a dataset: files, scenario, features, tasks."""
 
@@ -288,6 +316,24 @@ class DatasetSpec(Spec):
     sample_weight: str | None = None  # column of per-row loss weights
     group: str | None = None  # column of the unit of meta-learning and personal blocks (user, advertiser)
     panel: PanelSpec | None = None  # trailing history of an (entity, time) panel (advertiser data)
+    behaviour: BehaviourSpec | None = None  # each row's key's earlier outcomes as dense features (a user's history)
+
+    @model_validator(mode="after")
+    def _behaviour_features(self) -> DatasetSpec:
+        """Declare the dense features ``behaviour`` derives (once: a spec read back from a run's
+        schema already lists them); any other ``behaviour.*`` dense name is refused."""
+        derived = self.behaviour.feature_names if self.behaviour is not None else []
+        dense = list(self.features.dense)
+        stray = [f.name for f in dense if f.name.startswith(BEHAVIOUR_PREFIX) and f.name not in derived]
+        if stray:
+            raise ValueError(f"features.dense: {stray}: names starting with '{BEHAVIOUR_PREFIX}' are derived by the behaviour section")
+        have = {f.name for f in dense}
+        for name in derived:
+            if name not in have:
+                dense.append(DenseFeature(name=name, column=name, transform="log1p" if name.endswith("events") else "none"))
+        if len(dense) != len(self.features.dense):
+            object.__setattr__(self, "features", self.features.model_copy(update={"dense": tuple(dense)}))
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -327,6 +373,17 @@ class DatasetSpec(Spec):
         leaked = labels & set(self.features.columns + self.scenario.attributes.columns)
         if leaked:
             raise ValueError(f"features: label column(s) {sorted(leaked)} must not be features")
+        if self.behaviour is not None:
+            b = self.behaviour
+            for name in b.tasks:
+                if name not in by_name:
+                    raise ValueError(f"behaviour.tasks: unknown task '{name}' (tasks: {names})")
+                if by_name[name].kind not in (TaskKind.BINARY, TaskKind.COUNT):
+                    raise ValueError(f"behaviour.tasks: '{name}' is a {by_name[name].kind.value} task; only binary and count tasks are summarised")
+            if not b.tasks:
+                raise ValueError("behaviour.tasks: at least one task is required")
+            if b.key in labels or b.time in labels:
+                raise ValueError("behaviour.key / behaviour.time: must not be a label column")
         inputs = set(self.features.columns + self.scenario.attributes.columns + [self.scenario.column])
         for task in self.tasks:
             if task.weight_column is not None and (task.weight_column in inputs or task.weight_column in labels):
@@ -354,7 +411,10 @@ class DatasetSpec(Spec):
 
     def required_columns(self, with_labels: bool = True) -> list[str]:
         """Columns a data file must hold (labels only where they are to be scored)."""
-        cols = [self.scenario.column, *self.scenario.attributes.columns, *self.features.columns]
+        derived = set(self.behaviour.feature_names) if self.behaviour is not None else set()
+        cols = [self.scenario.column, *self.scenario.attributes.columns, *(c for c in self.features.columns if c not in derived)]
+        if self.behaviour is not None:
+            cols += [self.behaviour.key, self.behaviour.time]
         if with_labels:
             cols += [t.label for t in self.tasks]
             cols += [t.weight_column for t in self.tasks if t.weight_column]

@@ -159,6 +159,8 @@ class FittedSchema:
     # per task: training-label "mean" and "var", and "scenario_mean" per scenario (schema order);
     # the naive forecasts' prior and the loss scale (absent in runs written before 0.2)
     task_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ``dataset.behaviour``: each summarised task's training mean, the m of its smoothed rate (msmt.data.behaviour)
+    behaviour_priors: dict[str, float] = field(default_factory=dict)
 
     # -- sizes used to build layers ---------------------------------------------------
     @property
@@ -191,7 +193,10 @@ class FittedSchema:
             "scenarios": list(self.scenarios),
             "vocabularies": {k: v.to_json() for k, v in self.vocabularies.items()},
             "dense": {k: {"mean": v.mean, "std": v.std, "transform": v.transform} for k, v in self.dense.items()},
-            "extra": {"panel": self.panel.to_dict()} if self.panel is not None else {},
+            "extra": {
+                **({"panel": self.panel.to_dict()} if self.panel is not None else {}),
+                **({"behaviour_priors": self.behaviour_priors} if self.behaviour_priors else {}),
+            },
             "task_stats": self.task_stats,
         }
 
@@ -211,6 +216,7 @@ class FittedSchema:
             dense={k: DenseStats(**v) for k, v in data["dense"].items()},
             panel=PanelEncoding.from_dict(panel) if panel else None,
             task_stats=data.get("task_stats", {}),
+            behaviour_priors=(data.get("extra") or {}).get("behaviour_priors", {}),
         )
 
     @classmethod

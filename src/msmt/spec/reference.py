@@ -177,6 +177,7 @@ def config_reference() -> str:
     lines += _section("`tasks[]`", ds.Task, "")
     lines += _section("`auxiliary[]`", ds.AuxiliaryOutput, "")
     lines += _section("`panel`", ds.PanelSpec, "panel.")
+    lines += _section("`behaviour`", ds.BehaviourSpec, "behaviour.")
     return "\n".join(lines).rstrip() + "\n"
 
 
