@@ -4,6 +4,8 @@ same numbers whether the earlier rows come from the frame, the context or a run'
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,6 +124,8 @@ def test_spec_declares_the_features_once_and_refuses_what_it_cannot_summarise(tm
         _spec(tmp_path, tasks=("click", "score"))
     with pytest.raises(ConfigError, match="behaviour.tasks: unknown task 'clik'"):
         _spec(tmp_path, tasks=("clik",))
+    with pytest.raises(ConfigError, match="behaviour: not with a panel section"):
+        _spec(tmp_path, panel={"keys": ["user"], "time": "t", "metrics": ["age"]})
     with pytest.raises(ConfigError, match="derived by the behaviour section"):
         dataset_spec_from({"files": {"train": "x.csv"}, "scenario": {"column": "scenario"}, "tasks": TASKS,
                            "features": {"dense": ["behaviour.mine"]}}, tmp_path / "d.yaml")
@@ -140,9 +144,10 @@ def test_encoded_rows_carry_the_standardised_features(tmp_path):
         np.testing.assert_allclose(batch["dense"][:, 1 + j].numpy(), (x - stats.mean) / stats.std, rtol=1e-5, atol=1e-5)
 
 
-def test_a_run_scores_a_file_with_context_as_its_own_test_split(tiny_dir, tmp_path):
-    """The test split's features in training (earlier splits as context) are what
-    ``msmt predict --data test --context train validation`` computes, after the schema round trip."""
+@pytest.fixture(scope="module")
+def behaviour_run(tiny_dir, tmp_path_factory):
+    """Logistic regression on the tiny synthetic data with the users' earlier click and dwell."""
+    tmp = tmp_path_factory.mktemp("behaviour_run")
     spec = yaml.safe_load((tiny_dir / "dataset.yaml").read_text())
     spec["behaviour"] = {"key": "user_id", "time": "timestamp", "tasks": ["click", "dwell"], "length": 20}
     spec["files"] = {k: str(tiny_dir / v) for k, v in spec["files"].items()}
@@ -150,9 +155,15 @@ def test_a_run_scores_a_file_with_context_as_its_own_test_split(tiny_dir, tmp_pa
     cfg["dataset"] = spec
     cfg["model"] = {"name": "logistic_regression"}
     cfg["train"].update(epochs=1, num_threads=1)
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
-    train(tmp_path / "exp.yaml", out=tmp_path / "run", quiet=True)
-    run = load_run(tmp_path / "run")
+    (tmp / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    train(tmp / "exp.yaml", out=tmp / "run", quiet=True)
+    return load_run(tmp / "run")
+
+
+def test_a_run_scores_a_file_with_context_as_its_own_test_split(behaviour_run, tiny_dir):
+    """The test split's features in training (earlier splits as context) are what
+    ``msmt predict --data test --context train validation`` computes, after the schema round trip."""
+    run = behaviour_run
     assert set(run.schema.behaviour_priors) == {"click", "dwell"}
     _, scored = encode_for_scoring(run, tiny_dir / "test.csv", context=[tiny_dir / "train.csv", tiny_dir / "validation.csv"])
     _, alone = encode_for_scoring(run, tiny_dir / "test.csv")  # without the earlier rows: fewer events counted
@@ -162,10 +173,40 @@ def test_a_run_scores_a_file_with_context_as_its_own_test_split(tiny_dir, tmp_pa
     np.testing.assert_allclose(scored["dense"].numpy(), encoded["test"]["dense"].numpy(), rtol=1e-6, atol=1e-6)
     events = [f.name for f in run.schema.spec.features.dense].index("behaviour.events")
     assert (alone["dense"][:, events] < scored["dense"][:, events]).any()
+
+
+def test_the_service_reads_the_users_earlier_rows_from_the_request(behaviour_run, tiny_dir):
+    """POST /v1/predict with the users' earlier rows as ``context`` answers what ``msmt predict
+    --data ROWS --context EARLIER`` writes; without them the users are scored as new."""
+    import warnings
+
+    from msmt.api import score
     from msmt.serving.app import create_app
 
-    with pytest.raises(ConfigError, match="serve: this run's dataset declares `behaviour`"):
-        create_app(run)  # the request has no place yet for a user's earlier labelled rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    run = behaviour_run
+    rows = pd.read_csv(tiny_dir / "test.csv").head(12).drop(columns=["click", "purchase", "dwell"])
+    earlier = pd.concat([pd.read_csv(tiny_dir / f) for f in ("train.csv", "validation.csv")], ignore_index=True)
+    earlier = earlier[earlier.user_id.isin(rows.user_id)][["user_id", "timestamp", "click", "dwell"]]
+    assert len(earlier) > len(rows)
+    client = TestClient(create_app(run))
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in json.loads(rows.to_json(orient="records"))]
+    context = json.loads(earlier.to_json(orient="records"))
+    answered = client.post("/v1/predict", json={"rows": records, "context": context})
+    assert answered.status_code == 200, answered.text
+    frame, batch = encode_for_scoring(run, rows, context=earlier)
+    expected = score(run, frame, batch)
+    got = pd.DataFrame(answered.json()["predictions"])
+    for task in ("click", "dwell"):
+        np.testing.assert_allclose(got[task].to_numpy(), expected[task], rtol=1e-5, atol=1e-6)
+    blind = pd.DataFrame(client.post("/v1/predict", json={"rows": records}).json()["predictions"])
+    assert not np.allclose(blind["click"].to_numpy(), got["click"].to_numpy())  # the context moved the scores
+    bad = client.post("/v1/predict", json={"rows": records, "context": [{**context[0], "dwell": -1}]})
+    assert bad.status_code == 422 and "context[0].dwell" in bad.text, bad.text
+    assert client.get("/v1/schema").json()["behaviour"]["labels"] == ["click", "dwell"]
 
 
 def test_streaming_refuses_a_behaviour_dataset(tmp_path):

@@ -21,8 +21,9 @@ from msmt.spec.dataset import DatasetSpec
 from msmt.synth import advertiser, funnel, simple
 
 REPO = Path(__file__).resolve().parents[2]
-# not msmt tune's search spaces; not a dataset with `behaviour` (a user's earlier labelled rows), which the
-# service refuses with one line until requests can carry those rows (tests/data/test_behaviour.py)
+# not msmt tune's search spaces; not a dataset with `behaviour` (the same MovieLens data plus dense features
+# computed from the request's context rows, served in tests/data/test_behaviour.py): its 15 models would
+# repeat movielens' cases here at a minute of suite time
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
                  if not p.name.endswith(".tune.yaml") and load_experiment(p).dataset.behaviour is None)
 SIMULATORS = {"sim_advertiser": advertiser, "sim_funnel": funnel, "sim_simple": simple}

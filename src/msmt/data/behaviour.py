@@ -30,25 +30,20 @@ from msmt.spec.errors import DataError
 
 
 def time_order(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """[N] float64 values that order the rows by ``column``: numbers as they are, dates (a datetime
-    column or text that parses as dates) as nanoseconds since 1970; a missing value is an error."""
+    """[N] float64 values that order the rows by ``column``: numbers as they are (also numbers held
+    as text or in an object column, as a request gives them), else dates (a datetime column or text
+    that parses as dates) as nanoseconds since 1970; a missing or unreadable value is an error."""
     require_columns(frame, [column])
     values = frame[column]
-    if pd.api.types.is_datetime64_any_dtype(values) or (not pd.api.types.is_numeric_dtype(values) and _dates(values)):
-        parsed = pd.to_datetime(values, errors="coerce")
-        if parsed.isna().any():
-            row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-            raise DataError(source_of(frame), column, f"unreadable time {values.iloc[row]!r}", row=row)
-        return parsed.to_numpy().astype("datetime64[ns]").astype(np.int64).astype(np.float64)
-    return numeric_column(frame, column, allow_missing=False)
-
-
-def _dates(values: pd.Series) -> bool:
-    try:
-        pd.to_datetime(values.dropna().iloc[:5])
-        return True
-    except (ValueError, TypeError):
-        return False
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all() or pd.api.types.is_numeric_dtype(values):
+            return numeric_column(frame, column, allow_missing=False)
+    parsed = pd.to_datetime(values, errors="coerce")
+    if parsed.isna().any():
+        row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise DataError(source_of(frame), column, f"neither a number nor a date: {values.iloc[row]!r}", row=row)
+    return parsed.to_numpy().astype("datetime64[ns]").astype(np.int64).astype(np.float64)
 
 
 def _labels(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:

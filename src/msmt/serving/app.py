@@ -32,6 +32,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from msmt.api import check_predictions
+from msmt.data.tensorize import encode_frame
 from msmt.rundir.layout import LoadedRun, load_run
 from msmt.serving.encode import PanelEncoder, RowEncoder, frame_units, future_steps, request_steps
 from msmt.serving.history import HistoryStore, last_of_duplicates, observations_from_frame, open_history
@@ -283,6 +284,10 @@ def describe_schema(scorer: Scorer, cols, max_rows: int, max_body_bytes: int, st
             "keys": list(p.keys), "time": p.time, "window": p.window, "metrics": list(p.metrics), "event": p.event,
             "history_store": store is not None,
         }
+    if spec.behaviour is not None:
+        b = spec.behaviour
+        doc["behaviour"] = {"key": b.key, "time": b.time, "labels": [spec.task(t).label for t in b.tasks], "length": b.length,
+                            "context": "each key's earlier rows with their labels, as the request's context"}
     return doc
 
 
@@ -301,11 +306,6 @@ def create_app(
     ``history``: a history store (or the path of an SQLite one) the service reads each unit's
     window from and ``POST /v1/observe`` writes to; panel runs only."""
     spec = run.schema.spec
-    if spec.behaviour is not None:  # the request has no place yet for a user's earlier labelled rows
-        raise ConfigError(
-            "serve: this run's dataset declares `behaviour` (each row's earlier rows of its key), which the service "
-            "does not read yet; score with msmt predict --data ROWS --context EARLIER_ROWS"
-        )
     store: HistoryStore | None = open_history(history, spec.panel) if isinstance(history, (str, Path)) else history
     if store is not None and spec.panel is None:
         raise ConfigError("--history: this run's dataset has no panel section, so its model reads no history")
@@ -403,6 +403,13 @@ def create_app(
             context = body.context
             check_values(context, hist_cols, run.schema, "context")
             batch, history_info, notes = panel_encoder(body.rows, context)
+            ignored = ignored_columns([*body.rows, *context])
+        elif spec.behaviour is not None:  # each key's earlier labelled rows come with the request
+            context = body.context
+            check_values(context, hist_cols, run.schema, "context")
+            frame = rows_to_frame(body.rows, cols)
+            batch = encode_frame(frame, run.schema, with_labels=False, context=rows_to_frame(context, hist_cols))
+            history_info, notes = None, None
             ignored = ignored_columns([*body.rows, *context])
         else:
             batch, history_info, notes = encoder(body.rows), None, None

@@ -120,7 +120,7 @@ class RowEncoder:
                     row[c.column] = ["a", "b"] if variant == 0 else (None if variant == 1 else "x y")
                 elif c.kind == "key":
                     row[c.column] = f"k{variant}"
-                elif c.kind == "time":
+                elif c.kind in ("time", "instant"):
                     row[c.column] = 7 + variant
                 else:
                     row[c.column] = None if (variant == 1 and c.kind != "scenario") else values[c.kind]

@@ -93,6 +93,14 @@ class PanelDoc(BaseModel):
     history_store: bool
 
 
+class BehaviourDoc(BaseModel):
+    key: str
+    time: str
+    labels: list[str] = Field(description="label columns of a context row: the key's earlier outcomes")
+    length: int = Field(description="the latest earlier rows per key the model reads")
+    context: str
+
+
 class SchemaDoc(BaseModel):
     """``GET /v1/schema``: what a row holds and what the service answers."""
 
@@ -104,6 +112,7 @@ class SchemaDoc(BaseModel):
     group: str | None
     limits: Limits
     panel: PanelDoc | None = Field(default=None, description="panel datasets only")
+    behaviour: BehaviourDoc | None = Field(default=None, description="datasets with a behaviour section only")
 
 
 class HistoryInfo(BaseModel):

@@ -63,6 +63,7 @@ EXPECTED = {
     "event": "must be a string, an integer or null",
     "key": "must be a string or an integer (a unit key, not null)",
     "time": "must be an integer step or a date string (not null)",
+    "instant": "must be a number or a date string (not null)",
     "dense": "must be a finite number or null",
     "metric": "must be a finite number >= 0 or null (a count or an amount)",
     "multi": "must be a string, a list of strings or null",
@@ -83,7 +84,7 @@ class Column:
 
     column: str
     field: str
-    kind: str  # "scenario" | "sparse" | "dense" | "multi" | "group" | "key" | "time" | "metric" | "event"
+    kind: str  # "scenario" | "sparse" | "dense" | "multi" | "group" | "key" | "time" | "instant" | "metric" | "event"
     separator: str = " "
     required: bool = True
 
@@ -102,12 +103,14 @@ def request_columns(schema: FittedSchema) -> list[Column]:
             seen.add(column)
             cols.append(Column(column, f"f{len(cols)}", kind, separator, required))
 
+    derived = set(spec.behaviour.feature_names) if spec.behaviour else set()  # computed from the context
     add(spec.scenario.column, "scenario")
     for fs in (spec.scenario.attributes, spec.features):
         for f in fs.sparse:
             add(f.column, "sparse")
         for f in fs.dense:
-            add(f.column, "dense")
+            if f.column not in derived:
+                add(f.column, "dense")
         for f in fs.multi_sparse:
             add(f.column, "multi", f.separator)
     if spec.group:
@@ -120,12 +123,21 @@ def request_columns(schema: FittedSchema) -> list[Column]:
             add(metric, "metric", required=False)
         if spec.panel.event:
             add(spec.panel.event, "event", required=False)
+    if spec.behaviour:
+        add(spec.behaviour.key, "key")
+        add(spec.behaviour.time, "instant")
     return cols
 
 
 def history_columns(schema: FittedSchema) -> list[Column]:
-    """The columns of a history row (one unit's outcome of one step); empty without a panel."""
-    panel = schema.spec.panel
+    """The columns of a history row: one unit's outcome of one step (panel), or one earlier row of
+    a key with its labels (``dataset.behaviour``); empty without either."""
+    spec = schema.spec
+    if spec.behaviour is not None:
+        b = spec.behaviour
+        names = [(b.key, "key"), (b.time, "instant")] + [(spec.task(t).label, "metric") for t in b.tasks]
+        return [Column(c, f"f{i}", kind) for i, (c, kind) in enumerate(names)]
+    panel = spec.panel
     if panel is None:
         return []
     names = [(k, "key") for k in panel.keys] + [(panel.time, "time")] + [(m, "metric") for m in panel.metrics]
@@ -136,7 +148,7 @@ def history_columns(schema: FittedSchema) -> list[Column]:
 
 _TYPES = {
     "scenario": Category, "sparse": Category, "group": Category, "event": Category, "dense": Number,
-    "multi": Tokens, "key": Key, "time": Time, "metric": Amount,
+    "multi": Tokens, "key": Key, "time": Time, "instant": Time, "metric": Amount,
 }
 
 
@@ -182,15 +194,17 @@ def build_request_models(schema: FittedSchema, max_rows: int) -> tuple[type[Base
         **_fields(cols),
     )
     body: dict[str, Any] = {"rows": (list[row], Field(..., min_length=1, max_length=max_rows, description="rows to score"))}
-    panel = schema.spec.panel
-    if panel is not None:
+    spec = schema.spec
+    if spec.panel is not None or spec.behaviour is not None:
         history_row = build_history_row(schema)
+        per_row = spec.panel.window + 1 if spec.panel is not None else spec.behaviour.length
         body["context"] = (
             list[history_row],
             Field(
                 default_factory=list,
-                max_length=max_rows * (panel.window + 1),
-                description="earlier rows of the units, used only as their history (never scored)",
+                max_length=max_rows * per_row,
+                description="earlier rows of the units (panel) or of the keys with their labels (behaviour), "
+                            "used only as history (never scored)",
             ),
         )
     request = create_model(

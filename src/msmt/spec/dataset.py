@@ -382,6 +382,8 @@ class DatasetSpec(Spec):
                     raise ValueError(f"behaviour.tasks: '{name}' is a {by_name[name].kind.value} task; only binary and count tasks are summarised")
             if not b.tasks:
                 raise ValueError("behaviour.tasks: at least one task is required")
+            if self.panel is not None:
+                raise ValueError("behaviour: not with a panel section (a panel's history already is each unit's past)")
             if b.key in labels or b.time in labels:
                 raise ValueError("behaviour.key / behaviour.time: must not be a label column")
         inputs = set(self.features.columns + self.scenario.attributes.columns + [self.scenario.column])
