@@ -92,7 +92,7 @@ DATASETS = [
         "movielens_behaviour", "MovieLens-100K MSMT with the user's earlier ratings",
         _repo_config("configs/movielens_behaviour.yaml"), "`configs/movielens_behaviour.yaml`",
         models=FUNNEL_MODELS, why=FUNNEL_WHY,
-        note="the same data, splits and models as `movielens`, plus `dataset.behaviour`: each rating's user's click and "
+        note="The same data, splits and models as `movielens`, plus `dataset.behaviour`: each rating's user's click and "
              "like rates over their latest 100 earlier ratings (strictly earlier timestamps, test ratings included once "
              "they are past) and their count, dense features every model reads (logistic regression and LightGBM too)",
     ),

@@ -330,7 +330,7 @@ class DatasetSpec(Spec):
         have = {f.name for f in dense}
         for name in derived:
             if name not in have:
-                dense.append(DenseFeature(name=name, column=name, transform="log1p" if name.endswith("events") else "none"))
+                dense.append(DenseFeature(name=name, column=name, transform="log1p" if name == derived[-1] else "none"))
         if len(dense) != len(self.features.dense):
             object.__setattr__(self, "features", self.features.model_copy(update={"dense": tuple(dense)}))
         return self
