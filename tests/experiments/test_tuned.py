@@ -40,7 +40,7 @@ def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_p
     pair = tuned_pair("tiny", data / "experiment.yaml", "mmoe", 2, [0], tmp_path / "work", log=lambda m: None,
                       extra=("model.tower_dims=[4]",))  # a setting the model needs here: every trial and both configs
     best = yaml.safe_load(pair.study.best_config.read_text())
-    assert best["model"]["tower_dims"] == [4]
+    assert best["model"]["tower_dims"] == [4] and best["train"]["num_threads"] == 1  # trials run one thread each, as --jobs needs
     hand = json.loads((tmp_path / "work/bench/tiny/mmoe/runs/hand/mmoe/seed0/bench.json").read_text())
     assert "model.tower_dims=[4]" in hand["overrides"]
     assert set(pair.study.best_params) == {"train.lr"} and best["model"]["name"] == "mmoe"

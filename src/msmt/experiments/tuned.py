@@ -76,7 +76,7 @@ def tuned_pair(name: str, config: Path, model: str, trials: int, seeds: Sequence
     applied to every trial and to the hand-set runs (the tuned ``best.yaml`` already holds them)."""
     space = model_space(default_space(config), model, work / "spaces" / name / f"{model}.tune.yaml")
     study = tune(config, trials, work / "studies" / name / model, space=space, seed=0,
-                 overrides=[f"model.name={model}", *extra], log=log)
+                 overrides=[f"model.name={model}", *COMMON, *extra], log=log)  # one thread per trial, as per run
     summary = bench([f"hand={config}", f"tuned={study.best_config}"], [model], list(seeds), work / "bench" / name / model, COMMON,
                     log=log, cell_overrides={"hand": {model: tuple(extra)}})
     return Pair(name, model, study, summary)
@@ -146,7 +146,7 @@ def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], tr
         f"{', '.join(map(str, seeds))} (`msmt bench`, one thread per run) and measured on the **test** split, which no trial "
         "saw: mean ± std over seeds (population std), the better of the two configs in bold; columns marked `∉ train` are the "
         "test rows whose `dataset.group` ID (the user on MovieLens) has no training row, the cold-start number. The budget is the search alone "
-        "(finished trials × mean seconds per trial, pruned trials included), on a 2-core AVX2 machine.", "",
+        "(finished trials × mean seconds per trial, pruned trials included; one thread per trial, `--jobs` searches at once), on a 2-core AVX2 machine.", "",
     ]
     for name, config in configs.items():
         mine = [p for p in pairs if p.dataset == name]
