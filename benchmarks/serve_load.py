@@ -162,12 +162,16 @@ def start_server(run_dir: Path, backend: str, threads: int, workers: int = 1, hi
     cmd = [sys.executable, "-m", "msmt", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--backend", backend, "--threads", str(threads), "--workers", str(workers)]
     cmd += ["--history", str(history)] if history else []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    # the server's output (one access-log line per request) goes to a file: an undrained pipe fills
+    # after ~64 KB, about 700 requests, and then blocks the server in the middle of a case
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            log.seek(0)
+            raise SystemExit(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
             if httpx.get(url + "/healthz", timeout=1.0).status_code == 200:
                 return proc, url
