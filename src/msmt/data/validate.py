@@ -88,9 +88,9 @@ def numeric_rules(spec: DatasetSpec) -> list[tuple[str, float | None, str]]:
     :func:`validate_frame` on files and by the service on requests: one list, two callers.
     The ``behaviour.*`` features are computed, never read, so they have no rule."""
     out = []
-    derived = set(spec.behaviour.feature_names) if spec.behaviour is not None else set()
+    derived = spec.derived_columns
     for feat in (*spec.features.dense, *spec.scenario.attributes.dense):
-        if feat.name in derived:
+        if feat.column in derived:
             continue
         out.append((feat.column, 0.0, LOG1P_WHY) if feat.transform == "log1p" else (feat.column, None, ""))
     if spec.panel is not None:

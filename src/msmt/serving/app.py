@@ -32,7 +32,6 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from msmt.api import check_predictions
-from msmt.data.tensorize import encode_frame
 from msmt.rundir.layout import LoadedRun, load_run
 from msmt.serving.encode import PanelEncoder, RowEncoder, frame_units, future_steps, request_steps
 from msmt.serving.history import HistoryStore, last_of_duplicates, observations_from_frame, open_history
@@ -407,8 +406,7 @@ def create_app(
         elif spec.behaviour is not None:  # each key's earlier labelled rows come with the request
             context = body.context
             check_values(context, hist_cols, run.schema, "context")
-            frame = rows_to_frame(body.rows, cols)
-            batch = encode_frame(frame, run.schema, with_labels=False, context=rows_to_frame(context, hist_cols))
+            batch = encoder.via_frame(body.rows, context=rows_to_frame(context, hist_cols))
             history_info, notes = None, None
             ignored = ignored_columns([*body.rows, *context])
         else:

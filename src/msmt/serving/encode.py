@@ -57,8 +57,9 @@ class RowEncoder:
         self.direct = self._probe(row_model)
 
     # -- the reference path ------------------------------------------------------------
-    def via_frame(self, rows: list[BaseModel]) -> Batch:
-        return encode_frame(rows_to_frame(rows, self.cols), self.schema, with_labels=False)
+    def via_frame(self, rows: list[BaseModel], context: pd.DataFrame | None = None) -> Batch:
+        """``context``: earlier rows (``dataset.behaviour``: the keys' labelled rows), as ``--context``."""
+        return encode_frame(rows_to_frame(rows, self.cols), self.schema, with_labels=False, context=context)
 
     # -- the direct path -----------------------------------------------------------------
     def _values(self, rows, column: str) -> list:

@@ -103,7 +103,7 @@ def request_columns(schema: FittedSchema) -> list[Column]:
             seen.add(column)
             cols.append(Column(column, f"f{len(cols)}", kind, separator, required))
 
-    derived = set(spec.behaviour.feature_names) if spec.behaviour else set()  # computed from the context
+    derived = spec.derived_columns  # computed from the request's context rows
     add(spec.scenario.column, "scenario")
     for fs in (spec.scenario.attributes, spec.features):
         for f in fs.sparse:

@@ -393,6 +393,11 @@ class DatasetSpec(Spec):
         return self
 
     @property
+    def derived_columns(self) -> set[str]:
+        """The ``behaviour.*`` dense features: computed from earlier rows, never read from data or requests."""
+        return set(self.behaviour.feature_names) if self.behaviour is not None else set()
+
+    @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
@@ -413,7 +418,7 @@ class DatasetSpec(Spec):
 
     def required_columns(self, with_labels: bool = True) -> list[str]:
         """Columns a data file must hold (labels only where they are to be scored)."""
-        derived = set(self.behaviour.feature_names) if self.behaviour is not None else set()
+        derived = self.derived_columns
         cols = [self.scenario.column, *self.scenario.attributes.columns, *(c for c in self.features.columns if c not in derived)]
         if self.behaviour is not None:
             cols += [self.behaviour.key, self.behaviour.time]
