@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.experiments.forecasting import Study, ablation_variants, curve_variants, main_variants, study_records, summarise, trained_by_curves
+from msmt.experiments.forecasting import ZERO_SHOT, Study, ablation_variants, curve_variants, main_variants, study_records, summarise, trained_by_curves, zero_shot_records
 from msmt.experiments.forecasting_page import COUNTS, MINOR, WORLD_COLS, curve_plot, online_targets, table, values, world_targets
 from msmt.experiments.results_page import simulator_config
 from msmt.rundir.provenance import source_hash
@@ -70,6 +70,9 @@ def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     extra = _extra(args)
     main = Study(config, args.work / "runs" / "world", args.seeds, main_variants(), extra, config.parent / "new_scenario.csv", _log)
     records = study_records(main, main.train())
+    spec = load_experiment(config).dataset
+    records = pd.concat([records, zero_shot_records(spec, config.parent / "new_scenario.csv", args.advertisers, args.days, args.seed)],
+                        ignore_index=True)
     extra_records = pd.DataFrame()
     if not args.skip_curves:
         variants = ablation_variants() + trained_by_curves(_curves(args))
@@ -103,7 +106,8 @@ def world_section(args, summary: pd.DataFrame, config: Path, rows: dict[str, int
         "test files, never a row of the new scenario.", "",
     ]
     for k in (0, 3, 7):
-        out += [f"**K = {k}**", "", *table(v, main, f"new K={k}", "overall", cols), ""]
+        bounds = (ZERO_SHOT, "oracle") if k == 0 else ("oracle",)
+        out += [f"**K = {k}**", "", *table(v, main, f"new K={k}", "overall", cols, bounds), ""]
     return out + zero_shot_level(args, config)
 
 
@@ -156,12 +160,12 @@ def curves_section(summary: pd.DataFrame, args) -> list[str]:
     abl = ["m2m", *[x.name for x in ablation_variants()]]
     out = ["## M2M's ablations and curves", "", f"Training seeds {args.curve_seeds}; the `m2m` and `naive_mean` rows are the main study's runs (seeds {args.seeds}), "
            "which are also the curves' default points (T = 14, S̃ = 16, K = 2).", "",
-           "### Ablations (test, overall)", "", *table(v, abl, "test", "overall", WORLD_COLS, oracle=False), ""]
+           "### Ablations (test, overall)", "", *table(v, abl, "test", "overall", WORLD_COLS, bounds=()), ""]
     groups: dict[str, list[tuple[float, str]]] = {}
     for x in _curves(args):
         groups.setdefault(x.group.split(":")[1], []).append((x.value, x.name))
     for name, points in groups.items():
-        out += [f"### {name}", "", *table(v, [p for _, p in sorted(points, key=lambda p: (p[1].split(' ')[0], p[0]))], "test", "overall", WORLD_COLS, oracle=False), ""]
+        out += [f"### {name}", "", *table(v, [p for _, p in sorted(points, key=lambda p: (p[1].split(' ')[0], p[0]))], "test", "overall", WORLD_COLS, bounds=()), ""]
     plot = args.out.parent / "img" / "forecasting_curves.png"
     curve_plot(summary, groups, "clicks", "nmae", plot)
     out += [f"![curves]({plot.relative_to(args.out.parent).as_posix()})", ""]
@@ -175,7 +179,7 @@ def online_section(summary: pd.DataFrame, args) -> list[str]:
     main = [x.name for x in main_variants()]
     cols = [(t, "nmae") for t in ONLINE_TASKS]
     return ["## Online ads (real data, test split)", "", f"`configs/online_ads.yaml`, training seeds {args.seeds}.", "",
-            *online_targets(v, main, ONLINE_TASKS), "", *table(v, main, "test", "overall", cols, oracle=False), ""]
+            *online_targets(v, main, ONLINE_TASKS), "", *table(v, main, "test", "overall", cols, bounds=()), ""]
 
 
 def gap_note(config: Path) -> list[str]:

@@ -9,7 +9,16 @@ import pytest
 from msmt.evaluation.correlation import cross_scenario_correlation, mean_off_diagonal
 from msmt.evaluation.metrics import compute_metrics
 from msmt.spec.dataset import Task
-from msmt.synth.advertiser import MINOR_SCENARIO, NEW_SCENARIO, SCENARIOS, TASKS, make_advertiser, write_advertiser
+from msmt.synth.advertiser import (
+    MINOR_SCENARIO,
+    NEW_SCENARIO,
+    SCENARIOS,
+    TASKS,
+    ZERO_SHOT_PREFIX,
+    make_advertiser,
+    write_advertiser,
+    zero_shot_oracle,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +122,26 @@ def test_correlation_against_numpy():
     x = np.log1p([1, 2, 5, 0, 7])
     y = np.log1p([3, 2, 9, 1, 4])
     assert corr.loc["x", "y"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+
+
+def test_zero_shot_oracle_knows_the_world_but_not_the_units_state(world):
+    """A bound between the oracle (which knows the unit's state) and what ignores the world: its
+    rows are the new scenario's, its NMAE lies well above the oracle's (it must not see the unit's
+    state) and far below a scenario-wide median's (it must know each advertiser), and its
+    P(active) is calibrated on the realised rate."""
+    zs = zero_shot_oracle(advertisers=300, days=60, seed=11, replicas=32)
+    new = world[world["scenario"] == NEW_SCENARIO].merge(zs, on=["advertiser_id", "scenario", "day"], validate="1:1")
+    assert len(new) == len(zs) == (world["scenario"] == NEW_SCENARIO).sum()
+    rows = new[new["day"] >= 7]  # past the initial state's draw
+
+    def nmae(y, p):
+        return float(np.abs(y - p).sum() / np.abs(y).sum())
+
+    for t in TASKS[:3]:
+        y = rows[t].to_numpy(float)
+        oracle, zero_shot = nmae(y, rows[f"true_{t}"]), nmae(y, rows[f"{ZERO_SHOT_PREFIX}{t}"])
+        blind = nmae(y, np.full_like(y, np.median(y)))
+        assert 1.15 * oracle < zero_shot < 0.9 * blind, (t, oracle, zero_shot, blind)
+    p_active = rows[f"{ZERO_SHOT_PREFIX}active"]
+    assert abs(p_active.mean() - rows["active"].mean()) < 0.02
+    assert zs.equals(zero_shot_oracle(advertisers=300, days=60, seed=11, replicas=32))

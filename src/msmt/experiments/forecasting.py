@@ -31,16 +31,19 @@ import pandas as pd
 
 from msmt.data.loading import read_data
 from msmt.data.tensorize import encode_frame
-from msmt.evaluation.evaluate import evaluate_model
+from msmt.evaluation.evaluate import evaluate_model, scenario_names
+from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.bench import read_metrics, run_or_reuse
 from msmt.rundir.layout import load_run
 from msmt.spec.model_params import M2MParams
+from msmt.synth.advertiser import ZERO_SHOT_PREFIX, zero_shot_oracle
 
 NAIVE = ("naive_last", "naive_mean", "naive_weekday")
 HISTORY_MODELS = ("single_task", "shared_bottom", "mmoe", "ple")
 NEW_SCENARIO_K = (0, 3, 7)
 NEW_SCENARIO_FROM = 7  # scored days: launch + 7 onward (the same rows for every K)
 COMMON = ("train.progress=false",)
+ZERO_SHOT = "oracle (zero-shot)"  # the best K = 0 forecast: knows the world, not the unit's state
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,25 @@ def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
         data = encode_frame(scored, run.schema, context=new_scenario_context(spec, frame, others, k), own_history=False)
         out[k] = evaluate_model(run.model, scored, data)
     return out
+
+
+def zero_shot_records(spec, new_scenario: Path, advertisers: int, days: int, seed: int) -> pd.DataFrame:
+    """Long-form records (variant :data:`ZERO_SHOT`, split ``new K=0``) of the simulator's zero-shot
+    oracle (:func:`msmt.synth.advertiser.zero_shot_oracle` of the world ``advertisers × days, seed``)
+    on the new scenario's scored rows: the bound of any forecast made before the scenario's units
+    have rows of their own, as the oracle is the bound of one made with them."""
+    _, scored, _ = new_scenario_rows(spec, new_scenario)
+    keys = [*spec.panel.keys, spec.panel.time]
+    bound = zero_shot_oracle(advertisers, days, seed)
+    bound["day"] = bound["day"].astype(scored[spec.panel.time].dtype)
+    rows = scored[keys].merge(bound, on=keys, how="left", validate="1:1")
+    missing = [f"{ZERO_SHOT_PREFIX}{t}" for t in spec.task_names if rows[f"{ZERO_SHOT_PREFIX}{t}"].isna().any()]
+    if missing:
+        raise ValueError(f"{new_scenario}: rows the world advertisers={advertisers} days={days} seed={seed} does not hold ({missing[0]})")
+    labels = {t.name: scored[t.label].to_numpy(float) for t in spec.tasks}
+    preds = {t: rows[f"{ZERO_SHOT_PREFIX}{t}"].to_numpy(float) for t in spec.task_names}
+    block = compute_metrics(spec.tasks, labels, preds, scenario_names(scored, spec.scenario.column))
+    return pd.DataFrame(_flatten(block, ZERO_SHOT, seed, "new K=0"))
 
 
 def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFrame:

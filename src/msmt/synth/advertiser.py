@@ -44,6 +44,9 @@ given everything known at the end of day ``t-1`` (the latent state), averaging o
 event and noise: the best any model can do. ``event`` and the targets of day ``t`` belong to
 day ``t`` and are never features; they reach later rows only through the panel history.
 
+The zero-shot oracle (:func:`zero_shot_oracle`) is the bound of a forecast made before a unit
+has any row of its own: it knows the world but not the unit's state.
+
 Documented ranges (checked by ``tests/test_advertiser_sim.py`` at the default sizes):
 minor scenario 0.5-2% of rows; rows with zero impressions 3-20%; CTR 0.3-6% per scenario;
 ``active`` rate 85-99%.
@@ -263,6 +266,10 @@ def _simulate_units(world: _World, days: int, rng: np.random.Generator) -> dict[
     return result
 
 
+def _advertiser_ids(index: np.ndarray) -> np.ndarray:
+    return np.char.add("adv", np.char.zfill(index.astype(str), 5))
+
+
 def make_advertiser(advertisers: int = 300, days: int = 60, seed: int = 0) -> pd.DataFrame:
     """The full table (every scenario, every day), deterministic in ``seed``.
 
@@ -279,7 +286,7 @@ def make_advertiser(advertisers: int = 300, days: int = 60, seed: int = 0) -> pd
     events = np.array([*EVENTS_LIVE, "resume"])
     frame = pd.DataFrame(
         {
-            "advertiser_id": np.char.add("adv", np.char.zfill(a.astype(str), 5)),
+            "advertiser_id": _advertiser_ids(a),
             "scenario": np.array(world.names)[s],
             "day": day,
             "day_of_week": np.array(DOW)[day % 7],
@@ -300,6 +307,41 @@ def make_advertiser(advertisers: int = 300, days: int = 60, seed: int = 0) -> pd
     for t in TASKS:
         frame[f"true_{t}"] = np.round(sim[f"true_{t}"].reshape(-1), 6)
     return frame.sort_values(["day", "advertiser_id", "scenario"], kind="stable").reset_index(drop=True)
+
+
+ZERO_SHOT_PREFIX = "zero_shot_"
+ZERO_SHOT_REPLICAS = 64
+
+
+def zero_shot_oracle(advertisers: int, days: int, seed: int, scenario: str = NEW_SCENARIO,
+                     replicas: int = ZERO_SHOT_REPLICAS) -> pd.DataFrame:
+    """A bound on zero-shot forecasts of ``scenario``'s rows: it knows the whole world of
+    ``make_advertiser(advertisers, days, seed)`` (every advertiser's latent budget, quality and
+    pause propensity; every scenario's parameters and industry / region draws; even each unit's
+    own propensities to pause and resume) but not the units' state (live or paused, bid and
+    budget multipliers, creative freshness), which only the unit's own rows reveal and which the
+    simulator draws independently of the advertiser's other scenarios (their history says
+    nothing about it). A model that has seen no row of the scenario knows less than this.
+
+    It reruns the units' dynamics ``replicas`` times in the same world with independent draws:
+    per row, ``zero_shot_<count task>`` is the median of the replicas' realised values (the point
+    forecast that minimises absolute error, hence NMAE) and ``zero_shot_active`` the mean of their
+    ``true_active`` (the probability of spend in the next 7 days given the world alone).
+
+    Returns [rows of the scenario × days]: ``advertiser_id, scenario, day, zero_shot_<task>``.
+    """
+    rng = np.random.default_rng(seed)
+    world = _World(advertisers, rng)  # the same world as make_advertiser's: built first from the seed's stream
+    units = np.nonzero(world.u_scen == world.names.index(scenario))[0]
+    draws = [_simulate_units(world, days, np.random.default_rng([seed, 1 + r])) for r in range(replicas)]
+    out = {f"{ZERO_SHOT_PREFIX}{t}": np.median(np.stack([d[t][:, units] for d in draws]), axis=0) for t in TASKS[:3]}
+    out[f"{ZERO_SHOT_PREFIX}active"] = np.mean([d["true_active"][:, units] for d in draws], axis=0)
+    return pd.DataFrame({
+        "advertiser_id": np.tile(_advertiser_ids(world.u_adv[units]), days),
+        "scenario": scenario,
+        "day": np.repeat(np.arange(days), len(units)),
+        **{name: values.reshape(-1) for name, values in out.items()},
+    })
 
 
 def split_days(days: int) -> tuple[int, int]:
