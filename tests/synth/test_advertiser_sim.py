@@ -15,6 +15,8 @@ from msmt.synth.advertiser import (
     SCENARIOS,
     TASKS,
     ZERO_SHOT_PREFIX,
+    bayes_active,
+    history_oracle_active,
     make_advertiser,
     write_advertiser,
     zero_shot_oracle,
@@ -145,3 +147,49 @@ def test_zero_shot_oracle_knows_the_world_but_not_the_units_state(world):
     p_active = rows[f"{ZERO_SHOT_PREFIX}active"]
     assert abs(p_active.mean() - rows["active"].mean()) < 0.02
     assert zs.equals(zero_shot_oracle(advertisers=300, days=60, seed=11, replicas=32))
+
+
+def test_bayes_active_integrates_the_units_propensities_out():
+    """Against scipy's quadrature of the same posterior: a unit seen live, paused twice and
+    resumed once, with and without a window, after a live day and after a paused one."""
+    from scipy.integrate import quad
+    from scipy.special import expit
+    from scipy.stats import norm
+
+    live = np.array([[1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, 0]], dtype=float).T  # [D, 1]
+    logit0 = np.array([-2.5])
+    got = {w: bayes_active(live, logit0, w) for w in (None, 5)}
+
+    def expect(f, logit, events, non_events):
+        def w(x):
+            p = expit(logit(x))
+            return p**events * (1 - p) ** non_events * norm.pdf(x)
+        return quad(lambda x: f(expit(logit(x))) * w(x), -8, 8)[0] / quad(w, -8, 8)[0]
+
+    for w, values in got.items():
+        assert np.isnan(values[0]).all()
+        for t in range(1, len(live)):
+            seen = live[max(0, t - w) if w else 0 : t, 0]
+            prev, cur = seen[:-1], seen[1:]
+            n = dict(pause=np.sum(prev * (1 - cur)), stay=np.sum(prev * cur), resume=np.sum((1 - prev) * cur), dark=np.sum((1 - prev) * (1 - cur)))
+            pause = expect(lambda p: p, lambda x: -2.5 + 0.9 * x, n["pause"], n["stay"])
+            dark = lambda k: expect(lambda q: (1 - q) ** k, lambda x: -1.4 + 0.5 * x, n["resume"], n["dark"])  # noqa: E731
+            want = 1 - (pause * dark(6) if live[t - 1, 0] else dark(7))
+            assert values[t, 0] == pytest.approx(want, abs=2e-4), (w, t)
+
+
+def test_the_history_oracle_of_active_sits_between_yesterday_and_the_oracle(world):
+    """Knowing more of the unit's past ranks better, and never as well as knowing its
+    propensities; the forecast is calibrated (a posterior predictive)."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = world[(world["day"] >= 40) & (world["scenario"] != NEW_SCENARIO)]
+    keys = ["advertiser_id", "scenario", "day"]
+    auc = {}
+    for w in (1, 14, None):
+        got = rows[keys + ["active", "true_active"]].merge(history_oracle_active(300, 60, 11, w), on=keys, validate="1:1")
+        assert len(got) == len(rows)
+        auc[w] = roc_auc_score(got["active"], got["history_active"])
+        assert abs(got["history_active"].mean() - got["active"].mean()) < 0.01, w
+    oracle = roc_auc_score(rows["active"], rows["true_active"])
+    assert auc[1] + 0.01 < auc[14] < auc[None] < oracle - 0.01, (auc, oracle)

@@ -36,7 +36,7 @@ from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.bench import read_metrics, run_or_reuse
 from msmt.rundir.layout import load_run
 from msmt.spec.model_params import M2MParams
-from msmt.synth.advertiser import ZERO_SHOT_PREFIX, zero_shot_oracle
+from msmt.synth.advertiser import HISTORY_ACTIVE, ZERO_SHOT_PREFIX, history_oracle_active, zero_shot_oracle
 
 NAIVE = ("naive_last", "naive_mean", "naive_weekday")
 HISTORY_MODELS = ("single_task", "shared_bottom", "mmoe", "ple")
@@ -44,6 +44,7 @@ NEW_SCENARIO_K = (0, 3, 7)
 NEW_SCENARIO_FROM = 7  # scored days: launch + 7 onward (the same rows for every K)
 COMMON = ("train.progress=false",)
 ZERO_SHOT = "oracle (zero-shot)"  # the best K = 0 forecast: knows the world, not the unit's state
+HISTORY_ORACLE = "oracle (history{})"  # the best `active` forecast from the unit's observed live days
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,30 @@ def zero_shot_records(spec, new_scenario: Path, advertisers: int, days: int, see
     preds = {t: rows[f"{ZERO_SHOT_PREFIX}{t}"].to_numpy(float) for t in spec.task_names}
     block = compute_metrics(spec.tasks, labels, preds, scenario_names(scored, spec.scenario.column))
     return pd.DataFrame(_flatten(block, ZERO_SHOT, seed, "new K=0"))
+
+
+def history_oracle_name(window: int | None) -> str:
+    return HISTORY_ORACLE.format(f", T={window}" if window else ", all days")
+
+
+def history_oracle_records(spec, advertisers: int, days: int, seed: int, windows=(None,)) -> pd.DataFrame:
+    """Long-form records (split ``test``) of the simulator's ``active`` forecast from each unit's
+    observed live days (:func:`msmt.synth.advertiser.history_oracle_active`), one variant per
+    window (None: every day since the first): the bound of a model that reads that history."""
+    test = read_data(spec.files.test, spec)
+    keys = [*spec.panel.keys, spec.panel.time]
+    task = spec.task("active")
+    records = []
+    for window in windows:
+        bound = history_oracle_active(advertisers, days, seed, window)
+        bound["day"] = bound["day"].astype(test[spec.panel.time].dtype)
+        rows = test[keys].merge(bound, on=keys, how="left", validate="1:1")
+        if rows[HISTORY_ACTIVE].isna().any():
+            raise ValueError(f"{spec.files.test}: rows the world advertisers={advertisers} days={days} seed={seed} does not hold")
+        block = compute_metrics([task], {task.name: test[task.label].to_numpy(float)}, {task.name: rows[HISTORY_ACTIVE].to_numpy(float)},
+                                scenario_names(test, spec.scenario.column))
+        records += _flatten(block, history_oracle_name(window), seed, "test")
+    return pd.DataFrame(records)
 
 
 def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFrame:

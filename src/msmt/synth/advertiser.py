@@ -89,6 +89,8 @@ BUDGET_KEEP, BUDGET_SD = 0.5, 0.35  # log m' = 0.5 log m + N(0, 0.35^2)
 FRESH_DECAY = 0.85
 GAMMA_SHAPE = 5.0
 ACTIVE_HORIZON = 7
+PAUSE_UNIT_WEIGHT = 0.9  # logit P(pause) = advertiser's part + 0.9 rho, rho ~ N(0, 1) per unit
+RESUME_LOGIT, RESUME_UNIT_WEIGHT = -1.4, 0.5  # logit P(resume) = -1.4 + 0.5 xi, xi ~ N(0, 1) per unit
 PROFILE = ("industry", "size_tier", "region", "account_age", "budget_level")  # the advertiser profile A
 
 
@@ -149,8 +151,9 @@ class _World:
         U = len(adv)
         rho = rng.normal(0, 1.0, U)  # scenario-specific pause propensity
         age_years = self.age0[adv] / 365.0
-        self.p_pause = _sigmoid(-4.0 + 0.8 * self.pause_a[adv] + 0.9 * rho - 0.2 * np.log(age_years))
-        self.p_resume = _sigmoid(-1.4 + 0.5 * rng.normal(0, 1, U))
+        self.pause_logit0 = -4.0 + 0.8 * self.pause_a[adv] - 0.2 * np.log(age_years)  # the advertiser's part
+        self.p_pause = _sigmoid(self.pause_logit0 + PAUSE_UNIT_WEIGHT * rho)
+        self.p_resume = _sigmoid(RESUME_LOGIT + RESUME_UNIT_WEIGHT * rng.normal(0, 1, U))
         act = self.activity[adv]
         self.q_bid = 0.035 * act  # each of bid_up, bid_down
         self.q_budget = 0.025 * act
@@ -341,6 +344,72 @@ def zero_shot_oracle(advertisers: int, days: int, seed: int, scenario: str = NEW
         "scenario": scenario,
         "day": np.repeat(np.arange(days), len(units)),
         **{name: values.reshape(-1) for name, values in out.items()},
+    })
+
+
+HISTORY_ACTIVE = "history_active"
+_GRID = np.linspace(-5.0, 5.0, 201)  # rho and xi, N(0, 1) a priori
+
+
+def _posterior_mean(logits: np.ndarray, events: np.ndarray, non_events: np.ndarray, values) -> list[np.ndarray]:
+    """E[f(p)] per unit for each f in ``values`` under the posterior of p = sigmoid(logits) given
+    ``events`` / ``non_events`` Bernoulli outcomes, on :data:`_GRID` with its N(0, 1) prior.
+    ``logits``: [U, G] (or [1, G]); counts: [U]; returns [U] arrays."""
+    log_p, log_q = -np.logaddexp(0.0, -logits), -np.logaddexp(0.0, logits)
+    log_w = events[:, None] * log_p + non_events[:, None] * log_q - 0.5 * _GRID**2
+    w = np.exp(log_w - log_w.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    p = np.exp(log_p)
+    return [(w * f(p)).sum(1) for f in values]
+
+
+def bayes_active(live: np.ndarray, pause_logit0: np.ndarray, window: int | None = None) -> np.ndarray:
+    """[D, U] P(active on day t) from what a unit's past shows: its live days before ``t``.
+
+    ``live`` [D, U]: live after day d's event (spend > 0). In the simulator a live unit pauses
+    with p = sigmoid(pause_logit0 + 0.9 rho) per day and a paused one resumes with
+    q = sigmoid(-1.4 + 0.5 xi), rho and xi ~ N(0, 1) per unit: a two-state Markov chain, observed
+    exactly. Given the transitions of days ``t - window .. t - 1`` (all earlier days when None)
+    the posteriors of rho and xi are independent, and P(no spend in t..t+6) is E[p] E[(1 - q)^6]
+    after a live day t - 1, E[(1 - q)^7] after a paused one (as ``true_active``, with the
+    unit's p and q integrated out). ``window`` counts days as the panel's does (the days
+    t - window .. t - 1 are seen). Day 0 has no past: NaN."""
+    if window is not None and window < 1:
+        raise ValueError("window must be at least 1 day")
+    D, U = live.shape
+    prev, cur = live[:-1], live[1:]
+    zero = np.zeros((1, U))
+    counts = {name: np.vstack([zero, np.cumsum(x, 0)]) for name, x in (
+        ("pause", prev * (1 - cur)), ("stay", prev * cur), ("resume", (1 - prev) * cur), ("dark", (1 - prev) * (1 - cur)))}
+    pause_logits = pause_logit0[:, None] + PAUSE_UNIT_WEIGHT * _GRID[None, :]
+    resume_logits = (RESUME_LOGIT + RESUME_UNIT_WEIGHT * _GRID)[None, :].repeat(U, 0)
+    out = np.full((D, U), np.nan)
+    for t in range(1, D):
+        lo = 0 if window is None else max(0, t - window)
+        seen = {k: c[t - 1] - c[lo] for k, c in counts.items()}  # transitions into days lo + 1 .. t - 1
+        (pause,) = _posterior_mean(pause_logits, seen["pause"], seen["stay"], [lambda p: p])
+        dark6, dark7 = _posterior_mean(resume_logits, seen["resume"], seen["dark"], [lambda q: (1 - q) ** 6, lambda q: (1 - q) ** 7])
+        out[t] = 1 - np.where(live[t - 1] > 0, pause * dark6, dark7)
+    return out
+
+
+def history_oracle_active(advertisers: int, days: int, seed: int, window: int | None = None) -> pd.DataFrame:
+    """``active`` forecast by :func:`bayes_active` on the world of ``make_advertiser(advertisers,
+    days, seed)``: the best a forecaster can do from a unit's observed live days (over ``window``
+    days, or all since day 0) when it knows everything else (the advertiser's pause propensity,
+    the priors), against ``true_active``, which knows the unit's own propensities.
+
+    Returns every unit and day: ``advertiser_id, scenario, day, history_active``."""
+    rng = np.random.default_rng(seed)
+    world = _World(advertisers, rng)
+    sim = _simulate_units(world, days, rng)  # the same draws as make_advertiser's
+    value = bayes_active((sim["cost"] > 0).astype(float), world.pause_logit0, window)
+    U = len(world.u_adv)
+    return pd.DataFrame({
+        "advertiser_id": np.tile(_advertiser_ids(world.u_adv), days),
+        "scenario": np.tile(np.array(world.names)[world.u_scen], days),
+        "day": np.repeat(np.arange(days), U),
+        HISTORY_ACTIVE: value.reshape(-1),
     })
 
 
