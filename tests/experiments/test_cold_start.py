@@ -123,3 +123,16 @@ def test_per_group_naive_forecast_is_the_support_mean_in_the_query_rows_scenario
         expected = float(np.mean(labels[rows, 0])) if rows else math.nan
         assert value == pytest.approx(expected, nan_ok=True), (q, value, expected)
     assert math.isnan(got[-1]) and math.isnan(got[-2])  # group c has no support rows
+
+
+def test_the_scale_note_names_the_worlds_run_at_the_targets_scale():
+    from msmt.experiments.cold_start import KS, WORLDS
+    from msmt.experiments.cold_start_page import scale_note
+
+    full = scale_note(5, 100, KS, WORLDS, smoke=False)
+    assert full.startswith("Scale:") and "the targets' scale." in full
+    part = scale_note(5, 100, KS, WORLDS[:2], smoke=False)
+    assert "for the worlds run" in part and f"not run: {list(WORLDS[2:])}" in part and "REDUCED" not in part
+    assert "REDUCED SCALE" in scale_note(3, 100, KS, WORLDS[:2], smoke=False)
+    assert "REDUCED SCALE" in scale_note(5, 50, KS, WORLDS, smoke=False)
+    assert "SMOKE SCALE" in scale_note(5, 100, KS, WORLDS, smoke=True)

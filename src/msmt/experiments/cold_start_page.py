@@ -161,12 +161,18 @@ def curve_plot(state: str, summ: pd.DataFrame, diffs: pd.DataFrame, path: Path) 
 
 
 def scale_note(seeds: int, groups: int, ks, worlds, smoke: bool) -> str:
-    """One line saying whether the page is at the targets' scale (≥ 5 seeds, ≥ 100 groups, every K and world)."""
+    """One line saying whether the page is at the targets' scale (≥ 5 seeds, ≥ 100 groups, every K),
+    and for which worlds (a world not run has no section, and its targets read "not measured")."""
     from msmt.experiments.cold_start import KS, WORLDS
 
-    full = not smoke and seeds >= 5 and groups >= 100 and set(KS) <= set(ks) and set(WORLDS) <= set(worlds)
-    if full:
+    at_scale = not smoke and seeds >= 5 and groups >= 100 and set(KS) <= set(ks)
+    missing = [w for w in WORLDS if w not in worlds]
+    if at_scale and not missing:
         return f"Scale: {seeds} seeds, up to {groups} held-out groups per state and seed, K ∈ {list(ks)}: the targets' scale."
+    if at_scale:
+        return (f"**The targets' scale ({seeds} seeds, up to {groups} held-out groups per state and seed, K ∈ {list(ks)}) for the "
+                f"worlds run, {list(worlds)}; not run: {missing}**, so their sections are absent and their targets read "
+                "\"not measured\" (run them with `--worlds`).")
     what = "SMOKE SCALE" if smoke else "REDUCED SCALE"
     return (f"**{what}, not the targets' scale** ({seeds} seeds, up to {groups} groups per state, K ∈ {list(ks)}, worlds {list(worlds)}): "
             "the verdicts below only show that the protocol runs; rerun with the full command.")
