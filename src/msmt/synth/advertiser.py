@@ -44,8 +44,10 @@ given everything known at the end of day ``t-1`` (the latent state), averaging o
 event and noise: the best any model can do. ``event`` and the targets of day ``t`` belong to
 day ``t`` and are never features; they reach later rows only through the panel history.
 
-The zero-shot oracle (:func:`zero_shot_oracle`) is the bound of a forecast made before a unit
-has any row of its own: it knows the world but not the unit's state.
+Two bounds know less than the oracle: the zero-shot oracle (:func:`zero_shot_oracle`), of a
+forecast made before a unit has any row of its own (it knows the world but not the unit's state),
+and the history oracle of ``active`` (:func:`history_oracle_active`), of a forecast from the
+unit's observed live and paused days (its propensities to pause and resume integrated out).
 
 Documented ranges (checked by ``tests/test_advertiser_sim.py`` at the default sizes):
 minor scenario 0.5-2% of rows; rows with zero impressions 3-20%; CTR 0.3-6% per scenario;
