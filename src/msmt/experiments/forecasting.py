@@ -175,19 +175,27 @@ def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
     return out
 
 
+def _bound_on_rows(spec, frame: pd.DataFrame, bound: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame:
+    """``bound`` (the simulator's per-row forecasts, keyed by the panel keys and ``day``) aligned 1:1 onto
+    ``frame``'s rows; a ValueError naming ``where`` and the first column some row of ``frame`` lacks."""
+    keys = [*spec.panel.keys, spec.panel.time]
+    bound = bound.assign(day=bound["day"].astype(frame[spec.panel.time].dtype))
+    rows = frame[keys].merge(bound, on=keys, how="left", validate="1:1")
+    missing = [c for c in columns if rows[c].isna().any()]
+    if missing:
+        raise ValueError(f"{where} does not hold ({missing[0]})")
+    return rows
+
+
 def zero_shot_records(spec, new_scenario: Path, advertisers: int, days: int, seed: int) -> pd.DataFrame:
     """Long-form records (variant :data:`ZERO_SHOT`, split ``new K=0``) of the simulator's zero-shot
     oracle (:func:`msmt.synth.advertiser.zero_shot_oracle` of the world ``advertisers × days, seed``)
     on the new scenario's scored rows: the bound of any forecast made before the scenario's units
     have rows of their own, as the oracle is the bound of one made with them."""
     _, scored, _ = new_scenario_rows(spec, new_scenario)
-    keys = [*spec.panel.keys, spec.panel.time]
-    bound = zero_shot_oracle(advertisers, days, seed)
-    bound["day"] = bound["day"].astype(scored[spec.panel.time].dtype)
-    rows = scored[keys].merge(bound, on=keys, how="left", validate="1:1")
-    missing = [f"{ZERO_SHOT_PREFIX}{t}" for t in spec.task_names if rows[f"{ZERO_SHOT_PREFIX}{t}"].isna().any()]
-    if missing:
-        raise ValueError(f"{new_scenario}: rows the world advertisers={advertisers} days={days} seed={seed} does not hold ({missing[0]})")
+    world = f"advertisers={advertisers} days={days} seed={seed}"
+    rows = _bound_on_rows(spec, scored, zero_shot_oracle(advertisers, days, seed),
+                          [f"{ZERO_SHOT_PREFIX}{t}" for t in spec.task_names], f"{new_scenario}: rows the world {world}")
     labels = {t.name: scored[t.label].to_numpy(float) for t in spec.tasks}
     preds = {t: rows[f"{ZERO_SHOT_PREFIX}{t}"].to_numpy(float) for t in spec.task_names}
     block = compute_metrics(spec.tasks, labels, preds, scenario_names(scored, spec.scenario.column))
@@ -203,15 +211,12 @@ def history_oracle_records(spec, advertisers: int, days: int, seed: int, windows
     observed live days (:func:`msmt.synth.advertiser.history_oracle_active`), one variant per
     window (None: every day since the first): the bound of a model that reads that history."""
     test = read_data(spec.files.test, spec)
-    keys = [*spec.panel.keys, spec.panel.time]
     task = spec.task("active")
+    world = f"advertisers={advertisers} days={days} seed={seed}"
     records = []
     for window in windows:
-        bound = history_oracle_active(advertisers, days, seed, window)
-        bound["day"] = bound["day"].astype(test[spec.panel.time].dtype)
-        rows = test[keys].merge(bound, on=keys, how="left", validate="1:1")
-        if rows[HISTORY_ACTIVE].isna().any():
-            raise ValueError(f"{spec.files.test}: rows the world advertisers={advertisers} days={days} seed={seed} does not hold")
+        rows = _bound_on_rows(spec, test, history_oracle_active(advertisers, days, seed, window), [HISTORY_ACTIVE],
+                              f"{spec.files.test}: rows the world {world}")
         block = compute_metrics([task], {task.name: test[task.label].to_numpy(float)}, {task.name: rows[HISTORY_ACTIVE].to_numpy(float)},
                                 scenario_names(test, spec.scenario.column))
         records += _flatten(block, history_oracle_name(window), seed, "test")

@@ -1,0 +1,54 @@
+"""The forecasting study's two bound rows line each simulator forecast up with its own row."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from msmt.experiments.forecasting import ZERO_SHOT, history_oracle_name, history_oracle_records, zero_shot_records
+from msmt.spec.config import load_dataset_spec
+from msmt.synth.advertiser import HISTORY_ACTIVE, ZERO_SHOT_PREFIX, history_oracle_active, write_advertiser, zero_shot_oracle
+
+WORLD = (40, 60, 3)  # advertisers, days (a test period longer than the 7 unscored launch days), seed
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = write_advertiser(tmp_path_factory.mktemp("world"), *WORLD)
+    return out, load_dataset_spec(out / "dataset.yaml")
+
+
+def _overall(records: pd.DataFrame, task: str, metric: str) -> float:
+    row = records[(records["scenario"] == "overall") & (records["task"] == task) & (records["metric"] == metric)]
+    assert len(row) == 1
+    return float(row["value"].iloc[0])
+
+
+def test_zero_shot_records_score_each_row_by_its_own_bound(world):
+    out, spec = world
+    records = zero_shot_records(spec, out / "new_scenario.csv", *WORLD)
+    assert set(records["variant"]) == {ZERO_SHOT} and set(records["split"]) == {"new K=0"}
+    scored = pd.read_csv(out / "new_scenario.csv")
+    scored = scored[scored["day"] >= scored["day"].min() + 7]
+    bound = scored.merge(zero_shot_oracle(*WORLD), on=["advertiser_id", "scenario", "day"], how="left")
+    truth, pred = bound["impressions"].to_numpy(float), bound[f"{ZERO_SHOT_PREFIX}impressions"].to_numpy(float)
+    assert _overall(records, "impressions", "nmae") == pytest.approx(np.abs(pred - truth).sum() / np.abs(truth).sum())
+
+
+def test_history_oracle_records_score_each_row_by_its_own_bound(world):
+    _, spec = world
+    records = history_oracle_records(spec, *WORLD, windows=(14, None))
+    assert set(records["variant"]) == {history_oracle_name(14), history_oracle_name(None)}
+    test = pd.read_csv(spec.files.test)
+    for window in (14, None):
+        bound = test.merge(history_oracle_active(*WORLD, window), on=["advertiser_id", "scenario", "day"], how="left")
+        auc = roc_auc_score(bound["active"], bound[HISTORY_ACTIVE])
+        assert _overall(records[records["variant"] == history_oracle_name(window)], "active", "auc") == pytest.approx(auc)
+
+
+def test_bounds_from_another_world_are_refused(world):
+    out, spec = world
+    with pytest.raises(ValueError, match="does not hold"):
+        zero_shot_records(spec, out / "new_scenario.csv", 20, 60, 3)
+    with pytest.raises(ValueError, match="does not hold"):
+        history_oracle_records(spec, 20, 60, 3)
