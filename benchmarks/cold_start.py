@@ -3,10 +3,12 @@ MovieLens, new advertisers and the new scenario on the advertiser simulator; K s
 group; base, fine-tuning, MAML, first-order MAML, Reptile, Meta-SGD, ID warm-up and the naive
 forecasts; paired differences with t-intervals over seeds; issue 18's targets checked.
 
-Full size (the targets' scale; about 5–6 h on 2 free CPU threads, estimated from reduced runs):
+Full size (the targets' scale: 5 seeds, 100 held-out groups per state; the issue sets no world size, so the
+simulator world is 600 advertisers × 60 days, each advertiser active in several scenarios; about 25 min for the
+MovieLens worlds and 40 min for the advertiser world on 2 free CPU threads):
 
     nice -n 15 .venv/bin/python benchmarks/cold_start.py --seeds 0 1 2 3 4 --groups 100 \\
-        --ks 0 1 5 10 20 50 --advertisers 1200 --days 90 --threads 2 --work runs/cold_start
+        --ks 0 1 5 10 20 50 --advertisers 600 --days 60 --threads 2 --work runs/cold_start
 
 Smoke (tiny everything, seconds): ``--smoke --out /tmp/cold_start.md``. Runs are ordinary run
 directories under ``WORK`` (git-ignored), reused when the same code trained them with the same
@@ -41,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data"))
 MOVIELENS = SHARED_DATA / "movielens100k_msmt" / "ml100k_msmt_train.csv"
 FULL = ("nice -n 15 .venv/bin/python benchmarks/cold_start.py --seeds 0 1 2 3 4 --groups 100 --ks 0 1 5 10 20 50 "
-        "--advertisers 1200 --days 90 --threads 2 --work runs/cold_start")
+        "--advertisers 600 --days 60 --threads 2 --work runs/cold_start")
 # --smoke: tiny data and models, a few steps of everything (for tests)
 SMOKE = ("train.epochs=1", "model.embedding_dim=4", "model.hidden_dims=[16]", "model.tower_dims=[8]", "meta.episodes=3",
          "meta.groups_per_episode=2", "meta.warmup_steps=2", "meta.warmup_rows=2", "meta.inner_steps=1")
@@ -58,8 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ks", type=int, nargs="+", default=list(KS), help="support rows per group")
     ap.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=WORLDS)
     ap.add_argument("--meta", nargs="+", default=list(META), choices=META, help="meta algorithms")
-    ap.add_argument("--advertisers", type=int, default=1200)
-    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--advertisers", type=int, default=600)
+    ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--world-seed", type=int, default=2026, help="the simulator world's seed")
     ap.add_argument("--movielens", type=Path, default=MOVIELENS, help="the MovieLens table (default: $MSMT_SHARED_DATA's)")
     ap.add_argument("--threads", type=int, default=2)
