@@ -178,3 +178,67 @@ def test_the_chosen_offset_is_saved_with_the_weights_and_an_older_run_loads_as_t
     save_file(state, str(tmp_path / "old.safetensors"))
     _load_weights(again, tmp_path / "old.safetensors")
     assert set(again.forecast.chosen().values()) == {"mean"}
+
+
+def _candidates(schema, data, offset):
+    """[B, T, C] each candidate naive forecast of the offset's tasks (the overall prior without history)."""
+    per = [NaiveForecast(schema, m, prior="overall")(data)[0] for m in offset.candidates]
+    return torch.stack([torch.stack([p[t] for t in offset.tasks], 1) for p in per], -1)
+
+
+def test_blend_offset_is_a_per_row_softmax_mix_of_the_naive_forecasts(world):
+    """``model.forecast: blend``: b = Σ_c softmax(a + V z)_c b_c with z_c = log(b_c + ε) − log(b_mean + ε),
+    checked against the same formula in NumPy with a random gate; a row's offset does not depend
+    on its batch-mates."""
+    schema, _, batch, _ = world
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    model = build_model(schema, model_config("mmoe", forecast="blend")).eval()
+    offset = model.forecast
+    assert offset.blends and not model.fits_statistics and len(offset.candidates) == 3
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        offset.gate_bias.copy_(torch.randn(offset.gate_bias.shape, generator=generator))
+        offset.gate_weight.copy_(torch.randn(offset.gate_weight.shape, generator=generator))
+        got = offset.offsets(inputs)
+        alone = offset.offsets({k: v[7:8] for k, v in inputs.items()})
+    b = _candidates(schema, inputs, offset).double().numpy()  # [B, T, C]
+    eps = offset.epsilon.double().numpy()[None, :, None]
+    z = np.log(b + eps) - np.log(b[..., [offset.candidates.index("mean")]] + eps)
+    logits = offset.gate_bias.detach().double().numpy()[None] + np.einsum("btc,tcd->btd", z, offset.gate_weight.detach().double().numpy())
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    expected = np.log((w * b).sum(-1) + eps[..., 0])  # [B, T]
+    assert (w.max(-1) < 0.999).mean() > 0.5  # a real mix, not one candidate
+    for i, task in enumerate(offset.tasks):
+        np.testing.assert_allclose(got[task].double().numpy(), expected[:, i], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(alone[task], got[task][7:8])
+    assert offset.chosen()["clicks"].startswith("blend of")
+
+
+def test_blend_gate_learns_to_follow_the_naive_forecast_the_labels_equal(world):
+    """Labels planted as exactly the last value: training only the gate (f ≡ 0) by the Poisson
+    loss moves each task's weight onto ``last`` from the plain average it starts at."""
+    schema, _, batch, _ = world
+    data = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    model = build_model(schema, model_config("mmoe", forecast="blend"))
+    offset = model.forecast
+    last = _candidates(schema, data, offset)[..., offset.candidates.index("last")]  # [B, T]
+    optimiser = torch.optim.Adam([offset.gate_bias, offset.gate_weight], lr=0.1)
+
+    def loss():
+        rates = torch.stack([offset.offsets(data)[t] for t in offset.tasks], 1)  # log λ, f ≡ 0
+        scale = last.mean(0)  # per task: comparable losses
+        return ((torch.exp(rates) - last * rates) / scale).mean()
+
+    start = loss().item()
+    for _ in range(150):
+        optimiser.zero_grad()
+        value = loss()
+        value.backward()
+        optimiser.step()
+    assert loss().item() < start - 0.05
+    with torch.no_grad():
+        b = _candidates(schema, data, offset)
+        z = torch.log(b + offset.epsilon[None, :, None]) - torch.log(b[..., [offset.candidates.index("mean")]] + offset.epsilon[None, :, None])
+        weights = torch.softmax(offset.gate_bias + torch.einsum("btc,tcd->btd", z, offset.gate_weight), -1).mean(0)  # [T, C]
+    assert (weights[:, offset.candidates.index("last")] > 0.8).all(), weights

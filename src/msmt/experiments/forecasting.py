@@ -224,12 +224,15 @@ def history_oracle_records(spec, advertisers: int, days: int, seed: int, windows
 
 
 def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
-    """Long-form records of every run: its test split, and the new scenario with K days of history."""
+    """Long-form records of every run: its test split (and its validation split, ``val``: the data
+    a configuration is chosen on), and the new scenario with K days of history."""
     records = []
     for (name, seed), run_dir in runs.items():
         metrics = read_metrics(run_dir)
         split = "test" if "test" in metrics else "val"
         records += _flatten(metrics[split], name, seed, split)
+        if split == "test" and "val" in metrics:
+            records += _flatten(metrics["val"], name, seed, "val")
         if seed == study.seeds[0] and "oracle" in metrics[split]:
             records += _flatten(metrics[split]["oracle"], name, seed, split, source="oracle")
         if study.new_scenario is not None and (name.startswith("naive_") or name in ("m2m", *(f"{m}+history" for m in HISTORY_MODELS))):

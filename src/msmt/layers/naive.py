@@ -111,13 +111,21 @@ class ForecastOffset(nn.Module):
     labelled batches before training (``MultiTaskModel.fit_statistics``); the choice is the
     buffer ``choice`` [T] (saved with the weights); before :meth:`fit` it is the trailing mean.
 
+    ``method="blend"``: b_t is a per-row convex combination of the same candidates,
+    b_t = Σ_c w_tc b_tc with w_t = softmax(a_t + V_t z_t), z_tc = log(b_tc + ε_t) − log(b_t,mean + ε_t)
+    (how far each candidate sits from the trailing mean); a_t [C] and V_t [C, C] are learnt with
+    the network (zero at the start: the plain average of the candidates). A row whose recent
+    days left the window's level can lean on the last value, a noisy one on the mean — what one
+    choice for the whole training split cannot do when the data changes regime.
+
     ``forward(batch, outputs)`` -> outputs with ``log(b + ε)`` added to those tasks' log-rates.
     """
 
     def __init__(self, schema: FittedSchema, method: str = "mean"):
         super().__init__()
         self.selects = method == "auto"
-        if self.selects:
+        self.blends = method == "blend"
+        if self.selects or self.blends:
             self.candidates = [m for m in AUTO_CANDIDATES if m != "weekday" or schema.panel.window >= WEEK]
         else:
             self.candidates = [method]
@@ -132,9 +140,14 @@ class ForecastOffset(nn.Module):
         self.register_buffer("epsilon", torch.tensor(eps, dtype=torch.float32), persistent=False)
         if self.selects:  # index into self.candidates per offset task; persistent: the fitted choice
             self.register_buffer("choice", torch.zeros(len(counts), dtype=torch.long))
+        if self.blends:  # the blend's gate: logits a_t + V_t z_t over the candidates
+            C = len(self.candidates)
+            self.gate_bias = nn.Parameter(torch.zeros(len(counts), C))
+            self.gate_weight = nn.Parameter(torch.zeros(len(counts), C, C))
+            self.mean_index = self.candidates.index("mean")
 
     def naive_values(self, batch: dict[str, Tensor]) -> Tensor:
-        """[C, B, T] every candidate's naive forecast of the offset tasks (C = 1 unless ``auto``)."""
+        """[C, B, T] every candidate's naive forecast of the offset tasks (C = 1 unless ``auto`` or ``blend``)."""
         return torch.stack([torch.stack([naive(batch)[0][t] for t in self.tasks], 1) for naive in self.naives])
 
     def offsets(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -143,12 +156,19 @@ class ForecastOffset(nn.Module):
         if self.selects:
             index = self.choice.view(1, 1, -1).expand(1, values.shape[1], -1)
             chosen = values.gather(0, index)[0]  # [B, T]
+        elif self.blends:
+            logs = torch.log(values + self.epsilon).permute(1, 2, 0)  # [B, T, C]
+            z = logs - logs[..., self.mean_index].unsqueeze(-1)
+            logits = self.gate_bias.to(z.dtype) + torch.einsum("btc,tcd->btd", z, self.gate_weight.to(z.dtype))
+            chosen = (torch.softmax(logits, -1) * values.permute(1, 2, 0)).sum(-1)  # [B, T]
         else:
             chosen = values[0]
         return {t: torch.log(chosen[:, i] + self.epsilon[i]) for i, t in enumerate(self.tasks)}
 
     def chosen(self) -> dict[str, str]:
         """{task: the naive forecast its offset uses}."""
+        if self.blends:
+            return {t: "blend of " + " / ".join(self.candidates) for t in self.tasks}
         if not self.selects:
             return {t: self.candidates[0] for t in self.tasks}
         return {t: self.candidates[int(c)] for t, c in zip(self.tasks, self.choice.tolist())}

@@ -112,8 +112,8 @@ class MultiTaskModel(nn.Module):
         offsettable = schema.panel is not None and schema.task_stats and any(
             t.kind == TaskKind.COUNT and schema.spec.history_of(t) for t in schema.spec.tasks
         )
-        if choice == "auto":
-            return "auto" if offsettable else None
+        if choice in ("auto", "blend"):
+            return choice if offsettable else None
         if not offsettable:
             raise ConfigError(f"model.forecast: '{choice}' needs panel data with a count task that has a history (tasks.<name>.history)")
         return choice

@@ -58,8 +58,9 @@ class ModelConfig(Strict):
     use_scenario_feature: bool = True  # embed the scenario id as one more input feature
     history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
     # count heads as log(naive forecast + ε) + f(x) on panel data (msmt.layers.naive.ForecastOffset):
-    # auto = per count task with a history, the naive forecast with the least training-split absolute error; none = plain heads
-    forecast: Literal["auto", "none", "last", "mean", "weekday"] = "auto"
+    # auto = per count task with a history, the naive forecast with the least training-split absolute error;
+    # blend = per row a learnt softmax mix of those naive forecasts (data that changes regime); none = plain heads
+    forecast: Literal["auto", "blend", "none", "last", "mean", "weekday"] = "auto"
     # share of training rows whose panel history is removed (msmt.models.base.drop_history), so
     # that units without history (new advertisers, a new scenario's first days) are learnt too
     history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
