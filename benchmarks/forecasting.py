@@ -41,9 +41,8 @@ from msmt.experiments.forecasting_page import (
     COUNTS,
     MINOR,
     WORLD_COLS,
-    best_naive,
-    check,
     curve_plot,
+    naive_checks,
     online_targets,
     table,
     values,
@@ -291,16 +290,6 @@ def online_section(summary: pd.DataFrame, args) -> list[str]:
         *table(v, rows, "val", "overall", cols, bounds=()),
         "",
     ]
-
-
-def naive_checks(v: dict, tasks) -> list[str]:
-    """Target-table rows: M2M against the best naive forecast of each task (test, overall)."""
-    lines = []
-    for task in tasks:
-        m2m, naive = v.get(("m2m", "test", "overall", task, "nmae")), best_naive(v, "test", "overall", task, "nmae")
-        if m2m and naive:
-            lines.append(check(f"{task}: M2M NMAE ≤ the best naive forecast's", m2m[0] <= naive[1], f"{m2m[0]:.4f} vs {naive[1]:.4f} ({naive[0]})"))
-    return lines
 
 
 def gap_note(config: Path) -> list[str]:

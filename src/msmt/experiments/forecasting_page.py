@@ -160,3 +160,13 @@ def online_targets(v: dict, main: Sequence[str], tasks: Sequence[str]) -> list[s
             best = min(rivals)
             lines.append(check(f"{task}: M2M NMAE ≤ every +history model's", m2m[0] <= best[0], f"{m2m[0]:.4f} vs {best[0]:.4f} ({best[1]})"))
     return lines
+
+
+def naive_checks(v: dict, tasks: Sequence[str]) -> list[str]:
+    """Target-table rows: M2M against the best naive forecast of each task (test, overall)."""
+    lines = []
+    for task in tasks:
+        m2m, naive = v.get(("m2m", "test", "overall", task, "nmae")), best_naive(v, "test", "overall", task, "nmae")
+        if m2m and naive:
+            lines.append(check(f"{task}: M2M NMAE ≤ the best naive forecast's", m2m[0] <= naive[1], f"{m2m[0]:.4f} vs {naive[1]:.4f} ({naive[0]})"))
+    return lines

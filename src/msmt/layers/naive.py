@@ -157,10 +157,11 @@ class ForecastOffset(nn.Module):
             index = self.choice.view(1, 1, -1).expand(1, values.shape[1], -1)
             chosen = values.gather(0, index)[0]  # [B, T]
         elif self.blends:
-            logs = torch.log(values + self.epsilon).permute(1, 2, 0)  # [B, T, C]
+            values = values.permute(1, 2, 0)  # [B, T, C]
+            logs = torch.log(values + self.epsilon.unsqueeze(-1))
             z = logs - logs[..., self.mean_index].unsqueeze(-1)
             logits = self.gate_bias.to(z.dtype) + torch.einsum("btc,tcd->btd", z, self.gate_weight.to(z.dtype))
-            chosen = (torch.softmax(logits, -1) * values.permute(1, 2, 0)).sum(-1)  # [B, T]
+            chosen = (torch.softmax(logits, -1) * values).sum(-1)  # [B, T]
         else:
             chosen = values[0]
         return {t: torch.log(chosen[:, i] + self.epsilon[i]) for i, t in enumerate(self.tasks)}
