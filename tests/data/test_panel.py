@@ -230,31 +230,43 @@ def test_without_own_history_only_the_context_is_history():
 GROUP_SPEC = SPEC.model_copy(update={"group_keys": ("adv",)})
 
 
-def _naive_group(history: pd.DataFrame, row: pd.Series, spec: PanelSpec) -> tuple[list, list]:
+def _naive_group(history: pd.DataFrame, row: pd.Series, spec: PanelSpec) -> tuple[list, list, list]:
     """Loop reference of the group channel: the other units of the row's group, per earlier day."""
-    sums, counts = [], []
+    sums, counts, actives = [], [], []
     for lag in range(spec.window, 0, -1):
         hit = history[(history.adv == row.adv) & (history.scen != row.scen) & (history.day == row.day - lag)]
         hit = hit.drop_duplicates(["adv", "scen", "day"], keep="last")
         sums.append(hit[list(spec.metrics)].fillna(0.0).sum().to_numpy())
         counts.append(len(hit))
-    return sums, counts
+        actives.append(int((hit[list(spec.metrics)].fillna(0.0) > 0).any(axis=1).sum()))
+    return sums, counts, actives
+
+
+def _pause_some(frame: pd.DataFrame, rng) -> pd.DataFrame:
+    """Paused days: every metric 0 (or 0 and missing), so a row is not always an active unit."""
+    paused = rng.random(len(frame)) < 0.3
+    frame.loc[paused, ["imp", "cost"]] = 0.0
+    frame.loc[paused & (rng.random(len(frame)) < 0.3), "cost"] = np.nan
+    return frame
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_group_channel_matches_naive_reference(seed):
-    """``seq.group_raw`` / ``seq.group_count``: the sums over the group's *other* units, per lag."""
+    """``seq.group_raw`` / ``seq.group_count`` / ``seq.group_active``: the sums over the group's
+    *other* units, how many have a row, and how many of those were active, per lag."""
     rng = np.random.default_rng(seed)
     spec = GROUP_SPEC.model_copy(update={"window": int(rng.integers(2, 7))})
-    frame = _random_panel(rng, n_ent=9, days=20)
+    frame = _pause_some(_random_panel(rng, n_ent=9, days=20), rng)
     frame.loc[rng.random(len(frame)) < 0.1, "cost"] = np.nan  # a missing value adds nothing
     fitted = fit_panel(frame, spec)
     seq = encode_panel(frame, spec, fitted)
     assert seq["seq.group_raw"].shape == (len(frame), spec.window, 2) and seq["seq.group_count"].shape == (len(frame), spec.window)
     for i in range(len(frame)):
-        sums, counts = _naive_group(frame, frame.iloc[i], spec)
+        sums, counts, actives = _naive_group(frame, frame.iloc[i], spec)
         np.testing.assert_array_equal(seq["seq.group_count"][i], counts)
+        np.testing.assert_array_equal(seq["seq.group_active"][i], actives)
         np.testing.assert_allclose(seq["seq.group_raw"][i], np.array(sums, dtype=np.float32), rtol=1e-5)
+    assert 0 < seq["seq.group_active"].sum() < seq["seq.group_count"].sum()  # paused units are in the count only
     assert "seq.group_raw" not in encode_panel(frame, SPEC, fit_panel(frame, SPEC))  # only when declared
 
 
@@ -262,19 +274,20 @@ def test_group_channel_zero_shot_reads_only_the_context():
     """A new scenario scored zero-shot (``own_history=False``): its own rows are no one's history,
     but its advertiser's other scenarios given as context fill the group channel."""
     rng = np.random.default_rng(3)
-    frame = _random_panel(rng, n_ent=9, days=20, p_obs=1.0)
+    frame = _pause_some(_random_panel(rng, n_ent=9, days=20, p_obs=1.0), rng)
     new = frame[frame["scen"] == "s2"].reset_index(drop=True)
     others = frame[frame["scen"] != "s2"].reset_index(drop=True)
     fitted = fit_panel(others, GROUP_SPEC)
     seq = encode_panel(new, GROUP_SPEC, fitted, context=others, own_history=False)
     assert not seq["seq.mask"].any()  # no history of its own
     for i in range(len(new)):
-        sums, counts = _naive_group(others, new.iloc[i], GROUP_SPEC)
+        sums, counts, actives = _naive_group(others, new.iloc[i], GROUP_SPEC)
         np.testing.assert_array_equal(seq["seq.group_count"][i], counts)
+        np.testing.assert_array_equal(seq["seq.group_active"][i], actives)
         np.testing.assert_allclose(seq["seq.group_raw"][i], np.array(sums, dtype=np.float32), rtol=1e-5)
     assert seq["seq.group_count"].sum() > 0
     alone = encode_panel(new, GROUP_SPEC, fitted, own_history=False)  # without the context: nothing
-    assert not alone["seq.group_count"].any() and not alone["seq.group_raw"].any()
+    assert not alone["seq.group_count"].any() and not alone["seq.group_raw"].any() and not alone["seq.group_active"].any()
 
 
 def test_group_keys_validation():

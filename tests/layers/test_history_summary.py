@@ -31,8 +31,8 @@ def test_summary_matches_a_per_row_loop(adv):
     out = HistorySummary(schema)(batch).numpy()
     perf, mask, beh = batch["seq.performance"].numpy(), batch["seq.mask"].numpy(), batch["seq.behaviour"].numpy()
     F, V = perf.shape[2], len(schema.panel.events) + 2
-    own = 2 * F + 1 + V  # then the group channel's 2F + 1 (the simulator declares panel.group_keys)
-    assert out.shape == (len(mask), own + (2 * F + 1 if schema.panel.group_keys else 0))
+    own = 2 * F + 1 + V  # then the group channel's 2F + 3 (the simulator declares panel.group_keys)
+    assert out.shape == (len(mask), own + (2 * F + 3 if schema.panel.group_keys else 0))
     for i in np.random.default_rng(0).choice(len(mask), 40, replace=False):
         seen = mask[i]
         n = max(seen.sum(), 1)
@@ -73,17 +73,24 @@ def test_summary_reads_the_group_channel(adv):
     assert schema.panel.group_keys == ("advertiser_id",)  # the simulator declares the group channel
     out = HistorySummary(schema)(batch).numpy()
     F, V = len(schema.panel.metrics), len(schema.panel.events) + 2
-    assert out.shape == (len(out), 2 * F + 1 + V + 2 * F + 1)
-    raw, count = batch["seq.group_raw"].numpy(), batch["seq.group_count"].numpy()
-    for i in np.random.default_rng(1).choice(len(out), 40, replace=False):
+    assert out.shape == (len(out), 2 * F + 1 + V + 2 * F + 3)
+    raw, count, active = (batch[k].numpy() for k in ("seq.group_raw", "seq.group_count", "seq.group_active"))
+    paused = np.flatnonzero((active < count).any(1))  # rows whose advertiser had other scenarios paused
+    assert len(paused) > 20
+    rng = np.random.default_rng(1)
+    for i in [*rng.choice(len(out), 20, replace=False), *rng.choice(paused, 20, replace=False)]:
         seen = count[i] > 0
         level = np.log1p(raw[i])
-        expected = np.concatenate([level[seen].sum(0) / max(seen.sum(), 1), level[-1], [seen.mean()]])
+        live = active[i][seen] / count[i][seen]
+        last_live = active[i, -1] / count[i, -1] if count[i, -1] > 0 else 0.0
+        expected = np.concatenate([level[seen].sum(0) / max(seen.sum(), 1), level[-1], [seen.mean()],
+                                   [live.sum() / max(seen.sum(), 1), last_live]])
         np.testing.assert_allclose(out[i, 2 * F + 1 + V :], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("key", ["seq.group_raw", "seq.group_active"])
 @pytest.mark.parametrize("name", ["m2m", "mmoe"])
-def test_a_row_without_own_history_is_forecast_from_its_group(adv, name):
+def test_a_row_without_own_history_is_forecast_from_its_group(adv, name, key):
     """Zero-shot rows (no own history) still move with their group's other units, and only they do."""
     schema, batch = adv
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
@@ -93,13 +100,16 @@ def test_a_row_without_own_history_is_forecast_from_its_group(adv, name):
     rows = torch.arange(len(inputs["seq.mask"]))[-64:]  # late days: the other scenarios have a past
     sub = take(inputs, rows)
     sub["seq.mask"][:] = False  # nobody has history of its own
-    for key in ("seq.raw", "seq.performance"):
-        sub[key] = torch.zeros_like(sub[key])
+    for own in ("seq.raw", "seq.performance"):
+        sub[own] = torch.zeros_like(sub[own])
     sub["seq.present"][:] = False
-    k = int(torch.nonzero(sub["seq.group_count"].sum(1) > 0)[0])
+    k = int(torch.nonzero(sub["seq.group_active"].sum(1) > 0)[0])
     full = model(sub)
-    changed = {key: v.clone() for key, v in sub.items()}
-    changed["seq.group_raw"][k] *= 5.0  # row k's advertiser does five times as much elsewhere
+    changed = {batch_key: v.clone() for batch_key, v in sub.items()}
+    if key == "seq.group_raw":
+        changed[key][k] *= 5.0  # row k's advertiser does five times as much elsewhere
+    else:
+        changed[key][k] = 0.0  # row k's advertiser paused its other scenarios (the same sums: only the count says so)
     moved = model(changed)
     others = torch.arange(len(rows)) != k
     for t in full:

@@ -21,7 +21,9 @@ step. A row's own step and later steps are never used. Outputs (the batch keys o
 * ``seq.present`` [N, W, F] bool: True where that metric's value was observed.
 * with ``panel.group_keys`` (e.g. the advertiser of an (advertiser, scenario) unit):
   ``seq.group_raw`` [N, W, F] float32, the raw metrics summed over the group's *other* units at
-  that step, and ``seq.group_count`` [N, W] float32, how many of them have a row there. A unit
+  that step, ``seq.group_count`` [N, W] float32, how many of them have a row there, and
+  ``seq.group_active`` [N, W] float32, how many of those have a positive value of some metric
+  (were active: served, spent; a paused unit's row has none). A unit
   with no history of its own (a new scenario) is still seen through its advertiser's other
   scenarios.
 
@@ -171,9 +173,12 @@ def _lookup(frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None, 
     return _Lookup(index, source, history_rows, parts, steps, t0, span)
 
 
-def group_history(found: _Lookup, spec: PanelSpec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def group_history(found: _Lookup, spec: PanelSpec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The group channel: per row and past step, the metrics summed over the *other* units of its
-    group (``spec.group_keys``) that have a row at that step, and how many do.
+    group (``spec.group_keys``) that have a row at that step, how many do, and how many of those
+    are active (a positive value of some metric). The active count is what tells a group's pauses
+    and resumes apart from changes of level: the advertiser's propensity to pause, shared by its
+    scenarios, shows in its other units' live days.
 
     Only rows that may serve as history count (``found.rows``: context rows, and the frame's
     own rows unless ``own_history=False``), so a zero-shot unit's group channel is its group's
@@ -182,7 +187,8 @@ def group_history(found: _Lookup, spec: PanelSpec, values: np.ndarray) -> tuple[
     Args:
         values: [len(source), F] float64 raw metrics of the source rows (NaN: missing, counts as 0).
     Returns:
-        sums [N, W, F] float32 (0 where no other unit of the group has a row), counts [N, W] float32.
+        sums [N, W, F] float32 (0 where no other unit of the group has a row), counts [N, W]
+        float32, active [N, W] float32.
     """
     parts, rows = found.parts, found.rows
     n_frame, window = found.index.shape
@@ -192,19 +198,25 @@ def group_history(found: _Lookup, spec: PanelSpec, values: np.ndarray) -> tuple[
     clean = np.nan_to_num(values, nan=0.0)
     uniq, inverse = np.unique(codes[rows], return_inverse=True)
     if not len(uniq):
-        return np.zeros((n_frame, window, values.shape[1]), np.float32), np.zeros((n_frame, window), np.float32)
+        empty = np.zeros((n_frame, window), np.float32)
+        return np.zeros((n_frame, window, values.shape[1]), np.float32), empty, empty.copy()
     sums = np.stack([np.bincount(inverse, weights=clean[rows, f], minlength=len(uniq)) for f in range(values.shape[1])], 1)
     counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+    is_active = (clean > 0).any(1).astype(np.float64)  # [len(source)]
+    actives = np.bincount(inverse, weights=is_active[rows], minlength=len(uniq))
     lags = np.arange(window, 0, -1, dtype=np.int64)
     wanted = codes[len(codes) - n_frame :, None] - lags[None, :]  # [N, W]
     pos = np.minimum(np.searchsorted(uniq, wanted), len(uniq) - 1)
     hit = uniq[pos] == wanted
     group_sums = np.where(hit[..., None], sums[pos], 0.0)  # [N, W, F], the row's own unit included
     group_counts = np.where(hit, counts[pos], 0.0)
+    group_active = np.where(hit, actives[pos], 0.0)
     mine = found.index >= 0  # the own unit's row at that step is one of the summed rows: take it out
-    group_sums -= np.where(mine[..., None], clean[np.where(mine, found.index, 0)], 0.0)
+    own = np.where(mine, found.index, 0)
+    group_sums -= np.where(mine[..., None], clean[own], 0.0)
     group_counts -= mine
-    return np.clip(group_sums, 0.0, None).astype(np.float32), group_counts.astype(np.float32)
+    group_active -= mine * is_active[own]
+    return np.clip(group_sums, 0.0, None).astype(np.float32), group_counts.astype(np.float32), group_active.astype(np.float32)
 
 
 def encode_panel(
@@ -212,7 +224,8 @@ def encode_panel(
 ) -> dict[str, np.ndarray]:
     """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool,
     "seq.raw": [N, W, F] float32, "seq.present": [N, W, F] bool}``, and with ``spec.group_keys``
-    ``"seq.group_raw"`` [N, W, F] float32 and ``"seq.group_count"`` [N, W] float32 (:func:`group_history`)."""
+    ``"seq.group_raw"`` [N, W, F] float32, ``"seq.group_count"`` and ``"seq.group_active"`` [N, W]
+    float32 (:func:`group_history`)."""
     W, F = spec.window, len(spec.metrics)
     if len(frame) == 0:
         return {
@@ -221,8 +234,8 @@ def encode_panel(
             "seq.mask": np.zeros((0, W), bool),
             "seq.raw": np.zeros((0, W, F), np.float32),
             "seq.present": np.zeros((0, W, F), bool),
-            **({"seq.group_raw": np.zeros((0, W, F), np.float32), "seq.group_count": np.zeros((0, W), np.float32)}
-               if spec.group_keys else {}),
+            **({"seq.group_raw": np.zeros((0, W, F), np.float32), "seq.group_count": np.zeros((0, W), np.float32),
+                "seq.group_active": np.zeros((0, W), np.float32)} if spec.group_keys else {}),
         }
     found = _lookup(frame, spec, context, own_history)
     index, source = found.index, found.source
@@ -254,7 +267,7 @@ def encode_panel(
         "seq.present": present,
     }
     if spec.group_keys:
-        out["seq.group_raw"], out["seq.group_count"] = group_history(found, spec, values)
+        out["seq.group_raw"], out["seq.group_count"], out["seq.group_active"] = group_history(found, spec, values)
     return out
 
 

@@ -9,11 +9,12 @@ architecture, not about who may look at the past. Per row, over its own window o
 * the share of observed steps                   [B, 1]
 * the share of observed steps with each event   [B, V]   (V = event vocabulary incl. pad/OOV)
 * with ``panel.group_keys``, the group channel (the unit's group's other units, e.g. the
-  advertiser's other scenarios; ``seq.group_raw``, ``seq.group_count``): the mean of
-  log1p(group sums) over the steps the group has rows, the most recent step's, and the share of
-  such steps                                     [B, 2F + 1]
+  advertiser's other scenarios; ``seq.group_raw``, ``seq.group_count``, ``seq.group_active``):
+  the mean of log1p(group sums) over the steps the group has rows, the most recent step's, the
+  share of such steps, and the share of the other units active (a positive metric) over those
+  steps and at the most recent one                [B, 2F + 3]
 
-Output: [B, 2F + 1 + V (+ 2F + 1)]. Nothing mixes rows of the batch.
+Output: [B, 2F + 1 + V (+ 2F + 3)]. Nothing mixes rows of the batch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class HistorySummary(nn.Module):
         self.num_metrics = len(panel.metrics)
         self.num_events = len(panel.events) + 2
         self.group = bool(panel.group_keys)
-        self.out_dim = 2 * self.num_metrics + 1 + self.num_events + (2 * self.num_metrics + 1 if self.group else 0)
+        self.out_dim = 2 * self.num_metrics + 1 + self.num_events + (2 * self.num_metrics + 3 if self.group else 0)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         perf = batch["seq.performance"]  # [B, W, F], 0 where missing
@@ -48,8 +49,11 @@ class HistorySummary(nn.Module):
         share = observed / mask.shape[1]
         parts = [mean, last, share, event_share]
         if self.group:
-            seen = (batch["seq.group_count"] > 0).to(perf.dtype)  # [B, W]
+            count = batch["seq.group_count"].to(perf.dtype)  # [B, W]
+            seen = (count > 0).to(perf.dtype)
             level = torch.log1p(batch["seq.group_raw"]).to(perf.dtype)  # [B, W, F], 0 where no other unit
+            live = batch["seq.group_active"].to(perf.dtype) / count.clamp_min(1.0)  # [B, W], share of the others active
             steps = seen.sum(1, keepdim=True)
-            parts += [(level * seen.unsqueeze(-1)).sum(1) / steps.clamp_min(1.0), level[:, -1], steps / seen.shape[1]]
+            parts += [(level * seen.unsqueeze(-1)).sum(1) / steps.clamp_min(1.0), level[:, -1], steps / seen.shape[1],
+                      (live * seen).sum(1, keepdim=True) / steps.clamp_min(1.0), live[:, -1:]]
         return torch.cat(parts, dim=1)

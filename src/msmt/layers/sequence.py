@@ -129,8 +129,10 @@ class PanelEncoder(nn.Module):
     Input keys: ``seq.behaviour`` [B, W] int64, ``seq.performance`` [B, W, F] float32,
     ``seq.mask`` [B, W] bool (True = observed); ``recency`` also ``seq.raw`` [B, W, F] float32 and
     ``seq.present`` [B, W, F] bool; with ``panel.group_keys`` the performance steps also read the
-    group channel, log1p of ``seq.group_raw`` [B, W, F] and ``seq.group_count`` [B, W] (the
-    advertiser's other scenarios), and a step counts as observed when either has a row. Output: [B, out_dim] (2·d for ``mean_pool``, 4·d for ``recency``).
+    group channel, log1p of ``seq.group_raw`` [B, W, F], ``seq.group_count`` and
+    ``seq.group_active`` [B, W] (the advertiser's other scenarios, and how many of them were
+    live), and a step counts as observed when either has a row. Output: [B, out_dim] (2·d for
+    ``mean_pool``, 4·d for ``recency``).
     """
 
     def __init__(
@@ -141,10 +143,10 @@ class PanelEncoder(nn.Module):
         window = int(panel.window)
         self.length = window if length is None else min(int(length), window)
         self.raw_levels = kind == "recency"  # log1p(raw) and presence per metric beside the standardised values
-        self.group = bool(panel.group_keys)  # the group channel: log1p of the other units' sums and count per step
+        self.group = bool(panel.group_keys)  # the group channel: log1p of the other units' sums, count and active count per step
         F = len(panel.metrics)
         self.behaviour = nn.Embedding(len(panel.events) + 2, dim, padding_idx=0)
-        self.performance = nn.Linear(F * (3 if self.raw_levels else 1) + (F + 1 if self.group else 0), dim)
+        self.performance = nn.Linear(F * (3 if self.raw_levels else 1) + (F + 2 if self.group else 0), dim)
         args = (self.length, dim, heads, layers, ff_dim, dropout, use_transformer, kind)
         self.encode_behaviour = SequenceEncoder(*args)
         self.encode_performance = SequenceEncoder(*args)
@@ -161,8 +163,8 @@ class PanelEncoder(nn.Module):
             present = batch["seq.present"][:, -t:].to(perf.dtype)
             perf = torch.cat([perf, torch.log1p(batch["seq.raw"][:, -t:].clamp_min(0.0)), present], dim=-1)  # [B, T, 3F]
         if self.group:  # the group's other units: a step counts as observed when the unit or its group has a row
-            count = batch["seq.group_count"][:, -t:]  # [B, T]
-            group = torch.log1p(torch.cat([batch["seq.group_raw"][:, -t:], count.unsqueeze(-1)], dim=-1))  # [B, T, F+1]
+            count, active = batch["seq.group_count"][:, -t:], batch["seq.group_active"][:, -t:]  # [B, T] each
+            group = torch.log1p(torch.cat([batch["seq.group_raw"][:, -t:], count.unsqueeze(-1), active.unsqueeze(-1)], dim=-1))  # [B, T, F+2]
             perf = torch.cat([perf, group.to(perf.dtype)], dim=-1)
             mask = mask | (count > 0)
         p = self.encode_performance(self.performance(perf), mask)

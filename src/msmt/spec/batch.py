@@ -22,6 +22,7 @@ key                    shape / dtype         meaning
 ``seq.present``        [N, W, F] bool        True where that metric's value was observed
 ``seq.group_raw``      [N, W, F] float32     metrics summed over the group's other units (``panel.group_keys``)
 ``seq.group_count``    [N, W] float32        how many other units of the group have a row at that step
+``seq.group_active``   [N, W] float32        how many of those have a positive value of some metric
 =====================  ====================  ==============================================
 """
 
