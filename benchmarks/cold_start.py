@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.experiments.cold_start import KS, META, WORLDS, Study, World, method_overrides
+from msmt.experiments.cold_start import KS, META, WORLDS, Study, World, meta_curves, method_overrides
 from msmt.experiments.cold_start_page import render, scale_note
 from msmt.experiments.cold_start_score import study_records
 from msmt.experiments.cold_start_stats import paired, seed_means, summary
@@ -117,6 +117,8 @@ def main(argv=None) -> None:
     write_table(means, tables / "seed_means.csv")
     write_table(summ, tables / "summary.csv")
     write_table(diffs, tables / "paired.csv")
+    curves = meta_curves(study)
+    write_table(curves, tables / "meta_curves.csv")
     command = "python benchmarks/cold_start.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     minutes = (time.perf_counter() - start) / 60
     header = [
@@ -138,7 +140,7 @@ def main(argv=None) -> None:
         "warm-up applies to MovieLens only.", "",
         meta_line(study),
     ]
-    atomic_write_text(args.out, render(header, summ, diffs, means, args.out))
+    atomic_write_text(args.out, render(header, summ, diffs, means, args.out, curves))
     _log(f"wrote {args.out} ({minutes:.1f} min)")
 
 

@@ -34,8 +34,17 @@ def test_bench_grid_reuse_and_aggregates(tiny_dir, tmp_path):
     assert pd.read_csv(out / "leaderboard.csv").shape[0] == len(summary)
 
     logs.clear()
+    bench([str(config)], ["shared_bottom", "mmoe", "naive_last"], [0, 1], out, fast, log=logs.append)
+    assert sum("reused" in line for line in logs) == 4 and sum("n/a" in line for line in logs) == 2
+
+    # the same overrides over an edited config file are other runs: every cell is trained again
+    cfg["train"]["lr"] = cfg["train"].get("lr", 0.001) * 2
+    config.write_text(yaml.safe_dump(cfg))
+    logs.clear()
     bench([str(config)], ["shared_bottom", "mmoe"], [0, 1], out, fast, log=logs.append)
-    assert all("reused" in line for line in logs)
+    assert sum("trained" in line for line in logs) == 4 and not any("reused" in line for line in logs)
+    kept = yaml.safe_load((out / "runs/tiny/mmoe/seed1/config.yaml").read_text())
+    assert kept["train"]["lr"] == cfg["train"]["lr"]
 
 
 @pytest.mark.slow
@@ -67,21 +76,64 @@ def test_bench_names_jobs_and_changed_overrides(tiny_dir, tmp_path):
 
 def test_run_or_reuse_trains_once_per_overrides(tiny_dir, tmp_path):
     from msmt.experiments.bench import CELL_RECORD, finished, read_metrics, run_or_reuse
+    from msmt.spec.config import load_experiment
 
     config = tiny_dir / "experiment.yaml"
     run_dir = tmp_path / "run"
     fast = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1", "model.name=shared_bottom"]
     logs: list[str] = []
-    assert not finished(run_dir, fast)
+
+    def load(overrides):
+        return load_experiment(config, overrides)
+
+    assert not finished(run_dir, fast, load(fast))
     first = run_or_reuse(config, fast, run_dir, log=logs.append)
-    assert len(logs) == 1 and finished(run_dir, fast)
+    assert len(logs) == 1 and finished(run_dir, fast, load(fast))
     assert first == read_metrics(run_dir) and "auc" in first["val"]["overall"]["click"]
     assert json.loads((run_dir / CELL_RECORD).read_text())["overrides"] == fast
     assert run_or_reuse(config, fast, run_dir, log=logs.append) == first and len(logs) == 1  # reused, not trained
     other = [*fast[:-1], "model.name=mmoe"]
-    assert not finished(run_dir, other)  # other overrides: the run is not this one
+    assert not finished(run_dir, other, load(other))  # other overrides: the run is not this one
     run_or_reuse(config, other, run_dir, log=logs.append)
-    assert len(logs) == 2 and finished(run_dir, other) and not finished(run_dir, fast)
+    assert len(logs) == 2 and finished(run_dir, other, load(other)) and not finished(run_dir, fast, load(fast))
+
+
+def test_run_or_reuse_retrains_when_the_config_file_changes(tiny_dir, tmp_path):
+    """Reuse is keyed on the resolved config, not only the overrides: editing the experiment file or the
+    dataset file it names makes the kept run stale."""
+    from msmt.experiments.bench import Cell, cell_not_applicable, finished, run_or_reuse, train_cell
+    from msmt.spec.config import load_experiment
+
+    raw = yaml.safe_load((tiny_dir / "experiment.yaml").read_text())
+    dataset = yaml.safe_load((tiny_dir / "dataset.yaml").read_text())
+    dataset["files"] = {k: str(tiny_dir / v) for k, v in dataset["files"].items() if v}
+    (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(dataset))
+    raw["dataset"] = "dataset.yaml"
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    fast = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1", "model.name=shared_bottom"]
+    run_dir, logs = tmp_path / "run", []
+    run_or_reuse(config, fast, run_dir, log=logs.append)
+    assert finished(run_dir, fast, load_experiment(config, fast))
+
+    raw.setdefault("model", {})["hidden_dims"] = [8]  # the experiment file
+    config.write_text(yaml.safe_dump(raw))
+    assert not finished(run_dir, fast, load_experiment(config, fast))
+    run_or_reuse(config, fast, run_dir, log=logs.append)
+    assert len(logs) == 2 and finished(run_dir, fast, load_experiment(config, fast))
+
+    dataset["split"] = {**dataset.get("split", {}), "seed": 7}  # the dataset file behind it
+    (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(dataset))
+    assert not finished(run_dir, fast, load_experiment(config, fast))
+
+    # an n/a verdict is kept with the config it was reached under
+    cell = Cell("tiny", config, "naive_last", 0)
+    out = tmp_path / "grid"
+    assert train_cell(cell, out, fast[:-1])[0] == "n/a"
+    assert cell_not_applicable(cell, out, fast[:-1]) is not None
+    raw["model"]["hidden_dims"] = [16]
+    config.write_text(yaml.safe_dump(raw))
+    assert cell_not_applicable(cell, out, fast[:-1]) is None
 
 
 def test_one_seed_shows_the_value_alone_and_plots_per_scenario(tmp_path):

@@ -98,6 +98,9 @@ def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
     assert set(diffs["reference"]) == {"finetune", "base"}
     k0 = diffs[(diffs["K"] == 0) & (diffs["method"] == "finetune") & (diffs["reference"] == "base")]
     assert len(k0) and (k0["mean"] == 0).all()  # K = 0: fine-tuning has nothing to adapt on
+    curves = pd.read_csv(out.parent / "cold_start" / "meta_curves.csv")
+    assert set(curves["method"]) == {"maml"} and set(curves["world"]) == {"movielens_users", "advertisers"}
+    assert "## Meta-training curves" in page and (out.parent / "img" / "cold_start_meta_curves.png").stat().st_size > 1000
 
 
 def test_per_group_naive_forecast_is_the_support_mean_in_the_query_rows_scenario():

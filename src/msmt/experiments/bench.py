@@ -2,8 +2,9 @@
 
 Every cell is an ordinary ``msmt train`` run (``--set model.name=M --set train.seed=S``) in
 ``OUT/runs/<dataset>/<model>/seed<S>``; a finished cell is reused when it was trained with the same
-overrides by the same code (its ``provenance.json`` source hash, :mod:`msmt.rundir.provenance`), so an
-interrupted or extended grid only runs what is missing, and a code change retrains every cell.
+overrides, the same resolved config (config files and dataset files' paths included; a hash of it in the
+cell's ``bench.json``) and the same code (its ``provenance.json`` source hash, :mod:`msmt.rundir.provenance`),
+so an interrupted or extended grid only runs what is missing, and a code or config change retrains every cell.
 The leaderboard reports the *test* split when the runs have one (else validation): mean ± std over seeds per scenario × task and
 overall, plus the oracle where the data carry ``true_<task>`` columns.
 
@@ -29,6 +30,7 @@ Outputs: ``OUT/leaderboard.csv`` (long form), ``OUT/not_applicable.csv`` (datase
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -48,12 +50,12 @@ from msmt.models.registry import model_class
 from msmt.rundir import provenance
 from msmt.rundir.layout import METRICS
 from msmt.rundir.provenance import same_code
-from msmt.spec.config import load_experiment
+from msmt.spec.config import ExperimentConfig, dump_yaml, load_experiment
 from msmt.spec.errors import ConfigError
 from msmt.spec.task_kinds import rules
 
 ORACLE = "oracle"
-CELL_RECORD = "bench.json"  # in a cell's run directory: its overrides and training seconds
+CELL_RECORD = "bench.json"  # in a cell's run directory: its overrides, resolved config's hash and training seconds
 NOT_APPLICABLE = "not_applicable.json"  # in OUT/runs/<dataset>/<model>/
 TREES = "lightgbm"  # a bench model besides the registry: msmt.experiments.lightgbm_baseline
 
@@ -128,22 +130,43 @@ def _na_path(cell: Cell, out: Path) -> Path:
 
 
 def cell_not_applicable(cell: Cell, out: Path, common: Sequence[str]) -> str | None:
-    """The recorded n/a reason of a cell (any seed), if it was recorded with the same overrides."""
+    """The recorded n/a reason of a cell (any seed), if it was recorded with the same overrides,
+    config (seed aside) and code."""
     path = _na_path(cell, out)
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    same = record.get("overrides") == [o for o in cell.overrides(common) if not o.startswith("train.seed=")]
-    return record["reason"] if same else None
+    same = record.get("overrides") == _seedless(cell.overrides(common))
+    return record["reason"] if same and record.get("key") == _na_key(load_experiment(cell.config, cell.overrides(common))) else None
 
 
-def finished(run_dir: Path, overrides: Sequence[str]) -> bool:
-    """Whether ``run_dir`` holds a finished run made with ``overrides`` (its :data:`CELL_RECORD`)
-    by the same code (msmt.rundir.provenance); if not, the run is to be trained again."""
+def _seedless(overrides: Sequence[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith("train.seed=")]
+
+
+def _na_key(cfg: ExperimentConfig) -> str:
+    """What an n/a verdict depends on: the resolved config without its seed, and the code."""
+    data = cfg.to_dict()
+    data["train"].pop("seed", None)
+    return hashlib.sha256((dump_yaml(data) + provenance.source_hash()).encode()).hexdigest()
+
+
+def config_digest(cfg: ExperimentConfig) -> str:
+    """SHA-256 of ``cfg`` resolved (the text ``config.yaml`` of its run holds): the content of the
+    experiment and dataset config files and the overrides together."""
+    return hashlib.sha256(dump_yaml(cfg.to_dict()).encode()).hexdigest()
+
+
+def finished(run_dir: Path, overrides: Sequence[str], cfg: ExperimentConfig) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``cfg`` (the experiment config with ``overrides``
+    applied) made by the same code (msmt.rundir.provenance); if not, the run is to be trained again.
+    Both the overrides and the resolved config must match its :data:`CELL_RECORD`: the same overrides
+    over an edited config file are another run."""
     record = run_dir / CELL_RECORD
     if not (run_dir / METRICS).exists() or not record.exists() or not same_code(run_dir):
         return False
-    return json.loads(record.read_text()).get("overrides") == list(overrides)
+    kept = json.loads(record.read_text())
+    return kept.get("overrides") == list(overrides) and kept.get("config_sha256") == config_digest(cfg)
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -155,14 +178,16 @@ def train_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> tuple[dict, 
     """Train ``cfg`` into ``run_dir`` and record ``overrides`` and the seconds taken next to it
     (:data:`CELL_RECORD`, read by :func:`finished`); returns (metrics, seconds)."""
     start = time.perf_counter()
-    metrics = run_experiment(cfg, run_dir, overwrite=True)  # a cell trained with other overrides or code is replaced
-    return metrics, _record(run_dir, overrides, start)
+    metrics = run_experiment(cfg, run_dir, overwrite=True)  # a cell trained with other overrides, config or code is replaced
+    return metrics, _record(run_dir, overrides, cfg, start)
 
 
-def _record(run_dir: Path, overrides: Sequence[str], start: float) -> float:
-    """Write the cell's :data:`CELL_RECORD` (its overrides and the seconds since ``start``); returns the seconds."""
+def _record(run_dir: Path, overrides: Sequence[str], cfg: ExperimentConfig, start: float) -> float:
+    """Write the cell's :data:`CELL_RECORD` (its overrides, :func:`config_digest` and the seconds since
+    ``start``); returns the seconds."""
     seconds = time.perf_counter() - start
-    atomic_write_text(run_dir / CELL_RECORD, json.dumps({"overrides": list(overrides), "seconds": round(seconds, 2)}, indent=1))
+    record = {"overrides": list(overrides), "config_sha256": config_digest(cfg), "seconds": round(seconds, 2)}
+    atomic_write_text(run_dir / CELL_RECORD, json.dumps(record, indent=1))
     return seconds
 
 
@@ -176,20 +201,22 @@ def train_trees_recorded(cfg, run_dir: Path, overrides: Sequence[str]) -> float:
     start = time.perf_counter()
     lightgbm_baseline(cfg, TreeSettings(threads=cfg.train.num_threads or 1, seed=cfg.train.seed), out=run_dir)
     provenance.write(run_dir)
-    return _record(run_dir, overrides, start)
+    return _record(run_dir, overrides, cfg, start)
 
 
 def run_or_reuse(config: Path, overrides: Sequence[str], run_dir: Path, log=print) -> dict:
     """The metrics of ``config`` with ``overrides`` trained in ``run_dir``: read back when that run
     is :func:`finished`, else trained now (and recorded)."""
-    if finished(run_dir, overrides):
+    cfg = load_experiment(config, list(overrides))
+    if finished(run_dir, overrides, cfg):
         return read_metrics(run_dir)
     log(f"training {run_dir}")
-    return train_recorded(load_experiment(config, list(overrides)), run_dir, overrides)[0]
+    return train_recorded(cfg, run_dir, overrides)[0]
 
 
 def _is_done(cell: Cell, out: Path, common: Sequence[str]) -> bool:
-    return finished(cell.run_dir(out), cell.overrides(common))
+    overrides = cell.overrides(common)
+    return finished(cell.run_dir(out), overrides, load_experiment(cell.config, overrides))
 
 
 def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str | None, float]:
@@ -206,7 +233,7 @@ def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str |
         except ConfigError as exc:  # raised before training: this model × data cannot run
             reason = str(exc)
     seconds = time.perf_counter() - start
-    record = {"reason": reason.splitlines()[0], "overrides": [o for o in overrides if not o.startswith("train.seed=")]}
+    record = {"reason": reason.splitlines()[0], "overrides": _seedless(overrides), "key": _na_key(cfg)}
     _na_path(cell, out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(_na_path(cell, out), json.dumps(record, indent=1))
     return "n/a", record["reason"], seconds
@@ -223,13 +250,14 @@ def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, job
     for i, cell in enumerate(order, 1):
         key = (cell.dataset, cell.model)
         reason = na.get(key) or cell_not_applicable(cell, out, overrides)
-        if reason is None and not _is_done(cell, out, overrides):
+        done = reason is None and _is_done(cell, out, overrides)
+        if reason is None and not done:
             cfg = load_experiment(cell.config, cell.overrides(overrides))
             reason = not_applicable(cfg, cell.model)  # cheap: no data read
         if reason is not None:
             na[key] = reason
             log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")
-        elif _is_done(cell, out, overrides):
+        elif done:
             log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: done, reused")
         else:
             todo.append(cell)

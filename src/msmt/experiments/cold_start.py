@@ -36,6 +36,7 @@ from msmt.data.loading import read_data
 from msmt.data.split import split_frame
 from msmt.experiments.bench import run_or_reuse
 from msmt.meta.episodes import group_values
+from msmt.rundir.layout import META_HISTORY
 from msmt.spec.config import load_experiment
 
 KS = (0, 1, 5, 10, 20, 50)
@@ -166,3 +167,19 @@ class Study:
             run_or_reuse(world.config, method_overrides(world, method, held.files, seed, self.extra, max(self.ks)), run, log=self.log)
             runs[method] = run
         return held, runs
+
+
+def meta_curves(study: Study) -> pd.DataFrame:
+    """Meta-training's learning curves (issue 18, item 1): (world, seed, method, episode, query_loss,
+    finetune_query_loss) from every meta run's ``meta_history.csv``: over each tenth of the episodes the
+    mean query loss after adaptation and after plain fine-tuning from the block before meta-training
+    (:func:`msmt.meta.meta_train`). Runs without one (not meta-trained) are skipped."""
+    parts = []
+    for world in study.worlds:
+        for seed in study.seeds:
+            for method in study.meta:
+                path = study.work / "runs" / world.name / f"seed{seed}" / method / META_HISTORY
+                if path.exists():
+                    parts.append(pd.read_csv(path).assign(world=world.name, seed=seed, method=method))
+    columns = ["world", "seed", "method", "episode", "query_loss", "finetune_query_loss"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)

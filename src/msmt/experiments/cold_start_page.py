@@ -178,8 +178,56 @@ def scale_note(seeds: int, groups: int, ks, worlds, smoke: bool) -> str:
             "the verdicts below only show that the protocol runs; rerun with the full command.")
 
 
-def render(header: list[str], summ: pd.DataFrame, diffs: pd.DataFrame, means: pd.DataFrame, out: Path) -> str:
-    """The page's Markdown (plots written beside it, under ``img/``)."""
+def meta_curve_section(curves: pd.DataFrame, path: Path) -> list[str]:
+    """Meta-training's learning curves (issue 18, item 1) from :func:`msmt.experiments.cold_start.meta_curves`:
+    per world and meta method the query loss after adaptation and its gain over plain fine-tuning from the
+    block before meta-training on the same episodes, at the first and last tenth of the episodes (median
+    over seeds), and the worst tenth of any seed; the plot of the gain beside it."""
+    if curves.empty:
+        return []
+    gain = curves.assign(gain=curves["query_loss"] - curves["finetune_query_loss"])
+    out = ["", "## Meta-training curves", "",
+           "Meta-training is a phase after the base's training (not joint). On the training groups' episodes, per tenth "
+           "of the episodes: the query loss after each method's adaptation (the training objective: each task's loss over "
+           "its label scale) and, on the same episodes, after plain fine-tuning from the block as it was before "
+           "meta-training. Their difference (negative: meta-training helps) is free of how hard each episode's groups are. "
+           "Median over seeds; the worst tenth of any seed shows a heavy tail.",
+           "", "| world | method | query loss, first tenth | last tenth | − fine-tuning, first tenth | − fine-tuning, last tenth "
+           "| worst tenth (any seed) |", "|---|---|---|---|---|---|---|"]
+    for (world, method), part in gain.groupby(["world", "method"], sort=False):
+        med = part.groupby("episode")[["query_loss", "gain"]].median().sort_index()
+        first, last = med.iloc[0], med.iloc[-1]
+        out.append(f"| {world} | {method} | {first['query_loss']:.4f} | {last['query_loss']:.4f} | {first['gain']:+.4f} "
+                   f"| {last['gain']:+.4f} | {part['query_loss'].max():.4g} |")
+    _curve_figure(gain, path)
+    return [*out, "", f"![meta-training curves]({path.parent.name}/{path.name})"]
+
+
+def _curve_figure(gain: pd.DataFrame, path: Path) -> None:
+    plt = pyplot()
+
+    worlds = list(dict.fromkeys(gain["world"]))
+    fig, axes = plt.subplots(1, len(worlds), figsize=(4.2 * len(worlds), 3.4), squeeze=False)
+    for ax, world in zip(axes[0], worlds):
+        part = gain[gain["world"] == world]
+        for method in [m for m in META if m in set(part["method"])]:
+            med = part[part["method"] == method].groupby("episode")["gain"].median()
+            ax.plot(med.index, med.values, marker="o", ms=3, label=method, color=f"C{ORDER.index(method)}")
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_title(world, fontsize=9)
+        ax.set_xlabel("episode")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("query loss − fine-tuning's (median over seeds)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("meta-training on the training groups' episodes (below 0: better than fine-tuning)", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def render(header: list[str], summ: pd.DataFrame, diffs: pd.DataFrame, means: pd.DataFrame, out: Path,
+           curves: pd.DataFrame | None = None) -> str:
+    """The page's Markdown (plots written beside it, under ``img/``); ``curves``: :func:`msmt.experiments.cold_start.meta_curves`."""
     lines = [*header, "", "## Targets (issue 18, item 6)", "", "| target | verdict | numbers |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['verdict']} | {t['numbers']} |" for t in targets(summ, diffs, means)]
     for state in PRIMARY:
@@ -192,4 +240,6 @@ def render(header: list[str], summ: pd.DataFrame, diffs: pd.DataFrame, means: pd
         if ((summ["state"] == state) & (summ["task"] == task) & (summ["metric"] == metric)).any():
             curve_plot(state, summ, diffs, plot)
             lines += ["", f"![{state}]({plot.relative_to(out.parent).as_posix()})"]
+    if curves is not None:
+        lines += meta_curve_section(curves, out.parent / "img" / "cold_start_meta_curves.png")
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from msmt.meta import meta_train, plan_meta
 from msmt.meta.warmup import warm_up_ids
 from msmt.models import build_model
 from msmt.rundir import provenance
-from msmt.rundir.layout import CONFIG, HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
+from msmt.rundir.layout import CONFIG, HISTORY, META_HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
 from msmt.rundir.manifest import MANIFEST, write_manifest
 from msmt.runtime.threads import choose_threads
 from msmt.spec.config import ExperimentConfig
@@ -221,7 +221,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     write_json(out / METRICS, metrics)
     provenance.write(out, training=setup)  # which code produced these metrics (reuse checks compare it), and how
     if meta_history:
-        write_table(pd.DataFrame(meta_history), out / "meta_history.csv")
+        write_table(pd.DataFrame(meta_history), out / META_HISTORY)
     if warmup_history:
         write_table(pd.DataFrame(warmup_history), out / "warmup_history.csv")
     if meta_plan is not None and meta_plan.rates is not None:

@@ -58,6 +58,7 @@ def save_weights(model: MultiTaskModel, path: str | Path) -> None:
 
 
 META_RATES = "meta_rates.safetensors"  # Meta-SGD's learned inner rates (meta.algorithm: metasgd)
+META_HISTORY = "meta_history.csv"  # meta-training's learning curve: (episode, mean query loss) per tenth of the episodes
 
 
 def save_meta_rates(rates: dict, path: str | Path) -> None:
