@@ -294,11 +294,13 @@ def evaluate_frame(run: LoadedRun, frame: pd.DataFrame, encoded, preds: dict, ba
 
 def adapt_run(
     run: LoadedRun, data: Table, out: str | Path, steps: int | None = None, lr: float | None = None,
-    context: Table | Sequence[Table] | None = None,
+    context: Table | Sequence[Table] | None = None, backtrack: int | None = None,
 ) -> dict:
     """Personal blocks for every group of ``data`` written to ``out`` (the base copied there once
     when ``out`` is another directory) and ``out/adapt.json``; returns that summary. ``context``:
     earlier rows for panel history; a Meta-SGD run adapts with its learned rates unless ``lr``.
+    ``steps``, ``lr``, ``backtrack``: the run's ``meta.inner_steps``, ``meta.inner_lr`` and
+    ``meta.inner_backtrack`` unless given.
 
     Checked before anything is written: ``lr``, ``out`` (RUN_DIR itself, or a new / empty folder),
     the run's current block set (carried into the new one), the group column, the scenarios (the
@@ -326,6 +328,8 @@ def adapt_run(
         meta.inner_steps = steps
     if lr is not None:
         meta.inner_lr = lr
+    if backtrack is not None:
+        meta.inner_backtrack = backtrack
     frame = read_table_for(run, data)
     require_columns(frame, [spec.group])
     encoded = encode_frame(frame, run.schema, with_labels=True, context=read_context(run, context))
@@ -342,6 +346,7 @@ def adapt_run(
         "personal_parameters": list(split.personal),
         "inner_steps": meta.inner_steps,
         "inner_lr": "meta-sgd rates" if rates is not None else meta.inner_lr,
+        "inner_backtrack": meta.inner_backtrack,
     }
     write_json(out / "adapt.json", summary)
     return summary

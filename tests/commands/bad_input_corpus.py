@@ -303,8 +303,8 @@ CORPUS: list[Case] = [
     Case("history-context-time-bad", "history", f"predict {{prun}} --data {{pdata}}/test.csv --context {{bad}}/context_time_bad.csv {P}", ("context_time_bad.csv", "column 'day'", "'soon'"), absent=("{tmp}/p.csv",)),
     Case("history-context-is-out", "output", "predict {prun} --data {pdata}/test.csv --context {pdata}/validation.csv --out {pdata}/validation.csv", ("--out", "--context"), unchanged=("{pdata}/validation.csv",)),
     # ----------------------------------------------------------------- adapt
-    Case("adapt-diverges", "numbers", "adapt {run} --data {data}/validation.csv --out {tmp}/a --lr 1e30", ("diverged", "--lr", "Nothing was written"), absent=("{tmp}/a",)),
-    Case("adapt-diverges-in-place", "numbers", "adapt {adapted} --data {data}/validation.csv --out {adapted} --lr 1e30", ("diverged",), unchanged=("{adapted}/blocks/index.json",)),
+    Case("adapt-diverges", "numbers", "adapt {run} --data {data}/validation.csv --out {tmp}/a --lr 1e30 --backtrack 0", ("diverged", "--lr", "Nothing was written"), absent=("{tmp}/a",)),
+    Case("adapt-diverges-in-place", "numbers", "adapt {adapted} --data {data}/validation.csv --out {adapted} --lr 1e30 --backtrack 0", ("diverged",), unchanged=("{adapted}/blocks/index.json",)),
     Case("adapt-lr-inf", "numbers", "adapt {run} --data {data}/validation.csv --out {tmp}/a --lr inf", ("--lr", "finite"), absent=("{tmp}/a",)),
     Case("adapt-lr-nan", "numbers", "adapt {run} --data {data}/validation.csv --out {tmp}/a --lr nan", ("--lr",), absent=("{tmp}/a",)),
     Case("adapt-no-group-setting", "config", "adapt {legacy} --data {legacy_data} --out {tmp}/a", ("dataset.group",), absent=("{tmp}/a",)),

@@ -139,3 +139,37 @@ def test_the_scale_note_names_the_worlds_run_at_the_targets_scale():
     assert "REDUCED SCALE" in scale_note(3, 100, KS, WORLDS[:2], smoke=False)
     assert "REDUCED SCALE" in scale_note(5, 50, KS, WORLDS, smoke=False)
     assert "SMOKE SCALE" in scale_note(5, 100, KS, WORLDS, smoke=True)
+
+
+def test_targets_read_each_measure_per_group_and_pooled_separately():
+    """The targets table checks the issue's per-group measure and, in rows labelled as pooled, the same
+    targets over all query rows; each row's best method, numbers and verdict come from its own measure."""
+    from msmt.experiments.cold_start_page import targets
+
+    summ = pd.DataFrame([
+        # per user, MAML is the best meta method; pooled over the rows, first-order MAML
+        dict(state="new users", K=10, method="maml", task="click", metric="auc", mean=0.70),
+        dict(state="new users", K=10, method="fomaml", task="click", metric="auc", mean=0.69),
+        dict(state="new users", K=10, method="maml", task="click", metric="auc_pooled", mean=0.71),
+        dict(state="new users", K=10, method="fomaml", task="click", metric="auc_pooled", mean=0.72),
+    ] + [dict(state="new advertisers", K=k, method=m, task="clicks", metric=metric, mean=v * (1 if metric == "nmae" else 0.8))
+         for k in (5, 10) for metric in ("nmae", "nmae_pooled")
+         for m, v in (("metasgd", 0.60), ("finetune", 0.70), ("naive_mean", 0.65), ("base", 0.66))]
+      # per advertiser Meta-SGD is the best meta method; pooled over the rows, MAML
+      + [dict(state="new advertisers", K=k, method="maml", task="clicks", metric=metric, mean=v)
+         for k in (5, 10) for metric, v in (("nmae", 0.62), ("nmae_pooled", 0.40))])
+    diff = dict(state="new users", K=10, task="click", seeds=5, groups=100)
+    diffs = pd.DataFrame([
+        {**diff, "metric": "auc", "method": "maml", "reference": "finetune", "mean": 0.003, "low": -0.006, "high": 0.012},
+        {**diff, "metric": "auc", "method": "maml", "reference": "base", "mean": 0.020, "low": 0.010, "high": 0.030},
+        {**diff, "metric": "auc_pooled", "method": "fomaml", "reference": "finetune", "mean": 0.010, "low": 0.002, "high": 0.018},
+        {**diff, "metric": "auc_pooled", "method": "fomaml", "reference": "base", "mean": 0.004, "low": -0.001, "high": 0.009},
+    ])
+    rows = targets(summ, diffs, pd.DataFrame(columns=["state", "method", "task", "metric", "K", "seed", "value"]))
+    users = [r for r in rows if r["target"].startswith("MovieLens new users")]
+    assert [("pooled" in r["target"], r["verdict"]) for r in users] == [
+        (False, "**missed**"), (False, "**met**"), (True, "**met**"), (True, "**missed**")]
+    assert users[0]["numbers"].startswith("maml − finetune = 0.0030") and users[2]["numbers"].startswith("fomaml − finetune = 0.0100")
+    advertisers = [r for r in rows if r["target"].startswith("new advertisers")]
+    assert [("pooled" in r["target"], r["verdict"]) for r in advertisers] == [(False, "**met**")] * 2 + [(True, "**met**")] * 2
+    assert advertisers[0]["numbers"].startswith("metasgd 0.6000") and advertisers[2]["numbers"].startswith("maml 0.4000")

@@ -49,6 +49,7 @@ def test_markers_replaced_and_outside_text_kept(generated):
     assert text.startswith(HEAD + rp.BEGIN) and text.endswith(rp.END + TAIL)
     assert "old generated text" not in text and text.count(rp.BEGIN) == text.count(rp.END) == 1
     assert "python benchmarks/results_page.py --tiny" in generated["section"]
+    assert "this generation trained one at a time, `--jobs 1`" in generated["section"]  # the jobs it was given
     for name in ("leaderboard.md", "leaderboard.csv", "not_applicable.csv", "cells.csv"):
         assert (generated["board"] / name).exists(), name
     assert not list(generated["board"].rglob("metrics.json"))  # run directories stay in the work dir

@@ -185,26 +185,26 @@ def test_meta_sgd_run_saves_its_rates_and_adapt_steps_with_them(trained_panel_ru
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "reptile", "metasgd"])
-def test_the_meta_curve_starts_at_its_fine_tuning_reference_and_computing_it_changes_nothing(panel, algorithm, monkeypatch):
+def test_the_meta_curve_starts_at_its_fine_tuning_reference_and_computing_it_changes_nothing(panel, algorithm):
     """Before the first outer step the block's start is the fine-tuning start and every algorithm adapts as
     fine-tuning does (Meta-SGD's rates start at ``meta.inner_lr``), so the curve's first point equals its
-    reference; once the start has moved the two differ. Meta-training ends where it would without the reference."""
-    import msmt.meta.algorithms as algorithms
-
+    reference; once the start has moved the two differ. Meta-training ends where it would without the
+    reference (``meta.log_reference`` off, the default: no reference column)."""
     cfg, schema, frame, batch = panel
     meta = cfg.meta.model_copy(update={"algorithm": algorithm, "episodes": 6, "groups_per_episode": 4, "outer_lr": 0.05})
+    assert not meta.log_reference
 
     def trained(reference: bool):
-        if not reference:
-            monkeypatch.setattr(algorithms, "finetune_query_loss", lambda *a, **k: 0.0)
+        m = meta.model_copy(update={"log_reference": reference})
         torch.manual_seed(0)
         model = build_model(schema, cfg.model)
-        history = meta_train(model, meta, plan_meta(model, meta, frame), batch)
-        monkeypatch.undo()
+        history = meta_train(model, m, plan_meta(model, m, frame), batch)
         return model.state_dict(), history
 
     state, history = trained(True)
     assert len(history) == 6 and history[0]["query_loss"] == pytest.approx(history[0]["finetune_query_loss"], rel=1e-6)
     assert max(abs(h["query_loss"] - h["finetune_query_loss"]) for h in history[1:]) > 1e-4
-    without, _ = trained(False)
+    without, plain = trained(False)
     assert all(torch.equal(state[n], without[n]) for n in state)
+    assert [h["query_loss"] for h in plain] == [h["query_loss"] for h in history]
+    assert all("finetune_query_loss" not in h for h in plain)

@@ -83,15 +83,24 @@ def _flat_grad(model, names):
     return torch.cat([(params[n].grad if params[n].grad is not None else torch.zeros_like(params[n])).reshape(-1) for n in names])
 
 
-@pytest.mark.parametrize("clip", ["null", "0.001"])  # 0.001: the inner-loop gradient clipping is engaged
-def test_maml_meta_gradient_matches_finite_differences(tiny_dir, tiny_schema, groups, clip):
+@pytest.mark.parametrize("clip,backtrack,lr", [
+    ("null", 0, 0.3),
+    ("0.001", 0, 0.3),  # the inner-loop gradient clipping is engaged
+    ("null", 6, 40.0),  # a step too long: backtracking halves it (the factor is a constant of the graph)
+])
+def test_maml_meta_gradient_matches_finite_differences(tiny_dir, tiny_schema, groups, clip, backtrack, lr):
     """d/dε L_Q(θ+εu, φ_g(θ+εu, φ+εv)) at 0 equals <∇, (u, v)> of second-order MAML."""
-    cfg = _cfg(tiny_dir, "meta.inner_steps=2", "meta.inner_lr=0.3", f"meta.inner_max_grad_norm={clip}", "meta.shared=['*']")
+    cfg = _cfg(tiny_dir, "meta.inner_steps=2", f"meta.inner_lr={lr}", f"meta.inner_max_grad_norm={clip}", "meta.shared=['*']",
+               f"meta.inner_backtrack={backtrack}")
     model = _model(cfg, tiny_schema, seed=1, dtype=torch.float64)
     assert cfg.meta.personal == ["auto"] and set(split_parameters(model, cfg.meta).personal) == set(model.personal_parameters())
     split = split_parameters(model, cfg.meta)
     support, query = _support_query(groups, 1, k=8, q=8, dtype=torch.float64)
     tasks = cfg.dataset.tasks
+    if backtrack:  # the case is what it says: plain steps of this length would differ
+        start = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if n in split.personal}
+        plain, halved = (inner_loop(model, start, support, tasks, 2, lr, backtrack=b) for b in (0, backtrack))
+        assert any(not torch.allclose(plain[n], halved[n]) for n in start)
     names = [*split.personal, *split.shared]
     params = dict(model.named_parameters())
 
@@ -350,3 +359,38 @@ def test_inner_loop_clipping_bounds_each_step(tiny_dir, tiny_schema, groups):
     moved = torch.sqrt(sum(((stepped[n] - phi[n]) ** 2).sum() for n in phi)).detach()
     assert float(moved) <= lr * max_norm * (1 + 1e-5)
     assert float(moved) > 0
+
+
+def test_backtracking_makes_every_inner_step_a_descent_step(tiny_dir, tiny_schema, groups):
+    """Steps so long that plain gradient descent raises the support loss: with backtracking the loss
+    never rises from one step to the next; a step short enough to descend is taken unchanged."""
+    cfg = _cfg(tiny_dir)
+    model = _model(cfg, tiny_schema, seed=0)
+    split = split_parameters(model, cfg.meta)
+    tasks = cfg.dataset.tasks
+    params = dict(model.named_parameters())
+
+    def losses(support, lr, backtrack, steps=4):
+        phi = {n: params[n].detach().clone().requires_grad_(True) for n in split.personal}
+        out = []
+        for _ in range(steps):
+            with torch.no_grad():
+                out.append(float(objective(model, phi, support, tasks)))
+            phi = {n: t.detach().requires_grad_(True) for n, t in inner_loop(model, phi, support, tasks, 1, lr, backtrack=backtrack).items()}
+        with torch.no_grad():
+            out.append(float(objective(model, phi, support, tasks)))
+        return np.array(out), phi
+
+    raised = 0
+    for g in range(4):
+        support, _ = _support_query(groups, g, k=16)
+        plain, _ = losses(support, 200.0, 0)
+        with np.errstate(invalid="ignore"):  # plain steps this long may overflow to inf
+            raised += int(not (np.diff(plain) <= 0).all())
+        guarded, _ = losses(support, 200.0, 8)
+        assert (np.diff(guarded) <= 1e-7).all(), (g, guarded)
+        assert guarded[-1] < guarded[0], (g, guarded)  # and it still moves
+        short_plain, phi_plain = losses(support, 0.01, 0, steps=1)
+        short_guarded, phi_guarded = losses(support, 0.01, 8, steps=1)
+        assert all(torch.equal(phi_plain[n], phi_guarded[n]) for n in phi_plain)
+    assert raised >= 2  # the steps are long enough for plain descent to overshoot

@@ -129,32 +129,32 @@ def _na_path(cell: Cell, out: Path) -> Path:
     return cell.run_dir(out).parent / NOT_APPLICABLE
 
 
-def cell_not_applicable(cell: Cell, out: Path, common: Sequence[str]) -> str | None:
+def cell_not_applicable(cell: Cell, out: Path, common: Sequence[str], cfg: ExperimentConfig | None = None) -> str | None:
     """The recorded n/a reason of a cell (any seed), if it was recorded with the same overrides,
-    config (seed aside) and code."""
+    config (seed aside) and code. ``cfg``: the cell's resolved config, when already loaded."""
     path = _na_path(cell, out)
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    same = record.get("overrides") == _seedless(cell.overrides(common))
-    return record["reason"] if same and record.get("key") == _na_key(load_experiment(cell.config, cell.overrides(common))) else None
+    if record.get("overrides") != _seedless(cell.overrides(common)):
+        return None
+    cfg = cfg or load_experiment(cell.config, cell.overrides(common))
+    return record["reason"] if record.get("key") == config_digest(cfg, seedless=True) else None
 
 
 def _seedless(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.startswith("train.seed=")]
 
 
-def _na_key(cfg: ExperimentConfig) -> str:
-    """What an n/a verdict depends on: the resolved config without its seed, and the code."""
-    data = cfg.to_dict()
-    data["train"].pop("seed", None)
-    return hashlib.sha256((dump_yaml(data) + provenance.source_hash()).encode()).hexdigest()
-
-
-def config_digest(cfg: ExperimentConfig) -> str:
+def config_digest(cfg: ExperimentConfig, seedless: bool = False) -> str:
     """SHA-256 of ``cfg`` resolved (the text ``config.yaml`` of its run holds): the content of the
-    experiment and dataset config files and the overrides together."""
-    return hashlib.sha256(dump_yaml(cfg.to_dict()).encode()).hexdigest()
+    experiment and dataset config files and the overrides together. ``seedless``: without
+    ``train.seed`` and with the code's :func:`~msmt.rundir.provenance.source_hash`, what an n/a verdict
+    (valid for every seed) depends on."""
+    data = cfg.to_dict()
+    if seedless:
+        data["train"].pop("seed", None)
+    return hashlib.sha256((dump_yaml(data) + (provenance.source_hash() if seedless else "")).encode()).hexdigest()
 
 
 def finished(run_dir: Path, overrides: Sequence[str], cfg: ExperimentConfig) -> bool:
@@ -214,11 +214,6 @@ def run_or_reuse(config: Path, overrides: Sequence[str], run_dir: Path, log=prin
     return train_recorded(cfg, run_dir, overrides)[0]
 
 
-def _is_done(cell: Cell, out: Path, common: Sequence[str]) -> bool:
-    overrides = cell.overrides(common)
-    return finished(cell.run_dir(out), overrides, load_experiment(cell.config, overrides))
-
-
 def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str | None, float]:
     """Run one cell; returns ("trained" | "n/a", reason, seconds). Also the worker-process entry point."""
     overrides = cell.overrides(common)
@@ -233,7 +228,7 @@ def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str |
         except ConfigError as exc:  # raised before training: this model × data cannot run
             reason = str(exc)
     seconds = time.perf_counter() - start
-    record = {"reason": reason.splitlines()[0], "overrides": _seedless(overrides), "key": _na_key(cfg)}
+    record = {"reason": reason.splitlines()[0], "overrides": _seedless(overrides), "key": config_digest(cfg, seedless=True)}
     _na_path(cell, out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(_na_path(cell, out), json.dumps(record, indent=1))
     return "n/a", record["reason"], seconds
@@ -249,11 +244,14 @@ def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, job
     order = sorted(cells, key=lambda c: c.seed)  # stable: datasets and models keep their order
     for i, cell in enumerate(order, 1):
         key = (cell.dataset, cell.model)
-        reason = na.get(key) or cell_not_applicable(cell, out, overrides)
-        done = reason is None and _is_done(cell, out, overrides)
-        if reason is None and not done:
-            cfg = load_experiment(cell.config, cell.overrides(overrides))
-            reason = not_applicable(cfg, cell.model)  # cheap: no data read
+        reason = na.get(key)
+        done = False
+        if reason is None:
+            cfg = load_experiment(cell.config, cell.overrides(overrides))  # once per cell: it reads the config files
+            reason = cell_not_applicable(cell, out, overrides, cfg)
+            done = reason is None and finished(cell.run_dir(out), cell.overrides(overrides), cfg)
+            if reason is None and not done:
+                reason = not_applicable(cfg, cell.model)  # cheap: no data read
         if reason is not None:
             na[key] = reason
             log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")

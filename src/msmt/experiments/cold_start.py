@@ -130,7 +130,7 @@ def method_overrides(world: World, method: str, files: dict[str, Path], seed: in
     out = [f"dataset.files.{k}={json.dumps(str(v))}" for k, v in files.items()]
     out += [f"dataset.group={world.group}", f"train.seed={seed}", f"meta.seed={seed}", "train.progress=false"]
     if method in META:
-        out += [f"meta.algorithm={method}", f"meta.support_size={max(max_k, 1)}"]
+        out += [f"meta.algorithm={method}", f"meta.support_size={max(max_k, 1)}", "meta.log_reference=true"]  # the curves' reference
     elif method == "idwarmup":
         out.append(f"model.id_warmup={json.dumps({world.group: WARMUP[world.group]})}")
     elif method == "naive_mean":

@@ -210,12 +210,13 @@ def _intro(models: list[str], n_datasets: int, seeds: list[int], command: str, l
     ]
 
 
-def _cost(cells: pd.DataFrame) -> list[str]:
+def _cost(cells: pd.DataFrame, jobs: int) -> list[str]:
     timed = cells["seconds"].dropna()
     if not len(timed):
         return []
+    at_once = "one at a time" if jobs <= 1 else f"{jobs} at a time"
     return [f"Cost: {len(timed)} runs, {timed.sum() / 60:.0f} min of run time in all (one thread each; "
-            "the generator trains two at a time).", ""]
+            f"this generation trained {at_once}, `--jobs {jobs}`).", ""]
 
 
 def _dataset_heading(ds: Dataset, split: str, models: list[str]) -> list[str]:
@@ -227,15 +228,16 @@ def _dataset_heading(ds: Dataset, split: str, models: list[str]) -> list[str]:
 
 
 def render_section(leaderboard: Path, page: Path, datasets: list[Dataset], configs: dict[str, Path], models: list[str],
-                   seeds: list[int], command: str) -> str:
-    """The markdown between the markers, from the files in ``leaderboard`` only."""
+                   seeds: list[int], command: str, jobs: int = 1) -> str:
+    """The markdown between the markers, from the files in ``leaderboard`` only (``jobs``: the cells
+    trained at once, for the cost line)."""
     summary = pd.read_csv(leaderboard / "leaderboard.csv", dtype={"scenario": str})
     na = pd.read_csv(leaderboard / "not_applicable.csv")
     cells = pd.read_csv(leaderboard / "cells.csv")
     kinds = task_kinds(configs)
     link = Path(os.path.relpath(leaderboard / "leaderboard.md", page.parent)).as_posix()
     splits = summary.groupby("dataset")["split"].first().to_dict() if len(summary) else {}
-    lines = [*_intro(models, len(datasets), seeds, command, link), *_cost(cells)]
+    lines = [*_intro(models, len(datasets), seeds, command, link), *_cost(cells, jobs)]
     for ds in datasets:
         lines += _dataset_heading(ds, splits.get(ds.name, "test"), models)
         lines += dataset_table(ds.name, kinds[ds.name], summary, na, cells, models)
@@ -302,6 +304,6 @@ def generate(datasets: list[Dataset], models: list[str], seeds: list[int], work:
           cell_overrides=cell_overrides, jobs=jobs)
     publish(out, leaderboard, cell_table(out, configs, models, seeds))
     section = render_section(leaderboard, page, datasets, resolve_datasets([f"{n}={c}" for n, c in configs.items()]),
-                             models, seeds, command)
+                             models, seeds, command, jobs)
     atomic_write_text(page, replace_generated(page.read_text() if page.exists() else "", section))
     return section

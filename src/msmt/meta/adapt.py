@@ -73,7 +73,8 @@ def adapt_groups(
     for name, rows in zip(index.names, index.rows):
         support = to_device(take(data, rows), device)
         start = time.perf_counter()
-        blocks[name] = adapt(model, split, support, tasks, cfg.inner_steps, rates if rates is not None else cfg.inner_lr, cfg.inner_max_grad_norm)
+        blocks[name] = adapt(model, split, support, tasks, cfg.inner_steps, rates if rates is not None else cfg.inner_lr,
+                              cfg.inner_max_grad_norm, cfg.inner_backtrack)
         stats.seconds[name] = time.perf_counter() - start
         stats.displacement[name] = float(torch.sqrt(sum(((blocks[name][n] - base_phi[n]) ** 2).sum() for n in split.personal)))
         stats.rows[name] = len(rows)

@@ -52,11 +52,12 @@ def meta_loss(
     lr = rates.as_dict() if rates is not None else cfg.inner_lr
     if cfg.algorithm == "reptile":
         start = {n: params[n].detach().requires_grad_(True) for n in split.personal}
-        phi = {n: t.detach() for n, t in inner_loop(model, start, support, tasks, cfg.inner_steps, lr, max_grad_norm=cfg.inner_max_grad_norm).items()}
+        phi = {n: t.detach() for n, t in inner_loop(model, start, support, tasks, cfg.inner_steps, lr, max_grad_norm=cfg.inner_max_grad_norm, backtrack=cfg.inner_backtrack).items()}
     else:
         start = {n: params[n] for n in split.personal}
         second = cfg.algorithm in ("maml", "metasgd")  # Meta-SGD: exact, through the inner steps too
-        phi = inner_loop(model, start, support, tasks, cfg.inner_steps, lr, create_graph=second, max_grad_norm=cfg.inner_max_grad_norm)
+        phi = inner_loop(model, start, support, tasks, cfg.inner_steps, lr, create_graph=second, max_grad_norm=cfg.inner_max_grad_norm,
+                         backtrack=cfg.inner_backtrack)
     return objective(model, phi, query, tasks), phi
 
 
@@ -151,7 +152,8 @@ def finetune_query_loss(
     with torch.random.fork_rng(devices=[]):
         for support, query in episode:
             phi0 = {n: t.clone().requires_grad_(True) for n, t in start.items()}
-            phi = inner_loop(model, phi0, support, tasks, cfg.inner_steps, cfg.inner_lr, max_grad_norm=cfg.inner_max_grad_norm)
+            phi = inner_loop(model, phi0, support, tasks, cfg.inner_steps, cfg.inner_lr, max_grad_norm=cfg.inner_max_grad_norm,
+                             backtrack=cfg.inner_backtrack)
             with torch.no_grad():
                 total += float(objective(model, phi, query, tasks))
     with torch.no_grad():
@@ -164,9 +166,10 @@ def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: 
     """Meta-train ``model`` in place on the training rows ``data`` (the table ``plan`` was made from).
 
     Returns one history row per 10% of the episodes: ``query_loss``, the mean query loss after
-    adaptation, and ``finetune_query_loss``, the same episodes' query loss after plain fine-tuning
-    from the block before meta-training (:func:`finetune_query_loss`): their difference is what
-    meta-training has gained on the training groups, free of how hard each episode's groups are.
+    adaptation, and with ``meta.log_reference`` ``finetune_query_loss``, the same episodes' query loss
+    after plain fine-tuning from the block before meta-training (:func:`finetune_query_loss`): their
+    difference is what meta-training has gained on the training groups, free of how hard each
+    episode's groups are.
     ``data`` may stay on the CPU: each episode's rows are copied to the model's device.
     """
     if plan is None:
@@ -182,13 +185,17 @@ def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: 
     model.train()
     for episode in range(1, meta.episodes + 1):
         batches = [(to_device(s, device), to_device(q, device)) for s, q in plan.sampler.sample_batches(data)]
-        reference.append(finetune_query_loss(model, start, batches, tasks, meta))
+        if meta.log_reference:
+            reference.append(finetune_query_loss(model, start, batches, tasks, meta))
         window.append(meta_step(model, plan.split, batches, tasks, meta, optimizer, plan.rates))
         if episode % every == 0 or episode == meta.episodes:
-            history.append({"episode": episode, "query_loss": sum(window) / len(window), "finetune_query_loss": sum(reference) / len(reference)})
+            row = {"episode": episode, "query_loss": sum(window) / len(window)}
+            if reference:
+                row["finetune_query_loss"] = sum(reference) / len(reference)
+            history.append(row)
             if progress:
-                print(f"meta {meta.algorithm} episode {episode}: query_loss={history[-1]['query_loss']:.4f} "
-                      f"(fine-tuning from the start: {history[-1]['finetune_query_loss']:.4f})")
+                ref = f" (fine-tuning from the start: {row['finetune_query_loss']:.4f})" if reference else ""
+                print(f"meta {meta.algorithm} episode {episode}: query_loss={row['query_loss']:.4f}{ref}")
             window, reference = [], []
     model.eval()
     return history

@@ -99,6 +99,7 @@ def inner_loop(
     lr: float | dict[str, Tensor],
     create_graph: bool = False,
     max_grad_norm: float | None = None,
+    backtrack: int = 0,
 ) -> dict[str, Tensor]:
     """``steps`` gradient steps on the support loss; returns φ_g (same keys as ``phi``).
 
@@ -108,6 +109,13 @@ def inner_loop(
     ``max_grad_norm`` rescales each step's gradient to at most that global L2 norm (as
     ``train.max_grad_norm`` does for ordinary training): Poisson losses on large counts otherwise
     make a plain gradient step explode. The rescaling is differentiable, so MAML stays exact.
+
+    ``backtrack`` > 0: a step that would raise the support loss is halved, up to ``backtrack``
+    times, and skipped if it still raises it (Armijo-style backtracking without the sufficient-decrease
+    slope). A clipped step of fixed length can overshoot a Poisson head's log-rate by orders of
+    magnitude on a group whose features are large and then oscillate; backtracking makes every step
+    a descent step on the support rows. The chosen factor is a constant of the graph (MAML
+    differentiates through the step taken). Costs one forward pass per try.
 
     Every tensor of ``phi`` must require grad. With ``create_graph`` the result is a
     differentiable function of ``phi`` and of the model's shared parameters (MAML); without it
@@ -122,8 +130,21 @@ def inner_loop(
                 norm = torch.sqrt(sum((g**2).sum() for g in grads))
                 scale = torch.clamp(max_grad_norm / (norm + 1e-12), max=1.0)
                 grads = [g * scale for g in grads]
-            phi = {n: phi[n] - (lr[n] if isinstance(lr, dict) else lr) * g for n, g in zip(names, grads)}
+            factor = _descent_factor(model, phi, grads, lr, support, tasks, float(loss.detach()), backtrack) if backtrack else 1.0
+            phi = {n: phi[n] - factor * (lr[n] if isinstance(lr, dict) else lr) * g for n, g in zip(names, grads)}
     return phi
+
+
+def _descent_factor(model, phi, grads, lr, support, tasks, loss: float, tries: int) -> float:
+    """The largest of 1, 1/2, …, 1/2^tries whose step does not raise the support loss above ``loss``; 0 if none."""
+    factor = 1.0
+    with torch.no_grad():
+        for _ in range(tries + 1):
+            trial = {n: phi[n] - factor * (lr[n] if isinstance(lr, dict) else lr) * g for n, g in zip(phi, grads)}
+            if float(objective(model, trial, support, tasks)) <= loss:
+                return factor
+            factor /= 2
+    return 0.0
 
 
 def adapt(
@@ -134,6 +155,7 @@ def adapt(
     steps: int,
     lr: float | dict[str, Tensor],
     max_grad_norm: float | None = None,
+    backtrack: int = 0,
 ) -> dict[str, Tensor]:
     """A group's personal block: φ adapted on its support rows, detached (model unchanged).
     ``lr``: one rate or Meta-SGD's per-parameter rates.
@@ -147,7 +169,7 @@ def adapt(
         model.eval()
         try:
             rates = {n: r.detach() for n, r in lr.items()} if isinstance(lr, dict) else lr
-            phi = inner_loop(model, phi, support, tasks, steps, rates, create_graph=False, max_grad_norm=max_grad_norm)
+            phi = inner_loop(model, phi, support, tasks, steps, rates, create_graph=False, max_grad_norm=max_grad_norm, backtrack=backtrack)
         finally:
             model.train(was_training)
     return {n: t.detach().clone() for n, t in phi.items()}

@@ -180,9 +180,15 @@ class MetaConfig(Strict):
     inner_steps: int = Field(default=3, ge=0)  # gradient steps of the inner loop (and of msmt adapt)
     inner_lr: float = Field(default=0.1, gt=0.0)  # learning rate of the inner loop (and of msmt adapt); Meta-SGD: the start of its rates
     inner_max_grad_norm: float | None = Field(default=5.0, gt=0.0)  # None: no clipping in the inner loop
+    # halvings of an inner step that would raise the support loss, which is then skipped (0: plain steps; see
+    # msmt.meta.params.inner_loop): clipped steps on Poisson heads otherwise overshoot some groups' rates by orders of magnitude
+    inner_backtrack: int = Field(default=4, ge=0)
     outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     outer_lr: float = Field(default=1e-3, gt=0.0)  # learning rate of the outer loop
     seed: int = 0  # seed of the episode sampler
+    # log meta_history.csv's finetune_query_loss: the same episodes' query loss after plain fine-tuning from the
+    # block before meta-training (the curve's noise-free reference; costs 30-75% of meta-training's time)
+    log_reference: bool = False
     warmup_steps: int = Field(default=200, ge=0)  # steps of the ID warm-up phase (model.id_warmup), base frozen
     warmup_rows: int = Field(default=8, ge=1)  # rows of an ID in each of the two warm-up batches (A, B)
     warmup_mix: float = Field(default=0.5, ge=0.0, le=1.0)  # a in a·L_cold(A) + (1 − a)·L_warm(B)
