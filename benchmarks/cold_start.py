@@ -100,7 +100,8 @@ def meta_line(study: Study) -> str:
     return (f"Meta-training (after the base's training, `meta.shared` = {m.shared or 'none'}, personal = {m.personal}): "
             f"{m.episodes} episodes of {m.groups_per_episode} groups, support size drawn from [{m.support_min}, {m.support_size}] "
             f"(time-ordered episodes: `{m.episode_split}`), query ≤ {m.query_size} rows, outer {m.outer_optimizer} lr {m.outer_lr:g}; "
-            f"adaptation (every method): {m.inner_steps} inner steps of lr {m.inner_lr:g}, gradient clip {m.inner_max_grad_norm}; "
+            f"adaptation (every method): {m.inner_steps} inner steps of lr {m.inner_lr:g}, gradient clip {m.inner_max_grad_norm}, "
+            f"up to {m.inner_backtrack} halvings of a step that would raise the support loss; "
             f"ID warm-up: {m.warmup_steps} steps of {m.warmup_rows} + {m.warmup_rows} rows.")
 
 
@@ -129,7 +130,7 @@ def main(argv=None) -> None:
         f"Numbers behind every table: [`{tables.name}/`]({tables.name}/).", "",
         "Per group, rows in time order: support = its earliest K rows, query = its rows after them (a group counts at K "
         "only with more than K rows). Methods, scored on the same query rows: `base` (no adaptation); `finetune` (the base's "
-        "personal block, plain gradient steps on the support rows, `meta.inner_steps` × `meta.inner_lr`); `maml`, `fomaml`, "
+        "personal block, gradient steps on the support rows, `meta.inner_steps` × `meta.inner_lr`, backtracked); `maml`, `fomaml`, "
         "`reptile`, `metasgd` (meta-trained after the same base training, adapted the same way; Meta-SGD with its learned rates); "
         "`idwarmup` (Meta-Embedding's generated ID embedding, fine-tuned like `finetune` for K > 0); on the simulator `naive_mean` "
         "(the trailing-mean forecaster) and `naive` (each advertiser's mean of its support rows in the query row's scenario, "
