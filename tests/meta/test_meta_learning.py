@@ -263,6 +263,50 @@ def test_adapt_never_changes_the_shared_base(base_run, adapted_run, tiny_schema)
     assert np.mean(list(stats.loss_after.values())) < np.mean(list(stats.loss_before.values()))
 
 
+def test_each_groups_block_is_adapted_on_that_groups_rows_only(tiny_dir, tiny_schema, tiny_train):
+    """adapt_groups' block of group g equals adapt() run on the rows whose group column is g,
+    selected here by a plain mask on the table: no block is fitted on another group's rows."""
+    cfg = _cfg(tiny_dir, "meta.inner_steps=2", "meta.inner_lr=0.05", "meta.inner_backtrack=0")
+    model = _model(cfg, tiny_schema)
+    split = split_parameters(model, cfg.meta)
+    names = sorted(tiny_train[GROUP].astype(str).unique())[:3]
+    frame = tiny_train[tiny_train[GROUP].astype(str).isin(names)].groupby(GROUP).head(24).reset_index(drop=True)
+    data = encode_frame(frame, tiny_schema)
+    tasks = tiny_schema.spec.tasks
+    blocks, stats = adapt_groups(model, split, frame, data, GROUP, tasks, cfg.meta)
+    assert sorted(blocks) == names
+    m = cfg.meta
+    for name in names:
+        rows = torch.from_numpy(np.flatnonzero(frame[GROUP].astype(str).to_numpy() == name))
+        assert stats.rows[name] == len(rows)
+        want = adapt(model, split, take(data, rows), tasks, m.inner_steps, m.inner_lr, m.inner_max_grad_norm, m.inner_backtrack)
+        for n in split.personal:
+            torch.testing.assert_close(blocks[name][n], want[n], rtol=1e-5, atol=1e-6)
+    first = blocks[names[0]]
+    assert any(not torch.allclose(first[n], blocks[names[1]][n]) for n in split.personal)  # groups differ
+
+
+def test_adapt_groups_steps_with_meta_sgd_rates_elementwise(tiny_dir, tiny_schema, tiny_train):
+    """With Meta-SGD's per-parameter rates α, one unclipped inner step gives φ_g = φ − α ⊙ ∇_φ L_support(φ)
+    (Li et al., 2017), the gradient taken here by plain autograd on the group's rows, not a step of
+    ``meta.inner_lr``."""
+    cfg = _cfg(tiny_dir, "meta.inner_steps=1", "meta.inner_lr=0.05", "meta.inner_backtrack=0", "meta.inner_max_grad_norm=null")
+    model = _model(cfg, tiny_schema)
+    split = split_parameters(model, cfg.meta)
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(0)
+    rates = {n: 0.5 * torch.rand(params[n].shape, generator=generator) for n in split.personal}
+    name = sorted(tiny_train[GROUP].astype(str).unique())[0]
+    frame = tiny_train[tiny_train[GROUP].astype(str) == name].head(32).reset_index(drop=True)
+    data = encode_frame(frame, tiny_schema)
+    blocks, _ = adapt_groups(model, split, frame, data, GROUP, tiny_schema.spec.tasks, cfg.meta, rates)
+    phi = {n: params[n].detach().clone().requires_grad_(True) for n in split.personal}
+    grads = torch.autograd.grad(objective(model, phi, data, tiny_schema.spec.tasks), list(phi.values()))
+    for (n, p), g in zip(phi.items(), grads):
+        torch.testing.assert_close(blocks[name][n], p.detach() - rates[n] * g, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(blocks[name][n], p.detach() - cfg.meta.inner_lr * g)
+
+
 def _adapted_test_rows(adapted_run, tiny_dir):
     """(blocks dir, held-out group, loaded run, test frame, encoded test rows, group per row)."""
     from msmt.data.loading import read_data

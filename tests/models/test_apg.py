@@ -79,3 +79,17 @@ def test_condition_features_give_rows_of_one_scenario_their_own_weights(tiny_sch
     with torch.no_grad():
         W = model.layers[0].dense_weight(model.condition_vector(batch))
     assert (W[a] - W[b]).abs().max() > 1e-4
+
+
+def test_model_runs_every_layer_with_the_rows_own_generated_weights(tiny_schema, batch):
+    """The whole network by hand: hˡ = relu(hˡ⁻¹ · W_l(z) + b_l) with each row's dense W_l(z) = U S_l(z) V,
+    z the row's condition vector, then the towers (a layer fed another z, or none, differs)."""
+    model = make(tiny_schema, condition_features=["user_id"])
+    with torch.no_grad():
+        out = model(batch)
+        z = model.condition_vector(batch)
+        h = model.encoder(batch)
+        for layer in model.layers:
+            h = torch.relu(torch.einsum("bn,bnm->bm", h, layer.dense_weight(z)) + layer.bias)
+        for t in model.task_names:
+            torch.testing.assert_close(out[t], model.towers[t](h).squeeze(-1), rtol=1e-5, atol=1e-6)

@@ -100,6 +100,27 @@ def test_loss_is_esmm_loss_and_cvr_learns_from_unclicked_impressions(funnel):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.towers["cvr"].parameters())
 
 
+def test_ctcvr_loss_trains_both_factor_towers_as_the_product_does(funnel):
+    """Gradient check: ∂ BCE(conv, pCTR·pCVR) / ∂θ for the CTR and the CVR towers equals the gradient
+    of the same loss written naively in float64 on the towers' logits (Ma et al., Eq. 3): the CTCVR
+    loss trains the CTR tower too, not only the CVR one (neither factor is held constant)."""
+    _, spec, splits, schema = funnel
+    torch.manual_seed(0)
+    model = build_model(schema, esmm_cfg())
+    batch = encode_frame(splits["train"].iloc[:128], schema)
+    conv = batch["labels"][:, 1].double()
+    towers = [model.towers["click"], model.towers["cvr"]]
+    params = [q for tower in towers for q in tower.parameters()]
+    got = torch.autograd.grad(task_losses(spec.tasks, model(batch), batch["labels"], batch["weight"])["ctcvr"], params)
+    emb = model.encoder(batch)
+    p = torch.sigmoid(towers[0](emb).squeeze(-1).double()) * torch.sigmoid(towers[1](emb).squeeze(-1).double())
+    naive = -(conv * p.log() + (1 - conv) * (1 - p).log()).mean()
+    want = torch.autograd.grad(naive, params)
+    assert all(float(w.abs().sum()) > 0 for w in want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)
+
+
 def test_without_products_esmm_is_shared_embeddings_with_towers(tiny_schema, tiny_train):
     model = build_model(tiny_schema, esmm_cfg()).eval()
     out = model(encode_frame(tiny_train.iloc[:10], tiny_schema))

@@ -63,3 +63,35 @@ def test_rows_train_only_their_own_scenarios_path(tiny_schema, batch, scenario):
             assert all(torch.count_nonzero(g) == 0 for g in grads), p
     assert model.relation.weight.grad.abs().sum() > 0  # the combination weights are learned
     assert model.experts.first.weight.grad.abs().sum() > 0  # and the shared experts
+
+
+def test_prediction_equals_a_per_row_reference(tiny_schema, batch):
+    """Row by row, from the weights: scenario p's view z_p = Σ_i softmax(W_p x)_i E_i (softmax over
+    the k experts of that row), y_p = Tower_p(z_p), and the row of scenario s (0: unseen) combines
+    them with softmax_p(R_s x + r_s) taken from *its own* scenario's block of the relation layer."""
+    model = make(tiny_schema).eval()
+    P, k = tiny_schema.num_scenarios, model.params.num_experts
+    inputs = {key: v[:40] for key, v in batch.items()}
+    inputs["scenario"] = inputs["scenario"].clone()
+    inputs["scenario"][:3] = 0  # rows of a scenario never seen in training
+    with torch.no_grad():
+        out = model(inputs)
+        x = model.encoder(inputs)
+        experts = model.experts(x)  # [B, k, E]
+        W = model.gates.weight.view(P, k, -1)  # W_p
+        R = model.relation.weight.view(P + 1, P, -1)  # R_s
+        r = model.relation.bias.view(P + 1, P)
+        assert bool(model.towers.present.all())  # every scenario has every task: no masked tower
+        for n in range(x.shape[0]):
+            views = []
+            for p in range(P):
+                logits = W[p] @ x[n]
+                gate = torch.exp(logits - logits.max())
+                gate = gate / gate.sum()
+                views.append((gate[:, None] * experts[n]).sum(0))
+            y = model.towers(torch.stack(views)[:, None, :])[:, 0, :]  # [P, T]: tower p on its own view
+            s = int(inputs["scenario"][n])
+            a = torch.exp(R[s] @ x[n] + r[s])
+            a = a / a.sum()
+            for i, t in enumerate(model.task_names):
+                torch.testing.assert_close(out[t][n], (a * y[:, i]).sum(), rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@ computation (a naive per-row loop) or an invariance that must hold exactly."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -113,6 +114,26 @@ def test_meta_tower_equals_naive_residual_loop(static):
             for unit in tower.units:
                 h = torch.relu(naive_meta(unit, h, s[b], t, torch.relu)) + h
             torch.testing.assert_close(out[b, t], h, atol=1e-10, rtol=0)
+
+
+def test_each_task_reads_its_own_task_view(toy, model):
+    """T_t = MLP(task_embedding_t) is task t's query in the meta attention: moving task t's
+    embedding moves task t's outputs on every row and leaves the other task's exactly as they were
+    (a zeroed or shared task view would move nothing, or every task)."""
+    m = copy.deepcopy(model).eval()
+    batch = rows(toy, range(64))
+    with torch.no_grad():
+        before = m(batch)
+        for t, name in enumerate(m.task_names):
+            saved = m.task_embedding[t].clone()
+            m.task_embedding[t] += 0.5
+            after = m(batch)
+            m.task_embedding[t] = saved
+            for other in m.task_names:
+                if other == name:
+                    assert ((after[other] - before[other]).abs() > 1e-6).all(), name
+                else:
+                    torch.testing.assert_close(after[other], before[other], rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- row independence

@@ -136,3 +136,27 @@ def test_prior_features_are_checked_and_ablations_run(tiny_schema, batch):
     for flags in ({"use_epnet": False}, {"use_ppnet": False}):
         out = make(tiny_schema, **flags)(batch)
         assert all(v.shape == (160,) and torch.isfinite(v).all() for v in out.values())
+
+
+def test_ppnet_gates_read_the_persona_prior(tiny_schema, batch):
+    """δ^l = GateNU_l(e_prior ⊕ e'), e_prior built here by hand from the declared prior features
+    (user_id's embedding, the price column): the gates follow the prior, and a row's gates move when
+    only its prior feature does (with e' held fixed)."""
+    model = make(tiny_schema, prior_features=["user_id", "price"])
+    T = model.num_tasks
+    user = model.encoder.field_names.index("user_id")
+    price = [f.name for f in tiny_schema.spec.features.dense].index("price")
+    with torch.no_grad():
+        fields = model.encoder.embed_fields(batch)
+        e = model.encoder.flatten(batch, fields)
+        e_prime = e * model.domain_gate(batch, e)
+        x = torch.cat([fields[:, user], batch["dense"][:, price : price + 1], e_prime], dim=1)
+        gates = model.task_gates(batch, fields, e_prime)
+        for gate, got in zip(model.ppnet, gates):
+            torch.testing.assert_close(got, gate(x).view(x.shape[0], T, -1))
+        moved = dict(batch, dense=batch["dense"].clone())
+        moved["dense"][::2, price] += 1.0  # every other row's price
+        shifted = model.task_gates(moved, fields, e_prime)
+    for got, new in zip(gates, shifted):
+        change = (new - got).abs().flatten(1).amax(1) > 1e-6
+        assert torch.equal(change, torch.arange(x.shape[0]) % 2 == 0)

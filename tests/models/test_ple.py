@@ -49,6 +49,51 @@ def test_one_level_matches_a_hand_written_cgc(tiny_schema, batch):
         torch.testing.assert_close(model(batch)[name], model.towers[name](z).squeeze(-1))
 
 
+def _softmax_rows(logits):
+    """Softmax over the last axis (the experts of one row), written out."""
+    e = torch.exp(logits - logits.max(-1, keepdim=True).values)
+    return e / e.sum(-1, keepdim=True)
+
+
+def naive_ple(model, x):
+    """{task: [B]} from x [B, D], level by level: task t's gate mixes [own experts ; shared experts]
+    of its own input; below the last level a shared gate mixes every expert of the level (all
+    tasks' and the shared ones) for the next level's shared input (Tang et al., Sec. 4.2-4.3)."""
+    T = model.num_tasks
+    task_in, shared_in = [x] * T, x
+    for level in model.levels:
+        shared = [e(shared_in) for e in level.shared_experts]
+        own = [[e(task_in[t]) for e in level.task_experts[t]] for t in range(T)]
+        outs = []
+        for t in range(T):
+            experts = own[t] + shared
+            g = _softmax_rows(task_in[t] @ level.task_gates[t].weight.T + level.task_gates[t].bias)
+            assert g.shape[1] == len(experts)
+            outs.append(sum(g[:, j : j + 1] * experts[j] for j in range(len(experts))))
+        if level.shared_gate is not None:
+            experts = [e for t in range(T) for e in own[t]] + shared
+            g = _softmax_rows(shared_in @ level.shared_gate.weight.T + level.shared_gate.bias)
+            assert g.shape[1] == len(experts)
+            shared_in = sum(g[:, j : j + 1] * experts[j] for j in range(len(experts)))
+        task_in = outs
+    return {name: model.towers[name](task_in[i]).squeeze(-1) for i, name in enumerate(model.task_names)}
+
+
+@pytest.mark.parametrize("levels", [2, 3])
+def test_multi_level_ple_matches_a_hand_written_reference(tiny_schema, batch, levels):
+    """Every level by hand, shared gates included: a shared gate made uniform or input-independent,
+    or one that drops the task experts, changes the next level's shared input and the towers' inputs."""
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, ple_cfg(num_levels=levels, task_experts=2, shared_experts=3)).eval()
+    with torch.no_grad():
+        for level in model.levels[:-1]:  # gates away from their near-uniform start
+            level.shared_gate.weight.mul_(8.0)
+        out = model(batch)
+        ref = naive_ple(model, model.encoder(batch))
+    for t in model.task_names:
+        torch.testing.assert_close(out[t], ref[t], rtol=1e-5, atol=1e-6)
+
+
 def perturbed(model, module, batch):
     with torch.no_grad():
         for p in module.parameters():

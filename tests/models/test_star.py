@@ -170,3 +170,27 @@ def test_declared_shared_layer_is_the_star_centre(tiny_schema):
     shared = {id(p) for p in model.shared_parameters()}
     assert {id(p) for p in model.norm.parameters()} <= shared
     assert not any(id(p) in shared for p in model.towers.parameters())
+
+
+def test_auxiliary_logit_is_the_aux_network_on_the_rows_scenario(tiny_schema, batch):
+    """y_t = Tower_t(h) + Aux(s)_t: the auxiliary term, the output minus the towers on the star
+    FCN's h, equals the aux MLP on the row's own scenario embedding, looked up by hand (the dataset
+    has no scenario attributes); moving scenario p's embedding moves exactly the rows of p."""
+    assert not tiny_schema.spec.scenario.attributes.sparse and not tiny_schema.spec.scenario.attributes.dense
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, star_cfg()).eval()
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    scen = inputs["scenario"]
+    with torch.no_grad():
+        out = model(inputs)
+        h = model.norm(model.encoder(inputs), scen)
+        for layer in model.star:
+            h = torch.relu(layer(h, scen))
+        aux = model.aux(model.aux_encoder.table.weight[scen])  # [B, T]: the scenario id's embedding row
+        assert (aux[scen == 1] - aux[scen == 2][:1]).abs().amax() > 1e-4  # scenarios get their own term
+        for i, t in enumerate(model.task_names):
+            torch.testing.assert_close(out[t] - model.towers[t](h).squeeze(-1), aux[:, i], rtol=1e-5, atol=1e-5)
+        model.aux_encoder.table.weight[2].add_(1.0)
+        moved = model(inputs)
+    for t in model.task_names:
+        assert torch.equal((moved[t] - out[t]).abs() > 1e-6, scen == 2), t

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
+from scipy import stats
 
 from helpers import model_config
 from msmt.data.fit import fit_schema
@@ -31,6 +35,35 @@ def test_normalised_losses_are_the_task_losses_over_the_label_scale(advertiser_p
     plain = task_losses(schema.spec.tasks, model(batch), batch["labels"], batch["weight"])
     for task in raw:
         torch.testing.assert_close(raw[task], plain[task])
+
+
+def test_a_per_scenario_dispersion_is_read_at_each_rows_own_scenario(advertiser_panel):
+    """``dispersion: scenario``: row n's NB2 loss uses α of its own scenario (index 0: unseen). Each
+    scenario's log α is set to a distinct value; the task loss equals the mean of scipy's NB2
+    negative log-pmf with the α looked up row by row."""
+    schema, rows = advertiser_panel
+    tasks = tuple(
+        t.model_copy(update={"distribution": "negative_binomial", "dispersion": "scenario"}) if t.name == "impressions" else t
+        for t in schema.spec.tasks
+    )
+    nb = dataclasses.replace(schema, spec=schema.spec.model_copy(update={"tasks": tasks}))
+    torch.manual_seed(0)
+    model = build_model(nb, model_config("mmoe"))
+    values = torch.linspace(-2.0, 1.0, nb.num_scenarios + 1)  # log α per scenario index
+    with torch.no_grad():
+        model.dispersion["impressions"].copy_(values)
+    batch = {k: v[:300] for k, v in rows.items()}
+    scen = batch["scenario"]
+    assert len(scen.unique()) > 1
+    log_alpha = model.distribution_parameters(batch)["impressions"]
+    torch.testing.assert_close(log_alpha, torch.stack([values[int(s)] for s in scen]))
+    with torch.no_grad():
+        lam = torch.exp(model(batch)["impressions"]).double().numpy()
+        loss = model_losses(model, batch, normalise=False)["impressions"]
+    y = batch["labels"][:, nb.spec.task_names.index("impressions")].double().numpy()
+    alpha = np.exp(values.double().numpy()[scen.numpy()])
+    expected = -stats.nbinom.logpmf(y, 1 / alpha, 1 / (1 + alpha * lam)).mean()
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_negative_binomial_task_learns_its_over_dispersion(trained_panel_run):
