@@ -164,3 +164,54 @@ def test_a_standardised_value_beyond_float32_is_an_input_error(tiny_train, tiny_
     frame.loc[frame.index[3], "user_age"] = 1e30
     with pytest.raises(DataError, match=r"column 'user_age'.*float32 in data row 4"):
         encode_frame(frame, schema, with_labels=False)
+
+
+def test_multi_valued_tokens_are_vocabulary_indices_and_unseen_tokens_oov(tiny_train, tiny_schema):
+    """Each token -> its rank in the sorted training token set + 2; a token never seen -> OOV (1),
+    not padding (0): an unseen tag still counts in the mean-pooled embedding."""
+    vocab = sorted({tok for tags in tiny_train["tags"] for tok in tags.split(" ") if tok})
+    first = vocab[0]
+    frame = tiny_train.iloc[:3].copy()
+    frame["tags"] = [f"{vocab[-1]} never_seen_tag", "never_seen_tag", first]
+    tags = encode_frame(frame, tiny_schema)["multi.tags"].numpy()
+    np.testing.assert_array_equal(tags[0, :3], [len(vocab) + 1, OOV, 0])
+    np.testing.assert_array_equal(tags[1, :2], [OOV, 0])
+    np.testing.assert_array_equal(tags[2, :2], [2, 0])
+
+
+def test_dense_standardisation_is_numpys_mean_and_std_after_log1p():
+    """z = (t(x) − mean_train t(x)) / std_train t(x) with NumPy's (population) std; t = log1p(max(x, 0))
+    or the identity; a missing value -> 0; scoring rows use the training statistics."""
+    from msmt.spec.dataset import DatasetSpec
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"scenario": "a", "spend": rng.gamma(0.8, 50.0, 40), "age": rng.normal(30, 8, 40), "click": 0.0})
+    train.loc[3, "spend"] = -2.0  # clipped at 0 before log1p
+    spec = DatasetSpec.model_validate({
+        "files": {"train": "in-memory"}, "scenario": {"column": "scenario"},
+        "features": {"sparse": [], "dense": [{"name": "spend", "column": "spend", "transform": "log1p"}, "age"]},
+        "tasks": [{"name": "click", "label": "click", "kind": "binary"}],
+    })
+    schema = fit_schema(train, spec)
+    t = np.log1p(np.clip(train["spend"].to_numpy(), 0.0, None))
+    age = train["age"].to_numpy()
+    score = pd.DataFrame({"scenario": "a", "spend": [0.0, 10.0, 1e4, np.nan], "age": [30.0, 20.0, np.nan, 45.0]})
+    got = encode_frame(score, schema, with_labels=False)["dense"].numpy()
+    want_spend = (np.log1p([0.0, 10.0, 1e4]) - t.mean()) / t.std()
+    want_age = (np.array([30.0, 20.0, 45.0]) - age.mean()) / age.std()
+    np.testing.assert_allclose(got[:3, 0], want_spend, rtol=1e-5)
+    np.testing.assert_allclose(got[[0, 1, 3], 1], want_age, rtol=1e-5)
+    assert got[3, 0] == 0 and got[2, 1] == 0
+
+
+def test_time_split_sorts_rows_given_in_any_order():
+    """The time split orders by the time column, not by the table's row order: training rows are
+    the earliest, test rows the latest, each part keeping the table's row order."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"t": rng.permutation(100), "x": np.arange(100)})
+    parts = split_frame(frame, SplitSpec(method="time", time_column="t", validation_fraction=0.2, test_fraction=0.1))
+    assert sorted(parts["train"]["t"]) == list(range(70))
+    assert sorted(parts["validation"]["t"]) == list(range(70, 90))
+    assert sorted(parts["test"]["t"]) == list(range(90, 100))
+    for part in parts.values():
+        assert part["x"].is_monotonic_increasing

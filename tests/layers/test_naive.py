@@ -242,3 +242,69 @@ def test_blend_gate_learns_to_follow_the_naive_forecast_the_labels_equal(world):
         z = torch.log(b + offset.epsilon[None, :, None]) - torch.log(b[..., [offset.candidates.index("mean")]] + offset.epsilon[None, :, None])
         weights = torch.softmax(offset.gate_bias + torch.einsum("btc,tcd->btd", z, offset.gate_weight), -1).mean(0)  # [T, C]
     assert (weights[:, offset.candidates.index("last")] > 0.8).all(), weights
+
+
+# --------------------------------------------------------------------------- a hand-built panel
+
+# unit -> (scenario, {day: spend}); every unit is scored at day 10, window 7 (days 3..9)
+HAND = {
+    "u1": ("a", {d: float(d) for d in range(10)}),  # every day: last 9, mean 6, weekday (day 3) 3
+    "u2": ("b", {3: 4.0, 5: 0.0, 9: 2.0}),  # last 2, mean 2, weekday 4; indicator rate 2/3
+    "u3": ("a", {5: 1.0, 8: 3.0, 9: 5.0}),  # day 3 missing, yesterday seen: weekday falls back to the mean 3
+    "u4": ("b", {1: 7.0, 4: 6.0, 6: 0.0}),  # day 1 outside the window; last observed (day 6) is 0; mean 3
+    "u5": ("a", {1: 3.0}),  # nothing in the window: the scenario's training mean
+}
+WANT = {  # (last, mean, weekday) of spend; of the indicator spend > 0
+    "spend": {"u1": (9, 6, 3), "u2": (2, 2, 4), "u3": (5, 3, 3), "u4": (0, 3, 3)},
+    "active": {"u1": (1, 1, 1), "u2": (1, 2 / 3, 1), "u3": (1, 1, 1), "u4": (0, 0.5, 0.5)},
+}
+
+
+@pytest.fixture(scope="module")
+def hand():
+    from msmt.spec.dataset import DatasetSpec
+
+    rows = [{"unit": u, "scenario": s, "day": d, "spend": v} for u, (s, days) in HAND.items() for d, v in days.items()]
+    train = pd.DataFrame(rows)
+    train["active"] = (train["spend"] > 0).astype(float)
+    train["buy"] = np.where(train["scenario"] == "a", train["day"] % 3 == 0, train["day"] % 2 == 0).astype(float)  # no history
+    spec = DatasetSpec.model_validate({
+        "files": {"train": "in-memory"}, "scenario": {"column": "scenario"}, "features": {"sparse": ["unit"]},
+        "tasks": [{"name": "spend", "label": "spend", "kind": "count"},
+                  {"name": "active", "label": "active", "kind": "binary", "history": "spend"},
+                  {"name": "buy", "label": "buy", "kind": "binary"}],
+        "panel": {"keys": ["unit"], "time": "day", "window": 7, "metrics": ["spend"]},
+    })
+    schema = fit_schema(train, spec)
+    score = pd.DataFrame({"unit": list(HAND), "scenario": [s for s, _ in HAND.values()], "day": 10, "spend": 0.0})
+    score["active"], score["buy"] = 0.0, 0.0
+    return schema, train, encode_frame(score, schema, context=train, with_labels=False)
+
+
+@pytest.mark.parametrize("k,method", list(enumerate(["last", "mean", "weekday"])))
+def test_naive_forecasts_of_a_hand_built_panel_with_gaps(hand, k, method):
+    schema, train, batch = hand
+    values, has = NaiveForecast(schema, method)(batch)
+    for task in ("spend", "active"):
+        got = values[task].numpy()
+        np.testing.assert_allclose(got[:4], [WANT[task][u][k] for u in ["u1", "u2", "u3", "u4"]], rtol=1e-6, err_msg=task)
+        assert has[task].tolist() == [True, True, True, True, False]
+        assert got[4] == pytest.approx(train.loc[train["scenario"] == "a", task].mean())
+
+
+def test_naive_forecaster_model_at_start(hand):
+    """count: log(b + ε), ε = 1% of the training mean; binary: logit(clip(r, 0.02, 0.98)); a task
+    without history: the logit of its training mean in the row's scenario."""
+    schema, train, batch = hand
+    torch.manual_seed(0)
+    model = build_model(schema, model_config("naive_last")).eval()
+    with torch.no_grad():
+        out = {t: v.numpy() for t, v in model(batch).items()}
+    last = np.array([WANT["spend"][u][0] for u in ["u1", "u2", "u3", "u4"]], dtype=float)
+    eps = EPSILON_SHARE * train["spend"].mean()
+    np.testing.assert_allclose(out["spend"][:4], np.log(last + eps), rtol=1e-5)
+    r = np.clip([WANT["active"][u][0] for u in ["u1", "u2", "u3", "u4"]], 0.02, 0.98)
+    np.testing.assert_allclose(out["active"][:4], np.log(r / (1 - r)), rtol=1e-5)
+    buy = train.groupby("scenario")["buy"].mean()
+    assert 0 < buy["a"] < 1 and 0 < buy["b"] < 1 and buy["a"] != buy["b"]
+    np.testing.assert_allclose(1 / (1 + np.exp(-out["buy"])), buy[[s for s, _ in HAND.values()]].to_numpy(), rtol=1e-5)

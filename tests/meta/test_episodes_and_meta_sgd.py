@@ -37,6 +37,24 @@ def test_time_ordered_episodes_never_put_a_query_row_before_a_support_row():
     assert sizes == set(range(2, 10))  # support sizes drawn from [support_min, support_size]
 
 
+def test_time_ordered_cut_is_drawn_over_the_whole_group():
+    """The cut c is uniform in [k, n−1]: over many episodes the support starts anywhere from the
+    group's first row and the query holds up to ``query_size`` rows (not only the group's last)."""
+    n, k, q = 20, 4, 5
+    times = np.arange(n, dtype=float)
+    sampler = GroupIndex(np.array(["g"] * n), times).sampler(support_size=k, query_size=q, groups_per_episode=1, seed=3, ordered=True)
+    cuts, query_sizes = set(), set()
+    for _ in range(400):
+        ((support, query),) = sampler.sample()
+        assert support.tolist() == list(range(support[0].item(), support[0].item() + k))
+        cut = support[-1].item() + 1
+        assert query.tolist() == list(range(cut, min(cut + q, n)))
+        cuts.add(cut)
+        query_sizes.add(len(query))
+    assert cuts == set(range(k, n))
+    assert query_sizes == set(range(1, q + 1))
+
+
 def test_random_episodes_are_disjoint_and_sizes_vary():
     groups = np.repeat(["a", "b", "c"], 40)
     sampler = GroupIndex(groups).sampler(8, 6, 3, seed=0, support_min=3)

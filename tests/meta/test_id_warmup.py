@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import model_config
@@ -86,3 +87,51 @@ def test_a_run_with_id_warmup_stores_and_uses_its_generator(tiny_dir, tmp_path):
     frame["item_id"] = [f"never-seen-{i}" for i in range(len(frame))]
     scores = predict(run.model, encode_frame(frame, run.schema, with_labels=False)).values
     assert all(np.isfinite(v).all() for v in scores.values())
+
+
+def test_warm_up_step_is_the_meta_embedding_objective(tiny_train, tiny_schema, monkeypatch):
+    """One warm-up step against the objective written out here: with A and B copies of one row
+    (any draw gives the same batches), L_cold = L(A as new), e' = e − η ∇_e L_cold, L_warm = L(B as
+    new; e'), and the generator moves by −lr ∇ of a·L_cold + (1 − a)·L_warm (the optimiser swapped
+    for plain SGD, so the step is the gradient itself)."""
+    import msmt.meta.warmup as warmup
+
+    monkeypatch.setattr(warmup, "make_optimizer", lambda params, name, lr: torch.optim.SGD(params, lr=lr))
+    from msmt.spec.batch import take
+    from msmt.training.losses import model_losses, weighted_total
+
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, model_config("mmoe", id_warmup=WARM))
+    data = _batch(tiny_train, tiny_schema)
+    field = tiny_schema.spec.features.names.index("item_id")
+    row = int(torch.nonzero(data["sparse"][:, field] > OOV)[0])
+    k, a, eta, lr = 3, 0.2, 5.0, 1e-2
+    copies = take(data, torch.full((2 * k,), row, dtype=torch.long))
+    new = take(copies, torch.arange(k))
+    new["sparse"] = new["sparse"].clone()
+    new["sparse"][:, field] = OOV
+    generator = warmup_encoder(model).generators["item_id"]
+    model.eval()
+
+    def loss(batch):
+        return weighted_total(tiny_schema.spec.tasks, model_losses(model, batch))
+
+    captured = []
+    hook = generator.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    cold = loss(new)  # the OOV rows read the generated embedding
+    hook.remove()
+    per_row = captured[0]  # [k, dim], equal rows
+    e = per_row.mean(0)
+    grad_e = torch.autograd.grad(cold, per_row, create_graph=True)[0].sum(0)  # e is every row's embedding
+    warmed = e - eta * grad_e
+    warm = loss({**new, "warm.item_id": warmed.expand(k, -1)})
+    params = list(generator.parameters())
+    grads = torch.autograd.grad(a * cold + (1 - a) * warm, params)
+    before = [p.detach().clone() for p in params]
+    cold, warm = float(cold.detach()), float(warm.detach())
+    assert warm != pytest.approx(cold, rel=1e-4)  # the warm step matters on these rows
+    history = warm_up_ids(model, MetaConfig(warmup_steps=1, warmup_rows=k, warmup_mix=a, warmup_lr=lr, warmup_step_size=eta), copies)
+    assert history[0]["cold_loss"] == pytest.approx(cold, rel=1e-5)
+    assert history[0]["warm_loss"] == pytest.approx(warm, rel=1e-5)
+    for p, start, g in zip(params, before, grads):
+        torch.testing.assert_close(p.detach() - start, -lr * g, rtol=1e-3, atol=1e-7)

@@ -438,3 +438,25 @@ def test_backtracking_makes_every_inner_step_a_descent_step(tiny_dir, tiny_schem
         short_guarded, phi_guarded = losses(support, 0.01, 8, steps=1)
         assert all(torch.equal(phi_plain[n], phi_guarded[n]) for n in phi_plain)
     assert raised >= 2  # the steps are long enough for plain descent to overshoot
+
+
+def test_backtracking_skips_a_step_that_no_halving_makes_a_descent(tiny_dir, tiny_schema, groups):
+    """A step so long that it and every one of its ``backtrack`` halvings raise the support loss is
+    skipped: φ comes back unchanged, not moved by the last (still ascending) halving."""
+    cfg = _cfg(tiny_dir)
+    model = _model(cfg, tiny_schema, seed=0)
+    split = split_parameters(model, cfg.meta)
+    tasks = cfg.dataset.tasks
+    params = dict(model.named_parameters())
+    support, _ = _support_query(groups, 0, k=16)
+    phi = {n: params[n].detach().clone().requires_grad_(True) for n in split.personal}
+    lr, tries = 1e6, 2  # steps of 1e6, 5e5, 2.5e5 times the gradient: all overshoot
+    loss = objective(model, phi, support, tasks)
+    grads = torch.autograd.grad(loss, list(phi.values()))
+    with torch.no_grad():
+        for f in (1.0, 0.5, 0.25):
+            trial = {n: phi[n] - f * lr * g for n, g in zip(phi, grads)}
+            assert float(objective(model, trial, support, tasks)) > float(loss)  # the case is what it says
+    stepped = inner_loop(model, phi, support, tasks, 1, lr, backtrack=tries)
+    for n in phi:
+        torch.testing.assert_close(stepped[n].detach(), phi[n].detach(), rtol=0, atol=0)

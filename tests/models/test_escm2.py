@@ -108,3 +108,24 @@ def test_escm2_is_esmm_plus_the_regulariser(funnel, tiny_schema):
     assert ESCM2.not_applicable(schema.spec) is None
     assert ESCM2.not_applicable(tiny_schema.spec) is not None  # no funnel declared: ESMM's reason
     assert make(tiny_schema).extra_losses({}, {}) == {}
+
+
+def test_rows_without_the_funnel_carry_no_click(funnel):
+    """Where the product task does not exist (``task_mask`` False: another scenario's rows), o = 0:
+    those rows add nothing to the IPS sum (the mean is still over the batch)."""
+    schema, data = funnel
+    batch = take(data, slice(0, 300))
+    batch["task_mask"] = batch["task_mask"].clone()
+    product = schema.spec.task_names.index("ctcvr")
+    batch["task_mask"][::3, product] = False
+    model = make(schema, weight=0.5, max_inverse_propensity=15.0).eval()
+    with torch.no_grad():
+        out = model(batch)
+        cvr = model.auxiliary_outputs(batch)["cvr"].double().numpy()
+        got = float(model.extra_losses(batch, out)["counterfactual"])
+    click = batch["labels"][:, schema.spec.task_names.index("click")].double().numpy()
+    conversion = batch["labels"][:, product].double().numpy()
+    o = click * batch["task_mask"][:, product].double().numpy()
+    assert (click[::3] > 0).any()  # some masked rows were clicked
+    inverse = np.minimum(1 + np.exp(-out["click"].double().numpy()), 15.0)
+    assert got == pytest.approx(0.5 * np.mean(o * bce(conversion, cvr) * inverse), rel=1e-5)

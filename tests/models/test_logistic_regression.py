@@ -117,3 +117,43 @@ def test_outputs_are_additive_in_the_features():
         dense["dense"][:, 0] = torch.tensor([-1.0, 0.5, 2.0])
         for out in model(dense).values():
             torch.testing.assert_close(out[1] - out[0], out[2] - out[1], rtol=0, atol=1e-5)
+
+
+def test_linear_predictor_is_the_formula_from_raw_weights():
+    """η_t = b_t + c_{t,s} + Σ_f w_{t,f}[x_f] + u_tᵀ d, with every index and the standardised
+    dense value computed here from the raw table (sorted vocabulary + 2, NumPy mean and std)."""
+    frame = table(300, seed=4, scenarios=("a", "b"))
+    tasks = (("click", "binary"), ("plays", "count"))
+    schema = fit_schema(frame, spec(["colour", "size"], ["x"], tasks))
+    batch = encode_frame(frame, schema, with_labels=False)
+    torch.manual_seed(0)
+    model = build_model(schema, model_config("logistic_regression")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    enc = model.encoder
+    table_w = enc.table.weight.detach().numpy()  # [rows, T]
+    offsets = enc.offsets.numpy()
+    eta = model.bias.detach().numpy()[None, :] + model.scenario_bias.weight.detach().numpy()[
+        frame["scenario"].map({"a": 1, "b": 2}).to_numpy()]
+    for f, column in enumerate(["colour", "size"]):
+        vocab = sorted(frame[column].unique())
+        ids = frame[column].map({v: i + 2 for i, v in enumerate(vocab)}).to_numpy()
+        eta = eta + table_w[offsets[f] + ids]
+    if enc.with_scenario:  # the scenario as one more categorical field
+        eta = eta + table_w[offsets[-1] + frame["scenario"].map({"a": 1, "b": 2}).to_numpy()]
+    x = frame["x"].to_numpy()
+    z = (x - x.mean()) / x.std()
+    eta = eta + z[:, None] * model.dense.weight.detach().numpy()[:, 0][None, :]
+    with torch.no_grad():
+        out = model(batch)
+    for i, (t, _) in enumerate(tasks):
+        np.testing.assert_allclose(out[t].numpy(), eta[:, i], rtol=1e-5, atol=1e-5, err_msg=t)
+
+
+def test_task_bias_starts_at_the_link_of_the_training_mean():
+    frame = table(300, seed=5)
+    schema = fit_schema(frame, spec(["colour"], (), (("click", "binary"), ("plays", "count"))))
+    model = build_model(schema, model_config("logistic_regression"))
+    click, plays = frame["click"].mean(), frame["plays"].mean()
+    np.testing.assert_allclose(model.bias.detach().numpy(), [np.log(click / (1 - click)), np.log(plays)], rtol=1e-5)

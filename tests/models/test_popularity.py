@@ -160,3 +160,26 @@ def test_no_forecast_offset_on_panel_data(advertiser_panel):
         out, rates = model(rows), model.rates(rows)
     for i, task in enumerate(schema.spec.tasks):
         torch.testing.assert_close(rules(task.kind).link(out[task.name]), rates[:, i].clamp(1e-7, 1 - 1e-7) if task.kind == TaskKind.BINARY else rates[:, i].clamp_min(1e-7))
+
+
+def test_counts_only_rows_where_the_task_exists():
+    """A task declared for scenario b only: its rates count b's rows alone (Σ y and n over
+    ``task_mask``), whatever label the other rows carry; an unseen scenario pools those rows only."""
+    frame = table()
+    declared = spec().model_copy(update={"tasks": (spec().tasks[0], spec().tasks[1].model_copy(update={"scenarios": ("b",)}))})
+    schema = fit_schema(frame, declared)
+    model = build_model(schema, model_config("popularity", popularity={"prior_strength": 5.0}))
+    batch = encode_frame(frame, schema)
+    plays = schema.spec.task_names.index("plays")
+    assert not batch["task_mask"][:, plays].all()
+    batch["labels"][~batch["task_mask"][:, plays], plays] = 99.0  # never read
+    model.fit_statistics(iterate_batches(batch, 64))
+    model.eval()
+    b = frame[(frame["scenario"] == "b") & (frame["item_id"] != "rare")]
+    rate = frame.loc[frame["scenario"] == "b", "plays"].mean()
+    cell = b.groupby("item_id")["plays"].agg(["sum", "count"])
+    rows = pd.DataFrame({"scenario": ["b", "b", "zzz", "zzz"], "item_id": ["i4", "never", "i7", "never"], "colour": "red"})
+    got = scores(model, schema, rows)["plays"]
+    want = [(cell.loc["i4", "sum"] + 5 * rate) / (cell.loc["i4", "count"] + 5), rate,
+            (cell.loc["i7", "sum"] + 5 * rate) / (cell.loc["i7", "count"] + 5), rate]
+    np.testing.assert_allclose(got, want, rtol=1e-5)

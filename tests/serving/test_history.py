@@ -347,6 +347,21 @@ def test_bad_history_requests_get_4xx_naming_the_field(store_client, unit_rows):
     assert store_client.app.state.history.summary() == before  # nothing refused was written
 
 
+def test_context_is_bounded_by_max_rows_times_the_window(panel_run, unit_rows):
+    """A predict request's ``context`` holds at most max_rows × (window + 1) history rows."""
+    row, context = unit_rows
+    run = load_run(panel_run)
+    client = TestClient(create_app(run, max_rows=1))
+    bound = run.schema.panel.window + 1
+    first = min(c["day"] for c in context)
+    earlier = [dict(context[0], day=first - 1 - i) for i in range(bound + 1 - len(context))]
+    at_bound = {"rows": [row], "context": earlier[1:] + context}
+    assert len(at_bound["context"]) == bound
+    assert len(_answer(client, at_bound)["predictions"]) == 1
+    resp = client.post("/v1/predict", json={"rows": [row], "context": earlier + context})
+    assert resp.status_code == 422 and f"at most {bound}" in resp.json()["detail"], resp.text
+
+
 def test_observe_needs_a_store_and_a_panel(panel_run, trained_run, unit_rows):
     row, context = unit_rows
     resp = TestClient(create_app(load_run(panel_run))).post("/v1/observe", json=[context[0]])

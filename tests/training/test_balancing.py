@@ -304,6 +304,22 @@ def test_dwa_weights_follow_the_loss_ratio_softmax():
     assert float(total) == pytest.approx(float(expected @ torch.tensor([1.0, 2.0, 3.0])), rel=1e-6)
 
 
+def test_dwa_ratio_is_of_the_last_two_epochs_only():
+    """From the third epoch on, w_t = T · softmax(L_t(e−1) / L_t(e−2) / τ): the two most recent
+    epochs, never the first one."""
+    bal = build_balancer(tasks_of("binary", 2), loss_cfg("dwa", temperature=0.5), Toy(2))
+    epochs = [{"t0": 4.0, "t1": 1.0}, {"t0": 2.0, "t1": 1.0}, {"t0": 1.0, "t1": 0.8}, {"t0": 0.9, "t1": 0.4}]
+    for e, losses in enumerate(epochs):
+        bal.end_epoch(losses)
+        if e == 0:
+            continue
+        r0 = losses["t0"] / epochs[e - 1]["t0"]
+        r1 = losses["t1"] / epochs[e - 1]["t1"]
+        w0 = 2 * math.exp(r0 / 0.5) / (math.exp(r0 / 0.5) + math.exp(r1 / 0.5))
+        got = bal.current_weights()
+        assert got["t0"] == pytest.approx(w0, rel=1e-6) and got["t1"] == pytest.approx(2 - w0, rel=1e-6), e
+
+
 # --------------------------------------------------------------------------- through the trainer
 
 
