@@ -173,3 +173,122 @@ def test_targets_read_each_measure_per_group_and_pooled_separately():
     advertisers = [r for r in rows if r["target"].startswith("new advertisers")]
     assert [("pooled" in r["target"], r["verdict"]) for r in advertisers] == [(False, "**met**")] * 2 + [(True, "**met**")] * 2
     assert advertisers[0]["numbers"].startswith("metasgd 0.6000") and advertisers[2]["numbers"].startswith("maml 0.4000")
+
+
+def test_seed_means_average_groups_then_summary_takes_the_t_interval_over_seeds():
+    from msmt.experiments.cold_start_stats import seed_means, summary
+
+    values = {0: [0.1, 0.2, 0.9], 1: [0.4, 0.5], 2: [0.3, 0.3, 0.3, 0.7]}  # skewed groups: mean ≠ median
+    records = pd.DataFrame([dict(state="new users", seed=s, K=5, method="maml", group=f"u{i}", task="click", metric="auc", value=x)
+                            for s, xs in values.items() for i, x in enumerate(xs)])
+    means = seed_means(records)
+    per_seed = {s: sum(xs) / len(xs) for s, xs in values.items()}
+    assert dict(zip(means["seed"], means["value"])) == pytest.approx(per_seed)
+    assert dict(zip(means["seed"], means["groups"])) == {0: 3, 1: 2, 2: 4}
+    got = summary(means).iloc[0]
+    x = np.array(list(per_seed.values()))
+    half = stats.t.ppf(0.975, 2) * x.std(ddof=1) / math.sqrt(3)
+    assert (got["mean"], got["low"], got["high"], got["seeds"]) == pytest.approx((x.mean(), x.mean() - half, x.mean() + half, 3))
+    assert got["groups"] == pytest.approx(3.0)
+
+
+def test_k_gain_is_the_paired_interval_of_the_later_k_minus_the_earlier_over_seeds():
+    from msmt.experiments.cold_start_stats import k_gain
+
+    at0, at10 = np.array([0.60, 0.62, 0.58, 0.61]), np.array([0.66, 0.65, 0.66, 0.70])
+    means = pd.DataFrame([dict(state="new scenario", seed=s, K=k, method="maml", task="active", metric="auc_pooled", value=v)
+                          for k, arr in ((0, at0), (10, at10)) for s, v in enumerate(arr)])
+    mean, low, high, n = k_gain(means, "new scenario", "maml", "active", "auc_pooled", 0, 10)
+    ci = stats.ttest_rel(at10, at0).confidence_interval(0.95)
+    assert n == 4 and mean == pytest.approx(float((at10 - at0).mean()))
+    assert (low, high) == pytest.approx((ci.low, ci.high))
+    assert math.isnan(k_gain(means, "new scenario", "maml", "active", "auc_pooled", 0, 20)[0])
+
+
+def test_group_measures_score_each_group_on_its_observed_rows():
+    """AUC by counting ordered pairs, NMAE = Σ|y − ŷ| / Σ y, masked rows never count, one-class or
+    all-zero groups left out."""
+    from msmt.experiments.cold_start_score import group_measures
+    from msmt.spec.dataset import Task
+
+    tasks = [Task(name="click", kind="binary", label="click"), Task(name="clicks", kind="count", label="clicks")]
+    groups = np.array(["a"] * 5 + ["b"] * 3)
+    click = np.array([1, 0, 1, 0, 1, 1, 1, 0], dtype=np.float32)
+    clicks = np.array([3, 0, 2, 1, 4, 0, 0, 0], dtype=np.float32)
+    labels = np.stack([click, clicks], 1)
+    mask = np.ones_like(labels, dtype=bool)
+    mask[4, :] = False  # row 4 masked for both tasks
+    mask[7, 0] = False  # group b: the only negative click masked -> one class
+    p_click = np.array([0.9, 0.8, 0.3, 0.1, 0.0, 0.5, 0.5, 0.5])
+    p_clicks = np.array([2.0, 1.0, 2.5, 1.0, 100.0, 1.0, 0.0, 0.0])
+    got = {(r["group"], r["task"]): r for r in group_measures(groups, labels, mask, {"click": p_click, "clicks": p_clicks}, tasks)}
+    assert set(got) == {("a", "click"), ("a", "clicks")}  # b: one class left, zero clicks
+    # group a, rows 0-3: positives 0 (0.9), 2 (0.3); negatives 1 (0.8), 3 (0.1): 3 of 4 pairs ordered
+    assert got[("a", "click")]["value"] == pytest.approx(0.75) and got[("a", "click")]["rows"] == 4
+    assert got[("a", "clicks")]["value"] == pytest.approx((1 + 1 + 0.5 + 0) / 6)
+
+
+def test_new_scenario_and_id_warmup_targets_read_the_interval_of_the_best_method():
+    """New scenario: the meta method best at the largest K (fomaml leads at K = 0, maml at K = 10),
+    its gain K=10 − K=0 over seeds; met only when the interval's low end is above 0. ID warm-up:
+    met only when the paired interval excludes 0 from below."""
+    from msmt.experiments.cold_start_page import targets
+
+    gains = {"maml": [0.05, 0.06, 0.04, 0.05], "fomaml": [0.05, -0.04, 0.06, -0.03]}  # maml: interval > 0; fomaml: mean > 0, interval ∋ 0
+    means = pd.DataFrame([dict(state="new scenario", seed=s, K=k, method=m, task="active", metric="auc_pooled", value=0.6 + (g if k else 0.0))
+                          for m, gs in gains.items() for s, g in enumerate(gs) for k in (0, 10)])
+    summ = pd.DataFrame([dict(state="new scenario", K=0, method="maml", task="active", metric="auc_pooled", mean=0.60),
+                         dict(state="new scenario", K=0, method="fomaml", task="active", metric="auc_pooled", mean=0.61),
+                         dict(state="new scenario", K=10, method="maml", task="active", metric="auc_pooled", mean=0.65),
+                         dict(state="new scenario", K=10, method="fomaml", task="active", metric="auc_pooled", mean=0.62)])
+    warm = dict(K=0, task="click", metric="auc", method="idwarmup", reference="base", seeds=5, groups=100)
+    diffs = pd.DataFrame([{**warm, "state": "new users", "mean": 0.010, "low": -0.002, "high": 0.022},
+                          {**warm, "state": "new items", "mean": 0.010, "low": 0.001, "high": 0.019}])
+    rows = {r["target"]: r for r in targets(summ, diffs, means)}
+    rise = rows["new scenario, `active` AUC rises with K (best meta method)"]
+    g = np.array(gains["maml"])
+    half = stats.t.ppf(0.975, 3) * g.std(ddof=1) / 2
+    assert rise["verdict"] == "**met**" and rise["numbers"].startswith("maml: K=0: 0.6000, K=10: 0.6500")
+    assert f"[{g.mean() - half:.4f}, {g.mean() + half:.4f}] over 4 seeds" in rise["numbers"]
+    assert rows["ID warm-up, MovieLens new users: click AUC at K = 0 above the OOV-row baseline"]["verdict"] == "**missed**"
+    assert rows["ID warm-up, MovieLens new items: click AUC at K = 0 above the OOV-row baseline"]["verdict"] == "**met**"
+    # the same gain with fomaml best at K = 10: mean > 0 but the interval holds 0 -> missed
+    summ.loc[3, "mean"] = 0.70
+    rise = {r["target"]: r for r in targets(summ, diffs, means)}["new scenario, `active` AUC rises with K (best meta method)"]
+    assert rise["verdict"] == "**missed**" and rise["numbers"].startswith("fomaml:")
+
+
+def test_advertiser_target_needs_the_ratio_and_the_best_naive_forecast():
+    """Met only when best meta ≤ 0.95 × fine-tuning AND ≤ the smaller of the two naive forecasts."""
+    from msmt.experiments.cold_start_page import targets
+
+    def rows(naive, naive_mean):
+        summ = pd.DataFrame([dict(state="new advertisers", K=k, method=m, task="clicks", metric="nmae", mean=v)
+                             for k in (5, 10) for m, v in (("maml", 0.60), ("fomaml", 0.64), ("finetune", 0.70), ("naive", naive), ("naive_mean", naive_mean))])
+        out = targets(summ, pd.DataFrame(columns=["state", "K", "task", "metric", "method", "reference"]), pd.DataFrame(columns=["state", "method", "task", "metric", "K", "seed", "value"]))
+        return [r for r in out if r["target"].startswith("new advertisers, clicks NMAE at K = 5")][0]
+
+    assert rows(0.61, 0.65)["verdict"] == "**met**"  # 0.60 / 0.70 = 0.857; 0.60 ≤ min(0.61, 0.65)
+    missed = rows(0.59, 0.65)  # the per-advertiser naive forecast beats it; the trailing mean does not
+    assert missed["verdict"] == "**missed**" and "best naive forecast 0.5900" in missed["numbers"]
+    assert rows(0.65, 0.59)["verdict"] == "**missed**"
+
+
+@pytest.mark.parametrize("mean, low, verdict", [(0.020, 0.004, "**met**"), (0.020, -0.001, "**missed**"), (0.008, 0.002, "**missed**")])
+def test_new_users_target_needs_both_the_margin_and_an_interval_above_zero(mean, low, verdict):
+    """best meta − base ≥ 0.01 with the interval's low end > 0: either alone is a miss."""
+    from msmt.experiments.cold_start_page import targets
+
+    summ = pd.DataFrame([dict(state="new users", K=10, method="reptile", task="click", metric="auc", mean=0.7)])
+    diffs = pd.DataFrame([dict(state="new users", K=10, task="click", metric="auc", method="reptile", reference="base", seeds=5, groups=100,
+                               mean=mean, low=low, high=2 * mean - low)])
+    rows = targets(summ, diffs, pd.DataFrame(columns=["state", "method", "task", "metric", "K", "seed", "value"]))
+    row = [r for r in rows if r["target"] == "MovieLens new users, click AUC at K = 10: best meta ≥ base + 0.01, interval > 0"][0]
+    assert row["verdict"] == verdict
+
+
+def test_a_group_with_exactly_k_rows_has_no_query_and_is_left_out():
+    frame = pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 4, "timestamp": [3, 1, 2, 7, 5, 6, 4]})
+    support, query = splits_at(frame, "user_id", "timestamp", 3)
+    # a (3 rows) does not count at K = 3; b: its 3 earliest rows (t = 4, 5, 6), then t = 7
+    assert sorted(support.tolist()) == [4, 5, 6] and query.tolist() == [3]

@@ -150,3 +150,22 @@ def test_a_newer_experiment_config_of_the_simulator_replaces_the_cached_one(tmp_
     assert rp.simulator_config("funnel", {"rows": 2000, "seed": 0}, work, "fun", log=logs.append) == config
     assert config.read_text() == current and (config.parent / "train.csv").stat().st_mtime_ns == data_mtime
     assert len(logs) == 1 and "experiment config changed" in logs[0]
+
+
+def test_dataset_table_bolds_the_best_per_column_by_direction_and_marks_na():
+    """AUC ↑: the largest mean is bold; NMAE ↓: the smallest; the oracle, even when it ties, never;
+    an n/a model's cells read n/a; each cell is mean ± the std given."""
+    import pandas as pd
+
+    rows = [("a", "click", "auc", 0.70, 0.01), ("b", "click", "auc", 0.75, 0.02), ("a", "dwell", "nmae", 0.40, 0.03),
+            ("b", "dwell", "nmae", 0.50, 0.04), ("oracle", "click", "auc", 0.75, 0.0), ("oracle", "dwell", "nmae", 0.10, 0.0)]
+    summary = pd.DataFrame([dict(dataset="d", split="test", model=m, scenario="overall", task=t, metric=k, mean=x, std=s, seeds=2, rows=10)
+                            for m, t, k, x, s in rows])
+    na = pd.DataFrame([dict(dataset="d", model="c", reason="no history")])
+    cells = pd.DataFrame(columns=["dataset", "model", "seconds"])
+    lines = rp.dataset_table("d", {"click": "binary", "dwell": "count"}, summary, na, cells, ["a", "b", "c"])
+    table = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]] for line in lines if line.startswith("| ") and "---" not in line}
+    assert table["a"][:2] == ["0.7000 ± 0.0100", "**0.4000 ± 0.0300**"]
+    assert table["b"][:2] == ["**0.7500 ± 0.0200**", "0.5000 ± 0.0400"]
+    assert table[rp.ORACLE_LABEL][:2] == ["0.7500 ± 0.0000", "0.1000 ± 0.0000"]
+    assert table["c"][:2] == ["n/a", "n/a"] and "* n/a `c`: no history." in lines

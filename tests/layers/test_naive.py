@@ -161,6 +161,27 @@ def test_auto_offset_follows_labels_that_equal_one_naive_forecast(world):
         torch.testing.assert_close(torch.exp(offsets[task]), last[task] + model.forecast.epsilon[i], rtol=1e-5, atol=1e-5)
 
 
+def test_auto_offset_ignores_the_labels_of_rows_without_the_task(world):
+    """Observed rows' labels are the last value, the (more numerous) unobserved rows' labels the
+    trailing mean: only the observed rows count, so every count task still chooses ``last``."""
+    schema, val, batch, train = world
+    data = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    last, _ = NaiveForecast(schema, "last", prior="overall")(data)
+    mean, _ = NaiveForecast(schema, "mean", prior="overall")(data)
+    n = data["labels"].shape[0]
+    observed = torch.arange(n) < n // 4
+    mask = torch.ones_like(data["labels"], dtype=torch.bool)
+    model = build_model(schema, model_config("mmoe")).eval()
+    for task in model.forecast.tasks:
+        i = schema.spec.task_names.index(task)
+        assert (last[task] != mean[task]).sum() > n // 4  # the two forecasts differ on most rows
+        data["labels"][:, i] = torch.where(observed, last[task], mean[task])
+        mask[:, i] = observed
+    data["task_mask"] = mask.to(batch["task_mask"].dtype) if "task_mask" in batch else mask
+    model.fit_statistics([data])
+    assert set(model.forecast.chosen().values()) == {"last"}
+
+
 def test_the_chosen_offset_is_saved_with_the_weights_and_an_older_run_loads_as_the_mean(world, tmp_path):
     from safetensors.torch import save_file
 

@@ -611,3 +611,26 @@ def test_recency_encoder_equals_pre_norm_stack_then_attention_pool_and_last_step
             else:
                 pooled = torch.zeros(8, dtype=torch.float64)
             torch.testing.assert_close(got[row], torch.cat([pooled, x[-1]]), atol=1e-10, rtol=0)
+
+
+def test_group_channel_steps_count_as_observed_for_a_unit_without_rows():
+    """``panel.group_keys``: a step where only the unit's group has rows is observed; the pooled
+    performance encoding of a unit with no rows of its own is the mean over those steps of
+    Linear([0, log1p(group raw), log1p(count), log1p(active)]) + position (mean_pool, no transformer)."""
+    from msmt.layers.sequence import PanelEncoder
+    from msmt.spec.fitted import PanelEncoding
+
+    torch.manual_seed(0)
+    panel = PanelEncoding(window=4, metrics=("clicks",), keys=("ad", "scenario"), time="day", group_keys=("ad",))
+    enc = PanelEncoder(panel, None, 8, 2, 1, 16, 0.0, False, "mean_pool").eval()
+    count = torch.tensor([[0.0, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    active = torch.tensor([[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    group_raw = torch.tensor([[0.0, 0.0, 5.0, 7.0], [0.0, 0.0, 0.0, 0.0]]).unsqueeze(-1)
+    batch = {"seq.mask": torch.zeros(2, 4, dtype=torch.bool), "seq.behaviour": torch.zeros(2, 4, dtype=torch.long),
+             "seq.performance": torch.zeros(2, 4, 1), "seq.group_raw": group_raw, "seq.group_count": count, "seq.group_active": active}
+    with torch.no_grad():
+        perf = enc(batch)[:, 8:]  # [behaviour (d), performance (d)]
+        steps = [enc.performance(torch.tensor([0.0, math.log1p(group_raw[0, t, 0]), math.log1p(count[0, t]), math.log1p(active[0, t])]))
+                 + enc.encode_performance.position[t] for t in (2, 3)]
+    torch.testing.assert_close(perf[0], (steps[0] + steps[1]) / 2)
+    assert perf[1].abs().max() == 0  # neither the unit nor its group has a row: nothing observed

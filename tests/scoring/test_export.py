@@ -193,3 +193,32 @@ def test_esmm_with_a_declared_product_exports_with_parity(tmp_path, fmt, model):
     for task in run.model.task_names:
         got = to_user_units(run.schema.spec.task(task).kind, torch.from_numpy(raw[task])).numpy()
         np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)
+
+
+def test_parity_is_the_largest_difference_and_a_nan_output_fails_it():
+    """parity: max |exported − eager| over tasks and rows (all rows, then the first alone); one NaN
+    in the exported outputs makes it infinite, never hidden by the other rows' agreement."""
+    from msmt.scoring.export import parity
+
+    class Tiny(nn.Module):
+        task_names = ["a", "b"]
+
+        def forward(self, batch):
+            x = batch["x"]
+            return {"a": x, "b": 2 * x}
+
+    batch = {"scenario": torch.zeros(4, dtype=torch.long), "x": torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)}
+
+    def exported(shift_b, nan_row=None):
+        def run(part):
+            x = part["x"].double().numpy()
+            b = 2 * x + shift_b[: len(x)]
+            if nan_row is not None and len(x) > nan_row:
+                b[nan_row] = np.nan
+            return {"a": x.copy(), "b": b}
+        return run
+
+    shift = np.array([0.0, -3e-3, 1e-3, 0.0])
+    assert parity(Tiny(), exported(shift), batch) == pytest.approx(3e-3)
+    assert parity(Tiny(), exported(np.zeros(4)), batch) == pytest.approx(0.0, abs=1e-12)
+    assert parity(Tiny(), exported(np.zeros(4), nan_row=2), batch) == float("inf")
