@@ -59,6 +59,15 @@ class DeviceMixCheck(TorchDispatchMode):
         return out
 
 
+def trained_by(model, batch, task: str) -> set[str]:
+    """Names of the parameters that get a non-zero gradient from ``task``'s outputs on ``batch``
+    (summed), in training mode."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model(batch)[task].sum().backward()
+    return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
 def run_cli(*args) -> subprocess.CompletedProcess:
     """``python -m msmt ARGS`` in a fresh process (what a user's shell runs)."""
     return subprocess.run([sys.executable, "-m", "msmt", *map(str, args)], capture_output=True, text=True)

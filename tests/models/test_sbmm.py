@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import encoded, model_config
+from helpers import encoded, model_config, trained_by
 from msmt.models import build_model
 
 
@@ -77,11 +77,7 @@ def test_changing_one_tower_moves_only_its_scenario_rows(model, batch, tower):
 
 def test_every_scenario_tower_trains_the_shared_bottom(model, batch, tiny_schema):
     """The bottom is shared: each task's output sends gradient into the bottom and the embeddings."""
-    model.train()
-    named = dict(model.named_parameters())
     for t in model.task_names:
-        model.zero_grad(set_to_none=True)
-        model(batch)[t].sum().backward()
-        moved = {n for n, p in named.items() if p.grad is not None and p.grad.abs().sum() > 0}
+        moved = trained_by(model, batch, t)
         assert any(n.startswith("bottom.") for n in moved), t
         assert any(n.startswith("encoder.") for n in moved), t
