@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -53,7 +55,7 @@ def test_streaming_fit_equals_in_memory_fit(parquet_dir, tiny_train, tiny_spec):
         assert streamed.dense[name].std == pytest.approx(stats.std, rel=1e-7)
 
 
-@pytest.mark.parametrize("world,workers", [(1, 0), (2, 0), (1, 2)])
+@pytest.mark.parametrize("world,workers", [(1, 0), (2, 0), (1, 2), (2, 2)])
 def test_shards_cover_every_row_once_and_shuffle_per_epoch(parquet_dir, tiny_train, tiny_spec, world, workers):
     schema = fit_schema(tiny_train, tiny_spec)
     expected = _rows(encode_frame(tiny_train, schema))
@@ -68,6 +70,55 @@ def test_shards_cover_every_row_once_and_shuffle_per_epoch(parquet_dir, tiny_tra
     assert not torch.equal(epoch1[0]["dense"], epoch2[0]["dense"])  # a new order each epoch
     skipped = list(streams[0].batches(1, start_batch=3))  # resuming mid-epoch
     assert torch.equal(skipped[0]["dense"], [b for b in streams[0].batches(1)][3]["dense"])
+
+
+def _keys(batch) -> list[bytes]:
+    parts = [batch["sparse"].double(), batch["multi.tags"].double(), batch["dense"].double(), batch["labels"].double()]
+    return [row.tobytes() for row in torch.cat(parts, dim=1).numpy()]
+
+
+def _positions(batch, index: dict) -> list[int]:
+    """The rows of ``batch`` by their position in the file (``index``: the rows no other row equals)."""
+    return [index[key] for key in _keys(batch) if key in index]
+
+
+def test_each_epoch_reads_the_row_groups_in_a_new_order_and_shuffles_rows_anew(parquet_dir, tiny_train, tiny_spec, tmp_path):
+    """A buffer of 50 rows in batches of 50 (row groups of 150): an epoch's batches walk the row groups
+    in the epoch's order (a new permutation each epoch); a file of one row group is reshuffled each epoch."""
+    schema = fit_schema(tiny_train, tiny_spec)
+    keys = _keys(encode_frame(tiny_train, schema))
+    counts = Counter(keys)
+    index = {key: i for i, key in enumerate(keys) if counts[key] == 1}
+    assert len(index) > 0.99 * len(keys)
+    stream = ParquetStream(parquet_dir / "train.parquet", schema, 50, buffer_rows=50, seed=3)
+    orders = []
+    for epoch in (1, 2):
+        groups = [{p // 150 for p in _positions(b, index)} for b in stream.batches(epoch)]
+        assert all(len(g) == 1 for g in groups)  # the buffer is drained after each row group
+        orders.append(list(dict.fromkeys(g.pop() for g in groups)))
+        assert sorted(orders[-1]) == list(range(stream.num_row_groups))
+    assert orders[0] != orders[1]
+    pq.write_table(pa.Table.from_pandas(tiny_train.iloc[:300], preserve_index=False), tmp_path / "one.parquet")
+    one = ParquetStream(tmp_path / "one.parquet", schema, 50, buffer_rows=1000, seed=3)
+    first, second = ([_positions(b, index) for b in one.batches(epoch)] for epoch in (1, 2))
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == sorted(i for i in index.values() if i < 300)
+    assert first != second
+
+
+def test_a_streamed_run_draws_its_batches_with_train_seed(parquet_dir):
+    """``train.seed``, ``train.batch_size`` and ``train.shuffle_buffer`` reach the stream a run trains on."""
+    from msmt.experiments.run import _load_streaming
+    from msmt.training.distributed import Dist
+
+    firsts = []
+    for seed in (1, 2):
+        cfg = load_experiment(parquet_dir / "experiment.yaml", [*FAST, "train.streaming=true", "train.shuffle_buffer=300", f"train.seed={seed}"])
+        _, schema, encoded = _load_streaming(cfg, Dist())
+        direct = ParquetStream(parquet_dir / "train.parquet", schema, 128, buffer_rows=300, seed=seed)
+        got, want = next(encoded["train"].batches(1)), next(direct.batches(1))
+        assert torch.equal(got["dense"], want["dense"]) and torch.equal(got["labels"], want["labels"])
+        firsts.append(got["dense"])
+    assert not torch.equal(*firsts)
 
 
 def test_train_streaming_end_to_end(parquet_dir, tmp_path):

@@ -67,3 +67,63 @@ def test_the_gap_rate_is_the_share_of_rows_cut_and_never_reveals_a_missing_day()
     cut = (out["seq.mask"] != batch["seq.mask"]).any(1)
     assert abs(cut.float().mean().item() - 0.25) < 0.015
     assert not (out["seq.mask"] & ~batch["seq.mask"]).any()
+
+
+def test_both_dropouts_together_a_dropped_history_stays_dropped_and_a_cut_one_never_shows_yesterday():
+    """With both rates, each row independently: the whole history goes with ``rate`` (whatever its
+    gap draw), and a row keeping part of its history kept a gap-cut block (day t-1 hidden)."""
+    torch.manual_seed(2)
+    mask = drop_history(full_batch(8000), 0.5, gap_rate=0.5)["seq.mask"]
+    days = mask.sum(1)
+    assert abs((days == 0).float().mean().item() - 0.5) < 0.03
+    partial = (days > 0) & (days < W)
+    assert abs(partial.float().mean().item() - 0.25) < 0.03
+    assert not mask[partial, -1].any()
+
+
+def _seen_by_network(model, batch) -> dict[str, torch.Tensor]:
+    """The batch ``model.network`` receives when ``model(batch)`` runs (``forward`` hides history before it)."""
+    seen: dict[str, torch.Tensor] = {}
+    network = model.network
+
+    def recording(b):
+        seen.update(b)
+        return network(b)
+
+    model.network = recording
+    try:
+        model(batch)
+    finally:
+        del model.network
+    return seen
+
+
+def _panel_model(**options):
+    from helpers import model_config
+    from msmt.models import build_model
+    from toy_panel import make_toy_panel
+
+    toy = make_toy_panel(rows=3000, window=W)
+    batch = {k: v for k, v in toy.batch.items() if k not in ("labels", "weight")}
+    batch["seq.mask"] = torch.ones_like(batch["seq.mask"])  # a complete history: every hidden day is the dropout's
+    torch.manual_seed(0)
+    return build_model(toy.schema, model_config("mmoe", **options)), batch
+
+
+def test_the_model_cuts_a_gap_in_the_configured_share_of_rows_in_training_only():
+    """``model.history_gap_dropout``: in training the network sees, in that share of the rows, one block
+    of days ending g >= 1 days before the row (no whole history removed); in evaluation every day."""
+    model, batch = _panel_model(history_gap_dropout=0.4)
+    mask = _seen_by_network(model.train(), batch)["seq.mask"]
+    cut = (mask != batch["seq.mask"]).any(1)
+    assert abs(cut.float().mean().item() - 0.4) < 0.05
+    assert not mask[cut, -1].any()  # yesterday hidden in every cut row
+    kept = mask[cut].long()
+    assert (kept.sum(1) >= 1).all()  # a block is kept: not the whole history gone
+    assert ((kept[:, 1:] - kept[:, :-1]) != 0).sum(1).max() <= 2  # one contiguous block (at most two edges)
+    for key in ("seq.mask", "seq.behaviour", "seq.performance"):
+        assert torch.equal(_seen_by_network(model.eval(), batch)[key], batch[key]), key
+    whole, batch = _panel_model(history_dropout=0.3)  # the other option alone removes whole histories
+    mask = _seen_by_network(whole.train(), batch)["seq.mask"]
+    changed = (mask != batch["seq.mask"]).any(1)
+    assert abs(changed.float().mean().item() - 0.3) < 0.05 and not mask[changed].any()

@@ -97,3 +97,104 @@ def test_checkpoint_is_tensors_only_and_resume_errors_are_one_line(tiny_dir, tmp
 
     save_checkpoint(run / "x.pt", {"model": {"w": torch.ones(2)}, "loop": {"epoch": 1}, "m": {"auc": __import__("numpy").float64(0.5)}})
     assert torch.load(run / "x.pt", weights_only=True)["m"]["auc"] == 0.5
+
+
+class Interrupted(Exception):
+    """Raised inside an optimiser step: the run stops there, its last checkpoint stays on disk."""
+
+
+@pytest.fixture(scope="module")
+def flipped(tiny_train, tiny_schema):
+    """1,200 training rows; 400 validation rows whose labels are the opposite of what training
+    teaches, so the validation loss worsens after the first epochs and training stops early."""
+    from helpers import encoded
+
+    train, val = tiny_train.iloc[:1200].reset_index(drop=True), tiny_train.iloc[1200:1600].reset_index(drop=True)
+    val_data = encoded(val, tiny_schema)
+    val_data["labels"][:, :2] = 1 - val_data["labels"][:, :2]  # click, purchase
+    return train, encoded(train, tiny_schema), val_data, val
+
+
+# 6 steps per epoch, a checkpoint every 4; dropout (global RNG) and the uncertainty balancer (its own
+# parameters and optimiser state) must come back too
+TC = dict(epochs=8, batch_size=200, lr=0.02, patience=2, checkpoint_every=4, progress=False)
+STEPS_PER_EPOCH = 6
+
+
+def _fit(schema, train_data, val_data, val, out, resume=False, stop_at=None, dropout=0.1):
+    """(model, FitResult) of a fresh mmoe trained like ``msmt train`` builds it; ``stop_at``: interrupt that step."""
+    from helpers import model_config
+    from msmt.models import build_model
+    from msmt.spec.config import LossConfig, TrainConfig
+    from msmt.training.loop import fit
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = build_model(schema, model_config("mmoe", dropout=dropout))
+    original, count = torch.optim.AdamW.step, [0]
+
+    def step(self, *args, **kwargs):
+        count[0] += 1
+        if count[0] == stop_at:
+            raise Interrupted
+        return original(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = step
+    try:
+        result = fit(model, TrainConfig(**TC), LossConfig(strategy="uncertainty"), train_data, val_data, val, out, resume)
+    finally:
+        torch.optim.AdamW.step = original
+    return model, result
+
+
+def _interrupted_and_resumed_like_uninterrupted(schema, train_data, val_data, val, tmp_path, dropout=0.1):
+    """Interrupt a run just after the checkpoint inside its last epoch (past the best epoch, with
+    epochs without improvement counted), resume it, and compare it with the uninterrupted run.
+    Returns (last epoch, checkpoint's step in that epoch)."""
+    ref_model, ref = _fit(schema, train_data, val_data, val, tmp_path / "ref", dropout=dropout)
+    last = len(ref.history)
+    assert ref.best_epoch <= last - 2 and last < TC["epochs"]  # stopped early: the best weights are an earlier epoch's
+    saved = next(g for g in range((last - 1) * STEPS_PER_EPOCH + 1, last * STEPS_PER_EPOCH) if g % TC["checkpoint_every"] == 0)
+    with pytest.raises(Interrupted):
+        _fit(schema, train_data, val_data, val, tmp_path / "run", stop_at=saved + 1, dropout=dropout)
+    loop = load_checkpoint(tmp_path / "run" / CHECKPOINT)["loop"]
+    assert (loop["epoch"], loop["global_step"], loop["stale"]) == (last, saved, last - 1 - ref.best_epoch)
+    model, result = _fit(schema, train_data, val_data, val, tmp_path / "run", resume=True, dropout=dropout)
+    assert result.history == ref.history  # every logged number to the last bit, and no extra epoch
+    assert (result.best_epoch, result.best_value, result.val_metrics) == (ref.best_epoch, ref.best_value, ref.val_metrics)
+    for name, value in ref_model.state_dict().items():  # the best epoch's weights handed back
+        assert torch.equal(model.state_dict()[name], value), name
+    return last, saved - (last - 1) * STEPS_PER_EPOCH
+
+
+def test_an_interrupted_fit_resumes_to_the_same_history_and_best_weights(tiny_schema, flipped, tmp_path):
+    """In-process and fast (the SIGKILL test above is the end-to-end one): weights, AdamW moments,
+    the balancer's parameters, every RNG, the epochs without improvement and the best epoch's
+    weights all come back from the checkpoint."""
+    _, train_data, val_data, val = flipped
+    _interrupted_and_resumed_like_uninterrupted(tiny_schema, train_data, val_data, val, tmp_path)
+
+
+def test_a_streamed_fit_reads_each_epoch_of_the_stream_and_resumes_mid_epoch(tiny_schema, flipped, tmp_path, monkeypatch):
+    """Streaming: epoch e trains on the stream's epoch e, and a resumed run continues the
+    interrupted epoch's batches where its checkpoint left them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from msmt.data.streaming import ParquetStream
+
+    train, _, val_data, val = flipped
+    pq.write_table(pa.Table.from_pandas(train, preserve_index=False), tmp_path / "train.parquet", row_group_size=150)
+    stream = ParquetStream(tmp_path / "train.parquet", tiny_schema, TC["batch_size"], buffer_rows=300, seed=0)
+    calls, batches = [], ParquetStream.batches
+
+    def recording(self, epoch, start_batch=0):
+        calls.append((epoch, start_batch))
+        return batches(self, epoch, start_batch)
+
+    monkeypatch.setattr(ParquetStream, "batches", recording)
+    # no dropout here: each pass over a stream's DataLoader draws its base seed from the global torch RNG,
+    # once more on a mid-epoch resume, so dropout masks after a streamed resume are not the uninterrupted run's
+    last, step = _interrupted_and_resumed_like_uninterrupted(tiny_schema, stream, val_data, val, tmp_path, dropout=0.0)
+    epochs = [(e, 0) for e in range(1, last + 1)]  # each epoch from its first batch
+    assert calls == [*epochs, *epochs, (last, step)]  # the uninterrupted run, the interrupted one, the resumed one
