@@ -1,25 +1,29 @@
-"""Why adaptation does not pay off on new advertisers (issue 18's advertiser target): the cold-start
-study's new-advertiser state (docs/results/cold_start.md) rescored three ways, on the same runs.
+"""Why adaptation does not pay off (issue 18): the cold-start study's new advertisers rescored two more ways on
+the same runs, and its MovieLens new users read from its records.
 
     .venv/bin/python benchmarks/cold_start_diagnosis.py --seeds 0 1 2 3 4 --threads 1 --work runs/cold_start
         [--ks 5 10] [--cut-day 21] [--groups 100] [--advertisers 600] [--days 60] [--out docs/results/cold_start_diagnosis.md]
 
-1. **The oracle** on the page's query rows: the simulator's ``true_<task>``, the expected count given the
-   latent state (:mod:`msmt.synth.advertiser`): how far any forecaster could go.
-2. **Smaller personal blocks**: plain fine-tuning of the task heads' output layer, or of its bias alone (a
+1. **The oracle and smaller personal blocks** on the page's split: the simulator's ``true_<task>`` (how far any
+   forecaster could go), and plain fine-tuning of the task heads' output layer, or of its bias alone (a
    per-advertiser log-rate offset per task), against the default block (the whole heads).
-3. **Fresher support**: support = each advertiser's K rows right before day ``--cut-day`` and query = its rows
+2. **Fresher support**: support = each advertiser's K rows right before day ``--cut-day`` and query = its rows
    from that day on (how meta-training's time-ordered episodes draw them) against the page's support = its
    first K rows: every method of the page on both.
+3. **MovieLens new users**: how far each method moves a user's click AUC from the base at all, and meta − fine-tuning
+   seed by seed, from the study's records (no rescoring).
 
-The runs are those of ``benchmarks/cold_start.py`` with the same ``--work``, ``--groups``, ``--advertisers``,
-``--days`` and ``--threads`` (its default K values): reused when present, trained when not (about 20 min per
-seed). Scoring takes about 8 min per seed on one core.
+Both go through :func:`msmt.experiments.cold_start_score.score_state`, the page's scoring. The runs are those of
+``benchmarks/cold_start.py`` with the same ``--work``, ``--groups``, ``--advertisers``, ``--days`` and ``--threads``
+(its default K values): reused when present, trained when not (about 20 min per seed). Scoring takes about 8 min per
+seed on one core; a seed's scores are kept beside its runs, so seeds can be scored by separate processes first.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shlex
 import sys
 import time
@@ -30,16 +34,12 @@ import pandas as pd
 import torch
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.data.tensorize import encode_frame
-from msmt.experiments.cold_start_score import Blocks, group_measures, label_table, pooled_measures, splits_at, support_means
-from msmt.experiments.cold_start_stats import paired, seed_means, summary
-from msmt.meta import adapt_groups, split_parameters
+from msmt.experiments.cold_start_score import first_k, score_state, study_records
+from msmt.experiments.cold_start_stats import paired, paired_by_seed, seed_means, summary
 from msmt.meta.algorithms import numeric_time
 from msmt.meta.episodes import GroupIndex, group_values
-from msmt.rundir.layout import LoadedRun, load_meta_rates, load_run
+from msmt.rundir.layout import load_run
 from msmt.rundir.provenance import source_hash
-from msmt.scoring.predict import predict
-from msmt.spec.batch import take
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cold_start  # noqa: E402  (the study's command line: the same runs)
@@ -64,11 +64,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def first_rows(frame: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The page's split: each advertiser's first k rows, then the rest."""
-    return splits_at(frame, GROUP, TIME, k)
-
-
 def rows_before(cut_day: int):
     """A split: each advertiser's k rows right before ``cut_day``, and its rows from that day on
     (advertisers with fewer than k rows before it, or none from it, are left out)."""
@@ -88,54 +83,66 @@ def rows_before(cut_day: int):
     return split
 
 
-def score(runs: dict[str, LoadedRun], frame: pd.DataFrame, encoded: dict, split, k: int, personal: dict[str, list[str]]) -> list[dict]:
-    """Records (method, group, task, metric, value, rows) of each run adapted on ``split``'s support rows
-    and scored on its query rows, as :func:`msmt.experiments.cold_start_score.score_state` scores one K.
-    ``personal``: {method name: meta.personal} of the base run's fine-tuning variants."""
-    s_rows, q_rows = split(frame, k)
-    labels, mask = encoded["labels"].numpy(), encoded["task_mask"].numpy()
-    groups = group_values(frame, GROUP)
-    query, support = take(encoded, torch.from_numpy(q_rows)), take(encoded, torch.from_numpy(s_rows))
-    tasks = runs["base"].schema.spec.tasks
-    methods = [(name, runs["base"], blocks) for name, blocks in personal.items()]
-    methods += [(m, run, None) for m, run in runs.items()]
-    out = []
-    for name, run, block in methods:
-        blocks = {}
-        if name not in ("base", "naive_mean"):  # forecasts without adaptation
-            meta = run.config.meta if block is None else run.config.meta.model_copy(update={"personal": block})
-            rates = load_meta_rates(run.path) if name == "metasgd" else None
-            blocks, _ = adapt_groups(run.model, split_parameters(run.model, meta), frame.iloc[s_rows].reset_index(drop=True),
-                                     support, GROUP, tasks, meta, rates)
-        preds = predict(run.model, query, groups=groups[q_rows] if blocks else None, blocks=Blocks(blocks) if blocks else None).values
-        scored = group_measures(groups[q_rows], labels[q_rows], mask[q_rows], preds, tasks) + pooled_measures(labels[q_rows], mask[q_rows], preds, tasks)
-        out += [dict(method=name, **r) for r in scored]
-    table = label_table(groups, encoded["scenario"].numpy(), labels, mask)
-    naive = support_means(table.iloc[s_rows], table.iloc[q_rows], tasks)
-    out += [dict(method="naive", **r) for r in group_measures(groups[q_rows], labels[q_rows], mask[q_rows], naive, tasks)
-            + pooled_measures(labels[q_rows], mask[q_rows], naive, tasks)]
-    truth = {t.name: frame[f"true_{t.label}"].to_numpy()[q_rows] for t in tasks if f"true_{t.label}" in frame.columns}
-    scored = group_measures(groups[q_rows], labels[q_rows], mask[q_rows], truth, tasks) + pooled_measures(labels[q_rows], mask[q_rows], truth, tasks)
-    return out + [dict(method="oracle", **r) for r in scored]
+def study_args(args, worlds: str) -> list[str]:
+    """The cold-start command line of the same runs (``benchmarks/cold_start.py``), for ``worlds``."""
+    return ["--worlds", worlds, "--seeds", *map(str, args.seeds), "--groups", str(args.groups), "--advertisers", str(args.advertisers),
+            "--days", str(args.days), "--threads", str(args.threads), "--work", str(args.work)]
 
 
 def records(args) -> pd.DataFrame:
-    study = cold_start.build_study(cold_start.parse_args([
-        "--worlds", "advertisers", "--seeds", *map(str, args.seeds), "--groups", str(args.groups),
-        "--advertisers", str(args.advertisers), "--days", str(args.days), "--threads", str(args.threads), "--work", str(args.work)]))
+    """Sections 1 and 2: (state = the split, seed, K, method, group, task, metric, value, rows) on the
+    new advertisers; one seed's records kept beside its runs and reused while they are (so seeds can be
+    scored by separate processes)."""
+    study = cold_start.build_study(cold_start.parse_args(study_args(args, "advertisers")))
     world = study.worlds[0]
+    sections = (("first K rows", first_k(GROUP, TIME), BLOCKS), (f"K rows before day {args.cut_day}", rows_before(args.cut_day), {"finetune": ["auto"]}))
     out = []
     for seed in study.seeds:
         held, run_dirs = study.prepare(world, seed)
+        key = hashlib.sha1(json.dumps([held.held, args.ks, args.cut_day, len(held.states[STATE])]).encode()).hexdigest()[:10]
+        cached = args.work / "runs" / world.name / f"seed{seed}" / f"diagnosis-{key}.csv"
+        if cached.exists() and all(cached.stat().st_mtime >= (d / "metrics.json").stat().st_mtime for d in run_dirs.values()):
+            out.append(pd.read_csv(cached, dtype={"group": str}))
+            continue
         runs = {m: load_run(d) for m, d in run_dirs.items()}
-        frame = held.states[STATE]
-        encoded = encode_frame(frame, runs["base"].schema, with_labels=True)
-        for section, split, personal in (("first K rows", first_rows, BLOCKS),
-                                         (f"K rows before day {args.cut_day}", rows_before(args.cut_day), {"finetune": ["auto"]})):
-            for k in args.ks:
-                study.log(f"scoring seed {seed}: {section}, K = {k}")
-                out += [dict(state=section, seed=seed, K=k, **r) for r in score(runs, frame, encoded, split, k, personal)]
-    return pd.DataFrame(out)
+        parts = []
+        for section, split, personal in sections:
+            study.log(f"scoring seed {seed}: {section}, K = {args.ks}")
+            parts.append(score_state(runs, held.states[STATE], GROUP, args.ks, split, personal).assign(state=section, seed=seed))
+        write_table(part := pd.concat(parts, ignore_index=True), cached)
+        out.append(part)
+    return pd.concat(out, ignore_index=True)
+
+
+def movielens_records(args) -> pd.DataFrame:
+    """The cold-start study's own records of MovieLens new users (its cache, same ``--work``; scored
+    when absent)."""
+    study = cold_start.build_study(cold_start.parse_args(study_args(args, "movielens_users")))
+    rec = study_records(study)
+    return rec[rec["state"] == "new users"]
+
+
+def movement_section(rec: pd.DataFrame, ks, focus: int = 10) -> list[str]:
+    """Section 3's Markdown: how far each method moves a new user's click AUC from the base at all (mean
+    |method − base| over users, then seeds), and each meta method − fine-tuning seed by seed at ``focus``."""
+    methods = [m for m in ("finetune", *cold_start.META) if m in set(rec["method"])]
+    ks = [k for k in ks if k in set(rec["K"])]
+    moved = paired(rec, "base", absolute=True)
+    moved = moved[(moved.task == "click") & (moved.metric == "auc")]
+    lines = ["| mean over users and seeds of abs(method − base), click AUC | " + " | ".join(f"K={k}" for k in ks) + " |",
+             "|---|" + "---|" * len(ks)]
+    for m in methods:
+        cells = [moved[(moved.method == m) & (moved.K == k)]["mean"] for k in ks]
+        lines.append(f"| {m} | " + " | ".join(f"{c.iloc[0]:.4f}" if len(c) else "–" for c in cells) + " |")
+    by_seed = paired_by_seed(rec, "finetune")
+    by_seed = by_seed[(by_seed.task == "click") & (by_seed.metric == "auc") & (by_seed.K == focus)]
+    seeds = sorted(by_seed["seed"].unique())
+    lines += ["", f"| method − finetune, click AUC at K = {focus}, mean over users | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + "---|" * len(seeds)]
+    for m in [m for m in methods if m != "finetune"] + ["base"]:
+        cells = [by_seed[(by_seed.method == m) & (by_seed.seed == s)]["diff"] for s in seeds]
+        lines.append(f"| {m} | " + " | ".join(f"{c.iloc[0]:+.4f}" if len(c) else "–" for c in cells) + " |")
+    return lines
 
 
 def fmt_interval(mean: float, low: float, high: float) -> str:
@@ -195,6 +202,12 @@ def main(argv=None) -> None:
         f"## 2. Fresher support: the K rows right before day {args.cut_day}, query from that day on", "",
         *table(summ, before, args.ks, ["oracle", "naive_mean", "naive", "base", "finetune", *meta]), "",
         *diff_table(diffs, before, args.ks, ["finetune", *meta], "base"), "",
+        "## 3. MovieLens new users: how far adaptation moves a user's click AUC", "",
+        "From the cold-start page's own records (its MovieLens new users, the same seeds): per user the absolute change of "
+        "its query click AUC from the base's, averaged over users and seeds; then each method minus fine-tuning, per user "
+        "and averaged over a seed's users, seed by seed. The page's target asks the best meta method for +0.01 over the "
+        "base at K = 10.", "",
+        *movement_section(movielens_records(args), cold_start.KS), "",
     ]
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")

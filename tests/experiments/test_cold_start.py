@@ -92,7 +92,8 @@ def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
         assert f"## {state}" in page
         assert (out.parent / "img" / f"cold_start_{state.replace(' ', '_')}.png").stat().st_size > 1000
     means = pd.read_csv(out.parent / "cold_start" / "seed_means.csv")
-    assert set(means["seed"]) == {0} and {"base", "finetune", "maml", "idwarmup", "naive_mean", "naive"} <= set(means["method"])
+    assert set(means["seed"]) == {0} and {"base", "finetune", "maml", "idwarmup", "naive_mean", "naive", "oracle"} <= set(means["method"])
+    assert set(means.loc[means["method"] == "oracle", "state"]) == {"new advertisers", "new scenario"}  # the simulator's states only
     assert {"auc", "auc_pooled", "nmae", "nmae_pooled", "displacement"} <= set(means["metric"])
     diffs = pd.read_csv(out.parent / "cold_start" / "paired.csv")
     assert set(diffs["reference"]) == {"finetune", "base"}
@@ -101,6 +102,42 @@ def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
     curves = pd.read_csv(out.parent / "cold_start" / "meta_curves.csv")
     assert set(curves["method"]) == {"maml"} and set(curves["world"]) == {"movielens_users", "advertisers"}
     assert "## Meta-training curves" in page and (out.parent / "img" / "cold_start_meta_curves.png").stat().st_size > 1000
+    _score_state_takes_a_split_and_personal_blocks(tmp_path / "work")
+
+
+def _score_state_takes_a_split_and_personal_blocks(work):
+    """``score_state`` on the smoke study's new advertisers (its world and runs rebuilt through the package)
+    with a split of its own, every advertiser's last 2 rows as query, and two personal blocks: exactly
+    those rows are scored, each block is a method of its own, and the oracle's pooled NMAE is
+    Σ|y − true| / Σ y of the raw columns."""
+    from msmt.experiments.cold_start import World, hold_out
+    from msmt.experiments.cold_start_score import score_state
+    from msmt.experiments.results_page import simulator_config
+    from msmt.rundir.layout import load_run
+
+    config = simulator_config("advertiser", {"advertisers": 24, "days": 20, "seed": 2026}, work, "advertiser_world", log=lambda m: None)
+    world = World("advertisers", config, "advertiser_id", id_warmup=False, naive=True)
+    held = hold_out(world, 0, 4, 3, work / "data" / world.name)
+    frame = held.states["new advertisers"]
+    runs = {m: load_run(work / "runs" / world.name / "seed0" / m) for m in ("base", "maml", "naive_mean")}
+
+    def last_two(f, k):
+        order = np.lexsort((f["day"].to_numpy(), f["advertiser_id"].to_numpy()))
+        last = f.iloc[order].groupby("advertiser_id").tail(2).index.to_numpy()
+        rest = f.iloc[np.setdiff1d(order, last)].sort_values(["advertiser_id", "day"], kind="stable")
+        return np.sort(rest.groupby("advertiser_id").head(k).index.to_numpy()), np.sort(last)
+
+    blocks = {"finetune": ["auto"], "bias only": ["towers.*.net.2.bias"]}
+    rec = score_state(runs, frame, "advertiser_id", [1], split=last_two, personal=blocks)
+    query = last_two(frame, 1)[1]
+    assert len(query) == 2 * frame["advertiser_id"].nunique()
+    pooled = rec[(rec["metric"] == "nmae_pooled") & (rec["task"] == "clicks")].set_index("method")
+    assert set(pooled.index) == {"finetune", "bias only", "base", "maml", "naive_mean", "naive", "oracle"}
+    assert (pooled["rows"] == frame.iloc[query]["clicks"].notna().sum()).all()
+    observed = frame.iloc[query].dropna(subset=["clicks"])
+    want = float(np.abs(observed["clicks"] - observed["true_clicks"]).sum() / observed["clicks"].sum())
+    assert pooled.loc["oracle", "value"] == pytest.approx(want, rel=1e-9)
+    assert pooled.loc["finetune", "value"] != pooled.loc["bias only", "value"]  # each block adapted on its own
 
 
 def test_per_group_naive_forecast_is_the_support_mean_in_the_query_rows_scenario():

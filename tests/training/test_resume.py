@@ -193,8 +193,9 @@ def test_a_streamed_fit_reads_each_epoch_of_the_stream_and_resumes_mid_epoch(tin
         return batches(self, epoch, start_batch)
 
     monkeypatch.setattr(ParquetStream, "batches", recording)
-    # no dropout here: each pass over a stream's DataLoader draws its base seed from the global torch RNG,
-    # once more on a mid-epoch resume, so dropout masks after a streamed resume are not the uninterrupted run's
-    last, step = _interrupted_and_resumed_like_uninterrupted(tiny_schema, stream, val_data, val, tmp_path, dropout=0.0)
+    # with dropout: the resumed run opens its epoch's DataLoader once more than the uninterrupted one, and
+    # that must not draw from the global torch RNG (the stream's loader has its own generator), or the
+    # dropout masks after the resume would not be the uninterrupted run's
+    last, step = _interrupted_and_resumed_like_uninterrupted(tiny_schema, stream, val_data, val, tmp_path, dropout=0.1)
     epochs = [(e, 0) for e in range(1, last + 1)]  # each epoch from its first batch
     assert calls == [*epochs, *epochs, (last, step)]  # the uninterrupted run, the interrupted one, the resumed one

@@ -133,9 +133,24 @@ class ParquetStream(IterableDataset):
         return take(merged, order[full:]) if keep_partial and full < n else None
 
     def batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
-        """The epoch's batches for this rank (all its workers interleaved), from ``start_batch``."""
+        """The epoch's batches for this rank (all its workers interleaved), from ``start_batch``.
+
+        The DataLoader gets its own generator, seeded from (seed, epoch) by :meth:`_loader_generator`:
+        without one, every pass over a DataLoader draws its base seed from the global torch RNG, and a
+        mid-epoch ``--resume`` opens the interrupted epoch's loader once more than the uninterrupted
+        run did, so that extra draw would shift the global RNG and with it every dropout mask after.
+        """
         self.epoch = epoch
-        loader = DataLoader(self, batch_size=None, num_workers=self.workers)
+        loader = DataLoader(self, batch_size=None, num_workers=self.workers, generator=self._loader_generator(epoch))
         for i, batch in enumerate(loader):
             if i >= start_batch:
                 yield batch
+
+    def _loader_generator(self, epoch: int) -> torch.Generator:
+        """A fresh generator for one epoch's DataLoader, a pure function of (seed, epoch).
+
+        The loader draws its workers' base seed from it instead of from the global torch RNG, so
+        opening a loader (once more on a resumed epoch) leaves the global RNG, and the dropout
+        masks drawn from it, exactly as in an uninterrupted run.
+        """
+        return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))

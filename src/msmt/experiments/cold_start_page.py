@@ -25,7 +25,12 @@ PRIMARY = {
     # pooled over the query rows: a new-scenario advertiser has a few days of rows, rarely both classes
     "new scenario": ("active", "auc_pooled", True),
 }
-ORDER = ("base", "finetune", *META, "idwarmup", "naive_mean", "naive")
+ORDER = ("base", "finetune", *META, "idwarmup", "naive_mean", "naive", "oracle")
+
+
+def _style(method: str) -> dict:
+    """Line style of a method in the plots: the oracle (a bound, not a method) black and dashed."""
+    return dict(color="black", linestyle="--") if method == "oracle" else dict(color=f"C{ORDER.index(method)}")
 
 
 def _fmt(mean: float, low: float, high: float, digits: int = 4) -> str:
@@ -97,7 +102,7 @@ def _advertiser_target(summ: pd.DataFrame, k: int, metric: str, label: str) -> d
     """New advertisers at ``k``: the best meta method's clicks ``metric`` ≤ 0.95 × fine-tuning's and ≤ the best naive forecast's."""
     target = f"new advertisers, clicks NMAE{label} at K = {k}: best meta ≤ 0.95 × fine-tuning and ≤ the naive forecast"
     best = best_meta(summ, "new advertisers", k, metric)
-    row = {m: _row(summ, state="new advertisers", K=k, task="clicks", metric=metric, method=m) for m in (best, "finetune", "naive", "naive_mean")}
+    row = {m: _row(summ, state="new advertisers", K=k, task="clicks", metric=metric, method=m) for m in (best, "finetune", "naive", "naive_mean", "oracle")}
     if best is None or row["finetune"] is None:
         return dict(target=target, verdict=_verdict(None), numbers="")
     naive = min((row[m]["mean"] for m in ("naive", "naive_mean") if row[m] is not None), default=math.nan)
@@ -105,7 +110,8 @@ def _advertiser_target(summ: pd.DataFrame, k: int, metric: str, label: str) -> d
     ok = bool(ratio <= 0.95 and (not math.isfinite(naive) or row[best]["mean"] <= naive))
     base = row_base["mean"] if (row_base := _row(summ, state="new advertisers", K=k, task="clicks", metric=metric, method="base")) is not None else math.nan
     nums = (f"{best} {row[best]['mean']:.4f}, fine-tuning {row['finetune']['mean']:.4f} (ratio {ratio:.3f}), "
-            f"best naive forecast {naive:.4f}, base (no adaptation) {base:.4f}")
+            f"best naive forecast {naive:.4f}, base (no adaptation) {base:.4f}"
+            + (f", oracle {row['oracle']['mean']:.4f}" if row["oracle"] is not None else ""))
     return dict(target=target, verdict=_verdict(ok), numbers=nums)
 
 
@@ -160,7 +166,7 @@ def curve_plot(state: str, summ: pd.DataFrame, diffs: pd.DataFrame, path: Path) 
             rows = frame[frame["method"] == m].set_index("K").reindex(ks)
             x = [j + (i - 4) * 0.03 for j in range(len(ks))]  # dodge, so the bars do not overlap
             err = [(rows["mean"] - rows["low"]).fillna(0).clip(lower=0), (rows["high"] - rows["mean"]).fillna(0).clip(lower=0)]
-            ax.errorbar(x, rows["mean"], yerr=err, marker="o", ms=3, capsize=2, label=m, color=f"C{ORDER.index(m)}")
+            ax.errorbar(x, rows["mean"], yerr=err, marker="o", ms=3, capsize=2, label=m, **_style(m))
         ax.set_xticks(range(len(ks)), [str(k) for k in ks])
         ax.set_xlabel("K support rows per group")
         ax.set_ylabel(ylabel)

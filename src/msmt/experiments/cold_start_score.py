@@ -14,7 +14,9 @@ it has more than K rows. Per method, on the same query rows:
   fine-tuned like ``finetune`` for K > 0; at K = 0 it is compared with ``base`` (the OOV row);
 * ``naive_mean`` (simulator): the trailing-mean forecaster; ``naive``: each group's mean of its
   support rows' observed labels in the query row's scenario (all its support rows when it has
-  none there), for every query row (count tasks, K > 0).
+  none there), for every query row (count tasks, K > 0);
+* ``oracle`` (simulator): the simulator's expected value given the latent state (``true_<label>``),
+  at every K: how far any forecaster could go.
 
 Adaptation goes through :func:`msmt.meta.adapt_groups` and scoring through
 :func:`msmt.scoring.predict.predict` with the blocks, the path of ``msmt adapt`` / ``msmt predict``.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -145,40 +147,69 @@ def label_table(groups: np.ndarray, scenarios: np.ndarray, labels: np.ndarray, m
     return pd.DataFrame(cols)
 
 
-def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks: Sequence[int]) -> pd.DataFrame:
-    """Long table (K, method, group, task, metric, value, rows) of one state's rows ``frame``."""
+Split = Callable[[pd.DataFrame, int], tuple[np.ndarray, np.ndarray]]
+
+
+def first_k(group: str, time: str | None) -> Split:
+    """The protocol's split as a function of (frame, K): :func:`splits_at` on ``group`` and ``time``."""
+    return lambda frame, k: splits_at(frame, group, time, k)
+
+
+def truth(frame: pd.DataFrame, rows: np.ndarray, tasks) -> dict[str, np.ndarray]:
+    """The oracle's forecast of ``frame``'s ``rows``: per task with a ``true_<label>`` column (the
+    simulator's expected value given its latent state, :mod:`msmt.synth.advertiser`), that column;
+    ``{}`` for data without one."""
+    return {t.name: frame[f"true_{t.label}"].to_numpy(dtype=np.float64)[rows] for t in tasks if f"true_{t.label}" in frame.columns}
+
+
+def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks: Sequence[int],
+                split: Split | None = None, personal: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Long table (K, method, group, task, metric, value, rows) of one state's rows ``frame``.
+
+    ``split(frame, K)`` → (support rows, query rows); default :func:`first_k`, the protocol's.
+    ``personal``: {method name: ``meta.personal`` globs} of the base run's fine-tuning variants;
+    default ``{"finetune": <the run's own>}``. Methods adapted at K > 0: those variants and every run
+    but ``base`` and ``naive_mean``; ``naive`` (per-group support means) with ``naive_mean``;
+    ``oracle`` wherever ``frame`` has ``true_<label>`` columns (every K).
+    """
     base = runs["base"]
     spec = base.schema.spec
     tasks = spec.tasks
     encoded = encode_frame(frame, base.schema, with_labels=True)
     labels, mask = encoded["labels"].numpy(), encoded["task_mask"].numpy()
     groups = group_values(frame, group)
-    time = episode_time(spec) or ("timestamp" if "timestamp" in frame.columns else None)
+    split = split or first_k(group, episode_time(spec) or ("timestamp" if "timestamp" in frame.columns else None))
+    variants = [(name, base, blocks) for name, blocks in (personal or {"finetune": None}).items()]
+    methods = variants + [(m, run, None) for m, run in runs.items()]
     table = label_table(groups, encoded["scenario"].numpy(), labels, mask)  # the naive forecast's input, every K
     records = []
+
+    def add(k: int, method: str, q_rows: np.ndarray, preds: dict[str, np.ndarray], extra=()) -> None:
+        q_groups, y, m = groups[q_rows], labels[q_rows], mask[q_rows]
+        scored = group_measures(q_groups, y, m, preds, tasks) + pooled_measures(y, m, preds, tasks)
+        records.extend(dict(K=k, method=method, **r) for r in [*scored, *extra])
+
     for k in ks:
-        s_rows, q_rows = splits_at(frame, group, time, k)
+        s_rows, q_rows = split(frame, k)
         if len(q_rows) == 0:
             continue
         query = take(encoded, torch.from_numpy(q_rows))
         support = take(encoded, torch.from_numpy(s_rows))
         q_groups = groups[q_rows]
-        for method, run in {"finetune": base, **runs}.items():
+        for method, run, block in methods:
             blocks, extra = {}, []
             if k > 0 and method not in ("base", "naive_mean"):
-                meta = run.config.meta
+                meta = run.config.meta if block is None else run.config.meta.model_copy(update={"personal": block})
                 rates = load_meta_rates(run.path) if method == "metasgd" else None
-                split = split_parameters(run.model, meta)
-                blocks, stats = adapt_groups(run.model, split, frame.iloc[s_rows].reset_index(drop=True), support, group, tasks, meta, rates)
+                blocks, stats = adapt_groups(run.model, split_parameters(run.model, meta), frame.iloc[s_rows].reset_index(drop=True),
+                                             support, group, tasks, meta, rates)
                 extra = [dict(group=g, task="*", metric="displacement", value=v, rows=stats.rows[g]) for g, v in stats.displacement.items()]
             preds = predict(run.model, query, groups=q_groups if blocks else None, blocks=Blocks(blocks) if blocks else None).values
-            scored = group_measures(q_groups, labels[q_rows], mask[q_rows], preds, tasks) + pooled_measures(labels[q_rows], mask[q_rows], preds, tasks)
-            for r in scored + extra:
-                records.append(dict(K=k, method=method, **r))
+            add(k, method, q_rows, preds, extra)
         if k > 0 and "naive_mean" in runs:
-            naive = support_means(table.iloc[s_rows], table.iloc[q_rows], tasks)
-            scored = group_measures(q_groups, labels[q_rows], mask[q_rows], naive, tasks) + pooled_measures(labels[q_rows], mask[q_rows], naive, tasks)
-            records += [dict(K=k, method="naive", **r) for r in scored]
+            add(k, "naive", q_rows, support_means(table.iloc[s_rows], table.iloc[q_rows], tasks))
+        if oracle := truth(frame, q_rows, tasks):
+            add(k, "oracle", q_rows, oracle)
     return pd.DataFrame(records)
 
 

@@ -48,16 +48,24 @@ def summary(means: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired(records: pd.DataFrame, reference: str, level: float = 0.95) -> pd.DataFrame:
-    """``method − reference`` per group (same state, seed, K, query rows), averaged per seed, with
-    its t-interval over seeds: one row per (state, K, task, metric, method)."""
+def paired_by_seed(records: pd.DataFrame, reference: str, absolute: bool = False) -> pd.DataFrame:
+    """``method − reference`` per group (same state, seed, K, query rows), averaged per seed: one row
+    per (state, K, task, metric, method, seed) with ``diff`` and ``groups``. ``absolute``: the mean of
+    |method − reference| instead, how far a method moves a group's measure in either direction."""
     keys = ["state", "seed", "K", "group", "task", "metric"]
     ref = records[records["method"] == reference][[*keys, "value"]].rename(columns={"value": "ref"})
     both = records[records["method"] != reference].merge(ref, on=keys)
     both["diff"] = both["value"] - both["ref"]
-    per_seed = both.groupby([*CELL, "method", "seed"], sort=False).agg(diff=("diff", "mean"), groups=("group", "nunique")).reset_index()
+    if absolute:
+        both["diff"] = both["diff"].abs()
+    return both.groupby([*CELL, "method", "seed"], sort=False).agg(diff=("diff", "mean"), groups=("group", "nunique")).reset_index()
+
+
+def paired(records: pd.DataFrame, reference: str, level: float = 0.95, absolute: bool = False) -> pd.DataFrame:
+    """:func:`paired_by_seed`'s per-seed means with their t-interval over seeds: one row per
+    (state, K, task, metric, method)."""
     rows = []
-    for key, part in per_seed.groupby([*CELL, "method"], sort=False):
+    for key, part in paired_by_seed(records, reference, absolute).groupby([*CELL, "method"], sort=False):
         mean, low, high, n = t_interval(part["diff"], level)
         rows.append(dict(zip([*CELL, "method"], key), reference=reference, mean=mean, low=low, high=high, seeds=n,
                          groups=float(part["groups"].mean())))

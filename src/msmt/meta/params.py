@@ -131,8 +131,14 @@ def inner_loop(
                 scale = torch.clamp(max_grad_norm / (norm + 1e-12), max=1.0)
                 grads = [g * scale for g in grads]
             factor = _descent_factor(model, phi, grads, lr, support, tasks, float(loss.detach()), backtrack) if backtrack else 1.0
-            phi = {n: phi[n] - factor * (lr[n] if isinstance(lr, dict) else lr) * g for n, g in zip(names, grads)}
+            phi = _step(phi, grads, lr, factor)
     return phi
+
+
+def _step(phi: dict[str, Tensor], grads, lr: float | dict[str, Tensor], factor: float) -> dict[str, Tensor]:
+    """One inner step, φ − factor · α ⊙ ∇ per parameter (``grads`` in ``phi``'s key order; α one rate or
+    Meta-SGD's per-parameter rates): the step :func:`inner_loop` takes and :func:`_descent_factor` tries."""
+    return {n: phi[n] - factor * (lr[n] if isinstance(lr, dict) else lr) * g for n, g in zip(phi, grads)}
 
 
 def _descent_factor(model, phi, grads, lr, support, tasks, loss: float, tries: int) -> float:
@@ -140,7 +146,7 @@ def _descent_factor(model, phi, grads, lr, support, tasks, loss: float, tries: i
     factor = 1.0
     with torch.no_grad():
         for _ in range(tries + 1):
-            trial = {n: phi[n] - factor * (lr[n] if isinstance(lr, dict) else lr) * g for n, g in zip(phi, grads)}
+            trial = _step(phi, grads, lr, factor)
             if float(objective(model, trial, support, tasks)) <= loss:
                 return factor
             factor /= 2
