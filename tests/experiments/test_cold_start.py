@@ -16,7 +16,7 @@ from helpers import REPO
 from msmt.data.loading import read_data
 from msmt.experiments.cold_start import pick_groups
 from msmt.experiments.cold_start_score import splits_at
-from msmt.experiments.cold_start_stats import paired, t_interval
+from msmt.experiments.cold_start_stats import paired, paired_by_seed, t_interval
 from msmt.spec.config import load_experiment
 
 
@@ -45,6 +45,12 @@ def test_paired_differences_average_per_group_within_a_seed_then_interval_over_s
     half = stats.t.ppf(0.975, 3) * per_seed.std(ddof=1) / 2
     assert got["method"] == "maml" and got["seeds"] == 4
     assert (got["mean"], got["low"], got["high"]) == pytest.approx((per_seed.mean(), per_seed.mean() - half, per_seed.mean() + half))
+    # absolute movement: |maml − finetune| per group, averaged per seed, then over seeds
+    moved = paired(records, "finetune", absolute=True).iloc[0]
+    per_seed_abs = (wide["maml"] - wide["finetune"]).abs().groupby(level="seed").mean().to_numpy()
+    assert moved["mean"] == pytest.approx(per_seed_abs.mean()) and moved["mean"] > abs(got["mean"])
+    by_seed = paired_by_seed(records, "finetune").set_index("seed")["diff"]
+    assert by_seed.to_numpy() == pytest.approx(per_seed)
 
 
 def test_support_rows_precede_query_rows_per_group():
@@ -299,13 +305,16 @@ def test_advertiser_target_needs_the_ratio_and_the_best_naive_forecast():
     """Met only when best meta ≤ 0.95 × fine-tuning AND ≤ the smaller of the two naive forecasts."""
     from msmt.experiments.cold_start_page import targets
 
-    def rows(naive, naive_mean):
+    def rows(naive, naive_mean):  # the oracle (0.40, a bound) is neither a naive forecast nor a method to beat
         summ = pd.DataFrame([dict(state="new advertisers", K=k, method=m, task="clicks", metric="nmae", mean=v)
-                             for k in (5, 10) for m, v in (("maml", 0.60), ("fomaml", 0.64), ("finetune", 0.70), ("naive", naive), ("naive_mean", naive_mean))])
+                             for k in (5, 10) for m, v in (("maml", 0.60), ("fomaml", 0.64), ("finetune", 0.70), ("naive", naive),
+                                                           ("naive_mean", naive_mean), ("oracle", 0.40))])
         out = targets(summ, pd.DataFrame(columns=["state", "K", "task", "metric", "method", "reference"]), pd.DataFrame(columns=["state", "method", "task", "metric", "K", "seed", "value"]))
         return [r for r in out if r["target"].startswith("new advertisers, clicks NMAE at K = 5")][0]
 
-    assert rows(0.61, 0.65)["verdict"] == "**met**"  # 0.60 / 0.70 = 0.857; 0.60 ≤ min(0.61, 0.65)
+    met = rows(0.61, 0.65)
+    assert met["verdict"] == "**met**"  # 0.60 / 0.70 = 0.857; 0.60 ≤ min(0.61, 0.65)
+    assert "best naive forecast 0.6100" in met["numbers"] and met["numbers"].endswith("oracle 0.4000")
     missed = rows(0.59, 0.65)  # the per-advertiser naive forecast beats it; the trailing mean does not
     assert missed["verdict"] == "**missed**" and "best naive forecast 0.5900" in missed["numbers"]
     assert rows(0.65, 0.59)["verdict"] == "**missed**"
