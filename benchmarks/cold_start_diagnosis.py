@@ -146,7 +146,8 @@ def movement_section(rec: pd.DataFrame, ks, focus: int = 10) -> list[str]:
 
 
 def fmt_interval(mean: float, low: float, high: float) -> str:
-    return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+    """The mean and its interval; the mean alone where there is no interval (one seed)."""
+    return f"{mean:.4f} [{low:.4f}, {high:.4f}]" if np.isfinite(low) else f"{mean:.4f}"
 
 
 def cell(summ: pd.DataFrame, state: str, k: int, method: str, metric: str) -> str:
