@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.experiments.cold_start_score import first_k, score_state, study_records
+from msmt.experiments.cold_start_page import fmt_interval
+from msmt.experiments.cold_start_score import first_k, newer_than_runs, score_state, study_records
 from msmt.experiments.cold_start_stats import paired, paired_by_seed, seed_means, summary
 from msmt.meta.algorithms import numeric_time
 from msmt.meta.episodes import GroupIndex, group_values
@@ -101,7 +102,7 @@ def records(args) -> pd.DataFrame:
         held, run_dirs = study.prepare(world, seed)
         key = hashlib.sha1(json.dumps([held.held, args.ks, args.cut_day, len(held.states[STATE])]).encode()).hexdigest()[:10]
         cached = args.work / "runs" / world.name / f"seed{seed}" / f"diagnosis-{key}.csv"
-        if cached.exists() and all(cached.stat().st_mtime >= (d / "metrics.json").stat().st_mtime for d in run_dirs.values()):
+        if newer_than_runs(cached, run_dirs.values()):
             out.append(pd.read_csv(cached, dtype={"group": str}))
             continue
         runs = {m: load_run(d) for m, d in run_dirs.items()}
@@ -143,11 +144,6 @@ def movement_section(rec: pd.DataFrame, ks, focus: int = 10) -> list[str]:
         cells = [by_seed[(by_seed.method == m) & (by_seed.seed == s)]["diff"] for s in seeds]
         lines.append(f"| {m} | " + " | ".join(f"{c.iloc[0]:+.4f}" if len(c) else "–" for c in cells) + " |")
     return lines
-
-
-def fmt_interval(mean: float, low: float, high: float) -> str:
-    """The mean and its interval; the mean alone where there is no interval (one seed)."""
-    return f"{mean:.4f} [{low:.4f}, {high:.4f}]" if np.isfinite(low) else f"{mean:.4f}"
 
 
 def cell(summ: pd.DataFrame, state: str, k: int, method: str, metric: str) -> str:

@@ -338,3 +338,20 @@ def test_a_group_with_exactly_k_rows_has_no_query_and_is_left_out():
     support, query = splits_at(frame, "user_id", "timestamp", 3)
     # a (3 rows) does not count at K = 3; b: its 3 earliest rows (t = 4, 5, 6), then t = 7
     assert sorted(support.tolist()) == [4, 5, 6] and query.tolist() == [3]
+
+
+def test_cached_scores_are_stale_once_any_of_their_runs_is_retrained(tmp_path):
+    from msmt.experiments.cold_start_score import newer_than_runs
+
+    runs = [tmp_path / "base", tmp_path / "maml"]
+    for i, run in enumerate(runs):
+        run.mkdir()
+        (run / "metrics.json").write_text("{}")
+        os.utime(run / "metrics.json", (100 + i, 100 + i))
+    scores = tmp_path / "records.csv"
+    assert not newer_than_runs(scores, runs)  # nothing scored yet
+    scores.write_text("K\n")
+    os.utime(scores, (101, 101))
+    assert newer_than_runs(scores, runs)
+    os.utime(runs[0] / "metrics.json", (102, 102))  # base retrained after the scores
+    assert not newer_than_runs(scores, runs)

@@ -33,7 +33,8 @@ def _style(method: str) -> dict:
     return dict(color="black", linestyle="--") if method == "oracle" else dict(color=f"C{ORDER.index(method)}")
 
 
-def _fmt(mean: float, low: float, high: float, digits: int = 4) -> str:
+def fmt_interval(mean: float, low: float, high: float, digits: int = 4) -> str:
+    """``mean [low, high]``; the mean alone without an interval (one seed), "–" without a mean."""
     if not math.isfinite(mean):
         return "–"
     if not math.isfinite(low):
@@ -74,7 +75,7 @@ def targets(summ: pd.DataFrame, diffs: pd.DataFrame, means: pd.DataFrame) -> lis
             d = _row(diffs, state="new users", K=10, task="click", metric=metric, method=best, reference=ref) if best else None
             ok = None if d is None or not math.isfinite(d["low"]) else bool(d["mean"] >= margin and d["low"] > 0)
             per = f", {d['groups']:.0f} users/seed" if d is not None and metric == "auc" else ""
-            nums = "" if d is None else f"{best} − {ref} = {_fmt(d['mean'], d['low'], d['high'])} over {d['seeds']} seeds{per}"
+            nums = "" if d is None else f"{best} − {ref} = {fmt_interval(d['mean'], d['low'], d['high'])} over {d['seeds']} seeds{per}"
             out.append(dict(target=f"MovieLens new users, click AUC{label} at K = 10: best meta ≥ {ref} + {margin}, interval > 0",
                             verdict=_verdict(ok), numbers=nums))
     for metric, label in (("nmae", ""), ("nmae_pooled", " (pooled over all query rows)")):
@@ -87,13 +88,13 @@ def targets(summ: pd.DataFrame, diffs: pd.DataFrame, means: pd.DataFrame) -> lis
         ok = None if not math.isfinite(low) else bool(low > 0)
         curve = ", ".join(f"K={k}: {r['mean']:.4f}" for k in ks if (r := _row(summ, state="new scenario", K=k, task="active", metric="auc_pooled", method=best)) is not None)
         out.append(dict(target="new scenario, `active` AUC rises with K (best meta method)", verdict=_verdict(ok),
-                        numbers=f"{best}: {curve}; K={ks[-1]} − K={ks[0]} = {_fmt(mean, low, high)} over {n} seeds"))
+                        numbers=f"{best}: {curve}; K={ks[-1]} − K={ks[0]} = {fmt_interval(mean, low, high)} over {n} seeds"))
     else:
         out.append(dict(target="new scenario, `active` AUC rises with K", verdict=_verdict(None), numbers=""))
     for state in ("new users", "new items"):
         d = _row(diffs, state=state, K=0, task="click", metric="auc", method="idwarmup", reference="base")
         ok = None if d is None or not math.isfinite(d["low"]) else bool(d["low"] > 0)
-        nums = "" if d is None else f"ID warm-up − OOV row = {_fmt(d['mean'], d['low'], d['high'])} over {d['seeds']} seeds"
+        nums = "" if d is None else f"ID warm-up − OOV row = {fmt_interval(d['mean'], d['low'], d['high'])} over {d['seeds']} seeds"
         out.append(dict(target=f"ID warm-up, MovieLens {state}: click AUC at K = 0 above the OOV-row baseline", verdict=_verdict(ok), numbers=nums))
     return out
 
@@ -131,7 +132,7 @@ def state_tables(state: str, summ: pd.DataFrame, diffs: pd.DataFrame) -> list[st
            "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for m in methods:
         cells = [_row(part, K=k, method=m) for k in ks]
-        out.append(f"| {m} | " + " | ".join("–" if c is None else _fmt(c["mean"], c["low"], c["high"]) for c in cells) + " |")
+        out.append(f"| {m} | " + " | ".join("–" if c is None else fmt_interval(c["mean"], c["low"], c["high"]) for c in cells) + " |")
     for ref in ("finetune", "base"):
         d = diffs[(diffs["state"] == state) & (diffs["task"] == task) & (diffs["metric"] == metric) & (diffs["reference"] == ref)]
         if d.empty:
@@ -139,7 +140,7 @@ def state_tables(state: str, summ: pd.DataFrame, diffs: pd.DataFrame) -> list[st
         out += ["", f"Paired per group, method − {ref}:", "", "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for m in [m for m in methods if m in set(d["method"])]:
             cells = [_row(d, K=k, method=m) for k in ks]
-            out.append(f"| {m} | " + " | ".join("–" if c is None else _fmt(c["mean"], c["low"], c["high"]) for c in cells) + " |")
+            out.append(f"| {m} | " + " | ".join("–" if c is None else fmt_interval(c["mean"], c["low"], c["high"]) for c in cells) + " |")
     disp = summ[(summ["state"] == state) & (summ["metric"] == "displacement")]
     if not disp.empty:
         out += ["", "Block displacement ‖φ_g − φ‖₂ (mean over groups and seeds):", "", "| method | " + " | ".join(f"K={k}" for k in ks if k) + " |",

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,6 +214,12 @@ def score_state(runs: dict[str, LoadedRun], frame: pd.DataFrame, group: str, ks:
     return pd.DataFrame(records)
 
 
+def newer_than_runs(scores: Path, run_dirs) -> bool:
+    """Whether ``scores`` (a table scored from the runs in ``run_dirs``) exists and was written after every
+    one of them finished (its ``metrics.json``): a retrained run invalidates it."""
+    return scores.exists() and all(scores.stat().st_mtime >= (d / "metrics.json").stat().st_mtime for d in run_dirs)
+
+
 def study_records(study: Study, cache: bool = True) -> pd.DataFrame:
     """Every world × seed × state scored: (world, state, seed, K, method, group, task, metric, value, rows).
 
@@ -223,7 +230,7 @@ def study_records(study: Study, cache: bool = True) -> pd.DataFrame:
         for world in study.worlds:
             held, run_dirs = study.prepare(world, seed)
             cached = study.work / "runs" / world.name / f"seed{seed}" / f"records-{_key(held, study)}.csv"
-            if cache and cached.exists() and all(cached.stat().st_mtime >= (d / "metrics.json").stat().st_mtime for d in run_dirs.values()):
+            if cache and newer_than_runs(cached, run_dirs.values()):
                 frames.append(pd.read_csv(cached, dtype={"group": str}))
                 continue
             runs = {m: load_run(d) for m, d in run_dirs.items()}
