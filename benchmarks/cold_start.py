@@ -12,7 +12,14 @@ MovieLens worlds and 40 min for the advertiser world on 2 free CPU threads):
 
 Smoke (tiny everything, seconds): ``--smoke --out /tmp/cold_start.md``. Runs are ordinary run
 directories under ``WORK`` (git-ignored), reused when the same code trained them with the same
-overrides, so a stopped study continues where it stopped. A thin command line over
+overrides, so a stopped study continues where it stopped.
+
+**A study in parts.** Seeds are independent, so a study can be split over processes, machines or sessions:
+run each part with its own ``--seeds`` and ``--out``, then ``--merge PART_TABLES... --out PAGE`` writes the page
+from the parts' per-seed tables alone (no runs needed). Every part writes beside its page ``cold_start/``:
+``seed_means.csv`` and ``paired_by_seed.csv`` (per seed; the page's intervals are taken over them),
+``meta_curves.csv`` and ``study.json`` (source, settings, seeds, host); the merge refuses parts whose source or
+settings differ from each other or from the code merging them, or whose seeds overlap. A thin command line over
 :mod:`msmt.experiments.cold_start` (worlds, held-out groups, runs), ``cold_start_score``
 (adaptation and per-group measures), ``cold_start_stats`` and ``cold_start_page``.
 """
@@ -20,6 +27,8 @@ overrides, so a stopped study continues where it stopped. A thin command line ov
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -34,7 +43,7 @@ from msmt.data.io import atomic_write_text, write_table
 from msmt.experiments.cold_start import KS, META, WORLDS, Study, World, meta_curves, method_overrides
 from msmt.experiments.cold_start_page import render, scale_note
 from msmt.experiments.cold_start_score import study_records
-from msmt.experiments.cold_start_stats import paired, seed_means, summary
+from msmt.experiments.cold_start_stats import CELL, paired_by_seed, seed_means, summary, t_interval
 from msmt.experiments.results_page import simulator_config
 from msmt.rundir.provenance import source_hash
 from msmt.spec.config import load_experiment
@@ -69,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "cold_start.md")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
     ap.add_argument("--smoke", action="store_true", help="tiny everything (tests): 2 seeds unless --seeds, 4 groups, K 0 1 3, a 24 × 20 world")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="TABLES",
+                    help="write the page from parts of one study (each part's cold_start/ folder: its per-seed tables), running nothing")
     args = ap.parse_args(argv)
     args.seeds = args.seeds or ([0, 1] if args.smoke else [0, 1, 2, 3, 4])
     if args.smoke:
@@ -105,29 +116,99 @@ def meta_line(study: Study) -> str:
             f"ID warm-up: {m.warmup_steps} steps of {m.warmup_rows} + {m.warmup_rows} rows.")
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    study = build_study(args)
-    records = study_records(study)
-    means = seed_means(records)
-    summ = summary(means)
-    diffs = pd.concat([paired(records, "finetune"), paired(records, "base")], ignore_index=True)
-    tables = args.out.parent / "cold_start"
-    write_table(means, tables / "seed_means.csv")
+REFERENCES = ("finetune", "base")
+
+
+def per_seed_diffs(records: pd.DataFrame, references=REFERENCES, absolute: bool = False) -> pd.DataFrame:
+    """Per seed, ``method − reference`` averaged over groups (:func:`paired_by_seed`) for each reference,
+    with a ``reference`` column: what a study's parts keep so that their intervals can be taken together.
+    Seed-major, as parts concatenate."""
+    both = pd.concat([paired_by_seed(records, r, absolute=absolute).assign(reference=r) for r in references], ignore_index=True)
+    return both.sort_values("seed", kind="stable", ignore_index=True)
+
+
+def over_seeds(per_seed: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """:func:`per_seed_diffs`'s rows given their t-interval over seeds: one row per (state, K, task,
+    metric, method, reference), as :func:`msmt.experiments.cold_start_stats.paired` gives from the records."""
+    rows = []
+    for key, part in per_seed.groupby([*CELL, "method", "reference"], sort=False):
+        mean, low, high, n = t_interval(part["diff"], level)
+        rows.append(dict(zip([*CELL, "method", "reference"], key), mean=mean, low=low, high=high, seeds=n, groups=float(part["groups"].mean())))
+    return pd.DataFrame(rows)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def part_info(args, command: str, minutes: float, seeds, extra: dict) -> dict:
+    """``study.json`` of one part: what must agree for parts to merge (source, settings) and what the page
+    names per part (command, seeds, host, threads, minutes)."""
+    return {"source": source_hash(), "settings": extra, "seeds": sorted(seeds), "command": command, "minutes": round(minutes, 1),
+            "host": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__}}
+
+
+def read_parts(folders, names, what: str) -> tuple[list[dict], dict[str, pd.DataFrame]]:
+    """Each part's ``study.json`` and its tables ``names`` concatenated in seed order; SystemExit with one
+    line naming the folder and the problem when a part is missing, from other code or settings, or
+    repeats a seed."""
+    infos, tables, seen = [], {n: [] for n in names}, {}
+    for folder in folders:
+        path = Path(folder) / "study.json"
+        if not path.is_file():
+            raise SystemExit(f"{path}: missing (not the tables folder of a part of {what})")
+        info = json.loads(path.read_text())
+        if info["source"] != source_hash():
+            raise SystemExit(f"{path}: source {info['source'][:12]} is not this code's ({source_hash()[:12]}); rerun that part")
+        if infos and info["settings"] != infos[0]["settings"]:
+            raise SystemExit(f"{path}: settings differ from {folders[0]}'s: {info['settings']} against {infos[0]['settings']}")
+        for seed in info["seeds"]:
+            if seed in seen:
+                raise SystemExit(f"{path}: seed {seed} is also in {seen[seed]}")
+            seen[seed] = folder
+        for n in names:
+            if not (Path(folder) / n).is_file():
+                raise SystemExit(f"{Path(folder) / n}: missing")
+            tables[n].append(pd.read_csv(Path(folder) / n, dtype={"group": str}))
+        infos.append(info)
+    return infos, {n: pd.concat(t, ignore_index=True).sort_values("seed", kind="stable", ignore_index=True) for n, t in tables.items()}
+
+
+def parts_line(infos: list[dict], merge_command: str) -> str:
+    """The header's provenance of a merged page: each part's command, seeds, host and time."""
+    parts = "; ".join(f"`{i['command']}` (seeds {i['seeds']}, {i['host']['cpu']}, {i['host']['threads']} threads, {i['minutes']} min)" for i in infos)
+    return (f"Generated by `{merge_command}` with msmt's source {infos[0]['source'][:12]} from {len(infos)} parts of one study, each "
+            f"run by the same code: {parts}.")
+
+
+def settings(args, study: Study) -> dict:
+    """What every part of one study must share: the protocol's arguments and the configs' content (the
+    MovieLens config without its file paths, which differ between machines; the meta settings)."""
+    cfg = load_experiment(REPO / "configs" / "movielens.yaml").model_dump(mode="json")
+    cfg["dataset"]["files"] = None
+    return {"groups": args.groups, "ks": list(args.ks), "worlds": list(args.worlds), "meta": list(args.meta), "advertisers": args.advertisers,
+            "days": args.days, "world_seed": args.world_seed, "movielens": Path(args.movielens).name, "overrides": list(args.overrides),
+            "smoke": args.smoke, "movielens_config": hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12],
+            "meta_line": meta_line(study)}
+
+
+def write_page(out: Path, provenance: str, config: dict, seeds, means: pd.DataFrame, per_seed: pd.DataFrame, curves: pd.DataFrame) -> None:
+    """The page and its tables from the per-seed tables (a whole study's or its merged parts')."""
+    summ, diffs = summary(means), over_seeds(per_seed)
+    tables = out.parent / "cold_start"
     write_table(summ, tables / "summary.csv")
     write_table(diffs, tables / "paired.csv")
-    curves = meta_curves(study)
-    write_table(curves, tables / "meta_curves.csv")
-    command = "python benchmarks/cold_start.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    minutes = (time.perf_counter() - start) / 60
     header = [
         "# Cold start: new users, items, advertisers and scenarios from K rows", "",
-        scale_note(len(args.seeds), args.groups, args.ks, args.worlds, args.smoke), "",
-        f"Generated by `{command}` with msmt's source {source_hash()[:12]} on {platform.processor() or platform.machine()}, "
-        f"{args.threads} threads; {minutes:.1f} min including reused runs. Full size: `{FULL}`. "
-        f"Numbers behind every table: [`{tables.name}/`]({tables.name}/).", "",
+        scale_note(len(seeds), config["groups"], config["ks"], config["worlds"], config["smoke"]), "",
+        f"{provenance} Full size: `{FULL}`. Numbers behind every table: [`{tables.name}/`]({tables.name}/).", "",
         "Per group, rows in time order: support = its earliest K rows, query = its rows after them (a group counts at K "
         "only with more than K rows). Methods, scored on the same query rows: `base` (no adaptation); `finetune` (the base's "
         "personal block, gradient steps on the support rows, `meta.inner_steps` × `meta.inner_lr`, backtracked); `maml`, `fomaml`, "
@@ -140,9 +221,44 @@ def main(argv=None) -> None:
         "advertiser has a few days there, rarely both classes); intervals are 95% Student-t over seeds; paired "
         "differences are per group on the same rows, averaged per seed. The simulator's model reads no advertiser ID, so ID "
         "warm-up applies to MovieLens only.", "",
-        meta_line(study),
+        config["meta_line"],
     ]
-    atomic_write_text(args.out, render(header, summ, diffs, means, args.out, curves))
+    atomic_write_text(out, render(header, summ, diffs, means, out, curves))
+
+
+def merge(args, command: str) -> None:
+    infos, t = read_parts(args.merge, ["seed_means.csv", "paired_by_seed.csv", "meta_curves.csv"], "a cold-start study")
+    config, seeds = infos[0]["settings"], sorted(s for i in infos for s in i["seeds"])
+    tables = args.out.parent / "cold_start"
+    for name, frame in t.items():
+        write_table(frame, tables / name)
+    info = {**infos[0], "seeds": seeds, "command": command, "parts": infos}
+    atomic_write_text(tables / "study.json", json.dumps(info, indent=1) + "\n")
+    write_page(args.out, parts_line(infos, command), config, seeds, t["seed_means.csv"], t["paired_by_seed.csv"], t["meta_curves.csv"])
+    _log(f"wrote {args.out} from {len(infos)} parts, seeds {seeds}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/cold_start.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.merge:
+        return merge(args, command)
+    start = time.perf_counter()
+    study = build_study(args)
+    records = study_records(study)
+    means, per_seed = seed_means(records), per_seed_diffs(records)
+    curves = meta_curves(study).sort_values("seed", kind="stable", ignore_index=True)  # seed-major, as parts concatenate
+    tables = args.out.parent / "cold_start"
+    write_table(means, tables / "seed_means.csv")
+    write_table(per_seed, tables / "paired_by_seed.csv")
+    write_table(curves, tables / "meta_curves.csv")
+    minutes = (time.perf_counter() - start) / 60
+    config = settings(args, study)
+    atomic_write_text(tables / "study.json", json.dumps(part_info(args, command, minutes, args.seeds, config), indent=1) + "\n")
+    provenance = (f"Generated by `{command}` with msmt's source {source_hash()[:12]} on {cpu_name()}, {args.threads} threads; "
+                  f"{minutes:.1f} min including reused runs.")
+    write_page(args.out, provenance, config, args.seeds, means, per_seed, curves)
     _log(f"wrote {args.out} ({minutes:.1f} min)")
 
 

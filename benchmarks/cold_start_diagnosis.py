@@ -17,6 +17,9 @@ Both go through :func:`msmt.experiments.cold_start_score.score_state`, the page'
 ``benchmarks/cold_start.py`` with the same ``--work``, ``--groups``, ``--advertisers``, ``--days`` and ``--threads``
 (its default K values): reused when present, trained when not (about 20 min per seed). Scoring takes about 8 min per
 seed on one core; a seed's scores are kept beside its runs, so seeds can be scored by separate processes first.
+
+A diagnosis in parts (as ``benchmarks/cold_start.py``'s): each part with its own ``--seeds`` and ``--out`` writes its
+per-seed tables and ``study.json`` beside its page, and ``--merge PART_TABLES... --out PAGE`` writes the page from them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 from msmt.data.io import atomic_write_text, write_table
 from msmt.experiments.cold_start_page import fmt_interval
 from msmt.experiments.cold_start_score import first_k, newer_than_runs, score_state, study_records
-from msmt.experiments.cold_start_stats import paired, paired_by_seed, seed_means, summary
+from msmt.experiments.cold_start_stats import seed_means, summary
 from msmt.meta.algorithms import numeric_time
 from msmt.meta.episodes import GroupIndex, group_values
 from msmt.rundir.layout import load_run
@@ -62,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "cold_start")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "cold_start_diagnosis.md")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="TABLES",
+                    help="write the page from parts (each part's cold_start_diagnosis/ folder: its per-seed tables), running nothing")
     return ap.parse_args(argv)
 
 
@@ -123,20 +128,19 @@ def movielens_records(args) -> pd.DataFrame:
     return rec[rec["state"] == "new users"]
 
 
-def movement_section(rec: pd.DataFrame, ks, focus: int = 10) -> list[str]:
-    """Section 3's Markdown: how far each method moves a new user's click AUC from the base at all (mean
-    |method − base| over users, then seeds), and each meta method − fine-tuning seed by seed at ``focus``."""
-    methods = [m for m in ("finetune", *cold_start.META) if m in set(rec["method"])]
-    ks = [k for k in ks if k in set(rec["K"])]
-    moved = paired(rec, "base", absolute=True)
-    moved = moved[(moved.task == "click") & (moved.metric == "auc")]
+def movement_section(moved: pd.DataFrame, vs_finetune: pd.DataFrame, ks, focus: int = 10) -> list[str]:
+    """Section 3's Markdown from per-seed tables of MovieLens new users' click AUC: ``moved`` (mean
+    |method − base| over a seed's users) given its interval over seeds, and ``vs_finetune`` (method −
+    fine-tuning) at ``focus``, seed by seed."""
+    methods = [m for m in ("finetune", *cold_start.META) if m in set(moved["method"])]
+    ks = [k for k in ks if k in set(moved["K"])]
+    over = cold_start.over_seeds(moved)
     lines = ["| mean over users and seeds of abs(method − base), click AUC | " + " | ".join(f"K={k}" for k in ks) + " |",
              "|---|" + "---|" * len(ks)]
     for m in methods:
-        cells = [moved[(moved.method == m) & (moved.K == k)]["mean"] for k in ks]
+        cells = [over[(over.method == m) & (over.K == k)]["mean"] for k in ks]
         lines.append(f"| {m} | " + " | ".join(f"{c.iloc[0]:.4f}" if len(c) else "–" for c in cells) + " |")
-    by_seed = paired_by_seed(rec, "finetune")
-    by_seed = by_seed[(by_seed.task == "click") & (by_seed.metric == "auc") & (by_seed.K == focus)]
+    by_seed = vs_finetune[vs_finetune.K == focus]
     seeds = sorted(by_seed["seed"].unique())
     lines += ["", f"| method − finetune, click AUC at K = {focus}, mean over users | " + " | ".join(f"seed {s}" for s in seeds) + " |",
               "|---|" + "---|" * len(seeds)]
@@ -144,6 +148,13 @@ def movement_section(rec: pd.DataFrame, ks, focus: int = 10) -> list[str]:
         cells = [by_seed[(by_seed.method == m) & (by_seed.seed == s)]["diff"] for s in seeds]
         lines.append(f"| {m} | " + " | ".join(f"{c.iloc[0]:+.4f}" if len(c) else "–" for c in cells) + " |")
     return lines
+
+
+def users_by_seed(args) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Section 3's per-seed tables (click AUC of MovieLens new users): |method − base| and method − fine-tuning."""
+    rec = movielens_records(args)
+    rec = rec[(rec.task == "click") & (rec.metric == "auc")]
+    return (cold_start.per_seed_diffs(rec, ("base",), absolute=True), cold_start.per_seed_diffs(rec, ("finetune",)))
 
 
 def cell(summ: pd.DataFrame, state: str, k: int, method: str, metric: str) -> str:
@@ -169,24 +180,21 @@ def diff_table(diffs: pd.DataFrame, state: str, ks, methods, reference: str) -> 
     return lines
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    rec = records(args)
-    summ = summary(seed_means(rec))
-    diffs = pd.concat([paired(rec, "finetune"), paired(rec, "base")], ignore_index=True)
+TABLES = ("seed_means.csv", "paired_by_seed.csv", "users_moved_by_seed.csv", "users_vs_finetune_by_seed.csv")
+
+
+def write_page(args, provenance: str, config: dict, seeds, t: dict[str, pd.DataFrame]) -> None:
+    """The page and its summary tables from the per-seed tables ``t`` (a whole diagnosis's or its merged parts')."""
+    summ, diffs = summary(t["seed_means.csv"]), cold_start.over_seeds(t["paired_by_seed.csv"])
     tables = args.out.parent / "cold_start_diagnosis"
     write_table(summ, tables / "summary.csv")
     write_table(diffs, tables / "paired.csv")
-    first, before = "first K rows", f"K rows before day {args.cut_day}"
-    meta = [m for m in cold_start.META if m in set(rec.method)]
-    command = "python benchmarks/cold_start_diagnosis.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    ks, first, before = config["ks"], "first K rows", f"K rows before day {config['cut_day']}"
+    meta = [m for m in cold_start.META if m in set(t["seed_means.csv"].method)]
     lines = [
         "# Cold start on new advertisers: why adaptation does not pay off", "",
-        f"Generated by `{command}` with msmt's source {source_hash()[:12]}; {(time.perf_counter() - start) / 60:.1f} min "
-        "including reused runs. The runs are those of [`cold_start.md`](cold_start.md) (its command, same `--work`); "
-        f"{len(args.seeds)} seeds, up to {args.groups} held-out advertisers per seed; clicks NMAE = Σ|y − ŷ| / Σ y per "
+        f"{provenance} The runs are those of [`cold_start.md`](cold_start.md) (its command, same `--work`); "
+        f"{len(seeds)} seeds, up to {config['groups']} held-out advertisers per seed; clicks NMAE = Σ|y − ŷ| / Σ y per "
         "advertiser (averaged over advertisers) and pooled over all query rows; mean over seeds [95% t-interval]. "
         f"Numbers behind the tables: [`cold_start_diagnosis/`](cold_start_diagnosis/).", "",
         "## 1. The oracle and smaller personal blocks (the page's split: support = an advertiser's first K rows)", "",
@@ -194,19 +202,47 @@ def main(argv=None) -> None:
         "row's scenario. `oracle`: the simulator's expected count given the latent state (the best any forecaster can do). "
         "`finetune (heads' output layer)` / `finetune (output bias)`: the base's fine-tuning with only that part of "
         "its task heads personal (the page's `finetune` adapts the whole heads).", "",
-        *table(summ, first, args.ks, ["oracle", "naive_mean", "naive", "base", *BLOCKS, *meta]), "",
-        *diff_table(diffs, first, args.ks, [*list(BLOCKS)[1:], *meta], "finetune"), "",
-        f"## 2. Fresher support: the K rows right before day {args.cut_day}, query from that day on", "",
-        *table(summ, before, args.ks, ["oracle", "naive_mean", "naive", "base", "finetune", *meta]), "",
-        *diff_table(diffs, before, args.ks, ["finetune", *meta], "base"), "",
+        *table(summ, first, ks, ["oracle", "naive_mean", "naive", "base", *BLOCKS, *meta]), "",
+        *diff_table(diffs, first, ks, [*list(BLOCKS)[1:], *meta], "finetune"), "",
+        f"## 2. Fresher support: the K rows right before day {config['cut_day']}, query from that day on", "",
+        *table(summ, before, ks, ["oracle", "naive_mean", "naive", "base", "finetune", *meta]), "",
+        *diff_table(diffs, before, ks, ["finetune", *meta], "base"), "",
         "## 3. MovieLens new users: how far adaptation moves a user's click AUC", "",
         "From the cold-start page's own records (its MovieLens new users, the same seeds): per user the absolute change of "
         "its query click AUC from the base's, averaged over users and seeds; then each method minus fine-tuning, per user "
         "and averaged over a seed's users, seed by seed. The page's target asks the best meta method for +0.01 over the "
         "base at K = 10.", "",
-        *movement_section(movielens_records(args), cold_start.KS), "",
+        *movement_section(t["users_moved_by_seed.csv"], t["users_vs_finetune_by_seed.csv"], cold_start.KS), "",
     ]
     atomic_write_text(args.out, "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/cold_start_diagnosis.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    tables = args.out.parent / "cold_start_diagnosis"
+    if args.merge:
+        infos, t = cold_start.read_parts(args.merge, TABLES, "a cold-start diagnosis")
+        seeds = sorted(s for i in infos for s in i["seeds"])
+        for name, frame in t.items():
+            write_table(frame, tables / name)
+        atomic_write_text(tables / "study.json", json.dumps({**infos[0], "seeds": seeds, "command": command, "parts": infos}, indent=1) + "\n")
+        write_page(args, cold_start.parts_line(infos, command), infos[0]["settings"], seeds, t)
+        print(f"wrote {args.out} from {len(infos)} parts, seeds {seeds}")
+        return
+    start = time.perf_counter()
+    rec = records(args)
+    moved, vs_finetune = users_by_seed(args)
+    t = dict(zip(TABLES, (seed_means(rec), cold_start.per_seed_diffs(rec), moved, vs_finetune)))
+    for name, frame in t.items():
+        write_table(frame, tables / name)
+    minutes = (time.perf_counter() - start) / 60
+    config = {"ks": list(args.ks), "cut_day": args.cut_day, "groups": args.groups, "advertisers": args.advertisers, "days": args.days}
+    atomic_write_text(tables / "study.json", json.dumps(cold_start.part_info(args, command, minutes, args.seeds, config), indent=1) + "\n")
+    provenance = (f"Generated by `{command}` with msmt's source {source_hash()[:12]} on {cold_start.cpu_name()}, {args.threads} threads; "
+                  f"{minutes:.1f} min including reused runs.")
+    write_page(args, provenance, config, args.seeds, t)
     print(f"wrote {args.out}")
 
 

@@ -109,6 +109,47 @@ def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
     assert set(curves["method"]) == {"maml"} and set(curves["world"]) == {"movielens_users", "advertisers"}
     assert "## Meta-training curves" in page and (out.parent / "img" / "cold_start_meta_curves.png").stat().st_size > 1000
     _score_state_takes_a_split_and_personal_blocks(tmp_path / "work")
+    _a_study_in_parts_merges_to_the_whole_studys_page(cmd, env, tmp_path)
+
+
+def _a_study_in_parts_merges_to_the_whole_studys_page(cmd, env, tmp_path):
+    """Seed 0 (the run above) and seed 1 as two parts, merged from their tables alone, give the page and
+    tables of the whole study run at once (which reuses every run); its paired intervals are the package's
+    :func:`paired` over the study's cached per-group records; overlapping parts are refused in one line."""
+    def run(*changes):
+        args = list(cmd)
+        for flag, value in changes:
+            i = args.index(flag)
+            args[i + 1:i + 2] = value
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        return done
+
+    parts = [tmp_path / "page", tmp_path / "part1"]
+    assert run(("--seeds", ["1"]), ("--out", [str(parts[1] / "cold_start.md")])).returncode == 0
+    whole = run(("--seeds", ["0", "1"]), ("--out", [str(tmp_path / "whole" / "cold_start.md")]))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    script, merged = cmd[:2], tmp_path / "merged" / "cold_start.md"
+    done = subprocess.run([*script, "--merge", *(str(p / "cold_start") for p in reversed(parts)), "--out", str(merged)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("summary.csv", "paired.csv", "seed_means.csv", "paired_by_seed.csv", "meta_curves.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(merged.parent / "cold_start" / name), pd.read_csv(tmp_path / "whole" / "cold_start" / name))
+    body = merged.read_text().split("## Targets")[1]
+    assert body == (tmp_path / "whole" / "cold_start.md").read_text().split("## Targets")[1]
+    assert "from 2 parts of one study" in merged.read_text()
+    work = tmp_path / "work" / "runs"
+    records = pd.concat([pd.read_csv(f, dtype={"group": str}) for seed in (0, 1) for world in ("movielens_users", "advertisers")
+                         for f in sorted((work / world / f"seed{seed}").glob("records-*.csv"))], ignore_index=True)
+    want = pd.concat([paired(records, "finetune"), paired(records, "base")], ignore_index=True)
+    got = pd.read_csv(merged.parent / "cold_start" / "paired.csv")
+    keys = ["state", "K", "task", "metric", "method", "reference"]
+    assert len(got) == len(want) > 0
+    pd.testing.assert_frame_equal(got.sort_values(keys, ignore_index=True), want[got.columns].sort_values(keys, ignore_index=True),
+                                  check_dtype=False)
+    again = subprocess.run([*script, "--merge", str(parts[0] / "cold_start"), str(parts[0] / "cold_start"), "--out", str(tmp_path / "x.md")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode != 0 and "seed 0 is also in" in again.stderr and "Traceback" not in again.stderr
+    assert not (tmp_path / "x.md").exists()
 
 
 def _score_state_takes_a_split_and_personal_blocks(work):
