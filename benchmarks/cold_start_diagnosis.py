@@ -227,7 +227,8 @@ def main(argv=None) -> None:
         seeds = sorted(s for i in infos for s in i["seeds"])
         for name, frame in t.items():
             write_table(frame, tables / name)
-        atomic_write_text(tables / "study.json", json.dumps({**infos[0], "seeds": seeds, "command": command, "parts": infos}, indent=1) + "\n")
+        atomic_write_text(tables / "study.json", json.dumps({"source": infos[0]["source"], "settings": infos[0]["settings"], "seeds": seeds, "command": command,
+                                                                "parts": infos}, indent=1) + "\n")
         write_page(args, cold_start.parts_line(infos, command), infos[0]["settings"], seeds, t)
         print(f"wrote {args.out} from {len(infos)} parts, seeds {seeds}")
         return

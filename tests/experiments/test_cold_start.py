@@ -113,9 +113,10 @@ def test_smoke_study_writes_page_csv_and_plots(tmp_path, shared_data):
 
 
 def _a_study_in_parts_merges_to_the_whole_studys_page(cmd, env, tmp_path):
-    """Seed 0 (the run above) and seed 1 as two parts, merged from their tables alone, give the page and
-    tables of the whole study run at once (which reuses every run); its paired intervals are the package's
-    :func:`paired` over the study's cached per-group records; overlapping parts are refused in one line."""
+    """Seed 0 (the run above) and seed 1 as two parts, merged from their tables alone (seed 0 first merged
+    on its own, whose page then takes in seed 1), give the page and tables of the whole study run at once
+    (which reuses every run); its paired intervals are the package's :func:`paired` over the study's cached
+    per-group records; overlapping parts are refused in one line."""
     def run(*changes):
         args = list(cmd)
         for flag, value in changes:
@@ -128,10 +129,10 @@ def _a_study_in_parts_merges_to_the_whole_studys_page(cmd, env, tmp_path):
     assert run(("--seeds", ["1"]), ("--out", [str(parts[1] / "cold_start.md")])).returncode == 0
     whole = run(("--seeds", ["0", "1"]), ("--out", [str(tmp_path / "whole" / "cold_start.md")]))
     assert whole.returncode == 0, whole.stderr[-3000:]
-    script, merged = cmd[:2], tmp_path / "merged" / "cold_start.md"
-    done = subprocess.run([*script, "--merge", *(str(p / "cold_start") for p in reversed(parts)), "--out", str(merged)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    script, first, merged = cmd[:2], tmp_path / "first" / "cold_start.md", tmp_path / "merged" / "cold_start.md"
+    for sources, out in (([parts[0] / "cold_start"], first), ([parts[1] / "cold_start", first.parent / "cold_start"], merged)):
+        done = subprocess.run([*script, "--merge", *map(str, sources), "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
     for name in ("summary.csv", "paired.csv", "seed_means.csv", "paired_by_seed.csv", "meta_curves.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(merged.parent / "cold_start" / name), pd.read_csv(tmp_path / "whole" / "cold_start" / name))
     body = merged.read_text().split("## Targets")[1]
