@@ -194,3 +194,23 @@ def test_auxiliary_logit_is_the_aux_network_on_the_rows_scenario(tiny_schema, ba
         moved = model(inputs)
     for t in model.task_names:
         assert torch.equal((moved[t] - out[t]).abs() > 1e-6, scen == 2), t
+
+
+def test_star_model_hands_every_layer_the_rows_own_scenario(tiny_schema, batch):
+    """Moving scenario p's own parameters (its partitioned-norm scale, its star weights in the first and
+    the last layer) moves exactly the rows of p: the norm and each star layer read the row's scenario,
+    not the centre of the star."""
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, star_cfg()).eval()
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    scen = inputs["scenario"]
+    p = int(scen[0])
+    with torch.no_grad():
+        before = model(inputs)
+        for param in (model.norm.scenario_gamma, model.star[0].scenario_weight, model.star[-1].scenario_bias):
+            param[p - 1] += 0.3
+            after = model(inputs)
+            param[p - 1] -= 0.3
+            for t in before:
+                assert (after[t][scen == p] - before[t][scen == p]).abs().amin() > 0  # every row of p moves
+                torch.testing.assert_close(after[t][scen != p], before[t][scen != p])
