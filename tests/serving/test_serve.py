@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import math
@@ -28,7 +29,7 @@ from msmt.experiments.run import run_experiment
 from msmt.rundir.blocks import save_blocks
 from msmt.rundir.layout import load_run
 from msmt.scoring.predict import predict_batches
-from msmt.serving.app import create_app
+from msmt.serving.app import BodyLimit, create_app
 from msmt.spec.config import load_experiment
 from msmt.spec.errors import ConfigError, MsmtError
 
@@ -167,6 +168,28 @@ def test_body_limit_applies_to_streamed_bodies(client):
 
     resp = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
     assert resp.status_code == 413
+
+
+def test_body_limit_refuses_a_declared_length_before_reading_the_body():
+    """A Content-Length over the limit is answered 413 from the header alone: neither the body
+    nor the app is touched. A length at the limit reaches the app."""
+    sent, called = [], []
+
+    async def app(scope, receive, send):
+        called.append(scope)
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    async def send(message):
+        sent.append(message)
+
+    limit = BodyLimit(app, max_bytes=1024)
+    asyncio.run(limit({"type": "http", "headers": [(b"content-length", b"1025")]}, receive, send))
+    assert not called and sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["detail"] == "body: request body over the limit of 1024 bytes, got 1025 bytes"
+    asyncio.run(limit({"type": "http", "headers": [(b"content-length", b"1024")]}, receive, send))
+    assert len(called) == 1 and len(sent) == 2
 
 
 # ---------------------------------------------------------------------------- fuzzing
