@@ -9,7 +9,7 @@ from msmt.experiments.forecasting import ZERO_SHOT, history_oracle_name, history
 from msmt.spec.config import load_dataset_spec
 from msmt.synth.advertiser import HISTORY_ACTIVE, ZERO_SHOT_PREFIX, history_oracle_active, write_advertiser, zero_shot_oracle
 
-WORLD = (40, 60, 3)  # advertisers, days (a test period longer than the 7 unscored launch days), seed
+WORLD = (16, 50, 3)  # advertisers, days (a test period longer than the 7 unscored launch days), seed
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,6 @@ def test_history_oracle_records_score_each_row_by_its_own_bound(world):
 def test_bounds_from_another_world_are_refused(world):
     out, spec = world
     with pytest.raises(ValueError, match="does not hold"):
-        zero_shot_records(spec, out / "new_scenario.csv", 20, 60, 3)
+        zero_shot_records(spec, out / "new_scenario.csv", 12, 50, 3)
     with pytest.raises(ValueError, match="does not hold"):
-        history_oracle_records(spec, 20, 60, 3)
+        history_oracle_records(spec, 12, 50, 3)

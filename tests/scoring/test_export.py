@@ -49,6 +49,8 @@ def test_every_registered_model_exports_with_parity(trained_run, trained_panel_r
         assert fallbacks == [], fallbacks
     else:
         assert len(fallbacks) == 1 and "onnxscript" in fallbacks[0]
+    if fmt == "onnx":
+        _declares_dynamic_batch_and_task_kinds(out, load_run(run_dir), model)
 
     # Independent of the built-in check: rows from the *test* file, a batch size never traced,
     # compared in user units with what `msmt predict` computes.
@@ -64,16 +66,18 @@ def test_every_registered_model_exports_with_parity(trained_run, trained_panel_r
         np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)
 
 
-def test_onnx_declares_dynamic_batch_and_task_kinds(trained_run, tmp_path):
-    out = tmp_path / "m.onnx"
-    export_run(trained_run("mmoe"), "onnx", out, rows=20)
-    proto = onnx.load(str(out))
+def _declares_dynamic_batch_and_task_kinds(path, run, model: str) -> None:
+    """Every input and output has the symbolic batch dimension, the metadata names each task's
+    kind, and (for the mmoe run, whose data has no scenario attributes: [N, 0] tensors) unused
+    keys are not graph inputs."""
+    proto = onnx.load(str(path))
     for value in (*proto.graph.input, *proto.graph.output):
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch", value.name
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta["msmt.tasks"]) == {"click": "binary", "purchase": "binary", "dwell": "count"}
-    # unused keys (the dataset has no scenario attributes: [N, 0] tensors) are not graph inputs
-    assert {i.name for i in proto.graph.input} == {"scenario", "sparse", "dense", "multi.tags"}
+    assert json.loads(meta["msmt.tasks"]) == {t: run.schema.spec.task(t).kind for t in run.model.task_names}
+    if model == "mmoe":
+        assert json.loads(meta["msmt.tasks"]) == {"click": "binary", "purchase": "binary", "dwell": "count"}
+        assert {i.name for i in proto.graph.input} == {"scenario", "sparse", "dense", "multi.tags"}
 
 
 class ToySequenceModel(nn.Module):

@@ -56,7 +56,12 @@ def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | 
     cols = min(len(panels), 3)
     rows = -(-len(panels) // cols)
     plt = pyplot()
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    width, height = 4.2 * cols, 3.0 * rows
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    # fixed margins in inches instead of tight_layout, which measures every label and costs
+    # more than the drawing itself (about 0.4 of ~0.9 s per run on an AVX2 core)
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.65 / height,
+                        wspace=0.35, hspace=0.55)
     for ax, (title, train_col, val_col) in zip(axes.flat, panels):
         for col, label in ((train_col, "train"), (val_col, "validation")):
             if col in history.columns:
@@ -72,7 +77,6 @@ def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | 
         ax.axis("off")
     axes.flat[0].legend(fontsize="small")
     fig.suptitle("training curves")
-    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
