@@ -96,7 +96,7 @@ def serve_once(line: str, cwd: Path) -> None:
         proc.wait(timeout=30)
 
 
-MOVIELENS = "movielens100k_msmt"
+MOVIELENS, RATINGS = "movielens100k_msmt", "ml100k_msmt_train.csv"
 TOUR_RATINGS = 16_000  # of MovieLens' 80,000: the tour's five trainings on all of them take half a minute more
 
 
@@ -110,10 +110,10 @@ def latest_movielens(shared_data: Path, out: Path) -> None:
             (out / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     (out / MOVIELENS).mkdir()
     for entry in (shared_data / MOVIELENS).iterdir():
-        if entry.name != "ml100k_msmt_train.csv":
+        if entry.name != RATINGS:
             (out / MOVIELENS / entry.name).symlink_to(entry)
-    lines = (shared_data / MOVIELENS / "ml100k_msmt_train.csv").read_text().splitlines(keepends=True)
-    (out / MOVIELENS / "ml100k_msmt_train.csv").write_text("".join([lines[0], *lines[-TOUR_RATINGS:]]))
+    lines = (shared_data / MOVIELENS / RATINGS).read_text().splitlines(keepends=True)
+    (out / MOVIELENS / RATINGS).write_text("".join([lines[0], *lines[-TOUR_RATINGS:]]))
 
 
 @pytest.mark.slow

@@ -49,12 +49,12 @@ def test_every_registered_model_exports_with_parity(trained_run, trained_panel_r
         assert fallbacks == [], fallbacks
     else:
         assert len(fallbacks) == 1 and "onnxscript" in fallbacks[0]
+    run = load_run(run_dir)
     if fmt == "onnx":
-        _declares_dynamic_batch_and_task_kinds(out, load_run(run_dir), model)
+        _declares_dynamic_batch_and_task_kinds(out, run, model)
 
     # Independent of the built-in check: rows from the *test* file, a batch size never traced,
     # compared in user units with what `msmt predict` computes.
-    run = load_run(run_dir)
     batch = _batch(run, trained_run.data_dir, rows=23)
     runner = OnnxRunner(out) if fmt == "onnx" else TorchScriptRunner(out)
     raw = runner(batch)
