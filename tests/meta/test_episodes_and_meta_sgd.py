@@ -226,3 +226,52 @@ def test_the_meta_curve_starts_at_its_fine_tuning_reference_and_computing_it_cha
     assert all(torch.equal(state[n], without[n]) for n in state)
     assert [h["query_loss"] for h in plain] == [h["query_loss"] for h in history]
     assert all("finetune_query_loss" not in h for h in plain)
+
+
+def test_support_size_zero_scores_the_blocks_start_unadapted(panel):
+    """``meta.support_min: 0``: some episodes draw k = 0; their groups have an empty support and a query, and
+    the outer loss is the query loss at the block's start itself (no inner step), whose gradient reaches it."""
+    from msmt.meta.params import objective
+
+    cfg, schema, frame, batch = panel
+    index = GroupIndex(frame["advertiser_id"].to_numpy(), frame["day"].to_numpy().astype(float))
+    sampler = index.sampler(support_size=3, query_size=4, groups_per_episode=2, seed=0, support_min=0, ordered=True)
+    sizes = {len(s) for _ in range(60) for s, q in sampler.sample() if len(q)}
+    assert sizes == {0, 1, 2, 3}
+    torch.manual_seed(0)
+    model = build_model(schema, cfg.model).eval()
+    meta = cfg.meta.model_copy(update={"algorithm": "maml", "support_min": 0})
+    split = split_parameters(model, meta)
+    rows = np.flatnonzero(frame["advertiser_id"].to_numpy() == frame["advertiser_id"].iloc[0])
+    empty, query = take(batch, torch.from_numpy(rows[:0])), take(batch, torch.from_numpy(rows[:8]))
+    loss, phi = meta_loss(model, split, empty, query, schema.spec.tasks, meta)
+    params = dict(model.named_parameters())
+    assert all(phi[n] is params[n] for n in split.personal)
+    assert float(loss.detach()) == pytest.approx(float(objective(model, {}, query, schema.spec.tasks).detach()), rel=1e-6)
+    loss.backward()
+    assert all(params[n].grad is not None and params[n].grad.abs().sum() > 0 for n in split.personal)
+
+
+def test_outer_clip_rescales_the_outer_step_to_the_bound(panel):
+    """``meta.outer_max_grad_norm``: with plain SGD the outer step is −lr·g; clipped, it is −lr·g·c/‖g‖ over
+    every moved tensor (the block's start and Meta-SGD's rates together): the same direction, length lr·c."""
+    cfg, schema, frame, batch = panel
+
+    def step(clip):
+        torch.manual_seed(0)
+        model = build_model(schema, cfg.model)
+        meta = cfg.meta.model_copy(update={"episodes": 1, "groups_per_episode": 4, "outer_optimizer": "sgd", "outer_lr": 0.1,
+                                           "outer_max_grad_norm": clip})
+        plan = plan_meta(model, meta, frame)
+        before = [p.detach().clone() for p in (*(dict(model.named_parameters())[n] for n in plan.split.personal), *plan.rates.parameters())]
+        meta_train(model, meta, plan, batch)
+        after = [p.detach() for p in (*(dict(model.named_parameters())[n] for n in plan.split.personal), *plan.rates.parameters())]
+        return torch.cat([(a - b).flatten() for a, b in zip(after, before)])
+
+    free = step(None)
+    norm = float(free.norm()) / 0.1  # ‖g‖ of the unclipped outer gradient
+    clip = norm / 4
+    clipped = step(clip)
+    assert float(clipped.norm()) == pytest.approx(0.1 * clip, rel=1e-4)
+    torch.testing.assert_close(clipped, free / 4, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(step(norm * 2), free, rtol=1e-5, atol=1e-8)  # a bound above ‖g‖ changes nothing

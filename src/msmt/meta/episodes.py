@@ -2,7 +2,8 @@
 
 An episode is ``groups_per_episode`` groups drawn without replacement among the groups that
 have at least ``support_min + 1`` rows, and one support size k drawn from
-[``support_min``, ``support_size``] (so one meta-model serves every K). Per group:
+[``support_min``, ``support_size``] (so one meta-model serves every K; k = 0 scores the block's
+start unadapted, the forecast of a group without rows). Per group:
 
 * ``time`` (the default where the rows have a time): the group's rows in time order, a cut c
   drawn uniformly with k ≤ c < n; support = the k rows before the cut, query = up to
