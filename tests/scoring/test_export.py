@@ -172,24 +172,39 @@ def test_export_command(trained_run, tmp_path, capsys):
     assert "--format" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("model", ["esmm", "escm2", "aitm"])
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_esmm_with_a_declared_product_exports_with_parity(tmp_path, fmt, model):
-    """The funnel ESMM (ctcvr = click × cvr) goes through the log-space product algebra
-    (msmt.layers.probability), which must export too: compared in probabilities with `predict`.
-    The ESMM family trained on its declared funnel (ESCM², AITM with its calibrator) likewise."""
+@pytest.fixture(scope="module")
+def funnel_run(tmp_path_factory):
+    """Factory: ``funnel_run(model)`` -> (run directory, data folder) of a model trained once on the
+    declared funnel (1,500 synthetic rows, 1 epoch)."""
     from msmt.experiments.run import run_experiment
     from msmt.spec.config import load_experiment
     from msmt.synth.funnel import write_funnel
 
-    data = write_funnel(tmp_path / "funnel", rows=1500, seed=0)
-    cfg = load_experiment(data / "experiment.yaml", [f"model.name={model}", "train.epochs=1", "train.progress=false",
-                                                     "model.hidden_dims=[16]"])
-    run_experiment(cfg, tmp_path / "run")
+    data = write_funnel(tmp_path_factory.mktemp("funnel"), rows=1500, seed=0)
+    runs = {}
+
+    def make(model: str):
+        if model not in runs:
+            cfg = load_experiment(data / "experiment.yaml", [f"model.name={model}", "train.epochs=1", "train.progress=false",
+                                                             "model.hidden_dims=[16]"])
+            runs[model] = tmp_path_factory.mktemp(f"funnel_{model}")
+            run_experiment(cfg, runs[model])
+        return runs[model], data
+
+    return make
+
+
+@pytest.mark.parametrize("model", ["esmm", "escm2", "aitm"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_esmm_with_a_declared_product_exports_with_parity(funnel_run, tmp_path, fmt, model):
+    """The funnel ESMM (ctcvr = click × cvr) goes through the log-space product algebra
+    (msmt.layers.probability), which must export too: compared in probabilities with `predict`.
+    The ESMM family trained on its declared funnel (ESCM², AITM with its calibrator) likewise."""
+    run_dir, data = funnel_run(model)
     out = tmp_path / f"m.{fmt}"
-    result = export_run(tmp_path / "run", fmt, out, rows=40)
+    result = export_run(run_dir, fmt, out, rows=40)
     assert result.max_abs_diff <= 1e-5
-    run = load_run(tmp_path / "run")
+    run = load_run(run_dir)
     batch = _batch(run, data, rows=31)
     raw = (OnnxRunner(out) if fmt == "onnx" else TorchScriptRunner(out))(batch)
     expected = predict_batches(run.model, batch)
