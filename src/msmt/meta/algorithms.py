@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from msmt.meta.episodes import EpisodeSampler, GroupIndex, group_values
 from msmt.meta.params import InnerRates, ParameterSplit, inner_loop, objective, split_parameters
 from msmt.runtime.device import model_device
-from msmt.spec.batch import Batch, num_rows, to_device
+from msmt.spec.batch import Batch, to_device
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
@@ -50,9 +50,7 @@ def meta_loss(
     """
     params = dict(model.named_parameters())
     lr = rates.as_dict() if rates is not None else cfg.inner_lr
-    if num_rows(support) == 0:  # k = 0: nothing to adapt on, the query scores the block's start itself
-        phi = {n: params[n].detach() if cfg.algorithm == "reptile" else params[n] for n in split.personal}
-    elif cfg.algorithm == "reptile":
+    if cfg.algorithm == "reptile":
         start = {n: params[n].detach().requires_grad_(True) for n in split.personal}
         phi = {n: t.detach() for n, t in inner_loop(model, start, support, tasks, cfg.inner_steps, lr, max_grad_norm=cfg.inner_max_grad_norm, backtrack=cfg.inner_backtrack).items()}
     else:
@@ -157,7 +155,7 @@ def finetune_query_loss(
     with torch.random.fork_rng(devices=[]):
         for support, query in episode:
             phi0 = {n: t.clone().requires_grad_(True) for n, t in start.items()}
-            phi = phi0 if num_rows(support) == 0 else inner_loop(model, phi0, support, tasks, cfg.inner_steps, cfg.inner_lr, max_grad_norm=cfg.inner_max_grad_norm,
+            phi = inner_loop(model, phi0, support, tasks, cfg.inner_steps, cfg.inner_lr, max_grad_norm=cfg.inner_max_grad_norm,
                              backtrack=cfg.inner_backtrack)
             with torch.no_grad():
                 total += float(objective(model, phi, query, tasks))

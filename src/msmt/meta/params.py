@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from msmt.spec.batch import Batch
+from msmt.spec.batch import Batch, num_rows
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
@@ -117,10 +117,12 @@ def inner_loop(
     a descent step on the support rows. The chosen factor is a constant of the graph (MAML
     differentiates through the step taken). Costs one forward pass per try.
 
-    Every tensor of ``phi`` must require grad. With ``create_graph`` the result is a
+    An empty ``support`` returns ``phi`` itself (no step). Every tensor of ``phi`` must require grad. With ``create_graph`` the result is a
     differentiable function of ``phi`` and of the model's shared parameters (MAML); without it
     each step's gradient is a constant, so dφ_g/dφ = I (first-order MAML).
     """
+    if num_rows(support) == 0:  # k = 0 (an episode of meta.support_min 0): nothing to adapt on, φ_g = φ
+        return dict(phi)
     names = list(phi)
     with torch.enable_grad():
         for _ in range(steps):
