@@ -110,7 +110,8 @@ def meta_line(study: Study) -> str:
     m = load_experiment(world.config, method_overrides(world, study.meta[0], {}, 0, study.extra, max(study.ks))).meta
     return (f"Meta-training (after the base's training, `meta.shared` = {m.shared or 'none'}, personal = {m.personal}): "
             f"{m.episodes} episodes of {m.groups_per_episode} groups, support size drawn from [{m.support_min}, {m.support_size}] "
-            f"(time-ordered episodes: `{m.episode_split}`), query ≤ {m.query_size} rows, outer {m.outer_optimizer} lr {m.outer_lr:g}; "
+            f"(time-ordered episodes: `{m.episode_split}`), query ≤ {m.query_size} rows, outer {m.outer_optimizer} lr {m.outer_lr:g}, "
+            f"outer gradient clipped to norm {m.outer_max_grad_norm}; "
             f"adaptation (every method): {m.inner_steps} inner steps of lr {m.inner_lr:g}, gradient clip {m.inner_max_grad_norm}, "
             f"up to {m.inner_backtrack} halvings of a step that would raise the support loss; "
             f"ID warm-up: {m.warmup_steps} steps of {m.warmup_rows} + {m.warmup_rows} rows.")

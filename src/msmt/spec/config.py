@@ -170,9 +170,9 @@ class MetaConfig(Strict):
     # it, so meta-learning cannot damage the forecast of a group without rows (K = 0)
     shared: list[str] = Field(default_factory=list)
     support_size: int = Field(default=10, ge=1)  # the largest support set of an episode
-    # each episode draws its support size from [support_min, support_size]; 0 lets some episodes score the block's
-    # start unadapted (the forecast of a group without rows, K = 0) beside the adapted ones
-    support_min: int = Field(default=1, ge=0)
+    # each episode draws its support size from [support_min, support_size]; 0 (default) lets some episodes score the
+    # block's start unadapted (the forecast of a group without rows, K = 0) beside the adapted ones
+    support_min: int = Field(default=0, ge=0)
     query_size: int = Field(default=20, ge=1)  # the most rows per group the adapted block is scored on
     # time: support = a group's rows before a cut, query = the rows after it (as deployment sees
     # them; the dataset's panel time or split time column orders them); random: a random split
@@ -187,9 +187,9 @@ class MetaConfig(Strict):
     inner_backtrack: int = Field(default=4, ge=0)
     outer_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     outer_lr: float = Field(default=1e-3, gt=0.0)  # learning rate of the outer loop
-    # None: no clipping; else each outer step's gradient over θ ∪ φ (∪ α) is rescaled to at most this global L2
-    # norm, so that one episode whose groups the inner loop overshoots cannot throw the block's start far away
-    outer_max_grad_norm: float | None = Field(default=None, gt=0.0)
+    # each outer step's gradient over θ ∪ φ (∪ α) is rescaled to at most this global L2 norm (None: no clipping), so
+    # that one episode whose groups the inner loop overshoots cannot throw the block's start far away (docs/results.md)
+    outer_max_grad_norm: float | None = Field(default=1.0, gt=0.0)
     seed: int = 0  # seed of the episode sampler
     # log meta_history.csv's finetune_query_loss: the same episodes' query loss after plain fine-tuning from the
     # block before meta-training (the curve's noise-free reference; costs 30-75% of meta-training's time)
