@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 MSMT   := $(VENV)/bin/msmt
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint wheel-check clean
+.PHONY: install demo test lint wheel-check mutation-check clean
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(STAMP) lint
 # (.ci/wheel-check; about 80 s on 2 cores, most of it installing torch into the new venv).
 wheel-check: $(STAMP)
 	PY=$(PY) PYTHON=$(PYTHON) .ci/wheel-check
+
+# Break each mechanism of tests/mutations.yaml in a copy of src/ and check its proof tests fail
+# (.ci/mutation_check.py; about 20 min on 2 cores; not part of `make test`).
+mutation-check: $(STAMP)
+	$(PY) .ci/mutation_check.py
 
 clean:
 	rm -rf $(VENV) demo runs .pytest_cache

@@ -199,7 +199,7 @@ def test_gradnorm_weights_follow_hand_computed_updates_while_losses_move():
     torch.manual_seed(0)
     tasks = tasks_of("regression", 3)
     model = Toy(3)
-    alpha, lr, min_weight = 2.0, 0.05, 1e-3
+    alpha, lr, min_weight = 0.5, 0.05, 1e-3
     bal = build_balancer(tasks, loss_cfg("gradnorm", alpha=alpha, lr=lr, min_weight=min_weight), model)
     opt = torch.optim.Adam(model.parameters(), lr=0.03)
     gen = torch.Generator().manual_seed(4)
@@ -211,7 +211,7 @@ def test_gradnorm_weights_follow_hand_computed_updates_while_losses_move():
     m = torch.zeros(3, dtype=torch.float64)
     v = torch.zeros(3, dtype=torch.float64)
     initial = None
-    ratio_term_decided = False
+    ratio_term_decided = exponent_decided = False
     for step in range(1, 13):
         losses = {t.name: rules(t).row_loss(o, y).mean() for t, o, y in zip(tasks, model(x), ys)}
         L = torch.tensor([float(losses[t.name].detach()) for t in tasks], dtype=torch.float64)
@@ -226,6 +226,7 @@ def test_gradnorm_weights_follow_hand_computed_updates_while_losses_move():
         assert (G - target).abs().min() > 1e-4 * G.max()  # no near-tie: float32 and float64 agree on the sign
         grad = torch.sign(G - target) * norms
         ratio_term_decided |= bool((torch.sign(G - target) != torch.sign(G - G.mean())).any())
+        exponent_decided |= bool((torch.sign(G - target) != torch.sign(G - G.mean() * r)).any())
         # Adam (Kingma & Ba) with torch's defaults: betas (0.9, 0.999), eps 1e-8
         m = 0.9 * m + 0.1 * grad
         v = 0.999 * v + 0.001 * grad**2
@@ -240,6 +241,7 @@ def test_gradnorm_weights_follow_hand_computed_updates_while_losses_move():
         torch.testing.assert_close(bal.weights.detach().double(), w, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(initial / initial.mean(), L / L.mean(), rtol=0.05)  # the losses moved apart: r ≠ 1
     assert ratio_term_decided
+    assert exponent_decided  # α itself decides an update: r^α and r^1 disagree on a sign at some step
 
 
 def test_gradnorm_needs_a_last_shared_layer():
