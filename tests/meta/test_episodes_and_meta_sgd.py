@@ -279,3 +279,38 @@ def test_outer_clip_rescales_the_outer_step_to_the_bound(panel):
     assert float(clipped.norm()) == pytest.approx(0.1 * clip, rel=1e-4)
     torch.testing.assert_close(clipped, free / 4, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(step(norm * 2), free, rtol=1e-5, atol=1e-8)  # a bound above ‖g‖ changes nothing
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+def test_meta_training_and_adaptation_keep_the_frozen_base_out_of_autograd(panel, algorithm):
+    """While meta-training and adapting, the parameters neither personal nor shared do not require grad
+    (no graph recorded, no gradient computed for them); afterwards every flag is as it was. The personal
+    block moves, the frozen base does not."""
+    from msmt.meta import adapt
+
+    cfg, schema, frame, batch = panel
+    meta = cfg.meta.model_copy(update={"algorithm": algorithm, "episodes": 3, "groups_per_episode": 2, "outer_lr": 0.05})
+    torch.manual_seed(0)
+    model = build_model(schema, cfg.model)
+    plan = plan_meta(model, meta, frame)
+    assert plan.split.frozen and not plan.split.shared
+    named = dict(model.named_parameters())
+    frozen = [named[n] for n in plan.split.frozen]
+    before = {n: p.detach().clone() for n, p in named.items()}
+    seen: list[bool] = []
+    handle = model.register_forward_hook(lambda *_: seen.append(any(p.requires_grad for p in frozen)))
+    try:
+        meta_train(model, meta, plan, batch)
+        assert seen and not any(seen)
+        assert all(p.requires_grad for p in model.parameters())
+        assert all(torch.equal(named[n], before[n]) for n in plan.split.frozen)
+        assert any(not torch.equal(named[n], before[n]) for n in plan.split.personal)
+
+        seen.clear()
+        rows = torch.arange(20)
+        phi = adapt(model, plan.split, take(batch, rows), schema.spec.tasks, 2, 0.1, 5.0)
+        assert seen and not any(seen)
+        assert all(p.requires_grad for p in model.parameters())
+        assert any(not torch.equal(phi[n], named[n]) for n in plan.split.personal)
+    finally:
+        handle.remove()

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from msmt.meta.episodes import EpisodeSampler, GroupIndex, group_values
-from msmt.meta.params import InnerRates, ParameterSplit, inner_loop, objective, split_parameters
+from msmt.meta.params import InnerRates, ParameterSplit, inner_loop, objective, split_parameters, trainable_only
 from msmt.runtime.device import model_device
 from msmt.spec.batch import Batch, to_device
 from msmt.spec.config import MetaConfig
@@ -83,7 +83,8 @@ def meta_step(
     reptile_dir = {n: torch.zeros_like(params[n]) for n in split.personal} if cfg.algorithm == "reptile" else None
     for support, query in episode:
         loss, phi = meta_loss(model, split, support, query, tasks, cfg, rates)
-        (loss / len(episode)).backward()
+        if loss.requires_grad:  # not for Reptile without a shared θ: its query loss then only scores φ_g
+            (loss / len(episode)).backward()
         total += float(loss.detach())
         if reptile_dir is not None:
             for n in split.personal:
@@ -186,19 +187,20 @@ def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: 
     device = model_device(model)
     start = {n: p.detach().clone() for n, p in model.named_parameters() if n in set(plan.split.personal)}
     model.train()
-    for episode in range(1, meta.episodes + 1):
-        batches = [(to_device(s, device), to_device(q, device)) for s, q in plan.sampler.sample_batches(data)]
-        if meta.log_reference:
-            reference.append(finetune_query_loss(model, start, batches, tasks, meta))
-        window.append(meta_step(model, plan.split, batches, tasks, meta, optimizer, plan.rates))
-        if episode % every == 0 or episode == meta.episodes:
-            row = {"episode": episode, "query_loss": sum(window) / len(window)}
-            if reference:
-                row["finetune_query_loss"] = sum(reference) / len(reference)
-            history.append(row)
-            if progress:
-                ref = f" (fine-tuning from the start: {row['finetune_query_loss']:.4f})" if reference else ""
-                print(f"meta {meta.algorithm} episode {episode}: query_loss={row['query_loss']:.4f}{ref}")
-            window, reference = [], []
+    with trainable_only(model, (*plan.split.personal, *plan.split.shared)):  # the frozen base: no graph, no gradient
+        for episode in range(1, meta.episodes + 1):
+            batches = [(to_device(s, device), to_device(q, device)) for s, q in plan.sampler.sample_batches(data)]
+            if meta.log_reference:
+                reference.append(finetune_query_loss(model, start, batches, tasks, meta))
+            window.append(meta_step(model, plan.split, batches, tasks, meta, optimizer, plan.rates))
+            if episode % every == 0 or episode == meta.episodes:
+                row = {"episode": episode, "query_loss": sum(window) / len(window)}
+                if reference:
+                    row["finetune_query_loss"] = sum(reference) / len(reference)
+                history.append(row)
+                if progress:
+                    ref = f" (fine-tuning from the start: {row['finetune_query_loss']:.4f})" if reference else ""
+                    print(f"meta {meta.algorithm} episode {episode}: query_loss={row['query_loss']:.4f}{ref}")
+                window, reference = [], []
     model.eval()
     return history

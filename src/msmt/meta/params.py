@@ -12,7 +12,8 @@ With ``create_graph=True`` the steps stay differentiable (second-order MAML, Fin
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,27 @@ def split_parameters(model: nn.Module, cfg: MetaConfig) -> ParameterSplit:
     chosen |= set(shared)
     frozen = [n for n, _ in model.named_parameters() if n not in chosen]
     return ParameterSplit(tuple(personal), tuple(shared), tuple(frozen))
+
+
+@contextmanager
+def trainable_only(model: nn.Module, names: Iterable[str]) -> Iterator[None]:
+    """Within the block, only the named parameters of ``model`` require grad; each parameter's
+    flag is put back on exit.
+
+    Meta-training, adaptation and ID warm-up move a few parameters on top of a base they leave
+    alone. With the base's parameters still requiring grad, every forward pass records the base's
+    graph and every outer backward differentiates through it into gradients that are then thrown
+    away. Gradients of the named parameters are the same either way (the frozen parameters are
+    constants of the objective); only the work for the others is skipped."""
+    keep = set(names)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in keep)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def objective(model: nn.Module, params: dict[str, Tensor], batch: Batch, tasks: tuple[Task, ...]) -> Tensor:
@@ -177,7 +199,8 @@ def adapt(
         model.eval()
         try:
             rates = {n: r.detach() for n, r in lr.items()} if isinstance(lr, dict) else lr
-            phi = inner_loop(model, phi, support, tasks, steps, rates, create_graph=False, max_grad_norm=max_grad_norm, backtrack=backtrack)
+            with trainable_only(model, ()):  # φ is a copy: the model's own parameters are constants here
+                phi = inner_loop(model, phi, support, tasks, steps, rates, create_graph=False, max_grad_norm=max_grad_norm, backtrack=backtrack)
         finally:
             model.train(was_training)
     return {n: t.detach().clone() for n, t in phi.items()}

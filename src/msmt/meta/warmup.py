@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from msmt.layers.embedding import FeatureEncoder
+from msmt.meta.params import trainable_only
 from msmt.spec.batch import Batch, take, to_device
 from msmt.spec.config import MetaConfig
 from msmt.spec.errors import ConfigError
@@ -61,11 +62,7 @@ def warm_up_ids(model: nn.Module, meta: MetaConfig, data: Batch, progress: bool 
         return []
     device = next(model.parameters()).device
     generator_params = list(encoder.generators.parameters())
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in frozen:
-        p.requires_grad_(False)
-    for p in generator_params:
-        p.requires_grad_(True)
+    generator_ids = {id(p) for p in generator_params}
     optimizer = make_optimizer(generator_params, "adam", meta.warmup_lr)
     rng = np.random.default_rng(meta.seed)
     k = meta.warmup_rows
@@ -83,33 +80,32 @@ def warm_up_ids(model: nn.Module, meta: MetaConfig, data: Batch, progress: bool 
     history, window = [], []
     every = max(1, meta.warmup_steps // 10)
     try:
-        for step in range(1, meta.warmup_steps + 1):
-            optimizer.zero_grad(set_to_none=True)
-            cold_sum, warm_sum = 0.0, 0.0
-            for name, (field, groups) in pools.items():
-                rows = rng.permutation(groups[rng.integers(len(groups))])
-                a = to_device(take(data, torch.from_numpy(rows[:k].copy())), device)
-                b = to_device(take(data, torch.from_numpy(rows[k : 2 * k].copy())), device)
-                a_new, b_new = _as_new(a, field), _as_new(b, field)
-                generated = encoder.generate_ids(encoder.table(a_new["sparse"] + encoder.offsets[: encoder.num_sparse]), a_new["sparse"], a_new)
-                e = generated[:, field].mean(0)  # [dim]: the ID's cold-start embedding
-                cold = _loss(model, {**a_new, f"warm.{name}": e.expand(k, -1)})
-                grad = torch.autograd.grad(cold, e, create_graph=True)[0]
-                warmed = e - meta.warmup_step_size * grad
-                warm = _loss(model, {**b_new, f"warm.{name}": warmed.expand(k, -1)})
-                (meta.warmup_mix * cold + (1 - meta.warmup_mix) * warm).backward()
-                cold_sum += float(cold.detach())
-                warm_sum += float(warm.detach())
-            optimizer.step()
-            window.append((cold_sum, warm_sum))
-            if step % every == 0 or step == meta.warmup_steps:
-                cold_mean, warm_mean = (float(np.mean([w[i] for w in window])) for i in (0, 1))
-                history.append({"step": step, "cold_loss": cold_mean, "warm_loss": warm_mean})
-                if progress:
-                    print(f"ID warm-up step {step}: cold {cold_mean:.4f} warm {warm_mean:.4f}")
-                window = []
+        with trainable_only(model, [n for n, p in model.named_parameters() if id(p) in generator_ids]):  # the base frozen
+            for step in range(1, meta.warmup_steps + 1):
+                optimizer.zero_grad(set_to_none=True)
+                cold_sum, warm_sum = 0.0, 0.0
+                for name, (field, groups) in pools.items():
+                    rows = rng.permutation(groups[rng.integers(len(groups))])
+                    a = to_device(take(data, torch.from_numpy(rows[:k].copy())), device)
+                    b = to_device(take(data, torch.from_numpy(rows[k : 2 * k].copy())), device)
+                    a_new, b_new = _as_new(a, field), _as_new(b, field)
+                    generated = encoder.generate_ids(encoder.table(a_new["sparse"] + encoder.offsets[: encoder.num_sparse]), a_new["sparse"], a_new)
+                    e = generated[:, field].mean(0)  # [dim]: the ID's cold-start embedding
+                    cold = _loss(model, {**a_new, f"warm.{name}": e.expand(k, -1)})
+                    grad = torch.autograd.grad(cold, e, create_graph=True)[0]
+                    warmed = e - meta.warmup_step_size * grad
+                    warm = _loss(model, {**b_new, f"warm.{name}": warmed.expand(k, -1)})
+                    (meta.warmup_mix * cold + (1 - meta.warmup_mix) * warm).backward()
+                    cold_sum += float(cold.detach())
+                    warm_sum += float(warm.detach())
+                optimizer.step()
+                window.append((cold_sum, warm_sum))
+                if step % every == 0 or step == meta.warmup_steps:
+                    cold_mean, warm_mean = (float(np.mean([w[i] for w in window])) for i in (0, 1))
+                    history.append({"step": step, "cold_loss": cold_mean, "warm_loss": warm_mean})
+                    if progress:
+                        print(f"ID warm-up step {step}: cold {cold_mean:.4f} warm {warm_mean:.4f}")
+                    window = []
     finally:
-        for p, flag in frozen:
-            p.requires_grad_(flag)
         model.train(was_training)
     return history
