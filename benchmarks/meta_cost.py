@@ -16,6 +16,7 @@ against every parameter left trainable (what it did before), interleaved, the fi
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import sys
@@ -32,11 +33,12 @@ from msmt.data.fit import fit_schema
 from msmt.data.io import atomic_write_text
 from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
+from msmt.experiments.run import load_in_memory
 from msmt.meta import GroupIndex, adapt, meta_train, plan_meta, split_parameters
 from msmt.meta.episodes import group_values
 from msmt.models import build_model
 from msmt.rundir.blocks import load_block, read_index, save_blocks
-from msmt.rundir.layout import save_weights
+from msmt.rundir.layout import load_run, save_weights
 from msmt.scoring.predict import forward_with_block
 from msmt.spec.batch import take
 from msmt.spec.config import load_experiment
@@ -96,32 +98,38 @@ def adaptation_times(model, split, cfg, data, index, ks: list[int], n_groups: in
 
 
 @contextmanager
-def _every_parameter_trainable(model, names):
-    """The behaviour before :func:`msmt.meta.params.trainable_only`: the frozen base keeps requiring grad."""
+def _untouched(model, names):
+    """The earlier behaviour in place of :func:`msmt.meta.params.trainable_only` and
+    :func:`msmt.meta.replay.replaying_frozen_base`: the base keeps requiring grad and is recomputed on every call."""
     yield
 
 
-def meta_training_ab(cfg, schema, train, data, episodes: int, repeats: int) -> list[tuple[str, float, float, bool]]:
-    """Per algorithm: (name, median seconds with the frozen base out of autograd, median seconds with every
-    parameter trainable, final parameters equal) of ``episodes`` episodes of :func:`msmt.meta.meta_train` from the
-    same freshly built model, the two arms interleaved ``repeats`` times after one untimed round."""
+@contextmanager
+def _earlier_behaviour():
+    with mock.patch("msmt.meta.algorithms.trainable_only", _untouched), mock.patch("msmt.meta.params.replaying_frozen_base", _untouched):
+        yield
+
+
+def meta_training_ab(make_model, cfg, train, data, episodes: int, repeats: int, log_reference: bool) -> list[tuple[str, float, float, bool]]:
+    """Per algorithm: (name, median seconds as msmt meta-trains, median seconds with the earlier behaviour,
+    final parameters equal) of ``episodes`` episodes of :func:`msmt.meta.meta_train` from the same model
+    (``make_model()``), the two arms interleaved ``repeats`` times after one untimed round."""
     out = []
     for algorithm in ("maml", "fomaml", "reptile", "metasgd"):
-        meta = cfg.meta.model_copy(update={"algorithm": algorithm, "episodes": episodes})
+        meta = cfg.meta.model_copy(update={"algorithm": algorithm, "episodes": episodes, "log_reference": log_reference})
         times: dict[bool, list[float]] = {True: [], False: []}
         finals: dict[bool, dict] = {}
         for repeat in range(repeats + 1):  # the first round warms up, untimed
-            for frozen in (True, False):
+            for now in (True, False):
                 torch.manual_seed(0)
-                model = build_model(schema, cfg.model)
+                model = make_model()
                 plan = plan_meta(model, meta, train)
-                patch = mock.patch("msmt.meta.algorithms.trainable_only", _every_parameter_trainable) if not frozen else nullcontext()
-                with patch:
+                with nullcontext() if now else _earlier_behaviour():
                     t0 = time.perf_counter()
                     meta_train(model, meta, plan, data)
                     if repeat:
-                        times[frozen].append(time.perf_counter() - t0)
-                finals[frozen] = {n: p.detach().clone() for n, p in model.named_parameters()}
+                        times[now].append(time.perf_counter() - t0)
+                finals[now] = {n: p.detach().clone() for n, p in model.named_parameters()}
         same = all(torch.equal(finals[True][n], finals[False][n]) for n in finals[True])
         out.append((algorithm, float(np.median(times[True])), float(np.median(times[False])), same))
     return out
@@ -141,7 +149,7 @@ def scoring_times(model, data, work: Path) -> dict[int, tuple[float, float]]:
     return out
 
 
-def report(args, cfg, n_total: int, n_personal: int, n_tensors: int, st: dict, adapt_rows: list, scoring: dict, ab: list) -> list[str]:
+def report(args, cfg, n_total: int, n_personal: int, n_tensors: int, st: dict, adapt_rows: list, scoring: dict, ab_cfg, ab: list) -> list[str]:
     mib = 1024 * 1024
     n = args.blocks
     full_bytes, blocks_size, blocks_alloc = st["full_bytes"], st["blocks_size"], st["blocks_alloc"]
@@ -173,12 +181,20 @@ def report(args, cfg, n_total: int, n_personal: int, n_tensors: int, st: dict, a
         f"| 1 | {scoring[1][0]:.2f} ms | {scoring[1][1]:.2f} ms |",
         f"| 100 | {scoring[100][0]:.2f} ms | {scoring[100][1]:.2f} ms |",
         "",
-        f"**Meta-training, the frozen base out of autograd** ({args.episodes} episodes of {cfg.meta.groups_per_episode} groups, "
-        f"`meta.shared` = {cfg.meta.shared or 'none'}, `meta.log_reference` = {cfg.meta.log_reference}, 1 thread, median of "
-        f"{args.repeats} interleaved runs from the same model after an untimed one): during meta-training only the personal block "
-        "(and `meta.shared`) requires grad, against every parameter left trainable (the earlier behaviour: the base's graph "
-        "recorded and differentiated, its gradients then dropped).\n",
-        "| algorithm | frozen base | every parameter trainable | speed-up | final parameters equal |",
+        *meta_ab_lines(args, ab_cfg, ab),
+    ]
+
+
+def meta_ab_lines(args, cfg, ab: list) -> list[str]:
+    where = f"the trained base of `{args.meta_run}` (model `{cfg.model.name}`)" if args.meta_run else f"a freshly built `{cfg.model.name}`"
+    return [
+        f"**Meta-training time** ({args.episodes} episodes of {cfg.meta.groups_per_episode} groups from {where}, "
+        f"`meta.shared` = {cfg.meta.shared or 'none'}, `meta.log_reference` = {args.log_reference}, 1 thread, median of "
+        f"{args.repeats} interleaved runs after an untimed one): as msmt meta-trains (only the personal block and `meta.shared` "
+        "require grad, and each inner loop computes the frozen base once per batch: `msmt.meta.params.trainable_only`, "
+        "`msmt.meta.replay`) against the earlier behaviour (every parameter requiring grad, the base recomputed on every "
+        "call of the inner loop).\n",
+        "| algorithm | now | earlier | speed-up | final parameters equal |",
         "|---|---|---|---|---|",
         *[f"| {a} | {t_on:.2f} s | {t_off:.2f} s | {t_off / t_on:.2f}× | {'yes' if same else '**no**'} |" for a, t_on, t_off, same in ab],
         "",
@@ -194,6 +210,9 @@ def main() -> None:
     p.add_argument("--groups", type=int, default=30, help="groups timed per K")
     p.add_argument("--episodes", type=int, default=20, help="meta-training episodes per timed run")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per arm and algorithm")
+    p.add_argument("--log-reference", action="store_true", help="meta.log_reference on in the timed meta-training (the cold-start study's setting)")
+    p.add_argument("--meta-run", type=Path, default=None,
+                   help="time meta-training from this trained run's base, config and training rows (default: a fresh model of --config)")
     p.add_argument("--out", type=Path, default=Path("docs/results/meta_learning_cost.md"))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -214,11 +233,17 @@ def main() -> None:
         data = encode_frame(train, schema)
         adapt_rows = adaptation_times(model, split, cfg, data, GroupIndex(group_values(train, spec.group)), args.ks, args.groups)
         scoring = scoring_times(model, data, work)
-        ab = meta_training_ab(cfg, schema, train, data, args.episodes, args.repeats)
+        if args.meta_run:
+            run = load_run(args.meta_run)
+            ab_cfg, ab_splits, _, ab_encoded = run.config, *load_in_memory(run.config.dataset)
+            ab = meta_training_ab(lambda: copy.deepcopy(run.model), ab_cfg, ab_splits["train"], ab_encoded["train"], args.episodes, args.repeats, args.log_reference)
+        else:
+            ab_cfg = cfg
+            ab = meta_training_ab(lambda: build_model(schema, cfg.model), cfg, train, data, args.episodes, args.repeats, args.log_reference)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    lines = report(args, cfg, n_total, n_personal, len(split.personal), st, adapt_rows, scoring, ab)
+    lines = report(args, cfg, n_total, n_personal, len(split.personal), st, adapt_rows, scoring, ab_cfg, ab)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))

@@ -314,3 +314,18 @@ def test_meta_training_and_adaptation_keep_the_frozen_base_out_of_autograd(panel
         assert any(not torch.equal(phi[n], named[n]) for n in plan.split.personal)
     finally:
         handle.remove()
+
+
+def test_meta_history_counts_the_passes_over_the_training_rows(panel):
+    """``passes`` in the history = support and query rows drawn so far / training rows, counted here by
+    drawing the same episodes again from a sampler with the same seed."""
+    cfg, schema, frame, batch = panel
+    meta = cfg.meta.model_copy(update={"algorithm": "fomaml", "episodes": 10, "groups_per_episode": 3})
+    torch.manual_seed(0)
+    model = build_model(schema, cfg.model)
+    history = meta_train(model, meta, plan_meta(model, meta, frame), batch)
+    again = plan_meta(model, meta, frame).sampler
+    drawn = np.cumsum([sum(len(s) + len(q) for s, q in again.sample()) for _ in range(meta.episodes)])
+    assert [row["episode"] for row in history] == list(range(1, 11))
+    np.testing.assert_allclose([row["passes"] for row in history], drawn / len(frame))
+    assert history[-1]["passes"] > 0

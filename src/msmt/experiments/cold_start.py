@@ -171,7 +171,7 @@ class Study:
 
 def meta_curves(study: Study) -> pd.DataFrame:
     """Meta-training's learning curves (issue 18, item 1): (world, seed, method, episode, query_loss,
-    finetune_query_loss) from every meta run's ``meta_history.csv``: over each tenth of the episodes the
+    finetune_query_loss, passes: rows drawn so far over the training rows) from every meta run's ``meta_history.csv``: over each tenth of the episodes the
     mean query loss after adaptation and after plain fine-tuning from the block before meta-training
     (:func:`msmt.meta.meta_train`). Runs without one (not meta-trained) are skipped."""
     parts = []
@@ -180,6 +180,9 @@ def meta_curves(study: Study) -> pd.DataFrame:
             for method in study.meta:
                 path = study.work / "runs" / world.name / f"seed{seed}" / method / META_HISTORY
                 if path.exists():
-                    parts.append(pd.read_csv(path).assign(world=world.name, seed=seed, method=method))
-    columns = ["world", "seed", "method", "episode", "query_loss", "finetune_query_loss"]
+                    part = pd.read_csv(path)
+                    if "passes" not in part:  # a run of an msmt before the column
+                        part["passes"] = float("nan")
+                    parts.append(part.assign(world=world.name, seed=seed, method=method))
+    columns = ["world", "seed", "method", "episode", "query_loss", "finetune_query_loss", "passes"]
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)

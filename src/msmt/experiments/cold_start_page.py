@@ -211,13 +211,15 @@ def meta_curve_section(curves: pd.DataFrame, path: Path) -> list[str]:
            "of the episodes: the query loss after each method's adaptation (the training objective: each task's loss over "
            "its label scale) and, on the same episodes, after plain fine-tuning from the block as it was before "
            "meta-training. Their difference (negative: meta-training helps) is free of how hard each episode's groups are. "
-           "Median over seeds; the worst tenth of any seed shows a heavy tail.",
-           "", "| world | method | query loss, first tenth | last tenth | − fine-tuning, first tenth | − fine-tuning, last tenth "
-           "| worst tenth (any seed) |", "|---|---|---|---|---|---|---|"]
+           "Median over seeds; the worst tenth of any seed shows a heavy tail. Passes: the support and query rows the "
+           "episodes drew, over the world's training rows (median over seeds).",
+           "", "| world | method | passes | query loss, first tenth | last tenth | − fine-tuning, first tenth | − fine-tuning, last tenth "
+           "| worst tenth (any seed) |", "|---|---|---|---|---|---|---|---|"]
     for (world, method), part in gain.groupby(["world", "method"], sort=False):
-        med = part.groupby("episode")[["query_loss", "gain"]].median().sort_index()
+        med = part.groupby("episode")[["query_loss", "gain", "passes"]].median().sort_index()
         first, last = med.iloc[0], med.iloc[-1]
-        out.append(f"| {world} | {method} | {first['query_loss']:.4f} | {last['query_loss']:.4f} | {first['gain']:+.4f} "
+        passes = "–" if pd.isna(last["passes"]) else f"{last['passes']:.1f}"
+        out.append(f"| {world} | {method} | {passes} | {first['query_loss']:.4f} | {last['query_loss']:.4f} | {first['gain']:+.4f} "
                    f"| {last['gain']:+.4f} | {part['query_loss'].max():.4g} |")
     _curve_figure(gain, path)
     return [*out, "", f"![meta-training curves]({path.parent.name}/{path.name})"]

@@ -22,6 +22,8 @@ personal block's start (and Meta-SGD's rates), so a group without rows keeps the
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from msmt.meta.episodes import EpisodeSampler, GroupIndex, group_values
 from msmt.meta.params import InnerRates, ParameterSplit, inner_loop, objective, split_parameters, trainable_only
 from msmt.runtime.device import model_device
-from msmt.spec.batch import Batch, to_device
+from msmt.spec.batch import Batch, num_rows, to_device
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
 from msmt.spec.errors import ConfigError
@@ -166,11 +168,26 @@ def finetune_query_loss(
     return total / max(len(episode), 1)
 
 
+@contextmanager
+def _augmenting_once(model: nn.Module) -> Iterator[None]:
+    """The model's forward does not augment its input within the block (meta-training augments each episode's
+    batches once: every inner step, backtracking trial and the query then see the same draw)."""
+    before = getattr(model, "augments_in_forward", None)
+    if before is None:
+        yield
+        return
+    model.augments_in_forward = False
+    try:
+        yield
+    finally:
+        model.augments_in_forward = before
+
+
 def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: Batch, progress: bool = False) -> list[dict]:
     """Meta-train ``model`` in place on the training rows ``data`` (the table ``plan`` was made from).
 
     Returns one history row per 10% of the episodes: ``query_loss``, the mean query loss after
-    adaptation, and with ``meta.log_reference`` ``finetune_query_loss``, the same episodes' query loss
+    adaptation, ``passes``, the support and query rows drawn so far over the training rows, and with ``meta.log_reference`` ``finetune_query_loss``, the same episodes' query loss
     after plain fine-tuning from the block before meta-training (:func:`finetune_query_loss`): their
     difference is what meta-training has gained on the training groups, free of how hard each
     episode's groups are.
@@ -183,18 +200,22 @@ def meta_train(model: nn.Module, meta: MetaConfig, plan: MetaPlan | None, data: 
     optimizer = build_outer_optimizer(model, plan.split, meta, plan.rates)
     tasks = model.schema.spec.tasks
     every = max(1, math.ceil(meta.episodes / 10))
-    history, window, reference = [], [], []
+    history, window, reference, drawn = [], [], [], 0
     device = model_device(model)
     start = {n: p.detach().clone() for n, p in model.named_parameters() if n in set(plan.split.personal)}
     model.train()
-    with trainable_only(model, (*plan.split.personal, *plan.split.shared)):  # the frozen base: no graph, no gradient
+    augment = getattr(model, "augment", None)  # training-time input augmentation, drawn once per episode batch
+    with trainable_only(model, (*plan.split.personal, *plan.split.shared)), _augmenting_once(model):  # the frozen base: no graph, no gradient
         for episode in range(1, meta.episodes + 1):
             batches = [(to_device(s, device), to_device(q, device)) for s, q in plan.sampler.sample_batches(data)]
+            if augment is not None:
+                batches = [(augment(s), augment(q)) for s, q in batches]
+            drawn += sum(num_rows(s) + num_rows(q) for s, q in batches)
             if meta.log_reference:
                 reference.append(finetune_query_loss(model, start, batches, tasks, meta))
             window.append(meta_step(model, plan.split, batches, tasks, meta, optimizer, plan.rates))
             if episode % every == 0 or episode == meta.episodes:
-                row = {"episode": episode, "query_loss": sum(window) / len(window)}
+                row = {"episode": episode, "query_loss": sum(window) / len(window), "passes": drawn / max(num_rows(data), 1)}
                 if reference:
                     row["finetune_query_loss"] = sum(reference) / len(reference)
                 history.append(row)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from msmt.meta.replay import replaying_frozen_base
 from msmt.spec.batch import Batch, num_rows
 from msmt.spec.config import MetaConfig
 from msmt.spec.dataset import Task
@@ -85,7 +86,9 @@ def objective(model: nn.Module, params: dict[str, Tensor], batch: Batch, tasks: 
     """Σ_t w_t L_t / s_t on ``batch`` with ``params`` in place of the model's own (scalar tensor);
     s_t is the task's label scale (:func:`msmt.training.losses.loss_scales`), as in training, so
     an inner step has the same size whatever the counts' magnitude."""
-    outputs = torch.func.functional_call(model, params, (batch,), strict=False)
+    # tie_weights=False: no msmt model shares a tensor between two names, and untying scans every
+    # parameter and buffer of the model on each of the inner loop's many calls
+    outputs = torch.func.functional_call(model, params, (batch,), strict=False, tie_weights=False)
     losses = batch_losses(tasks, outputs, batch, model.distribution_parameters(batch))
     scales = loss_scales(model.schema)
     return weighted_total(tasks, {t: v / scales[t] for t, v in losses.items()})
@@ -146,7 +149,7 @@ def inner_loop(
     if num_rows(support) == 0:  # k = 0 (an episode of meta.support_min 0): nothing to adapt on, φ_g = φ
         return dict(phi)
     names = list(phi)
-    with torch.enable_grad():
+    with torch.enable_grad(), replaying_frozen_base(model, names):  # the base is computed once for the support rows
         for _ in range(steps):
             loss = objective(model, phi, support, tasks)
             grads = torch.autograd.grad(loss, [phi[n] for n in names], create_graph=create_graph)

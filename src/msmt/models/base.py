@@ -69,6 +69,9 @@ class MultiTaskModel(nn.Module):
     """Base class: holds the schema and task list; subclasses build the network."""
 
     registry_name = "base"
+    # forward() augments its input in training mode; meta-training turns this off and augments each
+    # episode's batches once instead (msmt.meta.algorithms.meta_train), so an inner loop sees one draw
+    augments_in_forward: bool = True
     # shared ``model.*`` options this model does not read (a GLM has no hidden layers): a
     # hyper-parameter search leaves them out (msmt.experiments.tuned.model_space)
     ignored_options: frozenset[str] = frozenset()
@@ -122,9 +125,16 @@ class MultiTaskModel(nn.Module):
         """The model's own function f(x): {task: [B] logit / log-rate / value}."""
         raise NotImplementedError
 
+    def augment(self, batch: Batch) -> Batch:
+        """The training-time input augmentation (``model.history_dropout``, ``model.history_gap_dropout``): a
+        new batch with part of the panel history hidden, drawn anew per call; ``batch`` itself where there is none."""
+        if (self.history_dropout > 0 or self.history_gap_dropout > 0) and "seq.mask" in batch:
+            return drop_history(batch, self.history_dropout, self.history_gap_dropout)
+        return batch
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        if self.training and (self.history_dropout > 0 or self.history_gap_dropout > 0) and "seq.mask" in batch:
-            batch = drop_history(batch, self.history_dropout, self.history_gap_dropout)
+        if self.training and self.augments_in_forward:
+            batch = self.augment(batch)
         out = self.network(batch)
         return self.forecast(batch, out) if self.forecast is not None else out
 

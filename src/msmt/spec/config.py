@@ -178,7 +178,7 @@ class MetaConfig(Strict):
     # them; the dataset's panel time or split time column orders them); random: a random split
     episode_split: Literal["time", "random"] = "time"
     groups_per_episode: int = Field(default=8, ge=1)  # groups per outer step
-    episodes: int = Field(default=200, ge=0)  # outer steps
+    episodes: int = Field(default=600, ge=0)  # outer steps (600 × 8 groups: 3-4 passes over the cold-start study's training rows)
     inner_steps: int = Field(default=3, ge=0)  # gradient steps of the inner loop (and of msmt adapt)
     inner_lr: float = Field(default=0.1, gt=0.0)  # learning rate of the inner loop (and of msmt adapt); Meta-SGD: the start of its rates
     inner_max_grad_norm: float | None = Field(default=5.0, gt=0.0)  # None: no clipping in the inner loop
