@@ -42,6 +42,21 @@ def groups(trained_panel_run):
     return out
 
 
+def _count_expert_computations(model, monkeypatch) -> list[int]:
+    """[n]: how often the experts really compute (the class's forward, patched before the replay wraps the
+    instance's), however often they are called."""
+    experts_class = type(model.experts)
+    original = experts_class.forward
+    computed = [0]
+
+    def counting(self, *args, **kwargs):
+        computed[0] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(experts_class, "forward", counting)
+    return computed
+
+
 def _no_replay(model, personal):
     return contextlib.nullcontext()
 
@@ -78,15 +93,7 @@ def test_the_base_is_computed_once_per_batch_and_the_personal_block_never_replay
     run, support, _ = groups["m2m"]
     model = run.model.eval()
     split = split_parameters(model, run.config.meta)
-    experts_class = type(model.experts)
-    original = experts_class.forward
-    computed = [0]
-
-    def counting(self, *args, **kwargs):
-        computed[0] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(experts_class, "forward", counting)  # before the replay wraps the instance's forward
+    computed = _count_expert_computations(model, monkeypatch)
     calls = [0]
     handle = model.experts.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
@@ -118,15 +125,7 @@ def test_meta_training_draws_the_input_augmentation_once_per_episode_batch(group
     meta = run.config.meta.model_copy(update={"algorithm": "maml", "episodes": 2, "groups_per_episode": 3, "support_min": 5,
                                               "support_size": 10, "inner_steps": 3, "inner_backtrack": 2, "log_reference": False})
     plan = plan_meta(model, meta, frame, "advertiser_id")
-    experts_class = type(model.experts)
-    original = experts_class.forward
-    computed = [0]
-
-    def counting(self, *args, **kwargs):
-        computed[0] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(experts_class, "forward", counting)
+    computed = _count_expert_computations(model, monkeypatch)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     try:
         meta_train(model, meta, plan, batch)
