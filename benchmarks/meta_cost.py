@@ -7,10 +7,12 @@ copies would only repeat the same byte count). Adaptation time is the wall-clock
 :func:`msmt.meta.adapt` (``meta.inner_steps`` steps on K support rows) for real groups of the
 dataset, on 1 thread; composition time is scoring rows with base + block (block read from disk)
 against the base alone. Meta-training time is the wall-clock of :func:`msmt.meta.meta_train` per
-algorithm, the frozen base out of autograd (:func:`msmt.meta.params.trainable_only`, what msmt does)
-against every parameter left trainable (what it did before), interleaved, the final states compared.
+algorithm as msmt runs it (the frozen base out of autograd, :func:`msmt.meta.params.trainable_only`, and
+computed once per batch in each inner loop, :mod:`msmt.meta.replay`) against the earlier behaviour (every
+parameter requiring grad, the base recomputed on every call), interleaved, the final parameters compared;
+``--meta-run RUN`` times it from a trained run's base (the cold-start study's advertiser M2M).
 
-    python benchmarks/meta_cost.py --config configs/movielens.yaml
+    python benchmarks/meta_cost.py --config configs/movielens.yaml [--meta-run RUN --log-reference]
 """
 
 from __future__ import annotations
