@@ -66,13 +66,15 @@ def test_a_per_scenario_dispersion_is_read_at_each_rows_own_scenario(advertiser_
     assert float(loss) == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_negative_binomial_task_learns_its_over_dispersion(trained_panel_run):
+@pytest.mark.parametrize("dispersion", ["scenario", "task"])
+def test_a_negative_binomial_task_learns_its_over_dispersion(trained_panel_run, dispersion):
     """Impressions in the simulator are Gamma(5, 1/5)-mixed Poisson counts: NB2's α moves from its
-    start (0.37) toward over-dispersion, one α per scenario, and the run trains like any other."""
+    start (0.37) toward over-dispersion, one α per scenario or one for the task (the default), and
+    the run trains and validates like any other."""
     data = trained_panel_run.data_dir
     cfg = load_experiment(data / "experiment.yaml", [
         "model.name=mmoe", "train.epochs=3", "train.progress=false", "train.batch_size=128",
-        "dataset.tasks=[{name: impressions, label: impressions, kind: count, distribution: negative_binomial, dispersion: scenario},"
+        "dataset.tasks=[{name: impressions, label: impressions, kind: count, distribution: negative_binomial, dispersion: " + dispersion + "},"
         " {name: active, label: active, kind: binary, history: cost}]",
     ])
     spec = cfg.dataset
@@ -80,10 +82,12 @@ def test_a_negative_binomial_task_learns_its_over_dispersion(trained_panel_run):
     schema = fit_schema(train, spec)
     model = build_model(schema, cfg.model)
     start = model.dispersion["impressions"].detach().clone()
-    assert start.shape == (schema.num_scenarios + 1,)
+    per_scenario = dispersion == "scenario"
+    assert start.shape == ((schema.num_scenarios + 1,) if per_scenario else (1,))
     result = fit(model, cfg.train, cfg.loss, encode_frame(train, schema), encode_frame(val, schema, context=train), val)
-    moved = model.dispersion["impressions"].detach()[1:]  # index 0: unseen scenarios, never trained
-    assert not torch.equal(moved, start[1:]) and torch.isfinite(moved).all()
+    trained = slice(1, None) if per_scenario else slice(None)  # per scenario, index 0 (unseen scenarios) is never trained
+    moved = model.dispersion["impressions"].detach()[trained]
+    assert not torch.equal(moved, start[trained]) and torch.isfinite(moved).all()
     assert np.isfinite(result.history[-1]["val_impressions_loss"])
     overall = result.val_metrics["overall"]["impressions"]
     assert overall["nmae"] < 1.0 and np.isfinite(overall["nb_deviance"]) and overall["nb_deviance"] > 0

@@ -68,8 +68,9 @@ def _negative_binomial_deviances(model: MultiTaskModel, data: Batch, labels: dic
     """{task: {"nb_deviance": [N]}} for negative-binomial tasks, with the model's dispersion per row."""
     with torch.no_grad():
         log_alpha = model.distribution_parameters({"scenario": data["scenario"].to(model_device(model))})
+    # detach: one α per task is an expanded view of the parameter, which keeps requires_grad under no_grad
     return {
-        task: {"nb_deviance": negative_binomial_deviance(labels[task], preds[task], np.exp(a.double().cpu().numpy()))}
+        task: {"nb_deviance": negative_binomial_deviance(labels[task], preds[task], np.exp(a.detach().double().cpu().numpy()))}
         for task, a in log_alpha.items()
     }
 
