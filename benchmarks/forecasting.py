@@ -3,7 +3,7 @@ with history and M2M on a simulator world of a size and seed the project had not
 and new scenarios, M2M's ablations and curves, and the online-ads data.
 
     .venv/bin/python benchmarks/forecasting.py [--advertisers 1200] [--days 90] [--seed 2026]
-        [--seeds 0 1 2] [--curve-seeds 0 1] [--windows 7 14 28 56]
+        [--seeds 0 1 2] [--curve-seeds 0 1] [--online-seeds 0 .. 9] [--windows 7 14 28 56]
         [--scenario-dims 4 16 64] [--meta-layers 1 2 3] [--threads 2] [--work runs/forecasting] [--skip-curves]
         [--skip-online] [--out docs/results/forecasting.md]
 
@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from msmt.data.io import atomic_write_text, write_table
+from msmt.experiments.cold_start_stats import t_interval
 from msmt.experiments.forecasting import (
     ZERO_SHOT,
     Study,
@@ -77,6 +79,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--meta-layers", type=int, nargs="+", default=[1, 2, 3], help="the meta-depth curve's values")
     ap.add_argument("--skip-curves", action="store_true", help="main variants only (no ablations or curves)")
     ap.add_argument("--skip-online", action="store_true")
+    ap.add_argument("--online-seeds", type=int, nargs="+", default=list(range(10)),
+                    help="training seeds of the online-ads runs (small data, large seed-to-seed spread: more seeds)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="an override for every run (e.g. train.epochs=1 for a smoke run)")
     return ap.parse_args()
@@ -124,12 +128,13 @@ def online_variants() -> list[Variant]:
 
 
 def online_study(args) -> pd.DataFrame:
-    study = Study(ONLINE, args.work / "runs" / "online_ads", args.seeds, online_variants(), _extra(args), None, _log)
+    study = Study(ONLINE, args.work / "runs" / "online_ads", args.online_seeds, online_variants(), _extra(args), None, _log)
     return study_records(study, study.train())
 
 
-def world_section(args, summary: pd.DataFrame, config: Path, rows: dict[str, int]) -> list[str]:
+def world_section(args, summary: pd.DataFrame, records: pd.DataFrame, config: Path, rows: dict[str, int]) -> list[str]:
     v = values(summary)
+    rivals = [(m, "m2m", m) for m in (x.name for x in main_variants()) if m.endswith("+history")]
     history_bounds = (*(history_oracle_name(w) for w in history_windows(load_experiment(config).dataset)), "oracle")
     main = [x.name for x in main_variants()]
     cols = WORLD_COLS
@@ -142,6 +147,9 @@ def world_section(args, summary: pd.DataFrame, config: Path, rows: dict[str, int
         "### Targets", "", *world_targets(v, main), "",
         "### Test split, overall", "", *table(v, main, "test", "overall", cols, history_bounds), "",
         f"### The minor scenario `{MINOR}`", "", *table(v, main, "test", MINOR, cols, history_bounds), "",
+        paired_note(args.seeds, "overall, then on the minor scenario"), "",
+        *paired_differences(records, "overall", rivals, cols, "M2M − (overall)"), "",
+        *paired_differences(records, MINOR, rivals, cols, f"M2M − (`{MINOR}`)"), "",
         "The `oracle (history, …)` rows forecast `active` as well as anything can from the unit's observed live and paused "
         "days over the panel's window or over every day since the first (`msmt.synth.advertiser.history_oracle_active`: the "
         "exact Bayes posterior of the unit's propensities to pause and resume, knowing the world's priors and the advertiser's "
@@ -225,14 +233,44 @@ def curves_section(summary: pd.DataFrame, args) -> list[str]:
     return out
 
 
-def online_section(summary: pd.DataFrame, args) -> list[str]:
+def paired_differences(records: pd.DataFrame, scenario: str, rows: Sequence[tuple[str, str, str]],
+                       cols: Sequence[tuple[str, str]], title: str = "M2M −") -> list[str]:
+    """A table of M2M − rival on the test split: per (task, metric) the differences paired by training seed
+    (the same seed's two runs), their mean and 95% Student-t interval over seeds, * where it excludes 0.
+    ``rows``: (label, M2M's variant, the rival's variant)."""
+    test = records[(records["split"] == "test") & (records["scenario"] == scenario)]
+
+    def per_seed(variant: str, task: str, metric: str) -> pd.Series:
+        part = test[(test["variant"] == variant) & (test["task"] == task) & (test["metric"] == metric)]
+        return part.set_index("seed")["value"]
+
+    unit = {"nmae": "NMAE", "auc": "AUC"}
+    lines = [f"| {title} | " + " | ".join(f"{t} {unit.get(m, m)}" for t, m in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for label, ours, theirs in rows:
+        cells = []
+        for task, metric in cols:
+            diff = (per_seed(ours, task, metric) - per_seed(theirs, task, metric)).dropna()
+            mean, low, high, n = t_interval(diff.to_numpy())
+            mark = " *" if n > 1 and (high < 0 or low > 0) else ""
+            cells.append("–" if n == 0 else f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]{mark}" if n > 1 else f"{mean:+.4f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_note(seeds: Sequence[int], what: str) -> str:
+    return (f"**Which differences are more than seed noise.** M2M's test value minus each rival's, paired by training seed "
+            f"({what}), mean and 95% t-interval over the {len(seeds)} seeds; * = the interval excludes 0 (NMAE: negative = "
+            "M2M lower, better; AUC: positive = M2M higher, better; `benchmarks/forecasting.py: paired_differences`).")
+
+
+def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[str]:
     if summary.empty:
         return []
     v = values(summary)
     main = [x.name for x in main_variants()]
     trained = [m for m in main if not m.startswith("naive_")]
     cols = [(t, "nmae") for t in ONLINE_TASKS]
-    auto = load_run(args.work / "runs" / "online_ads" / "m2m" / f"seed{args.seeds[0]}").model
+    auto = load_run(args.work / "runs" / "online_ads" / "m2m" / f"seed{args.online_seeds[0]}").model
     auto_chosen = ", ".join(f"{t}: naive {m}" for t, m in auto.forecast.chosen().items())
 
     def blend_lower(split: str) -> tuple[int, int]:
@@ -262,10 +300,11 @@ def online_section(summary: pd.DataFrame, args) -> list[str]:
     else:
         other = BLEND
     rows = [*main, *(m + other for m in trained)]
+    suffix = BLEND if chosen == "blend" else ""  # the records keep the runs' own names
     return [
         "## Online ads (real data)",
         "",
-        f"`configs/online_ads.yaml`, training seeds {args.seeds}. On 1 May 2020 the data changes regime (conversions per "
+        f"`configs/online_ads.yaml`, training seeds {args.online_seeds}. On 1 May 2020 the data changes regime (conversions per "
         "click about 3× April's, clicks per display about two thirds); 82% of the training rows (1 April – 10 May) are "
         "April's, validation and test (10 – 31 May) are all May's, and in the test days (the last 15% by date) the "
         "trailing mean falls far behind the last value.",
@@ -284,6 +323,13 @@ def online_section(summary: pd.DataFrame, args) -> list[str]:
         *naive_checks(v, ONLINE_TASKS),
         "",
         *table(v, rows, "test", "overall", cols, bounds=()),
+        "",
+        paired_note(args.online_seeds, f"both with the `{chosen}` offset; the naive forecasts have none"),
+        "",
+        *paired_differences(records, "overall", [
+            (rival, "m2m" + suffix, rival if rival.startswith("naive_") else rival + suffix)
+            for rival in [m for m in trained if m != "m2m"] + ["naive_last", "naive_mean"]
+        ], cols),
         "",
         "### Validation split (where the offset was chosen)",
         "",
@@ -322,7 +368,7 @@ def main() -> None:
         "# Forecasting: the naive forecasts, the multi-task models and M2M", "",
         "Generated by `.venv/bin/python benchmarks/forecasting.py` "
         f"(`--advertisers {args.advertisers} --days {args.days} --seed {args.seed} --seeds {' '.join(map(str, args.seeds))} "
-        f"--curve-seeds {' '.join(map(str, args.curve_seeds))}`) "
+        f"--curve-seeds {' '.join(map(str, args.curve_seeds))} --online-seeds {' '.join(map(str, args.online_seeds))}`) "
         f"with msmt's source {source_hash()[:12]} on {platform.processor() or platform.machine()}, "
         f"{args.threads} threads per run; this run took {hours:.1f} h including reused runs. The numbers behind every "
         f"table: [`forecasting/`](forecasting/).", "",
@@ -335,9 +381,9 @@ def main() -> None:
         "a scale per task. NMAE = Σ|y − ŷ| / Σ|y| (lower is better), AUC for `active` (higher is better). "
         f"Count tasks: {', '.join(COUNTS)}.", "",
         *gap_note(config),
-        *world_section(args, summaries["world"], config, rows),
+        *world_section(args, summaries["world"], world, config, rows),
         *curves_section(pd.concat([summaries["world"], summaries["curves"]]) if "curves" in summaries else pd.DataFrame(), args),
-        *online_section(summaries.get("online", pd.DataFrame()), args),
+        *online_section(summaries.get("online", pd.DataFrame()), online, args),
     ]
     atomic_write_text(args.out, "\n".join(page))
     _log(f"wrote {args.out}")
