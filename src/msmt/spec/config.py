@@ -100,6 +100,10 @@ class TrainConfig(Strict):
     epochs: int = Field(default=10, ge=1)  # most passes over the training rows (early stopping may end sooner)
     batch_size: int = Field(default=1024, ge=1)  # rows per optimiser step
     lr: float = Field(default=1e-3, gt=0.0)  # AdamW learning rate
+    # per optimiser step: "constant" (lr throughout) or "cosine" (from lr down to lr_min over
+    # train.epochs' steps, Loshchilov & Hutter's SGDR without restarts; msmt.training.optim.build_schedulers)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_min: float = Field(default=0.0, ge=0.0)  # where the cosine schedule ends (at most lr)
     weight_decay: float = Field(default=1e-5, ge=0.0)  # AdamW weight decay
     patience: int = Field(default=3, ge=1)  # epochs without improvement of `monitor` before stopping; the best epoch's weights are kept
     monitor: str = "loss"  # "loss" or "<task>.<metric>", e.g. "click.auc"
@@ -124,6 +128,12 @@ class TrainConfig(Strict):
         if not DEVICE_PATTERN.fullmatch(value):
             raise ValueError(f"'{value}' is not a device (use cpu, cuda, cuda:N or auto)")
         return value
+
+    @model_validator(mode="after")
+    def _check_lr_min(self) -> TrainConfig:
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min}) is above lr ({self.lr}): the cosine schedule decays from lr to lr_min")
+        return self
 
     @field_validator("tensorboard")
     @classmethod

@@ -39,7 +39,7 @@ from msmt.spec.errors import DivergedError
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.training.distributed import Dist
 from msmt.training.losses import build_balancer, model_losses, task_counts, weighted_total
-from msmt.training.optim import build_optimizers
+from msmt.training.optim import build_optimizers, build_schedulers
 from msmt.training.tensorboard import EpochWriter
 
 
@@ -130,6 +130,7 @@ class Trainer:
     dist: Dist
     checkpoint: Path | None
     normalise: bool = True  # loss.normalise
+    schedulers: list = field(default_factory=list)  # one learning-rate schedule per optimiser (train.lr_schedule), stepped per batch
 
     def save(self, best_state: dict, loop: LoopState) -> None:
         save_checkpoint(
@@ -138,6 +139,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "best_model": best_state,
                 "optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [sch.state_dict() for sch in self.schedulers],
                 "balancer": self.balancer.state_dict(),
                 "rng": rng_state(self.generator, self.device),
                 "loop": loop.to_dict(),
@@ -150,6 +152,8 @@ class Trainer:
         self.model.load_state_dict(saved["model"])
         for optimizer, state in zip(self.optimizers, saved["optimizers"], strict=True):
             optimizer.load_state_dict(state)
+        for scheduler, state in zip(self.schedulers, saved.get("schedulers", []), strict=True):
+            scheduler.load_state_dict(state)
         self.balancer.load_state_dict(saved["balancer"])
         set_rng_state(saved["rng"], self.generator, self.device)
         return saved["best_model"], LoopState(**saved["loop"])
@@ -283,6 +287,8 @@ def _train_epoch(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, t
             bar.set_postfix(loss=f"{total:.4f}")
         s.step += 1
         s.global_step += 1
+        for scheduler in tr.schedulers:  # per batch, stepped or not, so the rate is a function of the global step
+            scheduler.step()
         if tr.checkpoint is not None and tc.checkpoint_every and s.global_step % tc.checkpoint_every == 0 and tr.dist.is_main:
             tr.save(best_state, s)
     return {name: v / max(s.step, 1) for name, v in s.sums.items()}
@@ -309,6 +315,14 @@ def _history_row(s: LoopState, train_losses: dict, val_losses: dict, val_metrics
         **_flatten_metrics(val_metrics),
         **{f"weight_{k}": v for k, v in weights.items()},
     }
+
+
+def _steps_per_epoch(train_data: Batch | ParquetStream, tc: TrainConfig, dist: Dist) -> int:
+    """Batches per epoch: the global batches of in-memory rows; for a stream, its rows over every rank's
+    batches (an estimate: ranks stop together at the shortest, and the schedule holds at its end)."""
+    if isinstance(train_data, ParquetStream):
+        return math.ceil(train_data.num_rows / (tc.batch_size * dist.world))
+    return math.ceil(num_rows(train_data) / tc.batch_size)
 
 
 def fit(
@@ -343,6 +357,7 @@ def fit(
     if model.fits_statistics:  # closed-form statistics first (the same on a resume: one pass, no randomness)
         _fit_statistics(tr, train_data, tc)
     s, best_state = LoopState(), _cpu_state(model)
+    tr.schedulers = build_schedulers(tr.optimizers, tc, _steps_per_epoch(train_data, tc, tr.dist))
     if resume:
         if tr.checkpoint is None:
             raise ValueError("resume needs run_dir")

@@ -10,9 +10,15 @@ gradients (only the rows a batch looked up) and is updated by ``torch.optim.Spar
 touches only those rows; all other parameters stay with AdamW. This pays off when tables are
 large and a batch touches few rows (see ``docs/scaling.md`` for the measurement). SparseAdam
 applies no weight decay, so embedding rows are not decayed in this mode.
+
+``train.lr_schedule: cosine`` decays every optimiser's learning rate per step from ``train.lr`` to
+``train.lr_min`` along half a cosine over the run's ``train.epochs`` (Loshchilov & Hutter, ICLR 2017,
+SGDR, without restarts): ``torch.optim.lr_scheduler.LambdaLR`` stepped once per batch.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -70,3 +76,19 @@ def build_optimizers(model: nn.Module, extra_params: list[nn.Parameter], tc: Tra
     if sparse:
         optimizers.append(torch.optim.SparseAdam(sparse, lr=tc.lr))
     return optimizers
+
+
+def cosine_factor(step: int, total: int, floor: float) -> float:
+    """lr_t / lr after ``step`` of ``total`` steps: floor + (1 − floor)·½(1 + cos(π·step/total)), held at
+    ``floor`` from ``total`` on (``floor`` = lr_min / lr)."""
+    t = min(step, total) / max(total, 1)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_schedulers(optimizers: list[torch.optim.Optimizer], tc: TrainConfig, steps_per_epoch: int) -> list[torch.optim.lr_scheduler.LRScheduler]:
+    """One ``LambdaLR`` per optimiser for ``train.lr_schedule: cosine`` over ``train.epochs × steps_per_epoch``
+    steps; [] for ``constant`` (nothing touches the learning rate)."""
+    if tc.lr_schedule == "constant":
+        return []
+    total, floor = tc.epochs * max(steps_per_epoch, 1), tc.lr_min / tc.lr
+    return [torch.optim.lr_scheduler.LambdaLR(o, lambda step: cosine_factor(step, total, floor)) for o in optimizers]
