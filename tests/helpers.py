@@ -18,6 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 # the public datasets of ../shared/data (override with MSMT_SHARED_DATA)
 SHARED_DATA = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+# MMoE on the tiny dataset for three full epochs: 1,600 training rows / 64 = 25 steps per epoch
+TINY_THREE_EPOCHS = [
+    "train.epochs=3",
+    "train.patience=3",
+    "train.batch_size=64",
+    "train.progress=false",
+    "train.num_threads=1",
+    "model.name=mmoe",
+]
+TINY_THREE_EPOCHS_STEPS = 75
+
 
 def model_config(name: str, **overrides) -> ModelConfig:
     base = {"name": name, "embedding_dim": 4, "hidden_dims": [16], "tower_dims": [8]}

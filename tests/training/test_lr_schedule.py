@@ -9,25 +9,14 @@ import math
 import pytest
 import torch
 
-from helpers import run_main
+from helpers import TINY_THREE_EPOCHS, TINY_THREE_EPOCHS_STEPS, run_main
 from msmt.experiments.run import run_experiment
 from msmt.spec.config import ConfigError, load_experiment
 from msmt.training.checkpoint import CHECKPOINT
 from msmt.training.optim import cosine_factor
 
-# 1,600 training rows / 64 = 25 steps per epoch, 3 epochs = 75 steps
-SETTINGS = [
-    "train.epochs=3",
-    "train.patience=3",
-    "train.batch_size=64",
-    "train.progress=false",
-    "train.num_threads=1",
-    "model.name=mmoe",
-    "train.lr=0.004",
-    "train.lr_schedule=cosine",
-    "train.lr_min=0.0004",
-]
-STEPS = 75
+SETTINGS = [*TINY_THREE_EPOCHS, "train.lr=0.004", "train.lr_schedule=cosine", "train.lr_min=0.0004"]
+STEPS = TINY_THREE_EPOCHS_STEPS
 
 
 def test_the_cosine_factor_in_closed_form():

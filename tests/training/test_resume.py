@@ -11,24 +11,19 @@ import sys
 import pytest
 import torch
 
-from helpers import run_main
+from helpers import TINY_THREE_EPOCHS, TINY_THREE_EPOCHS_STEPS, run_main
 from msmt.cli import main
 from msmt.experiments.run import run_experiment
 from msmt.spec.config import load_experiment
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint
 
-# 1,600 training rows / 64 = 25 steps per epoch, 3 epochs = 75 steps, a checkpoint every 7
+# 75 steps, a checkpoint every 7
 SETTINGS = [
-    "train.epochs=3",
-    "train.patience=3",
-    "train.batch_size=64",
-    "train.progress=false",
-    "train.num_threads=1",
+    *TINY_THREE_EPOCHS,
     "train.checkpoint_every=7",
-    "model.name=mmoe",
     "model.dropout=0.1",  # dropout draws from the global RNG: resuming must restore it
 ]
-TOTAL_STEPS = 75
+TOTAL_STEPS = TINY_THREE_EPOCHS_STEPS
 
 # Runs msmt's CLI but SIGKILLs the process inside optimiser step KILL_AT (no cleanup runs).
 KILLER = """
