@@ -10,7 +10,11 @@ and new scenarios, M2M's ablations and curves, and the online-ads data.
 A thin command line over :mod:`msmt.experiments.forecasting` (what is trained and scored) and
 :mod:`msmt.experiments.forecasting_page` (tables, target checks, plots). Runs are ordinary run
 directories under ``WORK`` (git-ignored) and are reused when the same code trained them with the
-same overrides, so a stopped study continues where it stopped.
+same overrides, so a stopped study continues where it stopped. Several processes may share one
+``--work`` folder to use more cores (each with its own ``--seeds`` / ``--online-seeds`` / curve values,
+then one more with the full arguments to reuse every run and write the page), but start the first alone
+until ``WORK/data/world/synth.json`` exists: two processes that find no world both write it, and the
+second deletes the first's files mid-write.
 """
 
 from __future__ import annotations
