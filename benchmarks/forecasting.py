@@ -248,15 +248,18 @@ def paired_differences(records: pd.DataFrame, scenario: str, rows: Sequence[tupl
         part = test[(test["variant"] == variant) & (test["task"] == task) & (test["metric"] == metric)]
         return part.set_index("seed")["value"]
 
+    def cell(diff: pd.Series) -> str:
+        mean, low, high, n = t_interval(diff.dropna().to_numpy())
+        if n == 0:
+            return "–"
+        if n == 1:  # no interval from one seed
+            return f"{mean:+.4f}"
+        return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]" + (" *" if high < 0 or low > 0 else "")
+
     unit = {"nmae": "NMAE", "auc": "AUC"}
     lines = [f"| {title} | " + " | ".join(f"{t} {unit.get(m, m)}" for t, m in cols) + " |", "|---|" + "---:|" * len(cols)]
     for label, ours, theirs in rows:
-        cells = []
-        for task, metric in cols:
-            diff = (per_seed(ours, task, metric) - per_seed(theirs, task, metric)).dropna()
-            mean, low, high, n = t_interval(diff.to_numpy())
-            mark = " *" if n > 1 and (high < 0 or low > 0) else ""
-            cells.append("–" if n == 0 else f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]{mark}" if n > 1 else f"{mean:+.4f}")
+        cells = [cell(per_seed(ours, task, metric) - per_seed(theirs, task, metric)) for task, metric in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
