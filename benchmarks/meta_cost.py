@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import shutil
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from msmt.meta.episodes import group_values
 from msmt.models import build_model
 from msmt.rundir.blocks import load_block, read_index, save_blocks
 from msmt.rundir.layout import load_run, save_weights
+from msmt.runtime.host import describe_cpu
 from msmt.scoring.predict import forward_with_block
 from msmt.spec.batch import take
 from msmt.spec.config import load_experiment
@@ -159,7 +159,7 @@ def report(args, cfg, n_total: int, n_personal: int, n_tensors: int, st: dict, a
         "## Cost of personal blocks\n",
         f"Command: `python benchmarks/meta_cost.py {' '.join(sys.argv[1:])}` "
         f"(model `{cfg.model.name}` of `{args.config}`, personal = `{cfg.meta.personal}`, 1 thread, "
-        f"shared machine; {os.cpu_count()} cores visible).\n",
+        f"shared machine: {describe_cpu()}).\n",
         f"Parameters: {n_total:,} in the model, {n_personal:,} personal ({100 * n_personal / n_total:.2f}%), "
         f"{n_tensors} personal tensors.\n",
         "| storage for groups | bytes (sum of files) | on disk | per group |",

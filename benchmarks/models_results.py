@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from msmt.experiments.run import load_in_memory
 from msmt.experiments.tables import mean_std
 from msmt.models import build_model
 from msmt.rundir.provenance import source_hash
+from msmt.runtime.host import describe_cpu
 from msmt.scoring.predict import predict, predict_batches
 from msmt.spec.config import load_experiment, validate_experiment
 from msmt.synth.funnel import write_funnel
@@ -309,8 +309,8 @@ def render(args, datasets: dict[str, Path]) -> str:
         f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/models_results.py --seeds {' '.join(map(str, seeds))} "
         f"--epochs {epochs} --funnel-seeds {' '.join(map(str, fseeds))} --funnel-rows {' '.join(map(str, frows))} --funnel-epochs {fep} "
         f"--funnel-patience {fpat}{' ' + extra if extra else ''}` (each section can be run alone with `--only NAME`; "
-        "`--render` rebuilds this page from the cached runs). One CPU thread per run on a shared 2-core machine "
-        f"({platform.machine()}, torch {torch.__version__}).",
+        "`--render` rebuilds this page from the cached runs). One CPU thread per run on a shared machine "
+        f"({describe_cpu()}, torch {torch.__version__}).",
         "",
         "## Sample-selection bias on the funnel simulator",
         "",

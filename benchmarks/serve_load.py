@@ -52,6 +52,7 @@ from msmt.data.loading import load_splits
 from msmt.data.tensorize import encode_frame
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import load_run
+from msmt.runtime.host import describe_cpu
 from msmt.serving.encode import PanelEncoder, RowEncoder
 from msmt.serving.history import SqliteHistory, last_of_duplicates, observations_from_frame
 from msmt.serving.request import build_request_models, history_columns, request_columns, rows_to_frame
@@ -269,7 +270,7 @@ def conditions() -> str:
     load1 = os.getloadavg()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     return (
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), load average "
+        f"{describe_cpu()}, load average "
         f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} (1 / 5 / 15 min), Python {platform.python_version()}, "
         f"torch {torch.__version__}, commit {commit or '?'}"
     )

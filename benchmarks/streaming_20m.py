@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from msmt.data.io import atomic_write_text
+from msmt.runtime.host import describe_cpu
 
 SCENARIOS = np.array(["feed", "search", "display", "minor"])
 CHUNK = 500_000
@@ -111,7 +110,7 @@ def page(results: list[dict], command: str) -> str:
     )
     return (
         "# Streaming benchmark (benchmarks/streaming_20m.py)\n\n"
-        f"Command: `{command}`, msmt's source {source_hash()[:12]}, {platform.machine()} with {os.cpu_count()} CPUs, "
+        f"Command: `{command}`, msmt's source {source_hash()[:12]}, {describe_cpu()}, "
         "one training thread. One epoch of `shared_bottom` over a synthetic Parquet file read by row group "
         "(500,000 rows each), hashed `user_id` (2^20 buckets), batch 4,096, shuffle buffer 262,144 rows.\n\n"
         "| rows | wall time (s) | rows/s | peak RSS (MB) | val click AUC |\n|---|---|---|---|---|\n"

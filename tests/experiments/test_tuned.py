@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from msmt.experiments.tuned import model_space, render, tuned_pair
+from msmt.runtime.host import describe_cpu
 
 
 def test_a_model_searches_no_key_of_another_models_section(tmp_path):
@@ -58,6 +59,8 @@ def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_p
         assert cells[names.index("click AUC ↑")] == f"{auc:.4f} ± 0.0000", (row, auc)
         assert cells[names.index("dwell NMAE, user_id ∉ train ↓")] == f"{new:.4f} ± 0.0000", (row, new)
     assert "2 trials ×" in page and "`train.lr=" in page
+    assert f"on {describe_cpu()}." in page  # the machine the budget was timed on, not a fixed one
+    assert "on Zen 9, 3 cores, AVX." in render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd", host="Zen 9, 3 cores, AVX")
     noted = render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd", skipped={("tiny", "esmm"): "no funnel"},
                    extras={("tiny", "mmoe"): ("model.dropout=0.1",)})
     assert "* n/a `esmm`: no funnel" in noted and "* `mmoe` here (both configs): `--set model.dropout=0.1`" in noted

@@ -31,6 +31,7 @@ from msmt.experiments.results_page import PAGE_METRIC
 from msmt.experiments.tables import pm
 from msmt.experiments.tune import TuneResult, default_space, tune
 from msmt.models.registry import model_class
+from msmt.runtime.host import describe_cpu
 from msmt.spec.config import dump_yaml, load_experiment, read_yaml_mapping
 from msmt.spec.sections import model_names
 from msmt.spec.task_kinds import higher_is_better
@@ -131,10 +132,12 @@ def dataset_table(pairs: list[Pair], kinds: dict[str, str]) -> list[str]:
 
 
 def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], trials: int, command: str,
-           skipped: Mapping[tuple[str, str], str] | None = None, extras: Mapping[tuple[str, str], Sequence[str]] | None = None) -> str:
+           skipped: Mapping[tuple[str, str], str] | None = None, extras: Mapping[tuple[str, str], Sequence[str]] | None = None,
+           host: str | None = None) -> str:
     """The page: the command, how to read it, one table per dataset. ``skipped``: {(dataset, model):
     why the model does not apply}, listed as n/a under the table; ``extras``: {(dataset, model): the
-    settings the model needs there}, listed so each row can be rerun."""
+    settings the model needs there}, listed so each row can be rerun; ``host``: the machine the
+    searches were timed on (default: this one, :func:`msmt.runtime.host.describe_cpu`)."""
     skipped, extras = dict(skipped or {}), dict(extras or {})
     kinds = task_kinds(configs)
     lines = [
@@ -146,7 +149,8 @@ def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], tr
         f"{', '.join(map(str, seeds))} (`msmt bench`, one thread per run) and measured on the **test** split, which no trial "
         "saw: mean ± std over seeds (population std), the better of the two configs in bold; columns marked `∉ train` are the "
         "test rows whose `dataset.group` ID (the user on MovieLens) has no training row, the cold-start number. The budget is the search alone "
-        "(finished trials × mean seconds per trial, pruned trials included; one thread per trial, `--jobs` searches at once), on a 2-core AVX2 machine.", "",
+        "(finished trials × mean seconds per trial, pruned trials included; one thread per trial, `--jobs` searches at once), "
+        f"on {host or describe_cpu()}.", "",
     ]
     for name, config in configs.items():
         mine = [p for p in pairs if p.dataset == name]
