@@ -42,6 +42,7 @@ from msmt.evaluation.evaluate import evaluate_model
 from msmt.experiments.run import load_in_memory
 from msmt.experiments.tables import mean_std
 from msmt.models import build_model
+from msmt.models.registry import model_class
 from msmt.rundir.provenance import source_hash
 from msmt.runtime.host import describe_cpu
 from msmt.scoring.predict import predict, predict_batches
@@ -55,7 +56,9 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "benchmarks" / "out" / "models" / source_hash()[:16]
 PAGE = REPO / "docs" / "results" / "models.md"
 REAL = {"movielens": REPO / "configs" / "movielens.yaml", "census": REPO / "configs" / "census.yaml"}
-MODELS = ["shared_bottom", "mmoe", "ple", "star", "esmm"]
+# the simplest things a practitioner would try first (item popularity where the data has an item ID,
+# logistic regression), then the shared-bottom family and the models of issue 5
+MODELS = ["popularity", "logistic_regression", "shared_bottom", "mmoe", "ple", "star", "esmm"]
 STRATEGIES = ["fixed", "uncertainty", "gradnorm", "pcgrad", "dwa"]
 STRATEGY_MODEL = "ple"
 NOTES_MARK = "<!-- reading: kept by --render -->"
@@ -165,7 +168,7 @@ def funnel_seed(seed: int, rows: int, epochs: int, patience: int) -> dict:
 # --------------------------------------------------------------------------- real data grid
 
 
-def esmm_overrides(path: Path) -> list[str] | None:
+def esmm_overrides(path: Path) -> list[str]:
     """ESMM needs a product declaration; MovieLens has one (like = click x cvr), census has none."""
     if "movielens" in path.name:
         return [
@@ -173,16 +176,21 @@ def esmm_overrides(path: Path) -> list[str] | None:
             "{name: like, label: like, kind: binary, product_of: [click, cvr]}]",
             "dataset.auxiliary=[{name: cvr, kind: binary}]",
         ]
-    return []  # no funnel in the data: ESMM reduces to one tower per task over shared embeddings
+    return []  # no funnel in the data: ESMM does not apply (:func:`left_out`)
+
+
+def model_overrides(path: Path, model: str) -> list[str]:
+    """The settings of ``model``'s run on the dataset at ``path``."""
+    return [f"model.name={model}", *(esmm_overrides(path) if model == "esmm" else [])]
 
 
 def grid(path: Path) -> list[tuple[str, list[str]]]:
-    runs = []
+    """(label, overrides) of every run on one dataset; a model that does not apply there (with the
+    settings it gets, e.g. ESMM's funnel) is left out (:func:`left_out`)."""
+    runs, skip = [], left_out(path)
     for m in MODELS:
-        extra = [f"model.name={m}"]
-        if m == "esmm":
-            extra += esmm_overrides(path)
-        runs.append((f"{m}+fixed", extra))
+        if m not in skip:
+            runs.append((f"{m}+fixed", model_overrides(path, m)))
     for s in STRATEGIES[1:]:
         runs.append((f"{STRATEGY_MODEL}+{s}", [f"model.name={STRATEGY_MODEL}", f"loss.strategy={s}"]))
     return runs
@@ -281,22 +289,30 @@ def dataset_section(name: str, path: Path, seeds: list[int], epochs: int) -> lis
         return ["(not run yet)"]
     lines = [f"Test split; mean ± std (sample std) over seeds {list(seeds)}; at most {epochs} epochs, early "
              "stopping on the config's monitor (patience 2), best epoch restored. Every model with fixed "
-             f"weights; every loss strategy on {STRATEGY_MODEL}.", ""]
+             f"weights; every loss strategy on {STRATEGY_MODEL}. The first rows are the baselines: item popularity (the "
+             "training rate of each item, where the data has an item ID; nothing to train) and logistic regression.", ""]
     metrics = sorted({k for vals in results.values() for v in vals for k in v if k != "seconds"})
     lines.append("| model + strategy | seeds | " + " | ".join(metrics) + " | train s |")
     lines.append("|---|---|" + "---|" * (len(metrics) + 1))
     for label, vals in results.items():
         cells = [ms([v.get(m) for v in vals]) for m in metrics]
         lines.append(f"| {label} | {len(vals)} | " + " | ".join(cells) + f" | {np.mean([v['seconds'] for v in vals]):.0f} |")
-    if any(label.startswith("esmm") for label in results):
-        if esmm_overrides(path):
-            lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
-                      "over all test rows and `cvr_auc_clicked` the CVR tower's AUC of P(like | click) on clicked test rows."]
-        else:
-            lines += ["", "These data have no funnel (no task is the product of two others), so `esmm` runs with "
-                      "no `product_of` declaration: one tower per task over the shared embeddings, which is all "
-                      "ESMM is without a product task. Its row is there for completeness, not as an ESMM test."]
+    if "esmm+fixed" in results:
+        lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
+                  "over all test rows and `cvr_auc_clicked` the CVR tower's AUC of P(like | click) on clicked test rows."]
+    lines += [f"* n/a `{m}`: {why}" for m, why in left_out(path).items()]
     return lines
+
+
+def left_out(path: Path) -> dict[str, str]:
+    """{model: why it does not apply to this dataset} for the models :func:`grid` leaves out."""
+    out = {}
+    for m in MODELS:
+        cfg = load_experiment(path, model_overrides(path, m))
+        why = model_class(m).not_applicable(cfg.dataset)
+        if why:
+            out[m] = why
+    return out
 
 
 def render(args, datasets: dict[str, Path]) -> str:
