@@ -26,6 +26,7 @@ section can be re-run alone and ``--render`` rebuilds the page from the cache.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -189,9 +190,8 @@ def grid(path: Path) -> list[tuple[str, list[str]]]:
     """(label, overrides) of every run on one dataset; a model that does not apply there (with the
     settings it gets, e.g. ESMM's funnel) is left out (:func:`left_out`)."""
     runs, skip = [], left_out(path)
-    for m in MODELS:
-        if m not in skip:
-            runs.append((f"{m}+fixed", model_overrides(path, m)))
+    for m in (m for m in MODELS if m not in skip):
+        runs.append((f"{m}+fixed", model_overrides(path, m)))
         if m == "logistic_regression":
             runs.append((f"{m}+fixed ({BASELINE_EPOCHS} epochs)", [*model_overrides(path, m), f"train.epochs={BASELINE_EPOCHS}"]))
     for s in STRATEGIES[1:]:
@@ -295,7 +295,7 @@ def dataset_section(name: str, path: Path, seeds: list[int], epochs: int) -> lis
              f"weights; every loss strategy on {STRATEGY_MODEL}. The first rows are the baselines: item popularity (the "
              "training rate of each item, where the data has an item ID; nothing to train) and logistic regression, with "
              f"the grid's epochs and again with at most {BASELINE_EPOCHS} (same early stopping): its training is cheap, and with "
-             "3 epochs it is far from its optimum (its validation loss still falls at 20 epochs).", ""]
+             f"{epochs} epochs it is far from its optimum (its validation loss still falls at 20 epochs).", ""]
     metrics = sorted({k for vals in results.values() for v in vals for k in v if k != "seconds"})
     lines.append("| model + strategy | seeds | " + " | ".join(metrics) + " | train s |")
     lines.append("|---|---|" + "---|" * (len(metrics) + 1))
@@ -310,8 +310,10 @@ def dataset_section(name: str, path: Path, seeds: list[int], epochs: int) -> lis
     return lines
 
 
+@functools.cache
 def left_out(path: Path) -> dict[str, str]:
-    """{model: why it does not apply to this dataset} for the models :func:`grid` leaves out."""
+    """{model: why it does not apply to this dataset} for the models :func:`grid` leaves out (read
+    once per dataset: :func:`grid` is asked for every seed and every render)."""
     out = {}
     for m in MODELS:
         cfg = load_experiment(path, model_overrides(path, m))
