@@ -169,3 +169,33 @@ def test_dataset_table_bolds_the_best_per_column_by_direction_and_marks_na():
     assert table["b"][:2] == ["**0.7500 ± 0.0200**", "0.5000 ± 0.0400"]
     assert table[rp.ORACLE_LABEL][:2] == ["0.7500 ± 0.0000", "0.1000 ± 0.0000"]
     assert table["c"][:2] == ["n/a", "n/a"] and "* n/a `c`: no history." in lines
+
+
+def test_cells_record_epochs_and_the_page_names_the_capped_ones(generated):
+    """cells.csv holds each trained cell's epochs (its history rows) and cap; with ``train.epochs=1``
+    every network cell ran to its cap, and the page lists them so a reader knows they may be under-trained."""
+    import pandas as pd
+
+    cells = pd.read_csv(generated["board"] / "cells.csv")
+    runs = generated["root"] / "work" / "bench" / "runs"
+    sb = cells[cells["model"] == "shared_bottom"]
+    for row in sb.itertuples():
+        assert row.epochs == len(pd.read_csv(runs / row.dataset / "shared_bottom" / f"seed{row.seed}" / "history.csv"))
+    assert (sb["max_epochs"] == 1).all() and (sb["epochs"] == 1).all()
+    assert cells[cells["model"] == "esmm"]["epochs"].isna().all()  # n/a: never trained
+    section = generated["section"]
+    assert "of the 4 cells with a training history, 0 were ended by early stopping" in section
+    assert "`shared_bottom` on `sim_a` (2 of 2 seeds, cap 1); `shared_bottom` on `sim_b` (2 of 2 seeds, cap 1)" in section
+
+
+def test_epoch_budget_line_counts_early_stopped_cells():
+    import pandas as pd
+
+    cells = pd.DataFrame([dict(dataset="d", model="a", seed=s, seconds=1.0, epochs=e, max_epochs=10) for s, e in enumerate((4, 10, 6))]
+                         + [dict(dataset="d", model="lightgbm", seed=0, seconds=1.0, epochs=None, max_epochs=None)])
+    line = rp._epoch_budget(cells)[0]
+    assert line.startswith("Epochs: of the 3 cells with a training history, 2 were ended by early stopping")
+    assert line.endswith("1 ran to their cap and may be under-trained: `a` on `d` (1 of 3 seeds, cap 10).")
+    done = rp._epoch_budget(cells.assign(epochs=[4, 9, 6, None]))[0]
+    assert done.endswith("and none ran to its `train.epochs` cap.")
+    assert rp._epoch_budget(cells.drop(columns=["epochs", "max_epochs"])) == []  # an older cells.csv

@@ -219,6 +219,23 @@ def _cost(cells: pd.DataFrame, jobs: int) -> list[str]:
             f"this generation trained {at_once}, `--jobs {jobs}`).", ""]
 
 
+def _epoch_budget(cells: pd.DataFrame) -> list[str]:
+    """Which trained cells ran to their ``train.epochs`` cap (early stopping never ended them), so a
+    reader knows which rows may be under-trained rather than converged."""
+    if "epochs" not in cells or not cells["epochs"].notna().any():
+        return []
+    trained = cells[cells["epochs"].notna() & cells["max_epochs"].notna()]
+    capped = trained[trained["epochs"] >= trained["max_epochs"]]
+    head = (f"Epochs: of the {len(trained)} cells with a training history, {len(trained) - len(capped)} were ended by "
+            "early stopping (`train.patience` epochs without a better validation loss; the best epoch's weights are kept)")
+    if not len(capped):
+        return [head + " and none ran to its `train.epochs` cap.", ""]
+    groups = capped.groupby(["dataset", "model"], sort=False)
+    listed = "; ".join(f"`{m}` on `{d}` ({len(g)} of {int((trained['dataset'].eq(d) & trained['model'].eq(m)).sum())} seeds, "
+                       f"cap {int(g['max_epochs'].iloc[0])})" for (d, m), g in groups)
+    return [f"{head}; {len(capped)} ran to their cap and may be under-trained: {listed}.", ""]
+
+
 def _dataset_heading(ds: Dataset, split: str, models: list[str]) -> list[str]:
     lines = [f"### {ds.title} (`{ds.name}`)", "", f"Data: {ds.source}; {split} split."]
     lines += [f"`{model}` here: {why}." for model, why in ds.why.items() if model in models]
@@ -237,7 +254,7 @@ def render_section(leaderboard: Path, page: Path, datasets: list[Dataset], confi
     kinds = task_kinds(configs)
     link = Path(os.path.relpath(leaderboard / "leaderboard.md", page.parent)).as_posix()
     splits = summary.groupby("dataset")["split"].first().to_dict() if len(summary) else {}
-    lines = [*_intro(models, len(datasets), seeds, command, link), *_cost(cells, jobs)]
+    lines = [*_intro(models, len(datasets), seeds, command, link), *_cost(cells, jobs), *_epoch_budget(cells)]
     for ds in datasets:
         lines += _dataset_heading(ds, splits.get(ds.name, "test"), models)
         lines += dataset_table(ds.name, kinds[ds.name], summary, na, cells, models)
@@ -264,15 +281,29 @@ def replace_generated(text: str, section: str) -> str:
 # --------------------------------------------------------------------------- files
 
 
+def _epochs(run: Path) -> tuple[int | None, int | None]:
+    """(epochs trained, the run's ``train.epochs`` cap) of a run directory; None where it has no
+    training history (LightGBM, the naive forecasters' fit, a cell never trained)."""
+    history, config = run / "history.csv", run / "config.yaml"
+    if not history.exists() or not config.exists():
+        return None, None
+    trained = len(pd.read_csv(history))
+    cap = (yaml.safe_load(config.read_text()) or {}).get("train", {}).get("epochs")
+    return trained, cap
+
+
 def cell_table(out: Path, configs: dict[str, Path], models: list[str], seeds: list[int]) -> pd.DataFrame:
-    """One row per (dataset, model, seed) with the cell's training seconds (None: not trained)."""
+    """One row per (dataset, model, seed) with the cell's training seconds (None: not trained), the
+    epochs it trained and its epoch cap (None without a training history)."""
     rows = []
     for name in configs:
         for model in models:
             for seed in seeds:
-                record = out / "runs" / name / model / f"seed{seed}" / CELL_RECORD
+                run = out / "runs" / name / model / f"seed{seed}"
+                record = run / CELL_RECORD
                 seconds = json.loads(record.read_text()).get("seconds") if record.exists() else None
-                rows.append(dict(dataset=name, model=model, seed=seed, seconds=seconds))
+                epochs, cap = _epochs(run)
+                rows.append(dict(dataset=name, model=model, seed=seed, seconds=seconds, epochs=epochs, max_epochs=cap))
     return pd.DataFrame(rows)
 
 
