@@ -177,7 +177,8 @@ def dataset_table(name: str, kinds: dict[str, str], summary: pd.DataFrame, na: p
 # --------------------------------------------------------------------------- the section
 
 
-def _intro(models: list[str], n_datasets: int, seeds: list[int], command: str, link: str) -> list[str]:
+def _intro(models: list[str], n_datasets: int, seeds: list[int], command: str, link: str, common: list[str]) -> list[str]:
+    settings = ", ".join(f"`{o}`" for o in ["model.name", "train.seed", *common])
     return [
         BEGIN,
         "<!-- Do not edit by hand: rewritten by the command below. -->",
@@ -190,7 +191,7 @@ def _intro(models: list[str], n_datasets: int, seeds: list[int], command: str, l
         "",
         f"Every registered model and LightGBM ({', '.join(f'`{m}`' for m in models)}) × {n_datasets} datasets × seeds "
         f"{', '.join(map(str, seeds))}: each cell is an ordinary `msmt train` run of the dataset's config with "
-        "`model.name`, `train.seed` and `train.num_threads=1` set (`msmt bench`); `lightgbm` is one LightGBM model per task "
+        f"{settings} set (`msmt bench`); `lightgbm` is one LightGBM model per task "
         "on the same features, encodings and splits (the panel history summarised as `model.history_summary` gives it), early-stopped "
         "on validation (`msmt bench --models lightgbm`; deterministic, so its std over seeds is 0); nothing else is tuned per model "
         "except the settings listed below. Overall metrics on the test split (validation where a dataset has no test "
@@ -245,16 +246,16 @@ def _dataset_heading(ds: Dataset, split: str, models: list[str]) -> list[str]:
 
 
 def render_section(leaderboard: Path, page: Path, datasets: list[Dataset], configs: dict[str, Path], models: list[str],
-                   seeds: list[int], command: str, jobs: int = 1) -> str:
+                   seeds: list[int], command: str, jobs: int = 1, common: list[str] | None = None) -> str:
     """The markdown between the markers, from the files in ``leaderboard`` only (``jobs``: the cells
-    trained at once, for the cost line)."""
+    trained at once, for the cost line; ``common``: the overrides every cell was given, for the intro)."""
     summary = pd.read_csv(leaderboard / "leaderboard.csv", dtype={"scenario": str})
     na = pd.read_csv(leaderboard / "not_applicable.csv")
     cells = pd.read_csv(leaderboard / "cells.csv")
     kinds = task_kinds(configs)
     link = Path(os.path.relpath(leaderboard / "leaderboard.md", page.parent)).as_posix()
     splits = summary.groupby("dataset")["split"].first().to_dict() if len(summary) else {}
-    lines = [*_intro(models, len(datasets), seeds, command, link), *_cost(cells, jobs), *_epoch_budget(cells)]
+    lines = [*_intro(models, len(datasets), seeds, command, link, list(common or [])), *_cost(cells, jobs), *_epoch_budget(cells)]
     for ds in datasets:
         lines += _dataset_heading(ds, splits.get(ds.name, "test"), models)
         lines += dataset_table(ds.name, kinds[ds.name], summary, na, cells, models)
@@ -335,6 +336,6 @@ def generate(datasets: list[Dataset], models: list[str], seeds: list[int], work:
           cell_overrides=cell_overrides, jobs=jobs)
     publish(out, leaderboard, cell_table(out, configs, models, seeds))
     section = render_section(leaderboard, page, datasets, resolve_datasets([f"{n}={c}" for n, c in configs.items()]),
-                             models, seeds, command, jobs)
+                             models, seeds, command, jobs, common)
     atomic_write_text(page, replace_generated(page.read_text() if page.exists() else "", section))
     return section
