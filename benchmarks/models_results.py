@@ -60,8 +60,9 @@ REAL = {"movielens": REPO / "configs" / "movielens.yaml", "census": REPO / "conf
 # the simplest things a practitioner would try first (item popularity where the data has an item ID,
 # logistic regression), then the shared-bottom family and the models of issue 5
 MODELS = ["popularity", "logistic_regression", "shared_bottom", "mmoe", "ple", "star", "esmm"]
-BASELINE_EPOCHS = 20  # logistic regression again with this many epochs at most: the grid's 3 leave it far from its optimum
+BASELINE_EPOCHS = 20  # with a shorter --epochs, logistic regression again with this many at most (3 leave it far from its optimum)
 STRATEGIES = ["fixed", "uncertainty", "gradnorm", "pcgrad", "dwa"]
+RUN_FIELDS = {"seconds", "best_epoch", "epochs_run", "max_epochs"}  # a grid run's record besides its metrics
 STRATEGY_MODEL = "ple"
 NOTES_MARK = "<!-- reading: kept by --render -->"
 FUNNEL_ROWS = 200_000  # --funnel-rows
@@ -186,13 +187,14 @@ def model_overrides(path: Path, model: str) -> list[str]:
     return [f"model.name={model}", *(esmm_overrides(path) if model == "esmm" else [])]
 
 
-def grid(path: Path) -> list[tuple[str, list[str]]]:
+def grid(path: Path, epochs: int) -> list[tuple[str, list[str]]]:
     """(label, overrides) of every run on one dataset; a model that does not apply there (with the
-    settings it gets, e.g. ESMM's funnel) is left out (:func:`left_out`)."""
+    settings it gets, e.g. ESMM's funnel) is left out (:func:`left_out`). With ``epochs`` below
+    BASELINE_EPOCHS logistic regression runs a second time with BASELINE_EPOCHS."""
     runs, skip = [], left_out(path)
     for m in (m for m in MODELS if m not in skip):
         runs.append((f"{m}+fixed", model_overrides(path, m)))
-        if m == "logistic_regression":
+        if m == "logistic_regression" and epochs < BASELINE_EPOCHS:
             runs.append((f"{m}+fixed ({BASELINE_EPOCHS} epochs)", [*model_overrides(path, m), f"train.epochs={BASELINE_EPOCHS}"]))
     for s in STRATEGIES[1:]:
         runs.append((f"{STRATEGY_MODEL}+{s}", [f"model.name={STRATEGY_MODEL}", f"loss.strategy={s}"]))
@@ -201,7 +203,7 @@ def grid(path: Path) -> list[tuple[str, list[str]]]:
 
 def real_run(path: Path, extra: list[str], seed: int, epochs: int) -> dict:
     cfg = load_experiment(path, common_overrides(seed, epochs) + extra)
-    model, splits, enc, secs = train_cfg(cfg)
+    model, splits, enc, secs, (best, run) = train_cfg_epochs(cfg)
     M = evaluate_model(model, splits["test"], enc["test"])
     out = {f"{t}_{k}": v for t, block in M["overall"].items() for k, v in block.items() if k in ("auc", "logloss", "smape")}
     if cfg.dataset.auxiliary and "click" in splits["test"]:  # ESMM on MovieLens: CVR = P(like | click) on clicked rows
@@ -209,6 +211,7 @@ def real_run(path: Path, extra: list[str], seed: int, epochs: int) -> dict:
         clicked = splits["test"]["click"].to_numpy() == 1
         out["cvr_auc_clicked"] = auc(splits["test"]["like"].to_numpy()[clicked], p[clicked])
     out["seconds"] = secs
+    out["best_epoch"], out["epochs_run"], out["max_epochs"] = best, run, cfg.train.epochs
     return out
 
 
@@ -275,11 +278,17 @@ def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
     return lines
 
 
-def cached_runs(name: str, path: Path, seeds: list[int]) -> dict[str, list[dict]]:
+def grid_key(name: str, label: str, epochs: int, seed: int) -> str:
+    """The cache key of one grid run (the epoch budget is part of it)."""
+    return f"{name}-{label}-e{epochs}-s{seed}"
+
+
+def cached_runs(name: str, path: Path, seeds: list[int], epochs: int) -> dict[str, list[dict]]:
     """label -> the cached results of the seeds that ran, for every grid entry with at least one."""
     results = {}
-    for label, _ in grid(path):
-        vals = [json.loads((CACHE / f"{name}-{label}-s{s}.json").read_text()) for s in seeds if (CACHE / f"{name}-{label}-s{s}.json").exists()]
+    for label, _ in grid(path, epochs):
+        files = [CACHE / f"{grid_key(name, label, epochs, s)}.json" for s in seeds]
+        vals = [json.loads(f.read_text()) for f in files if f.exists()]
         if vals:
             results[label] = vals
     return results
@@ -287,21 +296,25 @@ def cached_runs(name: str, path: Path, seeds: list[int]) -> dict[str, list[dict]
 
 def dataset_section(name: str, path: Path, seeds: list[int], epochs: int) -> list[str]:
     """One dataset's table (model + strategy × metric) and how to read ESMM's row."""
-    results = cached_runs(name, path, seeds)
+    results = cached_runs(name, path, seeds, epochs)
     if not results:
         return ["(not run yet)"]
+    baseline = (f"logistic regression, with the grid's epochs and again with at most {BASELINE_EPOCHS} (same early stopping): "
+                f"its training is cheap, and with {epochs} epochs it is far from its optimum" if epochs < BASELINE_EPOCHS
+                else "logistic regression")
     lines = [f"Test split; mean ± std (sample std) over seeds {list(seeds)}; at most {epochs} epochs, early "
-             "stopping on the config's monitor (patience 2), best epoch restored. Every model with fixed "
+             "stopping on the config's monitor (patience 2), best epoch restored (`best / run` = mean best epoch / mean "
+             "epochs run; a run that ends at the cap may be under-trained). Every model with fixed "
              f"weights; every loss strategy on {STRATEGY_MODEL}. The first rows are the baselines: item popularity (the "
-             "training rate of each item, where the data has an item ID; nothing to train) and logistic regression, with "
-             f"the grid's epochs and again with at most {BASELINE_EPOCHS} (same early stopping): its training is cheap, and with "
-             f"{epochs} epochs it is far from its optimum (its validation loss still falls at 20 epochs).", ""]
-    metrics = sorted({k for vals in results.values() for v in vals for k in v if k != "seconds"})
-    lines.append("| model + strategy | seeds | " + " | ".join(metrics) + " | train s |")
-    lines.append("|---|---|" + "---|" * (len(metrics) + 1))
+             f"training rate of each item, where the data has an item ID; nothing to train) and {baseline}.", ""]
+    metrics = sorted({k for vals in results.values() for v in vals for k in v if k not in RUN_FIELDS})
+    lines.append("| model + strategy | seeds | " + " | ".join(metrics) + " | best / run | train s |")
+    lines.append("|---|---|" + "---|" * (len(metrics) + 2))
     for label, vals in results.items():
         cells = [ms([v.get(m) for v in vals]) for m in metrics]
-        lines.append(f"| {label} | {len(vals)} | " + " | ".join(cells) + f" | {np.mean([v['seconds'] for v in vals]):.0f} |")
+        epochs_cell = (f"{np.mean([v['best_epoch'] for v in vals]):.1f} / {np.mean([v['epochs_run'] for v in vals]):.1f}"
+                       if all("epochs_run" in v for v in vals) else "–")
+        lines.append(f"| {label} | {len(vals)} | " + " | ".join(cells) + f" | {epochs_cell} | {np.mean([v['seconds'] for v in vals]):.0f} |")
     if "esmm+fixed" in results:
         lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
                   "over all test rows and `cvr_auc_clicked` the CVR tower's AUC of P(like | click) on clicked test rows."]
@@ -386,8 +399,8 @@ def run_grid(args, datasets: dict[str, Path], wanted: set[str]) -> None:
         for name, path in datasets.items():
             if name not in wanted:
                 continue
-            for label, extra in grid(path):
-                cached(f"{name}-{label}-s{s}", lambda p=path, e=extra, s=s: real_run(p, e, s, args.epochs))
+            for label, extra in grid(path, args.epochs):
+                cached(grid_key(name, label, args.epochs, s), lambda p=path, e=extra, s=s: real_run(p, e, s, args.epochs))
 
 
 def write_page(text: str, page: Path) -> None:
