@@ -1,7 +1,7 @@
 """The generated section of ``docs/results.md``: every registered model on every dataset.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/results_page.py [--seeds 0 1 2] [--jobs 2]
-        [--work runs/results_page] [--models NAME ...] [--datasets NAME ...] [--tiny]
+        [--work runs/results_page] [--models NAME ...] [--datasets NAME ...] [--tiny] [--render]
 
 A thin command line over :func:`msmt.experiments.results_page.generate`:
 
@@ -24,6 +24,9 @@ Primary metric per task in the page: AUC for binary tasks (higher is better), NM
 regression tasks (lower is better; SMAPE is in the full leaderboard: it is not minimised by the
 expected value, so even the oracle can lose on it).
 
+``--render`` rewrites only the page's section from the leaderboard files already in ``docs/results/leaderboard/``
+(no bench, no training): for a change of the generated text alone.
+
 ``--tiny`` runs the same pipeline on small simulators for one epoch and writes the page and the
 leaderboard under ``WORK/tiny/`` instead of ``docs/``: a smoke run, not numbers for the docs.
 """
@@ -37,7 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from msmt.experiments.bench import bench_models
-from msmt.experiments.results_page import Dataset, generate, ordered_models, simulator_config
+from msmt.experiments.results_page import Dataset, generate, ordered_models, render_page, simulator_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "results.md"
@@ -128,6 +131,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--datasets", nargs="+", default=None, help=f"subset of {[d.name for d in DATASETS]}")
     ap.add_argument("--jobs", type=int, default=2, help="cells trained at once (one thread each)")
     ap.add_argument("--work", type=Path, default=WORK, help="simulator data and bench run directories (git-ignored)")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite the page's section from the leaderboard files already there (no bench, no training)")
     ap.add_argument("--tiny", action="store_true",
                     help="a smoke run: small simulators, one epoch, page and leaderboard written under WORK/tiny/ (docs/ untouched)")
     args = ap.parse_args(argv)
@@ -167,7 +172,11 @@ def main(argv: list[str] | None = None) -> None:
         work = work / "tiny"
         page, leaderboard, common, datasets = work / "results.md", work / "leaderboard", [*(o for o in COMMON if not o.startswith("train.epochs=")), *TINY_COMMON], tiny_datasets()
     datasets = [d for d in datasets if args.datasets is None or d.name in args.datasets]
-    generate(datasets, models, args.seeds, work, page, leaderboard, common, args.jobs, command_line(args), log=_log)
+    if args.render:  # the generated text only, from the published leaderboard files
+        configs = {d.name: d.config(work) for d in datasets}
+        render_page(datasets, configs, models, args.seeds, page, leaderboard, common, args.jobs, command_line(args))
+    else:
+        generate(datasets, models, args.seeds, work, page, leaderboard, common, args.jobs, command_line(args), log=_log)
     print(f"wrote {page} and {leaderboard}/", flush=True)
 
 

@@ -199,3 +199,21 @@ def test_epoch_budget_line_counts_early_stopped_cells():
     done = rp._epoch_budget(cells.assign(epochs=[4, 9, 6, None]))[0]
     assert done.endswith("and none ran to its `train.epochs` cap.")
     assert rp._epoch_budget(cells.drop(columns=["epochs", "max_epochs"])) == []  # an older cells.csv
+
+
+def test_render_page_from_the_leaderboard_files_alone_rewrites_the_same_page(generated):
+    """``render_page`` (``benchmarks/results_page.py --render``) reads only the published files: with
+    the run directories gone it writes the page ``generate`` wrote, byte for byte."""
+    import shutil
+
+    before = generated["page"].read_bytes()
+    datasets, models, seeds, work, page, board, common, jobs, command = generated["args"]
+    moved = work / "bench_moved"
+    shutil.move(work / "bench", moved)
+    try:
+        configs = {ds.name: ds.config(work) for ds in datasets}
+        page.write_bytes((HEAD + rp.BEGIN + "\nstale\n" + rp.END + TAIL).encode())
+        rp.render_page(datasets, configs, models, seeds, page, board, common, jobs, command)
+        assert page.read_bytes() == before
+    finally:
+        shutil.move(moved, work / "bench")

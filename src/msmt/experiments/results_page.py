@@ -228,7 +228,8 @@ def _epoch_budget(cells: pd.DataFrame) -> list[str]:
     trained = cells[cells["epochs"].notna() & cells["max_epochs"].notna()]
     capped = trained[trained["epochs"] >= trained["max_epochs"]]
     head = (f"Epochs: of the {len(trained)} cells with a training history, {len(trained) - len(capped)} were ended by "
-            "early stopping (`train.patience` epochs without a better validation loss; the best epoch's weights are kept)")
+            "early stopping (`train.patience` epochs without a better validation value of `train.monitor`; the best epoch's "
+            "weights are kept)")
     if not len(capped):
         return [head + " and none ran to its `train.epochs` cap.", ""]
     groups = capped.groupby(["dataset", "model"], sort=False)
@@ -335,6 +336,13 @@ def generate(datasets: list[Dataset], models: list[str], seeds: list[int], work:
     bench([f"{name}={cfg}" for name, cfg in configs.items()], models, seeds, out, common, log=log,
           cell_overrides=cell_overrides, jobs=jobs)
     publish(out, leaderboard, cell_table(out, configs, models, seeds))
+    return render_page(datasets, configs, models, seeds, page, leaderboard, common, jobs, command)
+
+
+def render_page(datasets: list[Dataset], configs: dict[str, Path], models: list[str], seeds: list[int], page: Path,
+                leaderboard: Path, common: list[str], jobs: int, command: str) -> str:
+    """Rewrite the page's generated section from the files in ``leaderboard`` alone (no training:
+    ``generate``'s last step, and a re-render after a change of the text only). Returns the section."""
     section = render_section(leaderboard, page, datasets, resolve_datasets([f"{n}={c}" for n, c in configs.items()]),
                              models, seeds, command, jobs, common)
     atomic_write_text(page, replace_generated(page.read_text() if page.exists() else "", section))
