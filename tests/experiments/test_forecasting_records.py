@@ -32,3 +32,20 @@ def test_records_carry_the_validation_split_beside_the_test_split(tmp_path):
     assert abs(means[("m2m", "val", "overall")] - 0.3) < 1e-12 and abs(means[("m2m", "test", "overall")] - 0.4) < 1e-12
     assert abs(means[("m2m", "test", "search")] - 1.4) < 1e-12
     assert set(records[records["variant"] == "m2m"]["rows"]) == {10, 20}
+
+
+def test_study_defaults_apply_to_every_run_and_a_variant_own_setting_wins(tmp_path):
+    """``Study.defaults`` (``benchmarks/forecasting.py --default``) come first, so ``train.epochs=60`` reaches the
+    trained models while the naive forecasters keep their own ``train.epochs=2``; empty defaults leave every
+    run's overrides as they were (its finished runs stay reusable)."""
+    from msmt.experiments.forecasting import main_variants
+    from msmt.spec.config import load_experiment
+    from msmt.synth.simple import write_simple
+
+    config = write_simple(tmp_path / "data", rows=200, seed=0) / "experiment.yaml"
+    variants = {v.name: v for v in main_variants()}
+    plain = Study(config, tmp_path, [0], list(variants.values()))
+    budget = Study(config, tmp_path, [0], list(variants.values()), defaults=("train.epochs=60",))
+    for name, epochs in (("naive_mean", 2), ("mmoe+history", 60), ("m2m", 60)):
+        assert load_experiment(config, budget.overrides(variants[name], 0)).train.epochs == epochs, name
+        assert budget.overrides(variants[name], 0)[1:] == plain.overrides(variants[name], 0)

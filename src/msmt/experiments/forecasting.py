@@ -112,9 +112,12 @@ class Study:
     extra: tuple[str, ...] = ()  # overrides for every run (e.g. train.num_threads=2)
     new_scenario: Path | None = None  # the simulator's new_scenario.csv, when there is one
     log: Callable[[str], None] = field(default=print)
+    # overrides every run starts from, before its variant's own: a variant that sets the same key wins
+    # (``train.epochs=60`` trains every model until early stopping; the naive forecasters keep their 2 epochs)
+    defaults: tuple[str, ...] = ()
 
     def overrides(self, variant: Variant, seed: int) -> list[str]:
-        return [*variant.overrides, f"train.seed={seed}", *COMMON, *self.extra]
+        return [*self.defaults, *variant.overrides, f"train.seed={seed}", *COMMON, *self.extra]
 
     def train(self) -> dict[tuple[str, int], Path]:
         """Train (or reuse) every variant × seed, seed-major so a stopped study is usable."""
