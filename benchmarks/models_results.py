@@ -86,11 +86,6 @@ def train_cfg_epochs(cfg):
     return model, splits, encoded, time.perf_counter() - start, (int(result.best_epoch), int(len(result.history)))
 
 
-def train_cfg(cfg):
-    """Fit a config; returns (model, splits, encoded, seconds)."""
-    return train_cfg_epochs(cfg)[:4]
-
-
 def cached(key: str, compute) -> dict:
     path = CACHE / f"{key}.json"
     if path.exists():
@@ -223,6 +218,11 @@ def ms(values) -> str:
     return mean_std(values, ddof=1, single=" (1 seed)")
 
 
+def best_over_run(records: list[dict]) -> str:
+    """``mean best epoch / mean epochs run`` of some runs' records."""
+    return f"{np.mean([r['best_epoch'] for r in records]):.1f} / {np.mean([r['epochs_run'] for r in records]):.1f}"
+
+
 def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
     lines = [
         "",
@@ -244,9 +244,6 @@ def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
         c = [f["clicked_only"] for f in fun]
         o = [f["oracle"] for f in fun]
 
-        def ep(xs):
-            return f"{np.mean([x['best_epoch'] for x in xs]):.1f} / {np.mean([x['epochs_run'] for x in xs]):.1f}"
-
         d_all = np.array([a["cvr_auc_all"] - b["cvr_auc_all"] for a, b in zip(e, c)])
         d_clk = np.array([a["cvr_auc_clicked"] - b["cvr_auc_clicked"] for a, b in zip(e, c)])
         wins = int((d_all > 0).sum())
@@ -254,11 +251,11 @@ def funnel_table(frows, fseeds, fep, fpat) -> list[str]:
         t_clk = stats.ttest_rel([x["cvr_auc_clicked"] for x in e], [x["cvr_auc_clicked"] for x in c]) if len(fun) > 1 else None
         lines += [
             f"| ESMM | {ms([x['cvr_auc_all'] for x in e])} | {ms([x['cvr_auc_clicked'] for x in e])} | "
-            f"{ms([x['click_auc'] for x in e])} | {ms([x['ctcvr_auc'] for x in e])} | {rows_all} | {ep(e)} |",
+            f"{ms([x['click_auc'] for x in e])} | {ms([x['ctcvr_auc'] for x in e])} | {rows_all} | {best_over_run(e)} |",
             *[f"| {label} | {ms([f[m]['cvr_auc_all'] for f in fun])} | {ms([f[m]['cvr_auc_clicked'] for f in fun])} | "
-              f"{ms([f[m]['click_auc'] for f in fun])} | {ms([f[m]['ctcvr_auc'] for f in fun])} | {rows_all} | {ep([f[m] for f in fun])} |"
+              f"{ms([f[m]['click_auc'] for f in fun])} | {ms([f[m]['ctcvr_auc'] for f in fun])} | {rows_all} | {best_over_run([f[m] for f in fun])} |"
               for m, label in (("escm2", "ESCM²-IPS"), ("aitm", "AITM (pCTCVR / pCTR)")) if all(m in f for f in fun)],
-            f"| CVR on clicked rows only | {ms([x['cvr_auc_all'] for x in c])} | {ms([x['cvr_auc_clicked'] for x in c])} | – | – | ~{rows_clicked} | {ep(c)} |",
+            f"| CVR on clicked rows only | {ms([x['cvr_auc_all'] for x in c])} | {ms([x['cvr_auc_clicked'] for x in c])} | – | – | ~{rows_clicked} | {best_over_run(c)} |",
             f"| oracle (true pCVR) | {ms([x['cvr_auc_all'] for x in o])} | {ms([x['cvr_auc_clicked'] for x in o])} | – | – | – | – |",
             "",
             f"Seeds with results: {len(fun)} of {len(fseeds)}. **Paired difference ESMM − clicked-only** (same world, "
@@ -312,8 +309,7 @@ def dataset_section(name: str, path: Path, seeds: list[int], epochs: int) -> lis
     lines.append("|---|---|" + "---|" * (len(metrics) + 2))
     for label, vals in results.items():
         cells = [ms([v.get(m) for v in vals]) for m in metrics]
-        epochs_cell = (f"{np.mean([v['best_epoch'] for v in vals]):.1f} / {np.mean([v['epochs_run'] for v in vals]):.1f}"
-                       if all("epochs_run" in v for v in vals) else "–")
+        epochs_cell = best_over_run(vals) if all("epochs_run" in v for v in vals) else "–"
         lines.append(f"| {label} | {len(vals)} | " + " | ".join(cells) + f" | {epochs_cell} | {np.mean([v['seconds'] for v in vals]):.0f} |")
     if "esmm+fixed" in results:
         lines += ["", "ESMM here declares `like` = click × cvr (every like is a click); `like_auc` is its pCTCVR "
