@@ -5,9 +5,25 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from msmt.experiments.forecasting import ZERO_SHOT, history_oracle_name, history_oracle_records, zero_shot_records
+from msmt.experiments.forecasting import (
+    MEDIAN_ORACLE,
+    NEW_SCENARIO_K,
+    ZERO_SHOT,
+    history_oracle_name,
+    history_oracle_records,
+    median_oracle_records,
+    zero_shot_records,
+)
 from msmt.spec.config import load_dataset_spec
-from msmt.synth.advertiser import HISTORY_ACTIVE, ZERO_SHOT_PREFIX, history_oracle_active, write_advertiser, zero_shot_oracle
+from msmt.synth.advertiser import (
+    HISTORY_ACTIVE,
+    MEDIAN_PREFIX,
+    ZERO_SHOT_PREFIX,
+    history_oracle_active,
+    median_oracle,
+    write_advertiser,
+    zero_shot_oracle,
+)
 
 WORLD = (16, 50, 3)  # advertisers, days (a test period longer than the 7 unscored launch days), seed
 
@@ -46,9 +62,27 @@ def test_history_oracle_records_score_each_row_by_its_own_bound(world):
         assert _overall(records[records["variant"] == history_oracle_name(window)], "active", "auc") == pytest.approx(auc)
 
 
+def test_median_oracle_records_score_each_row_by_its_own_bound(world):
+    out, spec = world
+    records = median_oracle_records(spec, *WORLD, out / "new_scenario.csv")
+    assert set(records["variant"]) == {MEDIAN_ORACLE}
+    assert set(records["split"]) == {"test", *(f"new K={k}" for k in NEW_SCENARIO_K)}
+    assert set(records["task"]) == {"impressions", "clicks", "cost"}  # counts only: `active` has no median bound
+    bound = median_oracle(*WORLD)
+    test = pd.read_csv(spec.files.test).merge(bound, on=["advertiser_id", "scenario", "day"], how="left")
+    scored = pd.read_csv(out / "new_scenario.csv")
+    scored = scored[scored["day"] >= scored["day"].min() + 7].merge(bound, on=["advertiser_id", "scenario", "day"], how="left")
+    for split, rows in (("test", test), ("new K=3", scored)):
+        truth, pred = rows["cost"].to_numpy(float), rows[f"{MEDIAN_PREFIX}cost"].to_numpy(float)
+        got = _overall(records[records["split"] == split], "cost", "nmae")
+        assert got == pytest.approx(np.abs(pred - truth).sum() / np.abs(truth).sum())
+
+
 def test_bounds_from_another_world_are_refused(world):
     out, spec = world
     with pytest.raises(ValueError, match="does not hold"):
         zero_shot_records(spec, out / "new_scenario.csv", 12, 50, 3)
     with pytest.raises(ValueError, match="does not hold"):
         history_oracle_records(spec, 12, 50, 3)
+    with pytest.raises(ValueError, match="does not hold"):
+        median_oracle_records(spec, 12, 50, 3)

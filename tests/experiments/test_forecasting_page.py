@@ -75,6 +75,17 @@ def test_world_targets_verdicts_follow_the_thresholds_and_directions():
     assert got["overall, clicks NMAE: M2M ahead of every +history model"][1] == "0.9700 vs 0.9900 (ple+history)"
 
 
+def test_oracle_targets_name_nmae_own_bound_where_the_page_has_it():
+    """The ✓ / ✗ stays against the issue's oracle (the expected value); the median oracle, NMAE's
+    bound, is named beside it with M2M's ratio to it (0.90 / 0.80 = 1.125)."""
+    v = _world()
+    v[("oracle (median)", "test", "overall", "impressions", "nmae")] = (0.80, 0.0, 1)
+    got = _checks(world_targets(v, []))
+    mark, detail = got["impressions: M2M NMAE ≤ 1.10 × oracle"]
+    assert mark == "✓" and detail == "0.9000 / 0.8500 = 1.059; NMAE's bound, the oracle (median): 0.8000, M2M at 1.125 × it"
+    assert "median" not in got["clicks: M2M NMAE ≤ 1.10 × oracle"][1]  # no bound row for clicks: nothing named
+
+
 def test_world_auc_target_is_met_at_the_threshold_and_not_below():
     at = _v({("m2m", "test", "overall", "active", "auc"): 0.93})
     below = _v({("m2m", "test", "overall", "active", "auc"): 0.929})

@@ -14,10 +14,14 @@ from msmt.synth.advertiser import (
     NEW_SCENARIO,
     SCENARIOS,
     TASKS,
+    MEDIAN_PREFIX,
     ZERO_SHOT_PREFIX,
+    _simulate_units,
+    _World,
     bayes_active,
     history_oracle_active,
     make_advertiser,
+    median_oracle,
     write_advertiser,
     zero_shot_oracle,
 )
@@ -147,6 +151,42 @@ def test_zero_shot_oracle_knows_the_world_but_not_the_units_state(world):
     p_active = rows[f"{ZERO_SHOT_PREFIX}active"]
     assert abs(p_active.mean() - rows["active"].mean()) < 0.02
     assert zs.equals(zero_shot_oracle(advertisers=300, days=60, seed=11, replicas=32))
+
+
+def test_median_oracle_replays_the_world_and_draws_each_day_from_the_oracles_state():
+    """The replicas use their own stream (the world's rows are the same with or without them) and
+    start from the state ``true_<task>`` conditions on: their per-row mean tracks ``true_<task>``
+    row by row, not only in total."""
+    def run(replicas):
+        rng = np.random.default_rng(4)
+        return _simulate_units(_World(60, rng), 30, rng, replicas, np.random.default_rng([4, 0]))
+
+    plain, replayed = run(0), run(127)
+    for key in ("impressions", "clicks", "cost", "event", "true_cost", "active"):
+        assert np.array_equal(plain[key], replayed[key]), key
+    for t in TASKS[:3]:
+        truth, mean = replayed[f"true_{t}"], replayed[f"replica_mean_{t}"]
+        assert abs(mean.sum() / truth.sum() - 1) < 0.01, t
+        big = truth > 20  # rows whose 127-replica mean is precise to a few percent
+        assert np.median(np.abs(mean[big] / truth[big] - 1)) < 0.05, t
+        assert (replayed[f"{MEDIAN_PREFIX}{t}"] <= np.ceil(mean * 1.2)).mean() > 0.99, t  # right skew: median below the mean
+
+
+def test_median_oracle_is_nmae_bound_not_the_expected_value(world):
+    """Absolute error is minimised by the median: on every count task the median oracle's NMAE is
+    below the expected value's and below that of any rescaled expected value."""
+    bound = median_oracle(advertisers=300, days=60, seed=11, replicas=63)
+    rows = world.merge(bound, on=["advertiser_id", "scenario", "day"], validate="1:1")
+    assert len(rows) == len(world)
+
+    def nmae(y, p):
+        return float(np.abs(y - p).sum() / np.abs(y).sum())
+
+    for t in TASKS[:3]:
+        y, truth = rows[t].to_numpy(float), rows[f"true_{t}"].to_numpy(float)
+        median = nmae(y, rows[f"{MEDIAN_PREFIX}{t}"])
+        assert median < 0.99 * nmae(y, truth), t
+        assert median < min(nmae(y, c * truth) for c in np.linspace(0.8, 1.0, 11)), t
 
 
 def test_bayes_active_integrates_the_units_propensities_out():

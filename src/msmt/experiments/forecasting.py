@@ -36,7 +36,7 @@ from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.bench import read_metrics, run_or_reuse
 from msmt.rundir.layout import load_run
 from msmt.spec.model_params import M2MParams
-from msmt.synth.advertiser import HISTORY_ACTIVE, ZERO_SHOT_PREFIX, history_oracle_active, zero_shot_oracle
+from msmt.synth.advertiser import HISTORY_ACTIVE, MEDIAN_PREFIX, ZERO_SHOT_PREFIX, history_oracle_active, median_oracle, zero_shot_oracle
 
 NAIVE = ("naive_last", "naive_mean", "naive_weekday")
 HISTORY_MODELS = ("single_task", "shared_bottom", "mmoe", "ple")
@@ -45,6 +45,7 @@ NEW_SCENARIO_FROM = 7  # scored days: launch + 7 onward (the same rows for every
 COMMON = ("train.progress=false",)
 ZERO_SHOT = "oracle (zero-shot)"  # the best K = 0 forecast: knows the world, not the unit's state
 HISTORY_ORACLE = "oracle (history{})"  # the best `active` forecast from the unit's observed live days
+MEDIAN_ORACLE = "oracle (median)"  # NMAE's bound: the median of the day's outcomes given the oracle's knowledge
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,28 @@ def history_oracle_records(spec, advertisers: int, days: int, seed: int, windows
         block = compute_metrics([task], {task.name: test[task.label].to_numpy(float)}, {task.name: rows[HISTORY_ACTIVE].to_numpy(float)},
                                 scenario_names(test, spec.scenario.column))
         records += _flatten(block, history_oracle_name(window), seed, "test")
+    return pd.DataFrame(records)
+
+
+def median_oracle_records(spec, advertisers: int, days: int, seed: int, new_scenario: Path | None = None) -> pd.DataFrame:
+    """Long-form records (variant :data:`MEDIAN_ORACLE`) of the simulator's median forecast of each
+    count (:func:`msmt.synth.advertiser.median_oracle`): on the test split, and with ``new_scenario``
+    on its scored rows under every ``new K=k`` split (the same rows whatever K). It knows what the
+    oracle knows; on NMAE it is the bound, which the oracle's expected value is not."""
+    world = f"advertisers={advertisers} days={days} seed={seed}"
+    bound = median_oracle(advertisers, days, seed)
+    counts = [t for t in spec.tasks if f"{MEDIAN_PREFIX}{t.name}" in bound]
+    parts = [(read_data(spec.files.test, spec), spec.files.test, ("test",))]
+    if new_scenario is not None:
+        parts.append((new_scenario_rows(spec, new_scenario)[1], new_scenario, tuple(f"new K={k}" for k in NEW_SCENARIO_K)))
+    records = []
+    for frame, path, splits in parts:
+        rows = _bound_on_rows(spec, frame, bound, [f"{MEDIAN_PREFIX}{t.name}" for t in counts], f"{path}: rows the world {world}")
+        block = compute_metrics(counts, {t.name: frame[t.label].to_numpy(float) for t in counts},
+                                {t.name: rows[f"{MEDIAN_PREFIX}{t.name}"].to_numpy(float) for t in counts},
+                                scenario_names(frame, spec.scenario.column))
+        for split in splits:
+            records += _flatten(block, MEDIAN_ORACLE, seed, split)
     return pd.DataFrame(records)
 
 

@@ -41,10 +41,12 @@ One row per (advertiser, scenario, day). Targets of the row's day ``t`` (its his
 by the panel builder, covers days before ``t``): ``impressions``, ``clicks``, ``cost`` (counts)
 and ``active`` = any spend in days ``t..t+6``. ``true_<task>`` is the exact expected value
 given everything known at the end of day ``t-1`` (the latent state), averaging over day ``t``'s
-event and noise: the best any model can do. ``event`` and the targets of day ``t`` belong to
+event and noise: the best forecast any model can make under squared error or Poisson deviance. ``event`` and the targets of day ``t`` belong to
 day ``t`` and are never features; they reach later rows only through the panel history.
 
-Two bounds know less than the oracle: the zero-shot oracle (:func:`zero_shot_oracle`), of a
+The median oracle (:func:`median_oracle`) knows what the oracle knows but forecasts each count by
+the median of the day's outcomes: the bound on NMAE, which the median minimises. Two bounds know
+less than the oracle: the zero-shot oracle (:func:`zero_shot_oracle`), of a
 forecast made before a unit has any row of its own (it knows the world but not the unit's state),
 and the history oracle of ``active`` (:func:`history_oracle_active`), of a forecast from the
 unit's observed live and paused days (its propensities to pause and resume integrated out).
@@ -94,6 +96,8 @@ ACTIVE_HORIZON = 7
 PAUSE_UNIT_WEIGHT = 0.9  # logit P(pause) = advertiser's part + 0.9 rho, rho ~ N(0, 1) per unit
 RESUME_LOGIT, RESUME_UNIT_WEIGHT = -1.4, 0.5  # logit P(resume) = -1.4 + 0.5 xi, xi ~ N(0, 1) per unit
 PROFILE = ("industry", "size_tier", "region", "account_age", "budget_level")  # the advertiser profile A
+MEDIAN_PREFIX = "median_"  # median_oracle's columns
+MEDIAN_REPLICAS = 255  # odd: each row's median is one of its replicas' values
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -201,8 +205,39 @@ class _World:
         return {"impressions": live * lam, "clicks": live * clicks, "cost": live * (1.0 + variable)}
 
 
-def _simulate_units(world: _World, days: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Run every unit for ``days + 6`` days; returns [days_total, U] arrays."""
+def _draw_day(world: _World, day: int, p: np.ndarray, live, log_b, log_m, fd, rng: np.random.Generator, shape) -> dict:
+    """Day ``day``'s event drawn from ``p`` ([U, 6] live-day event probabilities) and applied to the
+    state at the end of the day before (``live``, ``log_b``, ``log_m`` and the decayed freshness ``fd``),
+    then its performance realised. State arrays and ``shape``: [U] for the world's own draw, [R, U]
+    for R replicas of the same day from the same state (:func:`median_oracle`). Returns the new state
+    (``live, log_b, log_m, fresh``), ``event`` and the realised ``impressions, clicks, cost``."""
+    n_events = len(EVENTS_LIVE)
+    u = rng.random(shape)
+    ev_live = (u[..., None] > np.cumsum(p, axis=1)).sum(-1).clip(0, n_events - 1)  # index into EVENTS_LIVE
+    resume = u < world.p_resume
+    event = np.where(live > 0, ev_live, np.where(resume, n_events, 0))  # n_events = "resume"
+    fresh = np.where(event == 4, 1.0, fd)
+    log_b = log_b + BID_STEP * ((event == 1).astype(float) - (event == 2))
+    new_m = BUDGET_KEEP * log_m + rng.normal(0, BUDGET_SD, shape)
+    log_m = np.where(event == 3, new_m, log_m)
+    live = np.where(live > 0, (event != 5).astype(float), resume.astype(float))
+    lam = np.exp(world.log_lambda(log_b, log_m, day)) * live
+    imp = rng.poisson(lam * rng.gamma(GAMMA_SHAPE, 1.0 / GAMMA_SHAPE, shape))
+    clk = rng.binomial(imp, world.ctr(fresh))
+    variable = np.where(world.is_cpc[world.u_scen], clk, imp) * world.price(log_b)
+    cost = np.where(live > 0, 1 + rng.poisson(variable), 0)
+    return {"live": live, "log_b": log_b, "log_m": log_m, "fresh": fresh, "event": event,
+            "impressions": imp, "clicks": clk, "cost": cost}
+
+
+def _simulate_units(world: _World, days: int, rng: np.random.Generator, replicas: int = 0,
+                    replica_rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """Run every unit for ``days + 6`` days; returns [days_total, U] arrays.
+
+    With ``replicas`` R > 0, each day is also drawn R more times from the same state with
+    ``replica_rng`` (``rng``'s draws, hence the world's rows, are the same either way): per unit and
+    day ``median_<count task>`` is the median of the replicas' realised values and
+    ``replica_mean_<count task>`` their mean (an estimate of ``true_<count task>``)."""
     U = len(world.u_adv)
     total = days + ACTIVE_HORIZON - 1
     stationary = world.p_pause / (world.p_pause + world.p_resume)
@@ -210,10 +245,12 @@ def _simulate_units(world: _World, days: int, rng: np.random.Generator) -> dict[
     log_b = rng.normal(0, 0.2, U)
     log_m = rng.normal(0, 0.2, U)
     fresh = rng.uniform(0, 1, U)
-    out = {k: np.zeros((total, U)) for k in ("impressions", "clicks", "cost", *(f"true_{t}" for t in TASKS[:3]))}
+    keys = ["impressions", "clicks", "cost", *(f"true_{t}" for t in TASKS[:3])]
+    if replicas:
+        keys += [f"{prefix}{t}" for prefix in (MEDIAN_PREFIX, "replica_mean_") for t in TASKS[:3]]
+    out = {k: np.zeros((total, U)) for k in keys}
     out["event"] = np.zeros((total, U), dtype=np.int64)
     out["live_prev"] = np.zeros((total, U))
-    n_events = len(EVENTS_LIVE)
     for d in range(total):
         # ---- truth for day d: average over its event, given the state at the end of d-1
         fd = fresh * FRESH_DECAY
@@ -237,25 +274,19 @@ def _simulate_units(world: _World, days: int, rng: np.random.Generator) -> dict[
             if_paused = world.p_resume * resumed[task]
             out[f"true_{task}"][d] = np.where(live > 0, if_live, if_paused)
         out["live_prev"][d] = live
+        if replicas:  # day d again, R times, from the same state
+            shape = (replicas, U)
+            state = (np.broadcast_to(x, shape) for x in (live, log_b, log_m, fd))
+            again = _draw_day(world, d, p, *state, replica_rng, shape)
+            for task in TASKS[:3]:
+                out[f"{MEDIAN_PREFIX}{task}"][d] = np.median(again[task], axis=0)
+                out[f"replica_mean_{task}"][d] = again[task].mean(axis=0)
 
-        # ---- draw day d's event and apply it
-        u = rng.random(U)
-        ev_live = (u[:, None] > np.cumsum(p, axis=1)).sum(1).clip(0, n_events - 1)  # index into EVENTS_LIVE
-        resume = u < world.p_resume
-        event = np.where(live > 0, ev_live, np.where(resume, n_events, 0))  # n_events = "resume"
-        fresh = np.where(event == 4, 1.0, fd)
-        log_b = log_b + BID_STEP * ((event == 1).astype(float) - (event == 2))
-        new_m = BUDGET_KEEP * log_m + rng.normal(0, BUDGET_SD, U)
-        log_m = np.where(event == 3, new_m, log_m)
-        live = np.where(live > 0, (event != 5).astype(float), resume.astype(float))
-
-        # ---- realise day d's performance
-        lam = np.exp(world.log_lambda(log_b, log_m, d)) * live
-        imp = rng.poisson(lam * rng.gamma(GAMMA_SHAPE, 1.0 / GAMMA_SHAPE, U))
-        clk = rng.binomial(imp, world.ctr(fresh))
-        variable = np.where(world.is_cpc[world.u_scen], clk, imp) * world.price(log_b)
-        cost = np.where(live > 0, 1 + rng.poisson(variable), 0)
-        out["impressions"][d], out["clicks"][d], out["cost"][d], out["event"][d] = imp, clk, cost, event
+        # ---- draw day d's event, apply it and realise day d's performance
+        day = _draw_day(world, d, p, live, log_b, log_m, fd, rng, U)
+        live, log_b, log_m, fresh = day["live"], day["log_b"], day["log_m"], day["fresh"]
+        for key in ("impressions", "clicks", "cost", "event"):
+            out[key][d] = day[key]
 
     # active_t = any spend in t..t+6; truth: 1 - P(paused all 7 days | state at end of t-1)
     spend = out["cost"] > 0
@@ -346,6 +377,28 @@ def zero_shot_oracle(advertisers: int, days: int, seed: int, scenario: str = NEW
         "scenario": scenario,
         "day": np.repeat(np.arange(days), len(units)),
         **{name: values.reshape(-1) for name, values in out.items()},
+    })
+
+
+def median_oracle(advertisers: int, days: int, seed: int, replicas: int = MEDIAN_REPLICAS) -> pd.DataFrame:
+    """NMAE's bound: per row of ``make_advertiser(advertisers, days, seed)``, the median of the day's
+    realised count given everything known at the end of the day before, as ``true_<task>`` is its
+    mean. Absolute error is minimised by the median, not the mean (the Gamma mixing and the chance
+    of a pause make the counts right-skewed), so on NMAE this forecast beats ``true_<task>``.
+
+    It replays the world (the same draws as ``make_advertiser``'s) and draws each unit's day
+    ``replicas`` more times from its state with an independent stream.
+
+    Returns every unit and day: ``advertiser_id, scenario, day, median_<count task>``."""
+    rng = np.random.default_rng(seed)
+    world = _World(advertisers, rng)
+    sim = _simulate_units(world, days, rng, replicas, np.random.default_rng([seed, 0]))
+    U = len(world.u_adv)
+    return pd.DataFrame({
+        "advertiser_id": np.tile(_advertiser_ids(world.u_adv), days),
+        "scenario": np.tile(np.array(world.names)[world.u_scen], days),
+        "day": np.repeat(np.arange(days), U),
+        **{f"{MEDIAN_PREFIX}{t}": sim[f"{MEDIAN_PREFIX}{t}"].reshape(-1) for t in TASKS[:3]},
     })
 
 
