@@ -215,3 +215,37 @@ def test_time_split_sorts_rows_given_in_any_order():
     assert sorted(parts["test"]["t"]) == list(range(90, 100))
     for part in parts.values():
         assert part["x"].is_monotonic_increasing
+
+
+def test_task_label_statistics_are_over_the_rows_where_the_task_exists():
+    """``schema.task_stats[t]``: the "mean" and (population) "var" of t's training labels over the
+    rows of its scenarios only (labels written in other scenarios are ignored), and "scenario_mean"
+    per training scenario in schema order, the task's overall mean where it does not exist — all
+    against pandas on the raw table."""
+    from msmt.spec.dataset import DatasetSpec
+
+    rng = np.random.default_rng(3)
+    n = 90
+    train = pd.DataFrame({
+        "scenario": rng.choice(["a", "b", "c"], n), "colour": rng.choice(["r", "g"], n),
+        "click": rng.integers(0, 2, n).astype(float), "plays": rng.poisson(2.0, n).astype(float),
+    })
+    train.loc[train["scenario"] == "c", "plays"] = 40.0  # plays does not exist in c: these labels must not count
+    spec = DatasetSpec.model_validate({
+        "files": {"train": "in-memory"}, "scenario": {"column": "scenario"},
+        "features": {"sparse": ["colour"], "dense": []},
+        "tasks": [{"name": "click", "label": "click", "kind": "binary"},
+                  {"name": "plays", "label": "plays", "kind": "count", "scenarios": ["a", "b"]}],
+    })
+    schema = fit_schema(train, spec)
+    assert schema.scenarios == ("a", "b", "c")
+    stats = schema.task_stats
+    click = train["click"]
+    assert stats["click"]["mean"] == pytest.approx(click.mean())
+    assert stats["click"]["var"] == pytest.approx(click.var(ddof=0))
+    np.testing.assert_allclose(stats["click"]["scenario_mean"], click.groupby(train["scenario"]).mean()[["a", "b", "c"]])
+    plays = train.loc[train["scenario"] != "c", "plays"]
+    assert stats["plays"]["mean"] == pytest.approx(plays.mean())
+    assert stats["plays"]["var"] == pytest.approx(plays.var(ddof=0))
+    by = plays.groupby(train["scenario"]).mean()
+    np.testing.assert_allclose(stats["plays"]["scenario_mean"], [by["a"], by["b"], plays.mean()])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import encoded, model_config
+from helpers import encoded, model_config, trained_by
 from msmt.layers.apg import APGLinear
 from msmt.layers.meta_unit import MetaUnit
 from msmt.models import build_model
@@ -93,3 +93,15 @@ def test_model_runs_every_layer_with_the_rows_own_generated_weights(tiny_schema,
             h = torch.relu(torch.einsum("bn,bnm->bm", h, layer.dense_weight(z)) + layer.bias)
         for t in model.task_names:
             torch.testing.assert_close(out[t], model.towers[t](h).squeeze(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_every_task_trains_the_condition_network(tiny_schema, batch):
+    """The weights are generated from z = LayerNorm(MLP(S ⊕ C)), and z is learnt: each task's output
+    sends a gradient through every generated layer into the condition network, the scenario input
+    and the generator G itself."""
+    model = make(tiny_schema, condition_features=["user_id"])
+    for t in model.task_names:
+        moved = trained_by(model, batch, t)
+        condition = {n for n in moved if n.startswith("condition.")}
+        assert condition == {n for n, _ in model.condition.named_parameters(prefix="condition")}, (t, condition)
+        assert all(any(n.startswith(f"layers.{i}.core.") for n in moved) for i in range(len(model.layers))), t

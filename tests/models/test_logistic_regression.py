@@ -20,6 +20,7 @@ from msmt.data.tensorize import encode_frame
 from msmt.models import build_model
 from msmt.spec.batch import take
 from msmt.spec.dataset import DatasetSpec
+from msmt.spec.task_kinds import rules
 from msmt.training.losses import task_losses
 
 
@@ -157,3 +158,21 @@ def test_task_bias_starts_at_the_link_of_the_training_mean():
     model = build_model(schema, model_config("logistic_regression"))
     click, plays = frame["click"].mean(), frame["plays"].mean()
     np.testing.assert_allclose(model.bias.detach().numpy(), [np.log(click / (1 - click)), np.log(plays)], rtol=1e-5)
+
+
+def test_untrained_model_on_panel_data_is_the_naive_forecast(advertiser_panel):
+    """On panel data a count task with a history is a GLM offset, log λ = log(b + ε) + η: its task
+    bias starts at 0, so the untrained model (every weight 0) predicts exactly the naive forecast
+    for those tasks, and the link of the training mean for the others (not both at once)."""
+    schema, rows = advertiser_panel
+    model = build_model(schema, model_config("logistic_regression")).eval()
+    assert model.forecast is not None and model.forecast.tasks
+    batch = take(rows, slice(0, 200))
+    with torch.no_grad():
+        out, offsets = model(batch), model.forecast.offsets(batch)
+    for task in schema.spec.tasks:
+        if task.name in offsets:
+            torch.testing.assert_close(out[task.name], offsets[task.name], rtol=1e-6, atol=1e-6)
+        else:
+            start = rules(task.kind).inverse_link(torch.tensor(schema.label_stat(task.name, "mean")))
+            torch.testing.assert_close(out[task.name], start.expand(len(out[task.name])), rtol=1e-6, atol=1e-6)

@@ -634,3 +634,22 @@ def test_group_channel_steps_count_as_observed_for_a_unit_without_rows():
                  + enc.encode_performance.position[t] for t in (2, 3)]
     torch.testing.assert_close(perf[0], (steps[0] + steps[1]) / 2)
     assert perf[1].abs().max() == 0  # neither the unit nor its group has a row: nothing observed
+
+
+def test_paper_output_layer_is_w_dot_h_plus_b(toy):
+    """Without ``model.tower_dims``, out_t = w_tᵀ h_t + b_t (the paper's output layer) on the meta
+    tower's h_t: by hand from w, b and h, each task with its own (here non-zero) bias."""
+    torch.manual_seed(0)
+    model = build_model(toy.schema, m2m_config().model_copy(update={"tower_dims": [], "forecast": "none"})).eval()
+    assert not hasattr(model, "towers")
+    batch = rows(toy, range(48))
+    with torch.no_grad():
+        model.out_bias.copy_(torch.linspace(-1.0, 1.5, len(model.task_names)))
+        out = model(batch)
+        x, profile = model.inputs(batch)
+        s = model.scenario(batch, profile)
+        r, _ = model.attention(model.experts(x), model.task_view(model.task_embedding), s)
+        h = model.tower(r, s)  # [B, m, E]
+        for i, t in enumerate(model.task_names):
+            want = h[:, i] @ model.out_weight[i] + model.out_bias[i]
+            torch.testing.assert_close(out[t], want, rtol=1e-5, atol=1e-5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import encoded, model_config
+from helpers import encoded, model_config, trained_by
 from msmt.layers.gate_nu import GateNU
 from msmt.models import build_model
 from msmt.spec.batch import take
@@ -160,3 +160,13 @@ def test_ppnet_gates_read_the_persona_prior(tiny_schema, batch):
     for got, new in zip(gates, shifted):
         change = (new - got).abs().flatten(1).amax(1) > 1e-6
         assert torch.equal(change, torch.arange(x.shape[0]) % 2 == 0)
+
+
+def test_every_task_trains_the_domain_gate(tiny_schema, batch):
+    """δ_domain is learnt from every task: stop_grad applies to the embedding inside the gate's input
+    only, so each task's output sends a gradient into EPNet and into the scenario representation."""
+    model = make(tiny_schema)
+    for t in model.task_names:
+        moved = trained_by(model, batch, t)
+        assert {n for n, _ in model.epnet.named_parameters(prefix="epnet")} <= moved, t
+        assert any(n.startswith("scenario.") for n in moved), t

@@ -53,3 +53,32 @@ def test_task_gradients_reach_the_bottom_and_only_their_own_tower(model, batch):
         assert any(n.startswith(f"towers.{t}.") for n in moved), t
         others = [n for n in moved if n.startswith("towers.") and not n.startswith(f"towers.{t}.")]
         assert not others, (t, others)
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+def test_model_activation_is_the_one_configured(tiny_schema, batch, act):
+    """``model.activation`` reaches every hidden layer: the forward by hand with that function
+    (GELU, SiLU) equals the model's, and the same weights through ReLU give another output."""
+    fn = {"gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu}[act]
+
+    def through(mlp, x, f, output_layer):
+        linears = [m for m in mlp.net if isinstance(m, nn.Linear)]
+        for i, layer in enumerate(linears):
+            x = x @ layer.weight.T + layer.bias
+            if not (output_layer and i == len(linears) - 1):
+                x = f(x)
+        return x
+
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, model_config("shared_bottom", hidden_dims=[12, 10], tower_dims=[6], activation=act)).eval()
+    with torch.no_grad():
+        out = model(batch)
+        x = model.encoder(batch)
+        for f in (fn, torch.relu):
+            h = through(model.bottom, x, f, output_layer=False)  # hidden layers only
+            for t in model.task_names:
+                want = through(model.towers[t], h, f, output_layer=True).squeeze(-1)
+                if f is fn:
+                    torch.testing.assert_close(out[t], want, atol=1e-5, rtol=1e-5)
+                else:
+                    assert (out[t] - want).abs().max() > 1e-4, t

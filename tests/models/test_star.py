@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import trained_by
 from msmt.data.tensorize import encode_frame
 from msmt.layers.star import PartitionedNorm, StarLinear
 from msmt.models import build_model
@@ -214,3 +215,17 @@ def test_star_model_hands_every_layer_the_rows_own_scenario(tiny_schema, batch):
             for t in before:
                 assert (after[t][scen == p] - before[t][scen == p]).abs().amin() > 0  # every row of p moves
                 torch.testing.assert_close(after[t][scen != p], before[t][scen != p])
+
+
+def test_every_task_trains_the_auxiliary_network_and_its_scenario_input(tiny_schema, batch):
+    """Aux(s)_t is learnt with the rest of the model: each task's output sends a gradient into the
+    auxiliary MLP (its own output unit only) and into the scenario embedding it reads."""
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, star_cfg())
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    out_layer = model.aux.last_linear()
+    for i, t in enumerate(model.task_names):
+        moved = trained_by(model, inputs, t)
+        assert any(n.startswith("aux.") for n in moved) and any(n.startswith("aux_encoder.") for n in moved), t
+        rows = out_layer.weight.grad.abs().sum(1) > 0  # [T]: which output units the task's gradient reached
+        assert rows.tolist() == [j == i for j in range(len(model.task_names))], t
