@@ -10,11 +10,11 @@ from msmt.evaluation.correlation import cross_scenario_correlation, mean_off_dia
 from msmt.evaluation.metrics import compute_metrics
 from msmt.spec.dataset import Task
 from msmt.synth.advertiser import (
+    MEDIAN_PREFIX,
     MINOR_SCENARIO,
     NEW_SCENARIO,
     SCENARIOS,
     TASKS,
-    MEDIAN_PREFIX,
     ZERO_SHOT_PREFIX,
     _simulate_units,
     _World,
