@@ -328,26 +328,6 @@ def test_personal_blocks_compose_with_base_and_fall_back(blocks_run, valid_rows)
     assert abs(resp["predictions"][0]["dwell"] - float(base["dwell"][0])) <= 1e-6  # only click's tower is personal
 
 
-def test_scorer_reads_each_rows_group_from_the_table(blocks_run, valid_rows):
-    """``Scorer.score_frame`` (a table, read as ``msmt predict`` reads it) takes each row's group from
-    ``dataset.group``: rows of u1 and u2 are scored with their own block, a user without one by the base."""
-    from msmt.serving.scorer import Scorer
-
-    run_dir, blocks = blocks_run
-    run = load_run(run_dir)
-    users = ["u1", "nobody", "u2", "u1"]
-    rows = [dict(r, user_id=u) for r, u in zip(valid_rows[:4], users)]
-    frame = pd.DataFrame(rows)
-    for col in ("scenario", "user_id", "item_id", "item_category"):
-        frame[col] = frame[col].astype(str)
-    values, personal = Scorer(run).score_frame(frame)
-    assert personal.tolist() == [True, False, True, True]
-    for i, user in enumerate(users):
-        ref = _expected(run, [rows[i]], blocks.get(user))
-        for task in ("click", "purchase", "dwell"):
-            assert abs(float(values[task][i]) - float(ref[task][0])) <= 1e-6, (user, task)
-
-
 def test_block_cache_is_lru_and_lazy(blocks_run, valid_rows):
     run_dir, _ = blocks_run
     client = TestClient(create_app(load_run(run_dir), block_cache_size=1))

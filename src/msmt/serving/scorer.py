@@ -17,9 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from msmt.data.tensorize import encode_frame
 from msmt.rundir.layout import LoadedRun
 from msmt.scoring.predict import predict
 from msmt.serving.blocks import BlockCache
@@ -55,7 +53,6 @@ class Scorer:
         self.model = run.model.eval()
         self.backend = backend
         self.kinds = {t.name: t.kind for t in self.schema.spec.tasks}
-        self.group_column = self.schema.spec.group
         self.blocks = BlockCache(run.path, self.model, block_cache_size)
         self._onnx = None
         if backend == "onnx":
@@ -68,12 +65,6 @@ class Scorer:
             from msmt.scoring.export import OnnxRunner
 
             self._onnx = OnnxRunner(onnx_path, threads)
-
-    def score_frame(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Score a table read like ``msmt predict`` reads it (group ids from ``dataset.group``)."""
-        batch = encode_frame(frame, self.schema, with_labels=False)
-        groups = frame[self.group_column].tolist() if self.group_column else None
-        return self.score(batch, groups)
 
     def score(self, batch: Batch, groups: list | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Encoded rows (+ each row's group id or None) -> (``{task: [N]}`` in user units, personal [N]).
