@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from helpers import run_main
-from msmt.data.infer import infer_column, infer_dataset, parse_task
+from msmt.data.infer import infer_column, infer_dataset, infer_task_kind, parse_task
 from msmt.spec.config import load_dataset_spec, load_experiment
+from msmt.spec.dataset import TaskKind
 from msmt.spec.errors import ConfigError
 
 
@@ -45,6 +46,7 @@ def test_feature_kinds_follow_the_documented_rules():
     assert kind(rng.normal(size=500)) == ("dense", {})
     assert kind(rng.lognormal(2, 2, 500)) == ("dense", {"transform": "log1p"})
     assert kind(-rng.lognormal(2, 2, 500)) == ("dense", {})  # skewed but negative: no log1p
+    assert kind(rng.lognormal(2, 2, 500) - 5) == ("dense", {})  # skewed to the right but with values below −1: no log1p
     assert kind(rng.integers(0, 7, 500)) == ("sparse", {})  # few integers: categories
     assert kind(rng.integers(0, 300, 500)) == ("dense", {})
     assert kind(rng.integers(0, 300, 500), name="item_id") == ("sparse", {})  # an identifier by its name
@@ -60,6 +62,14 @@ def test_feature_kinds_follow_the_documented_rules():
     assert kind([f"2024-01-{d:02d}" for d in range(1, 29)] * 5)[0] == "skip"  # dates
     assert kind([f"u{i}" for i in range(500)])[0] == "skip"  # a row identifier
     assert kind(["x"] * 50)[0] == "skip" and kind([np.nan] * 50)[0] == "skip"
+
+
+def test_a_label_kind_follows_its_values():
+    """0/1: binary; non-negative integers: count; negative integers or fractions: regression."""
+    assert infer_task_kind(pd.Series([0, 1, 1, 0]), "y") == TaskKind.BINARY
+    assert infer_task_kind(pd.Series([0, 3, 7, 2]), "y") == TaskKind.COUNT
+    assert infer_task_kind(pd.Series([-2, 3, 7, 2]), "y") == TaskKind.REGRESSION
+    assert infer_task_kind(pd.Series([0.5, 3, 7, 2]), "y") == TaskKind.REGRESSION
 
 
 def test_labels_ground_truth_and_dropped_columns_are_never_features():

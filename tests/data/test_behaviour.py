@@ -73,6 +73,17 @@ def test_features_match_a_per_row_loop(tmp_path, length, prior):
     np.testing.assert_allclose(got, _loop(frame, frame, spec, priors), rtol=1e-12, atol=1e-12)
 
 
+def test_a_row_without_the_task_counts_as_an_earlier_row_but_not_in_the_tasks_rate(tmp_path):
+    """dwell exists in scenario a only: a value written in a scenario-b row is no dwell outcome (neither in the
+    rate nor in the prior), and that row still counts among the key's earlier rows."""
+    spec = _spec(tmp_path, length=1000, tasks=("dwell",))
+    frame = _frame()
+    frame["dwell"] = np.random.default_rng(3).poisson(3, len(frame)).astype(float)  # filled in scenario b as well
+    priors = behaviour_priors(frame, spec)
+    assert priors["dwell"] == pytest.approx(frame.loc[frame.scenario == "a", "dwell"].mean())
+    np.testing.assert_allclose(behaviour_values(frame, spec, priors), _loop(frame, frame, spec, priors), rtol=1e-12, atol=1e-12)
+
+
 def test_context_and_own_rows(tmp_path):
     spec = _spec(tmp_path, length=1000)
     early, late = _frame(seed=1), _frame(seed=2, t0=20)  # overlapping times: only strictly earlier rows count

@@ -12,6 +12,7 @@ from msmt.data.split import split_frame
 from msmt.data.tensorize import encode_frame
 from msmt.rundir.layout import save_schema
 from msmt.spec.batch import iterate_batches
+from msmt.spec.config import dataset_spec_from
 from msmt.spec.dataset import SplitSpec
 from msmt.spec.errors import DataError
 from msmt.spec.fitted import OOV, FittedSchema
@@ -249,3 +250,25 @@ def test_task_label_statistics_are_over_the_rows_where_the_task_exists():
     assert stats["plays"]["var"] == pytest.approx(plays.var(ddof=0))
     by = plays.groupby(train["scenario"]).mean()
     np.testing.assert_allclose(stats["plays"]["scenario_mean"], [by["a"], by["b"], plays.mean()])
+
+
+@pytest.mark.parametrize("method", ["time", "random"])
+def test_each_split_takes_the_whole_number_of_rows_nearest_its_share(tiny_train, method):
+    """29 rows, 10% for validation and 25% for test: 3 (2.9) and 7 (7.25) rows, the rest for training."""
+    frame = tiny_train.iloc[:29].reset_index(drop=True)
+    parts = split_frame(frame, SplitSpec(method=method, time_column="timestamp", validation_fraction=0.1, test_fraction=0.25))
+    assert {name: len(part) for name, part in parts.items()} == {"train": 19, "validation": 3, "test": 7}
+
+
+def test_category_columns_are_read_as_written(tmp_path):
+    """The group, a scenario attribute and the behaviour key are categories, read as text: '007' stays '007',
+    a value apart from '7' (and from the number 7)."""
+    raw = {"files": {"train": "x.csv"}, "scenario": {"column": "s", "attributes": {"sparse": ["region"]}},
+           "features": {"sparse": ["item"]}, "tasks": [{"name": "y", "label": "y", "kind": "binary"}],
+           "group": "user", "behaviour": {"key": "account", "time": "t", "tasks": ["y"]}}
+    spec = dataset_spec_from(raw, tmp_path / "dataset.yaml")
+    path = tmp_path / "x.csv"
+    path.write_text("s,region,item,user,account,t,y\na,01,i,007,001,1,0\na,1,i,7,1,2,1\n")
+    frame = read_data(path, spec)
+    for column, values in {"region": ["01", "1"], "user": ["007", "7"], "account": ["001", "1"]}.items():
+        assert frame[column].tolist() == values, column

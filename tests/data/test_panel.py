@@ -295,3 +295,9 @@ def test_group_keys_validation():
         PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), group_keys=("industry",))
     with pytest.raises(ValueError, match="strict subset"):
         PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), group_keys=("scen", "adv"))
+
+
+def test_the_panel_time_cannot_be_a_unit_key():
+    """A unit is named by its keys and its rows ordered by the time: the time column cannot be one of the keys."""
+    with pytest.raises(ValueError, match="must not also be a key"):
+        PanelSpec(keys=("adv", "day"), time="day", metrics=("imp",))

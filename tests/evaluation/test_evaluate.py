@@ -146,3 +146,16 @@ def test_a_scenario_where_no_task_exists_has_no_block_and_no_table_row():
     M = compute_metrics(tasks, {"a": np.array([0, 1, 0, 1, 1.0])}, {"a": np.array([0.2, 0.7, 0.4, 0.1, 0.9])}, scen)
     assert M["rows"] == 5 and list(M["scenarios"]) == ["x"] and M["overall"]["a"]["rows"] == 3
     assert [line.split(" | ")[0] for line in metrics_table(M, tasks).splitlines()[2:]] == ["| x", "| **overall**"]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_scoring_leaves_the_models_mode_as_it_was(tiny_schema, tiny_train, training):
+    """``predict`` scores in eval mode and hands the model back in the mode it came in (training's
+    validation scores between steps; a caller's model stays what it was)."""
+    model = build_model(tiny_schema, model_config("shared_bottom", dropout=0.5))
+    model.train(training)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    predict_batches(model, encoded(tiny_train.iloc[:64], tiny_schema), batch_size=32)
+    assert seen == [False, False]
+    assert model.training is training

@@ -168,3 +168,17 @@ def test_lightgbm_is_a_bench_cell_with_the_baselines_numbers(tiny_dir, tmp_path)
     logs.clear()
     bench([f"a={config}"], ["lightgbm"], [0], out, common, log=logs.append)
     assert any("reused" in line for line in logs) and not any("training" in line for line in logs)
+
+
+def test_an_na_verdict_holds_for_every_seed_and_only_for_the_code_that_reached_it(tiny_dir, tmp_path, monkeypatch):
+    """``not_applicable.json`` is written once per (dataset, model): keyed without ``train.seed`` (another seed
+    reads it), with the source hash (other code does not)."""
+    from msmt.experiments.bench import Cell, cell_not_applicable, train_cell
+    from msmt.rundir import provenance
+
+    common, out = ["train.epochs=1", "train.num_threads=1"], tmp_path / "grid"
+    config = tiny_dir / "experiment.yaml"
+    assert train_cell(Cell("tiny", config, "naive_last", 0), out, common)[0] == "n/a"
+    assert cell_not_applicable(Cell("tiny", config, "naive_last", 1), out, common) is not None
+    monkeypatch.setattr(provenance, "source_hash", lambda *args: "other code")
+    assert cell_not_applicable(Cell("tiny", config, "naive_last", 1), out, common) is None

@@ -177,6 +177,27 @@ def test_reptile_moves_personal_init_toward_adapted_block(tiny_dir, tiny_schema,
         assert torch.equal(after[n], before[n])
 
 
+def test_an_outer_step_follows_the_mean_of_the_groups_query_gradients(tiny_dir, tiny_schema, groups):
+    """One episode of G groups, SGD(lr) without clipping: φ ← φ − lr · (1/G) Σ_g ∇_φ L_Q_g (the mean, not the sum)."""
+    cfg = _cfg(tiny_dir, "meta.algorithm=fomaml", "meta.inner_steps=1", "meta.outer_optimizer=sgd", "meta.outer_lr=0.5",
+               "meta.outer_max_grad_norm=null")
+    model = _model(cfg, tiny_schema, dtype=torch.float64)
+    split = split_parameters(model, cfg.meta)
+    episode = [_support_query(groups, g, dtype=torch.float64) for g in range(3)]
+    tasks = cfg.dataset.tasks
+    params = dict(model.named_parameters())
+    grads = []
+    for support, query in episode:  # independent: each group's first-order query gradient on its own
+        model.zero_grad(set_to_none=True)
+        meta_loss(model, split, support, query, tasks, cfg.meta)[0].backward()
+        grads.append({n: params[n].grad.clone() for n in split.personal})
+    before = copy.deepcopy(model.state_dict())
+    meta_step(model, split, episode, tasks, cfg.meta, build_outer_optimizer(model, split, cfg.meta))
+    after = model.state_dict()
+    for n in split.personal:
+        torch.testing.assert_close(after[n], before[n] - 0.5 * sum(g[n] for g in grads) / 3)
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
 # the naive forecasters share nothing (a scale per task is the whole model) and popularity has no
 # parameters (counts): no base to meta-learn
@@ -389,6 +410,20 @@ def test_episodes_split_groups_into_disjoint_support_and_query(groups):
             assert len(owners) == 1 and set(query.tolist()) <= set(index.rows[owners.pop()].tolist())
     with pytest.raises(ConfigError, match="no group has"):
         index.sampler(support_size=10_000, query_size=1, groups_per_episode=1, seed=0)
+
+
+def test_a_group_needs_one_row_beyond_the_smallest_support_to_be_drawn():
+    """support_min + 1 rows at least: a group of exactly support_min rows is never drawn (its support would
+    fall short of support_min), and a table with only such groups is a ConfigError."""
+    index = GroupIndex(np.array(["a"] * 3 + ["b"] * 4 + ["c"] * 3, dtype=object))
+    sampler = index.sampler(support_size=3, query_size=5, groups_per_episode=3, seed=0)
+    for _ in range(5):
+        episode = sampler.sample()
+        assert len(episode) == 1
+        (support, query), = episode
+        assert set(support.tolist()) | set(query.tolist()) == set(index.rows[1].tolist()) and len(support) == 3
+    with pytest.raises(ConfigError, match="no group has"):
+        GroupIndex(np.array(["a"] * 3, dtype=object)).sampler(support_size=3, query_size=1, groups_per_episode=1, seed=0)
 
 
 def test_inner_loop_clipping_bounds_each_step(tiny_dir, tiny_schema, groups):

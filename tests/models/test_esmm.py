@@ -141,6 +141,10 @@ def test_product_declaration_is_validated(funnel):
     bad = {**raw, "auxiliary": [{"name": "click"}]}
     with pytest.raises(ValueError, match="auxiliary: names must differ"):
         DatasetSpec.model_validate(bad)
+    deeper = {"name": "again", "label": raw["tasks"][1]["label"], "kind": "binary", "product_of": [raw["tasks"][1]["name"], "click"]}
+    bad = {**raw, "tasks": [*raw["tasks"], deeper]}  # a factor that is itself a product
+    with pytest.raises(ValueError, match="must be a plain \\(non-product\\) output"):
+        DatasetSpec.model_validate(bad)
     path = out / "bad.yaml"
     path.write_text(yaml.safe_dump({**raw, "tasks": [raw["tasks"][0], {**raw["tasks"][1], "product_of": ["nope"]}]}))
     with pytest.raises(ConfigError, match="bad.yaml: .*nope"):

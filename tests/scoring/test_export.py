@@ -241,3 +241,23 @@ def test_parity_is_the_largest_difference_and_a_nan_output_fails_it():
     assert parity(Tiny(), exported(shift), batch) == pytest.approx(3e-3)
     assert parity(Tiny(), exported(np.zeros(4)), batch) == pytest.approx(0.0, abs=1e-12)
     assert parity(Tiny(), exported(np.zeros(4), nan_row=2), batch) == float("inf")
+
+
+def test_parity_also_scores_a_single_row():
+    """A graph that agrees on the whole batch but not on one row alone (a batch size baked in by tracing)
+    fails parity: the first row is scored alone as well."""
+    from msmt.scoring.export import parity
+
+    class Tiny(nn.Module):
+        task_names = ["a"]
+
+        def forward(self, batch):
+            return {"a": batch["x"]}
+
+    batch = {"scenario": torch.zeros(4, dtype=torch.long), "x": torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)}
+
+    def run(part):
+        x = part["x"].double().numpy()
+        return {"a": x + (0.5 if len(x) == 1 else 0.0)}
+
+    assert parity(Tiny(), run, batch) == pytest.approx(0.5)

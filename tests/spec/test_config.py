@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from msmt.spec.config import apply_overrides, load_dataset_spec, load_experiment
+from msmt.spec.dataset import DatasetSpec
 from msmt.spec.errors import ConfigError
 
 
@@ -92,3 +93,20 @@ def test_specs_are_frozen(tiny_spec):
         tiny_spec.tasks[0].weight = 3.0
     with pytest.raises(pydantic.ValidationError):
         tiny_spec.scenario.column = "other"
+
+
+_BASE = {"files": {"train": "t.csv"}, "scenario": {"column": "s"}, "features": {"sparse": ["u"], "dense": ["x"]},
+         "tasks": [{"name": "y", "label": "y", "kind": "binary"}]}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"features": {"sparse": ["u"], "dense": ["x", {"name": "u", "column": "x"}]}}, "duplicate feature names"),
+    ({"scenario": {"column": "s", "attributes": {"dense": ["y"]}}}, "must not be features"),  # a label as a scenario attribute
+    ({"tasks": [{"name": "y", "label": "y", "kind": "binary", "weight_column": "z"}, {"name": "z", "label": "z", "kind": "binary"}]},
+     "weight_column"),  # another task's label as a loss weight
+    ({"behaviour": {"key": "u", "time": "y", "tasks": ["y"]}}, "must not be a label"),  # the label orders the history
+], ids=["feature-names", "label-attribute", "label-weight", "label-behaviour-time"])
+def test_a_dataset_spec_that_would_leak_or_collide_is_rejected(change, message):
+    DatasetSpec.model_validate(_BASE)
+    with pytest.raises(pydantic.ValidationError, match=message):
+        DatasetSpec.model_validate({**_BASE, **change})

@@ -68,3 +68,26 @@ def test_gradient_clipping_bounds_the_applied_gradient(tiny_schema, tiny_train):
             assert float(norm) > 100 * 1e-3  # unclipped, it is far above the bound
         else:
             assert float(norm) == pytest.approx(c, rel=1e-4)
+
+
+def test_patience_counts_the_epochs_since_the_last_improvement(tiny_schema, split, monkeypatch):
+    """A scripted monitored value (lower is better): best at epochs 1 and 3, worse after. With patience 2
+    training stops 2 epochs after the last improvement (epoch 5), not after 2 non-improving epochs in all."""
+    import msmt.training.loop as loop
+
+    train_data, val_data, val = split
+    script = iter([1.0, 2.0, 0.5, 0.6, 0.7, 0.8, 0.9])
+    real = loop._validate
+
+    def scripted(*args):
+        losses, metrics, _, _ = real(*args)
+        return losses, metrics, next(script), False
+
+    monkeypatch.setattr(loop, "_validate", scripted)
+    small = {k: v[:128] for k, v in train_data.items()}
+    val_small, val_rows = {k: v[:100] for k, v in val_data.items()}, val.iloc[:100]
+    model = build_model(tiny_schema, model_config("shared_bottom"))
+    tc = TrainConfig(epochs=7, batch_size=128, patience=2, progress=False)
+    result = fit(model, tc, LossConfig(), small, val_small, val_rows)
+    assert result.best_epoch == 3
+    assert len(result.history) == 5

@@ -9,10 +9,12 @@ import math
 import pytest
 import torch
 
-from helpers import TINY_THREE_EPOCHS, TINY_THREE_EPOCHS_STEPS, run_main
+from helpers import TINY_THREE_EPOCHS, TINY_THREE_EPOCHS_STEPS, encoded, model_config, run_main
 from msmt.experiments.run import run_experiment
-from msmt.spec.config import ConfigError, load_experiment
+from msmt.models import build_model
+from msmt.spec.config import ConfigError, LossConfig, TrainConfig, load_experiment
 from msmt.training.checkpoint import CHECKPOINT
+from msmt.training.loop import fit
 from msmt.training.optim import cosine_factor
 
 SETTINGS = [*TINY_THREE_EPOCHS, "train.lr=0.004", "train.lr_schedule=cosine", "train.lr_min=0.0004"]
@@ -80,3 +82,15 @@ def test_a_cosine_run_interrupted_and_resumed_ends_like_an_uninterrupted_one(tin
 def test_lr_min_above_lr_is_rejected_naming_the_key(tiny_dir):
     with pytest.raises(ConfigError, match="lr_min"):
         load_experiment(tiny_dir / "experiment.yaml", ["train.lr=0.001", "train.lr_min=0.01"])
+
+
+def test_the_schedule_counts_the_partial_last_batch_of_each_epoch(tiny_schema, tiny_train, monkeypatch):
+    """100 rows in batches of 32: 4 steps per epoch (the last one of 4 rows), so 2 epochs are 8 steps
+    and the cosine runs over 8, reaching lr_min only after the last step."""
+    rates = _record_step_rates(monkeypatch)
+    frame = tiny_train.iloc[:100].reset_index(drop=True)
+    data = encoded(frame, tiny_schema)
+    model = build_model(tiny_schema, model_config("shared_bottom"))
+    tc = TrainConfig(epochs=2, batch_size=32, lr=0.01, lr_schedule="cosine", lr_min=0.001, patience=2, progress=False)
+    fit(model, tc, LossConfig(), data, data, frame)
+    assert rates == pytest.approx([0.01 * cosine_factor(k, 8, 0.1) for k in range(8)], rel=1e-9)
