@@ -377,6 +377,19 @@ def gap_note(config: Path) -> list[str]:
     ]
 
 
+def point_note(args) -> list[str]:
+    """What the count tasks' NMAE scores when the runs were trained with ``train.point_forecast=scaled``."""
+    if "train.point_forecast=scaled" not in [*args.defaults, *args.overrides]:
+        return []
+    return [
+        "Each run's count NMAE, SMAPE and MAPE score its point forecast for absolute errors (`train.point_forecast: scaled`, "
+        "`msmt.scoring.point`): the expected count times a factor per task and scenario, the one that minimises NMAE on the "
+        "validation split (a scenario with under 200 validation rows, and the new scenario, take the task's factor); Poisson "
+        "deviance and RMSE score the expected count. Every model and naive forecaster gets its own factors. The oracle rows are "
+        "not scaled: `oracle` is the expected value (the issue's reference), `oracle (median)` NMAE's own bound.", "",
+    ]
+
+
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
@@ -407,6 +420,7 @@ def main() -> None:
         "summed over its other scenarios); the naive forecasters read only the unit's own history and fit only "
         "a scale per task. NMAE = Σ|y − ŷ| / Σ|y| (lower is better), AUC for `active` (higher is better). "
         f"Count tasks: {', '.join(COUNTS)}.", "",
+        *point_note(args),
         *gap_note(config),
         *world_section(args, summaries["world"], world, config, rows),
         *curves_section(pd.concat([summaries["world"], summaries["curves"]]) if "curves" in summaries else pd.DataFrame(), args),

@@ -289,7 +289,19 @@ def evaluate_frame(run: LoadedRun, frame: pd.DataFrame, encoded, preds: dict, ba
     """The metrics ``M`` (DESIGN.md) of ``preds`` on ``frame``."""
     from msmt.evaluation.evaluate import evaluate_model
 
-    return evaluate_model(run.model, frame, encoded, batch_size, preds=preds)
+    return evaluate_model(run.model, frame, encoded, batch_size, preds=preds, point=run.point)
+
+
+def prediction_columns(run: LoadedRun, frame: pd.DataFrame, preds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What ``predict`` adds to the rows: ``pred_<task>`` per task (probability / expected value) and,
+    for a run with a point forecast (``train.point_forecast: scaled``), ``point_<task>`` per count task."""
+    from msmt.evaluation.evaluate import scenario_names
+
+    columns = {f"pred_{task}": values for task, values in preds.items()}
+    if run.point is not None:
+        points = run.point.apply(preds, scenario_names(frame, run.schema.spec.scenario.column))
+        columns.update({f"point_{task}": values for task, values in points.items()})
+    return columns
 
 
 def adapt_run(
@@ -406,8 +418,8 @@ class Run:
         frame, encoded = encode_for_scoring(run, data, context, with_labels=False)
         preds = score(run, frame, encoded, batch_size, precision, compiled, autotune)
         result = data.copy() if isinstance(data, pd.DataFrame) else frame.copy()
-        for task, values in preds.items():
-            result[f"pred_{task}"] = values
+        for name, values in prediction_columns(run, frame, preds).items():
+            result[name] = values
         return result
 
     def evaluate(

@@ -69,7 +69,7 @@ def evaluate(
         check_not_in_run(out, run_dir)
     run, frame, encoded = _load(run_dir, data, with_labels=True, context=context)
     preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
-    M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds)
+    M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds, point=run.point)
     typer.echo(metrics_table(M, run.schema.spec.tasks))
     if out:
         write_json(out, M)
@@ -80,7 +80,7 @@ def evaluate(
 def predict(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'msmt train'."),
     data: Path = typer.Option(..., "--data", help="CSV or Parquet; labels not needed."),
-    out: Path = typer.Option(..., "--out", help="CSV or Parquet: the input columns plus pred_<task>."),
+    out: Path = typer.Option(..., "--out", help="CSV or Parquet: the input columns plus pred_<task> (and point_<task>, see train.point_forecast)."),
     batch_size: int = typer.Option(8192, "--batch-size", min=1),
     context: list[Path] = typer.Option(None, "--context", metavar="FILE", help=CONTEXT_HELP),
     precision: str = typer.Option("fp32", "--precision", metavar=PRECISION_CHOICES, help=PRECISION_HELP),
@@ -88,6 +88,7 @@ def predict(
     autotune: bool = typer.Option(False, "--autotune", help=AUTOTUNE_HELP),
 ) -> None:
     """Per-row predictions: probability for binary tasks, expected value for count tasks."""
+    from msmt.api import prediction_columns
     from msmt.commands.paths import check_not_in_run, check_output_file
     from msmt.data.io import write_table
 
@@ -97,7 +98,7 @@ def predict(
     run, frame, encoded = _load(run_dir, data, with_labels=False, context=context)
     preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     result = frame.copy()
-    for task, values in preds.items():
-        result[f"pred_{task}"] = values
+    for name, values in prediction_columns(run, frame, preds).items():
+        result[name] = values
     write_table(result, out)
     typer.echo(f"wrote {len(result)} rows to {out}")

@@ -16,6 +16,7 @@ from msmt.data.validate import label_column, numeric_column
 from msmt.evaluation.metrics import cohort_labels, compute_metrics
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
+from msmt.scoring.point import PointScales, fit_point_scales
 from msmt.scoring.predict import predict, predict_batches
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import Task
@@ -48,20 +49,31 @@ def group_cohorts(schema: FittedSchema, data: Batch) -> np.ndarray | None:
 
 
 def evaluate_model(
-    model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192, preds: dict | None = None
+    model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192, preds: dict | None = None,
+    point: PointScales | None = None,
 ) -> dict:
     """The ``M`` block of DESIGN.md for ``frame`` (encoded as ``data``, labels included).
 
     ``preds`` (task -> [N]) replaces the model's own predictions, e.g. base + personal blocks.
+    ``point``: the run's factors for absolute errors (:mod:`msmt.scoring.point`; None: the mean).
     """
     spec = model.schema.spec
     if preds is None:
         preds = predict_batches(model, data, batch_size)
     labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
+    scenarios = scenario_names(frame, spec.scenario.column)
     return compute_metrics(
-        spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), truth_columns(frame, spec.task_names),
+        spec.tasks, labels, preds, scenarios, truth_columns(frame, spec.task_names),
         per_row=_negative_binomial_deviances(model, data, labels, preds), cohorts=group_cohorts(model.schema, data),
+        points=point.apply(preds, scenarios) if point is not None else None,
     )
+
+
+def fit_point(model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192) -> PointScales:
+    """The factors of :mod:`msmt.scoring.point` fitted on ``frame`` (the validation split)."""
+    spec = model.schema.spec
+    labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
+    return fit_point_scales(spec.tasks, labels, predict_batches(model, data, batch_size), scenario_names(frame, spec.scenario.column))
 
 
 def _negative_binomial_deviances(model: MultiTaskModel, data: Batch, labels: dict, preds: dict) -> dict:

@@ -20,6 +20,8 @@ those scenarios: it has no entry in another scenario's block, and its overall en
 Which measures a task gets is its kind's entry in :mod:`msmt.spec.task_kinds` (definitions in
 :mod:`msmt.spec.measures`): binary ``auc`` (None when only one class is present), ``logloss``;
 count and regression ``smape``, ``nmae``, ``mape``, ``rmse``; counts also ``poisson_deviance``.
+A run trained with ``train.point_forecast: scaled`` scores a count task's ``smape``, ``nmae`` and
+``mape`` on its point forecast for absolute errors (:mod:`msmt.scoring.point`), the rest on the mean.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from msmt.scoring.point import ABSOLUTE_MEASURES
 from msmt.spec.dataset import Task
 from msmt.spec.task_kinds import higher_is_better, rules
 
@@ -36,8 +39,9 @@ def task_metrics(task: Task, y: np.ndarray, p: np.ndarray) -> dict[str, float | 
     return {**rules(task).measures(y, p), "rows": int(len(y))}
 
 
-def _block(tasks, labels, preds, rows, per_row, present) -> dict:
-    """Metrics of each task on ``rows`` ([N] bool) where it exists; a task with no such row is left out."""
+def _block(tasks, labels, preds, rows, per_row, present, points=None) -> dict:
+    """Metrics of each task on ``rows`` ([N] bool) where it exists; a task with no such row is left out.
+    ``points``: {task: [N] point forecast} whose absolute-error measures replace the mean's."""
     out = {}
     for t in tasks:
         where = present[t.name] if rows is None else rows & present[t.name]
@@ -45,6 +49,9 @@ def _block(tasks, labels, preds, rows, per_row, present) -> dict:
             continue
         y, p = labels[t.name], preds[t.name]
         out[t.name] = task_metrics(t, y[where], p[where])
+        if points and t.name in points:
+            of_point = rules(t).measures(y[where], points[t.name][where])
+            out[t.name].update({m: of_point[m] for m in ABSOLUTE_MEASURES if m in of_point})
         for measure, values in per_row.get(t.name, {}).items():  # means of per-row measures
             out[t.name][measure] = float(np.mean(values[where]))
     return out
@@ -68,13 +75,14 @@ def _present(tasks, scenarios: np.ndarray) -> dict[str, np.ndarray]:
     return {t.name: np.isin(scenarios.astype(str), t.scenarios) if t.scenarios else np.ones(len(scenarios), bool) for t in tasks}
 
 
-def _grouped(tasks, labels, preds, scenarios, per_row=None) -> dict:
+def _grouped(tasks, labels, preds, scenarios, per_row=None, points=None) -> dict:
     per_row = per_row or {}
     scenarios = np.asarray(scenarios)
     present = _present(tasks, scenarios)
-    overall = _block(tasks, labels, preds, None, per_row, present)
+    overall = _block(tasks, labels, preds, None, per_row, present, points)
     per_scenario = {
-        str(s): _block(tasks, labels, preds, scenarios == s, per_row, present) for s in sorted(np.unique(scenarios).tolist(), key=str)
+        str(s): _block(tasks, labels, preds, scenarios == s, per_row, present, points)
+        for s in sorted(np.unique(scenarios).tolist(), key=str)
     }
     return {"overall": overall, "scenarios": {s: block for s, block in per_scenario.items() if block}}
 
@@ -87,6 +95,7 @@ def compute_metrics(
     truth: Mapping[str, np.ndarray] | None = None,
     per_row: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     cohorts: np.ndarray | None = None,
+    points: Mapping[str, np.ndarray] | None = None,
 ) -> dict:
     """Metrics per task, overall and per scenario (and for the oracle when ``truth`` is given).
 
@@ -97,11 +106,15 @@ def compute_metrics(
         per_row: {task: {measure: [N] per-row values}} reported as their mean in each group (e.g.
             the negative-binomial deviance, which needs the model's dispersion of each row).
         cohorts: [N] cohort names (:func:`cohort_labels`), measured into ``out["cohorts"]``.
+        points: {task: [N] point forecast for absolute errors} (:mod:`msmt.scoring.point`): a
+            task's ``nmae``, ``smape`` and ``mape`` are then of it, its other measures of ``preds``.
     """
-    out = {"rows": int(len(scenarios)), **_grouped(tasks, labels, preds, scenarios, per_row)}
+    out = {"rows": int(len(scenarios)), **_grouped(tasks, labels, preds, scenarios, per_row, points)}
     if cohorts is not None:
         cohorts, present = np.asarray(cohorts), _present(tasks, np.asarray(scenarios))
-        blocks = {str(c): _block(tasks, labels, preds, cohorts == c, per_row or {}, present) for c in sorted(np.unique(cohorts).tolist())}
+        blocks = {
+            str(c): _block(tasks, labels, preds, cohorts == c, per_row or {}, present, points) for c in sorted(np.unique(cohorts).tolist())
+        }
         out["cohorts"] = {c: block for c, block in blocks.items() if block}
     if truth:
         oracle_tasks = [t for t in tasks if t.name in truth]

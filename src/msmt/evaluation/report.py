@@ -91,6 +91,11 @@ def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_
         f"Seed {cfg.train.seed}, {len(history)} epoch(s) run, monitor `{cfg.train.monitor}`.{kept}",
         "Cells read `model (oracle)` where the data carry true expected values.",
     ]
+    if cfg.train.point_forecast == "scaled":
+        parts.append(
+            "Count tasks' smape, nmae and mape score the point forecast c·μ (`train.point_forecast: scaled`: c per task "
+            "and scenario fitted on the validation split, `point_forecast.json`); their rmse and deviance the mean μ."
+        )
     for split, M in metrics.items():
         parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]
     parts += ["", "## Training curves", "", "Loss per epoch, weighted total and per task; dashed: the epoch kept.", "",

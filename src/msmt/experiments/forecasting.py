@@ -175,7 +175,7 @@ def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
         return out
     for k in NEW_SCENARIO_K:
         data = encode_frame(scored, run.schema, context=new_scenario_context(spec, frame, others, k), own_history=False)
-        out[k] = evaluate_model(run.model, scored, data)
+        out[k] = evaluate_model(run.model, scored, data, point=run.point)
     return out
 
 

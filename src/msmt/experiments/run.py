@@ -17,7 +17,7 @@ from msmt.data.loading import load_splits, read_data
 from msmt.data.streaming import ParquetStream, fit_schema_streaming
 from msmt.data.tensorize import encode_frame
 from msmt.data.validate import validate_frame
-from msmt.evaluation.evaluate import evaluate_model
+from msmt.evaluation.evaluate import evaluate_model, fit_point
 from msmt.evaluation.report import write_report
 from msmt.meta import meta_train, plan_meta
 from msmt.meta.warmup import warm_up_ids
@@ -26,6 +26,7 @@ from msmt.rundir import provenance
 from msmt.rundir.layout import CONFIG, HISTORY, META_HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
 from msmt.rundir.manifest import MANIFEST, write_manifest
 from msmt.runtime.threads import choose_threads
+from msmt.scoring.point import save_point_scales
 from msmt.spec.config import ExperimentConfig
 from msmt.spec.errors import ConfigError, DivergedError
 from msmt.spec.fitted import FittedSchema
@@ -206,10 +207,13 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
             print("forecast offset: " + ", ".join(f"{t} = naive {m}" for t, m in model.forecast.chosen().items()), file=sys.stderr)
 
     metrics = {"val": result.val_metrics}
-    if meta_history or warmup_history:  # the meta-trained (or warmed-up) model is what the run directory stores
-        metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size)
+    point = None
+    if cfg.train.point_forecast == "scaled":  # fitted on the stored model: after meta-training and warm-up
+        point = fit_point(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size)
+    if meta_history or warmup_history or point is not None:  # the meta-trained (or warmed-up) model is what the run directory stores
+        metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size, point=point)
     if "test" in splits:
-        metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size)
+        metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size, point=point)
 
     if not writer:
         return metrics
@@ -219,6 +223,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     history = pd.DataFrame(result.history)
     write_table(history, out / HISTORY)
     write_json(out / METRICS, metrics)
+    if point is not None:
+        save_point_scales(point, out)
     provenance.write(out, training=setup)  # which code produced these metrics (reuse checks compare it), and how
     if meta_history:
         write_table(pd.DataFrame(meta_history), out / META_HISTORY)

@@ -8,6 +8,7 @@
     RUN_DIR/metrics.json     {"val": M, "test": M}
     RUN_DIR/history.csv      per-epoch losses and validation metrics
     RUN_DIR/report.md        tables + plots/*.png
+    RUN_DIR/point_forecast.json  factors of the count tasks' point forecast (train.point_forecast: scaled)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from msmt.models.base import MultiTaskModel
 from msmt.rundir.manifest import safetensors_shapes, verify
 from msmt.rundir.provenance import PROVENANCE
 from msmt.runtime.device import model_device
+from msmt.scoring.point import PointScales, load_point_scales
 from msmt.spec.config import ExperimentConfig, dump_yaml, validate_experiment
 from msmt.spec.errors import MsmtError, RunDirError
 from msmt.spec.fitted import FittedSchema
@@ -47,6 +49,7 @@ class LoadedRun:
     config: ExperimentConfig
     schema: FittedSchema
     model: MultiTaskModel
+    point: PointScales | None = None  # the count tasks' point forecast for absolute errors (msmt.scoring.point)
 
 
 def save_weights(model: MultiTaskModel, path: str | Path) -> None:
@@ -236,4 +239,4 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         raise RunDirError(f"{run_dir / SCHEMA}: cannot build the model of {CONFIG} from it ({type(exc).__name__}: {exc})") from None
     _load_weights(model, run_dir / WEIGHTS, written_by(run_dir))
     model.eval()
-    return LoadedRun(run_dir, cfg, schema, model)
+    return LoadedRun(run_dir, cfg, schema, model, load_point_scales(run_dir))

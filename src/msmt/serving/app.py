@@ -315,6 +315,7 @@ def create_app(
     encoder = RowEncoder(run.schema, cols, Row)
     panel_encoder = PanelEncoder(run.schema, cols, hist_cols, store, encoder) if spec.panel is not None else None
     group_field = next((c.field for c in cols if c.column == spec.group), None)
+    scenario_field = next(c.field for c in cols if c.column == spec.scenario.column)
     task_names = list(scorer.kinds)
     schema_doc = describe_schema(scorer, cols, max_rows, max_body_bytes, store)
     observe_kinds = {"observations": kinds["context"]}
@@ -387,7 +388,7 @@ def create_app(
         return Response(dumps(schema_doc), media_type="application/json")
 
     tasks_units = {t.name: rules(t).user_units for t in spec.tasks}
-    PredictResponse = predict_response(tasks_units, spec.panel is not None)
+    PredictResponse = predict_response(tasks_units, spec.panel is not None, list(run.point.overall) if run.point else [])
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=errors(400, 413, 422, 500))
     def predict(body: PredictRequest) -> Response:  # type: ignore[valid-type]
@@ -417,6 +418,9 @@ def create_app(
         columns = [preds[t].tolist() for t in task_names]
         rows = [dict(zip(task_names, values)) for values in zip(*columns)]
         payload = {"predictions": rows, "personal": personal.tolist(), "ignored": ignored}
+        if run.point is not None:  # train.point_forecast: scaled (msmt.scoring.point), as msmt predict's point_<task>
+            points = run.point.apply(preds, np.array([str(getattr(r, scenario_field)) for r in body.rows], dtype=object))
+            payload["point"] = [dict(zip(points, values)) for values in zip(*(v.tolist() for v in points.values()))]
         if history_info is not None:
             payload["history"] = history_info
             payload["notes"] = notes

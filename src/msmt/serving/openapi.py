@@ -128,8 +128,9 @@ class ObserveResponse(BaseModel):
     ignored: list[str] = Field(description="keys of the observations that are no history column")
 
 
-def predict_response(tasks: dict[str, str], panel: bool) -> type[BaseModel]:
-    """The model of ``POST /v1/predict``'s answer for these tasks (name -> unit of the output)."""
+def predict_response(tasks: dict[str, str], panel: bool, point_tasks: list[str] = ()) -> type[BaseModel]:
+    """The model of ``POST /v1/predict``'s answer for these tasks (name -> unit of the output);
+    ``point_tasks``: the count tasks with a point forecast for absolute errors (msmt.scoring.point)."""
     fields = {
         f"t{i}": (float, Field(alias=name, description=f"{name}: {unit}")) for i, (name, unit) in enumerate(tasks.items())
     }
@@ -139,6 +140,13 @@ def predict_response(tasks: dict[str, str], panel: bool) -> type[BaseModel]:
         "personal": (list[bool], Field(description="per row: scored with its group's personal block")),
         "ignored": (list[str], Field(description="keys of the rows that are no column the model reads")),
     }
+    if point_tasks:
+        fields = {
+            f"t{i}": (float, Field(alias=name, description=f"{name}: the expected count times the run's factor for its scenario"))
+            for i, name in enumerate(point_tasks)
+        }
+        point = create_model("PointForecast", __config__=ConfigDict(title="PointForecast"), **fields)
+        body["point"] = (list[point], Field(description="one per row: the point forecast for absolute errors (train.point_forecast)"))
     if panel:
         body["history"] = (HistoryInfo, Field(description="how much of each row's window was observed"))
         body["notes"] = (list[str], Field(description="the fallbacks taken (rows without history)"))

@@ -121,6 +121,10 @@ class TrainConfig(Strict):
     # "bf16": forward passes of training under torch.autocast(bfloat16) — matmuls in bfloat16,
     # weights, gradients, losses and the optimiser in float32 (docs/speed.md for speed and AUC)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # the point forecast of count tasks for absolute errors (msmt.scoring.point): "mean" (the expected
+    # count) or "scaled": c·mean, c per count task and scenario fitted after training on the validation
+    # split to minimise NMAE; nmae / smape / mape score it, predict and the service add point_<task>
+    point_forecast: Literal["mean", "scaled"] = "mean"
 
     @field_validator("device")
     @classmethod
@@ -217,6 +221,13 @@ class ExperimentConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     meta: MetaConfig = Field(default_factory=MetaConfig)
+
+    @model_validator(mode="after")
+    def _point_forecast_has_counts(self) -> ExperimentConfig:
+        """``train.point_forecast: scaled`` scales count tasks: a dataset without one is told so."""
+        if self.train.point_forecast == "scaled" and not any(t.kind == "count" for t in self.dataset.tasks):
+            raise ValueError("train.point_forecast: 'scaled' scales count tasks and the dataset has none (use 'mean')")
+        return self
 
     @model_validator(mode="after")
     def _monitor_is_measured(self) -> ExperimentConfig:

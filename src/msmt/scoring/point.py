@@ -1,0 +1,119 @@
+"""The point forecast for absolute errors: c · expected count, c per count task and scenario.
+
+A count model predicts the mean μ of tomorrow's count (its loss is a Poisson or NB likelihood).
+NMAE = Σ|y − ŷ| / Σ|y| is minimised row by row by the *median* of the count's distribution, not
+its mean (:func:`msmt.synth.advertiser.median_oracle`); over-dispersed counts have their median
+below the mean. With ``train.point_forecast: scaled`` the run fits, after training, one factor per
+count task and scenario on the validation split,
+
+    c = argmin_c Σ_rows |c·μ − y|  =  the μ-weighted median of y / μ,
+
+the least-absolute-deviation fit of a scale (a weighted median: Koenker & Bassett, 1978, "Regression
+Quantiles"); a scenario with fewer than :data:`MIN_ROWS` validation rows, or none (a scenario
+new at scoring time), takes the factor fitted on all of the task's rows. The factors live in
+``RUN_DIR/point_forecast.json``.
+
+How they are used: the absolute-error measures ``nmae``, ``smape`` and ``mape`` score the point
+forecast c·μ, while ``rmse`` and the deviances score the mean μ (the split GluonTS's evaluator
+makes: absolute errors on the median forecast, squared error on the mean); ``msmt predict`` and
+the service give ``point_<task>`` beside ``pred_<task>`` (still μ). Binary and regression tasks
+have no point forecast of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from msmt.data.io import atomic_write_text
+from msmt.spec.dataset import Task, TaskKind
+from msmt.spec.errors import RunDirError
+
+POINT_FILE = "point_forecast.json"
+FORMAT = 1
+MIN_ROWS = 200  # validation rows a scenario needs for a factor of its own
+ABSOLUTE_MEASURES = ("smape", "nmae", "mape")  # scored on the point forecast; the rest on the mean
+
+
+def lad_scale(pred: np.ndarray, label: np.ndarray) -> float:
+    """argmin_c Σ|c·pred − label| over rows with pred > 0: the pred-weighted median of label / pred
+    (Σ|c·p − y| = Σ p·|c − y/p|). 1.0 when no row has a positive prediction."""
+    pred, label = np.asarray(pred, np.float64), np.asarray(label, np.float64)
+    keep = pred > 0
+    if not keep.any():
+        return 1.0
+    pred, ratio = pred[keep], label[keep] / pred[keep]
+    order = np.argsort(ratio, kind="stable")
+    weight = np.cumsum(pred[order])
+    return float(ratio[order][np.searchsorted(weight, weight[-1] / 2)])
+
+
+@dataclass(frozen=True)
+class PointScales:
+    """{task: factor over all rows} and {task: {scenario: factor}} (scenarios with enough rows)."""
+
+    overall: dict[str, float]
+    scenarios: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def factors(self, task: str, scenarios: np.ndarray) -> np.ndarray:
+        """[N] factor of each row's scenario (the task's overall factor where it has none)."""
+        own = self.scenarios.get(task, {})
+        default = self.overall[task]
+        return np.fromiter((own.get(str(s), default) for s in scenarios), dtype=np.float64, count=len(scenarios))
+
+    def apply(self, preds: dict[str, np.ndarray], scenarios: np.ndarray) -> dict[str, np.ndarray]:
+        """{task: [N] point forecast} for the tasks that have factors (the others are left out)."""
+        return {t: (self.factors(t, scenarios) * preds[t]).astype(np.float32) for t in self.overall if t in preds}
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "fitted_on": "validation", "overall": self.overall, "scenarios": self.scenarios}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> PointScales:
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, this msmt reads {FORMAT}")
+            overall = {str(t): float(c) for t, c in data["overall"].items()}
+            scenarios = {str(t): {str(s): float(c) for s, c in by.items()} for t, by in data["scenarios"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RunDirError(f"{source}: not a point-forecast file ({type(exc).__name__}: {exc})") from None
+        bad = [c for c in [*overall.values(), *(c for by in scenarios.values() for c in by.values())] if not np.isfinite(c) or c < 0]
+        if bad:
+            raise RunDirError(f"{source}: a factor must be finite and >= 0 (found {bad[0]})")
+        return cls(overall, scenarios)
+
+
+def fit_point_scales(
+    tasks: list[Task], labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], scenarios: np.ndarray, min_rows: int | None = None
+) -> PointScales:
+    """The factors of every count task from validation ``labels`` / ``preds`` ({task: [N]}) and
+    [N] scenario names; a task declared for some scenarios only is fitted on its own rows.
+    ``min_rows``: a scenario's rows needed for a factor of its own (default :data:`MIN_ROWS`)."""
+    min_rows = MIN_ROWS if min_rows is None else min_rows
+    scenarios = np.asarray(scenarios).astype(str)
+    overall, per_scenario = {}, {}
+    for task in tasks:
+        if task.kind != TaskKind.COUNT:
+            continue
+        rows = np.isin(scenarios, task.scenarios) if task.scenarios else np.ones(len(scenarios), bool)
+        y, p = labels[task.name][rows], preds[task.name][rows]
+        overall[task.name] = lad_scale(p, y)
+        names, counts = np.unique(scenarios[rows], return_counts=True)
+        per_scenario[task.name] = {
+            str(s): lad_scale(p[scenarios[rows] == s], y[scenarios[rows] == s]) for s, n in zip(names, counts) if n >= min_rows
+        }
+    return PointScales(overall, per_scenario)
+
+
+def save_point_scales(scales: PointScales, run_dir: Path) -> None:
+    atomic_write_text(run_dir / POINT_FILE, scales.to_json())
+
+
+def load_point_scales(run_dir: Path) -> PointScales | None:
+    """The run's factors, or None when it was trained with ``train.point_forecast: mean``."""
+    path = Path(run_dir) / POINT_FILE
+    return PointScales.from_json(path.read_text(), str(path)) if path.is_file() else None

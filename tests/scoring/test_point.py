@@ -1,0 +1,194 @@
+"""The point forecast for absolute errors (``train.point_forecast: scaled``, msmt.scoring.point):
+the factor is the least-absolute-deviation scale, fitted per count task and scenario on the
+validation split; NMAE / SMAPE / MAPE score it, RMSE and deviance the mean; ``predict``,
+``evaluate`` and the service all use the run's stored factors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import run_main
+from msmt.api import encode_for_scoring, score
+from msmt.evaluation.metrics import compute_metrics
+from msmt.experiments.run import run_experiment
+from msmt.rundir.layout import load_run
+from msmt.scoring import point as point_module
+from msmt.scoring.point import POINT_FILE, PointScales, fit_point_scales, lad_scale
+from msmt.serving.app import create_app
+from msmt.spec.config import load_experiment
+from msmt.spec.dataset import Task
+from msmt.spec.errors import ConfigError, RunDirError
+from msmt.spec.measures import mape, nmae, smape
+from msmt.synth.advertiser import write_advertiser
+from serving.serve_helpers import json_records
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's TestClient warns about its httpx transport
+    from fastapi.testclient import TestClient
+
+
+def _absolute_error(c: float, pred: np.ndarray, label: np.ndarray) -> float:
+    return float(np.abs(c * pred - label).sum())
+
+
+def test_lad_scale_minimises_the_absolute_error_over_every_candidate():
+    """Σ|c·p − y| is convex and piecewise linear in c with kinks at the ratios y / p: its minimum
+    over those kinks (and a fine grid) is reached at lad_scale, which is not the ratio of sums."""
+    rng = np.random.default_rng(0)
+    pred = rng.gamma(2.0, 20.0, size=400)
+    label = rng.poisson(pred * rng.gamma(1.5, 1 / 1.5, size=400)).astype(float)  # over-dispersed: median < mean
+    c = lad_scale(pred, label)
+    candidates = np.concatenate([label / pred, np.linspace(0.0, 3.0, 3001)])
+    best = min(_absolute_error(k, pred, label) for k in candidates)
+    assert _absolute_error(c, pred, label) <= best + 1e-9
+    ratio_of_sums = label.sum() / pred.sum()
+    assert _absolute_error(c, pred, label) < _absolute_error(ratio_of_sums, pred, label) - 1.0
+    assert c < ratio_of_sums  # the median of an over-dispersed count sits below its mean
+    # rows without a positive prediction carry no information about the scale; none at all: 1
+    assert lad_scale(np.r_[pred, 0.0, 0.0], np.r_[label, 500.0, 900.0]) == c
+    assert lad_scale(np.zeros(3), np.ones(3)) == 1.0
+
+
+def test_factors_per_scenario_with_the_tasks_factor_for_small_and_new_scenarios():
+    rng = np.random.default_rng(1)
+    scen = np.array(["a"] * 300 + ["b"] * 300 + ["c"] * 20)
+    pred = rng.uniform(5, 50, size=len(scen))
+    truth = np.where(scen == "a", 0.5, np.where(scen == "b", 2.0, 9.0))
+    tasks = [
+        Task(name="n", label="n", kind="count"),
+        Task(name="only_b", label="only_b", kind="count", scenarios=("b",)),
+        Task(name="flag", label="flag", kind="binary"),
+    ]
+    # only_b's label outside "b" is no label of the task (e.g. a filled-in 0): it must not count
+    labels = {"n": truth * pred, "only_b": np.where(scen == "b", 3.0, 0.1) * pred, "flag": (pred > 20).astype(float)}
+    preds = {"n": pred, "only_b": pred, "flag": np.full(len(scen), 0.5)}
+    scales = fit_point_scales(tasks, labels, preds, scen, min_rows=100)
+    assert set(scales.overall) == {"n", "only_b"}  # binary tasks have no point forecast
+    assert scales.scenarios["n"] == pytest.approx({"a": 0.5, "b": 2.0})  # "c": 20 rows, below min_rows
+    assert scales.overall["n"] == pytest.approx(lad_scale(pred, truth * pred))
+    assert scales.overall["only_b"] == pytest.approx(3.0)  # fitted on its own scenario's rows only
+    rows = np.array(["a", "b", "c", "new"])
+    assert scales.factors("n", rows) == pytest.approx([0.5, 2.0, scales.overall["n"], scales.overall["n"]])
+    points = scales.apply({"n": np.ones(4, np.float32), "flag": np.ones(4, np.float32)}, rows)
+    assert set(points) == {"n"} and points["n"] == pytest.approx([0.5, 2.0, scales.overall["n"], scales.overall["n"]])
+    assert PointScales.from_json(scales.to_json(), "x") == scales
+
+
+def test_a_bad_point_file_is_one_line_naming_it():
+    with pytest.raises(RunDirError, match=r"^p.json: not a point-forecast file"):
+        PointScales.from_json("{", "p.json")
+    with pytest.raises(RunDirError, match=r"format 7"):
+        PointScales.from_json(json.dumps({"format": 7, "overall": {}, "scenarios": {}}), "p.json")
+    with pytest.raises(RunDirError, match=r"finite and >= 0"):
+        PointScales.from_json(json.dumps({"format": 1, "overall": {"n": -1.0}, "scenarios": {}}), "p.json")
+
+
+def test_absolute_errors_score_the_point_and_the_rest_the_mean():
+    rng = np.random.default_rng(2)
+    scen = np.array(["a", "b"] * 100)
+    mean = rng.uniform(1, 30, size=200)
+    y = rng.poisson(mean).astype(float)
+    point = 0.8 * mean
+    task = Task(name="n", label="n", kind="count")
+    with_point = compute_metrics([task], {"n": y}, {"n": mean}, scen, points={"n": point})
+    mean_only = compute_metrics([task], {"n": y}, {"n": mean}, scen)
+    for block, rows in ((with_point["overall"]["n"], slice(None)), (with_point["scenarios"]["b"]["n"], scen == "b")):
+        assert block["nmae"] == pytest.approx(nmae(y[rows], point[rows]))
+        assert block["smape"] == pytest.approx(smape(y[rows], point[rows]))
+        assert block["mape"] == pytest.approx(mape(y[rows], point[rows]))
+        assert block["rmse"] == pytest.approx(float(np.sqrt(np.mean((y[rows] - mean[rows]) ** 2))))
+    assert with_point["overall"]["n"]["poisson_deviance"] == mean_only["overall"]["n"]["poisson_deviance"]
+    assert with_point["overall"]["n"]["nmae"] != mean_only["overall"]["n"]["nmae"]
+
+
+def test_scaled_needs_a_count_task(trained_run):
+    with pytest.raises(ConfigError, match="train.point_forecast"):
+        load_experiment(trained_run.data_dir / "experiment.yaml", ["train.point_forecast=scaled", "dataset.tasks=[{name: c, label: click, kind: binary}]"])
+
+
+@pytest.fixture(scope="module")
+def scaled_run(tmp_path_factory):
+    """An MMoE of a 40-advertiser world with ``train.point_forecast=scaled``; scenarios need 40
+    validation rows for a factor of their own (the world is small), so some have one, some not."""
+    data = write_advertiser(tmp_path_factory.mktemp("point_world"), advertisers=40, days=24, seed=4)
+    sets = ["model.name=mmoe", "train.epochs=1", "train.batch_size=128", "model.hidden_dims=[16]", "model.tower_dims=[8]",
+            "model.embedding_dim=4", "train.point_forecast=scaled"]
+    cfg = load_experiment(data / "experiment.yaml", sets)
+    cfg.train.progress = False
+    out = tmp_path_factory.mktemp("point_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(point_module, "MIN_ROWS", 40)
+        run_experiment(cfg, out)
+    return out, data
+
+
+def _scored(run, data, split: str, context: list[str]):
+    frame, encoded = encode_for_scoring(run, data / f"{split}.csv", [data / f"{c}.csv" for c in context], note=lambda _: None)
+    return frame, score(run, frame, encoded, note=lambda _: None)
+
+
+def test_the_run_stores_the_validation_lad_factors_and_scores_test_with_them(scaled_run):
+    out, data = scaled_run
+    run = load_run(out)
+    assert POINT_FILE in json.loads((out / "manifest.json").read_text())["files"]
+    counts = [t for t in run.schema.spec.tasks if t.kind == "count"]
+    # the factors, recomputed from the stored model's validation predictions
+    val, mu_val = _scored(run, data, "validation", ["train"])
+    sizes = val["scenario"].value_counts()
+    assert (sizes >= 40).any() and (sizes < 40).any()
+    for t in counts:
+        y, p = val[t.label].to_numpy(float), mu_val[t.name]
+        assert run.point.overall[t.name] == pytest.approx(lad_scale(p, y))
+        own = {s: lad_scale(p[val["scenario"] == s], y[val["scenario"] == s]) for s, n in sizes.items() if n >= 40}
+        assert run.point.scenarios[t.name] == pytest.approx(own)
+    # test metrics: absolute errors of factor × mean, squared error of the mean
+    test, mu = _scored(run, data, "test", ["train", "validation"])
+    M = json.loads((out / "metrics.json").read_text())["test"]
+    scenarios = test["scenario"].astype(str).to_numpy()
+    for t in counts:
+        y = test[t.label].to_numpy(float)
+        pt = np.array([run.point.scenarios[t.name].get(s, run.point.overall[t.name]) for s in scenarios]) * mu[t.name]
+        assert M["overall"][t.name]["nmae"] == pytest.approx(nmae(y, pt), rel=1e-5)
+        assert M["overall"][t.name]["smape"] == pytest.approx(smape(y, pt), rel=1e-5)
+        assert M["overall"][t.name]["rmse"] == pytest.approx(float(np.sqrt(np.mean((y - mu[t.name]) ** 2))), rel=1e-5)
+        assert M["overall"][t.name]["nmae"] != pytest.approx(nmae(y, mu[t.name]), rel=1e-4)
+    assert "point_forecast" in (out / "report.md").read_text()
+
+
+def test_predict_evaluate_and_the_service_give_the_runs_point_forecast(scaled_run, tmp_path):
+    out, data = scaled_run
+    run = load_run(out)
+    context = ["--context", data / "train.csv", "--context", data / "validation.csv"]
+    assert run_main("predict", out, "--data", data / "test.csv", "--out", tmp_path / "p.parquet", *context) == 0
+    pred = pd.read_parquet(tmp_path / "p.parquet")
+    for task in run.point.overall:
+        factors = run.point.factors(task, pred["scenario"].astype(str).to_numpy())
+        np.testing.assert_allclose(pred[f"point_{task}"], factors * pred[f"pred_{task}"], rtol=1e-6)
+    assert "point_active" not in pred.columns
+    assert run_main("evaluate", out, "--data", data / "test.csv", "--out", tmp_path / "m.json", *context) == 0
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads((out / "metrics.json").read_text())["test"]
+
+    history = pd.concat([pd.read_csv(data / "train.csv"), pd.read_csv(data / "validation.csv")], ignore_index=True)
+    rows = pd.read_csv(data / "test.csv")
+    client = TestClient(create_app(run, max_rows=5000))
+    body = {"rows": json_records(rows), "context": json_records(history)}
+    resp = client.post("/v1/predict", json=body)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    for task in run.point.overall:
+        np.testing.assert_allclose([p[task] for p in answer["point"]], pred[f"point_{task}"], rtol=1e-5, atol=1e-6)
+    assert "point" in client.get("/openapi.json").json()["components"]["schemas"]["PredictResponse"]["properties"]
+
+
+def test_a_mean_run_has_no_point_forecast(trained_panel_run, tmp_path):
+    out = trained_panel_run("mmoe")
+    run = load_run(out)
+    assert run.point is None and not (out / POINT_FILE).exists()
+    data = trained_panel_run.data_dir
+    assert run_main("predict", out, "--data", data / "test.csv", "--out", tmp_path / "p.csv", "--context", data / "train.csv") == 0
+    assert not [c for c in pd.read_csv(tmp_path / "p.csv").columns if c.startswith("point_")]
