@@ -59,6 +59,7 @@ from msmt.experiments.results_page import simulator_config
 from msmt.rundir.layout import load_run
 from msmt.rundir.provenance import source_hash
 from msmt.runtime.host import describe_cpu
+from msmt.scoring.point import lad_scale
 from msmt.spec.config import load_experiment
 from msmt.synth.advertiser import MEDIAN_REPLICAS, ZERO_SHOT_REPLICAS
 
@@ -186,14 +187,6 @@ def world_section(args, summary: pd.DataFrame, records: pd.DataFrame, config: Pa
     return out + zero_shot_level(args, config)
 
 
-def best_scale(pred, y) -> float:
-    """argmin_c Σ|c·ŷ − y| (ŷ > 0): the ŷ-weighted median of y / ŷ."""
-    ratio = y / pred
-    order = ratio.argsort()
-    cum = pred[order].cumsum()
-    return float(ratio[order][cum.searchsorted(cum[-1] / 2)])
-
-
 def zero_shot_level(args, config: Path) -> list[str]:
     """Why zero-shot misses the oracle: M2M's total forecast over the new scenario's scored rows
     against the total observed (Σŷ / Σy), and its NMAE with the best single scale per task (a level
@@ -214,7 +207,7 @@ def zero_shot_level(args, config: Path) -> list[str]:
         pred = predict_batches(run.model, encode_frame(scored, run.schema, context=context, own_history=False))
         for t in COUNTS:
             y, p = scored[t].to_numpy(float), pred[t].astype(float)
-            cells[t].append((p.sum() / y.sum(), abs(p - y).sum() / y.sum(), abs(best_scale(p, y) * p - y).sum() / y.sum()))
+            cells[t].append((p.sum() / y.sum(), abs(p - y).sum() / y.sum(), abs(lad_scale(p, y) * p - y).sum() / y.sum()))
     rows = ["| task | Σŷ / Σy | NMAE | NMAE with the best single scale c · ŷ |", "|---|---|---|---|"]
     for t, c in cells.items():
         a = pd.DataFrame(c, columns=["ratio", "nmae", "leveled"])

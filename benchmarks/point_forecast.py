@@ -9,14 +9,16 @@ chosen or fitted on the validation split only:
 * ``poisson median``: the median of Poisson(μ) (0 below μ = ln 2: matters for rare counts);
 * ``NB median``: the median of NB2(μ, α) with one dispersion α per task fitted by maximum
   likelihood on the validation rows with μ held fixed (over-dispersion around μ);
-* ``scaled mean``: c·μ with the c that minimises validation NMAE (the μ-weighted median of y / μ).
+* ``scaled mean``: c·μ with the c that minimises validation NMAE (the μ-weighted median of y / μ),
+  one c per task (``train.point_forecast: scaled`` fits one per task and scenario, :mod:`msmt.scoring.point`).
 
     .venv/bin/python benchmarks/point_forecast.py --data WORLD RUN_DIR [RUN_DIR ...]
 
 ``WORLD``: the folder of ``msmt synth advertiser`` (``train / validation / test.csv``); each run
 a finished ``msmt train`` of it (e.g. the forecasting page's ``WORK/runs/world/m2m/seed*``). Prints one
 markdown table: test NMAE per task and point forecast, mean ± std over the runs; its ``mean`` row is
-the forecasting page's cell of those runs (the same predictions, scored here independently).
+the run's own test NMAE when it was trained with ``train.point_forecast: mean`` (the same predictions,
+scored here independently).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, stats
 
-from forecasting import best_scale  # benchmarks/forecasting.py: argmin_c Σ|c·ŷ − y|
 from msmt.api import encode_for_scoring, score
 from msmt.experiments.tables import pm
 from msmt.rundir.layout import load_run
+from msmt.scoring.point import lad_scale
 
 POINTS = ("mean", "poisson median", "NB median", "scaled mean")
 
@@ -72,7 +74,7 @@ def point_forecasts(run_dir: Path, world: Path) -> dict[tuple[str, str], float]:
         out[(task, "mean")] = nmae(y, mu)
         out[(task, "poisson median")] = nmae(y, stats.poisson.median(mu))
         out[(task, "NB median")] = nmae(y, nb_median(mu, nb_dispersion(y_val[task], mu_val[task])))
-        out[(task, "scaled mean")] = nmae(y, best_scale(mu_val[task], y_val[task]) * mu)
+        out[(task, "scaled mean")] = nmae(y, lad_scale(mu_val[task], y_val[task]) * mu)
     return out
 
 

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from msmt.data.io import atomic_write_text
-from msmt.spec.dataset import Task, TaskKind
+from msmt.spec.dataset import Task
 from msmt.spec.errors import RunDirError
+from msmt.spec.task_kinds import rules
 
 POINT_FILE = "point_forecast.json"
 FORMAT = 1
@@ -97,7 +98,7 @@ def fit_point_scales(
     scenarios = np.asarray(scenarios).astype(str)
     overall, per_scenario = {}, {}
     for task in tasks:
-        if task.kind != TaskKind.COUNT:
+        if not rules(task).scaled_point:
             continue
         rows = np.isin(scenarios, task.scenarios) if task.scenarios else np.ones(len(scenarios), bool)
         y, p = labels[task.name][rows], preds[task.name][rows]

@@ -225,7 +225,11 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _point_forecast_has_counts(self) -> ExperimentConfig:
         """``train.point_forecast: scaled`` scales count tasks: a dataset without one is told so."""
-        if self.train.point_forecast == "scaled" and not any(t.kind == "count" for t in self.dataset.tasks):
+        if self.train.point_forecast == "mean":
+            return self
+        from msmt.spec.task_kinds import rules  # torch: only when the option is set
+
+        if not any(rules(t).scaled_point for t in self.dataset.tasks):
             raise ValueError("train.point_forecast: 'scaled' scales count tasks and the dataset has none (use 'mean')")
         return self
 

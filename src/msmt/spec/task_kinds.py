@@ -56,6 +56,8 @@ class KindRules:
             (``loss.normalise``), so tasks of very different magnitudes train together without
             hand-set weights: the gradient of a Poisson / NB NLL in the log-rate is λ − y, which
             grows with the counts (scale: the label mean); squared error with the variance.
+        scaled_point: whether ``train.point_forecast: scaled`` gives the kind a point forecast
+            c · prediction for absolute errors (:mod:`msmt.scoring.point`; non-negative predictions).
     """
 
     output: str
@@ -69,6 +71,7 @@ class KindRules:
     label_problem: Callable[[np.ndarray], tuple[np.ndarray, str]]
     uncertainty_factor: float
     loss_scale: Callable[[dict], float] = lambda stats: 1.0
+    scaled_point: bool = False
 
 
 def _poisson_nll(output: Tensor, label: Tensor) -> Tensor:
@@ -118,6 +121,7 @@ KINDS: dict[TaskKind, KindRules] = {
         label_problem=lambda y: (y < 0, "count label must be >= 0"),
         uncertainty_factor=0.5,
         loss_scale=lambda stats: max(float(stats.get("mean", 1.0)), 1e-3),
+        scaled_point=True,
     ),
     TaskKind.REGRESSION: KindRules(
         output="value",
@@ -147,6 +151,7 @@ NEGATIVE_BINOMIAL = KindRules(
     label_problem=KINDS[TaskKind.COUNT].label_problem,
     uncertainty_factor=0.5,
     loss_scale=KINDS[TaskKind.COUNT].loss_scale,
+    scaled_point=True,
 )
 DISTRIBUTIONS = {"poisson": KINDS[TaskKind.COUNT], "negative_binomial": NEGATIVE_BINOMIAL}
 
