@@ -183,6 +183,10 @@ def test_predict_evaluate_and_the_service_give_the_runs_point_forecast(scaled_ru
     for task in run.point.overall:
         np.testing.assert_allclose([p[task] for p in answer["point"]], pred[f"point_{task}"], rtol=1e-5, atol=1e-6)
     assert "point" in client.get("/openapi.json").json()["components"]["schemas"]["PredictResponse"]["properties"]
+    documented = {t["name"]: t.get("point_factors") for t in client.get("/v1/schema").json()["tasks"]}
+    assert documented["active"] is None
+    for task in run.point.overall:
+        assert documented[task] == {"overall": run.point.overall[task], "scenarios": run.point.scenarios[task]}
 
 
 def test_a_mean_run_has_no_point_forecast(trained_panel_run, tmp_path):

@@ -260,6 +260,14 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _task_doc(task, point) -> dict:
+    """A task of ``GET /v1/schema``; with the run's point-forecast factors where it has them."""
+    doc = {"name": task.name, "kind": task.kind.value, "output": rules(task).user_units}
+    if point is not None and task.name in point.overall:
+        doc["point_factors"] = {"overall": point.overall[task.name], "scenarios": point.scenarios.get(task.name, {})}
+    return doc
+
+
 def describe_schema(scorer: Scorer, cols, max_rows: int, max_body_bytes: int, store: HistoryStore | None) -> dict:
     schema = scorer.schema
     spec = schema.spec
@@ -273,7 +281,7 @@ def describe_schema(scorer: Scorer, cols, max_rows: int, max_body_bytes: int, st
             "attributes": spec.scenario.attributes.columns,
             "unseen_allowed": bool(spec.scenario.attributes.columns),
         },
-        "tasks": [{"name": t.name, "kind": t.kind.value, "output": rules(t).user_units} for t in spec.tasks],
+        "tasks": [_task_doc(t, scorer.run.point) for t in spec.tasks],
         "group": spec.group,
         "limits": {"max_rows": max_rows, "max_body_bytes": max_body_bytes},
     }

@@ -73,10 +73,18 @@ class ScenarioDoc(BaseModel):
     unseen_allowed: bool = Field(description="true when an unseen scenario is scored from its attributes")
 
 
+class PointFactors(BaseModel):
+    overall: float = Field(description="the task's factor: scenarios without their own, and new ones")
+    scenarios: dict[str, float] = Field(description="scenario -> its own factor")
+
+
 class TaskDoc(BaseModel):
     name: str
     kind: str = Field(description="binary, count or regression")
     output: str = Field(description="the unit of the prediction: probability, expected count, value")
+    point_factors: PointFactors | None = Field(
+        default=None, description="runs with train.point_forecast: scaled: the answer's point = prediction × the row's scenario factor"
+    )
 
 
 class Limits(BaseModel):
