@@ -377,7 +377,8 @@ def point_note(args) -> list[str]:
     return [
         "Each run's count NMAE, SMAPE and MAPE score its point forecast for absolute errors (`train.point_forecast: scaled`, "
         "`msmt.scoring.point`): the expected count times a factor per task and scenario, the one that minimises NMAE on the "
-        "validation split (a scenario with under 200 validation rows, and the new scenario, take the task's factor); Poisson "
+        "validation split (a scenario with under 200 validation rows, and the new scenario, take the task's factor), kept "
+        "only where factors fitted on the validation split's earlier half also lower its later half's NMAE (else 1); Poisson "
         "deviance and RMSE score the expected count. Every model and naive forecaster gets its own factors. The oracle rows are "
         "not scaled: `oracle` is the expected value (the issue's reference), `oracle (median)` NMAE's own bound.", "",
     ]

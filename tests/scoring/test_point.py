@@ -18,7 +18,7 @@ from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import load_run
 from msmt.scoring import point as point_module
-from msmt.scoring.point import POINT_FILE, PointScales, fit_point_scales, lad_scale
+from msmt.scoring.point import POINT_FILE, PointScales, earlier_half, fit_checked_point_scales, fit_point_scales, lad_scale
 from msmt.serving.app import create_app
 from msmt.spec.config import load_experiment
 from msmt.spec.dataset import Task
@@ -79,6 +79,36 @@ def test_factors_per_scenario_with_the_tasks_factor_for_small_and_new_scenarios(
     assert PointScales.from_json(scales.to_json(), "x") == scales
 
 
+def test_the_holdout_check_keeps_factors_only_where_they_carry_over():
+    """Factors fitted on the earlier half are kept when they also lower the later half's NMAE; a task
+    whose later half has another level (a regime change) keeps the mean (factor 1)."""
+    rng = np.random.default_rng(3)
+    n = 800
+    scen = np.array(["a", "b"] * (n // 2))
+    earlier = np.arange(n) < n // 2
+    pred = rng.uniform(5, 50, size=n)
+    noise = rng.gamma(4.0, 0.25, size=n)  # mean 1, right-skewed: its median is below 1
+    tasks = [Task(name="steady", label="steady", kind="count"), Task(name="shift", label="shift", kind="count")]
+    labels = {"steady": 0.7 * pred * noise, "shift": np.where(earlier, 0.5, 1.6) * pred * noise}
+    preds = {"steady": pred, "shift": pred}
+    checked = fit_checked_point_scales(tasks, labels, preds, scen, earlier, min_rows=100)
+    plain = fit_point_scales(tasks, labels, preds, scen, min_rows=100)
+    assert checked.holdout["steady"]["kept"] and checked.overall["steady"] == plain.overall["steady"]
+    assert checked.scenarios["steady"] == plain.scenarios["steady"]
+    later = ~earlier
+    y, mu = labels["shift"][later], pred[later]
+    on_later = fit_point_scales(tasks, {k: v[earlier] for k, v in labels.items()}, {k: v[earlier] for k, v in preds.items()},
+                                scen[earlier], min_rows=100).apply({"shift": mu}, scen[later])["shift"]
+    assert checked.holdout["shift"] == {"mean": pytest.approx(nmae(y, mu)), "scaled": pytest.approx(nmae(y, on_later)), "kept": False}
+    assert checked.overall["shift"] == 1.0 and checked.scenarios["shift"] == {}
+    assert PointScales.from_json(checked.to_json(), "x") == checked
+    # the halves: the earlier half of the distinct times, whatever their type; row order without times
+    assert earlier_half(np.array(["2020-05-02", "2020-05-01", "2020-05-04", "2020-05-03"]), 4).tolist() == [True, True, False, False]
+    assert earlier_half(np.array([3, 1, 4, 2, 1]), 5).tolist() == [False, True, False, True, True]
+    assert earlier_half(None, 5).tolist() == [True, True, False, False, False]
+    assert earlier_half(np.array([7, 7, 7]), 3).tolist() == [True, False, False]
+
+
 def test_a_bad_point_file_is_one_line_naming_it():
     with pytest.raises(RunDirError, match=r"^p.json: not a point-forecast file"):
         PointScales.from_json("{", "p.json")
@@ -137,15 +167,34 @@ def test_the_run_stores_the_validation_lad_factors_and_scores_test_with_them(sca
     run = load_run(out)
     assert POINT_FILE in json.loads((out / "manifest.json").read_text())["files"]
     counts = [t for t in run.schema.spec.tasks if t.kind == "count"]
-    # the factors, recomputed from the stored model's validation predictions
+    # the factors and their holdout check, recomputed from the stored model's validation predictions
     val, mu_val = _scored(run, data, "validation", ["train"])
     sizes = val["scenario"].value_counts()
     assert (sizes >= 40).any() and (sizes < 40).any()
+    days = val["day"].to_numpy()
+    first = days < np.unique(days)[len(np.unique(days)) // 2]
+    scen = val["scenario"].astype(str).to_numpy()
+
+    def factors(p, y, rows, apply_to):
+        own = {s: lad_scale(p[rows & (scen == s)], y[rows & (scen == s)]) for s in np.unique(scen[rows]) if (rows & (scen == s)).sum() >= 40}
+        return np.array([own.get(s, lad_scale(p[rows], y[rows])) for s in scen[apply_to]]), own
+
+    kept_any = False
     for t in counts:
         y, p = val[t.label].to_numpy(float), mu_val[t.name]
-        assert run.point.overall[t.name] == pytest.approx(lad_scale(p, y))
-        own = {s: lad_scale(p[val["scenario"] == s], y[val["scenario"] == s]) for s, n in sizes.items() if n >= 40}
-        assert run.point.scenarios[t.name] == pytest.approx(own)
+        on_later, _ = factors(p, y, first, ~first)
+        check = run.point.holdout[t.name]
+        assert check["mean"] == pytest.approx(nmae(y[~first], p[~first]), rel=1e-5)
+        assert check["scaled"] == pytest.approx(nmae(y[~first], on_later * p[~first]), rel=1e-5)
+        assert check["kept"] == (check["scaled"] < check["mean"])
+        _, own = factors(p, y, np.ones(len(y), bool), np.ones(len(y), bool))
+        if check["kept"]:
+            kept_any = True
+            assert run.point.overall[t.name] == pytest.approx(lad_scale(p, y))
+            assert run.point.scenarios[t.name] == pytest.approx(own)
+        else:
+            assert run.point.overall[t.name] == 1.0 and run.point.scenarios[t.name] == {}
+    assert kept_any  # the world is stationary: the check keeps factors for some task
     # test metrics: absolute errors of factor × mean, squared error of the mean
     test, mu = _scored(run, data, "test", ["train", "validation"])
     M = json.loads((out / "metrics.json").read_text())["test"]
@@ -156,7 +205,8 @@ def test_the_run_stores_the_validation_lad_factors_and_scores_test_with_them(sca
         assert M["overall"][t.name]["nmae"] == pytest.approx(nmae(y, pt), rel=1e-5)
         assert M["overall"][t.name]["smape"] == pytest.approx(smape(y, pt), rel=1e-5)
         assert M["overall"][t.name]["rmse"] == pytest.approx(float(np.sqrt(np.mean((y - mu[t.name]) ** 2))), rel=1e-5)
-        assert M["overall"][t.name]["nmae"] != pytest.approx(nmae(y, mu[t.name]), rel=1e-4)
+        if run.point.holdout[t.name]["kept"]:
+            assert M["overall"][t.name]["nmae"] != pytest.approx(nmae(y, mu[t.name]), rel=1e-4)
     assert "point_forecast" in (out / "report.md").read_text()
 
 

@@ -16,7 +16,7 @@ from msmt.data.validate import label_column, numeric_column
 from msmt.evaluation.metrics import cohort_labels, compute_metrics
 from msmt.models.base import MultiTaskModel
 from msmt.runtime.device import model_device
-from msmt.scoring.point import PointScales, fit_point_scales
+from msmt.scoring.point import PointScales, earlier_half, fit_checked_point_scales
 from msmt.scoring.predict import predict, predict_batches
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import Task
@@ -70,10 +70,15 @@ def evaluate_model(
 
 
 def fit_point(model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192) -> PointScales:
-    """The factors of :mod:`msmt.scoring.point` fitted on ``frame`` (the validation split)."""
+    """The factors of :mod:`msmt.scoring.point` fitted on ``frame`` (the validation split), each task's
+    checked on the split's later half (by the panel's time; by row order for other data)."""
     spec = model.schema.spec
     labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
-    return fit_point_scales(spec.tasks, labels, predict_batches(model, data, batch_size), scenario_names(frame, spec.scenario.column))
+    times = frame[spec.panel.time].to_numpy() if spec.panel is not None else None
+    return fit_checked_point_scales(
+        spec.tasks, labels, predict_batches(model, data, batch_size), scenario_names(frame, spec.scenario.column),
+        earlier_half(times, len(frame)),
+    )
 
 
 def _negative_binomial_deviances(model: MultiTaskModel, data: Batch, labels: dict, preds: dict) -> dict:

@@ -94,7 +94,8 @@ def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_
     if cfg.train.point_forecast == "scaled":
         parts.append(
             "Count tasks' smape, nmae and mape score the point forecast c·μ (`train.point_forecast: scaled`: c per task "
-            "and scenario fitted on the validation split, `point_forecast.json`); their rmse and deviance the mean μ."
+            "and scenario fitted on the validation split, 1 where a holdout check rejected them, `point_forecast.json`); "
+            "their rmse and deviance the mean μ."
         )
     for split, M in metrics.items():
         parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]

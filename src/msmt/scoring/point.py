@@ -13,6 +13,13 @@ Quantiles"); a scenario with fewer than :data:`MIN_ROWS` validation rows, or non
 new at scoring time), takes the factor fitted on all of the task's rows. The factors live in
 ``RUN_DIR/point_forecast.json``.
 
+The factors are a bet that the days scored look like the validation days; where the level moves
+(real ads data that changes regime) they can make NMAE worse. So each task's factors are first
+checked on a holdout: fitted on the validation split's earlier half (by the panel's time; by row
+order for other data), they are kept only when they lower NMAE on its later half; otherwise the
+task's factor is 1 (its point forecast is the mean). The check's numbers are stored beside the
+factors (``holdout``).
+
 How they are used: the absolute-error measures ``nmae``, ``smape`` and ``mape`` score the point
 forecast c·μ, while ``rmse`` and the deviances score the mean μ (the split GluonTS's evaluator
 makes: absolute errors on the median forecast, squared error on the mean); ``msmt predict`` and
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from msmt.data.io import atomic_write_text
 from msmt.spec.dataset import Task
@@ -58,6 +66,7 @@ class PointScales:
 
     overall: dict[str, float]
     scenarios: dict[str, dict[str, float]] = field(default_factory=dict)
+    holdout: dict[str, dict] = field(default_factory=dict)  # task -> {"mean", "scaled": later-half NMAE, "kept"}
 
     def factors(self, task: str, scenarios: np.ndarray) -> np.ndarray:
         """[N] factor of each row's scenario (the task's overall factor where it has none)."""
@@ -70,7 +79,10 @@ class PointScales:
         return {t: (self.factors(t, scenarios) * preds[t]).astype(np.float32) for t in self.overall if t in preds}
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "fitted_on": "validation", "overall": self.overall, "scenarios": self.scenarios}, indent=2)
+        return json.dumps(
+            {"format": FORMAT, "fitted_on": "validation", "overall": self.overall, "scenarios": self.scenarios, "holdout": self.holdout},
+            indent=2,
+        )
 
     @classmethod
     def from_json(cls, text: str, source: str) -> PointScales:
@@ -80,12 +92,13 @@ class PointScales:
                 raise ValueError(f"format {data.get('format')!r}, this msmt reads {FORMAT}")
             overall = {str(t): float(c) for t, c in data["overall"].items()}
             scenarios = {str(t): {str(s): float(c) for s, c in by.items()} for t, by in data["scenarios"].items()}
+            holdout = {str(t): dict(check) for t, check in data.get("holdout", {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RunDirError(f"{source}: not a point-forecast file ({type(exc).__name__}: {exc})") from None
         bad = [c for c in [*overall.values(), *(c for by in scenarios.values() for c in by.values())] if not np.isfinite(c) or c < 0]
         if bad:
             raise RunDirError(f"{source}: a factor must be finite and >= 0 (found {bad[0]})")
-        return cls(overall, scenarios)
+        return cls(overall, scenarios, holdout)
 
 
 def fit_point_scales(
@@ -108,6 +121,44 @@ def fit_point_scales(
             str(s): lad_scale(p[scenarios[rows] == s], y[scenarios[rows] == s]) for s, n in zip(names, counts) if n >= min_rows
         }
     return PointScales(overall, per_scenario)
+
+
+def earlier_half(times: np.ndarray | None, n: int) -> np.ndarray:
+    """[n] bool: the rows of the earlier half of the distinct ``times`` (row order when ``times`` is
+    None or has fewer than two distinct values)."""
+    if times is not None:
+        rank = pd.Series(times).rank(method="dense").to_numpy()
+        distinct = int(np.nanmax(rank)) if n else 0
+        if distinct >= 2:
+            return rank <= distinct // 2
+    return np.arange(n) < n // 2
+
+
+def fit_checked_point_scales(
+    tasks: list[Task], labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], scenarios: np.ndarray,
+    earlier: np.ndarray, min_rows: int | None = None,
+) -> PointScales:
+    """:func:`fit_point_scales` on all rows, each task's factors kept only when the factors fitted on
+    the ``earlier`` rows ([N] bool) lower the NMAE of the other rows against the mean (else 1)."""
+    scenarios = np.asarray(scenarios).astype(str)
+    earlier = np.asarray(earlier, dtype=bool)
+    half = fit_point_scales(tasks, {k: v[earlier] for k, v in labels.items()}, {k: v[earlier] for k, v in preds.items()},
+                            scenarios[earlier], min_rows)
+    whole = fit_point_scales(tasks, labels, preds, scenarios, min_rows)
+    overall, per_scenario, holdout = {}, {}, {}
+    for task in tasks:
+        if task.name not in whole.overall:
+            continue
+        later = ~earlier & (np.isin(scenarios, task.scenarios) if task.scenarios else True)
+        y, mu = labels[task.name][later], preds[task.name][later]
+        total = float(np.abs(y).sum())
+        mean = float(np.abs(y - mu).sum()) / total if total > 0 else None
+        scaled = float(np.abs(y - half.apply({task.name: mu}, scenarios[later])[task.name]).sum()) / total if total > 0 else None
+        kept = mean is not None and scaled < mean
+        holdout[task.name] = {"mean": mean, "scaled": scaled, "kept": kept}
+        overall[task.name] = whole.overall[task.name] if kept else 1.0
+        per_scenario[task.name] = whole.scenarios[task.name] if kept else {}
+    return PointScales(overall, per_scenario, holdout)
 
 
 def save_point_scales(scales: PointScales, run_dir: Path) -> None:
