@@ -5,10 +5,11 @@ factor c that minimises NMAE of c·μ on the validation split. That is a bet tha
 look like the validation days. This script scores, per run and count task, the test NMAE of
 
 * ``mean``: μ, the expected count;
-* ``scaled``: c·μ with the factors fitted on the whole validation split (what the option does);
-* ``holdout-checked``: the factors fitted on the validation split's earlier half (by the panel's
-  time), kept for a task only when they lower NMAE on its later half, else μ (a check a user can
-  make without the test split; when kept, the factors refitted on the whole split are used).
+* ``scaled``: c·μ with the factors fitted on the whole validation split, unchecked (the option before
+  its holdout check);
+* ``holdout-checked``: what ``train.point_forecast: scaled`` does (:func:`msmt.scoring.point.fit_checked_point_scales`):
+  those factors kept for a task only when, fitted on the validation split's earlier half (by the
+  panel's time), they lower NMAE on its later half, else μ (a check made without the test split).
 
     .venv/bin/python benchmarks/point_holdout.py RUN_DIR [RUN_DIR ...]
 
@@ -32,7 +33,7 @@ from msmt.evaluation.evaluate import scenario_names
 from msmt.experiments.run import load_in_memory
 from msmt.experiments.tables import pm
 from msmt.rundir.layout import load_run
-from msmt.scoring.point import fit_point_scales
+from msmt.scoring.point import earlier_half, fit_checked_point_scales, fit_point_scales
 from msmt.scoring.predict import predict_batches
 from msmt.spec.measures import nmae
 
@@ -57,26 +58,20 @@ def run_scores(run_dir: Path, cache: dict) -> tuple[dict[tuple[str, str], float]
     mu_val = predict_batches(run.model, encode_frame(val, run.schema, context=splits["train"]))
     mu_test = predict_batches(run.model, encode_frame(test, run.schema, context=pd.concat([splits["train"], val], ignore_index=True)))
     s_val, s_test = scenario_names(val, spec.scenario.column), scenario_names(test, spec.scenario.column)
-    days = val[spec.panel.time].to_numpy()
-    first = days < np.sort(np.unique(days))[len(np.unique(days)) // 2]
     counts = [t for t in spec.tasks if t.kind == "count"]
     y_val = {t.name: val[t.label].to_numpy(float) for t in counts}
-    half = fit_point_scales(counts, {k: v[first] for k, v in y_val.items()}, {k: mu_val[k][first] for k in y_val}, s_val[first])
-    whole = fit_point_scales(counts, y_val, mu_val, s_val)
-    if run.point is not None and not all(np.isclose(run.point.overall[t], c) for t, c in whole.overall.items()):
+    unchecked = fit_point_scales(counts, y_val, mu_val, s_val)
+    checked = fit_checked_point_scales(counts, y_val, mu_val, s_val, earlier_half(val[spec.panel.time].to_numpy(), len(val)))
+    stored = run.point.overall if run.point is not None and run.point.holdout else {}  # runs of the checked option
+    if stored and not all(np.isclose(stored[t], c) for t, c in checked.overall.items()):
         raise SystemExit(f"{run_dir}: the factors refitted here differ from the run's point_forecast.json")
-    scores, kept = {}, {}
+    scores = {}
     for t in counts:
-        later = ~first
-        kept[t.name] = nmae(y_val[t.name][later], half.apply({t.name: mu_val[t.name][later]}, s_val[later])[t.name]) < nmae(
-            y_val[t.name][later], mu_val[t.name][later]
-        )
         y = test[t.label].to_numpy(float)
-        scaled = whole.apply({t.name: mu_test[t.name]}, s_test)[t.name]
         scores[(t.name, "mean")] = nmae(y, mu_test[t.name])
-        scores[(t.name, "scaled")] = nmae(y, scaled)
-        scores[(t.name, "holdout-checked")] = scores[(t.name, "scaled" if kept[t.name] else "mean")]
-    return scores, kept
+        scores[(t.name, "scaled")] = nmae(y, unchecked.apply({t.name: mu_test[t.name]}, s_test)[t.name])
+        scores[(t.name, "holdout-checked")] = nmae(y, checked.apply({t.name: mu_test[t.name]}, s_test)[t.name])
+    return scores, {t: check["kept"] for t, check in checked.holdout.items()}
 
 
 def main() -> None:
