@@ -9,7 +9,9 @@ look like the validation days. This script scores, per run and count task, the t
   its holdout check);
 * ``holdout-checked``: what ``train.point_forecast: scaled`` does (:func:`msmt.scoring.point.fit_checked_point_scales`):
   those factors kept for a task only when, fitted on the validation split's earlier half (by the
-  panel's time), they lower NMAE on its later half, else μ (a check made without the test split).
+  panel's time), they lower NMAE on its later half, else μ (a check made without the test split);
+* ``median``, ``median holdout-checked``: the same with the Poisson median of c·μ as the point
+  (``train.point_forecast: median``).
 
     .venv/bin/python benchmarks/point_holdout.py RUN_DIR [RUN_DIR ...]
 
@@ -37,7 +39,7 @@ from msmt.scoring.point import earlier_half, fit_checked_point_scales, fit_point
 from msmt.scoring.predict import predict_batches
 from msmt.spec.measures import nmae
 
-FORECASTS = ("mean", "scaled", "holdout-checked")
+FORECASTS = ("mean", "scaled", "holdout-checked", "median", "median holdout-checked")
 
 
 def _splits(spec, cache: dict) -> dict:
@@ -60,17 +62,23 @@ def run_scores(run_dir: Path, cache: dict) -> tuple[dict[tuple[str, str], float]
     s_val, s_test = scenario_names(val, spec.scenario.column), scenario_names(test, spec.scenario.column)
     counts = [t for t in spec.tasks if t.kind == "count"]
     y_val = {t.name: val[t.label].to_numpy(float) for t in counts}
-    unchecked = fit_point_scales(counts, y_val, mu_val, s_val)
-    checked = fit_checked_point_scales(counts, y_val, mu_val, s_val, earlier_half(val[spec.panel.time].to_numpy(), len(val)))
-    stored = run.point.overall if run.point is not None and run.point.holdout else {}  # runs of the checked option
-    if stored and not all(np.isclose(stored[t], c) for t, c in checked.overall.items()):
+    earlier = earlier_half(val[spec.panel.time].to_numpy(), len(val))
+    points = {
+        "scaled": fit_point_scales(counts, y_val, mu_val, s_val),
+        "holdout-checked": fit_checked_point_scales(counts, y_val, mu_val, s_val, earlier),
+        "median": fit_point_scales(counts, y_val, mu_val, s_val, median=True),
+        "median holdout-checked": fit_checked_point_scales(counts, y_val, mu_val, s_val, earlier, median=True),
+    }
+    own = run.point if run.point is not None and run.point.holdout else None  # runs of the checked options
+    checked = points["median holdout-checked" if own is not None and own.median is not None else "holdout-checked"]
+    if own is not None and not all(np.isclose(own.overall[t], c) for t, c in checked.overall.items()):
         raise SystemExit(f"{run_dir}: the factors refitted here differ from the run's point_forecast.json")
     scores = {}
     for t in counts:
         y = test[t.label].to_numpy(float)
         scores[(t.name, "mean")] = nmae(y, mu_test[t.name])
-        scores[(t.name, "scaled")] = nmae(y, unchecked.apply({t.name: mu_test[t.name]}, s_test)[t.name])
-        scores[(t.name, "holdout-checked")] = nmae(y, checked.apply({t.name: mu_test[t.name]}, s_test)[t.name])
+        for name, fitted in points.items():
+            scores[(t.name, name)] = nmae(y, fitted.apply({t.name: mu_test[t.name]}, s_test)[t.name])
     return scores, {t: check["kept"] for t, check in checked.holdout.items()}
 
 
@@ -82,7 +90,7 @@ def main() -> None:
     by_folder: dict[str, list] = defaultdict(list)
     for run in args.runs:
         by_folder[f"{run.parent.parent.name}/{run.parent.name}"].append(run_scores(run, cache))
-    print("| runs | task | " + " | ".join(f"{f} NMAE" for f in FORECASTS) + " | factors kept |")
+    print("| runs | task | " + " | ".join(f"{f} NMAE" for f in FORECASTS) + " | factors kept (the run's own option's check) |")
     print("|---" * (len(FORECASTS) + 3) + "|")
     for folder, results in by_folder.items():
         for task in results[0][1]:

@@ -294,7 +294,7 @@ def evaluate_frame(run: LoadedRun, frame: pd.DataFrame, encoded, preds: dict, ba
 
 def prediction_columns(run: LoadedRun, frame: pd.DataFrame, preds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What ``predict`` adds to the rows: ``pred_<task>`` per task (probability / expected value) and,
-    for a run with a point forecast (``train.point_forecast: scaled``), ``point_<task>`` per count task."""
+    for a run with a point forecast (``train.point_forecast: scaled | median``), ``point_<task>`` per count task."""
     from msmt.evaluation.evaluate import scenario_names
 
     columns = {f"pred_{task}": values for task, values in preds.items()}

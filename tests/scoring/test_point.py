@@ -1,7 +1,8 @@
-"""The point forecast for absolute errors (``train.point_forecast: scaled``, msmt.scoring.point):
+"""The point forecast for absolute errors (``train.point_forecast: scaled | median``, msmt.scoring.point):
 the factor is the least-absolute-deviation scale, fitted per count task and scenario on the
-validation split; NMAE / SMAPE / MAPE score it, RMSE and deviance the mean; ``predict``,
-``evaluate`` and the service all use the run's stored factors."""
+validation split (``median``: the point is the Poisson median of factor × mean); NMAE / SMAPE / MAPE
+score it, RMSE and deviance the mean; ``predict``, ``evaluate`` and the service all use the run's
+stored factors."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from helpers import run_main
 from msmt.api import encode_for_scoring, score
@@ -18,7 +20,15 @@ from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import load_run
 from msmt.scoring import point as point_module
-from msmt.scoring.point import POINT_FILE, PointScales, earlier_half, fit_checked_point_scales, fit_point_scales, lad_scale
+from msmt.scoring.point import (
+    POINT_FILE,
+    PointScales,
+    earlier_half,
+    fit_checked_point_scales,
+    fit_point_scales,
+    lad_scale,
+    poisson_median,
+)
 from msmt.serving.app import create_app
 from msmt.spec.config import load_experiment
 from msmt.spec.dataset import Task
@@ -109,6 +119,48 @@ def test_the_holdout_check_keeps_factors_only_where_they_carry_over():
     assert earlier_half(np.array([7, 7, 7]), 3).tolist() == [True, False, False]
 
 
+def test_poisson_median_is_the_smallest_count_with_half_the_mass():
+    """Against the Poisson CDF summed term by term, and inside Choi's (1994) bounds λ − ln 2 ≤ m < λ + 1/3."""
+    rates = np.concatenate([[0.0, 1e-6, 0.69, 0.6932, 1.0, 1.6783, 2.5], np.random.default_rng(5).uniform(0, 60, size=300)])
+    m = poisson_median(rates)
+    k = np.arange(200)
+    for rate, median in zip(rates, m):
+        cdf = np.cumsum(stats.poisson.pmf(k, rate))
+        assert median == k[np.argmax(cdf >= 0.5)], rate
+    assert np.all(rates - np.log(2) <= m + 1e-12) and np.all(m < rates + 1 / 3)
+
+
+def test_the_median_point_beats_the_scaled_mean_on_rare_counts_and_is_checked_like_it():
+    """Counts of 0, 1, 2 (the simulator's minor-scenario cost): the Poisson median of c·μ has a lower
+    NMAE than c·μ. Its holdout check compares that median with the mean; a regime-change task keeps
+    the mean (no factor, no median)."""
+    rng = np.random.default_rng(6)
+    n = 2000
+    scen = np.array(["a", "b"] * (n // 2))
+    earlier = np.arange(n) < n // 2
+    mu = rng.uniform(0.2, 3.0, size=n)
+    tasks = [Task(name="rare", label="rare", kind="count"), Task(name="shift", label="shift", kind="count")]
+    labels = {"rare": rng.poisson(mu).astype(float), "shift": rng.poisson(np.where(earlier, 0.3, 4.0) * mu).astype(float)}
+    preds = {"rare": mu, "shift": mu}
+    scaled = fit_checked_point_scales(tasks, labels, preds, scen, earlier, min_rows=100)
+    median = fit_checked_point_scales(tasks, labels, preds, scen, earlier, min_rows=100, median=True)
+    assert scaled.median is None and median.median == ("rare",)
+    assert median.overall["rare"] == scaled.overall["rare"] and median.scenarios["rare"] == scaled.scenarios["rare"]
+    y, later = labels["rare"], ~earlier
+    half = fit_point_scales(tasks, {k: v[earlier] for k, v in labels.items()}, {k: v[earlier] for k, v in preds.items()},
+                            scen[earlier], min_rows=100)
+    c_later = half.factors("rare", scen[later])
+    assert median.holdout["rare"]["scaled"] == pytest.approx(nmae(y[later], poisson_median(c_later * mu[later])))
+    assert median.holdout["rare"]["scaled"] < scaled.holdout["rare"]["scaled"]
+    points = median.apply({"rare": mu, "shift": mu}, scen)
+    np.testing.assert_array_equal(points["rare"], poisson_median(median.factors("rare", scen) * mu).astype(np.float32))
+    assert nmae(y, points["rare"]) < nmae(y, scaled.apply({"rare": mu}, scen)["rare"])
+    assert not median.holdout["shift"]["kept"] and median.overall["shift"] == 1.0
+    np.testing.assert_array_equal(points["shift"], mu.astype(np.float32))  # the mean, not its median
+    assert PointScales.from_json(median.to_json(), "x") == median
+    assert "median" not in json.loads(scaled.to_json()) and PointScales.from_json(scaled.to_json(), "x") == scaled
+
+
 def test_a_bad_point_file_is_one_line_naming_it():
     with pytest.raises(RunDirError, match=r"^p.json: not a point-forecast file"):
         PointScales.from_json("{", "p.json")
@@ -116,6 +168,8 @@ def test_a_bad_point_file_is_one_line_naming_it():
         PointScales.from_json(json.dumps({"format": 7, "overall": {}, "scenarios": {}}), "p.json")
     with pytest.raises(RunDirError, match=r"finite and >= 0"):
         PointScales.from_json(json.dumps({"format": 1, "overall": {"n": -1.0}, "scenarios": {}}), "p.json")
+    with pytest.raises(RunDirError, match=r"^p.json: .*'median' names \['m'\], which have no factor"):
+        PointScales.from_json(json.dumps({"format": 1, "overall": {"n": 1.0}, "scenarios": {}, "median": ["m"]}), "p.json")
 
 
 def test_absolute_errors_score_the_point_and_the_rest_the_mean():
@@ -141,13 +195,13 @@ def test_scaled_needs_a_count_task(trained_run):
         load_experiment(trained_run.data_dir / "experiment.yaml", ["train.point_forecast=scaled", "dataset.tasks=[{name: c, label: click, kind: binary}]"])
 
 
-@pytest.fixture(scope="module")
-def scaled_run(tmp_path_factory):
-    """An MMoE of a 40-advertiser world with ``train.point_forecast=scaled``; scenarios need 40
-    validation rows for a factor of their own (the world is small), so some have one, some not."""
+@pytest.fixture(scope="module", params=["scaled", "median"])
+def scaled_run(tmp_path_factory, request):
+    """An MMoE of a 40-advertiser world with ``train.point_forecast=scaled`` (and ``median``); scenarios
+    need 40 validation rows for a factor of their own (the world is small), so some have one, some not."""
     data = write_advertiser(tmp_path_factory.mktemp("point_world"), advertisers=40, days=24, seed=4)
     sets = ["model.name=mmoe", "train.epochs=1", "train.batch_size=128", "model.hidden_dims=[16]", "model.tower_dims=[8]",
-            "model.embedding_dim=4", "train.point_forecast=scaled"]
+            "model.embedding_dim=4", f"train.point_forecast={request.param}"]
     cfg = load_experiment(data / "experiment.yaml", sets)
     cfg.train.progress = False
     out = tmp_path_factory.mktemp("point_run")
@@ -155,6 +209,11 @@ def scaled_run(tmp_path_factory):
         mp.setattr(point_module, "MIN_ROWS", 40)
         run_experiment(cfg, out)
     return out, data
+
+
+def _point(run, task: str, rate: np.ndarray) -> np.ndarray:
+    """factor × mean, or its Poisson median where the run's option is ``median`` and the check kept it."""
+    return poisson_median(rate) if task in (run.point.median or ()) else rate
 
 
 def _scored(run, data, split: str, context: list[str]):
@@ -185,14 +244,17 @@ def test_the_run_stores_the_validation_lad_factors_and_scores_test_with_them(sca
         on_later, _ = factors(p, y, first, ~first)
         check = run.point.holdout[t.name]
         assert check["mean"] == pytest.approx(nmae(y[~first], p[~first]), rel=1e-5)
-        assert check["scaled"] == pytest.approx(nmae(y[~first], on_later * p[~first]), rel=1e-5)
+        later_point = poisson_median(on_later * p[~first]) if run.config.train.point_forecast == "median" else on_later * p[~first]
+        assert check["scaled"] == pytest.approx(nmae(y[~first], later_point), rel=1e-5)
         assert check["kept"] == (check["scaled"] < check["mean"])
         _, own = factors(p, y, np.ones(len(y), bool), np.ones(len(y), bool))
         if check["kept"]:
             kept_any = True
             assert run.point.overall[t.name] == pytest.approx(lad_scale(p, y))
             assert run.point.scenarios[t.name] == pytest.approx(own)
+            assert (t.name in (run.point.median or ())) == (run.config.train.point_forecast == "median")
         else:
+            assert t.name not in (run.point.median or ())
             assert run.point.overall[t.name] == 1.0 and run.point.scenarios[t.name] == {}
     assert kept_any  # the world is stationary: the check keeps factors for some task
     # test metrics: absolute errors of factor × mean, squared error of the mean
@@ -201,7 +263,7 @@ def test_the_run_stores_the_validation_lad_factors_and_scores_test_with_them(sca
     scenarios = test["scenario"].astype(str).to_numpy()
     for t in counts:
         y = test[t.label].to_numpy(float)
-        pt = np.array([run.point.scenarios[t.name].get(s, run.point.overall[t.name]) for s in scenarios]) * mu[t.name]
+        pt = _point(run, t.name, np.array([run.point.scenarios[t.name].get(s, run.point.overall[t.name]) for s in scenarios]) * mu[t.name])
         assert M["overall"][t.name]["nmae"] == pytest.approx(nmae(y, pt), rel=1e-5)
         assert M["overall"][t.name]["smape"] == pytest.approx(smape(y, pt), rel=1e-5)
         assert M["overall"][t.name]["rmse"] == pytest.approx(float(np.sqrt(np.mean((y - mu[t.name]) ** 2))), rel=1e-5)
@@ -218,7 +280,7 @@ def test_predict_evaluate_and_the_service_give_the_runs_point_forecast(scaled_ru
     pred = pd.read_parquet(tmp_path / "p.parquet")
     for task in run.point.overall:
         factors = run.point.factors(task, pred["scenario"].astype(str).to_numpy())
-        np.testing.assert_allclose(pred[f"point_{task}"], factors * pred[f"pred_{task}"], rtol=1e-6)
+        np.testing.assert_allclose(pred[f"point_{task}"], _point(run, task, factors * pred[f"pred_{task}"]), rtol=1e-6)
     assert "point_active" not in pred.columns
     assert run_main("evaluate", out, "--data", data / "test.csv", "--out", tmp_path / "m.json", *context) == 0
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads((out / "metrics.json").read_text())["test"]
@@ -236,7 +298,9 @@ def test_predict_evaluate_and_the_service_give_the_runs_point_forecast(scaled_ru
     documented = {t["name"]: t.get("point_factors") for t in client.get("/v1/schema").json()["tasks"]}
     assert documented["active"] is None
     for task in run.point.overall:
-        assert documented[task] == {"overall": run.point.overall[task], "scenarios": run.point.scenarios[task]}
+        assert documented[task] == {
+            "overall": run.point.overall[task], "scenarios": run.point.scenarios[task], "poisson_median": task in (run.point.median or ()),
+        }
 
 
 def test_a_mean_run_has_no_point_forecast(trained_panel_run, tmp_path):

@@ -44,7 +44,9 @@ def train(
     metrics = run_experiment(cfg, run_dir, resume=resume is not None, overwrite=overwrite)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
-    point = " — count tasks' smape / nmae / mape of the point forecast (train.point_forecast: scaled)" if cfg.train.point_forecast == "scaled" else ""
+    point = "" if cfg.train.point_forecast == "mean" else (
+        f" — count tasks' smape / nmae / mape of the point forecast (train.point_forecast: {cfg.train.point_forecast})"
+    )
     for split, M in metrics.items():
         typer.echo(f"\n{split} ({M['rows']} rows) — model (oracle where known){point}\n")
         typer.echo(metrics_table(M, cfg.dataset.tasks))

@@ -20,7 +20,7 @@ those scenarios: it has no entry in another scenario's block, and its overall en
 Which measures a task gets is its kind's entry in :mod:`msmt.spec.task_kinds` (definitions in
 :mod:`msmt.spec.measures`): binary ``auc`` (None when only one class is present), ``logloss``;
 count and regression ``smape``, ``nmae``, ``mape``, ``rmse``; counts also ``poisson_deviance``.
-A run trained with ``train.point_forecast: scaled`` scores a count task's ``smape``, ``nmae`` and
+A run trained with ``train.point_forecast: scaled | median`` scores a count task's ``smape``, ``nmae`` and
 ``mape`` on its point forecast for absolute errors (:mod:`msmt.scoring.point`), the rest on the mean.
 """
 

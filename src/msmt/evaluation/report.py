@@ -97,6 +97,12 @@ def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_
             "and scenario fitted on the validation split, 1 where a holdout check rejected them, `point_forecast.json`); "
             "their rmse and deviance the mean μ."
         )
+    if cfg.train.point_forecast == "median":
+        parts.append(
+            "Count tasks' smape, nmae and mape score the point forecast median Poisson(c·μ) (`train.point_forecast: median`: "
+            "c per task and scenario fitted on the validation split; the mean μ where a holdout check rejected it, "
+            "`point_forecast.json`); their rmse and deviance the mean μ."
+        )
     for split, M in metrics.items():
         parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]
     parts += ["", "## Training curves", "", "Loss per epoch, weighted total and per task; dashed: the epoch kept.", "",

@@ -208,8 +208,9 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
 
     metrics = {"val": result.val_metrics}
     point = None
-    if cfg.train.point_forecast == "scaled":  # fitted on the stored model: after meta-training and warm-up
-        point = fit_point(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size)
+    if cfg.train.point_forecast != "mean":  # fitted on the stored model: after meta-training and warm-up
+        point = fit_point(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size,
+                          median=cfg.train.point_forecast == "median")
     if meta_history or warmup_history or point is not None:  # the meta-trained (or warmed-up) model is what the run directory stores
         metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size, point=point)
     if "test" in splits:

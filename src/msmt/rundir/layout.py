@@ -8,7 +8,7 @@
     RUN_DIR/metrics.json     {"val": M, "test": M}
     RUN_DIR/history.csv      per-epoch losses and validation metrics
     RUN_DIR/report.md        tables + plots/*.png
-    RUN_DIR/point_forecast.json  factors of the count tasks' point forecast (train.point_forecast: scaled)
+    RUN_DIR/point_forecast.json  factors of the count tasks' point forecast (train.point_forecast: scaled | median)
 """
 
 from __future__ import annotations

@@ -20,6 +20,14 @@ order for other data), they are kept only when they lower NMAE on its later half
 task's factor is 1 (its point forecast is the mean). The check's numbers are stored beside the
 factors (``holdout``).
 
+With ``train.point_forecast: median`` the point is the median of a Poisson with the scaled rate,
+m = median Poisson(c·μ), an integer (λ − ln 2 ≤ median < λ + 1/3 for λ = c·μ; Choi, 1994, "Medians
+of gamma distributions and an equation of Ramanujan", for the Poisson case). The factor carries the
+skew of over-dispersed counts; the median of the rescaled Poisson adds what matters on rare counts:
+a count of 0 or 1 is forecast as 0 or 1, not 0.6 (measured on the simulator's minor scenario,
+whose daily cost is mostly 0, 1 or 2: ``docs/results/forecasting.md``). Its holdout check compares
+that median with the mean; a task whose check fails keeps the mean (factor 1, no median).
+
 How they are used: the absolute-error measures ``nmae``, ``smape`` and ``mape`` score the point
 forecast c·μ, while ``rmse`` and the deviances score the mean μ (the split GluonTS's evaluator
 makes: absolute errors on the median forecast, squared error on the mean); ``msmt predict`` and
@@ -35,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from msmt.data.io import atomic_write_text
 from msmt.spec.dataset import Task
@@ -60,13 +69,24 @@ def lad_scale(pred: np.ndarray, label: np.ndarray) -> float:
     return float(ratio[order][np.searchsorted(weight, weight[-1] / 2)])
 
 
+def poisson_median(rate: np.ndarray) -> np.ndarray:
+    """[N] the median of Poisson(rate) row by row: the smallest integer m with P(Y ≤ m) ≥ 1/2 (0 at rate 0)."""
+    return stats.poisson.ppf(0.5, np.asarray(rate, np.float64))
+
+
 @dataclass(frozen=True)
 class PointScales:
-    """{task: factor over all rows} and {task: {scenario: factor}} (scenarios with enough rows)."""
+    """{task: factor over all rows} and {task: {scenario: factor}} (scenarios with enough rows).
+
+    ``median``: None for ``train.point_forecast: scaled`` (the point is c·μ); for ``median`` the
+    tasks whose point is the Poisson median of c·μ (:func:`poisson_median`; a task left out, its
+    holdout check failed, has factor 1 and the mean as its point)."""
 
     overall: dict[str, float]
     scenarios: dict[str, dict[str, float]] = field(default_factory=dict)
-    holdout: dict[str, dict] = field(default_factory=dict)  # task -> {"mean", "scaled": later-half NMAE, "kept"}
+    # task -> {"mean", "scaled": later-half NMAE of the mean and of the point fitted on the earlier half, "kept"}
+    holdout: dict[str, dict] = field(default_factory=dict)
+    median: tuple[str, ...] | None = None
 
     def factors(self, task: str, scenarios: np.ndarray) -> np.ndarray:
         """[N] factor of each row's scenario (the task's overall factor where it has none)."""
@@ -76,13 +96,18 @@ class PointScales:
 
     def apply(self, preds: dict[str, np.ndarray], scenarios: np.ndarray) -> dict[str, np.ndarray]:
         """{task: [N] point forecast} for the tasks that have factors (the others are left out)."""
-        return {t: (self.factors(t, scenarios) * preds[t]).astype(np.float32) for t in self.overall if t in preds}
+        out = {}
+        for t in self.overall:
+            if t in preds:
+                rate = self.factors(t, scenarios) * preds[t]
+                out[t] = (poisson_median(rate) if t in (self.median or ()) else rate).astype(np.float32)
+        return out
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"format": FORMAT, "fitted_on": "validation", "overall": self.overall, "scenarios": self.scenarios, "holdout": self.holdout},
-            indent=2,
-        )
+        body = {"format": FORMAT, "fitted_on": "validation", "overall": self.overall, "scenarios": self.scenarios, "holdout": self.holdout}
+        if self.median is not None:  # written by median runs only: a scaled run's file is as before
+            body["median"] = list(self.median)
+        return json.dumps(body, indent=2)
 
     @classmethod
     def from_json(cls, text: str, source: str) -> PointScales:
@@ -93,20 +118,25 @@ class PointScales:
             overall = {str(t): float(c) for t, c in data["overall"].items()}
             scenarios = {str(t): {str(s): float(c) for s, c in by.items()} for t, by in data["scenarios"].items()}
             holdout = {str(t): dict(check) for t, check in data.get("holdout", {}).items()}
+            median = tuple(str(t) for t in data["median"]) if "median" in data else None
+            if median is not None and not set(median) <= set(overall):
+                raise ValueError(f"'median' names {sorted(set(median) - set(overall))}, which have no factor")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RunDirError(f"{source}: not a point-forecast file ({type(exc).__name__}: {exc})") from None
         bad = [c for c in [*overall.values(), *(c for by in scenarios.values() for c in by.values())] if not np.isfinite(c) or c < 0]
         if bad:
             raise RunDirError(f"{source}: a factor must be finite and >= 0 (found {bad[0]})")
-        return cls(overall, scenarios, holdout)
+        return cls(overall, scenarios, holdout, median)
 
 
 def fit_point_scales(
-    tasks: list[Task], labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], scenarios: np.ndarray, min_rows: int | None = None
+    tasks: list[Task], labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], scenarios: np.ndarray,
+    min_rows: int | None = None, median: bool = False,
 ) -> PointScales:
     """The factors of every count task from validation ``labels`` / ``preds`` ({task: [N]}) and
     [N] scenario names; a task declared for some scenarios only is fitted on its own rows.
-    ``min_rows``: a scenario's rows needed for a factor of its own (default :data:`MIN_ROWS`)."""
+    ``min_rows``: a scenario's rows needed for a factor of its own (default :data:`MIN_ROWS`);
+    ``median``: every count task's point is the Poisson median of c·μ (``train.point_forecast: median``)."""
     min_rows = MIN_ROWS if min_rows is None else min_rows
     scenarios = np.asarray(scenarios).astype(str)
     overall, per_scenario = {}, {}
@@ -120,7 +150,7 @@ def fit_point_scales(
         per_scenario[task.name] = {
             str(s): lad_scale(p[scenarios[rows] == s], y[scenarios[rows] == s]) for s, n in zip(names, counts) if n >= min_rows
         }
-    return PointScales(overall, per_scenario)
+    return PointScales(overall, per_scenario, median=tuple(overall) if median else None)
 
 
 def earlier_half(times: np.ndarray | None, n: int) -> np.ndarray:
@@ -136,15 +166,16 @@ def earlier_half(times: np.ndarray | None, n: int) -> np.ndarray:
 
 def fit_checked_point_scales(
     tasks: list[Task], labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], scenarios: np.ndarray,
-    earlier: np.ndarray, min_rows: int | None = None,
+    earlier: np.ndarray, min_rows: int | None = None, median: bool = False,
 ) -> PointScales:
-    """:func:`fit_point_scales` on all rows, each task's factors kept only when the factors fitted on
-    the ``earlier`` rows ([N] bool) lower the NMAE of the other rows against the mean (else 1)."""
+    """:func:`fit_point_scales` on all rows, each task's factors (and median) kept only when the point
+    forecast fitted on the ``earlier`` rows ([N] bool) lowers the NMAE of the other rows against the
+    mean (else factor 1 and the mean)."""
     scenarios = np.asarray(scenarios).astype(str)
     earlier = np.asarray(earlier, dtype=bool)
     half = fit_point_scales(tasks, {k: v[earlier] for k, v in labels.items()}, {k: v[earlier] for k, v in preds.items()},
-                            scenarios[earlier], min_rows)
-    whole = fit_point_scales(tasks, labels, preds, scenarios, min_rows)
+                            scenarios[earlier], min_rows, median)
+    whole = fit_point_scales(tasks, labels, preds, scenarios, min_rows, median)
     overall, per_scenario, holdout = {}, {}, {}
     for task in tasks:
         if task.name not in whole.overall:
@@ -158,7 +189,8 @@ def fit_checked_point_scales(
         holdout[task.name] = {"mean": mean, "scaled": scaled, "kept": kept}
         overall[task.name] = whole.overall[task.name] if kept else 1.0
         per_scenario[task.name] = whole.scenarios[task.name] if kept else {}
-    return PointScales(overall, per_scenario, holdout)
+    kept_median = tuple(t for t in overall if holdout[t]["kept"]) if median else None
+    return PointScales(overall, per_scenario, holdout, kept_median)
 
 
 def save_point_scales(scales: PointScales, run_dir: Path) -> None:
@@ -166,6 +198,6 @@ def save_point_scales(scales: PointScales, run_dir: Path) -> None:
 
 
 def load_point_scales(run_dir: Path) -> PointScales | None:
-    """The run's factors, or None when it was trained with ``train.point_forecast: mean``."""
+    """The run's point forecast, or None when it was trained with ``train.point_forecast: mean``."""
     path = Path(run_dir) / POINT_FILE
     return PointScales.from_json(path.read_text(), str(path)) if path.is_file() else None

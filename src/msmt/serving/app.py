@@ -264,7 +264,10 @@ def _task_doc(task, point) -> dict:
     """A task of ``GET /v1/schema``; with the run's point-forecast factors where it has them."""
     doc = {"name": task.name, "kind": task.kind.value, "output": rules(task).user_units}
     if point is not None and task.name in point.overall:
-        doc["point_factors"] = {"overall": point.overall[task.name], "scenarios": point.scenarios.get(task.name, {})}
+        doc["point_factors"] = {
+            "overall": point.overall[task.name], "scenarios": point.scenarios.get(task.name, {}),
+            "poisson_median": task.name in (point.median or ()),
+        }
     return doc
 
 
@@ -426,7 +429,7 @@ def create_app(
         columns = [preds[t].tolist() for t in task_names]
         rows = [dict(zip(task_names, values)) for values in zip(*columns)]
         payload = {"predictions": rows, "personal": personal.tolist(), "ignored": ignored}
-        if run.point is not None:  # train.point_forecast: scaled (msmt.scoring.point), as msmt predict's point_<task>
+        if run.point is not None:  # train.point_forecast: scaled / median (msmt.scoring.point), as msmt predict's point_<task>
             points = run.point.apply(preds, np.array([str(getattr(r, scenario_field)) for r in body.rows], dtype=object))
             payload["point"] = [dict(zip(points, values)) for values in zip(*(v.tolist() for v in points.values()))]
         if history_info is not None:

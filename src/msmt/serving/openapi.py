@@ -76,6 +76,9 @@ class ScenarioDoc(BaseModel):
 class PointFactors(BaseModel):
     overall: float = Field(description="the task's factor: scenarios without their own, and new ones")
     scenarios: dict[str, float] = Field(description="scenario -> its own factor")
+    poisson_median: bool = Field(
+        default=False, description="train.point_forecast: median: the point is the median of Poisson(prediction × factor), an integer"
+    )
 
 
 class TaskDoc(BaseModel):
@@ -83,7 +86,7 @@ class TaskDoc(BaseModel):
     kind: str = Field(description="binary, count or regression")
     output: str = Field(description="the unit of the prediction: probability, expected count, value")
     point_factors: PointFactors | None = Field(
-        default=None, description="runs with train.point_forecast: scaled: the answer's point = prediction × the row's scenario factor"
+        default=None, description="runs with train.point_forecast: scaled or median: the answer's point = prediction × the row's scenario factor (median: its Poisson median)"
     )
 
 

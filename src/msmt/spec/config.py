@@ -124,8 +124,9 @@ class TrainConfig(Strict):
     # the point forecast of count tasks for absolute errors (msmt.scoring.point): "mean" (the expected
     # count) or "scaled": c·mean, c per count task and scenario fitted after training on the validation
     # split to minimise NMAE, a task's factors kept only if, fitted on the split's earlier half, they lower
-    # its later half's NMAE (else 1); nmae / smape / mape score it, predict and the service add point_<task>
-    point_forecast: Literal["mean", "scaled"] = "mean"
+    # its later half's NMAE (else 1); "median": the median of Poisson(c·mean), an integer, checked the same
+    # way; nmae / smape / mape score it, predict and the service add point_<task>
+    point_forecast: Literal["mean", "scaled", "median"] = "mean"
 
     @field_validator("device")
     @classmethod
@@ -225,13 +226,15 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _point_forecast_has_counts(self) -> ExperimentConfig:
-        """``train.point_forecast: scaled`` scales count tasks: a dataset without one is told so."""
+        """``train.point_forecast: scaled | median`` applies to count tasks: a dataset without one is told so."""
         if self.train.point_forecast == "mean":
             return self
         from msmt.spec.task_kinds import rules  # torch: only when the option is set
 
         if not any(rules(t).scaled_point for t in self.dataset.tasks):
-            raise ValueError("train.point_forecast: 'scaled' scales count tasks and the dataset has none (use 'mean')")
+            raise ValueError(
+                f"train.point_forecast: '{self.train.point_forecast}' applies to count tasks and the dataset has none (use 'mean')"
+            )
         return self
 
     @model_validator(mode="after")

@@ -56,8 +56,9 @@ class KindRules:
             (``loss.normalise``), so tasks of very different magnitudes train together without
             hand-set weights: the gradient of a Poisson / NB NLL in the log-rate is λ − y, which
             grows with the counts (scale: the label mean); squared error with the variance.
-        scaled_point: whether ``train.point_forecast: scaled`` gives the kind a point forecast
-            c · prediction for absolute errors (:mod:`msmt.scoring.point`; non-negative predictions).
+        scaled_point: whether ``train.point_forecast: scaled | median`` gives the kind a point forecast
+            c · prediction (or its Poisson median) for absolute errors (:mod:`msmt.scoring.point`;
+            non-negative predictions).
     """
 
     output: str
