@@ -16,6 +16,7 @@ from scipy import stats
 
 from helpers import run_main
 from msmt.api import encode_for_scoring, score
+from msmt.commands.export import export_run
 from msmt.evaluation.metrics import compute_metrics
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import load_run
@@ -301,6 +302,28 @@ def test_predict_evaluate_and_the_service_give_the_runs_point_forecast(scaled_ru
         assert documented[task] == {
             "overall": run.point.overall[task], "scenarios": run.point.scenarios[task], "poisson_median": task in (run.point.median or ()),
         }
+
+
+def test_the_onnx_backend_gives_the_point_of_its_own_predictions(scaled_run, tmp_path):
+    """An exported graph gives the mean only; the service applies the run's point after the runner,
+    so with ``--backend onnx`` the point is the run's factors (and median) of the graph's predictions."""
+    out, data = scaled_run
+    onnx_file = tmp_path / "m.onnx"
+    export_run(out, "onnx", onnx_file, rows=30)
+    rows = pd.read_csv(data / "test.csv")
+    history = pd.concat([pd.read_csv(data / "train.csv"), pd.read_csv(data / "validation.csv")], ignore_index=True)
+    body = {"rows": json_records(rows), "context": json_records(history)}
+    eager = TestClient(create_app(load_run(out), max_rows=5000)).post("/v1/predict", json=body).json()
+    run = load_run(out)
+    resp = TestClient(create_app(run, backend="onnx", onnx_path=onnx_file, max_rows=5000)).post("/v1/predict", json=body)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    scenarios = rows["scenario"].astype(str).to_numpy()
+    for task in run.point.overall:
+        mean = np.array([p[task] for p in answer["predictions"]])
+        np.testing.assert_allclose(mean, [p[task] for p in eager["predictions"]], rtol=1e-4, atol=1e-5)
+        want = run.point.apply({task: mean.astype(np.float32)}, scenarios)[task]
+        np.testing.assert_allclose([p[task] for p in answer["point"]], want, rtol=1e-6)
 
 
 def test_a_mean_run_has_no_point_forecast(trained_panel_run, tmp_path):
