@@ -21,8 +21,8 @@ task's factor is 1 (its point forecast is the mean). The check's numbers are sto
 factors (``holdout``).
 
 With ``train.point_forecast: median`` the point is the median of a Poisson with the scaled rate,
-m = median Poisson(c·μ), an integer (λ − ln 2 ≤ median < λ + 1/3 for λ = c·μ; Choi, 1994, "Medians
-of gamma distributions and an equation of Ramanujan", for the Poisson case). The factor carries the
+m = median Poisson(c·μ), an integer (λ − ln 2 ≤ median < λ + 1/3 for λ = c·μ: Choi, 1994, "On the
+medians of gamma distributions and an equation of Ramanujan", Proc. AMS 121). The factor carries the
 skew of over-dispersed counts; the median of the rescaled Poisson adds what matters on rare counts:
 a count of 0 or 1 is forecast as 0 or 1, not 0.6 (measured on the simulator's minor scenario,
 whose daily cost is mostly 0, 1 or 2: ``docs/results/forecasting.md``). Its holdout check compares
