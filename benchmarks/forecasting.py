@@ -20,6 +20,7 @@ second deletes the first's files mid-write.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from msmt.data.io import atomic_write_text, write_table
+from msmt.experiments.bench import CELL_RECORD
 from msmt.experiments.cold_start_stats import t_interval
 from msmt.experiments.forecasting import (
     MEDIAN_ORACLE,
@@ -110,6 +112,17 @@ def history_windows(spec) -> tuple:
     return (spec.panel.window, None)
 
 
+TRAINED: dict[Path, float] = {}  # every run directory the page reads -> the seconds its training took (its bench.json)
+
+
+def _train(study: Study) -> dict[tuple[str, int], Path]:
+    """``study.train()``, recording each run's own training seconds in :data:`TRAINED`."""
+    runs = study.train()
+    for run in runs.values():
+        TRAINED[run] = float(json.loads((run / CELL_RECORD).read_text())["seconds"])
+    return runs
+
+
 def _study(args, config: Path, runs: str, seeds, variants: list[Variant], new_scenario: Path | None = None) -> Study:
     """A study of the command line's settings: runs under ``WORK/runs/<runs>``, its overrides and defaults."""
     return Study(config, args.work / "runs" / runs, seeds, variants, _extra(args), new_scenario, _log, tuple(args.defaults))
@@ -117,7 +130,7 @@ def _study(args, config: Path, runs: str, seeds, variants: list[Variant], new_sc
 
 def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     main = _study(args, config, "world", args.seeds, main_variants(), config.parent / "new_scenario.csv")
-    records = study_records(main, main.train())
+    records = study_records(main, _train(main))
     spec = load_experiment(config).dataset
     world = (args.advertisers, args.days, args.seed)
     records = pd.concat([records, zero_shot_records(spec, config.parent / "new_scenario.csv", *world),
@@ -127,7 +140,7 @@ def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not args.skip_curves:
         variants = ablation_variants() + trained_by_curves(_curves(args))
         more = _study(args, config, "world", args.curve_seeds, variants)
-        extra_records = study_records(more, more.train())
+        extra_records = study_records(more, _train(more))
     return records, extra_records
 
 
@@ -145,7 +158,7 @@ def online_variants() -> list[Variant]:
 
 def online_study(args) -> pd.DataFrame:
     study = _study(args, ONLINE, "online_ads", args.online_seeds, online_variants())
-    return study_records(study, study.train())
+    return study_records(study, _train(study))
 
 
 def world_section(args, summary: pd.DataFrame, records: pd.DataFrame, config: Path, rows: dict[str, int]) -> list[str]:
@@ -410,7 +423,8 @@ def main() -> None:
         f"--curve-seeds {' '.join(map(str, args.curve_seeds))} --online-seeds {' '.join(map(str, args.online_seeds))}"
         f"{''.join(f' --default {d}' for d in args.defaults)}`) "
         f"with msmt's source {source_hash()[:12]} on {describe_cpu()}, "
-        f"{args.threads} threads per run; this run took {hours:.1f} h including reused runs. The numbers behind every "
+        f"{args.threads} threads per run; training its {len(TRAINED)} runs took {sum(TRAINED.values()) / 3600:.1f} h summed over "
+        f"the runs (each run's `bench.json`), this command {hours:.1f} h (it reuses the runs it finds). The numbers behind every "
         f"table: [`forecasting/`](forecasting/).", "",
         "Every model forecasts relative to a naive forecast of the unit (`model.forecast: auto`, log λ = log(b + ε) + f(x)): "
         "per count task the one of trailing 14-day mean, last value and same weekday last week with the smallest absolute error "
