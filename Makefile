@@ -17,13 +17,18 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 install: $(STAMP)
 
 # The advertiser simulator (docs/architecture.md "Advertiser simulator"): per scenario and task,
-# the model next to the oracle (true expected values) on the test days and on the new scenario.
+# the model next to the oracle (true expected values) on the test days and on the new scenario;
+# then what a practitioner would try first (yesterday's value, the trailing mean) beside M2M and
+# the oracle (msmt bench, one seed: the NMAE and AUC tables of its leaderboard).
 demo: $(STAMP)
 	rm -rf demo
 	$(MSMT) synth advertiser --out demo/data --advertisers 300 --days 60 --seed 0
 	$(MSMT) train demo/data/experiment.yaml --out demo/run --quiet
 	@echo "\nnew scenario (never seen in training), model (oracle):\n"
 	$(MSMT) evaluate demo/run --data demo/data/new_scenario.csv --out demo/run/new_scenario_metrics.json
+	$(MSMT) bench --datasets advertiser=demo/data/experiment.yaml --models naive_last --models naive_mean --models m2m --seeds 1 --out demo/bench
+	@echo "\nthe naive forecasts beside M2M and the oracle (test split; demo/bench/leaderboard.md):\n"
+	@awk '/^\*\*/ { show = ($$0 ~ /nmae|auc/) } show' demo/bench/leaderboard.md
 	@echo "report: demo/run/report.md; cross-scenario correlations: demo/data/plots/scenario_correlation.png"
 
 lint: $(STAMP)
