@@ -81,7 +81,25 @@ def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | 
     plt.close(fig)
 
 
-def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_epoch: int | None = None) -> None:
+def baseline_table(M: dict, baselines: dict[str, dict], tasks) -> str:
+    """Markdown table, overall only: the run's model, each naive forecaster of ``baselines``
+    ({name: M block}) and the oracle (where the data has one), columns task/metric as in :func:`metrics_table`."""
+    cols = [(t.name, m) for t in tasks for m in rules(t).primary if m in M["overall"].get(t.name, {})]
+    lines = ["| forecaster | " + " | ".join(f"{t} {m}" for t, m in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    rows = [("**this model**", M), *baselines.items()]
+    if M.get("oracle"):
+        rows.append(("oracle", M["oracle"]))
+    for name, block in rows:
+        overall = block["overall"]
+        lines.append(f"| {name} | " + " | ".join(_fmt(overall.get(t, {}).get(m)) for t, m in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_epoch: int | None = None, baselines: dict | None = None
+) -> None:
+    """``run_dir/report.md`` and its training-curves plot; ``baselines``: {split: {forecaster: M block}}
+    (:func:`msmt.evaluation.baselines.naive_baselines`), shown under each split's table."""
     tasks = cfg.dataset.tasks
     plot_history(history, run_dir / "plots" / "training_curves.png", tasks, best_epoch)
     kept = f" The weights are those of epoch {best_epoch}, the best by `{cfg.train.monitor}`." if best_epoch else ""
@@ -105,6 +123,9 @@ def write_report(run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_
         )
     for split, M in metrics.items():
         parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]
+        if (baselines or {}).get(split):
+            parts += ["", "Beside the naive forecasts, before any fitting (`naive_last`: yesterday's value; `naive_mean`: the "
+                      "trailing window mean; each row's own history), overall:", "", baseline_table(M, baselines[split], tasks)]
     parts += ["", "## Training curves", "", "Loss per epoch, weighted total and per task; dashed: the epoch kept.", "",
               "![training curves](plots/training_curves.png)", ""]
     atomic_write_text(run_dir / "report.md", "\n".join(parts))

@@ -17,6 +17,7 @@ from msmt.data.loading import load_splits, read_data
 from msmt.data.streaming import ParquetStream, fit_schema_streaming
 from msmt.data.tensorize import encode_frame
 from msmt.data.validate import validate_frame
+from msmt.evaluation.baselines import naive_baselines
 from msmt.evaluation.evaluate import evaluate_model, fit_point
 from msmt.evaluation.report import write_report
 from msmt.meta import meta_train, plan_meta
@@ -233,7 +234,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
         write_table(pd.DataFrame(warmup_history), out / "warmup_history.csv")
     if meta_plan is not None and meta_plan.rates is not None:
         save_meta_rates(meta_plan.rates.as_dict(), out / META_RATES)
-    write_report(out, cfg, metrics, history, result.best_epoch or None)
+    baselines = naive_baselines(schema, cfg.model, splits, encoded, cfg.train.eval_batch_size)
+    write_report(out, cfg, metrics, history, result.best_epoch or None, baselines)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     write_manifest(out)  # last: every file above, hashed
     return metrics
