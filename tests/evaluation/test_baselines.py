@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import model_config
+from helpers import model_config, run_main
 from layers.test_naive import reference
 from msmt.evaluation.baselines import naive_baselines
 from msmt.experiments.run import load_in_memory
@@ -58,3 +58,17 @@ def test_a_panel_runs_report_shows_them_and_others_do_not(trained_panel_run, tra
         row = next(line for line in test_section.splitlines() if line.startswith(f"| {name} |"))
         assert row.split(" | ")[2] == f"{baselines['test'][name]['overall']['impressions']['nmae']:.4f}"  # impressions nmae
     assert "Beside the naive forecasts" not in (trained_run("mmoe") / "report.md").read_text()
+
+
+def test_msmt_evaluate_prints_them_as_the_report_does(trained_panel_run, capsys):
+    """The test split scored by ``msmt evaluate`` with the earlier splits as context: the same rows and
+    history as the run's own test evaluation, so the printed naive rows equal the report's."""
+    out = trained_panel_run("mmoe")
+    data = trained_panel_run.data_dir
+    capsys.readouterr()
+    assert run_main("evaluate", out, "--data", data / "test.csv", "--context", data / "train.csv", "--context", data / "validation.csv") == 0
+    printed = capsys.readouterr().out
+    report_test = (out / "report.md").read_text().split("## test")[1]
+    for name in ("naive_last", "naive_mean", "oracle"):
+        row = next(line for line in report_test.splitlines() if line.startswith(f"| {name} |"))
+        assert row in printed.splitlines()

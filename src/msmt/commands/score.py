@@ -59,8 +59,9 @@ def evaluate(
 ) -> None:
     """Per-scenario x per-task metrics on a labelled file (oracle too when true_<task> exist)."""
     from msmt.commands.paths import check_not_in_run, check_output_file
+    from msmt.evaluation.baselines import naive_blocks
     from msmt.evaluation.evaluate import evaluate_model
-    from msmt.evaluation.report import metrics_table
+    from msmt.evaluation.report import NAIVE_CAPTION, baseline_table, metrics_table
     from msmt.rundir.layout import write_json
 
     _check_options(precision, compiled, autotune)
@@ -71,6 +72,9 @@ def evaluate(
     preds = _scores(run, frame, encoded, batch_size, precision, compiled, autotune)
     M = evaluate_model(run.model, frame, encoded, batch_size, preds=preds, point=run.point)
     typer.echo(metrics_table(M, run.schema.spec.tasks))
+    baselines = naive_blocks(run.schema, run.config.model, frame, encoded, batch_size)
+    if baselines:  # panel data: what a practitioner tries first, on the same rows and history
+        typer.echo(f"\n{NAIVE_CAPTION}\n\n{baseline_table(M, baselines, run.schema.spec.tasks)}")
     if out:
         write_json(out, M)
         typer.echo(f"wrote {out}")

@@ -15,23 +15,33 @@ from __future__ import annotations
 import pandas as pd
 
 from msmt.evaluation.evaluate import evaluate_model
+from msmt.layers.naive import forecast_tasks
 from msmt.models.registry import build_model, model_class
 
 NAIVE_BASELINES = ("naive_last", "naive_mean")
 SPLITS = {"val": "validation", "test": "test"}  # metrics.json's split name -> the split's frame
 
 
-def naive_baselines(schema, model_cfg, frames: dict[str, pd.DataFrame], encoded: dict, batch_size: int = 8192) -> dict[str, dict]:
-    """{split ("val", "test"): {forecaster: the ``M`` block of DESIGN.md}} for the splits in ``frames``
-    ({"validation": frame, "test": frame}, encoded alike); {} when no naive forecaster applies to the
-    dataset (no panel, or no task with a history). ``model_cfg``: the run's ``model`` section (the
-    naive forecasters ignore its network options)."""
+def naive_blocks(schema, model_cfg, frame: pd.DataFrame, encoded, batch_size: int = 8192) -> dict[str, dict]:
+    """{forecaster: the ``M`` block of DESIGN.md} of the naive forecasters on ``frame`` (encoded as
+    ``encoded``, labels and history included); {} when none applies to the dataset (no panel, or no
+    task with a history) or the run predates the training-label statistics they need (msmt 0.1).
+    ``model_cfg``: the run's ``model`` section (the naive forecasters ignore its network options)."""
     if any(model_class(name).not_applicable(schema.spec) is not None for name in NAIVE_BASELINES):
         return {}
-    out: dict[str, dict] = {}
-    for name in NAIVE_BASELINES:
-        model = build_model(schema, model_cfg.model_copy(update={"name": name})).eval()
-        for split, frame_name in SPLITS.items():
-            if frame_name in frames:
-                out.setdefault(split, {})[name] = evaluate_model(model, frames[frame_name], encoded[frame_name], batch_size)
+    if any(task not in schema.task_stats for task, _ in forecast_tasks(schema)):
+        return {}
+    return {
+        name: evaluate_model(build_model(schema, model_cfg.model_copy(update={"name": name})).eval(), frame, encoded, batch_size)
+        for name in NAIVE_BASELINES
+    }
+
+
+def naive_baselines(schema, model_cfg, frames: dict[str, pd.DataFrame], encoded: dict, batch_size: int = 8192) -> dict[str, dict]:
+    """{split ("val", "test"): :func:`naive_blocks`} for the splits in ``frames`` ({"validation":
+    frame, "test": frame}, encoded alike); splits without a naive forecast are left out."""
+    out = {}
+    for split, frame_name in SPLITS.items():
+        if frame_name in frames and (blocks := naive_blocks(schema, model_cfg, frames[frame_name], encoded[frame_name], batch_size)):
+            out[split] = blocks
     return out

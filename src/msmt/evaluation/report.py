@@ -81,6 +81,10 @@ def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | 
     plt.close(fig)
 
 
+NAIVE_CAPTION = ("Beside the naive forecasts, before any fitting (`naive_last`: yesterday's value; `naive_mean`: the "
+                 "trailing window mean; each row's own history), overall:")
+
+
 def baseline_table(M: dict, baselines: dict[str, dict], tasks) -> str:
     """Markdown table, overall only: the run's model, each naive forecaster of ``baselines``
     ({name: M block}) and the oracle (where the data has one), columns task/metric as in :func:`metrics_table`."""
@@ -124,8 +128,7 @@ def write_report(
     for split, M in metrics.items():
         parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]
         if (baselines or {}).get(split):
-            parts += ["", "Beside the naive forecasts, before any fitting (`naive_last`: yesterday's value; `naive_mean`: the "
-                      "trailing window mean; each row's own history), overall:", "", baseline_table(M, baselines[split], tasks)]
+            parts += ["", NAIVE_CAPTION, "", baseline_table(M, baselines[split], tasks)]
     parts += ["", "## Training curves", "", "Loss per epoch, weighted total and per task; dashed: the epoch kept.", "",
               "![training curves](plots/training_curves.png)", ""]
     atomic_write_text(run_dir / "report.md", "\n".join(parts))
