@@ -72,3 +72,14 @@ def test_msmt_evaluate_prints_them_as_the_report_does(trained_panel_run, capsys)
     for name in ("naive_last", "naive_mean", "oracle"):
         row = next(line for line in report_test.splitlines() if line.startswith(f"| {name} |"))
         assert row in printed.splitlines()
+
+
+def test_msmt_train_prints_them_as_its_report_does(tmp_path, capsys):
+    data = write_advertiser(tmp_path / "data", advertisers=20, days=22, seed=13)
+    sets = ["model.name=mmoe", "train.epochs=1", "model.hidden_dims=[8]", "model.tower_dims=[4]", "model.embedding_dim=4"]
+    capsys.readouterr()
+    assert run_main("train", data / "experiment.yaml", "--out", tmp_path / "run", "--quiet", *[a for s in sets for a in ("--set", s)]) == 0
+    printed = capsys.readouterr().out.split("\ntest (")[1]
+    report_test = (tmp_path / "run" / "report.md").read_text().split("## test")[1]
+    rows = [line for line in report_test.splitlines() if line.startswith(("| naive_last |", "| naive_mean |"))]
+    assert len(rows) == 2 and all(row in printed.splitlines() for row in rows)

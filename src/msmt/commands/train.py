@@ -23,7 +23,7 @@ def train(
 ) -> None:
     """Train a model and write a run directory (config, schema, weights, metrics, report)."""
     from msmt.commands.paths import check_output_dir
-    from msmt.evaluation.report import metrics_table
+    from msmt.evaluation.report import NAIVE_CAPTION, baseline_table, metrics_table
     from msmt.experiments.run import run_experiment
     from msmt.spec.config import load_experiment
     from msmt.spec.errors import ConfigError
@@ -41,7 +41,8 @@ def train(
         check_output_dir(run_dir)
     if quiet:
         cfg.train.progress = False
-    metrics = run_experiment(cfg, run_dir, resume=resume is not None, overwrite=overwrite)
+    naive: dict = {}
+    metrics = run_experiment(cfg, run_dir, resume=resume is not None, overwrite=overwrite, naive=naive)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     point = "" if cfg.train.point_forecast == "mean" else (
@@ -50,4 +51,6 @@ def train(
     for split, M in metrics.items():
         typer.echo(f"\n{split} ({M['rows']} rows) — model (oracle where known){point}\n")
         typer.echo(metrics_table(M, cfg.dataset.tasks))
+        if naive.get(split):  # panel data: the naive forecasts before any fitting, as in report.md
+            typer.echo(f"\n{NAIVE_CAPTION}\n\n{baseline_table(M, naive[split], cfg.dataset.tasks)}")
     typer.echo(f"\nrun directory: {run_dir}")

@@ -43,6 +43,7 @@ def run_experiment(
     overwrite: bool = False,
     inputs: tuple[str, ...] = (),
     on_epoch: Callable[[int, float], None] | None = None,
+    naive: dict | None = None,
 ) -> dict:
     """Train and evaluate; write the run directory; return ``{"val": M[, "test": M]}``.
 
@@ -55,6 +56,8 @@ def run_experiment(
     the run's own input (the Python API writes DataFrames to ``data/``), not an earlier run.
     ``on_epoch(epoch, value)``: told the monitored validation value after each epoch
     (:func:`msmt.training.loop.fit`); an exception it raises ends the run unfinished (no manifest).
+    ``naive``: a dict the writing process fills with the report's naive forecasts, ``{split: {forecaster:
+    M}}`` (:func:`msmt.evaluation.baselines.naive_baselines`; empty where none applies).
 
     The run directory is written in this order: ``provenance.json`` and ``config.yaml`` (so that
     a killed run can be resumed), then the results, and ``manifest.json`` last
@@ -67,7 +70,7 @@ def run_experiment(
         check_run_dir(out, overwrite, inputs)
     dist, joined = init_from_env(cfg.train.device)
     try:
-        return _run(cfg, out, resume, dist, overwrite, on_epoch)
+        return _run(cfg, out, resume, dist, overwrite, on_epoch, naive)
     finally:
         if joined:
             shutdown()
@@ -171,7 +174,7 @@ def _load_streaming(cfg: ExperimentConfig, dist: Dist) -> tuple[dict, FittedSche
     return splits, schema, encoded
 
 
-def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: bool = False, on_epoch=None) -> dict:
+def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: bool = False, on_epoch=None, naive=None) -> dict:
     writer = dist.is_main
     if resume and not (out / CHECKPOINT).exists():  # before any data is read
         raise ConfigError(f"{out}: nothing to resume (no {CHECKPOINT}; the run finished or never checkpointed)")
@@ -235,6 +238,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     if meta_plan is not None and meta_plan.rates is not None:
         save_meta_rates(meta_plan.rates.as_dict(), out / META_RATES)
     baselines = naive_baselines(schema, cfg.model, splits, encoded, cfg.train.eval_batch_size)
+    if naive is not None:
+        naive.update(baselines)
     write_report(out, cfg, metrics, history, result.best_epoch or None, baselines)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     write_manifest(out)  # last: every file above, hashed
