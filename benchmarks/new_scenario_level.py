@@ -30,7 +30,7 @@ import numpy as np
 from msmt.data.tensorize import encode_frame
 from msmt.evaluation.evaluate import scenario_names
 from msmt.experiments.forecasting import new_scenario_context, new_scenario_rows
-from msmt.experiments.tables import pm
+from msmt.experiments.tables import markdown_table, mean_std
 from msmt.rundir.layout import load_run
 from msmt.scoring.point import lad_scale
 from msmt.scoring.predict import predict_batches
@@ -67,12 +67,11 @@ def main() -> None:
     by_folder: dict[str, list] = defaultdict(list)
     for run in args.runs:
         by_folder[run.parent.name].append(run_levels(run, args.data / "new_scenario.csv"))
-    print("| runs | K | task | " + " | ".join(COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 3) + "|")
-    for folder, results in by_folder.items():
-        for k, task in results[0]:
-            cells = [pm(float(np.mean(v)), float(np.std(v))) for v in zip(*(r[(k, task)] for r in results))]
-            print(f"| {folder} | {k} | {task} | " + " | ".join(cells) + " |")
+    rows = (
+        [folder, str(k), task, *(mean_std(v) for v in zip(*(r[(k, task)] for r in results)))]
+        for folder, results in by_folder.items() for k, task in results[0]
+    )
+    print(markdown_table(["runs", "K", "task", *COLUMNS], rows))
 
 
 if __name__ == "__main__":

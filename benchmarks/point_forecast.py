@@ -30,7 +30,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from msmt.api import encode_for_scoring, score
-from msmt.experiments.tables import pm
+from msmt.experiments.tables import markdown_table, mean_std
 from msmt.rundir.layout import load_run
 from msmt.scoring.point import lad_scale
 
@@ -85,11 +85,8 @@ def main() -> None:
     args = ap.parse_args()
     results = [point_forecasts(run, args.data) for run in args.runs]
     tasks = list(dict.fromkeys(task for task, _ in results[0]))
-    print("| point forecast | " + " | ".join(f"{t} NMAE" for t in tasks) + " |")
-    print("|---" * (len(tasks) + 1) + "|")
-    for point in POINTS:
-        cells = [pm(float(np.mean(v)), float(np.std(v))) for v in ([r[(t, point)] for r in results] for t in tasks)]
-        print(f"| {point} | " + " | ".join(cells) + " |")
+    rows = ([point, *(mean_std(r[(t, point)] for r in results) for t in tasks)] for point in POINTS)
+    print(markdown_table(["point forecast", *(f"{t} NMAE" for t in tasks)], rows))
 
 
 if __name__ == "__main__":

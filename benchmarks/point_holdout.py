@@ -33,7 +33,7 @@ import pandas as pd
 from msmt.data.tensorize import encode_frame
 from msmt.evaluation.evaluate import scenario_names
 from msmt.experiments.run import load_in_memory
-from msmt.experiments.tables import pm
+from msmt.experiments.tables import markdown_table, mean_std
 from msmt.rundir.layout import load_run
 from msmt.scoring.point import earlier_half, fit_checked_point_scales, fit_point_scales
 from msmt.scoring.predict import predict_batches
@@ -90,12 +90,11 @@ def main() -> None:
     by_folder: dict[str, list] = defaultdict(list)
     for run in args.runs:
         by_folder[f"{run.parent.parent.name}/{run.parent.name}"].append(run_scores(run, cache))
-    print("| runs | task | " + " | ".join(f"{f} NMAE" for f in FORECASTS) + " | factors kept (the run's own option's check) |")
-    print("|---" * (len(FORECASTS) + 3) + "|")
-    for folder, results in by_folder.items():
-        for task in results[0][1]:
-            cells = [pm(float(np.mean(v)), float(np.std(v))) for v in ([s[(task, f)] for s, _ in results] for f in FORECASTS)]
-            print(f"| {folder} | {task} | " + " | ".join(cells) + f" | {sum(k[task] for _, k in results)} of {len(results)} |")
+    rows = (
+        [folder, task, *(mean_std(s[(task, f)] for s, _ in results) for f in FORECASTS), f"{sum(k[task] for _, k in results)} of {len(results)}"]
+        for folder, results in by_folder.items() for task in results[0][1]
+    )
+    print(markdown_table(["runs", "task", *(f"{f} NMAE" for f in FORECASTS), "factors kept (the run's own option's check)"], rows))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 MISSING = "–"
 
@@ -27,6 +27,12 @@ def mean_std(values: Iterable[float | None], digits: int = 4, ddof: int = 0, sin
         return f"{vals[0]:.{digits}f}{single}"
     std = 0.0 if len(vals) == 1 else (statistics.pstdev(vals) if ddof == 0 else statistics.stdev(vals))
     return pm(statistics.mean(vals), std, digits)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table: the header row, its separator, one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
 
 
 def median(values: Iterable[float]) -> float:
