@@ -27,9 +27,9 @@ def naive_blocks(schema, model_cfg, frame: pd.DataFrame, encoded, batch_size: in
     ``encoded``, labels and history included); {} when none applies to the dataset (no panel, or no
     task with a history) or the run predates the training-label statistics they need (msmt 0.1).
     ``model_cfg``: the run's ``model`` section (the naive forecasters ignore its network options)."""
-    if any(model_class(name).not_applicable(schema.spec) is not None for name in NAIVE_BASELINES):
-        return {}
-    if any(task not in schema.task_stats for task, _ in forecast_tasks(schema)):
+    if any(model_class(name).not_applicable(schema.spec) is not None for name in NAIVE_BASELINES) or any(
+        task not in schema.task_stats for task, _ in forecast_tasks(schema)
+    ):
         return {}
     return {
         name: evaluate_model(build_model(schema, model_cfg.model_copy(update={"name": name})).eval(), frame, encoded, batch_size)

@@ -69,16 +69,16 @@ def evaluate_model(
     )
 
 
-def fit_point(model: MultiTaskModel, frame: pd.DataFrame, data: Batch, batch_size: int = 8192, median: bool = False) -> PointScales:
-    """The factors of :mod:`msmt.scoring.point` fitted on ``frame`` (the validation split), each task's
-    checked on the split's later half (by the panel's time; by row order for other data); ``median``:
-    the point is the Poisson median of c·μ (``train.point_forecast: median``)."""
+def fit_point(model: MultiTaskModel, frame: pd.DataFrame, data: Batch, preds: dict, median: bool = False) -> PointScales:
+    """The factors of :mod:`msmt.scoring.point` fitted on ``frame`` (the validation split, encoded as
+    ``data``; ``preds``: the model's predictions of it, task -> [N]), each task's checked on the split's
+    later half (by the panel's time; by row order for other data); ``median``: the point is the Poisson
+    median of c·μ (``train.point_forecast: median``)."""
     spec = model.schema.spec
     labels = {t.name: data["labels"][:, i].numpy() for i, t in enumerate(spec.tasks)}
     times = frame[spec.panel.time].to_numpy() if spec.panel is not None else None
     return fit_checked_point_scales(
-        spec.tasks, labels, predict_batches(model, data, batch_size), scenario_names(frame, spec.scenario.column),
-        earlier_half(times, len(frame)), median=median,
+        spec.tasks, labels, preds, scenario_names(frame, spec.scenario.column), earlier_half(times, len(frame)), median=median,
     )
 
 

@@ -19,12 +19,17 @@ def _fmt(value) -> str:
     return f"{value:.4f}"
 
 
+def _columns(M: dict, tasks) -> list[tuple[str, str]]:
+    """(task, metric) of each table column: every task's primary measures that ``M`` holds."""
+    return [(t.name, m) for t in tasks for m in rules(t).primary if m in M["overall"].get(t.name, {})]
+
+
 def metrics_table(M: dict, tasks, with_oracle: bool = True) -> str:
     """Markdown table: one row per scenario (and overall), columns task/metric.
 
     With an oracle block, each cell reads ``model (oracle)``.
     """
-    cols = [(t.name, m) for t in tasks for m in rules(t).primary if m in M["overall"].get(t.name, {})]
+    cols = _columns(M, tasks)
     oracle = M.get("oracle") if with_oracle else None
     header = "| scenario | rows | " + " | ".join(f"{t} {m}" for t, m in cols) + " |"
     lines = [header, "|" + "---|" * (len(cols) + 2)]
@@ -81,6 +86,12 @@ def plot_history(history: pd.DataFrame, path: Path, tasks=(), best_epoch: int | 
     plt.close(fig)
 
 
+POINT_NOTES = {  # train.point_forecast -> what the report says its absolute errors score
+    "scaled": "c·μ (`train.point_forecast: scaled`: c per task and scenario fitted on the validation split, 1 where a "
+              "holdout check rejected them",
+    "median": "median Poisson(c·μ) (`train.point_forecast: median`: c per task and scenario fitted on the validation "
+              "split; the mean μ where a holdout check rejected it",
+}
 NAIVE_CAPTION = ("Beside the naive forecasts, before any fitting (`naive_last`: yesterday's value; `naive_mean`: the "
                  "trailing window mean; each row's own history), overall:")
 
@@ -88,7 +99,7 @@ NAIVE_CAPTION = ("Beside the naive forecasts, before any fitting (`naive_last`: 
 def baseline_table(M: dict, baselines: dict[str, dict], tasks) -> str:
     """Markdown table, overall only: the run's model, each naive forecaster of ``baselines``
     ({name: M block}) and the oracle (where the data has one), columns task/metric as in :func:`metrics_table`."""
-    cols = [(t.name, m) for t in tasks for m in rules(t).primary if m in M["overall"].get(t.name, {})]
+    cols = _columns(M, tasks)
     lines = ["| forecaster | " + " | ".join(f"{t} {m}" for t, m in cols) + " |", "|" + "---|" * (len(cols) + 1)]
     rows = [("**this model**", M), *baselines.items()]
     if M.get("oracle"):
@@ -113,18 +124,9 @@ def write_report(
         f"Seed {cfg.train.seed}, {len(history)} epoch(s) run, monitor `{cfg.train.monitor}`.{kept}",
         "Cells read `model (oracle)` where the data carry true expected values.",
     ]
-    if cfg.train.point_forecast == "scaled":
-        parts.append(
-            "Count tasks' smape, nmae and mape score the point forecast c·μ (`train.point_forecast: scaled`: c per task "
-            "and scenario fitted on the validation split, 1 where a holdout check rejected them, `point_forecast.json`); "
-            "their rmse and deviance the mean μ."
-        )
-    if cfg.train.point_forecast == "median":
-        parts.append(
-            "Count tasks' smape, nmae and mape score the point forecast median Poisson(c·μ) (`train.point_forecast: median`: "
-            "c per task and scenario fitted on the validation split; the mean μ where a holdout check rejected it, "
-            "`point_forecast.json`); their rmse and deviance the mean μ."
-        )
+    if cfg.train.point_forecast in POINT_NOTES:
+        parts.append(f"Count tasks' smape, nmae and mape score the point forecast {POINT_NOTES[cfg.train.point_forecast]}, "
+                     "`point_forecast.json`); their rmse and deviance the mean μ.")
     for split, M in metrics.items():
         parts += ["", f"## {split} ({M['rows']} rows)", "", metrics_table(M, tasks)]
         if (baselines or {}).get(split):

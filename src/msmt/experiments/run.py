@@ -28,6 +28,7 @@ from msmt.rundir.layout import CONFIG, HISTORY, META_HISTORY, META_RATES, METRIC
 from msmt.rundir.manifest import MANIFEST, write_manifest
 from msmt.runtime.threads import choose_threads
 from msmt.scoring.point import save_point_scales
+from msmt.scoring.predict import predict_batches
 from msmt.spec.config import ExperimentConfig
 from msmt.spec.errors import ConfigError, DivergedError
 from msmt.spec.fitted import FittedSchema
@@ -211,12 +212,13 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
             print("forecast offset: " + ", ".join(f"{t} = naive {m}" for t, m in model.forecast.chosen().items()), file=sys.stderr)
 
     metrics = {"val": result.val_metrics}
-    point = None
+    point = val_preds = None
     if cfg.train.point_forecast != "mean":  # fitted on the stored model: after meta-training and warm-up
-        point = fit_point(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size,
-                          median=cfg.train.point_forecast == "median")
+        val_preds = predict_batches(model, encoded["validation"], cfg.train.eval_batch_size)
+        point = fit_point(model, splits["validation"], encoded["validation"], val_preds, median=cfg.train.point_forecast == "median")
     if meta_history or warmup_history or point is not None:  # the meta-trained (or warmed-up) model is what the run directory stores
-        metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size, point=point)
+        metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size,
+                                        preds=val_preds, point=point)
     if "test" in splits:
         metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size, point=point)
 
