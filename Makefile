@@ -46,7 +46,7 @@ test: $(STAMP) lint
 wheel-check: $(STAMP)
 	PY=$(PY) PYTHON=$(PYTHON) .ci/wheel-check
 
-# Break each mechanism of tests/mutations.yaml in a copy of src/ and check its proof tests fail
+# Break each mechanism of tests/mutations.yaml in a copy of the working tree and check its proof tests fail
 # (.ci/mutation_check.py; about 20 min on 2 cores; not part of `make test`).
 mutation-check: $(STAMP)
 	$(PY) .ci/mutation_check.py

@@ -3,9 +3,14 @@
 Each entry of ``tests/mutations.yaml`` names a source file under ``src/msmt``, a line as it is
 (``old``, matched exactly once), the broken line (``new``: a dropped residual, a softmax over the
 wrong axis, a zeroed input...) and the test files that prove the mechanism. The check copies
-``src/`` and ``tests/`` to a temporary folder (the working tree is never touched), applies one
+the working tree to a temporary folder (the working tree is never touched), applies one
 mutation there, runs those tests with ``pytest -x`` and puts the line back. A mutation the tests
 let pass is a proof test that does not prove its mechanism.
+
+The copy holds every file of the working tree that git tracks or would track (``configs/``,
+``docs/``, ``benchmarks/``... which tests read too), and a failure counts as a kill only if the
+failing test passes again on the unmutated copy: a test that fails for another reason (a file
+the copy lacks, a flaky port) is reported as ``test fails unmutated``, never as a kill.
 
     .venv/bin/python .ci/mutation_check.py                 # every entry (about 20 min on 2 cores)
     .venv/bin/python .ci/mutation_check.py --only mmoe-gate-axis star-product
@@ -56,14 +61,38 @@ def run_one(root: Path, mutation: dict, env: dict) -> tuple[str, str]:
     if proc.returncode == 0:
         return "SURVIVED", lines[-1] if lines else ""
     if proc.returncode == 1:
+        node = failed.split(" ", 1)[1] if " " in failed else ""
+        if not node or not passes_unmutated(root, node, env):
+            return "test fails unmutated", failed
         return "killed", failed
     return f"pytest exit {proc.returncode}", failed or (lines[-1] if lines else proc.stderr[-200:])
+
+
+def passes_unmutated(root: Path, node: str, env: dict) -> bool:
+    """Whether the test ``node`` (a pytest node id) passes on the unmutated copy."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node], cwd=root, env=env, capture_output=True)
+    return proc.returncode == 0
+
+
+def copy_tree(repo: Path, root: Path) -> None:
+    """``repo``'s working-tree files that git tracks or would track (not ignored), copied under ``root``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source, target = repo / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():  # e.g. src/msmt/configs -> configs/: the same relative link
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():  # a tracked file deleted in the working tree is left out
+            shutil.copy2(source, target)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", default=None, metavar="ID", help="run these entries only")
     ap.add_argument("--catalogue", type=Path, default=CATALOGUE)
+    ap.add_argument("--repo", type=Path, default=REPO, help="the working tree to copy (default: this repository)")
     args = ap.parse_args(argv)
     entries = load_catalogue(args.catalogue)
     if args.only:
@@ -72,14 +101,15 @@ def main(argv=None) -> int:
             print(f"{args.catalogue}: no entry {sorted(unknown)}", file=sys.stderr)
             return 2
         entries = [m for m in entries if m["id"] in args.only]
-    shared = Path(os.environ.get("MSMT_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+    repo = args.repo.resolve()
+    shared = Path(os.environ.get("MSMT_SHARED_DATA", repo.parent / "shared" / "data")).resolve()
     bad = 0
     with tempfile.TemporaryDirectory(prefix="msmt-mutation-") as tmp:
-        root = Path(tmp)
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for part in ("src", "tests"):
-            shutil.copytree(REPO / part, root / part, ignore=ignore)
-        shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+        root = Path(tmp) / "repo"
+        copy_tree(repo, root)
+        (Path(tmp) / "shared").mkdir()  # configs name their data as ../shared/data, beside the repository
+        if shared.is_dir():
+            (Path(tmp) / "shared" / "data").symlink_to(shared, target_is_directory=True)
         env = {**os.environ, "PYTHONPATH": str(root / "src"), "MSMT_SHARED_DATA": str(shared), "OMP_NUM_THREADS": "1"}
         print(f"{len(entries)} mutations, tests run from a copy in {root}", flush=True)
         for m in entries:

@@ -90,6 +90,31 @@ def test_window_from_the_store_is_the_one_predict_context_builds(panel_run, sim,
     store.close()
 
 
+def test_a_duplicated_observation_keeps_its_last_row_as_predict_context_does(panel_run, sim, tmp_path):
+    """A history file that repeats some (unit, day) with other outcomes: `msmt history load` keeps
+    the later row, as `encode_frame(rows, context=file)` does, so the store's window equals predict's."""
+    run = load_run(panel_run)
+    spec = run.schema.spec
+    history = read_data(sim["history"], spec)
+    rows = read_data(sim["test"], spec)
+    latest = history[history["day"] == history["day"].max()].head(6)
+    revised = latest.assign(**{m: latest[m] * 3 + 1 for m in spec.panel.metrics})  # same units and day, other outcomes
+    doubled = pd.concat([history, revised], ignore_index=True)
+    doubled.to_csv(tmp_path / "doubled.csv", index=False)
+    db = tmp_path / "h.db"
+    assert run_main("history", "load", panel_run, "--data", tmp_path / "doubled.csv", "--db", db) == 0
+    reference = encode_frame(rows, run.schema, with_labels=False, context=doubled)
+    first = encode_frame(rows, run.schema, with_labels=False, context=history)
+    assert not torch.equal(reference["seq.raw"], first["seq.raw"])  # the revision reaches some window
+    row_model, _, cols = build_request_models(run.schema, 10_000)
+    validated = [row_model.model_validate(r) for r in json_records(rows)]
+    store = SqliteHistory(db, spec.panel)
+    batch, _, _ = PanelEncoder(run.schema, cols, history_columns(run.schema), store, RowEncoder(run.schema, cols, row_model))(validated)
+    for key in reference:
+        assert torch.equal(batch[key], reference[key]), key
+    store.close()
+
+
 def test_the_group_channel_comes_from_the_store_for_units_not_in_the_request(panel_run, sim, sim_store):
     """Rows of one scenario only: their advertiser's other scenarios (``panel.group_keys``) are read
     from the store (``group_window``), as ``encode_frame(rows, context=file)`` reads them."""
