@@ -272,3 +272,17 @@ def test_category_columns_are_read_as_written(tmp_path):
     frame = read_data(path, spec)
     for column, values in {"region": ["01", "1"], "user": ["007", "7"], "account": ["001", "1"]}.items():
         assert frame[column].tolist() == values, column
+
+
+def test_the_scenario_rule_names_the_first_bad_row_of_a_column_and_of_a_request(tiny_schema):
+    """A file's column is checked once per distinct value, a request's values one by one: either way
+    the problem reported is the first row's (here the unseen scenario at row 2, before the blank one)."""
+    from msmt.data.validate import scenario_problem
+
+    known = list(tiny_schema.scenarios)
+    values = [known[0], known[-1], "tv_ads", known[0], "  ", "tv_ads"]
+    for given in (pd.Series(values, index=range(10, 16)), values):
+        row, problem = scenario_problem(given, tiny_schema)
+        assert row == 2 and "'tv_ads' was not seen in training" in problem
+    assert scenario_problem(pd.Series(values[:2] * 3), tiny_schema) is None
+    assert scenario_problem(pd.Series([*values[:2], None]), tiny_schema) == (2, "missing scenario")

@@ -406,6 +406,10 @@ def test_new_scenario_zero_shot_then_finetune(toy, trained):
     after = query_loss(tuned)
     assert after["clicks"] + after["active"] < before["clicks"] + before["active"]
     assert query_loss(m) == before  # the original model is untouched
+    scenario_path = {name for name, p in tuned.named_parameters() if any(p is q for q in tuned.scenario_parameters())}
+    original = dict(m.named_parameters())
+    moved = {name for name, p in tuned.named_parameters() if not torch.equal(p, original[name])}
+    assert moved and moved <= scenario_path and all(name.startswith("scenario.") for name in moved)  # nothing else moves
 
 
 def test_without_panel_trains(toy):

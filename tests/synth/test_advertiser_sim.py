@@ -96,6 +96,18 @@ def test_truth_is_the_expected_value(known):
         assert np.abs(by_bin - 1).max() < 0.1, (task, by_bin.to_dict())
 
 
+def test_true_active_is_calibrated_on_units_live_and_paused_the_day_before(known):
+    """P(spend in t..t+6) has two branches: a unit live at the end of t-1 stays dark only if it
+    pauses and then never resumes; a paused one must fail to resume on all 7 days. Each branch is
+    calibrated on its own rows (yesterday's cost is 0 exactly when the unit was paused)."""
+    rows = known.sort_values(["advertiser_id", "scenario", "day"])
+    yesterday = rows.groupby(["advertiser_id", "scenario"])["cost"].shift(1)
+    for name, part in (("paused", rows[yesterday == 0]), ("live", rows[yesterday > 0])):
+        assert len(part) > 3000, name
+        ratio = part["active"].sum() / part["true_active"].sum()
+        assert abs(ratio - 1) < 0.03, (name, ratio)
+
+
 def test_oracle_beats_per_scenario_means(known):
     tasks = [Task(name=t, label=t, kind="binary" if t == "active" else "count") for t in TASKS]
     labels = {t: known[t].to_numpy(float) for t in TASKS}
