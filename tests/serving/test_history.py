@@ -115,6 +115,29 @@ def test_a_duplicated_observation_keeps_its_last_row_as_predict_context_does(pan
     store.close()
 
 
+def test_request_context_wins_over_the_store_for_the_same_unit_and_day(panel_run, sim, sim_store):
+    """Context rows that revise days the store holds (other outcomes): the window is the one
+    `encode_frame` builds from the store's history with those days replaced by the context's rows."""
+    run = load_run(panel_run)
+    spec = run.schema.spec
+    history = read_data(sim["history"], spec)
+    rows = read_data(sim["test"], spec)
+    rows = rows[rows["day"] == rows["day"].min()].reset_index(drop=True)
+    stored = history[history["day"] == history["day"].max()].head(8)
+    revised = stored.assign(**{m: stored[m] * 3 + 1 for m in spec.panel.metrics})
+    reference = encode_frame(rows, run.schema, with_labels=False, context=pd.concat([history, revised], ignore_index=True))
+    assert not torch.equal(reference["seq.raw"], encode_frame(rows, run.schema, with_labels=False, context=history)["seq.raw"])
+    row_model, request_model, cols = build_request_models(run.schema, 10_000)
+    request = request_model.model_validate({"rows": json_records(rows), "context": json_records(revised)})
+    store = SqliteHistory(sim_store, spec.panel)
+    batch, _, _ = PanelEncoder(run.schema, cols, history_columns(run.schema), store, RowEncoder(run.schema, cols, row_model))(
+        request.rows, request.context
+    )
+    for key in reference:
+        assert torch.equal(batch[key], reference[key]), key
+    store.close()
+
+
 def test_the_group_channel_comes_from_the_store_for_units_not_in_the_request(panel_run, sim, sim_store):
     """Rows of one scenario only: their advertiser's other scenarios (``panel.group_keys``) are read
     from the store (``group_window``), as ``encode_frame(rows, context=file)`` reads them."""
