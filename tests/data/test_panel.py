@@ -67,6 +67,9 @@ def test_unseen_event_is_oov_and_missing_value_is_zero():
     seq = encode_panel(later, SPEC, fitted)
     assert seq["seq.behaviour"][1, -1] == 1  # OOV
     assert seq["seq.mask"][1, -1] and seq["seq.performance"][1, -1, 1] == 0.0  # observed step, missing cost
+    # the naive forecasts read seq.present: the step is there for impressions, not for the missing cost
+    np.testing.assert_array_equal(seq["seq.present"][1, -1], [True, False])
+    assert seq["seq.raw"][1, -1].tolist() == [1.0, 0.0]
 
 
 def _random_panel(rng, n_ent=6, days=25, p_obs=0.7) -> pd.DataFrame:
