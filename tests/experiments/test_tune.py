@@ -263,3 +263,26 @@ def test_the_example_spaces_fit_their_configs():
 
 def test_the_space_default_path(config):
     assert tune_mod.default_space(config) == config.with_name("experiment.tune.yaml")
+
+
+def test_a_log_range_is_searched_on_a_log_scale():
+    """`train.lr: {low: 1e-5, high: 1e-1, log: true}`: random draws spread evenly over the decades
+    (median near 1e-3), where a linear range would put half of them above 0.05."""
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(sampler=sampler)
+    for kind, log in (("float", True), ("int", True)):
+        param = Param(key=f"{kind}_key", kind=kind, low=1 if kind == "int" else 1e-5, high=10_000 if kind == "int" else 1e-1, log=log)
+        draws = []
+        for _ in range(400):
+            trial = study.ask()
+            draws.append(param.suggest(trial))
+            study.tell(trial, 0.0)
+        middle = math.sqrt(param.low * param.high)  # the geometric middle of the range
+        assert 0.35 < sum(d < middle for d in draws) / len(draws) < 0.65, kind
+
+
+def test_each_trial_gets_its_own_sampler_seed_and_the_same_one_again():
+    """The n-th trial's seed depends on (seed, n) only: distinct over trials and seeds, equal when drawn again."""
+    seeds = {(s, n): trial_seed(s, n) for s in (0, 1) for n in range(20)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(trial_seed(s, n) == value for (s, n), value in seeds.items())

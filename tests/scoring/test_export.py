@@ -261,3 +261,25 @@ def test_parity_also_scores_a_single_row():
         return {"a": x + (0.5 if len(x) == 1 else 0.0)}
 
     assert parity(Tiny(), run, batch) == pytest.approx(0.5)
+
+
+class NudgedModel(BranchyModel):
+    """Off the tracing rows the eager model adds 1e-4: the exported graph (traced on the other branch) does not."""
+
+    def forward(self, batch):
+        x = batch["dense"]
+        y = self.lin(x).squeeze(-1)
+        return {"y": y if bool((x[:, 0] > 0).all()) else y + 1e-4}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_parity_tolerance_is_the_one_given(tmp_path, fmt):
+    """A difference of 1e-4 fails the default tolerance (1e-5) and passes 1e-3, reported as the difference."""
+    dense = torch.randn(40, 2)
+    dense[:5, 0] = dense[:5, 0].abs() + 0.1  # the tracing rows
+    dense[5:, 0] = -dense[5:, 0].abs() - 0.1
+    batch = {"dense": dense, "scenario": torch.zeros(40, dtype=torch.long)}
+    with pytest.raises(ExportError, match="parity check failed"):
+        export_model(NudgedModel().eval(), batch, fmt, tmp_path / f"strict.{fmt}")
+    result = export_model(NudgedModel().eval(), batch, fmt, tmp_path / f"loose.{fmt}", tolerance=1e-3)
+    assert result.max_abs_diff == pytest.approx(1e-4, rel=0.05) and (tmp_path / f"loose.{fmt}").exists()
