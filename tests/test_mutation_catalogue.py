@@ -1,6 +1,7 @@
 """The mutation catalogue (tests/mutations.yaml, run by .ci/mutation_check.py) stays runnable: every
 entry's line still exists exactly once in its file, its breakage changes it and its tests exist.
-One cheap entry is run end to end, and a harmless edit is reported as surviving."""
+One cheap entry is run end to end, and a harmless edit is reported as surviving; on a small tree of its
+own, the check's copy holds what tests read and a test failing without the mutation is not a kill."""
 
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ def test_the_check_kills_a_real_breakage_and_reports_a_harmless_one(tmp_path):
     assert "1 of 2 mutations killed; 1 not" in proc.stdout
     source = REPO / "src" / "msmt" / entry["file"]
     assert source.read_text().count(entry["old"]) == 1  # the working tree is untouched
-
 
 
 def _fake_repository(root: Path, shared: Path) -> None:

@@ -206,14 +206,17 @@ def test_every_rng_comes_back_from_a_saved_checkpoint(tmp_path):
     from msmt.training.checkpoint import rng_state, save_checkpoint, set_rng_state
 
     generator = torch.Generator().manual_seed(3)
-    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
     save_checkpoint(tmp_path / CHECKPOINT, {"rng": rng_state(generator)})
 
     def draws():
         return torch.rand(3).tolist(), np.random.random(3).tolist(), random.random(), torch.rand(3, generator=generator).tolist()
 
     expected = draws()
-    torch.manual_seed(99), np.random.seed(99), random.seed(99), generator.manual_seed(99)
+    for seed in (torch.manual_seed, np.random.seed, random.seed, generator.manual_seed):
+        seed(99)  # every stream moved elsewhere
     assert draws() != expected
     set_rng_state(load_checkpoint(tmp_path / CHECKPOINT)["rng"], generator)
     got = draws()
