@@ -14,7 +14,7 @@ from scipy import stats
 
 from helpers import REPO
 from msmt.data.loading import read_data
-from msmt.experiments.cold_start import pick_groups
+from msmt.experiments.cold_start import World, hold_out, pick_groups
 from msmt.experiments.cold_start_score import splits_at
 from msmt.experiments.cold_start_stats import paired, paired_by_seed, t_interval
 from msmt.spec.config import load_experiment
@@ -153,6 +153,25 @@ def _a_study_in_parts_merges_to_the_whole_studys_page(cmd, env, tmp_path):
     assert not (tmp_path / "x.md").exists()
 
 
+def test_held_out_users_are_never_training_rows_and_warm_users_always_are(tmp_path, shared_data):
+    """MovieLens users: the held users' rows leave the training table whole and are the new-users state;
+    the warm users are training users scored on the test period of that table."""
+    config = REPO / "configs" / "movielens.yaml"
+    cfg = load_experiment(config)
+    frame = read_data(shared_data / "movielens100k_msmt" / "ml100k_msmt_train.csv", cfg.dataset)
+    tiny = tmp_path / "ml_tiny.csv"
+    frame[frame["user_id"].isin(frame["user_id"].value_counts().index[100:130])].to_csv(tiny, index=False)
+    held = hold_out(World("movielens_users", config, "user_id", id_warmup=False), 0, 6, 3, tmp_path / "data", movielens=tiny)
+    rows = read_data(tiny, cfg.dataset)
+    train = read_data(held.files["train"], cfg.dataset)
+    held_users = set(held.held)
+    assert len(held_users) == 6 and not held_users & set(train["user_id"])
+    assert len(train) + len(held.states["new users"]) == len(rows)
+    assert set(held.states["new users"]["user_id"]) == held_users
+    warm = set(held.states["warm users"]["user_id"])
+    assert warm and warm <= set(train["user_id"]) and not warm & held_users
+
+
 def _score_state_takes_a_split_and_personal_blocks(work):
     """``score_state`` on the smoke study's new advertisers (its world and runs rebuilt through the package)
     with a split of its own, every advertiser's last 2 rows as query, and two personal blocks: exactly
@@ -186,6 +205,11 @@ def _score_state_takes_a_split_and_personal_blocks(work):
     want = float(np.abs(observed["clicks"] - observed["true_clicks"]).sum() / observed["clicks"].sum())
     assert pooled.loc["oracle", "value"] == pytest.approx(want, rel=1e-9)
     assert pooled.loc["finetune", "value"] != pooled.loc["bias only", "value"]  # each block adapted on its own
+    support = frame.iloc[last_two(frame, 1)[0]].dropna(subset=["clicks"])  # the naive forecast: support means only
+    naive = [support.loc[(support["advertiser_id"] == r.advertiser_id) & (support["scenario"] == r.scenario), "clicks"].mean()
+             for r in observed.itertuples()]
+    naive = np.where(np.isnan(naive), observed["advertiser_id"].map(support.groupby("advertiser_id")["clicks"].mean()), naive)
+    assert pooled.loc["naive", "value"] == pytest.approx(float(np.abs(observed["clicks"] - naive).sum() / observed["clicks"].sum()), rel=1e-6)
 
 
 def test_per_group_naive_forecast_is_the_support_mean_in_the_query_rows_scenario():

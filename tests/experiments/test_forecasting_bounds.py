@@ -12,6 +12,8 @@ from msmt.experiments.forecasting import (
     history_oracle_name,
     history_oracle_records,
     median_oracle_records,
+    new_scenario_context,
+    new_scenario_rows,
     zero_shot_records,
 )
 from msmt.spec.config import load_dataset_spec
@@ -76,6 +78,21 @@ def test_median_oracle_records_score_each_row_by_its_own_bound(world):
         truth, pred = rows["cost"].to_numpy(float), rows[f"{MEDIAN_PREFIX}cost"].to_numpy(float)
         got = _overall(records[records["split"] == split], "cost", "nmae")
         assert got == pytest.approx(np.abs(pred - truth).sum() / np.abs(truth).sum())
+
+
+def test_new_scenario_context_holds_its_first_k_days_and_the_other_scenarios(world):
+    """With K = k the scored rows may read the new scenario's first k days (K = 0: none, zero-shot) and,
+    through ``panel.group_keys``, every row of the validation and test files; never a scored day."""
+    out, spec = world
+    frame, scored, others = new_scenario_rows(spec, out / "new_scenario.csv")
+    launch = frame["day"].min()
+    assert scored["day"].min() == launch + 7 and len(others) == 2
+    for k in NEW_SCENARIO_K:
+        context = new_scenario_context(spec, frame, others, k)
+        own = context[context["scenario"] == frame["scenario"].iloc[0]]
+        assert sorted(own["day"].unique()) == list(range(launch, launch + k)), k
+        assert len(own) == int((frame["day"] < launch + k).sum())
+        assert len(context) - len(own) == sum(len(o) for o in others)
 
 
 def test_bounds_from_another_world_are_refused(world):

@@ -2,6 +2,10 @@
 
 import json
 
+import numpy as np
+import pandas as pd
+import pytest
+
 from msmt.experiments.forecasting import Study, Variant, study_records, summarise
 
 
@@ -32,6 +36,16 @@ def test_records_carry_the_validation_split_beside_the_test_split(tmp_path):
     assert abs(means[("m2m", "val", "overall")] - 0.3) < 1e-12 and abs(means[("m2m", "test", "overall")] - 0.4) < 1e-12
     assert abs(means[("m2m", "test", "search")] - 1.4) < 1e-12
     assert set(records[records["variant"] == "m2m"]["rows"]) == {10, 20}
+
+
+def test_cells_are_the_mean_and_population_std_over_seeds():
+    """Three seeds whose median is not their mean: a cell is mean ± std (ddof = 0) over the seeds."""
+    values = [0.1, 0.2, 0.9]
+    records = pd.DataFrame([dict(variant="m2m", seed=s, split="test", scenario="overall", task="clicks", metric="nmae",
+                                 value=v, rows=10) for s, v in enumerate(values)])
+    cell = summarise(records).iloc[0]
+    assert cell["mean"] == pytest.approx(np.mean(values)) and cell["std"] == pytest.approx(np.std(values))
+    assert cell["seeds"] == 3 and cell["rows"] == 10
 
 
 def test_study_defaults_apply_to_every_run_and_a_variant_own_setting_wins(tmp_path):
