@@ -47,8 +47,9 @@ def fake_cuda(monkeypatch, count: int) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
 
 
-def torchrun_env(world: int, local_rank: int) -> dict[str, str]:
-    return {"WORLD_SIZE": str(world), "LOCAL_RANK": str(local_rank), "RANK": str(local_rank)}
+def torchrun_env(world: int, local_rank: int, rank: int | None = None) -> dict[str, str]:
+    """torchrun's variables for one process; ``rank`` (global) defaults to ``local_rank`` (one node)."""
+    return {"WORLD_SIZE": str(world), "LOCAL_RANK": str(local_rank), "RANK": str(local_rank if rank is None else rank)}
 
 
 # --------------------------------------------------------------------------- resolution
@@ -65,6 +66,7 @@ def torchrun_env(world: int, local_rank: int) -> dict[str, str]:
         ("cuda:1", 2, {}, "cuda:1"),
         ("cuda", 4, torchrun_env(2, 1), "cuda:1"),  # torchrun: one GPU per rank
         ("auto", 4, torchrun_env(4, 3), "cuda:3"),
+        ("cuda", 2, torchrun_env(4, 1, rank=3), "cuda:1"),  # second node: the node's GPU, by LOCAL_RANK, not RANK
         ("cpu", 4, torchrun_env(2, 1), "cpu"),
         ("auto", 0, torchrun_env(2, 1), "cpu"),
     ],
