@@ -20,6 +20,7 @@ from msmt.spec.config import load_dataset_spec
 from msmt.synth.advertiser import (
     HISTORY_ACTIVE,
     MEDIAN_PREFIX,
+    NEW_SCENARIO,
     ZERO_SHOT_PREFIX,
     history_oracle_active,
     median_oracle,
@@ -89,7 +90,7 @@ def test_new_scenario_context_holds_its_first_k_days_and_the_other_scenarios(wor
     assert scored["day"].min() == launch + 7 and len(others) == 2
     for k in NEW_SCENARIO_K:
         context = new_scenario_context(spec, frame, others, k)
-        own = context[context["scenario"] == frame["scenario"].iloc[0]]
+        own = context[context["scenario"] == NEW_SCENARIO]
         assert sorted(own["day"].unique()) == list(range(launch, launch + k)), k
         assert len(own) == int((frame["day"] < launch + k).sum())
         assert len(context) - len(own) == sum(len(o) for o in others)
