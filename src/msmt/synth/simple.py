@@ -4,9 +4,10 @@ Users and items have latent vectors; each scenario has its own bias and its own 
 combining them (a scenario-specific matrix), so tasks are related across scenarios but not
 identical. One scenario is *minor* (about 2% of rows). Tasks:
 
-* ``click`` (binary): P(click) = sigmoid(a_s + u^T M_s v + 0.4 * price_z);
-* ``purchase`` (binary, implies click): P(purchase) = P(click) * sigmoid(c_s + u^T w_s + ...);
-* ``dwell`` (count): Poisson(exp(d_s + 0.6 * u^T v)).
+* ``click`` (binary): P(click) = sigmoid(a_s + b_user + b_category + u^T M_s v - 0.4 * price_z)
+  (dearer items are clicked less);
+* ``purchase`` (binary, implies click): P(purchase) = P(click) * sigmoid(c_s + u^T w_s + 0.3 * (age - 40) / 15);
+* ``dwell`` (count): Poisson(exp(d_s + 0.6 * clip(u^T v, -3, 3))).
 
 Every row also carries ``true_<task>``: the exact expected value, never a feature, which
 ``evaluate`` scores as the oracle. Files are split by ``timestamp``: 80% / 10% / 10%.
