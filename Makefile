@@ -47,7 +47,7 @@ wheel-check: $(STAMP)
 	PY=$(PY) PYTHON=$(PYTHON) .ci/wheel-check
 
 # Break each mechanism of tests/mutations.yaml in a copy of the working tree and check its proof tests fail
-# (.ci/mutation_check.py; about 45 min on 2 cores; not part of `make test`).
+# (.ci/mutation_check.py; about 1.5 h on 2 cores; not part of `make test`).
 mutation-check: $(STAMP)
 	$(PY) .ci/mutation_check.py
 
