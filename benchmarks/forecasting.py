@@ -256,7 +256,7 @@ def curves_section(summary: pd.DataFrame, args) -> list[str]:
         groups.setdefault(x.group.split(":")[1], []).append((x.value, x.name))
     for name, points in groups.items():
         out += [f"### {name}", "", *table(v, [p for _, p in sorted(points, key=lambda p: (p[1].split(' ')[0], p[0]))], "test", "overall", WORLD_COLS, bounds=()), ""]
-    plot = args.out.parent / "img" / "forecasting_curves.png"
+    plot = args.out.parent / "img" / f"{args.out.stem}_curves.png"  # forecasting.md -> img/forecasting_curves.png
     curve_plot(summary, groups, "clicks", "nmae", plot)
     out += [f"![curves]({plot.relative_to(args.out.parent).as_posix()})", ""]
     return out
