@@ -11,33 +11,56 @@ script says, per run, K and count task, on those rows:
   of the factor that would have been best on these very rows (hindsight: a bound, not a forecast),
   with that factor.
 
-    .venv/bin/python benchmarks/new_scenario_level.py --data WORLD RUN_DIR [RUN_DIR ...]
+Then, from the world alone, what K days of a new scenario allow (every value on the same scored rows,
+each forecast times the factor best on those rows, so comparable with the runs' hindsight NMAE):
+
+* the K-day mean of the unit's own counts;
+* that mean mixed with a prior read off the data: the advertiser's mean daily count in its other
+  scenarios over the 14 days before launch + K, times the new scenario's cross-sectional ratio
+  (Σ of its units' K-day means / Σ of their advertisers' levels elsewhere) — a credibility
+  estimate w · mean + (1 − w) · prior, the weight w best on these rows;
+* the mean mixed with the zero-shot oracle (:func:`msmt.synth.advertiser.zero_shot_oracle`: the
+  world known, the unit's state not) likewise: what a model that knew the world could add;
+* the mean of the unit's expected counts (``true_<task>``) over its K days: the K days without
+  their noise, what perfect denoising of the context reaches;
+* the correlation, over the scored rows, of the unit's drift (log of its expected count on the
+  scored day over its K-day mean) with its advertiser's drift in the other scenarios over the same
+  days: near 0, the advertiser's other scenarios (the group channel) cannot foretell it.
+
+    .venv/bin/python benchmarks/new_scenario_level.py --data WORLD [RUN_DIR ...]
 
 ``WORLD``: the folder of ``msmt synth advertiser`` (its ``new_scenario.csv``); each run a finished
 ``msmt train`` of it (e.g. the forecasting page's ``WORK/runs/world/m2m/seed*`` and
-``WORK/runs/world/naive_mean/seed*``). Prints one markdown table, mean ± std over the runs of each
-run folder.
+``WORK/runs/world/naive_mean/seed*``). Prints two markdown tables: the runs' (mean ± std over the runs
+of each run folder) and the world's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from msmt.data.tensorize import encode_frame
 from msmt.evaluation.evaluate import scenario_names
-from msmt.experiments.forecasting import new_scenario_context, new_scenario_rows
+from msmt.experiments.forecasting import NEW_SCENARIO_FROM, new_scenario_context, new_scenario_rows
 from msmt.experiments.tables import markdown_table, mean_std
 from msmt.rundir.layout import load_run
 from msmt.scoring.point import lad_scale
 from msmt.scoring.predict import predict_batches
 from msmt.spec.measures import nmae
+from msmt.synth.advertiser import ZERO_SHOT_PREFIX, zero_shot_oracle
 
 K_VALUES = (3, 7)
 COLUMNS = ("Σŷ / Σy", "mean NMAE", "run's factor", "point NMAE", "hindsight factor", "hindsight NMAE")
+BOUND_COLUMNS = ("K-day mean", "mix with the cross-section prior (w)", "mix with the zero-shot oracle (w)",
+                 "the K days' expected counts", "drift corr. with the other scenarios", "oracle")
+WEIGHTS = np.linspace(0.0, 1.0, 21)  # the credibility weights searched
+KEYS = ["advertiser_id", "day"]
 
 
 def run_levels(run_dir: Path, new_scenario: Path) -> dict[tuple[int, str], tuple[float, ...]]:
@@ -59,9 +82,59 @@ def run_levels(run_dir: Path, new_scenario: Path) -> dict[tuple[int, str], tuple
     return out
 
 
+def scaled_nmae(forecast: np.ndarray, y: np.ndarray) -> float:
+    """NMAE of ``forecast`` times the factor best on these rows (hindsight)."""
+    return nmae(y, lad_scale(forecast, y) * forecast)
+
+
+def best_mix(mean: np.ndarray, prior: np.ndarray, y: np.ndarray) -> str:
+    """``NMAE (w)`` of the best credibility mix w · mean + (1 − w) · prior, scaled as :func:`scaled_nmae`."""
+    score, weight = min((scaled_nmae(w * mean + (1 - w) * prior, y), w) for w in WEIGHTS)
+    return f"{score:.4f} ({weight:.2f})"
+
+
+def log_drift(now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """log(now / before) where both are positive, NaN elsewhere."""
+    ok = (now > 0) & (before > 0)
+    return np.where(ok, np.log(np.where(ok, now, 1.0) / np.where(ok, before, 1.0)), np.nan)
+
+
+def context_bounds(world: Path) -> list[list[str]]:
+    """The world's table (:data:`BOUND_COLUMNS` per K and count task): what K days of the new scenario allow."""
+    size = json.loads((world / "synth.json").read_text())
+    frame = pd.read_csv(world / "new_scenario.csv")
+    others = pd.concat([pd.read_csv(world / f"{name}.csv") for name in ("validation", "test")], ignore_index=True)
+    launch = int(frame["day"].min())
+    scored = frame[frame["day"] >= launch + NEW_SCENARIO_FROM].merge(
+        zero_shot_oracle(size["advertisers"], size["days"], size["seed"]), on=[*KEYS, "scenario"], how="left", validate="1:1")
+    tasks = [c.removeprefix(ZERO_SHOT_PREFIX) for c in scored.columns if c.startswith(ZERO_SHOT_PREFIX) and c != f"{ZERO_SHOT_PREFIX}active"]
+    units = scored["advertiser_id"]
+    rows = []
+    for k in K_VALUES:
+        context = frame[frame["day"] < launch + k]
+        before = others[(others["day"] < launch + k) & (others["day"] >= launch + k - 14)]
+        beside = others[(others["day"] < launch + k) & (others["day"] >= launch)]  # the other scenarios on the K days
+        for task in tasks:
+            y, truth = scored[task].to_numpy(np.float64), f"true_{task}"
+            per_unit = context.groupby("advertiser_id")[[task, truth]].mean()
+            mean, denoised = units.map(per_unit[task]).to_numpy(np.float64), units.map(per_unit[truth]).to_numpy(np.float64)
+            level = (before.groupby("advertiser_id")[task].sum() / 14).reindex(per_unit.index).fillna(0.0)
+            prior = units.map(level * per_unit[task].sum() / max(level.sum(), 1e-12)).to_numpy(np.float64)
+            elsewhere = others.groupby(KEYS)[truth].sum()  # the advertiser's expected count in its other scenarios per day
+            own = log_drift(scored[truth].to_numpy(np.float64), denoised)
+            theirs = log_drift(elsewhere.reindex(pd.MultiIndex.from_frame(scored[KEYS])).to_numpy(np.float64),
+                               units.map(beside.groupby(KEYS)[truth].sum().groupby("advertiser_id").mean()).to_numpy(np.float64))
+            both = np.isfinite(own) & np.isfinite(theirs)
+            rows.append([str(k), task, f"{scaled_nmae(mean, y):.4f}", best_mix(mean, prior, y),
+                         best_mix(mean, scored[f"{ZERO_SHOT_PREFIX}{task}"].to_numpy(np.float64), y),
+                         f"{scaled_nmae(denoised, y):.4f}", f"{np.corrcoef(own[both], theirs[both])[0, 1]:+.2f}",
+                         f"{nmae(y, scored[truth].to_numpy(np.float64)):.4f}"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("runs", type=Path, nargs="*")
     ap.add_argument("--data", type=Path, required=True, help="the simulator world's folder (its new_scenario.csv)")
     args = ap.parse_args()
     by_folder: dict[str, list] = defaultdict(list)
@@ -71,7 +144,9 @@ def main() -> None:
         [folder, str(k), task, *(mean_std(v) for v in zip(*(r[(k, task)] for r in results)))]
         for folder, results in by_folder.items() for k, task in results[0]
     )
-    print(markdown_table(["runs", "K", "task", *COLUMNS], rows))
+    if args.runs:
+        print(markdown_table(["runs", "K", "task", *COLUMNS], rows), end="\n\n")
+    print(markdown_table(["K", "task", *BOUND_COLUMNS], context_bounds(args.data)))
 
 
 if __name__ == "__main__":
