@@ -9,7 +9,10 @@ script says, per run, K and count task, on those rows:
 * ``Σŷ / Σy``: the level of the expected counts (1 = unbiased in total);
 * NMAE of the mean, of the run's point forecast (its factor, and its median where it has one), and
   of the factor that would have been best on these very rows (hindsight: a bound, not a forecast),
-  with that factor.
+  with that factor;
+* for K > 0, the unit's K-day mean mixed with the run's own zero-shot forecast (K = 0) brought to
+  its hindsight level, w · mean + (1 − w) · prior, scaled likewise, at the weight w best on these
+  rows: what the run's prior about a unit would add to the K days if its level were right.
 
 Then, from the world alone, what K days of a new scenario allow (every value on the same scored rows,
 each forecast times the factor best on those rows, so comparable with the runs' hindsight NMAE):
@@ -56,7 +59,8 @@ from msmt.spec.measures import nmae
 from msmt.synth.advertiser import ZERO_SHOT_PREFIX, zero_shot_oracle
 
 K_VALUES = (3, 7)
-COLUMNS = ("Σŷ / Σy", "mean NMAE", "run's factor", "point NMAE", "hindsight factor", "hindsight NMAE")
+COLUMNS = ("Σŷ / Σy", "mean NMAE", "run's factor", "point NMAE", "hindsight factor", "hindsight NMAE",
+           "mix with its zero-shot forecast", "w")
 BOUND_COLUMNS = ("K-day mean", "mix with the cross-section prior (w)", "mix with the zero-shot oracle (w)",
                  "the K days' expected counts", "drift corr. with the other scenarios", "oracle")
 WEIGHTS = np.linspace(0.0, 1.0, 21)  # the credibility weights searched
@@ -69,8 +73,9 @@ def run_levels(run_dir: Path, new_scenario: Path) -> dict[tuple[int, str], tuple
     spec = run.schema.spec
     frame, scored, others = new_scenario_rows(spec, new_scenario)
     scenarios = scenario_names(scored, spec.scenario.column)
+    keys, time = list(spec.panel.keys), spec.panel.time
     out = {}
-    for k in K_VALUES:
+    for k in (0, *K_VALUES):
         data = encode_frame(scored, run.schema, context=new_scenario_context(spec, frame, others, k), own_history=False)
         mu = predict_batches(run.model, data)
         for task in (t for t in spec.tasks if t.kind == "count"):
@@ -78,8 +83,18 @@ def run_levels(run_dir: Path, new_scenario: Path) -> dict[tuple[int, str], tuple
             point = run.point.apply({task.name: mu[task.name]}, scenarios)[task.name] if run.point is not None else m
             factor = float(run.point.factors(task.name, scenarios[:1])[0]) if run.point is not None else 1.0
             best = lad_scale(m, y)
-            out[(k, task.name)] = (m.sum() / y.sum(), nmae(y, m), factor, nmae(y, point), best, nmae(y, best * m))
-    return out
+            mixed = (None, None)
+            if k:
+                zero_shot = out[(0, task.name)][-1]
+                mixed = best_mix(k_day_mean(frame, scored, keys, time, task.label, k), zero_shot * lad_scale(zero_shot, y), y)
+            out[(k, task.name)] = (m.sum() / y.sum(), nmae(y, m), factor, nmae(y, point), best, nmae(y, best * m), *mixed, m)
+    return {key: values[:-1] for key, values in out.items()}
+
+
+def k_day_mean(frame: pd.DataFrame, scored: pd.DataFrame, keys: list[str], time: str, label: str, k: int) -> np.ndarray:
+    """[rows of ``scored``] the mean of ``label`` over the unit's first k days in ``frame`` (the new scenario)."""
+    first = frame[frame[time] < frame[time].min() + k].groupby(keys, as_index=False)[label].mean()
+    return scored[keys].merge(first, on=keys, how="left", validate="m:1")[label].to_numpy(np.float64)
 
 
 def scaled_nmae(forecast: np.ndarray, y: np.ndarray) -> float:
@@ -87,9 +102,14 @@ def scaled_nmae(forecast: np.ndarray, y: np.ndarray) -> float:
     return nmae(y, lad_scale(forecast, y) * forecast)
 
 
-def best_mix(mean: np.ndarray, prior: np.ndarray, y: np.ndarray) -> str:
-    """``NMAE (w)`` of the best credibility mix w · mean + (1 − w) · prior, scaled as :func:`scaled_nmae`."""
-    score, weight = min((scaled_nmae(w * mean + (1 - w) * prior, y), w) for w in WEIGHTS)
+def best_mix(mean: np.ndarray, prior: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(NMAE, w) of the best credibility mix w · mean + (1 − w) · prior, scaled as :func:`scaled_nmae`."""
+    return min((scaled_nmae(w * mean + (1 - w) * prior, y), float(w)) for w in WEIGHTS)
+
+
+def mix_cell(mean: np.ndarray, prior: np.ndarray, y: np.ndarray) -> str:
+    """:func:`best_mix` as ``NMAE (w)``."""
+    score, weight = best_mix(mean, prior, y)
     return f"{score:.4f} ({weight:.2f})"
 
 
@@ -116,7 +136,7 @@ def context_bounds(world: Path) -> list[list[str]]:
         beside = others[(others["day"] < launch + k) & (others["day"] >= launch)]  # the other scenarios on the K days
         for task in tasks:
             y, truth = scored[task].to_numpy(np.float64), f"true_{task}"
-            per_unit = context.groupby("advertiser_id")[[task, truth]].mean()
+            per_unit = context.groupby("advertiser_id")[[task, truth]].mean()  # the new scenario: one unit per advertiser
             mean, denoised = units.map(per_unit[task]).to_numpy(np.float64), units.map(per_unit[truth]).to_numpy(np.float64)
             level = (before.groupby("advertiser_id")[task].sum() / 14).reindex(per_unit.index).fillna(0.0)
             prior = units.map(level * per_unit[task].sum() / max(level.sum(), 1e-12)).to_numpy(np.float64)
@@ -125,8 +145,8 @@ def context_bounds(world: Path) -> list[list[str]]:
             theirs = log_drift(elsewhere.reindex(pd.MultiIndex.from_frame(scored[KEYS])).to_numpy(np.float64),
                                units.map(beside.groupby(KEYS)[truth].sum().groupby("advertiser_id").mean()).to_numpy(np.float64))
             both = np.isfinite(own) & np.isfinite(theirs)
-            rows.append([str(k), task, f"{scaled_nmae(mean, y):.4f}", best_mix(mean, prior, y),
-                         best_mix(mean, scored[f"{ZERO_SHOT_PREFIX}{task}"].to_numpy(np.float64), y),
+            rows.append([str(k), task, f"{scaled_nmae(mean, y):.4f}", mix_cell(mean, prior, y),
+                         mix_cell(mean, scored[f"{ZERO_SHOT_PREFIX}{task}"].to_numpy(np.float64), y),
                          f"{scaled_nmae(denoised, y):.4f}", f"{np.corrcoef(own[both], theirs[both])[0, 1]:+.2f}",
                          f"{nmae(y, scored[truth].to_numpy(np.float64)):.4f}"])
     return rows
