@@ -142,6 +142,25 @@ def test_batches_cover_every_row_once(tiny_train, tiny_schema):
     assert sorted(seen.tolist()) == list(range(len(tiny_train)))
 
 
+def test_shuffled_batches_follow_the_generator(tiny_train, tiny_schema):
+    """Shuffled: not the file's order, the same order for the same seed, a new one for the next epoch
+    of one generator and for another seed; unshuffled: the file's order."""
+    import torch
+
+    data = encode_frame(tiny_train, tiny_schema)
+    data["row"] = torch.arange(len(tiny_train))
+
+    def order(generator=None, shuffle=True):
+        return torch.cat([b["row"] for b in iterate_batches(data, 97, shuffle=shuffle, generator=generator)]).tolist()
+
+    rows = list(range(len(tiny_train)))
+    first = torch.Generator().manual_seed(0)
+    epoch1, epoch2 = order(first), order(first)
+    assert epoch1 != rows and epoch1 == order(torch.Generator().manual_seed(0))
+    assert epoch2 != epoch1 and order(torch.Generator().manual_seed(1)) != epoch1
+    assert order(shuffle=False) == rows
+
+
 def test_sample_weight_column(tiny_train, tiny_spec, tmp_path):
     spec = tiny_spec.model_copy(update={"sample_weight": "w"})
     frame = tiny_train.iloc[:20].copy()

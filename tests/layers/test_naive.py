@@ -329,3 +329,44 @@ def test_naive_forecaster_model_at_start(hand):
     buy = train.groupby("scenario")["buy"].mean()
     assert 0 < buy["a"] < 1 and 0 < buy["b"] < 1 and buy["a"] != buy["b"]
     np.testing.assert_allclose(1 / (1 + np.exp(-out["buy"])), buy[[s for s, _ in HAND.values()]].to_numpy(), rtol=1e-5)
+
+
+def test_naive_forecaster_applies_its_fitted_parameters(hand):
+    """Off their start values the fitted parameters enter as the closed form says: count
+    log(b + ε) + log s, binary a + c · logit(clip(r, 0.02, 0.98)) (Platt), a task without history
+    the link of its scenario's training mean plus a shift (naive_mean, the hand-built panel)."""
+    schema, train, batch = hand
+    model = build_model(schema, model_config("naive_mean")).eval()
+    i = {t: k for k, t in enumerate(model.task_names)}
+    with torch.no_grad():
+        model.log_scale[i["spend"]] = 0.4
+        model.bias[i["active"]], model.slope[i["active"]] = -0.3, 1.7
+        model.bias[i["buy"]] = 0.25
+        out = {t: v.numpy() for t, v in model(batch).items()}
+    units = ["u1", "u2", "u3", "u4"]
+    mean = np.array([WANT["spend"][u][1] for u in units], dtype=float)
+    np.testing.assert_allclose(out["spend"][:4], np.log(mean + EPSILON_SHARE * train["spend"].mean()) + 0.4, rtol=1e-5)
+    r = np.clip([WANT["active"][u][1] for u in units], 0.02, 0.98)
+    np.testing.assert_allclose(out["active"][:4], -0.3 + 1.7 * np.log(r / (1 - r)), rtol=1e-5)
+    buy = train.groupby("scenario")["buy"].mean()[[s for s, _ in HAND.values()]].to_numpy()
+    np.testing.assert_allclose(out["buy"], np.log(buy / (1 - buy)) + 0.25, rtol=1e-5)
+
+
+def test_naive_forecaster_of_a_regression_task_is_its_scaled_shifted_naive_value(hand):
+    """A regression task with a history: b · exp(log s) + shift, on the hand-built panel's trailing means."""
+    from msmt.spec.dataset import DatasetSpec
+
+    _, train, _ = hand
+    spec = DatasetSpec.model_validate({
+        "files": {"train": "in-memory"}, "scenario": {"column": "scenario"}, "features": {"sparse": ["unit"]},
+        "tasks": [{"name": "spend", "label": "spend", "kind": "regression"}],
+        "panel": {"keys": ["unit"], "time": "day", "window": 7, "metrics": ["spend"]},
+    })
+    schema = fit_schema(train, spec)
+    score = pd.DataFrame({"unit": list(HAND), "scenario": [s for s, _ in HAND.values()], "day": 10, "spend": 0.0})
+    model = build_model(schema, model_config("naive_mean")).eval()
+    with torch.no_grad():
+        model.log_scale[0], model.bias[0] = 0.4, 0.2
+        out = model(encode_frame(score, schema, context=train, with_labels=False))["spend"].numpy()
+    mean = np.array([WANT["spend"][u][1] for u in ["u1", "u2", "u3", "u4"]], dtype=float)
+    np.testing.assert_allclose(out[:4], mean * np.exp(0.4) + 0.2, rtol=1e-5)

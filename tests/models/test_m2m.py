@@ -539,6 +539,27 @@ def test_profile_feeds_the_experts_unless_told_not_to(toy):
         assert torch.allclose(f0, f1) != in_experts
 
 
+def test_defaults_read_raw_recent_levels_and_feed_the_profile_to_the_experts(toy):
+    """M2M as issue 16 describes it without any option set: the panel encoder sees raw levels (a
+    change of only yesterday's raw counts moves the model's input; the mean-pooled 0.1 encoder
+    reads no raw levels) and the advertiser profile reaches the experts, not only S̃."""
+    torch.manual_seed(0)
+    model = build_model(toy.schema, ModelConfig(name="m2m", embedding_dim=8, hidden_dims=[32], m2m={"profile_features": PROFILE})).eval()
+    batch = rows(toy, range(200))
+    yesterday = dict(batch)
+    raw = batch["seq.raw"].clone()
+    raw[:, -1] = raw[:, -1] * 5 + 50
+    yesterday["seq.raw"] = raw
+    profile = dict(batch)
+    profile["dense"] = batch["dense"] + 1.0  # budget_level: a profile feature
+    with torch.no_grad():
+        f0, _ = model.inputs(batch)
+        f_yesterday, _ = model.inputs(yesterday)
+        f_profile, _ = model.inputs(profile)
+    assert not torch.allclose(f0, f_yesterday)
+    assert not torch.allclose(f0, f_profile)
+
+
 def test_sequence_encoder_equals_torch_transformer_stack_then_masked_mean():
     """SequenceEncoder: position embedding, the Transformer layers over each row's own steps
     (reference: nn.TransformerEncoderLayer with the weights copied), then the mean of the

@@ -343,6 +343,24 @@ def test_block_cache_is_lru_and_lazy(blocks_run, valid_rows):
     assert client.get("/healthz").json()["blocks"] == {"groups_with_block": 2, "cached": 2, "capacity": 2, "loads": 2, "hits": 2}
 
 
+def test_block_cache_evicts_the_least_recently_used(run_dir, tmp_path):
+    """Three groups, room for two: u1, u2, u1 again (a hit, now the most recent), u3 evicts u2
+    (least recently used), so u1 is still cached and u2 loads again."""
+    from msmt.serving.blocks import BlockCache
+
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    model = load_run(out).model
+    params = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("towers.click.")}
+    save_blocks(out, {user: {n: p + shift for n, p in params.items()} for shift, user in ((1.0, "u1"), (2.0, "u2"), (3.0, "u3"))})
+    cache = BlockCache(out, model, capacity=2)
+    got = [cache.get(user) for user in ["u1", "u2", "u1", "u3", "u1"]]
+    assert got[0] is got[2] is got[4]  # u1 loaded once, then served from the cache
+    assert cache.stats() == {"groups_with_block": 3, "cached": 2, "capacity": 2, "loads": 3, "hits": 2}
+    cache.get("u2")
+    assert cache.stats()["loads"] == 4  # u2 was the one evicted
+
+
 def test_bad_block_stops_the_server_at_start(run_dir, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
