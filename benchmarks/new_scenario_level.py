@@ -65,6 +65,7 @@ BOUND_COLUMNS = ("K-day mean", "mix with the cross-section prior (w)", "mix with
                  "the K days' expected counts", "drift corr. with the other scenarios", "oracle")
 WEIGHTS = np.linspace(0.0, 1.0, 21)  # the credibility weights searched
 KEYS = ["advertiser_id", "day"]
+LEVEL_DAYS = 14  # the advertiser's level in its other scenarios: its mean day over this many days before launch + K
 
 
 def run_levels(run_dir: Path, new_scenario: Path) -> dict[tuple[int, str], tuple[float, ...]]:
@@ -132,14 +133,14 @@ def context_bounds(world: Path) -> list[list[str]]:
     rows = []
     for k in K_VALUES:
         context = frame[frame["day"] < launch + k]
-        before = others[(others["day"] < launch + k) & (others["day"] >= launch + k - 14)]
+        before = others[(others["day"] < launch + k) & (others["day"] >= launch + k - LEVEL_DAYS)]
         beside = others[(others["day"] < launch + k) & (others["day"] >= launch)]  # the other scenarios on the K days
         for task in tasks:
             y, truth = scored[task].to_numpy(np.float64), f"true_{task}"
-            per_unit = context.groupby("advertiser_id")[[task, truth]].mean()  # the new scenario: one unit per advertiser
-            mean, denoised = units.map(per_unit[task]).to_numpy(np.float64), units.map(per_unit[truth]).to_numpy(np.float64)
-            level = (before.groupby("advertiser_id")[task].sum() / 14).reindex(per_unit.index).fillna(0.0)
-            prior = units.map(level * per_unit[task].sum() / max(level.sum(), 1e-12)).to_numpy(np.float64)
+            mean, denoised = (k_day_mean(frame, scored, ["advertiser_id"], "day", column, k) for column in (task, truth))
+            per_unit = context.groupby("advertiser_id")[task].mean()  # the new scenario: one unit per advertiser
+            level = (before.groupby("advertiser_id")[task].sum() / LEVEL_DAYS).reindex(per_unit.index).fillna(0.0)
+            prior = units.map(level * per_unit.sum() / max(level.sum(), 1e-12)).to_numpy(np.float64)
             elsewhere = others.groupby(KEYS)[truth].sum()  # the advertiser's expected count in its other scenarios per day
             own = log_drift(scored[truth].to_numpy(np.float64), denoised)
             theirs = log_drift(elsewhere.reindex(pd.MultiIndex.from_frame(scored[KEYS])).to_numpy(np.float64),
