@@ -75,7 +75,7 @@ def run_levels(run_dir: Path, new_scenario: Path) -> dict[tuple[int, str], tuple
     frame, scored, others = new_scenario_rows(spec, new_scenario)
     scenarios = scenario_names(scored, spec.scenario.column)
     keys, time = list(spec.panel.keys), spec.panel.time
-    out = {}
+    out, zero_shot = {}, {}
     for k in (0, *K_VALUES):
         data = encode_frame(scored, run.schema, context=new_scenario_context(spec, frame, others, k), own_history=False)
         mu = predict_batches(run.model, data)
@@ -84,12 +84,11 @@ def run_levels(run_dir: Path, new_scenario: Path) -> dict[tuple[int, str], tuple
             point = run.point.apply({task.name: mu[task.name]}, scenarios)[task.name] if run.point is not None else m
             factor = float(run.point.factors(task.name, scenarios[:1])[0]) if run.point is not None else 1.0
             best = lad_scale(m, y)
-            mixed = (None, None)
-            if k:
-                zero_shot = out[(0, task.name)][-1]
-                mixed = best_mix(k_day_mean(frame, scored, keys, time, task.label, k), zero_shot * lad_scale(zero_shot, y), y)
-            out[(k, task.name)] = (m.sum() / y.sum(), nmae(y, m), factor, nmae(y, point), best, nmae(y, best * m), *mixed, m)
-    return {key: values[:-1] for key, values in out.items()}
+            if k == 0:
+                zero_shot[task.name] = best * m  # the run's zero-shot forecast at its hindsight level
+            mixed = best_mix(k_day_mean(frame, scored, keys, time, task.label, k), zero_shot[task.name], y) if k else (None, None)
+            out[(k, task.name)] = (m.sum() / y.sum(), nmae(y, m), factor, nmae(y, point), best, nmae(y, best * m), *mixed)
+    return out
 
 
 def k_day_mean(frame: pd.DataFrame, scored: pd.DataFrame, keys: list[str], time: str, label: str, k: int) -> np.ndarray:
@@ -130,6 +129,9 @@ def context_bounds(world: Path) -> list[list[str]]:
         zero_shot_oracle(size["advertisers"], size["days"], size["seed"]), on=[*KEYS, "scenario"], how="left", validate="1:1")
     tasks = [c.removeprefix(ZERO_SHOT_PREFIX) for c in scored.columns if c.startswith(ZERO_SHOT_PREFIX) and c != f"{ZERO_SHOT_PREFIX}active"]
     units = scored["advertiser_id"]
+    # the advertiser's expected count in its other scenarios per day, and on the scored rows' days
+    elsewhere = {task: others.groupby(KEYS)[f"true_{task}"].sum() for task in tasks}
+    on_scored_day = {task: sums.reindex(pd.MultiIndex.from_frame(scored[KEYS])).to_numpy(np.float64) for task, sums in elsewhere.items()}
     rows = []
     for k in K_VALUES:
         context = frame[frame["day"] < launch + k]
@@ -141,9 +143,8 @@ def context_bounds(world: Path) -> list[list[str]]:
             per_unit = context.groupby("advertiser_id")[task].mean()  # the new scenario: one unit per advertiser
             level = (before.groupby("advertiser_id")[task].sum() / LEVEL_DAYS).reindex(per_unit.index).fillna(0.0)
             prior = units.map(level * per_unit.sum() / max(level.sum(), 1e-12)).to_numpy(np.float64)
-            elsewhere = others.groupby(KEYS)[truth].sum()  # the advertiser's expected count in its other scenarios per day
             own = log_drift(scored[truth].to_numpy(np.float64), denoised)
-            theirs = log_drift(elsewhere.reindex(pd.MultiIndex.from_frame(scored[KEYS])).to_numpy(np.float64),
+            theirs = log_drift(on_scored_day[task],
                                units.map(beside.groupby(KEYS)[truth].sum().groupby("advertiser_id").mean()).to_numpy(np.float64))
             both = np.isfinite(own) & np.isfinite(theirs)
             rows.append([str(k), task, f"{scaled_nmae(mean, y):.4f}", mix_cell(mean, prior, y),

@@ -281,6 +281,11 @@ WANT = {  # (last, mean, weekday) of spend; of the indicator spend > 0
 }
 
 
+def hand_scored_rows() -> pd.DataFrame:
+    """Every unit of :data:`HAND` at day 10 (spend unknown)."""
+    return pd.DataFrame({"unit": list(HAND), "scenario": [s for s, _ in HAND.values()], "day": 10, "spend": 0.0})
+
+
 @pytest.fixture(scope="module")
 def hand():
     from msmt.spec.dataset import DatasetSpec
@@ -297,7 +302,7 @@ def hand():
         "panel": {"keys": ["unit"], "time": "day", "window": 7, "metrics": ["spend"]},
     })
     schema = fit_schema(train, spec)
-    score = pd.DataFrame({"unit": list(HAND), "scenario": [s for s, _ in HAND.values()], "day": 10, "spend": 0.0})
+    score = hand_scored_rows()
     score["active"], score["buy"] = 0.0, 0.0
     return schema, train, encode_frame(score, schema, context=train, with_labels=False)
 
@@ -363,10 +368,9 @@ def test_naive_forecaster_of_a_regression_task_is_its_scaled_shifted_naive_value
         "panel": {"keys": ["unit"], "time": "day", "window": 7, "metrics": ["spend"]},
     })
     schema = fit_schema(train, spec)
-    score = pd.DataFrame({"unit": list(HAND), "scenario": [s for s, _ in HAND.values()], "day": 10, "spend": 0.0})
     model = build_model(schema, model_config("naive_mean")).eval()
     with torch.no_grad():
         model.log_scale[0], model.bias[0] = 0.4, 0.2
-        out = model(encode_frame(score, schema, context=train, with_labels=False))["spend"].numpy()
+        out = model(encode_frame(hand_scored_rows(), schema, context=train, with_labels=False))["spend"].numpy()
     mean = np.array([WANT["spend"][u][1] for u in ["u1", "u2", "u3", "u4"]], dtype=float)
     np.testing.assert_allclose(out[:4], mean * np.exp(0.4) + 0.2, rtol=1e-5)

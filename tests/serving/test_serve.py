@@ -285,13 +285,15 @@ def test_unseen_scenario_is_scored_when_the_dataset_has_scenario_attributes(trai
 @pytest.fixture()
 def blocks_run(run_dir, tmp_path):
     """A copy of the run with blocks for users u1 and u2: the click tower's output layer shifted."""
+    return run_with_blocks(run_dir, tmp_path, {"u1": 2.0, "u2": -3.0})
+
+
+def run_with_blocks(run_dir, tmp_path, shifts: dict[str, float]):
+    """(a copy of the run, its blocks): per user the click tower shifted, biases by the user's shift, weights by a tenth of it."""
     out = tmp_path / "run"
     shutil.copytree(run_dir, out)
-    model = load_run(out).model
-    params = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("towers.click.")}
-    blocks = {}
-    for shift, user in ((2.0, "u1"), (-3.0, "u2")):
-        blocks[user] = {n: (p + shift * (1 if "bias" in n else 0.1)) for n, p in params.items()}
+    params = {n: p.detach().clone() for n, p in load_run(out).model.named_parameters() if n.startswith("towers.click.")}
+    blocks = {user: {n: (p + shift * (1 if "bias" in n else 0.1)) for n, p in params.items()} for user, shift in shifts.items()}
     save_blocks(out, blocks)
     return out, blocks
 
@@ -348,12 +350,8 @@ def test_block_cache_evicts_the_least_recently_used(run_dir, tmp_path):
     (least recently used), so u1 is still cached and u2 loads again."""
     from msmt.serving.blocks import BlockCache
 
-    out = tmp_path / "run"
-    shutil.copytree(run_dir, out)
-    model = load_run(out).model
-    params = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("towers.click.")}
-    save_blocks(out, {user: {n: p + shift for n, p in params.items()} for shift, user in ((1.0, "u1"), (2.0, "u2"), (3.0, "u3"))})
-    cache = BlockCache(out, model, capacity=2)
+    out, _ = run_with_blocks(run_dir, tmp_path, {"u1": 1.0, "u2": 2.0, "u3": 3.0})
+    cache = BlockCache(out, load_run(out).model, capacity=2)
     got = [cache.get(user) for user in ["u1", "u2", "u1", "u3", "u1"]]
     assert got[0] is got[2] is got[4]  # u1 loaded once, then served from the cache
     assert cache.stats() == {"groups_with_block": 3, "cached": 2, "capacity": 2, "loads": 3, "hits": 2}
