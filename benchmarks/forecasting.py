@@ -29,7 +29,6 @@ import pandas as pd
 
 from msmt.data.io import atomic_write_text, write_table
 from msmt.experiments.bench import CELL_RECORD
-from msmt.experiments.cold_start_stats import t_interval
 from msmt.experiments.forecasting import (
     MEDIAN_ORACLE,
     ZERO_SHOT,
@@ -53,6 +52,7 @@ from msmt.experiments.forecasting_page import (
     curve_plot,
     naive_checks,
     online_targets,
+    paired_differences,
     table,
     values,
     world_targets,
@@ -262,37 +262,10 @@ def curves_section(summary: pd.DataFrame, args) -> list[str]:
     return out
 
 
-def paired_differences(records: pd.DataFrame, scenario: str, rows: Sequence[tuple[str, str, str]],
-                       cols: Sequence[tuple[str, str]], title: str = "M2M −") -> list[str]:
-    """A table of M2M − rival on the test split: per (task, metric) the differences paired by training seed
-    (the same seed's two runs), their mean and 95% Student-t interval over seeds, * where it excludes 0.
-    ``rows``: (label, M2M's variant, the rival's variant)."""
-    test = records[(records["split"] == "test") & (records["scenario"] == scenario)]
-
-    def per_seed(variant: str, task: str, metric: str) -> pd.Series:
-        part = test[(test["variant"] == variant) & (test["task"] == task) & (test["metric"] == metric)]
-        return part.set_index("seed")["value"]
-
-    def cell(diff: pd.Series) -> str:
-        mean, low, high, n = t_interval(diff.dropna().to_numpy())
-        if n == 0:
-            return "–"
-        if n == 1:  # no interval from one seed
-            return f"{mean:+.4f}"
-        return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]" + (" *" if high < 0 or low > 0 else "")
-
-    unit = {"nmae": "NMAE", "auc": "AUC"}
-    lines = [f"| {title} | " + " | ".join(f"{t} {unit.get(m, m)}" for t, m in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for label, ours, theirs in rows:
-        cells = [cell(per_seed(ours, task, metric) - per_seed(theirs, task, metric)) for task, metric in cols]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def paired_note(seeds: Sequence[int], what: str) -> str:
     return (f"**Which differences are more than seed noise.** M2M's test value minus each rival's, paired by training seed "
             f"({what}), mean and 95% t-interval over the {len(seeds)} seeds; * = the interval excludes 0 (NMAE: negative = "
-            "M2M lower, better; AUC: positive = M2M higher, better; `benchmarks/forecasting.py: paired_differences`).")
+            "M2M lower, better; AUC: positive = M2M higher, better; `msmt.experiments.forecasting_page.paired_differences`).")
 
 
 def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[str]:

@@ -233,11 +233,14 @@ def test_without_own_history_only_the_context_is_history():
 GROUP_SPEC = SPEC.model_copy(update={"group_keys": ("adv",)})
 
 
-def _naive_group(history: pd.DataFrame, row: pd.Series, spec: PanelSpec) -> tuple[list, list, list]:
-    """Loop reference of the group channel: the other units of the row's group, per earlier day."""
+def _naive_group(history: pd.DataFrame, row: pd.Series, spec: PanelSpec, by: str = "adv") -> tuple[list, list, list]:
+    """Loop reference of a peer channel: the other units sharing the row's ``by`` (``adv``: its
+    group, the advertiser's other scenarios; ``scen``: its cross-section, the scenario's other
+    advertisers), per earlier day."""
+    other = "scen" if by == "adv" else "adv"
     sums, counts, actives = [], [], []
     for lag in range(spec.window, 0, -1):
-        hit = history[(history.adv == row.adv) & (history.scen != row.scen) & (history.day == row.day - lag)]
+        hit = history[(history[by] == row[by]) & (history[other] != row[other]) & (history.day == row.day - lag)]
         hit = hit.drop_duplicates(["adv", "scen", "day"], keep="last")
         sums.append(hit[list(spec.metrics)].fillna(0.0).sum().to_numpy())
         counts.append(len(hit))
@@ -293,11 +296,58 @@ def test_group_channel_zero_shot_reads_only_the_context():
     assert not alone["seq.group_count"].any() and not alone["seq.group_raw"].any() and not alone["seq.group_active"].any()
 
 
+def test_cross_section_channel_matches_naive_reference():
+    """``panel.cross_section_keys: [scen]``: ``seq.cross_*`` sums the scenario's *other* advertisers
+    per lag, beside the group channel (``seq.group_*``, the advertiser's other scenarios) — each
+    channel keyed by its own columns."""
+    rng = np.random.default_rng(5)
+    spec = GROUP_SPEC.model_copy(update={"window": 4, "cross_section_keys": ("scen",)})
+    frame = _pause_some(_random_panel(rng, n_ent=9, days=16), rng)
+    seq = encode_panel(frame, spec, fit_panel(frame, spec))
+    assert seq["seq.cross_raw"].shape == (len(frame), 4, 2) and seq["seq.cross_count"].shape == (len(frame), 4)
+    for i in range(len(frame)):
+        for prefix, by in (("seq.group", "adv"), ("seq.cross", "scen")):
+            sums, counts, actives = _naive_group(frame, frame.iloc[i], spec, by=by)
+            np.testing.assert_array_equal(seq[f"{prefix}_count"][i], counts)
+            np.testing.assert_array_equal(seq[f"{prefix}_active"][i], actives)
+            np.testing.assert_allclose(seq[f"{prefix}_raw"][i], np.array(sums, dtype=np.float32), rtol=1e-5)
+    assert not np.array_equal(seq["seq.cross_count"], seq["seq.group_count"])  # two different peer sets
+    assert "seq.cross_raw" not in encode_panel(frame, GROUP_SPEC, fit_panel(frame, GROUP_SPEC))  # only when declared
+    empty = encode_panel(frame.iloc[:0], spec, fit_panel(frame, spec))
+    assert empty["seq.cross_raw"].shape == (0, 4, 2) and empty["seq.cross_active"].shape == (0, 4)
+
+
+def test_cross_section_of_a_new_scenario_is_its_first_days():
+    """A new scenario scored with K days of context (its first K days, ``own_history=False``, as
+    the forecasting study does): the cross-section holds its other advertisers' rows of those K
+    days and nothing later; zero-shot (no rows of it as context) it is empty."""
+    rng = np.random.default_rng(4)
+    frame = _random_panel(rng, n_ent=9, days=20, p_obs=1.0)
+    spec = GROUP_SPEC.model_copy(update={"window": 6, "cross_section_keys": ("scen",)})
+    new = frame[frame["scen"] == "s2"].reset_index(drop=True)
+    others = frame[frame["scen"] != "s2"].reset_index(drop=True)
+    scored = new[new["day"] >= 12].reset_index(drop=True)
+    fitted = fit_panel(others, spec)
+    k_days = new[new["day"] < 10]
+    seq = encode_panel(scored, spec, fitted, context=pd.concat([others, k_days], ignore_index=True), own_history=False)
+    for i in range(len(scored)):
+        sums, counts, actives = _naive_group(k_days, scored.iloc[i], spec, by="scen")
+        np.testing.assert_array_equal(seq["seq.cross_count"][i], counts)
+        np.testing.assert_allclose(seq["seq.cross_raw"][i], np.array(sums, dtype=np.float32), rtol=1e-5)
+    assert seq["seq.cross_count"].sum() > 0
+    zero_shot = encode_panel(scored, spec, fitted, context=others, own_history=False)
+    assert not zero_shot["seq.cross_count"].any() and zero_shot["seq.group_count"].any()
+
+
 def test_group_keys_validation():
     with pytest.raises(ValueError, match="group_keys.*not in panel.keys"):
         PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), group_keys=("industry",))
     with pytest.raises(ValueError, match="strict subset"):
         PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), group_keys=("scen", "adv"))
+    with pytest.raises(ValueError, match="cross_section_keys.*not in panel.keys"):
+        PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), cross_section_keys=("region",))
+    with pytest.raises(ValueError, match="cross_section_keys must be a strict subset"):
+        PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), cross_section_keys=("adv", "scen"))
 
 
 def test_the_panel_time_cannot_be_a_unit_key():

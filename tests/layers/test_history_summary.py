@@ -26,6 +26,17 @@ def adv(tmp_path_factory):
     return schema, encode_frame(frame, schema)
 
 
+@pytest.fixture(scope="module")
+def adv_cross(tmp_path_factory):
+    """The simulator with the cross-section channel too (``panel.cross_section_keys: [scenario]``)."""
+    out = write_advertiser(tmp_path_factory.mktemp("adv_cross"), advertisers=30, days=25, seed=1)
+    spec = load_dataset_spec(out / "dataset.yaml")
+    spec = spec.model_copy(update={"panel": spec.panel.model_copy(update={"cross_section_keys": ("scenario",)})})
+    frame = read_data(out / "train.csv", spec)
+    schema = fit_schema(frame, spec)
+    return schema, encode_frame(frame, schema)
+
+
 def test_summary_matches_a_per_row_loop(adv):
     schema, batch = adv
     out = HistorySummary(schema)(batch).numpy()
@@ -68,13 +79,16 @@ def test_history_summary_needs_a_panel(tiny_schema):
         build_model(tiny_schema, ModelConfig(name="shared_bottom", history_summary=True))
 
 
-def test_summary_reads_the_group_channel(adv):
-    schema, batch = adv
+@pytest.mark.parametrize("prefix", ["seq.group", "seq.cross"])
+def test_summary_reads_the_peer_channels(adv_cross, prefix):
+    """Each peer channel's block (the group's, then the cross-section's) against a per-row loop."""
+    schema, batch = adv_cross
     assert schema.panel.group_keys == ("advertiser_id",)  # the simulator declares the group channel
     out = HistorySummary(schema)(batch).numpy()
     F, V = len(schema.panel.metrics), len(schema.panel.events) + 2
-    assert out.shape == (len(out), 2 * F + 1 + V + 2 * F + 3)
-    raw, count, active = (batch[k].numpy() for k in ("seq.group_raw", "seq.group_count", "seq.group_active"))
+    assert out.shape == (len(out), 2 * F + 1 + V + 2 * (2 * F + 3))
+    start = 2 * F + 1 + V + (2 * F + 3) * (prefix == "seq.cross")
+    raw, count, active = (batch[f"{prefix}_{k}"].numpy() for k in ("raw", "count", "active"))
     paused = np.flatnonzero((active < count).any(1))  # rows whose advertiser had other scenarios paused
     assert len(paused) > 20
     rng = np.random.default_rng(1)
@@ -85,14 +99,15 @@ def test_summary_reads_the_group_channel(adv):
         last_live = active[i, -1] / count[i, -1] if count[i, -1] > 0 else 0.0
         expected = np.concatenate([level[seen].sum(0) / max(seen.sum(), 1), level[-1], [seen.mean()],
                                    [live.sum() / max(seen.sum(), 1), last_live]])
-        np.testing.assert_allclose(out[i, 2 * F + 1 + V :], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[i, start : start + 2 * F + 3], expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("key", ["seq.group_raw", "seq.group_active"])
+@pytest.mark.parametrize("key", ["seq.group_raw", "seq.group_active", "seq.cross_raw", "seq.cross_active"])
 @pytest.mark.parametrize("name", ["m2m", "mmoe"])
-def test_a_row_without_own_history_is_forecast_from_its_group(adv, name, key):
-    """Zero-shot rows (no own history) still move with their group's other units, and only they do."""
-    schema, batch = adv
+def test_a_row_without_own_history_is_forecast_from_its_group(adv_cross, name, key):
+    """Zero-shot rows (no own history) still move with their group's (the advertiser's other
+    scenarios') and their cross-section's (the scenario's other advertisers') units, and only they do."""
+    schema, batch = adv_cross
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
     torch.manual_seed(0)
     cfg = dict(embedding_dim=4, hidden_dims=[16], tower_dims=[8], history_summary=name != "m2m")
@@ -103,10 +118,11 @@ def test_a_row_without_own_history_is_forecast_from_its_group(adv, name, key):
     for own in ("seq.raw", "seq.performance"):
         sub[own] = torch.zeros_like(sub[own])
     sub["seq.present"][:] = False
-    k = int(torch.nonzero(sub["seq.group_active"].sum(1) > 0)[0])
+    prefix = key.rsplit("_", 1)[0]
+    k = int(torch.nonzero(sub[f"{prefix}_active"].sum(1) > 0)[0])
     full = model(sub)
     changed = {batch_key: v.clone() for batch_key, v in sub.items()}
-    if key == "seq.group_raw":
+    if key.endswith("_raw"):
         changed[key][k] *= 5.0  # row k's advertiser does five times as much elsewhere
     else:
         changed[key][k] = 0.0  # row k's advertiser paused its other scenarios (the same sums: only the count says so)

@@ -127,3 +127,23 @@ def test_the_model_cuts_a_gap_in_the_configured_share_of_rows_in_training_only()
     mask = _seen_by_network(whole.train(), batch)["seq.mask"]
     changed = (mask != batch["seq.mask"]).any(1)
     assert abs(changed.float().mean().item() - 0.3) < 0.05 and not mask[changed].any()
+
+
+def test_the_cross_section_is_hidden_on_the_units_hidden_days_and_the_group_kept():
+    """``seq.cross_*`` (the scenario's other advertisers) goes with the unit's hidden days — a new
+    scenario had neither before launch — while ``seq.group_*`` (the advertiser's other scenarios,
+    which existed) stays whole."""
+    torch.manual_seed(1)
+    batch = full_batch(500)
+    for prefix in ("seq.group", "seq.cross"):
+        batch[f"{prefix}_raw"] = batch["seq.raw"] * 10
+        batch[f"{prefix}_count"] = torch.full((500, W), 4.0)
+        batch[f"{prefix}_active"] = torch.full((500, W), 3.0)
+    out = drop_history(batch, 0.3, gap_rate=0.5)
+    keep = out["seq.mask"]
+    assert 0 < keep.sum() < keep.numel()
+    assert torch.equal(out["seq.cross_raw"], batch["seq.cross_raw"] * keep[:, :, None])
+    assert torch.equal(out["seq.cross_count"], batch["seq.cross_count"] * keep)
+    assert torch.equal(out["seq.cross_active"], batch["seq.cross_active"] * keep)
+    for key in ("seq.group_raw", "seq.group_count", "seq.group_active"):
+        assert torch.equal(out[key], batch[key]), key

@@ -237,6 +237,46 @@ def test_unseen_scenario_gets_representation_from_its_attributes(toy, model):
         assert not torch.allclose(model.scenario_representation(batch), model.scenario_representation(moved))
 
 
+def test_scenario_dropout_swaps_s_for_the_unknown_scenario_in_training_only(toy):
+    """``model.m2m.scenario_dropout``: in training each row's S (the embedded scenario attributes)
+    is, with that probability, the learned "unknown scenario" vector — drawn per row, never at
+    evaluation — and the loss reaches that vector; at 0 the module has no such parameter."""
+    torch.manual_seed(0)
+    m = build_model(toy.schema, m2m_config(scenario_dropout=0.3))
+    emb = m.scenario
+    assert emb.unknown.shape == (emb.attributes.out_dim,) and not hasattr(build_model(toy.schema, m2m_config()).scenario, "unknown")
+    with torch.no_grad():
+        emb.unknown.copy_(torch.linspace(5.0, 6.0, emb.unknown.numel()))  # unlike any attribute embedding
+    batch = rows(toy, range(2000))
+    own = emb.attributes(batch)
+    m.eval()
+    torch.testing.assert_close(emb.embed(batch), own)  # evaluation: every row keeps its S
+    m.train()
+    s = emb.embed(batch)
+    swapped = (s == emb.unknown).all(1)
+    assert torch.equal(s[~swapped], own[~swapped]) and 0.25 < swapped.float().mean() < 0.35  # per row, at the rate
+    sum(out.sum() for out in m(batch).values()).backward()
+    assert emb.unknown.grad is not None and emb.unknown.grad.abs().sum() > 0
+
+
+def test_scenario_dropout_without_attributes_trains_the_unseen_scenario_id(tiny_schema, tiny_train):
+    """Without scenario attributes S is the scenario-id embedding; a dropped row reads index 0,
+    the unseen scenario's, which training otherwise never reaches."""
+    from msmt.data.tensorize import encode_frame
+
+    torch.manual_seed(0)
+    m = build_model(tiny_schema, ModelConfig(name="m2m", embedding_dim=4, hidden_dims=[16], m2m={"scenario_dropout": 0.5})).train()
+    batch = encode_frame(tiny_train.head(256), tiny_schema)
+    assert (batch["scenario"] > 0).all()
+    s = m.scenario.embed(batch)
+    unseen = m.scenario.scenario_id.weight[0]
+    dropped = (s == unseen).all(1)
+    assert 0.3 < dropped.float().mean() < 0.7
+    torch.testing.assert_close(s[~dropped], m.scenario.scenario_id(batch["scenario"])[~dropped])
+    m.eval()
+    torch.testing.assert_close(m.scenario.embed(batch), m.scenario.scenario_id(batch["scenario"]))
+
+
 @pytest.mark.parametrize("column,key", [(1, "sparse"), (2, "sparse"), (0, "dense")], ids=["industry", "size_tier", "budget_level"])
 def test_scenario_representation_reads_the_advertiser_profile(toy, model, column, key):
     """S̃ = MLP(S ⊕ A): a row's S̃ moves when one of its profile features changes, and only then."""
@@ -659,6 +699,29 @@ def test_group_channel_steps_count_as_observed_for_a_unit_without_rows():
                  + enc.encode_performance.position[t] for t in (2, 3)]
     torch.testing.assert_close(perf[0], (steps[0] + steps[1]) / 2)
     assert perf[1].abs().max() == 0  # neither the unit nor its group has a row: nothing observed
+
+
+def test_cross_section_steps_count_as_observed_and_follow_the_group_block():
+    """``panel.cross_section_keys``: the performance step reads [own, group (F + 2), cross-section
+    (F + 2)] in that order, and a step where only the cross-section has rows is observed."""
+    from msmt.layers.sequence import PanelEncoder
+    from msmt.spec.fitted import PanelEncoding
+
+    torch.manual_seed(0)
+    panel = PanelEncoding(window=3, metrics=("clicks",), keys=("ad", "scenario"), time="day", group_keys=("ad",),
+                          cross_section_keys=("scenario",))
+    enc = PanelEncoder(panel, None, 8, 2, 1, 16, 0.0, False, "mean_pool").eval()
+    zeros = torch.zeros(1, 3)
+    cross = {"raw": torch.tensor([[0.0, 40.0, 90.0]]).unsqueeze(-1), "count": torch.tensor([[0.0, 3.0, 5.0]]),
+             "active": torch.tensor([[0.0, 2.0, 5.0]])}
+    batch = {"seq.mask": torch.zeros(1, 3, dtype=torch.bool), "seq.behaviour": torch.zeros(1, 3, dtype=torch.long),
+             "seq.performance": torch.zeros(1, 3, 1), "seq.group_raw": torch.zeros(1, 3, 1), "seq.group_count": zeros,
+             "seq.group_active": zeros, **{f"seq.cross_{k}": v for k, v in cross.items()}}
+    with torch.no_grad():
+        perf = enc(batch)[0, 8:]
+        steps = [enc.performance(torch.tensor([0.0, 0.0, 0.0, 0.0, *(math.log1p(cross[k][0, t].item()) for k in ("raw", "count", "active"))]))
+                 + enc.encode_performance.position[t] for t in (1, 2)]
+    torch.testing.assert_close(perf, (steps[0] + steps[1]) / 2)
 
 
 def test_paper_output_layer_is_w_dot_h_plus_b(toy):

@@ -158,6 +158,31 @@ def test_the_group_channel_comes_from_the_store_for_units_not_in_the_request(pan
     store.close()
 
 
+def test_the_cross_section_comes_from_the_store_as_from_a_file(panel_run, sim, tmp_path):
+    """``panel.cross_section_keys: [scenario]``: a request's rows read their scenario's other
+    advertisers (``group_window(by=("scenario",))``) and their advertiser's other scenarios from the
+    store; every ``seq.*`` key equals ``encode_frame(rows, context=file)``'s."""
+    from msmt.data.fit import fit_schema
+
+    spec = load_run(panel_run).schema.spec
+    spec = spec.model_copy(update={"panel": spec.panel.model_copy(update={"cross_section_keys": ("scenario",)})})
+    history = read_data(sim["history"], spec)
+    schema = fit_schema(history, spec)
+    store = SqliteHistory(tmp_path / "cross.db", spec.panel)
+    store.upsert(last_of_duplicates(observations_from_frame(history, spec.panel)))
+    rows = read_data(sim["test"], spec)
+    few = rows["advertiser_id"].drop_duplicates().head(4)  # the scenario's other advertisers are in no row's group
+    rows = rows[rows["scenario"].isin(["search", "splash"]) & rows["advertiser_id"].isin(few)].reset_index(drop=True)
+    reference = encode_frame(rows, schema, with_labels=False, context=history)
+    assert reference["seq.cross_count"].sum() > reference["seq.group_count"].sum() > 0
+    row_model, _, cols = build_request_models(schema, 10_000)
+    validated = [row_model.model_validate(r) for r in json_records(rows)]
+    batch, _, _ = PanelEncoder(schema, cols, history_columns(schema), store, RowEncoder(schema, cols, row_model))(validated)
+    for key in [k for k in reference if k.startswith("seq.")]:
+        assert torch.equal(batch[key], reference[key]), key
+    store.close()
+
+
 def test_served_forecasts_equal_msmt_predict_with_context(panel_run, sim, sim_store, tmp_path):
     """Store, explicit context and both together all give `msmt predict --data test --context history`."""
     run = load_run(panel_run)
@@ -464,21 +489,27 @@ def test_fuzz_history_requests_never_5xx(store_client, unit_rows, data):
 
 
 def test_group_window_reads_every_unit_of_a_group_and_needs_group_keys(tmp_path):
-    """``group_window``: all units of the asked groups in the asked steps, through the expression
-    index; a store whose panel declares no ``group_keys`` refuses it with one line."""
+    """``group_window``: all units of the asked groups in the asked steps, through each peer
+    channel's expression index (the group by default, the cross-section with ``by``); a store
+    whose panel declares no such channel refuses it with one line."""
     from msmt.spec.dataset import PanelSpec
 
-    panel = PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), group_keys=("adv",))
+    panel = PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",), group_keys=("adv",), cross_section_keys=("scen",))
     frame = pd.DataFrame({"adv": ["a", "a", "b", "a"], "scen": ["x", "y", "x", "x"], "day": [1, 1, 1, 5], "imp": [1.0, 2.0, 3.0, 4.0]})
     store = SqliteHistory(tmp_path / "g.db", panel)
     store.upsert(observations_from_frame(frame, panel))
     got = store.group_window(["a"], [0], [3])
     assert sorted(zip(got.units, got.steps.tolist())) == [('["a","x"]', 1), ('["a","y"]', 1)]
-    plan = " ".join(str(r) for r in store._conn().execute(
-        f"EXPLAIN QUERY PLAN SELECT * FROM observation WHERE {store._group_expr()} = 'a' AND step BETWEEN 0 AND 3"))
-    assert "observation_group" in plan
+    cross = store.group_window(["x"], [0], [3], by=("scen",))
+    assert sorted(zip(cross.units, cross.steps.tolist())) == [('["a","x"]', 1), ('["b","x"]', 1)]
+    for positions, index in (([0], "observation_group"), ([1], "observation_cross")):
+        plan = " ".join(str(r) for r in store._conn().execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM observation WHERE {store._group_expr(positions)} = 'a' AND step BETWEEN 0 AND 3"))
+        assert index in plan
     store.close()
     plain = SqliteHistory(tmp_path / "p.db", PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp",)))
     with pytest.raises(ConfigError, match="no group_keys"):
         plain.group_window(["a"], [0], [3])
+    with pytest.raises(ConfigError, match=r"no peer channel keyed by \['scen'\]"):
+        plain.group_window(["x"], [0], [3], by=("scen",))
     plain.close()

@@ -91,6 +91,7 @@ class PanelFitter:
             time=panel.time,
             event=panel.event,
             group_keys=tuple(panel.group_keys),
+            cross_section_keys=tuple(panel.cross_section_keys),
         )
 
 

@@ -26,6 +26,9 @@ step. A row's own step and later steps are never used. Outputs (the batch keys o
   (were active: served, spent; a paused unit's row has none). A unit
   with no history of its own (a new scenario) is still seen through its advertiser's other
   scenarios.
+* with ``panel.cross_section_keys`` (e.g. the scenario): the same three over the row's
+  cross-section, ``seq.cross_raw``, ``seq.cross_count`` and ``seq.cross_active``: per past step
+  what the scenario's other advertisers did, so a new scenario's level shows in the days it has.
 
 History rows come from the frame itself plus an optional ``context`` frame (earlier data used
 only for history, never scored). The lookup is vectorised: every (entity, step) gets one int64
@@ -41,6 +44,7 @@ import pandas as pd
 
 from msmt.data.io import source_of
 from msmt.data.validate import numeric_column, require_columns
+from msmt.spec.batch import peer_channels
 from msmt.spec.dataset import PanelSpec
 from msmt.spec.errors import DataError
 from msmt.spec.fitted import PanelEncoding
@@ -173,9 +177,10 @@ def _lookup(frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None, 
     return _Lookup(index, source, history_rows, parts, steps, t0, span)
 
 
-def group_history(found: _Lookup, spec: PanelSpec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The group channel: per row and past step, the metrics summed over the *other* units of its
-    group (``spec.group_keys``) that have a row at that step, how many do, and how many of those
+def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A peer channel: per row and past step, the metrics summed over the *other* units of its
+    group (the units sharing its values of ``keys``: ``panel.group_keys`` or
+    ``panel.cross_section_keys``) that have a row at that step, how many do, and how many of those
     are active (a positive value of some metric). The active count is what tells a group's pauses
     and resumes apart from changes of level: the advertiser's propensity to pause, shared by its
     scenarios, shows in its other units' live days.
@@ -192,7 +197,7 @@ def group_history(found: _Lookup, spec: PanelSpec, values: np.ndarray) -> tuple[
     """
     parts, rows = found.parts, found.rows
     n_frame, window = found.index.shape
-    group_text = pd.concat([_entity_text(p, spec.group_keys) for p in parts], ignore_index=True)
+    group_text = pd.concat([_entity_text(p, keys) for p in parts], ignore_index=True)
     group, _ = pd.factorize(group_text)
     codes = group.astype(np.int64) * found.span + (found.steps - found.t0)  # unique per (group, step)
     clean = np.nan_to_num(values, nan=0.0)
@@ -223,9 +228,10 @@ def encode_panel(
     frame: pd.DataFrame, spec: PanelSpec, fitted: PanelEncoding, context: pd.DataFrame | None = None, own_history: bool = True
 ) -> dict[str, np.ndarray]:
     """``{"seq.behaviour": [N, W] int64, "seq.performance": [N, W, F] float32, "seq.mask": [N, W] bool,
-    "seq.raw": [N, W, F] float32, "seq.present": [N, W, F] bool}``, and with ``spec.group_keys``
-    ``"seq.group_raw"`` [N, W, F] float32, ``"seq.group_count"`` and ``"seq.group_active"`` [N, W]
-    float32 (:func:`group_history`)."""
+    "seq.raw": [N, W, F] float32, "seq.present": [N, W, F] bool}``, and per peer channel
+    (:func:`msmt.spec.batch.peer_channels`: ``seq.group`` with ``spec.group_keys``, ``seq.cross``
+    with ``spec.cross_section_keys``) ``"<prefix>_raw"`` [N, W, F] float32, ``"<prefix>_count"``
+    and ``"<prefix>_active"`` [N, W] float32 (:func:`group_history`)."""
     W, F = spec.window, len(spec.metrics)
     if len(frame) == 0:
         return {
@@ -234,8 +240,8 @@ def encode_panel(
             "seq.mask": np.zeros((0, W), bool),
             "seq.raw": np.zeros((0, W, F), np.float32),
             "seq.present": np.zeros((0, W, F), bool),
-            **({"seq.group_raw": np.zeros((0, W, F), np.float32), "seq.group_count": np.zeros((0, W), np.float32),
-                "seq.group_active": np.zeros((0, W), np.float32)} if spec.group_keys else {}),
+            **{key: np.zeros(shape, np.float32) for prefix, _ in peer_channels(spec)
+               for key, shape in ((f"{prefix}_raw", (0, W, F)), (f"{prefix}_count", (0, W)), (f"{prefix}_active", (0, W)))},
         }
     found = _lookup(frame, spec, context, own_history)
     index, source = found.index, found.source
@@ -266,8 +272,8 @@ def encode_panel(
         "seq.raw": raw,
         "seq.present": present,
     }
-    if spec.group_keys:
-        out["seq.group_raw"], out["seq.group_count"], out["seq.group_active"] = group_history(found, spec, values)
+    for prefix, keys in peer_channels(spec):
+        out[f"{prefix}_raw"], out[f"{prefix}_count"], out[f"{prefix}_active"] = group_history(found, keys, values)
     return out
 
 

@@ -8,6 +8,9 @@ choice; every variant below is an ordinary run (``msmt train`` with overrides, r
   to fit, 2 epochs), the multi-task models with the panel history summary (``+history``:
   ``model.history_summary=true``; like every model on panel data they forecast relative to the
   trailing mean, ``model.forecast``), and M2M as the simulator's experiment config declares it.
+* **The cross-section channel** (:func:`cross_section_variants`, ``benchmarks/cross_section.py``):
+  every trained variant again with ``panel.cross_section_keys: [scenario]``, M2M also with
+  ``model.m2m.scenario_dropout``.
 * **Ablations** (the paper's): M2M without the meta tower, the meta attention, the Transformer.
 * **Curves**: the history window T (``dataset.panel.window``, M2M and the trailing mean),
   the size of S̃ (``model.m2m.scenario_dim``) and the meta units' depth (``model.m2m.meta_layers``).
@@ -65,6 +68,25 @@ def main_variants() -> list[Variant]:
     out = [Variant(n, (f"model.name={n}", "train.epochs=2")) for n in NAIVE]
     out += [Variant(f"{n}+history", (f"model.name={n}", "model.history_summary=true")) for n in HISTORY_MODELS]
     out.append(Variant("m2m", ("model.name=m2m",)))
+    return out
+
+
+CROSS_SECTION = " +cross-section"  # the variant's name suffix: panel.cross_section_keys: [scenario]
+
+
+def cross_section_variants(scenario_dropout: float = 0.2) -> list[Variant]:
+    """Every trained main variant again with the cross-section channel (``panel.cross_section_keys:
+    [scenario]``: per past day the scenario's other advertisers), M2M also with
+    ``model.m2m.scenario_dropout`` (its S̃ sometimes built from the "unknown scenario" S, so it
+    learns to read a scenario's level off the channel, as it must for a new scenario)."""
+    out = []
+    for v in main_variants():
+        if v.name.startswith("naive_"):
+            continue
+        extra = ["dataset.panel.cross_section_keys=[scenario]"]
+        if v.name == "m2m" and scenario_dropout > 0:
+            extra.append(f"model.m2m.scenario_dropout={scenario_dropout}")
+        out.append(Variant(v.name + CROSS_SECTION, (*v.overrides, *extra), "cross-section"))
     return out
 
 
@@ -261,7 +283,8 @@ def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFra
             records += _flatten(metrics["val"], name, seed, "val")
         if seed == study.seeds[0] and "oracle" in metrics[split]:
             records += _flatten(metrics[split]["oracle"], name, seed, split, source="oracle")
-        if study.new_scenario is not None and (name.startswith("naive_") or name in ("m2m", *(f"{m}+history" for m in HISTORY_MODELS))):
+        base = name.removesuffix(CROSS_SECTION)
+        if study.new_scenario is not None and (name.startswith("naive_") or base in ("m2m", *(f"{m}+history" for m in HISTORY_MODELS))):
             cache = run_dir / "new_scenario.json"
             if cache.exists() and cache.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime:
                 blocks = {int(k): v for k, v in json.loads(cache.read_text()).items()}

@@ -10,6 +10,7 @@ import pandas as pd
 
 from msmt.data.io import atomic_write
 from msmt.evaluation.figures import pyplot
+from msmt.experiments.cold_start_stats import t_interval
 from msmt.experiments.forecasting import MEDIAN_ORACLE, NAIVE, ZERO_SHOT
 from msmt.experiments.tables import MISSING, pm
 from msmt.spec.task_kinds import higher_is_better
@@ -46,6 +47,33 @@ def table(v: dict, variants: Sequence[str], split: str, scenario: str, cols: Seq
             cells.append(f"**{text}**" if best.get((task, metric)) == r else text)
         if any(c != MISSING for c in cells):
             lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_differences(records: pd.DataFrame, scenario: str, rows: Sequence[tuple[str, str, str]],
+                       cols: Sequence[tuple[str, str]], title: str = "M2M −", split: str = "test") -> list[str]:
+    """A table of one variant − another on ``split``: per (task, metric) the differences paired by training
+    seed (the same seed's two runs), their mean and 95% Student-t interval over seeds, * where it excludes 0.
+    ``rows``: (label, the first variant, the one subtracted)."""
+    test = records[(records["split"] == split) & (records["scenario"] == scenario)]
+
+    def per_seed(variant: str, task: str, metric: str) -> pd.Series:
+        part = test[(test["variant"] == variant) & (test["task"] == task) & (test["metric"] == metric)]
+        return part.set_index("seed")["value"]
+
+    def cell(diff: pd.Series) -> str:
+        mean, low, high, n = t_interval(diff.dropna().to_numpy())
+        if n == 0:
+            return "–"
+        if n == 1:  # no interval from one seed
+            return f"{mean:+.4f}"
+        return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]" + (" *" if high < 0 or low > 0 else "")
+
+    unit = {"nmae": "NMAE", "auc": "AUC"}
+    lines = [f"| {title} | " + " | ".join(f"{t} {unit.get(m, m)}" for t, m in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for label, ours, theirs in rows:
+        cells = [cell(per_seed(ours, task, metric) - per_seed(theirs, task, metric)) for task, metric in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -8,13 +8,15 @@ architecture, not about who may look at the past. Per row, over its own window o
 * the most recent step's metrics (0 if missing)  [B, F]
 * the share of observed steps                   [B, 1]
 * the share of observed steps with each event   [B, V]   (V = event vocabulary incl. pad/OOV)
-* with ``panel.group_keys``, the group channel (the unit's group's other units, e.g. the
-  advertiser's other scenarios; ``seq.group_raw``, ``seq.group_count``, ``seq.group_active``):
-  the mean of log1p(group sums) over the steps the group has rows, the most recent step's, the
-  share of such steps, and the share of the other units active (a positive metric) over those
-  steps and at the most recent one                [B, 2F + 3]
+* per peer channel (:func:`msmt.spec.batch.peer_channels`): with ``panel.group_keys`` the group
+  channel (the unit's group's other units, e.g. the advertiser's other scenarios; ``seq.group_raw``,
+  ``seq.group_count``, ``seq.group_active``), with ``panel.cross_section_keys`` the cross-section
+  (``seq.cross_*``, e.g. the scenario's other advertisers): the mean of log1p(sums) over the
+  steps the peers have rows, the most recent step's, the share of such steps, and the share of
+  the other units active (a positive metric) over those steps and at the most recent one
+                                                  [B, 2F + 3] each
 
-Output: [B, 2F + 1 + V (+ 2F + 3)]. Nothing mixes rows of the batch.
+Output: [B, 2F + 1 + V + (2F + 3)·channels]. Nothing mixes rows of the batch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msmt.spec.batch import peer_channels
 from msmt.spec.errors import ConfigError
 from msmt.spec.fitted import FittedSchema
 
@@ -35,8 +38,8 @@ class HistorySummary(nn.Module):
             raise ConfigError("model.history_summary: the dataset has no 'panel' section, so there is no history to summarise")
         self.num_metrics = len(panel.metrics)
         self.num_events = len(panel.events) + 2
-        self.group = bool(panel.group_keys)
-        self.out_dim = 2 * self.num_metrics + 1 + self.num_events + (2 * self.num_metrics + 3 if self.group else 0)
+        self.peers = [prefix for prefix, _ in peer_channels(panel)]
+        self.out_dim = 2 * self.num_metrics + 1 + self.num_events + (2 * self.num_metrics + 3) * len(self.peers)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         perf = batch["seq.performance"]  # [B, W, F], 0 where missing
@@ -48,11 +51,11 @@ class HistorySummary(nn.Module):
         event_share = (events * mask.unsqueeze(-1)).sum(1) / observed.clamp_min(1.0)  # [B, V]
         share = observed / mask.shape[1]
         parts = [mean, last, share, event_share]
-        if self.group:
-            count = batch["seq.group_count"].to(perf.dtype)  # [B, W]
+        for prefix in self.peers:
+            count = batch[f"{prefix}_count"].to(perf.dtype)  # [B, W]
             seen = (count > 0).to(perf.dtype)
-            level = torch.log1p(batch["seq.group_raw"]).to(perf.dtype)  # [B, W, F], 0 where no other unit
-            live = batch["seq.group_active"].to(perf.dtype) / count.clamp_min(1.0)  # [B, W], share of the others active
+            level = torch.log1p(batch[f"{prefix}_raw"]).to(perf.dtype)  # [B, W, F], 0 where no other unit
+            live = batch[f"{prefix}_active"].to(perf.dtype) / count.clamp_min(1.0)  # [B, W], share of the others active
             steps = seen.sum(1, keepdim=True)
             parts += [(level * seen.unsqueeze(-1)).sum(1) / steps.clamp_min(1.0), level[:, -1], steps / seen.shape[1],
                       (live * seen).sum(1, keepdim=True) / steps.clamp_min(1.0), live[:, -1:]]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from msmt.spec.batch import peer_channels
 from msmt.spec.fitted import PanelEncoding
 
 
@@ -131,7 +132,8 @@ class PanelEncoder(nn.Module):
     ``seq.present`` [B, W, F] bool; with ``panel.group_keys`` the performance steps also read the
     group channel, log1p of ``seq.group_raw`` [B, W, F], ``seq.group_count`` and
     ``seq.group_active`` [B, W] (the advertiser's other scenarios, and how many of them were
-    live), and a step counts as observed when either has a row. Output: [B, out_dim] (2·d for
+    live), and with ``panel.cross_section_keys`` the same three ``seq.cross_*`` (the scenario's
+    other advertisers); a step counts as observed when the unit or any of its peers has a row. Output: [B, out_dim] (2·d for
     ``mean_pool``, 4·d for ``recency``).
     """
 
@@ -143,10 +145,11 @@ class PanelEncoder(nn.Module):
         window = int(panel.window)
         self.length = window if length is None else min(int(length), window)
         self.raw_levels = kind == "recency"  # log1p(raw) and presence per metric beside the standardised values
-        self.group = bool(panel.group_keys)  # the group channel: log1p of the other units' sums, count and active count per step
+        # the peer channels (group, cross-section): log1p of the other units' sums, count and active count per step
+        self.peers = [prefix for prefix, _ in peer_channels(panel)]
         F = len(panel.metrics)
         self.behaviour = nn.Embedding(len(panel.events) + 2, dim, padding_idx=0)
-        self.performance = nn.Linear(F * (3 if self.raw_levels else 1) + (F + 2 if self.group else 0), dim)
+        self.performance = nn.Linear(F * (3 if self.raw_levels else 1) + (F + 2) * len(self.peers), dim)
         args = (self.length, dim, heads, layers, ff_dim, dropout, use_transformer, kind)
         self.encode_behaviour = SequenceEncoder(*args)
         self.encode_performance = SequenceEncoder(*args)
@@ -162,10 +165,10 @@ class PanelEncoder(nn.Module):
         if self.raw_levels:
             present = batch["seq.present"][:, -t:].to(perf.dtype)
             perf = torch.cat([perf, torch.log1p(batch["seq.raw"][:, -t:].clamp_min(0.0)), present], dim=-1)  # [B, T, 3F]
-        if self.group:  # the group's other units: a step counts as observed when the unit or its group has a row
-            count, active = batch["seq.group_count"][:, -t:], batch["seq.group_active"][:, -t:]  # [B, T] each
-            group = torch.log1p(torch.cat([batch["seq.group_raw"][:, -t:], count.unsqueeze(-1), active.unsqueeze(-1)], dim=-1))  # [B, T, F+2]
-            perf = torch.cat([perf, group.to(perf.dtype)], dim=-1)
+        for prefix in self.peers:  # the other units: a step counts as observed when the unit or its peers have a row
+            count, active = batch[f"{prefix}_count"][:, -t:], batch[f"{prefix}_active"][:, -t:]  # [B, T] each
+            peers = torch.log1p(torch.cat([batch[f"{prefix}_raw"][:, -t:], count.unsqueeze(-1), active.unsqueeze(-1)], dim=-1))  # [B, T, F+2]
+            perf = torch.cat([perf, peers.to(perf.dtype)], dim=-1)
             mask = mask | (count > 0)
         p = self.encode_performance(self.performance(perf), mask)
         return torch.cat([b, p], dim=1)

@@ -37,8 +37,14 @@ def drop_history(batch: Batch, rate: float, gap_rate: float = 0.0) -> Batch:
       scenario's units with K days of context (``msmt.experiments.forecasting``). A complete
       panel never shows that pattern in training (recent days missing, older days present).
 
+    The cross-section channel (``seq.cross_*``, ``panel.cross_section_keys``) is hidden on the
+    same days: a new scenario's units lack their days before launch because the scenario had none,
+    so its other advertisers have none either. The group channel (``seq.group_*``: the
+    advertiser's other scenarios) is kept: those existed.
+
     Shapes: ``seq.mask`` [B, W] (column W-1 is day t-1), ``seq.behaviour`` [B, W],
-    ``seq.performance`` / ``seq.raw`` [B, W, P], ``seq.present`` [B, W, P]."""
+    ``seq.performance`` / ``seq.raw`` [B, W, P], ``seq.present`` [B, W, P], ``seq.cross_raw``
+    [B, W, P], ``seq.cross_count`` / ``seq.cross_active`` [B, W]."""
     mask = batch["seq.mask"]
     B, W = mask.shape
     device = mask.device
@@ -58,6 +64,10 @@ def drop_history(batch: Batch, rate: float, gap_rate: float = 0.0) -> Batch:
             out[key] = batch[key] * keep[:, :, None].to(batch[key].dtype)
     if "seq.present" in batch:
         out["seq.present"] = batch["seq.present"] & keep[:, :, None]
+    if "seq.cross_raw" in batch:  # the cross-section goes with the unit's days: a new scenario has neither before launch
+        out["seq.cross_raw"] = batch["seq.cross_raw"] * keep[:, :, None].to(batch["seq.cross_raw"].dtype)
+        for key in ("seq.cross_count", "seq.cross_active"):
+            out[key] = batch[key] * keep.to(batch[key].dtype)
     return out
 
 

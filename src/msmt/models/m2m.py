@@ -80,7 +80,9 @@ class M2M(MultiTaskModel):
         e = self.experts.out_dim
         self.task_embedding = nn.Parameter(torch.randn(self.num_tasks, p.task_dim) * 0.1)  # [m, Dt]
         self.task_view = MLP(p.task_dim, [e], act=cfg.activation)
-        self.scenario = ScenarioKnowledge(schema, d, profile_dim, list(p.scenario_hidden), p.scenario_dim, cfg.activation)
+        self.scenario = ScenarioKnowledge(
+            schema, d, profile_dim, list(p.scenario_hidden), p.scenario_dim, cfg.activation, dropout=p.scenario_dropout
+        )
         s = p.scenario_dim
         self.attention = MetaAttention(e, e, s, p.meta_hidden, p.meta_layers, cfg.activation, static=not p.use_meta_attention)
         self.tower = MetaTower(self.num_tasks, e, s, p.meta_hidden, p.meta_layers, p.tower_levels, cfg.activation, static=not p.use_meta_tower)

@@ -14,7 +14,9 @@ not know) every request goes through ``encode_frame``.
 Panel datasets (:class:`PanelEncoder`): the history is ``encode_frame``'s own
 :func:`msmt.data.panel.encode_panel` with a ``context``: the history store's rows of the
 request's units in the steps their windows cover (with ``panel.group_keys``, also every unit of
-their groups: the group channel), then the request's own ``context`` rows (which
+their groups: the group channel; with ``panel.cross_section_keys`` every unit of their
+cross-sections, e.g. a scenario's advertisers: ``W`` steps of each, which a request pays for
+in rows read), then the request's own ``context`` rows (which
 win over the store for the same unit and step), exactly the frame ``msmt predict --data ROWS
 --context HISTORY`` encodes (the rows are each other's history too, as in a file). The other
 keys come from the direct path when it passed its probe (compared without ``seq.*``), else the
@@ -35,7 +37,7 @@ from msmt.data.panel import encode_panel, time_steps
 from msmt.data.tensorize import encode_frame
 from msmt.serving.history import HistoryStore, group_id, unit_id
 from msmt.serving.request import Column, FieldError, rows_to_frame
-from msmt.spec.batch import Batch
+from msmt.spec.batch import Batch, peer_channels
 from msmt.spec.dataset import FeatureSet
 from msmt.spec.errors import DataError
 from msmt.spec.fitted import OOV, UNKNOWN_SCENARIO, FittedSchema
@@ -247,11 +249,12 @@ class PanelEncoder:
                 first[u] = min(s, first.get(u, s))
                 last[u] = max(s, last.get(u, s))
             wanted = list(first)
-            if not panel.group_keys:
+            channels = peer_channels(panel)
+            if not channels:
                 window = self.store.window(wanted, [first[u] - W for u in wanted], [last[u] - 1 for u in wanted])
                 parts.append(window.to_frame(panel))
-            else:  # the group channel: those steps of every unit of each row's group (the row's own unit included)
-                positions = [list(panel.keys).index(k) for k in panel.group_keys]
+            for _, keys in channels:  # a peer channel: those steps of every unit of each row's group (the row's own unit included)
+                positions = [list(panel.keys).index(k) for k in keys]
                 g_first: dict[str, int] = {}
                 g_last: dict[str, int] = {}
                 for u in wanted:
@@ -259,7 +262,8 @@ class PanelEncoder:
                     g_first[g] = min(first[u] - W, g_first.get(g, first[u] - W))
                     g_last[g] = max(last[u] - 1, g_last.get(g, last[u] - 1))
                 groups = list(g_first)
-                parts.append(self.store.group_window(groups, [g_first[g] for g in groups], [g_last[g] for g in groups]).to_frame(panel))
+                rows_read = self.store.group_window(groups, [g_first[g] for g in groups], [g_last[g] for g in groups], by=keys)
+                parts.append(rows_read.to_frame(panel))  # a unit in two channels' reads comes twice: the panel keeps one
         cunits: list[str] = []
         if context:
             cframe, cunits = self._context(context, units, steps)

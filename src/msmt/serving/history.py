@@ -40,6 +40,7 @@ import pandas as pd
 from msmt.data.io import source_of
 from msmt.data.panel import time_steps
 from msmt.data.validate import numeric_column, require_columns
+from msmt.spec.batch import peer_channels
 from msmt.spec.dataset import PanelSpec
 from msmt.spec.errors import ConfigError, DataError
 
@@ -53,8 +54,9 @@ def unit_id(keys: Sequence[str]) -> str:
 
 
 def group_id(unit: str, positions: Sequence[int]) -> str:
-    """The text of a unit's group (``panel.group_keys`` at ``positions`` of the keys): the key
-    values joined by U+001F, what :meth:`SqliteHistory.group_window` matches."""
+    """The text of a unit's group (``panel.group_keys``, or ``panel.cross_section_keys``, at
+    ``positions`` of the keys): the key values joined by U+001F, what
+    :meth:`SqliteHistory.group_window` matches."""
     keys = json.loads(unit)
     return "\x1f".join(str(keys[i]) for i in positions)
 
@@ -140,7 +142,7 @@ def last_of_duplicates(obs: Observations) -> Observations:
 
 class HistoryStore(Protocol):
     """What the service needs from a history store (SQLite here; a server database could do it).
-    ``group_window`` is needed only for a panel with ``group_keys``."""
+    ``group_window`` is needed only for a panel with ``group_keys`` or ``cross_section_keys``."""
 
     def upsert(self, obs: Observations) -> dict[str, int]:
         """Record ``obs`` (unique (unit, step) pairs) in one transaction, durable when it returns;
@@ -151,9 +153,12 @@ class HistoryStore(Protocol):
         """The rows of ``units[i]`` with ``first[i] <= step <= last[i]``, read from one snapshot."""
         ...
 
-    def group_window(self, groups: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
-        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`),
-        read from one snapshot (panels with ``group_keys`` only)."""
+    def group_window(
+        self, groups: Sequence[str], first: Sequence[int], last: Sequence[int], by: Sequence[str] | None = None
+    ) -> Observations:
+        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`
+        of the key columns ``by``: ``panel.group_keys`` when None, or ``panel.cross_section_keys``),
+        read from one snapshot."""
         ...
 
     def known(self, units: Sequence[str]) -> set[str]:
@@ -180,7 +185,11 @@ class SqliteHistory:
         self.path = Path(path)
         self.panel = panel
         self.n_metrics = len(panel.metrics)
-        self._group_positions = [list(panel.keys).index(k) for k in panel.group_keys]
+        # key positions of each peer channel's groups (msmt.spec.batch.peer_channels), each with its index
+        self._groupings = {
+            tuple(keys): (f"observation_{prefix.removeprefix('seq.')}", [list(panel.keys).index(k) for k in keys])
+            for prefix, keys in peer_channels(panel)
+        }
         self._metric_cols = [f"m{j}" for j in range(self.n_metrics)]
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -219,9 +228,10 @@ class SqliteHistory:
         p = self.panel
         return {"keys": list(p.keys), "time": p.time, "metrics": list(p.metrics), "event": p.event}
 
-    def _group_expr(self) -> str:
-        """SQL of a row's group text (see :func:`group_id`); indexed when the panel has group keys."""
-        parts = [f"json_extract(unit, '$[{i}]')" for i in self._group_positions]
+    @staticmethod
+    def _group_expr(positions: Sequence[int]) -> str:
+        """SQL of a row's group text at key ``positions`` (see :func:`group_id`); indexed per peer channel."""
+        parts = [f"json_extract(unit, '$[{i}]')" for i in positions]
         return " || char(31) || ".join(parts)
 
     def _init_schema(self) -> None:
@@ -235,8 +245,8 @@ class SqliteHistory:
                     "CREATE TABLE IF NOT EXISTS observation (unit TEXT NOT NULL, step INTEGER NOT NULL, "
                     f"event TEXT{metric_defs}, PRIMARY KEY (unit, step)) WITHOUT ROWID"
                 )
-                if self._group_positions:  # the advertiser's other units by group, in one index range scan
-                    conn.execute(f"CREATE INDEX IF NOT EXISTS observation_group ON observation ({self._group_expr()}, step)")
+                for name, positions in self._groupings.values():  # a group's units (an advertiser's, a scenario's) in one index range scan
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON observation ({self._group_expr(positions)}, step)")
                 stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                 mine = json.dumps(self._identity(), sort_keys=True)
                 if not stored:
@@ -272,11 +282,16 @@ class SqliteHistory:
     def window(self, units: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
         return self._ranges("o.unit", units, first, last)
 
-    def group_window(self, groups: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
-        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id`)."""
-        if not self._group_positions:
-            raise ConfigError(f"{self.path}: the panel has no group_keys, so there is no group to read")
-        return self._ranges(self._group_expr().replace("unit", "o.unit"), groups, first, last)
+    def group_window(
+        self, groups: Sequence[str], first: Sequence[int], last: Sequence[int], by: Sequence[str] | None = None
+    ) -> Observations:
+        """Every unit's rows in steps ``first[i]..last[i]`` of group ``groups[i]`` (:func:`group_id` of
+        the key columns ``by``; None: ``panel.group_keys``)."""
+        by = tuple(self.panel.group_keys if by is None else by)
+        if by not in self._groupings:
+            declared = "no group_keys" if not by else f"no peer channel keyed by {list(by)}"
+            raise ConfigError(f"{self.path}: the panel has {declared}, so there is no group to read")
+        return self._ranges(self._group_expr(self._groupings[by][1]).replace("unit", "o.unit"), groups, first, last)
 
     def _ranges(self, key_sql: str, keys: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
         """The rows whose ``key_sql`` (a unit, or a group expression) is ``keys[i]`` with

@@ -23,6 +23,9 @@ key                    shape / dtype         meaning
 ``seq.group_raw``      [N, W, F] float32     metrics summed over the group's other units (``panel.group_keys``)
 ``seq.group_count``    [N, W] float32        how many other units of the group have a row at that step
 ``seq.group_active``   [N, W] float32        how many of those have a positive value of some metric
+``seq.cross_raw``      [N, W, F] float32     the same over the cross-section's other units (``panel.cross_section_keys``)
+``seq.cross_count``    [N, W] float32        how many other units of the cross-section have a row at that step
+``seq.cross_active``   [N, W] float32        how many of those have a positive value of some metric
 =====================  ====================  ==============================================
 """
 
@@ -34,6 +37,16 @@ import torch
 
 Batch = dict[str, torch.Tensor]
 TARGET_KEYS = ("labels", "weight", "task_mask", "task_weight")  # what training reads besides the model's inputs
+
+
+def peer_channels(panel) -> list[tuple[str, tuple[str, ...]]]:
+    """``[(batch-key prefix, key columns)]`` of the peer channels a panel declares, in batch order:
+    ``seq.group`` (``panel.group_keys``: the unit's group, e.g. its advertiser's other scenarios) and
+    ``seq.cross`` (``panel.cross_section_keys``: its cross-section, e.g. the scenario's other
+    advertisers). Each gives ``<prefix>_raw`` [N, W, F], ``<prefix>_count`` and ``<prefix>_active``
+    [N, W]. ``panel``: a :class:`~msmt.spec.dataset.PanelSpec` or a fitted ``PanelEncoding``."""
+    pairs = (("seq.group", tuple(panel.group_keys)), ("seq.cross", tuple(getattr(panel, "cross_section_keys", ()))))
+    return [(prefix, keys) for prefix, keys in pairs if keys]
 
 
 def num_rows(batch: Batch) -> int:

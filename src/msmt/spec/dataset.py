@@ -254,6 +254,9 @@ class PanelSpec(Spec):
     metrics: tuple[str, ...] = ()  # numeric columns whose past values form the history
     event: str | None = None  # categorical column whose past values form the history
     group_keys: tuple[str, ...] = ()  # a coarser entity in keys (e.g. [advertiser_id]): each row also gets its group's other units' metrics per past step
+    # the cross-section (e.g. [scenario]): each row also gets the other units of its scenario summed per
+    # past step (seq.cross_*), so a new scenario's level is read off its first days' other advertisers
+    cross_section_keys: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _something_to_track(self) -> PanelSpec:
@@ -263,11 +266,13 @@ class PanelSpec(Spec):
             raise ValueError("panel: declare 'metrics' and/or 'event'")
         if self.time in self.keys:
             raise ValueError(f"panel.time '{self.time}' must not also be a key column")
-        outside = [k for k in self.group_keys if k not in self.keys]
-        if outside:
-            raise ValueError(f"panel.group_keys: {outside} not in panel.keys {list(self.keys)}")
-        if self.group_keys and set(self.group_keys) == set(self.keys):
-            raise ValueError("panel.group_keys must be a strict subset of panel.keys (a group of several units)")
+        for name in ("group_keys", "cross_section_keys"):
+            chosen = getattr(self, name)
+            outside = [k for k in chosen if k not in self.keys]
+            if outside:
+                raise ValueError(f"panel.{name}: {outside} not in panel.keys {list(self.keys)}")
+            if chosen and set(chosen) == set(self.keys):
+                raise ValueError(f"panel.{name} must be a strict subset of panel.keys (a group of several units)")
         return self
 
     @property

@@ -120,6 +120,7 @@ class PanelEncoding:
     time: str = ""
     event: str | None = None
     group_keys: tuple[str, ...] = ()  # PanelSpec.group_keys: () = no group channel
+    cross_section_keys: tuple[str, ...] = ()  # PanelSpec.cross_section_keys: () = no cross-section channel
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +132,7 @@ class PanelEncoding:
             "time": self.time,
             "event": self.event,
             "group_keys": list(self.group_keys),
+            "cross_section_keys": list(self.cross_section_keys),
         }
 
     @classmethod
@@ -144,6 +146,7 @@ class PanelEncoding:
             time=data.get("time", ""),
             event=data.get("event"),
             group_keys=tuple(data.get("group_keys", ())),
+            cross_section_keys=tuple(data.get("cross_section_keys", ())),
         )
 
 

@@ -64,6 +64,10 @@ class M2MParams(Section):
     profile_features: tuple[str, ...] = ()  # the advertiser profile A of S̃ = MLP(S ⊕ A)
     profile_in_experts: bool = True  # A also feeds F (the experts); false: S̃ only (msmt 0.1)
     sequence_encoder: Literal["recency", "mean_pool"] = "recency"  # msmt.layers.sequence
+    # share of training rows whose scenario S is replaced by a learned "unknown scenario" S
+    # (msmt.layers.scenario_knowledge.ScenarioEmbedding): with panel.cross_section_keys the model then
+    # also learns to read a scenario's level off its other advertisers, as it must for a new scenario
+    scenario_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> M2MParams:
