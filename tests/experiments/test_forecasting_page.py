@@ -122,3 +122,25 @@ def test_cell_shows_mean_alone_for_one_seed_and_dash_when_missing():
     assert cell(v, ("a", "test", "overall", "clicks", "nmae")) == "0.5000"
     assert cell(v, ("b", "test", "overall", "clicks", "nmae")) == "0.5000 ± 0.2500"
     assert cell(v, ("c", "test", "overall", "clicks", "nmae")) == "–"
+
+
+def test_paired_differences_pair_by_seed_on_the_asked_split():
+    """One variant − another per training seed on ``split`` (here a new-scenario split), the mean and
+    95% t-interval of the differences, * only where the interval excludes 0; other splits are ignored."""
+    import pandas as pd
+    from scipy import stats
+
+    from msmt.experiments.forecasting_page import paired_differences
+
+    ours, theirs = [0.50, 0.52, 0.55], [0.56, 0.57, 0.58]  # differences -0.06, -0.05, -0.03
+    rows = [dict(variant=v, seed=s, split="new K=3", scenario="overall", task="clicks", metric="nmae", value=x)
+            for v, values in (("a", ours), ("b", theirs)) for s, x in enumerate(values)]
+    rows += [dict(variant="a", seed=s, split="test", scenario="overall", task="clicks", metric="nmae", value=9.0) for s in range(3)]
+    lines = paired_differences(pd.DataFrame(rows), "overall", [("a − b", "a", "b")], [("clicks", "nmae")], "K = 3", split="new K=3")
+    diffs = [o - t for o, t in zip(ours, theirs)]
+    mean = sum(diffs) / 3
+    half = stats.t.ppf(0.975, 2) * stats.tstd(diffs) / 3**0.5
+    assert lines[0] == "| K = 3 | clicks NMAE |"
+    assert lines[2] == f"| a − b | {mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}] * |"
+    same = paired_differences(pd.DataFrame(rows), "overall", [("a − a", "a", "a")], [("clicks", "nmae")], split="new K=3")
+    assert same[2].endswith("+0.0000 [+0.0000, +0.0000] |")  # no difference: no star

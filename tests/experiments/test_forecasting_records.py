@@ -63,3 +63,43 @@ def test_study_defaults_apply_to_every_run_and_a_variant_own_setting_wins(tmp_pa
     for name, epochs in (("naive_mean", 2), ("mmoe+history", 60), ("m2m", 60)):
         assert load_experiment(config, budget.overrides(variants[name], 0)).train.epochs == epochs, name
         assert budget.overrides(variants[name], 0)[1:] == plain.overrides(variants[name], 0)
+
+
+def test_cross_section_twins_add_the_channel_and_m2m_alone_the_scenario_dropout(tmp_path):
+    """``cross_section_variants``: every trained main variant once more with
+    ``panel.cross_section_keys: [scenario]`` (its name + ``CROSS_SECTION``), M2M also with
+    ``model.m2m.scenario_dropout``; the naive forecasters have no twin."""
+    from msmt.experiments.forecasting import CROSS_SECTION, cross_section_variants, main_variants
+    from msmt.spec.config import load_experiment
+    from msmt.synth.advertiser import write_advertiser
+
+    config = write_advertiser(tmp_path / "data", advertisers=12, days=20, seed=0) / "experiment.yaml"
+    twins = {v.name: v for v in cross_section_variants(0.3)}
+    trained = [v for v in main_variants() if not v.name.startswith("naive_")]
+    assert sorted(twins) == sorted(v.name + CROSS_SECTION for v in trained)
+    for v in trained:
+        cfg = load_experiment(config, list(twins[v.name + CROSS_SECTION].overrides))
+        assert cfg.dataset.panel.cross_section_keys == ("scenario",) and cfg.model.name == load_experiment(config, list(v.overrides)).model.name
+        dropout = [o for o in twins[v.name + CROSS_SECTION].overrides if o.startswith("model.m2m.scenario_dropout")]
+        assert dropout == (["model.m2m.scenario_dropout=0.3"] if v.name == "m2m" else [])
+        if v.name == "m2m":
+            assert cfg.model.params().scenario_dropout == 0.3
+    assert load_experiment(config, list(main_variants()[-1].overrides)).dataset.panel.cross_section_keys == ()
+
+
+def test_a_twin_with_the_channel_is_scored_on_the_new_scenario_too(tmp_path):
+    """``study_records`` scores the new scenario for M2M, the ``+history`` models and their channel twins
+    (read back from each run's ``new_scenario.json`` cache), not for the other variants."""
+    from msmt.experiments.forecasting import CROSS_SECTION
+
+    runs = {}
+    for name in ("m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION, "m2m w/o meta tower"):
+        run = tmp_path / name.replace(" ", "_").replace("/", "-")
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"test": _block(0.3, 20)}))
+        (run / "new_scenario.json").write_text(json.dumps({"3": _block(0.6, 5)}))  # written after metrics.json: current
+        runs[(name, 0)] = run
+    study = Study(tmp_path / "experiment.yaml", tmp_path, [0], [], new_scenario=tmp_path / "new_scenario.csv")
+    records = study_records(study, runs)
+    scored = set(records[records["split"] == "new K=3"]["variant"])
+    assert scored == {"m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION}
