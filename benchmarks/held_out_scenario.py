@@ -46,7 +46,9 @@ def _log(message: str) -> None:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="live_stream", help="the known scenario held out of training")
-    ap.add_argument("--launch", type=int, default=53, help="the held-out scenario's first day (inside the training period)")
+    ap.add_argument("--launch", type=int, default=None,
+                    help="the held-out scenario's first day (default: 14 days before the validation split ends, the span of the "
+                         "simulator's new scenario, so that every scored day's window reaches back to the first K days)")
     ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.4], help="scenario_dropout values to compare")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -57,19 +59,24 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def held_out_world(config: Path, scenario: str, launch: int) -> tuple[Path, Path]:
+def held_out_world(config: Path, scenario: str, launch: int | None) -> tuple[Path, Path, int]:
     """(the experiment config of the world without ``scenario``, the held-out scenario's rows from
-    ``launch`` to the validation split's last day); written once per (scenario, launch)."""
+    ``launch`` to the validation split's last day, ``launch``); written once per (scenario, launch).
+    ``launch`` None: the validation split's last day − 13, 14 days like the simulator's new scenario
+    (a later scored day's window would no longer reach its first K days)."""
     spec = load_experiment(config).dataset
+    time = spec.panel.time
+    last = int(pd.read_csv(config.parent / "validation.csv", usecols=[time])[time].max())
+    launch = last - 13 if launch is None else launch
     out = config.parent.parent / f"held_out_{scenario}"
     record = {"scenario": scenario, "launch": launch, "world": json.loads((config.parent / "synth.json").read_text())}
     stamp = out / "held_out.json"
     if stamp.exists() and json.loads(stamp.read_text()) == record:
-        return out / config.name, out / "held_out.csv"
+        return out / config.name, out / "held_out.csv", launch
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    column, time = spec.scenario.column, spec.panel.time
+    column = spec.scenario.column
     held = []
     for split in ("train", "validation", "test"):
         frame = pd.read_csv(config.parent / f"{split}.csv")
@@ -79,12 +86,11 @@ def held_out_world(config: Path, scenario: str, launch: int) -> tuple[Path, Path
         if split != "test":
             held.append(frame[frame[column] == scenario])
     rows = pd.concat(held, ignore_index=True)
-    last = int(pd.read_csv(config.parent / "validation.csv", usecols=[time])[time].max())
     write_table(rows[(rows[time] >= launch) & (rows[time] <= last)], out / "held_out.csv")
     for name in ("dataset.yaml", config.name):
         shutil.copy(config.parent / name, out / name)
     atomic_write_text(stamp, json.dumps(record))
-    return out / config.name, out / "held_out.csv"
+    return out / config.name, out / "held_out.csv", launch
 
 
 def variants(rates, references: bool) -> list[Variant]:
@@ -96,13 +102,17 @@ def variants(rates, references: bool) -> list[Variant]:
 
 
 def scores(run: Path, held: Path) -> dict[int, dict[str, float]]:
-    """{K: {count task: NMAE}} on the held-out scenario's scored rows; cached in the run folder."""
+    """{K: {count task: NMAE}} on the held-out scenario's scored rows; cached in the run folder
+    with the held-out world's record (another launch day is scored again)."""
     cache = run / "held_out.json"
+    record = json.loads((held.parent / "held_out.json").read_text())
     if cache.exists() and cache.stat().st_mtime >= (run / "metrics.json").stat().st_mtime:
-        return {int(k): v for k, v in json.loads(cache.read_text()).items()}
+        kept = json.loads(cache.read_text())
+        if kept.get("held_out") == record:
+            return {int(k): v for k, v in kept["scores"].items()}
     blocks = new_scenario_blocks(run, held)
     out = {k: {t: float(b["overall"][t]["nmae"]) for t in COUNTS} for k, b in blocks.items()}
-    cache.write_text(json.dumps(out))
+    cache.write_text(json.dumps({"held_out": record, "scores": out}))
     return out
 
 
@@ -111,7 +121,7 @@ def main() -> None:
     world = args.work / "data" / "world" / "experiment.yaml"
     if not world.exists():
         raise SystemExit(f"{world}: no forecasting world here; make it with benchmarks/forecasting.py or benchmarks/cross_section.py --work {args.work}")
-    config, held = held_out_world(world, args.scenario, args.launch)
+    config, held, launch = held_out_world(world, args.scenario, args.launch)
     chosen = variants(args.rates, args.references)
     study = Study(config, args.work / "runs" / f"held_out_{args.scenario}", args.seeds, chosen,
                   (f"train.num_threads={args.threads}",), None, _log, tuple(args.defaults))
@@ -131,12 +141,12 @@ def main() -> None:
     page = [
         "# Choosing the scenario dropout on a held-out known scenario", "",
         "Generated by `.venv/bin/python benchmarks/held_out_scenario.py` "
-        f"(`--scenario {args.scenario} --launch {args.launch} --rates {' '.join(f'{r:g}' for r in args.rates)} --seeds "
+        f"(`--scenario {args.scenario} --launch {launch} --rates {' '.join(f'{r:g}' for r in args.rates)} --seeds "
         f"{' '.join(map(str, args.seeds))} --threads {args.threads}{' --references' if args.references else ''}"
         f"{''.join(f' --default {d}' for d in args.defaults)}`) with msmt's source {source_hash()[:12]} on {describe_cpu()}.", "",
         f"The forecasting study's world ({size['advertisers']:,} advertisers × {size['days']} days, seed {size['seed']}) "
         f"with every row of `{args.scenario}` removed from training, validation and test; "
-        f"`{args.scenario}` then plays a new scenario launched on day {args.launch}: its {n_rows:,} rows from then to the "
+        f"`{args.scenario}` then plays a new scenario launched on day {launch}: its {n_rows:,} rows from then to the "
         "validation split's last day, scored from launch + 7 days on with K days of its own history (K = 0: none), the "
         "other scenarios' rows as context — the forecasting study's new-scenario protocol on days before the test split. "
         "Every M2M here reads the cross-section channel (`panel.cross_section_keys: [scenario]`) and differs only in "
@@ -150,7 +160,11 @@ def main() -> None:
                     f"{cell.loc[(v.name, k, t), 'mean']:.4f} ± {cell.loc[(v.name, k, t), 'std']:.4f}" for t in COUNTS) + " |")
         page.append("")
     page += [f"**Chosen**: {best} (the lowest mean of the three count NMAEs at K = 3: "
-             + ", ".join(f"{n.split('p=')[1]}: {m:.4f}" for n, m in mean3.items()) + ").", ""]
+             + ", ".join(f"{n.split('p=')[1]}: {m:.4f}" for n, m in mean3.items()) + ")."]
+    for name, what in ((NO_CHANNEL, "M2M without the channel"), (NAIVE, "The trailing mean")):
+        if (name, 3, COUNTS[0]) in cell.index:
+            page[-1] += f" {what}: {np.mean([cell.loc[(name, 3, t), 'mean'] for t in COUNTS]):.4f}."
+    page.append("")
     atomic_write_text(args.out, "\n".join(page))
     _log(f"wrote {args.out}; chosen {best}")
 
