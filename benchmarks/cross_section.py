@@ -75,12 +75,6 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def pairs(scenario_dropout: float) -> list[tuple[str, str]]:
-    """(the study's trained variant, its twin with the channel), M2M first."""
-    twins = {v.name.removesuffix(CROSS_SECTION): v.name for v in cross_section_variants(scenario_dropout)}
-    return sorted(twins.items(), key=lambda p: p[0] != "m2m")
-
-
 def verdicts(v: dict, name: str) -> list[str]:
     """``name`` against the best naive forecaster on the new scenario's count NMAE, K = 3 and 7."""
     lines = ["| | check | measured (mean over seeds) |", "|---|---|---|"]
@@ -103,10 +97,9 @@ def main() -> None:
     config = simulator_config("advertiser", world, args.work, "world", _log)
     new_scenario = config.parent / "new_scenario.csv"
     chosen = set(args.models) if args.models else None
-    twins = pairs(args.scenario_dropout)
-    variants = [v for v in main_variants() if chosen is None or v.name in chosen]
-    by_name = {v.name: v for v in cross_section_variants(args.scenario_dropout)}
-    variants += [by_name[twin] for base, twin in twins if chosen is None or base in chosen]
+    with_channel = sorted(cross_section_variants(args.scenario_dropout), key=lambda v: v.name != "m2m" + CROSS_SECTION)  # M2M first
+    variants = [v for v in main_variants() + with_channel if chosen is None or v.name.removesuffix(CROSS_SECTION) in chosen]
+    twins = [(v.name.removesuffix(CROSS_SECTION), v.name) for v in with_channel]  # (the study's variant, its twin with the channel)
     study = Study(config, args.work / "runs" / "world", args.seeds, variants,
                   (f"train.num_threads={args.threads}", *args.overrides), new_scenario, _log, tuple(args.defaults))
     runs = study.train()

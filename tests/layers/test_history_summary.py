@@ -18,23 +18,28 @@ from msmt.synth.advertiser import write_advertiser
 
 
 @pytest.fixture(scope="module")
-def adv(tmp_path_factory):
-    out = write_advertiser(tmp_path_factory.mktemp("adv"), advertisers=30, days=25, seed=1)
-    spec = load_dataset_spec(out / "dataset.yaml")
-    frame = read_data(out / "train.csv", spec)
+def adv_world(tmp_path_factory):
+    return write_advertiser(tmp_path_factory.mktemp("adv"), advertisers=30, days=25, seed=1)
+
+
+def _encoded(world, cross_section_keys=()):
+    """(schema, batch) of the world's training rows; ``cross_section_keys`` added to its panel."""
+    spec = load_dataset_spec(world / "dataset.yaml")
+    spec = spec.model_copy(update={"panel": spec.panel.model_copy(update={"cross_section_keys": cross_section_keys})})
+    frame = read_data(world / "train.csv", spec)
     schema = fit_schema(frame, spec)
     return schema, encode_frame(frame, schema)
 
 
 @pytest.fixture(scope="module")
-def adv_cross(tmp_path_factory):
+def adv(adv_world):
+    return _encoded(adv_world)
+
+
+@pytest.fixture(scope="module")
+def adv_cross(adv_world):
     """The simulator with the cross-section channel too (``panel.cross_section_keys: [scenario]``)."""
-    out = write_advertiser(tmp_path_factory.mktemp("adv_cross"), advertisers=30, days=25, seed=1)
-    spec = load_dataset_spec(out / "dataset.yaml")
-    spec = spec.model_copy(update={"panel": spec.panel.model_copy(update={"cross_section_keys": ("scenario",)})})
-    frame = read_data(out / "train.csv", spec)
-    schema = fit_schema(frame, spec)
-    return schema, encode_frame(frame, schema)
+    return _encoded(adv_world, ("scenario",))
 
 
 def test_summary_matches_a_per_row_loop(adv):
