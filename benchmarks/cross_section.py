@@ -36,6 +36,7 @@ from msmt.experiments.forecasting import (
     NEW_SCENARIO_FROM,
     ZERO_SHOT,
     Study,
+    add_world_arguments,
     cross_section_variants,
     main_variants,
     median_oracle_records,
@@ -59,10 +60,7 @@ def _log(message: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--advertisers", type=int, default=1200)
-    ap.add_argument("--days", type=int, default=90)
-    ap.add_argument("--seed", type=int, default=2026, help="the simulator world's seed")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    add_world_arguments(ap)
     ap.add_argument("--scenario-dropout", type=float, default=0.2, help="M2M's model.m2m.scenario_dropout with the channel")
     ap.add_argument("--models", nargs="+", default=None, help="train only these main variants (and their channel twins)")
     ap.add_argument("--threads", type=int, default=1)

@@ -35,6 +35,7 @@ from msmt.experiments.forecasting import (
     Study,
     Variant,
     ablation_variants,
+    add_world_arguments,
     curve_variants,
     history_oracle_name,
     history_oracle_records,
@@ -76,10 +77,7 @@ def _log(message: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--advertisers", type=int, default=1200)
-    ap.add_argument("--days", type=int, default=90)
-    ap.add_argument("--seed", type=int, default=2026, help="the simulator world's seed")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    add_world_arguments(ap)
     ap.add_argument("--curve-seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the ablations and curves")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")

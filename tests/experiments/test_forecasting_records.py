@@ -87,6 +87,24 @@ def test_cross_section_twins_add_the_channel_and_m2m_alone_the_scenario_dropout(
     assert load_experiment(config, list(main_variants()[-1].overrides)).dataset.panel.cross_section_keys == ()
 
 
+def test_refit_twins_are_the_trained_variants_with_the_refit(tmp_path):
+    """``refit_variants``: each trained variant once more with ``train.refit`` (its name + ``REFIT``),
+    the rest of its config the same; the naive forecasters have no twin."""
+    from msmt.experiments.forecasting import REFIT, main_variants, refit_variants
+    from msmt.spec.config import load_experiment
+    from msmt.synth.advertiser import write_advertiser
+
+    config = write_advertiser(tmp_path / "data", advertisers=12, days=20, seed=0) / "experiment.yaml"
+    twins = {v.name: v for v in refit_variants(main_variants())}
+    trained = [v for v in main_variants() if not v.name.startswith("naive_")]
+    assert sorted(twins) == sorted(v.name + REFIT for v in trained)
+    for v in trained:
+        plain, refit = (load_experiment(config, list(x.overrides)).to_dict() for x in (v, twins[v.name + REFIT]))
+        assert not plain["train"]["refit"] and refit["train"]["refit"]
+        refit["train"]["refit"] = False
+        assert refit == plain
+
+
 def test_a_twin_with_the_channel_is_scored_on_the_new_scenario_too(tmp_path):
     """``study_records`` scores the new scenario for M2M, the ``+history`` models and their channel twins
     (read back from each run's ``new_scenario.json`` cache), not for the other variants."""

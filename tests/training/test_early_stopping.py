@@ -91,3 +91,17 @@ def test_patience_counts_the_epochs_since_the_last_improvement(tiny_schema, spli
     result = fit(model, tc, LossConfig(), small, val_small, val_rows)
     assert result.best_epoch == 3
     assert len(result.history) == 5
+
+
+def test_without_selection_every_epoch_runs_and_the_last_is_kept(tiny_schema, split):
+    """``fit(select=False)`` (the refit's): the monitored measure worsens, yet no epoch stops
+    training and the model handed back is the last epoch's, not the best one's."""
+    train_data, val_data, val = split
+    torch.manual_seed(0)
+    model = build_model(tiny_schema, model_config("shared_bottom"))
+    tc = TrainConfig(epochs=6, batch_size=128, lr=0.02, patience=1, progress=False)
+    result = fit(model, tc, LossConfig(), train_data, val_data, val, select=False)
+    losses = np.array([row["val_loss"] for row in result.history])
+    assert len(losses) == tc.epochs and result.best_epoch == tc.epochs
+    assert int(np.argmin(losses)) + 1 < tc.epochs  # selection would have kept an earlier epoch
+    assert validation_loss(model, val_data, 8192)["loss"] == pytest.approx(losses[-1], rel=1e-5)

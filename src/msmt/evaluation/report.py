@@ -111,13 +111,19 @@ def baseline_table(M: dict, baselines: dict[str, dict], tasks) -> str:
 
 
 def write_report(
-    run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_epoch: int | None = None, baselines: dict | None = None
+    run_dir: Path, cfg, metrics: dict, history: pd.DataFrame, best_epoch: int | None = None, baselines: dict | None = None,
+    refit_epochs: int | None = None,
 ) -> None:
     """``run_dir/report.md`` and its training-curves plot; ``baselines``: {split: {forecaster: M block}}
-    (:func:`msmt.evaluation.baselines.naive_baselines`), shown under each split's table."""
+    (:func:`msmt.evaluation.baselines.naive_baselines`), shown under each split's table; ``refit_epochs``:
+    the stored model is a refit on training + validation rows (``train.refit``) of that many epochs."""
     tasks = cfg.dataset.tasks
     plot_history(history, run_dir / "plots" / "training_curves.png", tasks, best_epoch)
     kept = f" The weights are those of epoch {best_epoch}, the best by `{cfg.train.monitor}`." if best_epoch else ""
+    if refit_epochs:
+        kept = (f" Epoch {best_epoch} was the best by `{cfg.train.monitor}`; the stored weights are a refit (`train.refit`): "
+                f"a fresh model trained {refit_epochs} epochs on the training and validation rows together "
+                "(`refit_history.csv`). The validation metrics are the first fit's, out of sample; the test metrics the refit's.")
     parts = [
         f"# Run report: {cfg.model.name} on {cfg.dataset.name}",
         "",

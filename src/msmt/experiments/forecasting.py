@@ -11,6 +11,8 @@ choice; every variant below is an ordinary run (``msmt train`` with overrides, r
 * **The cross-section channel** (:func:`cross_section_variants`, ``benchmarks/cross_section.py``):
   every trained variant again with ``panel.cross_section_keys: [scenario]``, M2M also with
   ``model.m2m.scenario_dropout``.
+* **The refit** (:func:`refit_variants`, ``benchmarks/refit.py``): a trained variant again with
+  ``train.refit``, trained once more on the training and validation rows before the test split.
 * **Ablations** (the paper's): M2M without the meta tower, the meta attention, the Transformer.
 * **Curves**: the history window T (``dataset.panel.window``, M2M and the trailing mean),
   the size of S̃ (``model.m2m.scenario_dim``) and the meta units' depth (``model.m2m.meta_layers``).
@@ -25,6 +27,7 @@ or ``new K=k``), scenario, task, metric, value; :mod:`msmt.experiments.forecasti
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +91,25 @@ def cross_section_variants(scenario_dropout: float = 0.2) -> list[Variant]:
             extra.append(f"model.m2m.scenario_dropout={scenario_dropout}")
         out.append(Variant(v.name + CROSS_SECTION, (*v.overrides, *extra), "cross-section"))
     return out
+
+
+REFIT = " +refit"  # the variant's name suffix: train.refit (trained again on training + validation rows)
+
+
+def refit_variants(variants: Sequence[Variant]) -> list[Variant]:
+    """Each trained variant of ``variants`` again with ``train.refit=true`` (after early stopping, a
+    fresh model trained on the training and validation rows for the best epoch count and stored;
+    :mod:`msmt.training.refit`); the naive forecasters are left out (they read the history as it is)."""
+    return [Variant(v.name + REFIT, (*v.overrides, "train.refit=true"), "refit") for v in variants if not v.name.startswith("naive_")]
+
+
+def add_world_arguments(ap: argparse.ArgumentParser) -> None:
+    """The simulator world's and the training seeds' command-line arguments, as every forecasting
+    benchmark names them (``benchmarks/forecasting.py``, ``cross_section.py``, ``refit.py``)."""
+    ap.add_argument("--advertisers", type=int, default=1200)
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--seed", type=int, default=2026, help="the simulator world's seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
 
 
 def ablation_variants() -> list[Variant]:

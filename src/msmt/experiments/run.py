@@ -24,10 +24,10 @@ from msmt.meta import meta_train, plan_meta
 from msmt.meta.warmup import warm_up_ids
 from msmt.models import build_model
 from msmt.rundir import provenance
-from msmt.rundir.layout import CONFIG, HISTORY, META_HISTORY, META_RATES, METRICS, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
+from msmt.rundir.layout import CONFIG, HISTORY, META_HISTORY, META_RATES, METRICS, REFIT_HISTORY, SCHEMA, WEIGHTS, save_meta_rates, save_schema, save_weights, write_config, write_json
 from msmt.rundir.manifest import MANIFEST, write_manifest
 from msmt.runtime.threads import choose_threads
-from msmt.scoring.point import save_point_scales
+from msmt.scoring.point import PointScales, save_point_scales
 from msmt.scoring.predict import predict_batches
 from msmt.spec.config import ExperimentConfig
 from msmt.spec.errors import ConfigError, DivergedError
@@ -35,6 +35,7 @@ from msmt.spec.fitted import FittedSchema
 from msmt.training.checkpoint import CHECKPOINT
 from msmt.training.distributed import Dist, init_from_env, shutdown
 from msmt.training.loop import FitResult, fit, seed_everything
+from msmt.training.refit import refit
 
 
 def run_experiment(
@@ -175,6 +176,16 @@ def _load_streaming(cfg: ExperimentConfig, dist: Dist) -> tuple[dict, FittedSche
     return splits, schema, encoded
 
 
+def score_validation(cfg: ExperimentConfig, model, splits: dict, encoded: dict) -> tuple[dict, PointScales | None]:
+    """``model``'s metrics on the validation split, with the count tasks' point forecast fitted on
+    that split first (``train.point_forecast: scaled | median``; None for ``mean``)."""
+    preds = predict_batches(model, encoded["validation"], cfg.train.eval_batch_size)
+    point = None
+    if cfg.train.point_forecast != "mean":
+        point = fit_point(model, splits["validation"], encoded["validation"], preds, median=cfg.train.point_forecast == "median")
+    return evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size, preds=preds, point=point), point
+
+
 def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: bool = False, on_epoch=None, naive=None) -> dict:
     writer = dist.is_main
     if resume and not (out / CHECKPOINT).exists():  # before any data is read
@@ -198,8 +209,12 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
         write_config(out, cfg)
     if writer and cfg.train.progress:
         print(describe_setup(setup), file=sys.stderr)
+    refitted: FitResult | None = None
     try:
         result: FitResult = fit(model, cfg.train, cfg.loss, encoded["train"], encoded["validation"], splits["validation"], out, resume, on_epoch)
+        if cfg.train.refit:  # the first fit scores the validation split (out of sample) and fits the point forecast
+            first_val, point = score_validation(cfg, model, splits, encoded)
+            model, refitted = refit(cfg, schema, splits, encoded["validation"], max(result.best_epoch, 1))
         meta_history = meta_train(model, cfg.meta, meta_plan, encoded["train"], progress=cfg.train.progress)
         warmup_history = warm_up_ids(model, cfg.meta, encoded["train"], progress=cfg.train.progress) if not cfg.train.streaming else []
     except DivergedError:
@@ -207,18 +222,19 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
             discard_unfinished(out, created and not resume)
         raise
     if writer and cfg.train.progress and result.history:
-        print(f"best epoch {result.best_epoch} ({cfg.train.monitor} {result.best_value:.4f}): its weights are the run's", file=sys.stderr)
+        kept = (f"the run stores a fresh model trained {len(refitted.history)} epochs on training + validation rows (train.refit)"
+                if refitted else "its weights are the run's")
+        print(f"best epoch {result.best_epoch} ({cfg.train.monitor} {result.best_value:.4f}): {kept}", file=sys.stderr)
         if model.forecast is not None:
             print("forecast offset: " + ", ".join(f"{t} = naive {m}" for t, m in model.forecast.chosen().items()), file=sys.stderr)
 
-    metrics = {"val": result.val_metrics}
-    point = val_preds = None
-    if cfg.train.point_forecast != "mean":  # fitted on the stored model: after meta-training and warm-up
-        val_preds = predict_batches(model, encoded["validation"], cfg.train.eval_batch_size)
-        point = fit_point(model, splits["validation"], encoded["validation"], val_preds, median=cfg.train.point_forecast == "median")
-    if meta_history or warmup_history or point is not None:  # the meta-trained (or warmed-up) model is what the run directory stores
-        metrics["val"] = evaluate_model(model, splits["validation"], encoded["validation"], cfg.train.eval_batch_size,
-                                        preds=val_preds, point=point)
+    if refitted is not None:
+        metrics = {"val": first_val}
+    elif meta_history or warmup_history or cfg.train.point_forecast != "mean":  # the stored model: after meta-training and warm-up
+        val, point = score_validation(cfg, model, splits, encoded)
+        metrics = {"val": val}
+    else:
+        metrics, point = {"val": result.val_metrics}, None
     if "test" in splits:
         metrics["test"] = evaluate_model(model, splits["test"], encoded["test"], cfg.train.eval_batch_size, point=point)
 
@@ -229,6 +245,8 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     save_weights(model, out / WEIGHTS)
     history = pd.DataFrame(result.history)
     write_table(history, out / HISTORY)
+    if refitted is not None:
+        write_table(pd.DataFrame(refitted.history), out / REFIT_HISTORY)
     write_json(out / METRICS, metrics)
     if point is not None:
         save_point_scales(point, out)
@@ -242,7 +260,7 @@ def _run(cfg: ExperimentConfig, out: Path, resume: bool, dist: Dist, overwrite: 
     baselines = naive_baselines(schema, cfg.model, splits, encoded, cfg.train.eval_batch_size)
     if naive is not None:
         naive.update(baselines)
-    write_report(out, cfg, metrics, history, result.best_epoch or None, baselines)
+    write_report(out, cfg, metrics, history, result.best_epoch or None, baselines, refit_epochs=len(refitted.history) if refitted else None)
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     write_manifest(out)  # last: every file above, hashed
     return metrics

@@ -7,6 +7,7 @@
     RUN_DIR/model.safetensors weights only: loading never runs pickled code
     RUN_DIR/metrics.json     {"val": M, "test": M}
     RUN_DIR/history.csv      per-epoch losses and validation metrics
+    RUN_DIR/refit_history.csv  train.refit: the same for the refit on training + validation rows
     RUN_DIR/report.md        tables + plots/*.png
     RUN_DIR/point_forecast.json  factors of the count tasks' point forecast (train.point_forecast: scaled | median)
 """
@@ -61,6 +62,7 @@ def save_weights(model: MultiTaskModel, path: str | Path) -> None:
 
 
 META_RATES = "meta_rates.safetensors"  # Meta-SGD's learned inner rates (meta.algorithm: metasgd)
+REFIT_HISTORY = "refit_history.csv"  # train.refit: the refit's epochs on training + validation rows (validation in-sample)
 META_HISTORY = "meta_history.csv"  # meta-training's learning curve: (episode, mean query loss) per tenth of the episodes
 
 

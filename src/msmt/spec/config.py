@@ -127,6 +127,11 @@ class TrainConfig(Strict):
     # its later half's NMAE (else 1); "median": the median of Poisson(c·mean), an integer, checked the same
     # way; nmae / smape / mape score it, predict and the service add point_<task>
     point_forecast: Literal["mean", "scaled", "median"] = "mean"
+    # after early stopping on the validation split, train a fresh model (same seed) on the training and
+    # validation rows together for the best epoch's number of epochs and keep it: the refit before
+    # forecasting a later period (msmt.experiments.refit); metrics.json "val" and the point forecast's
+    # factors stay the first fit's (out of sample), "test" scores the refit; refit_history.csv its epochs
+    refit: bool = False
 
     @field_validator("device")
     @classmethod
@@ -235,6 +240,17 @@ class ExperimentConfig(Strict):
             raise ValueError(
                 f"train.point_forecast: '{self.train.point_forecast}' applies to count tasks and the dataset has none (use 'mean')"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _refit_in_memory(self) -> ExperimentConfig:
+        """``train.refit`` retrains on the training and validation rows held in memory, conventionally."""
+        if not self.train.refit:
+            return self
+        if self.train.streaming:
+            raise ValueError("train.refit: needs the training rows in memory (set train.streaming=false)")
+        if self.meta.algorithm != "none":
+            raise ValueError(f"train.refit: not with meta.algorithm '{self.meta.algorithm}' (the refit trains conventionally; set one of them off)")
         return self
 
     @model_validator(mode="after")

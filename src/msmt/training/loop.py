@@ -335,6 +335,7 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch: Callable[[int, float], None] | None = None,
+    select: bool = True,
 ) -> FitResult:
     """Train ``model`` in place (``train.*`` settings ``tc``, ``loss.*`` settings ``loss_cfg``); on
     return it holds the best epoch's weights.
@@ -352,6 +353,9 @@ def fit(
     without parameters to train then runs no gradient step: one epoch of measurement only.
     ``on_epoch(epoch, value)``: called after each epoch's validation with the monitored value
     (``train.monitor``); what it raises stops training (``msmt tune`` prunes a trial this way).
+    ``select=False``: no model selection — every one of ``tc.epochs`` epochs runs and the last one's
+    weights are kept (the refit on training + validation rows, :mod:`msmt.training.refit`, whose
+    validation rows are in-sample); the history still logs the validation split per epoch.
     """
     tr = _trainer(model, tc, loss_cfg, run_dir)
     if model.fits_statistics:  # closed-form statistics first (the same on a resume: one pass, no randomness)
@@ -371,7 +375,7 @@ def fit(
         val_losses, val_metrics, value, higher = _validate(tr, val_data, val_frame, tc)
         s.history.append(_history_row(s, train_losses, val_losses, val_metrics, tr.balancer.current_weights()))
         board.epoch(s.history[-1])
-        if s.epoch == 1 or (not math.isnan(value) and (value > s.best_value if higher else value < s.best_value)):
+        if not select or s.epoch == 1 or (not math.isnan(value) and (value > s.best_value if higher else value < s.best_value)):
             s.best_epoch, s.best_value, s.val_metrics = s.epoch, value, val_metrics
             best_state = _cpu_state(model)
             s.stale = 0
