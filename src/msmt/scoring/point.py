@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from msmt.data.io import atomic_write_text
 from msmt.spec.dataset import Task
@@ -71,6 +70,8 @@ def lad_scale(pred: np.ndarray, label: np.ndarray) -> float:
 
 def poisson_median(rate: np.ndarray) -> np.ndarray:
     """[N] the median of Poisson(rate) row by row: the smallest integer m with P(Y ≤ m) ≥ 1/2 (0 at rate 0)."""
+    from scipy import stats  # on use: importing scipy.stats takes ~0.5 s, paid by every msmt process that trains or scores
+
     return stats.poisson.ppf(0.5, np.asarray(rate, np.float64))
 
 
