@@ -36,6 +36,7 @@ from msmt.experiments.forecasting import (
     NEW_SCENARIO_FROM,
     ZERO_SHOT,
     Study,
+    add_study_arguments,
     add_world_arguments,
     cross_section_variants,
     main_variants,
@@ -63,13 +64,7 @@ def parse_args() -> argparse.Namespace:
     add_world_arguments(ap)
     ap.add_argument("--scenario-dropout", type=float, default=0.2, help="M2M's model.m2m.scenario_dropout with the channel")
     ap.add_argument("--models", nargs="+", default=None, help="train only these main variants (and their channel twins)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "cross_section.md")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="an override for every run (e.g. train.epochs=1 for a smoke run)")
-    ap.add_argument("--default", dest="defaults", action="append", default=[], metavar="KEY=VALUE",
-                    help="an override every run starts from, which a variant's own setting of the key replaces")
+    add_study_arguments(ap, REPO / "runs" / "forecasting", REPO / "docs" / "results" / "cross_section.md")
     return ap.parse_args()
 
 

@@ -35,6 +35,7 @@ from msmt.experiments.forecasting import (
     Study,
     Variant,
     ablation_variants,
+    add_study_arguments,
     add_world_arguments,
     curve_variants,
     history_oracle_name,
@@ -79,9 +80,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_world_arguments(ap)
     ap.add_argument("--curve-seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the ablations and curves")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "forecasting.md")
+    add_study_arguments(ap, REPO / "runs" / "forecasting", REPO / "docs" / "results" / "forecasting.md", threads=2)
     ap.add_argument("--windows", type=int, nargs="+", default=[7, 14, 28, 56], help="the window curve's T values")
     ap.add_argument("--scenario-dims", type=int, nargs="+", default=[4, 16, 64], help="the S̃-size curve's values")
     ap.add_argument("--meta-layers", type=int, nargs="+", default=[1, 2, 3], help="the meta-depth curve's values")
@@ -89,11 +88,6 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-online", action="store_true")
     ap.add_argument("--online-seeds", type=int, nargs="+", default=list(range(10)),
                     help="training seeds of the online-ads runs (small data, large seed-to-seed spread: more seeds)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="an override for every run (e.g. train.epochs=1 for a smoke run)")
-    ap.add_argument("--default", dest="defaults", action="append", default=[], metavar="KEY=VALUE",
-                    help="an override every run starts from, which a variant's own setting of the key replaces (e.g. "
-                         "train.epochs=60: every model until early stopping, the naive forecasters' 2-epoch scale fit kept)")
     return ap.parse_args()
 
 

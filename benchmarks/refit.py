@@ -34,6 +34,7 @@ from msmt.experiments.forecasting import (
     REFIT,
     Study,
     Variant,
+    add_study_arguments,
     add_world_arguments,
     main_variants,
     median_oracle_records,
@@ -64,13 +65,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--world-models", nargs="+", default=["m2m"], help="the simulator world's trained variants (with and without the refit)")
     ap.add_argument("--skip-world", action="store_true", help="online ads only")
     ap.add_argument("--models", nargs="+", default=None, help="train only these variants (and their refit twins)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "refit.md")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="an override for every run (e.g. train.epochs=1 for a smoke run)")
-    ap.add_argument("--default", dest="defaults", action="append", default=[], metavar="KEY=VALUE",
-                    help="an override every run starts from, which a variant's own setting of the key replaces")
+    add_study_arguments(ap, REPO / "runs" / "forecasting", REPO / "docs" / "results" / "refit.md")
     return ap.parse_args()
 
 

@@ -112,6 +112,20 @@ def add_world_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
 
 
+def add_study_arguments(ap: argparse.ArgumentParser, work: Path, out: Path, threads: int = 1) -> None:
+    """Where a forecasting benchmark keeps its runs and writes its page, and what every run is given:
+    ``--threads``, ``--work``, ``--out``, ``--set`` (an override for every run) and ``--default``
+    (an override every run starts from, :attr:`Study.defaults`)."""
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--work", type=Path, default=work)
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for every run (e.g. train.epochs=1 for a smoke run)")
+    ap.add_argument("--default", dest="defaults", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override every run starts from, which a variant's own setting of the key replaces (e.g. "
+                         "train.epochs=60: every model until early stopping, the naive forecasters' 2-epoch scale fit kept)")
+
+
 def ablation_variants() -> list[Variant]:
     return [
         Variant(f"m2m w/o {what}", ("model.name=m2m", f"model.m2m.{key}=false"), "ablation")
