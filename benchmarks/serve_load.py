@@ -19,13 +19,19 @@ the model's size, not on how well it is trained):
   another registered model) on 300 advertisers x 30 days. The server runs with ``--history``: a
   store filled by ``msmt history load`` with the training and validation days, and each request
   asks for the first test day of 1 or 100 units, so every request reads each unit's 14-day
-  window from the store.
+  window from the store. ``--advertisers`` sizes the world and ``--set`` overrides the trained
+  config: with ``--set dataset.panel.cross_section_keys=[scenario]`` every row also reads its
+  scenario's other advertisers, from the store's per-step totals (the stage table adds, as a
+  reference, the same encoding from every peer unit's rows).
 
 Example (what docs/results/serving.md reports)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --out docs/results/serving.md
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --dataset advertiser --backend torch \
         --workers 1 2 --out docs/results/serving_history.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --dataset advertiser --advertisers 1200 \
+        --set dataset.panel.cross_section_keys=[scenario] --backend torch --clients 1 \
+        --out docs/results/serving_cross_section.md
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from msmt.runtime.host import describe_cpu
 from msmt.serving.encode import PanelEncoder, RowEncoder
 from msmt.serving.history import SqliteHistory, last_of_duplicates, observations_from_frame
 from msmt.serving.request import build_request_models, history_columns, request_columns, rows_to_frame
+from msmt.spec.batch import peer_channels
 from msmt.spec.config import load_experiment
 from msmt.synth.advertiser import write_advertiser
 from msmt.synth.simple import write_simple
@@ -69,12 +76,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_model(work: Path, dataset: str, seed: int, model: str | None) -> Path:
+def train_model(work: Path, dataset: str, seed: int, model: str | None, advertisers: int = 300, overrides=()) -> Path:
     if dataset == "advertiser":
-        data = write_advertiser(work / "data", advertisers=300, days=30, seed=seed)
+        data = write_advertiser(work / "data", advertisers=advertisers, days=30, seed=seed)
     else:
         data = write_simple(work / "data", rows=5000, seed=seed)
-    sets = ["train.epochs=1", f"train.seed={seed}", *([f"model.name={model}"] if model else [])]
+    sets = ["train.epochs=1", f"train.seed={seed}", *([f"model.name={model}"] if model else []), *overrides]
     cfg = load_experiment(data / "experiment.yaml", sets)
     cfg.train.progress = False
     run_experiment(cfg, work / "run", overwrite=True)
@@ -86,9 +93,12 @@ def fill_store(run_dir: Path, db: Path) -> dict:
     spec = load_run(run_dir).schema.spec
     splits = load_splits(spec)
     store = SqliteHistory(db, spec.panel)
-    for name in ("train", "validation"):
-        store.upsert(last_of_duplicates(observations_from_frame(splits[name], spec.panel)))
-    summary = store.summary()
+    observations = [last_of_duplicates(observations_from_frame(splits[name], spec.panel)) for name in ("train", "validation")]
+    start = time.perf_counter()
+    for obs in observations:
+        store.upsert(obs)
+    seconds = time.perf_counter() - start
+    summary = {**store.summary(), "rows_per_second": sum(map(len, observations)) / seconds}
     store.close()
     return summary
 
@@ -233,12 +243,16 @@ def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> 
     """Median in-process ms of each server-side stage for an ``n``-row request (no HTTP)."""
     run = load_run(run_dir)
     row_model, request, cols = build_request_models(run.schema, max(n, 1000))
+    every_row = None
     if run.schema.spec.panel is not None:
         store = SqliteHistory(history, run.schema.spec.panel) if history else None
         direct = RowEncoder(run.schema, cols, row_model)
         panel = PanelEncoder(run.schema, cols, history_columns(run.schema), store, direct)
         keys = "direct" if direct.direct else "encode_frame"
         encoder, label = (lambda rows: panel(rows)[0]), f"store window + encode ({keys} + encode_panel, served)"
+        if store is not None and any(panel.totalled(tuple(k)) for _, k in peer_channels(run.schema.spec.panel)):
+            every_row = PanelEncoder(run.schema, cols, history_columns(run.schema), RowsOnly(store), direct)
+            reference = f"reference: every peer unit's rows read ({keys} + encode_panel)"
     else:
         encoder = RowEncoder(run.schema, cols, row_model)
         label = f"encode ({'direct' if encoder.direct else 'encode_frame'}, served)"
@@ -249,6 +263,8 @@ def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> 
         "reference: rows -> DataFrame -> encode_frame": [],
         "model forward": [],
     }
+    if every_row is not None:
+        times[reference] = []
     for _ in range(reps):
         t0 = time.perf_counter()
         req = request.model_validate(json.loads(payload))
@@ -260,10 +276,30 @@ def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> 
         with torch.no_grad():
             run.model(batch)
         t4 = time.perf_counter()
-        for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            dt_ms = dt * 1000.0
-            times[key].append(dt_ms)
+        steps = [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+        if every_row is not None:
+            every_row(req.rows)
+            steps.append(time.perf_counter() - t4)
+        for key, dt in zip(times, steps):
+            times[key].append(dt * 1000.0)
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+class RowsOnly:
+    """A history store without ``group_totals``: the service then reads every unit of each peer
+    group row by row (the path before the store kept per-step totals; the stage table's reference)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def window(self, *args):
+        return self.store.window(*args)
+
+    def group_window(self, *args, **kwargs):
+        return self.store.group_window(*args, **kwargs)
+
+    def known(self, units):
+        return self.store.known(units)
 
 
 def conditions() -> str:
@@ -282,6 +318,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--dataset", default="simple", choices=["simple", "advertiser"],
                     help="what the script trains without --run (advertiser: panel data, served with a history store)")
     ap.add_argument("--model", help="with --dataset: the registered model to train (default: the experiment's)")
+    ap.add_argument("--advertisers", type=int, default=300, help="with --dataset advertiser: the simulator's advertisers (30 days)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override of the trained model's config (e.g. dataset.panel.cross_section_keys=[scenario])")
     ap.add_argument("--history", type=Path, help="with --run on panel data: its history store (default: filled from its splits)")
     ap.add_argument("--backend", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
     ap.add_argument("--workers", nargs="+", type=int, default=[1], help="server processes (one server per value)")
@@ -348,7 +387,8 @@ def memory_table(memory: list[dict]) -> list[str]:
 
 
 def stage_table(stages: dict[int, dict[str, float]]) -> list[str]:
-    lines = ["| rows / request | " + " | ".join(next(iter(stages.values()))) + " |", "|---:|" + "---:|" * 4]
+    columns = next(iter(stages.values()))
+    lines = ["| rows / request | " + " | ".join(columns) + " |", "|---:|" + "---:|" * len(columns)]
     for n, st in stages.items():
         lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in st.values()) + " |")
     return lines
@@ -367,7 +407,7 @@ def write_report(out: Path, report: str, title: str) -> None:
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="msmt-bench-") as tmp:
-        run_dir = args.run or train_model(Path(tmp), args.dataset, args.seed, args.model)
+        run_dir = args.run or train_model(Path(tmp), args.dataset, args.seed, args.model, args.advertisers, args.overrides)
         run = load_run(run_dir)
         n_params = sum(p.numel() for p in run.model.parameters())
         history, store_note = None, ""
@@ -375,8 +415,11 @@ def main() -> None:
             history = args.history or Path(tmp) / "history.db"
             if not args.history:
                 s = fill_store(run_dir, history)
+                channels = [keys for _, keys in peer_channels(run.schema.spec.panel)]
                 store_note = (f" History store: SQLite (WAL), {s['rows']:,} rows of {s['units']:,} units "
-                              f"(days {s['first_step']}..{s['last_step']}); each request reads its units' 14-day windows.")
+                              f"(days {s['first_step']}..{s['last_step']}), loaded at {s['rows_per_second']:,.0f} rows/s"
+                              + (f" with the index and the per-step totals of each peer channel ({channels})" if channels else "")
+                              + "; each request reads its units' 14-day windows.")
         before = conditions()
         results, memory = load_cases(args, run_dir, history)
         torch.set_num_threads(args.threads)

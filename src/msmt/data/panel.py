@@ -177,6 +177,20 @@ def _lookup(frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None, 
     return _Lookup(index, source, history_rows, parts, steps, t0, span)
 
 
+# A history row may stand for many units (the service's peer totals, msmt.serving.encode): it then
+# carries how many rows it sums and how many of them are active; a plain row is one, active or not.
+PEER_ROWS, PEER_ACTIVE = "_peer_rows", "_peer_active"
+
+
+def _row_weight(parts: list[pd.DataFrame], column: str, default: np.ndarray) -> np.ndarray:
+    """[len(source)] ``column`` of every part's rows (NaN or absent: ``default``'s value)."""
+    if not any(column in p.columns for p in parts):
+        return default
+    given = np.concatenate([p[column].to_numpy(np.float64, na_value=np.nan) if column in p.columns else np.full(len(p), np.nan)
+                            for p in parts])
+    return np.where(np.isnan(given), default, given)
+
+
 def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A peer channel: per row and past step, the metrics summed over the *other* units of its
     group (the units sharing its values of ``keys``: ``panel.group_keys`` or
@@ -188,6 +202,9 @@ def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> 
     Only rows that may serve as history count (``found.rows``: context rows, and the frame's
     own rows unless ``own_history=False``), so a zero-shot unit's group channel is its group's
     other units' past, never its own.
+
+    A context row with :data:`PEER_ROWS` / :data:`PEER_ACTIVE` set stands for that many rows, that
+    many of them active (its metrics their sums): the service's per-step totals of a group.
 
     Args:
         values: [len(source), F] float64 raw metrics of the source rows (NaN: missing, counts as 0).
@@ -206,9 +223,10 @@ def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> 
         empty = np.zeros((n_frame, window), np.float32)
         return np.zeros((n_frame, window, values.shape[1]), np.float32), empty, empty.copy()
     sums = np.stack([np.bincount(inverse, weights=clean[rows, f], minlength=len(uniq)) for f in range(values.shape[1])], 1)
-    counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
     is_active = (clean > 0).any(1).astype(np.float64)  # [len(source)]
-    actives = np.bincount(inverse, weights=is_active[rows], minlength=len(uniq))
+    row_count = _row_weight(parts, PEER_ROWS, np.ones(len(clean)))
+    counts = np.bincount(inverse, weights=row_count[rows], minlength=len(uniq))
+    actives = np.bincount(inverse, weights=_row_weight(parts, PEER_ACTIVE, is_active)[rows], minlength=len(uniq))
     lags = np.arange(window, 0, -1, dtype=np.int64)
     wanted = codes[len(codes) - n_frame :, None] - lags[None, :]  # [N, W]
     pos = np.minimum(np.searchsorted(uniq, wanted), len(uniq) - 1)

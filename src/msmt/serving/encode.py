@@ -26,6 +26,7 @@ whole batch from ``encode_frame``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ import torch
 from pydantic import BaseModel
 
 from msmt.data.encoders import standardise
-from msmt.data.panel import encode_panel, time_steps
+from msmt.data.panel import PEER_ACTIVE, PEER_ROWS, encode_panel, time_steps
 from msmt.data.tensorize import encode_frame
 from msmt.serving.history import HistoryStore, group_id, unit_id
 from msmt.serving.request import Column, FieldError, rows_to_frame
@@ -149,6 +150,7 @@ def batches_equal(a: Batch, b: Batch) -> bool:
 # ---------------------------------------------------------------------------------- panel data
 
 
+PEER_MARKER = "\x00peers"  # the non-group keys of a peer-totals history row: no unit holds it
 MAX_STEP = 10**12  # integer steps beyond this would overflow the (unit, step) codes of msmt.data.panel
 
 
@@ -242,31 +244,13 @@ class PanelEncoder:
         frame[time] = steps
         units = frame_units(frame, panel.keys)
         parts: list[pd.DataFrame] = []
-        if self.store is not None:
-            first: dict[str, int] = {}
-            last: dict[str, int] = {}
-            for u, s in zip(units, steps.tolist()):
-                first[u] = min(s, first.get(u, s))
-                last[u] = max(s, last.get(u, s))
-            wanted = list(first)
-            channels = peer_channels(panel)
-            if not channels:
-                window = self.store.window(wanted, [first[u] - W for u in wanted], [last[u] - 1 for u in wanted])
-                parts.append(window.to_frame(panel))
-            for _, keys in channels:  # a peer channel: those steps of every unit of each row's group (the row's own unit included)
-                positions = [list(panel.keys).index(k) for k in keys]
-                g_first: dict[str, int] = {}
-                g_last: dict[str, int] = {}
-                for u in wanted:
-                    g = group_id(u, positions)
-                    g_first[g] = min(first[u] - W, g_first.get(g, first[u] - W))
-                    g_last[g] = max(last[u] - 1, g_last.get(g, last[u] - 1))
-                groups = list(g_first)
-                rows_read = self.store.group_window(groups, [g_first[g] for g in groups], [g_last[g] for g in groups], by=keys)
-                parts.append(rows_read.to_frame(panel))  # a unit in two channels' reads comes twice: the panel keeps one
         cunits: list[str] = []
+        cframe = None
         if context:
             cframe, cunits = self._context(context, units, steps)
+        if self.store is not None:
+            parts += self._store_rows(units, steps, cunits, cframe)
+        if cframe is not None:
             parts.append(cframe)
         ctx = pd.concat(parts, ignore_index=True) if parts else None
         if self.rows is not None and self.rows.direct:
@@ -277,6 +261,100 @@ class PanelEncoder:
             batch = encode_frame(frame, self.schema, with_labels=False, context=ctx)
         observed = batch["seq.mask"].sum(1).tolist()
         return batch, {"window": W, "observed": observed}, self._notes(units, observed, cunits)
+
+    def totalled(self, keys: tuple[str, ...]) -> bool:
+        """Whether a peer channel keyed by ``keys`` is read as per-step totals (:meth:`_peer_totals`):
+        the store can sum, and every other channel has a key outside ``keys`` (a totals row's other
+        keys are a marker no unit holds, so it must fall in no real group of another channel)."""
+        if getattr(self.store, "group_totals", None) is None:
+            return False
+        return all(set(other) - set(keys) for _, other in peer_channels(self.panel) if tuple(other) != tuple(keys))
+
+    def _store_rows(self, units: list[str], steps: np.ndarray, cunits: list[str], cframe: pd.DataFrame | None) -> list[pd.DataFrame]:
+        """The history rows the store adds to a request: each unit's window; per peer channel either
+        every unit's rows of each row's group (``panel.group_keys``: an advertiser's few scenarios) or,
+        for a wide channel (``panel.cross_section_keys``: a scenario's every advertiser), one row per
+        (group, step) holding the group's totals less the rows read here (:meth:`_peer_totals`)."""
+        panel, W = self.panel, self.panel.window
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for u, s in zip(units, steps.tolist()):
+            first[u] = min(s, first.get(u, s))
+            last[u] = max(s, last.get(u, s))
+        wanted = list(first)
+        channels = peer_channels(panel)
+        totalled = [keys for _, keys in channels if self.totalled(tuple(keys))]
+        reads: list = []
+        if not channels or totalled:
+            # the units' windows, their last step too: a row to score replaces a stored row of its (unit, step)
+            reads.append(self.store.window(wanted, [first[u] - W for u in wanted], [last[u] - (0 if totalled else 1) for u in wanted]))
+            if totalled and cframe is not None and len(cframe):  # the stored rows a context row replaces
+                csteps = cframe[panel.time].to_numpy(np.int64)
+                span: dict[str, tuple[int, int]] = {}
+                for u, s in zip(cunits, csteps.tolist()):
+                    lo, hi = span.get(u, (s, s))
+                    span[u] = (min(lo, s), max(hi, s))
+                reads.append(self.store.window(list(span), [a for a, _ in span.values()], [b for _, b in span.values()]))
+        ranges: dict[tuple[str, ...], tuple[dict, dict, dict]] = {}
+        for _, keys in channels:  # each row's group: the steps of its window, the row's own unit included
+            positions = [list(panel.keys).index(k) for k in keys]
+            g_first: dict[str, int] = {}
+            g_last: dict[str, int] = {}
+            values: dict[str, tuple] = {}
+            for u in wanted:
+                g = group_id(u, positions)
+                g_first[g] = min(first[u] - W, g_first.get(g, first[u] - W))
+                g_last[g] = max(last[u] - 1, g_last.get(g, last[u] - 1))
+                values[g] = tuple(json.loads(u)[i] for i in positions)
+            ranges[tuple(keys)] = (g_first, g_last, values)
+            if tuple(keys) not in map(tuple, totalled):
+                groups = list(g_first)
+                reads.append(self.store.group_window(groups, [g_first[g] for g in groups], [g_last[g] for g in groups], by=keys))
+        parts = [r.to_frame(panel) for r in reads]  # a unit read twice (two channels, its window) comes twice: the panel keeps one
+        for keys in totalled:
+            parts.append(self._peer_totals(tuple(keys), *ranges[tuple(keys)], reads))
+        return parts
+
+    def _peer_totals(self, keys: tuple[str, ...], g_first: dict, g_last: dict, values: dict, reads: list) -> pd.DataFrame:
+        """One history row per (group of ``keys``, step) of the store's totals, less every stored row
+        the request reads as a row of its own (``reads``; each (unit, step) once), so that
+        :func:`msmt.data.panel.group_history` sums the same rows as from a read of every unit. Its
+        keys: the group's values, a marker for the others; :data:`PEER_ROWS` / :data:`PEER_ACTIVE`
+        its counts."""
+        panel = self.panel
+        groups = list(g_first)
+        totals = self.store.group_totals(groups, [g_first[g] for g in groups], [g_last[g] for g in groups], by=keys)
+        at = {(g, s): i for i, (g, s) in enumerate(zip(totals.groups, totals.steps.tolist()))}
+        rows, active, sums = totals.rows.astype(np.float64), totals.active.astype(np.float64), totals.sums.copy()
+        positions = [list(panel.keys).index(k) for k in keys]
+        seen: set[tuple[str, int]] = set()
+        for obs in reads:
+            clean = np.nan_to_num(obs.metrics, nan=0.0)
+            for j, (u, s) in enumerate(zip(obs.units, obs.steps.tolist())):
+                i = at.get((group_id(u, positions), s))
+                if i is None or (u, s) in seen:
+                    continue
+                seen.add((u, s))
+                rows[i] -= 1
+                active[i] -= float((clean[j] > 0).any())
+                sums[i] -= clean[j]
+        keep = rows > 0
+        index = [i for i in range(len(rows)) if keep[i]]
+        data: dict[str, object] = {}
+        for k in panel.keys:
+            if k in keys:
+                data[k] = pd.Series([values[totals.groups[i]][keys.index(k)] for i in index], dtype=object)
+            else:
+                data[k] = pd.Series([PEER_MARKER] * len(index), dtype=object)
+        data[panel.time] = totals.steps[keep]
+        for f, m in enumerate(panel.metrics):
+            data[m] = np.clip(sums[keep, f], 0.0, None)
+        if panel.event:
+            data[panel.event] = pd.Series([None] * len(index), dtype=object)
+        data[PEER_ROWS], data[PEER_ACTIVE] = rows[keep], active[keep]
+        frame = pd.DataFrame(data, index=range(len(index)))
+        frame.attrs["source"] = "history store (peer totals)"
+        return frame
 
     def _notes(self, units: list[str], observed: list[int], context_units: list[str]) -> list[str]:
         """What was done for rows without any history in their window (the documented fallback)."""

@@ -12,7 +12,11 @@ values as text (``["adv00003", "feed"]``: unambiguous, whatever the keys hold) a
 integer :func:`msmt.data.panel.time_steps` gives (dates: days since 1970-01-01); the metrics
 (``NULL`` = not known) and the event. Writing the same (unit, step) again replaces the row
 (an upsert), so a retried or duplicated observation changes nothing; the store says for each
-batch how many rows were new, changed and unchanged.
+batch how many rows were new, changed and unchanged. Per peer channel (``panel.group_keys``,
+``panel.cross_section_keys``) an expression index on the group's key values, and ``peer_total``:
+per (group, step) the row count, active count and metric sums, kept by triggers on every write,
+so a channel spanning thousands of units (a scenario's advertisers) is read as W totals
+(:meth:`SqliteHistory.group_totals`).
 
 Durability: WAL journal, ``synchronous=FULL``; every ``upsert`` is one transaction committed
 before it returns (all of its rows or none), so what a caller was told is written survives a
@@ -140,6 +144,22 @@ def last_of_duplicates(obs: Observations) -> Observations:
     return Observations([obs.units[i] for i in keep], obs.steps[keep], obs.metrics[keep], [obs.events[i] for i in keep])
 
 
+@dataclass
+class PeerTotals:
+    """Per (group, step): how many units have a row, how many of those are active (a positive
+    metric) and their metrics summed (missing counts 0) — what a peer channel reads of a group
+    (:func:`msmt.data.panel.group_history`), aggregated where the rows are.
+
+    ``groups[i]``: :func:`group_id` text; ``steps``, ``rows``, ``active`` [N] int64; ``sums`` [N, F] float64.
+    """
+
+    groups: list[str]
+    steps: np.ndarray
+    rows: np.ndarray
+    active: np.ndarray
+    sums: np.ndarray
+
+
 class HistoryStore(Protocol):
     """What the service needs from a history store (SQLite here; a server database could do it).
     ``group_window`` is needed only for a panel with ``group_keys`` or ``cross_section_keys``."""
@@ -164,6 +184,10 @@ class HistoryStore(Protocol):
     def known(self, units: Sequence[str]) -> set[str]:
         """Which of ``units`` have at least one row."""
         ...
+
+    # Optional: ``group_totals(groups, first, last, by) -> PeerTotals`` (see :class:`SqliteHistory`).
+    # A store with it serves a wide peer channel (the cross-section: every advertiser of a scenario)
+    # from per-step totals instead of every unit's rows.
 
     def summary(self) -> dict[str, int | None]:
         """``{"rows", "units", "first_step", "last_step"}`` (a full scan: not for every request)."""
@@ -247,6 +271,7 @@ class SqliteHistory:
                 )
                 for name, positions in self._groupings.values():  # a group's units (an advertiser's, a scenario's) in one index range scan
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON observation ({self._group_expr(positions)}, step)")
+                self._init_totals(conn)
                 stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
                 mine = json.dumps(self._identity(), sort_keys=True)
                 if not stored:
@@ -265,6 +290,48 @@ class SqliteHistory:
             )
         if stored and stored.get("format") != str(FORMAT):
             raise ConfigError(f"{self.path}: history store format {stored.get('format')}, this msmt reads {FORMAT}")
+
+    @staticmethod
+    def _channel(positions: Sequence[int]) -> str:
+        """A peer channel's name in ``peer_total``: its key positions (``"1"``: the scenario of [advertiser, scenario])."""
+        return "_".join(map(str, positions))
+
+    def _init_totals(self, conn: sqlite3.Connection) -> None:
+        """``peer_total``: per peer channel, (group, step) -> rows, active rows and metric sums (missing: 0),
+        kept by triggers on every write of ``observation`` (a replaced row leaves its old values, then
+        adds its new), so :meth:`group_totals` reads W totals instead of every unit's rows. A channel
+        new to the file is filled from the rows already there (in the opening transaction)."""
+        metric_defs = "".join(f", {c} REAL NOT NULL" for c in self._metric_cols)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS peer_total (channel TEXT NOT NULL, grp TEXT NOT NULL, step INTEGER NOT NULL, "
+            f"n INTEGER NOT NULL, active INTEGER NOT NULL{metric_defs}, PRIMARY KEY (channel, grp, step)) WITHOUT ROWID"
+        )
+        cols = ", ".join(["channel", "grp", "step", "n", "active", *self._metric_cols])
+        counted = ["active", *self._metric_cols]  # what a row adds besides n = 1
+        for _, positions in self._groupings.values():
+            channel = self._channel(positions)
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?", (f"peer_{channel}_insert",)).fetchone():
+                continue
+            grp = {row: self._group_expr(positions).replace("unit", f"{row}.unit") for row in ("NEW", "OLD", "observation")}
+            adds = {row: self._row_values(row) for row in grp}
+            added = ", ".join(["n = n + 1", *(f"{c} = {c} + excluded.{c}" for c in counted)])
+            add = (f"INSERT INTO peer_total ({cols}) VALUES ('{channel}', {grp['NEW']}, NEW.step, 1, {', '.join(adds['NEW'])}) "
+                   f"ON CONFLICT (channel, grp, step) DO UPDATE SET {added};")
+            removed = ", ".join(["n = n - 1", *(f"{c} = {c} - {v}" for c, v in zip(counted, adds["OLD"]))])
+            remove = f"UPDATE peer_total SET {removed} WHERE channel = '{channel}' AND grp = {grp['OLD']} AND step = OLD.step;"
+            conn.execute(f"CREATE TRIGGER peer_{channel}_insert AFTER INSERT ON observation BEGIN {add} END")
+            conn.execute(f"CREATE TRIGGER peer_{channel}_update AFTER UPDATE ON observation BEGIN {remove} {add} END")
+            conn.execute(f"CREATE TRIGGER peer_{channel}_delete AFTER DELETE ON observation BEGIN {remove} END")
+            conn.execute(f"DELETE FROM peer_total WHERE channel = '{channel}'")  # the rows already stored
+            totals = ", ".join(f"total({v})" for v in adds["observation"])
+            conn.execute(f"INSERT INTO peer_total ({cols}) SELECT '{channel}', {grp['observation']}, step, count(*), {totals} "
+                         f"FROM observation GROUP BY {grp['observation']}, step")
+
+    def _row_values(self, row: str) -> list[str]:
+        """SQL of what the row ``row`` (NEW, OLD or the table's) adds to its group's totals: whether it
+        is active (a positive metric), then each metric (missing: 0)."""
+        values = [f"coalesce({row}.{c}, 0)" for c in self._metric_cols]
+        return ["(" + " OR ".join(f"{v} > 0" for v in values) + ")" if values else "0", *values]
 
     # -- reading ------------------------------------------------------------------------------
     def _select(self) -> str:
@@ -292,6 +359,38 @@ class SqliteHistory:
             declared = "no group_keys" if not by else f"no peer channel keyed by {list(by)}"
             raise ConfigError(f"{self.path}: the panel has {declared}, so there is no group to read")
         return self._ranges(self._group_expr(self._groupings[by][1]).replace("unit", "o.unit"), groups, first, last)
+
+    def group_totals(
+        self, groups: Sequence[str], first: Sequence[int], last: Sequence[int], by: Sequence[str]
+    ) -> PeerTotals:
+        """Per group ``groups[i]`` (distinct :func:`group_id` texts of the key columns ``by``) and step
+        in ``first[i]..last[i]`` that has rows: their count, how many are active and their metric sums,
+        read from ``peer_total`` (kept by triggers, :meth:`_init_totals`; one snapshot). What
+        :meth:`group_window` would return, summed per (group, step) — a scenario's thousands of rows
+        become W totals, whatever the number of units."""
+        by = tuple(by)
+        if by not in self._groupings:
+            raise ConfigError(f"{self.path}: the panel has no peer channel keyed by {list(by)}, so there is no group to read")
+        select = ", ".join(["q.key", "t.step", "t.n", "t.active", *(f"t.{c}" for c in self._metric_cols)])
+        channel = self._channel(self._groupings[by][1])
+        conn = self._conn()
+        rows: list[tuple] = []
+        triples = [(g, int(a), int(b)) for g, a, b in zip(groups, first, last)]
+        conn.execute("BEGIN")
+        try:
+            for i in range(0, len(triples), _CHUNK):
+                part = triples[i : i + _CHUNK]
+                values = ", ".join(["(?, ?, ?)"] * len(part))
+                rows += conn.execute(
+                    f"WITH q(key, lo, hi) AS (VALUES {values}) SELECT {select} FROM q JOIN peer_total AS t "
+                    "ON t.channel = ? AND t.grp = q.key AND t.step BETWEEN q.lo AND q.hi WHERE t.n > 0",
+                    [*(x for t in part for x in t), channel],
+                ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        sums = np.array([r[4:] for r in rows], dtype=np.float64).reshape(len(rows), self.n_metrics)
+        return PeerTotals([r[0] for r in rows], np.array([r[1] for r in rows], np.int64),
+                          np.array([r[2] for r in rows], np.int64), np.array([r[3] for r in rows], np.int64), sums)
 
     def _ranges(self, key_sql: str, keys: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
         """The rows whose ``key_sql`` (a unit, or a group expression) is ``keys[i]`` with
