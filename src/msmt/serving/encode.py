@@ -264,9 +264,11 @@ class PanelEncoder:
 
     def totalled(self, keys: tuple[str, ...]) -> bool:
         """Whether a peer channel keyed by ``keys`` is read as per-step totals (:meth:`_peer_totals`):
-        the store can sum, and every other channel has a key outside ``keys`` (a totals row's other
-        keys are a marker no unit holds, so it must fall in no real group of another channel)."""
-        if getattr(self.store, "group_totals", None) is None:
+        it is the cross-section (a group of a few units, an advertiser's scenarios, is cheaper read
+        row by row: docs/results/serving_history.md), the store can sum, and every other channel has
+        a key outside ``keys`` (a totals row's other keys are a marker no unit holds, so it must fall
+        in no real group of another channel)."""
+        if tuple(keys) != tuple(self.panel.cross_section_keys) or getattr(self.store, "group_totals", None) is None:
             return False
         return all(set(other) - set(keys) for _, other in peer_channels(self.panel) if tuple(other) != tuple(keys))
 

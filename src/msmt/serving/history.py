@@ -13,9 +13,9 @@ integer :func:`msmt.data.panel.time_steps` gives (dates: days since 1970-01-01);
 (``NULL`` = not known) and the event. Writing the same (unit, step) again replaces the row
 (an upsert), so a retried or duplicated observation changes nothing; the store says for each
 batch how many rows were new, changed and unchanged. Per peer channel (``panel.group_keys``,
-``panel.cross_section_keys``) an expression index on the group's key values, and ``peer_total``:
-per (group, step) the row count, active count and metric sums, kept by triggers on every write,
-so a channel spanning thousands of units (a scenario's advertisers) is read as W totals
+``panel.cross_section_keys``) an expression index on the group's key values; for the cross-section,
+spanning thousands of units (a scenario's advertisers), also ``peer_total``: per (group, step) the
+row count, active count and metric sums, kept by triggers on every write, read as W totals
 (:meth:`SqliteHistory.group_totals`).
 
 Durability: WAL journal, ``synchronous=FULL``; every ``upsert`` is one transaction committed
@@ -297,7 +297,8 @@ class SqliteHistory:
         return "_".join(map(str, positions))
 
     def _init_totals(self, conn: sqlite3.Connection) -> None:
-        """``peer_total``: per peer channel, (group, step) -> rows, active rows and metric sums (missing: 0),
+        """``peer_total``: for the cross-section channel (``panel.cross_section_keys``: a scenario's every
+        advertiser; a group's few units are read row by row), (group, step) -> rows, active rows and metric sums (missing: 0),
         kept by triggers on every write of ``observation`` (a replaced row leaves its old values, then
         adds its new), so :meth:`group_totals` reads W totals instead of every unit's rows. A channel
         new to the file is filled from the rows already there (in the opening transaction)."""
@@ -308,7 +309,9 @@ class SqliteHistory:
         )
         cols = ", ".join(["channel", "grp", "step", "n", "active", *self._metric_cols])
         counted = ["active", *self._metric_cols]  # what a row adds besides n = 1
-        for _, positions in self._groupings.values():
+        for keys, (_, positions) in self._groupings.items():
+            if keys != tuple(self.panel.cross_section_keys):  # a group (an advertiser's few scenarios) is cheaper read row by row
+                continue
             channel = self._channel(positions)
             if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?", (f"peer_{channel}_insert",)).fetchone():
                 continue
@@ -369,8 +372,8 @@ class SqliteHistory:
         :meth:`group_window` would return, summed per (group, step) — a scenario's thousands of rows
         become W totals, whatever the number of units."""
         by = tuple(by)
-        if by not in self._groupings:
-            raise ConfigError(f"{self.path}: the panel has no peer channel keyed by {list(by)}, so there is no group to read")
+        if not by or by != tuple(self.panel.cross_section_keys):
+            raise ConfigError(f"{self.path}: the store keeps totals of the cross-section only (panel.cross_section_keys), not of {list(by)}")
         select = ", ".join(["q.key", "t.step", "t.n", "t.active", *(f"t.{c}" for c in self._metric_cols)])
         channel = self._channel(self._groupings[by][1])
         conn = self._conn()
