@@ -415,10 +415,12 @@ def main() -> None:
             history = args.history or Path(tmp) / "history.db"
             if not args.history:
                 s = fill_store(run_dir, history)
-                channels = [keys for _, keys in peer_channels(run.schema.spec.panel)]
+                panel = run.schema.spec.panel
+                channels = ", ".join(f"`{list(keys)}`" for _, keys in peer_channels(panel))
                 store_note = (f" History store: SQLite (WAL), {s['rows']:,} rows of {s['units']:,} units "
                               f"(days {s['first_step']}..{s['last_step']}), loaded at {s['rows_per_second']:,.0f} rows/s"
-                              + (f" with the index and the per-step totals of each peer channel ({channels})" if channels else "")
+                              + (f" with an index per peer channel ({channels})" if channels else "")
+                              + (f" and the cross-section's per-step totals (`{list(panel.cross_section_keys)}`)" if panel.cross_section_keys else "")
                               + "; each request reads its units' 14-day windows.")
         before = conditions()
         results, memory = load_cases(args, run_dir, history)
