@@ -375,22 +375,8 @@ class SqliteHistory:
         if not by or by != tuple(self.panel.cross_section_keys):
             raise ConfigError(f"{self.path}: the store keeps totals of the cross-section only (panel.cross_section_keys), not of {list(by)}")
         select = ", ".join(["q.key", "t.step", "t.n", "t.active", *(f"t.{c}" for c in self._metric_cols)])
-        channel = self._channel(self._groupings[by][1])
-        conn = self._conn()
-        rows: list[tuple] = []
-        triples = [(g, int(a), int(b)) for g, a, b in zip(groups, first, last)]
-        conn.execute("BEGIN")
-        try:
-            for i in range(0, len(triples), _CHUNK):
-                part = triples[i : i + _CHUNK]
-                values = ", ".join(["(?, ?, ?)"] * len(part))
-                rows += conn.execute(
-                    f"WITH q(key, lo, hi) AS (VALUES {values}) SELECT {select} FROM q JOIN peer_total AS t "
-                    "ON t.channel = ? AND t.grp = q.key AND t.step BETWEEN q.lo AND q.hi WHERE t.n > 0",
-                    [*(x for t in part for x in t), channel],
-                ).fetchall()
-        finally:
-            conn.execute("COMMIT")
+        join = "JOIN peer_total AS t ON t.channel = ? AND t.grp = q.key AND t.step BETWEEN q.lo AND q.hi WHERE t.n > 0"
+        rows = self._snapshot(select, join, groups, first, last, (self._channel(self._groupings[by][1]),))
         sums = np.array([r[4:] for r in rows], dtype=np.float64).reshape(len(rows), self.n_metrics)
         return PeerTotals([r[0] for r in rows], np.array([r[1] for r in rows], np.int64),
                           np.array([r[2] for r in rows], np.int64), np.array([r[3] for r in rows], np.int64), sums)
@@ -398,6 +384,14 @@ class SqliteHistory:
     def _ranges(self, key_sql: str, keys: Sequence[str], first: Sequence[int], last: Sequence[int]) -> Observations:
         """The rows whose ``key_sql`` (a unit, or a group expression) is ``keys[i]`` with
         ``first[i] <= step <= last[i]``, from one snapshot for every key of the request."""
+        join = f"JOIN observation AS o ON {key_sql} = q.key AND o.step BETWEEN q.lo AND q.hi"
+        return self._to_obs(self._snapshot(self._select(), join, keys, first, last))
+
+    def _snapshot(self, select: str, join: str, keys: Sequence[str], first: Sequence[int], last: Sequence[int],
+                  params: tuple = ()) -> list[tuple]:
+        """``SELECT select FROM q join`` over the request's ``q(key, lo, hi)`` = (``keys[i]``,
+        ``first[i]``, ``last[i]``), chunked under SQLite's parameter limit, in one read transaction
+        (one snapshot); ``params``: the join's own parameters, after the chunk's."""
         conn = self._conn()
         rows: list[tuple] = []
         triples = [(k, int(a), int(b)) for k, a, b in zip(keys, first, last)]
@@ -406,14 +400,11 @@ class SqliteHistory:
             for i in range(0, len(triples), _CHUNK):
                 part = triples[i : i + _CHUNK]
                 values = ", ".join(["(?, ?, ?)"] * len(part))
-                rows += conn.execute(
-                    f"WITH q(key, lo, hi) AS (VALUES {values}) SELECT {self._select()} FROM q "
-                    f"JOIN observation AS o ON {key_sql} = q.key AND o.step BETWEEN q.lo AND q.hi",
-                    [x for t in part for x in t],
-                ).fetchall()
+                rows += conn.execute(f"WITH q(key, lo, hi) AS (VALUES {values}) SELECT {select} FROM q {join}",
+                                     [*(x for t in part for x in t), *params]).fetchall()
         finally:
             conn.execute("COMMIT")
-        return self._to_obs(rows)
+        return rows
 
     def known(self, units: Sequence[str]) -> set[str]:
         conn = self._conn()
