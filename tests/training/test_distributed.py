@@ -95,6 +95,16 @@ def test_two_processes_count_like_one_process_for_a_closed_form_model(tiny_dir, 
     _assert_same_history(tmp_path)
 
 
+@pytest.mark.slow
+def test_two_processes_refit_like_one_process(tiny_dir, tmp_path):
+    """``train.refit`` under torchrun: the refit on training + validation rows runs data-parallel too,
+    and its test metrics and every epoch it logs are one process's."""
+    _assert_same_metrics(*reversed(_single_and_ddp(tiny_dir, tmp_path, [*SETTINGS, "train.refit=true"])))
+    single, ddp = (pd.read_csv(tmp_path / name / "refit_history.csv") for name in ("single", "ddp"))
+    assert len(single) >= 1
+    pd.testing.assert_frame_equal(ddp, single, check_exact=False, rtol=1e-4, atol=1e-6)
+
+
 def test_shard_weights_make_the_ddp_mean_the_global_mean():
     torch.manual_seed(0)
     tasks = (Task(name="y", label="y", kind=TaskKind.BINARY),)
