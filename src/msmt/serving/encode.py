@@ -285,7 +285,7 @@ class PanelEncoder:
             last[u] = max(s, last.get(u, s))
         wanted = list(first)
         channels = peer_channels(panel)
-        totalled = [keys for _, keys in channels if self.totalled(tuple(keys))]
+        totalled = [tuple(keys) for _, keys in channels if self.totalled(tuple(keys))]
         reads: list = []
         if not channels or totalled:
             # the units' windows, their last step too: a row to score replaces a stored row of its (unit, step)
@@ -309,12 +309,12 @@ class PanelEncoder:
                 g_last[g] = max(last[u] - 1, g_last.get(g, last[u] - 1))
                 values[g] = tuple(json.loads(u)[i] for i in positions)
             ranges[tuple(keys)] = (g_first, g_last, values)
-            if tuple(keys) not in map(tuple, totalled):
+            if tuple(keys) not in totalled:
                 groups = list(g_first)
                 reads.append(self.store.group_window(groups, [g_first[g] for g in groups], [g_last[g] for g in groups], by=keys))
         parts = [r.to_frame(panel) for r in reads]  # a unit read twice (two channels, its window) comes twice: the panel keeps one
         for keys in totalled:
-            parts.append(self._peer_totals(tuple(keys), *ranges[tuple(keys)], reads))
+            parts.append(self._peer_totals(keys, *ranges[keys], reads))
         return parts
 
     def _peer_totals(self, keys: tuple[str, ...], g_first: dict, g_last: dict, values: dict, reads: list) -> pd.DataFrame:
@@ -341,7 +341,7 @@ class PanelEncoder:
                 active[i] -= float((clean[j] > 0).any())
                 sums[i] -= clean[j]
         keep = rows > 0
-        index = [i for i in range(len(rows)) if keep[i]]
+        index = np.flatnonzero(keep)
         data: dict[str, object] = {}
         for k in panel.keys:
             if k in keys:

@@ -29,11 +29,11 @@ from msmt.spec.fitted import FittedSchema
 from msmt.training.loop import FitResult, fit, seed_everything
 
 
-def refit_rows(splits: dict[str, pd.DataFrame], schema: FittedSchema) -> tuple[pd.DataFrame, Batch]:
-    """The training and validation rows as one frame, and that frame encoded (each row's panel
-    history from the frame's earlier rows)."""
+def refit_rows(splits: dict[str, pd.DataFrame], schema: FittedSchema) -> Batch:
+    """The training and validation rows as one frame, encoded (each row's panel history from the
+    frame's earlier rows)."""
     frame = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
-    return frame, encode_frame(frame, schema)
+    return encode_frame(frame, schema)
 
 
 def refit(cfg: ExperimentConfig, schema: FittedSchema, splits: dict[str, pd.DataFrame], validation: Batch,
@@ -43,6 +43,5 @@ def refit(cfg: ExperimentConfig, schema: FittedSchema, splits: dict[str, pd.Data
     encoded, logged per epoch in the history (in-sample now). Returns (model, its fit)."""
     seed_everything(cfg.train.seed)
     model = build_model(schema, cfg.model)
-    _, rows = refit_rows(splits, schema)
     tc = cfg.train.model_copy(update={"epochs": epochs})
-    return model, fit(model, tc, cfg.loss, rows, validation, splits["validation"], select=False)
+    return model, fit(model, tc, cfg.loss, refit_rows(splits, schema), validation, splits["validation"], select=False)
