@@ -105,6 +105,15 @@ def test_two_processes_refit_like_one_process(tiny_dir, tmp_path):
     pd.testing.assert_frame_equal(ddp, single, check_exact=False, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_two_processes_with_the_weight_average_like_one_process(tiny_dir, tmp_path):
+    """``train.ema_epochs`` under torchrun: each process averages the same synchronised weights, so the
+    validation that selects, the stored average and its test metrics are one process's."""
+    _assert_same_metrics(*reversed(_single_and_ddp(tiny_dir, tmp_path, [*SETTINGS, "train.ema_epochs=1.0"])))
+    single, ddp = (pd.read_csv(tmp_path / name / "history.csv") for name in ("single", "ddp"))
+    pd.testing.assert_frame_equal(ddp, single, check_exact=False, rtol=1e-4, atol=1e-6)
+
+
 def test_shard_weights_make_the_ddp_mean_the_global_mean():
     torch.manual_seed(0)
     tasks = (Task(name="y", label="y", kind=TaskKind.BINARY),)

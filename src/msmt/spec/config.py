@@ -132,6 +132,10 @@ class TrainConfig(Strict):
     # forecasting a later period (msmt.experiments.refit); metrics.json "val" and the point forecast's
     # factors stay the first fit's (out of sample), "test" scores the refit; refit_history.csv its epochs
     refit: bool = False
+    # validate, select and store an exponential moving average of the weights whose time constant is this
+    # many epochs (decay per step 1 − 1/(ema_epochs × steps per epoch); msmt.training.averaging); the
+    # optimiser still steps the weights as trained. null: the weights as trained
+    ema_epochs: float | None = Field(default=None, gt=0.0)
 
     @field_validator("device")
     @classmethod

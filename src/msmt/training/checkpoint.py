@@ -5,6 +5,7 @@ strings), saved with ``torch.save`` and read with ``torch.load(weights_only=True
 
 * ``model``, ``best_model``   state dicts (current weights, best epoch's weights)
 * ``optimizers``, ``balancer`` state dicts (AdamW [and SparseAdam]) (the balancer's extra state included)
+* ``average``                 with ``train.ema_epochs``: the weights' moving average (its state dict)
 * ``rng``                     torch, numpy and Python global RNG states, the batch-order generator,
                               and the training GPU's RNG state when training on CUDA
 * ``loop``                    data position (epoch, step within it, global step), the generator

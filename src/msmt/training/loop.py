@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from msmt.data.streaming import ParquetStream
@@ -36,6 +37,7 @@ from msmt.runtime.device import autocast, model_device, resolve_device
 from msmt.spec.batch import Batch, iterate_batches, num_rows, take, to_device
 from msmt.spec.config import LossConfig, TrainConfig
 from msmt.spec.errors import DivergedError
+from msmt.training.averaging import weight_average
 from msmt.training.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msmt.training.distributed import Dist
 from msmt.training.losses import build_balancer, model_losses, task_counts, weighted_total
@@ -131,6 +133,12 @@ class Trainer:
     checkpoint: Path | None
     normalise: bool = True  # loss.normalise
     schedulers: list = field(default_factory=list)  # one learning-rate schedule per optimiser (train.lr_schedule), stepped per batch
+    average: AveragedModel | None = None  # the weights' moving average (train.ema_epochs)
+
+    @property
+    def scored(self) -> MultiTaskModel:
+        """The weights validation scores and the run keeps: the moving average if there is one."""
+        return self.average.module if self.average is not None else self.model
 
     def save(self, best_state: dict, loop: LoopState) -> None:
         save_checkpoint(
@@ -141,6 +149,7 @@ class Trainer:
                 "optimizers": [o.state_dict() for o in self.optimizers],
                 "schedulers": [sch.state_dict() for sch in self.schedulers],
                 "balancer": self.balancer.state_dict(),
+                **({"average": self.average.state_dict()} if self.average is not None else {}),
                 "rng": rng_state(self.generator, self.device),
                 "loop": loop.to_dict(),
             },
@@ -155,6 +164,8 @@ class Trainer:
         for scheduler, state in zip(self.schedulers, saved.get("schedulers", []), strict=True):
             scheduler.load_state_dict(state)
         self.balancer.load_state_dict(saved["balancer"])
+        if self.average is not None:
+            self.average.load_state_dict(saved["average"])
         set_rng_state(saved["rng"], self.generator, self.device)
         return saved["best_model"], LoopState(**saved["loop"])
 
@@ -220,6 +231,8 @@ def _step(tr: Trainer, batch: Batch, tc: TrainConfig, sums: dict[str, float], wh
     check_finite(tr.dist, stacked, grad_norm, list(sums), where)  # before the step: a non-finite update is never applied
     for optimizer in tr.optimizers:
         optimizer.step()
+    if tr.average is not None:
+        tr.average.update_parameters(tr.model)
     # the logged numbers: one all-reduce and one device-to-host copy per step
     logged = tr.dist.mean(stacked)
     for name, value in zip(sums, logged[1:]):
@@ -296,9 +309,9 @@ def _train_epoch(tr: Trainer, s: LoopState, train_data: Batch | ParquetStream, t
 
 def _validate(tr: Trainer, val_data: Batch, val_frame: pd.DataFrame, tc: TrainConfig) -> tuple[dict, dict, float, bool]:
     """(validation losses, metrics, monitored value, higher is better) on the whole split."""
-    val_losses = validation_loss(tr.model, val_data, tc.eval_batch_size, tr.dist, tr.normalise)
-    preds = tr.dist.predict(tr.model, val_data, tc.eval_batch_size)
-    val_metrics = evaluate_model(tr.model, val_frame, val_data, tc.eval_batch_size, preds=preds)
+    val_losses = validation_loss(tr.scored, val_data, tc.eval_batch_size, tr.dist, tr.normalise)
+    preds = tr.dist.predict(tr.scored, val_data, tc.eval_batch_size)
+    val_metrics = evaluate_model(tr.scored, val_frame, val_data, tc.eval_batch_size, preds=preds)
     if tc.monitor == "loss":
         return val_losses, val_metrics, val_losses["loss"], False
     value, higher = monitor_value(val_metrics, tc.monitor)
@@ -338,7 +351,8 @@ def fit(
     select: bool = True,
 ) -> FitResult:
     """Train ``model`` in place (``train.*`` settings ``tc``, ``loss.*`` settings ``loss_cfg``); on
-    return it holds the best epoch's weights.
+    return it holds the best epoch's weights (with ``train.ema_epochs``, the best epoch's moving
+    average of them, :mod:`msmt.training.averaging`: what every validation scored).
 
     The model is moved to ``train.device`` (``cuda:LOCAL_RANK`` under torchrun with CUDA) and
     is left there; ``train_data`` and ``val_data`` stay where they are (the CPU) and are copied
@@ -361,12 +375,14 @@ def fit(
     if model.fits_statistics:  # closed-form statistics first (the same on a resume: one pass, no randomness)
         _fit_statistics(tr, train_data, tc)
     s, best_state = LoopState(), _cpu_state(model)
-    tr.schedulers = build_schedulers(tr.optimizers, tc, _steps_per_epoch(train_data, tc, tr.dist))
+    steps_per_epoch = _steps_per_epoch(train_data, tc, tr.dist)
+    tr.schedulers = build_schedulers(tr.optimizers, tc, steps_per_epoch)
+    steps = trainable(model)
+    tr.average = weight_average(model, tc.ema_epochs, steps_per_epoch) if steps else None
     if resume:
         if tr.checkpoint is None:
             raise ValueError("resume needs run_dir")
         best_state, s = tr.restore()
-    steps = trainable(model)
     tr.net = tr.dist.wrap(model) if steps else model  # DDP broadcasts rank 0's (possibly restored) weights
     board = EpochWriter(Path(run_dir) / "tensorboard" if tc.tensorboard and run_dir is not None and tr.dist.is_main else None)
     while s.epoch <= (tc.epochs if steps else 1):
@@ -377,7 +393,7 @@ def fit(
         board.epoch(s.history[-1])
         if not select or s.epoch == 1 or (not math.isnan(value) and (value > s.best_value if higher else value < s.best_value)):
             s.best_epoch, s.best_value, s.val_metrics = s.epoch, value, val_metrics
-            best_state = _cpu_state(model)
+            best_state = _cpu_state(tr.scored)
             s.stale = 0
         else:
             s.stale += 1
