@@ -106,12 +106,13 @@ def test_refit_twins_are_the_trained_variants_with_the_refit(tmp_path):
 
 
 def test_a_twin_with_the_channel_is_scored_on_the_new_scenario_too(tmp_path):
-    """``study_records`` scores the new scenario for M2M, the ``+history`` models and their channel twins
-    (read back from each run's ``new_scenario.json`` cache), not for the other variants."""
+    """``study_records`` scores the new scenario for M2M, the ``+history`` models and their twins (the
+    channel's, a training option's: read back from each run's ``new_scenario.json`` cache), not for the
+    other variants."""
     from msmt.experiments.forecasting import CROSS_SECTION
 
     runs = {}
-    for name in ("m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION, "m2m w/o meta tower"):
+    for name in ("m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION, "m2m +ema3", "m2m w/o meta tower"):
         run = tmp_path / name.replace(" ", "_").replace("/", "-")
         run.mkdir()
         (run / "metrics.json").write_text(json.dumps({"test": _block(0.3, 20)}))
@@ -120,4 +121,4 @@ def test_a_twin_with_the_channel_is_scored_on_the_new_scenario_too(tmp_path):
     study = Study(tmp_path / "experiment.yaml", tmp_path, [0], [], new_scenario=tmp_path / "new_scenario.csv")
     records = study_records(study, runs)
     scored = set(records[records["split"] == "new K=3"]["variant"])
-    assert scored == {"m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION}
+    assert scored == {"m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION, "m2m +ema3"}

@@ -13,6 +13,7 @@ choice; every variant below is an ordinary run (``msmt train`` with overrides, r
   ``model.m2m.scenario_dropout``.
 * **The refit** (:func:`refit_variants`, ``benchmarks/refit.py``): a trained variant again with
   ``train.refit``, trained once more on the training and validation rows before the test split.
+  Other twins likewise (:func:`twin_variants`; ``benchmarks/weight_average.py``: ``train.ema_epochs``).
 * **Ablations** (the paper's): M2M without the meta tower, the meta attention, the Transformer.
 * **Curves**: the history window T (``dataset.panel.window``, M2M and the trailing mean),
   the size of S̃ (``model.m2m.scenario_dim``) and the meta units' depth (``model.m2m.meta_layers``).
@@ -96,11 +97,17 @@ def cross_section_variants(scenario_dropout: float = 0.2) -> list[Variant]:
 REFIT = " +refit"  # the variant's name suffix: train.refit (trained again on training + validation rows)
 
 
+def twin_variants(variants: Sequence[Variant], suffix: str, setting: str, group: str) -> list[Variant]:
+    """Each trained variant of ``variants`` again with one more override ``setting`` (its name +
+    ``suffix``, in ``group``); the naive forecasters are left out (they read the history as it is)."""
+    return [Variant(v.name + suffix, (*v.overrides, setting), group) for v in variants if not v.name.startswith("naive_")]
+
+
 def refit_variants(variants: Sequence[Variant]) -> list[Variant]:
     """Each trained variant of ``variants`` again with ``train.refit=true`` (after early stopping, a
     fresh model trained on the training and validation rows for the best epoch count and stored;
-    :mod:`msmt.training.refit`); the naive forecasters are left out (they read the history as it is)."""
-    return [Variant(v.name + REFIT, (*v.overrides, "train.refit=true"), "refit") for v in variants if not v.name.startswith("naive_")]
+    :mod:`msmt.training.refit`)."""
+    return twin_variants(variants, REFIT, "train.refit=true", "refit")
 
 
 def add_world_arguments(ap: argparse.ArgumentParser) -> None:
@@ -319,7 +326,7 @@ def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFra
             records += _flatten(metrics["val"], name, seed, "val")
         if seed == study.seeds[0] and "oracle" in metrics[split]:
             records += _flatten(metrics[split]["oracle"], name, seed, split, source="oracle")
-        base = name.removesuffix(CROSS_SECTION)
+        base = name.split(" +")[0]  # a twin (" +cross-section", " +ema3"...) is scored where its variant is
         if study.new_scenario is not None and (name.startswith("naive_") or base in ("m2m", *(f"{m}+history" for m in HISTORY_MODELS))):
             cache = run_dir / "new_scenario.json"
             if cache.exists() and cache.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime:
