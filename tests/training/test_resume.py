@@ -116,8 +116,9 @@ TC = dict(epochs=8, batch_size=200, lr=0.02, patience=2, checkpoint_every=4, pro
 STEPS_PER_EPOCH = 6
 
 
-def _fit(schema, train_data, val_data, val, out, resume=False, stop_at=None, dropout=0.1):
-    """(model, FitResult) of a fresh mmoe trained like ``msmt train`` builds it; ``stop_at``: interrupt that step."""
+def _fit(schema, train_data, val_data, val, out, resume=False, stop_at=None, dropout=0.1, **tc):
+    """(model, FitResult) of a fresh mmoe trained like ``msmt train`` builds it; ``stop_at``: interrupt that step;
+    ``tc``: more ``train.*`` settings."""
     from helpers import model_config
     from msmt.models import build_model
     from msmt.spec.config import LossConfig, TrainConfig
@@ -136,25 +137,25 @@ def _fit(schema, train_data, val_data, val, out, resume=False, stop_at=None, dro
 
     torch.optim.AdamW.step = step
     try:
-        result = fit(model, TrainConfig(**TC), LossConfig(strategy="uncertainty"), train_data, val_data, val, out, resume)
+        result = fit(model, TrainConfig(**TC | tc), LossConfig(strategy="uncertainty"), train_data, val_data, val, out, resume)
     finally:
         torch.optim.AdamW.step = original
     return model, result
 
 
-def _interrupted_and_resumed_like_uninterrupted(schema, train_data, val_data, val, tmp_path, dropout=0.1):
+def _interrupted_and_resumed_like_uninterrupted(schema, train_data, val_data, val, tmp_path, dropout=0.1, **tc):
     """Interrupt a run just after the checkpoint inside its last epoch (past the best epoch, with
     epochs without improvement counted), resume it, and compare it with the uninterrupted run.
     Returns (last epoch, checkpoint's step in that epoch)."""
-    ref_model, ref = _fit(schema, train_data, val_data, val, tmp_path / "ref", dropout=dropout)
+    ref_model, ref = _fit(schema, train_data, val_data, val, tmp_path / "ref", dropout=dropout, **tc)
     last = len(ref.history)
     assert ref.best_epoch <= last - 2 and last < TC["epochs"]  # stopped early: the best weights are an earlier epoch's
     saved = next(g for g in range((last - 1) * STEPS_PER_EPOCH + 1, last * STEPS_PER_EPOCH) if g % TC["checkpoint_every"] == 0)
     with pytest.raises(Interrupted):
-        _fit(schema, train_data, val_data, val, tmp_path / "run", stop_at=saved + 1, dropout=dropout)
+        _fit(schema, train_data, val_data, val, tmp_path / "run", stop_at=saved + 1, dropout=dropout, **tc)
     loop = load_checkpoint(tmp_path / "run" / CHECKPOINT)["loop"]
     assert (loop["epoch"], loop["global_step"], loop["stale"]) == (last, saved, last - 1 - ref.best_epoch)
-    model, result = _fit(schema, train_data, val_data, val, tmp_path / "run", resume=True, dropout=dropout)
+    model, result = _fit(schema, train_data, val_data, val, tmp_path / "run", resume=True, dropout=dropout, **tc)
     assert result.history == ref.history  # every logged number to the last bit, and no extra epoch
     assert (result.best_epoch, result.best_value, result.val_metrics) == (ref.best_epoch, ref.best_value, ref.val_metrics)
     for name, value in ref_model.state_dict().items():  # the best epoch's weights handed back
@@ -168,6 +169,13 @@ def test_an_interrupted_fit_resumes_to_the_same_history_and_best_weights(tiny_sc
     weights all come back from the checkpoint."""
     _, train_data, val_data, val = flipped
     _interrupted_and_resumed_like_uninterrupted(tiny_schema, train_data, val_data, val, tmp_path)
+
+
+def test_a_fit_with_the_weight_average_resumes_to_the_same_history_and_best_average(tiny_schema, flipped, tmp_path):
+    """``train.ema_epochs``: the moving average comes back from the checkpoint too (the resumed epoch's
+    validation scores it, and the best epoch's average is what the run keeps)."""
+    _, train_data, val_data, val = flipped
+    _interrupted_and_resumed_like_uninterrupted(tiny_schema, train_data, val_data, val, tmp_path, ema_epochs=1.0)
 
 
 def test_a_streamed_fit_reads_each_epoch_of_the_stream_and_resumes_mid_epoch(tiny_schema, flipped, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """``train.ema_epochs``: the moving average of the weights against one computed by hand from the
-weights the optimiser stepped, validation and early stopping on the average, and a resumed run.
+weights the optimiser stepped, and validation and early stopping on the average (a resumed run:
+``test_resume.py``).
 
 The independent computation: a run without the average records its weights after every optimiser
 step; the average must leave that trajectory alone, so the run with it steps the same weights, and
@@ -88,39 +89,3 @@ def test_early_stopping_selects_and_keeps_the_best_average(tiny_schema, split):
     assert result.best_epoch == min(range(len(losses)), key=losses.__getitem__) + 1
     train_data, val_data, val = split
     assert validation_loss(model, val_data, 8192)["loss"] == pytest.approx(losses[result.best_epoch - 1], rel=1e-6)
-
-
-def test_a_run_interrupted_with_the_average_resumes_like_an_uninterrupted_one(tiny_schema, split, tmp_path):
-    class Interrupted(Exception):
-        pass
-
-    train_data, val_data, val = split
-    tc = TrainConfig(epochs=3, batch_size=BATCH, lr=0.02, patience=10, checkpoint_every=4, progress=False, ema_epochs=1.0)
-
-    def run(out, resume=False, stop_at=None):
-        torch.manual_seed(0)
-        model = build_model(tiny_schema, model_config("mmoe", dropout=0.1))
-        original, count = torch.optim.AdamW.step, [0]
-
-        def step(self, *args, **kwargs):
-            count[0] += 1
-            if count[0] == stop_at:
-                raise Interrupted
-            return original(self, *args, **kwargs)
-
-        torch.optim.AdamW.step = step
-        try:
-            return model, fit(model, tc, LossConfig(), train_data, val_data, val, out, resume)
-        finally:
-            torch.optim.AdamW.step = original
-
-    ref_model, ref = run(tmp_path / "ref")
-    # stopped in the last epoch; the resume starts from the checkpoint of step 12, written after epoch 2's
-    # last step and before its validation, which must score the average as it was then
-    stop = 2 * STEPS_PER_EPOCH + 3
-    with pytest.raises(Interrupted):
-        run(tmp_path / "run", stop_at=stop)
-    model, result = run(tmp_path / "run", resume=True)
-    assert result.history == ref.history
-    for name, value in ref_model.state_dict().items():
-        assert torch.equal(model.state_dict()[name], value), name
