@@ -38,7 +38,8 @@ def page_text(ema_epochs: float) -> TwinPage:
         "have no twin. Unlike the refit, the option changes the validation numbers, so both splits are shown.",
         online_note="Each run is a few hundred optimiser steps with early stopping on 1,646 validation rows, and the "
         "test split as many: the spread between training seeds is a large part of every difference.",
-        world_note="Each run takes about 200 optimiser steps per epoch on 201,348 training rows.",
+        world_note="Its training split is far larger than online ads', so an epoch there is many more optimiser steps "
+        "(the average's time constant, in epochs, spans as many more).",
         label="the average",
         validation=True,
         new_scenario=True,

@@ -26,3 +26,23 @@ def test_world_twins_and_the_chosen_models():
     online, _ = online_variants(EMA)
     assert {v.name for v in chosen(online, ["m2m"], EMA)} == {"m2m" + BLEND, "m2m" + BLEND + EMA.suffix}
     assert chosen(online, None, EMA) == online
+
+
+def test_the_cost_table_counts_every_epoch_a_run_trained(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from msmt.experiments.twins import cost_table, epochs_trained
+
+    runs = {}
+    for name, seed, epochs, refit, seconds in (("a", 0, 4, 0, 10.0), ("a", 1, 6, 0, 20.0), ("a +x", 0, 8, 3, 30.0), ("a +x", 1, 10, 0, 50.0)):
+        run = tmp_path / f"{name}-{seed}"
+        run.mkdir()
+        pd.DataFrame({"epoch": range(1, epochs + 1)}).to_csv(run / "history.csv", index=False)
+        if refit:
+            pd.DataFrame({"epoch": range(1, refit + 1)}).to_csv(run / "refit_history.csv", index=False)
+        (run / "bench.json").write_text(json.dumps({"seconds": seconds}))
+        runs[(name, seed)] = run
+    assert epochs_trained(runs[("a +x", 0)]) == 11
+    assert cost_table(runs, [("a", "a +x")])[-1] == "| a | 5.0 → 10.5 | 15 → 40 |"

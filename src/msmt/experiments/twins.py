@@ -38,12 +38,14 @@ from msmt.experiments.forecasting import (
 )
 from msmt.experiments.forecasting_page import COUNTS, MINOR, WORLD_COLS, best_naive, check, paired_differences, table, values
 from msmt.experiments.results_page import simulator_config
+from msmt.rundir.layout import HISTORY, REFIT_HISTORY
 from msmt.rundir.provenance import source_hash
 from msmt.runtime.host import describe_cpu
 from msmt.spec.config import load_experiment
 
 ONLINE_COLS = [(t, "nmae") for t in ("displays", "clicks", "post_click_conversions")]
 BLEND = " offset=blend"  # the forecasting page's online rows: the offset its validation split chose
+COST_NOTE = "seconds of one run on one thread, beside the study's other processes: compare them within a row"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,25 @@ def training_seconds(runs: dict[tuple[str, int], Path]) -> float:
     return sum(float(json.loads((r / CELL_RECORD).read_text())["seconds"]) for r in runs.values())
 
 
+def epochs_trained(run_dir: Path) -> int:
+    """The epochs a run trained: its ``history.csv`` rows, and its refit's (``refit_history.csv``) if any."""
+    return sum(len(pd.read_csv(run_dir / name)) for name in (HISTORY, REFIT_HISTORY) if (run_dir / name).exists())
+
+
+def cost_table(runs: dict[tuple[str, int], Path], pairs: list[tuple[str, str]]) -> list[str]:
+    """Markdown rows: per variant of ``pairs`` (without, with the option) the epochs trained and the
+    seconds of training per run, mean over its seeds (seconds as each run's ``bench.json`` measured them)."""
+    lines = ["| model | epochs trained, without → with | seconds per run, without → with |", "|---|---:|---:|"]
+    for base, twin in pairs:
+        epochs, seconds = {}, {}
+        for name in (base, twin):
+            dirs = [d for (variant, _), d in runs.items() if variant == name]
+            epochs[name] = sum(epochs_trained(d) for d in dirs) / len(dirs)
+            seconds[name] = training_seconds({(name, i): d for i, d in enumerate(dirs)}) / len(dirs)
+        lines.append(f"| {base} | {epochs[base]:.1f} → {epochs[twin]:.1f} | {seconds[base]:.0f} → {seconds[twin]:.0f} |")
+    return lines
+
+
 def add_twin_arguments(ap: argparse.ArgumentParser, repo: Path, out: Path) -> None:
     """A twin study's command line: the world and seeds, ``--online-seeds``, ``--world-models``,
     ``--skip-world``, ``--models`` (train only those variants and their twins: to split the work over
@@ -117,7 +138,7 @@ def add_twin_arguments(ap: argparse.ArgumentParser, repo: Path, out: Path) -> No
     ap.add_argument("--online-seeds", type=int, nargs="+", default=list(range(10)), help="training seeds of the online-ads runs")
     ap.add_argument("--world-models", nargs="+", default=["m2m"], help="the simulator world's trained variants (with and without the option)")
     ap.add_argument("--skip-world", action="store_true", help="online ads only")
-    ap.add_argument("--models", nargs="+", default=None, help="train only these variants (and their twins)")
+    ap.add_argument("--models", nargs="+", default=None, help="train only these main variants (m2m, mmoe+history...) and their twins")
     add_study_arguments(ap, repo / "runs" / "forecasting", out)
 
 
@@ -190,6 +211,8 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
         page += [f"### {'Test' if split == 'test' else 'Validation'} split", "",
                  *_split_sections(online_records, v, shown, online_pairs, split, "overall", ONLINE_COLS, (), text.label)]
     page += [
+        f"**What {text.label} costs** (mean over seeds; {COST_NOTE}):", "",
+        *cost_table(online_runs, online_pairs), "",
         "**M2M against the best naive forecaster** (test, overall):", "",
         *verdicts(v, online_pairs, "test", "overall", ONLINE_COLS), "",
         *paired_differences(online_records, "overall", [(f"{twin} − naive_last", twin, "naive_last") for _, twin in online_pairs],
@@ -225,5 +248,6 @@ def _world_page(args, world: dict, config: Path, study: Study, runs: dict, pairs
         for k in (k for k in NEW_SCENARIO_K if any(key[1] == f"new K={k}" for key in w)):  # none in a short world's test days
             page += [f"**The new scenario, {'zero-shot' if k == 0 else f'K = {k} days of its history'}** (overall NMAE)", "",
                      *_split_sections(records, w, shown, pairs, f"new K={k}", "overall", cols, ("oracle",), text.label)]
-    return page + ["**M2M against the best naive forecaster** (test, overall):", "",
+    return page + [f"**What {text.label} costs** (mean over seeds; {COST_NOTE}):", "", *cost_table(runs, pairs), "",
+                   "**M2M against the best naive forecaster** (test, overall):", "",
                    *verdicts(w, pairs, "test", "overall", [(t, "nmae") for t in COUNTS]), ""]
