@@ -14,6 +14,7 @@ from msmt.data.tensorize import encode_frame
 from msmt.layers.naive import EPSILON_SHARE, ForecastOffset, NaiveForecast
 from msmt.models import build_model
 from msmt.spec.config import load_dataset_spec
+from msmt.spec.errors import ConfigError
 from msmt.synth.advertiser import write_advertiser
 
 
@@ -265,6 +266,117 @@ def test_blend_gate_learns_to_follow_the_naive_forecast_the_labels_equal(world):
     assert (weights[:, offset.candidates.index("last")] > 0.8).all(), weights
 
 
+def backtest_reference(
+    frame: pd.DataFrame, context: pd.DataFrame, column: str, window: int, days: int, eps: float, keys=("advertiser_id", "scenario")
+) -> np.ndarray:
+    """[N, 3] each row's mean |log(x_d + ε) − log(forecast_d + ε)| of the naive forecasts (mean, last,
+    weekday) over the last ``days`` days of its window, each day forecast from the observed days of
+    the window before it, the slow obvious way (0 where no day qualifies)."""
+    rows = pd.concat([context, frame], ignore_index=True)
+    by_unit = {key: part.set_index("day")[column] for key, part in rows.groupby(list(keys))}
+    out = np.zeros((len(frame), 3))
+    for n, (_, row) in enumerate(frame.iterrows()):
+        series = by_unit[tuple(row[k] for k in keys)]
+        start = row["day"] - window
+        errors = []
+        for day in range(row["day"] - days, row["day"]):
+            before = series[(series.index >= start) & (series.index < day)].sort_index()
+            if day not in series.index or before.empty:
+                continue
+            mean = before.mean()
+            weekday = before.loc[day - 7] if day - 7 in before.index else mean
+            errors.append([abs(np.log(series.loc[day] + eps) - np.log(f + eps)) for f in (mean, before.iloc[-1], weekday)])
+        if errors:
+            out[n] = np.mean(errors, axis=0)
+    return out
+
+
+@pytest.mark.parametrize("days", [7, 3])
+def test_backtest_errors_equal_a_day_by_day_reference(world, days):
+    """``blend_backtest``'s gate input: every candidate's recent error on the row's own series, against
+    the unit's rows in pandas; a row's errors do not depend on its batch-mates."""
+    schema, val, batch, train = world
+    rows = slice(0, 300)
+    model = build_model(schema, model_config("mmoe", forecast="blend_backtest", backtest_days=days)).eval()
+    offset = model.forecast
+    assert offset.candidates == ["mean", "last", "weekday"]
+    got = offset.errors(batch)[rows].double().numpy()  # [N, T, C]
+    alone = offset.errors({k: v[5:6] for k, v in batch.items()})
+    torch.testing.assert_close(alone, offset.errors(batch)[5:6])
+    for i, task in enumerate(offset.tasks):
+        expected = backtest_reference(val.iloc[rows], train, task, schema.panel.window, days, float(offset.epsilon[i]))
+        assert (expected > 0).mean() > 0.5 and (expected == 0).any()  # most rows have a backtest, some none
+        np.testing.assert_allclose(got[:, i], expected, rtol=1e-4, atol=1e-5, err_msg=task)
+
+
+def test_backtest_days_beyond_the_window_is_refused(world):
+    schema = world[0]
+    with pytest.raises(ConfigError, match="model.backtest_days"):
+        build_model(schema, model_config("mmoe", forecast="blend_backtest", backtest_days=schema.panel.window + 1))
+
+
+def test_blend_backtest_gate_is_the_blend_plus_the_errors_term(world):
+    """b = Σ_c softmax(a + V z + U e)_c b_c, in NumPy with a random gate and the reference's errors."""
+    schema, val, batch, train = world
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    model = build_model(schema, model_config("mmoe", forecast="blend_backtest")).eval()
+    offset = model.forecast
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in (offset.gate_bias, offset.gate_weight, offset.error_weight):
+            p.copy_(torch.randn(p.shape, generator=generator))
+        got = offset.offsets(inputs)
+    rows = slice(0, 200)
+    b = _candidates(schema, inputs, offset)[rows].double().numpy()  # [N, T, C]
+    eps = offset.epsilon.double().numpy()[None, :, None]
+    e = np.stack([backtest_reference(val.iloc[rows], train, t, schema.panel.window, 7, float(offset.epsilon[i])) for i, t in enumerate(offset.tasks)], 1)
+    z = np.log(b + eps) - np.log(b[..., [offset.candidates.index("mean")]] + eps)
+    gate = lambda name: getattr(offset, name).detach().double().numpy()  # noqa: E731
+    logits = gate("gate_bias")[None] + np.einsum("btc,tcd->btd", z, gate("gate_weight")) + np.einsum("btc,tcd->btd", e, gate("error_weight"))
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    for i, task in enumerate(offset.tasks):
+        np.testing.assert_allclose(got[task][rows].double().numpy(), np.log((w * b).sum(-1) + eps[..., 0])[:, i], rtol=1e-4, atol=1e-4)
+
+
+def test_blend_backtest_gate_learns_to_follow_each_rows_recently_best_naive_forecast(world):
+    """Labels planted per row as the candidate with the smallest recent backtest error: training the
+    gate (f ≡ 0) by the Poisson loss, the backtest blend fits them far better than the blend, whose
+    gate cannot see which candidate has been right lately, and puts most weight on that candidate."""
+    schema, _, batch, _ = world
+    data = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    losses = {}
+    for method in ("blend", "blend_backtest"):
+        torch.manual_seed(0)
+        offset = build_model(schema, model_config("mmoe", forecast=method)).forecast
+        probe = offset if offset.backtests else build_model(schema, model_config("mmoe", forecast="blend_backtest")).forecast
+        errors = probe.errors(data)  # [B, T, C]
+        b = _candidates(schema, data, offset)  # [B, T, C]
+        keep = errors.sum(-1) > 0  # rows with a backtest
+        best = errors.masked_fill(errors == 0, float("inf")).argmin(-1, keepdim=True)
+        target = b.gather(-1, best).squeeze(-1)  # [B, T]
+        params = [p for p in offset.parameters() if p.requires_grad]
+        optimiser = torch.optim.Adam(params, lr=0.1)
+
+        def loss(offset=offset, target=target, keep=keep):
+            rates = torch.stack([offset.offsets(data)[t] for t in offset.tasks], 1)
+            return (((torch.exp(rates) - target * rates) / target.mean(0)) * keep).sum() / keep.sum()
+
+        floor = (((target + offset.epsilon) - target * torch.log(target + offset.epsilon)) / target.mean(0) * keep).sum() / keep.sum()
+        for _ in range(200):
+            optimiser.zero_grad()
+            loss().backward()
+            optimiser.step()
+        losses[method] = (loss() - floor).item()  # excess over the labels' own rate
+        if offset.backtests:
+            with torch.no_grad():
+                z = torch.log(b + offset.epsilon[None, :, None]) - torch.log(b[..., :1] + offset.epsilon[None, :, None])
+                logits = offset.gate_bias + torch.einsum("btc,tcd->btd", z, offset.gate_weight) + torch.einsum("btc,tcd->btd", errors, offset.error_weight)
+                weight = torch.softmax(logits, -1).gather(-1, best).squeeze(-1)[keep]
+            assert weight.mean() > 0.6, weight.mean()
+    assert losses["blend_backtest"] < 0.5 * losses["blend"], losses
+
+
 # --------------------------------------------------------------------------- a hand-built panel
 
 # unit -> (scenario, {day: spend}); every unit is scored at day 10, window 7 (days 3..9)
@@ -374,3 +486,18 @@ def test_naive_forecaster_of_a_regression_task_is_its_scaled_shifted_naive_value
         out = model(encode_frame(hand_scored_rows(), schema, context=train, with_labels=False))["spend"].numpy()
     mean = np.array([WANT["spend"][u][1] for u in ["u1", "u2", "u3", "u4"]], dtype=float)
     np.testing.assert_allclose(out[:4], mean * np.exp(0.4) + 0.2, rtol=1e-5)
+
+
+def test_backtest_errors_of_a_hand_built_panel_with_gaps(hand):
+    """Only days the unit has a value for, with one before them in the window, are backtested: u2's
+    days 5 and 9, u3's 8 and 9, u4's day 6 (its day 4 has nothing before it in the window), none of u1's first."""
+    schema, train, batch = hand
+    offset = build_model(schema, model_config("mmoe", forecast="blend_backtest")).forecast
+    assert offset.tasks == ["spend"]
+    eps = float(offset.epsilon[0])
+    got = offset.errors(batch)[:, 0].double().numpy()  # [5 units, C]
+    expected = backtest_reference(hand_scored_rows(), train, "spend", 7, 7, eps, keys=("unit",))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    gap = abs(np.log(eps) - np.log(6 + eps))  # u4 on day 6: 0 against every forecast of 6
+    np.testing.assert_allclose(got[3], [gap] * 3, rtol=1e-5)
+    assert (got[4] == 0).all()  # u5: nothing in the window

@@ -95,6 +95,38 @@ class NaiveForecast(nn.Module):
 
 
 AUTO_CANDIDATES = ("mean", "last", "weekday")  # model.forecast: auto chooses among these (ties: the first)
+BACKTEST_STEPS = 7  # blend_backtest's default (model.backtest_days): each candidate is scored on the window's last week
+
+
+def backtest_errors(x: Tensor, seen: Tensor, candidates: list[str], epsilon: Tensor, steps: int = BACKTEST_STEPS) -> Tensor:
+    """Each candidate naive forecast's recent error inside each row's own window.
+
+    x, seen: [B, W, T] raw values and whether each step was observed (position W-1 is yesterday);
+    epsilon: [T]. For each of the window's last ``steps`` positions j that was observed and has an
+    observed step before it, the candidate forecasts x_j from the steps before j alone (``last``:
+    the latest observed one; ``mean``: their mean; ``weekday``: x_{j-7} when observed, else that
+    mean) and errs by |log(x_j + ε) − log(forecast + ε)|. Returns [B, T, C] the mean error over those
+    positions (0 where there is none). Everything is per row; no cumulative-max op (exportable).
+    """
+    B, W, T = x.shape
+    steps = min(steps, W)
+    seen = seen.to(x.dtype)
+    before = torch.ones(W, W, dtype=x.dtype, device=x.device).tril(-1)  # [j, i] = 1 where i < j
+    count = torch.einsum("ji,bit->bjt", before, seen)  # observed steps before j
+    mean = torch.einsum("ji,bit->bjt", before, seen * x) / count.clamp_min(1.0)
+    position = torch.arange(1, W + 1, dtype=x.dtype, device=x.device).view(1, 1, W, 1)
+    latest = (before.view(1, W, W, 1) * seen.unsqueeze(1) * position).amax(2)  # [B, W(j), T]: 1 + index of the latest i < j seen
+    last = x.gather(1, (latest - 1).clamp_min(0).long())
+    forecasts = {"mean": mean, "last": last}
+    if "weekday" in candidates:
+        week = torch.cat([x.new_zeros(B, WEEK, T), x[:, :-WEEK]], 1)  # x_{j-7}
+        week_seen = torch.cat([seen.new_zeros(B, WEEK, T), seen[:, :-WEEK]], 1)
+        forecasts["weekday"] = torch.where(week_seen > 0, week, mean)
+    valid = (seen * (count > 0).to(x.dtype))[:, W - steps :]  # [B, steps, T]
+    eps = epsilon.to(x.dtype)
+    target = torch.log(x[:, W - steps :] + eps)
+    errors = [((torch.log(forecasts[c][:, W - steps :] + eps) - target).abs() * valid).sum(1) for c in candidates]
+    return torch.stack(errors, -1) / valid.sum(1).clamp_min(1.0).unsqueeze(-1)
 
 
 class ForecastOffset(nn.Module):
@@ -118,13 +150,22 @@ class ForecastOffset(nn.Module):
     days left the window's level can lean on the last value, a noisy one on the mean — what one
     choice for the whole training split cannot do when the data changes regime.
 
+    ``method="blend_backtest"``: the blend whose gate also reads how each candidate has just done on
+    the row's own series, w_t = softmax(a_t + V_t z_t + U_t e_t) with e_tc the candidate's mean
+    absolute log-error over the window's last ``backtest_days`` days (7), each day forecast from the days before it
+    (:func:`backtest_errors`; U_t [C, C] learnt, zero at the start). When the data changes regime
+    inside the window, the candidate that has stopped tracking the series shows it in e, on data
+    whose training split never saw that regime (forecast combination weighted by recent
+    performance, Bates & Granger 1969).
+
     ``forward(batch, outputs)`` -> outputs with ``log(b + ε)`` added to those tasks' log-rates.
     """
 
-    def __init__(self, schema: FittedSchema, method: str = "mean"):
+    def __init__(self, schema: FittedSchema, method: str = "mean", backtest_days: int = BACKTEST_STEPS):
         super().__init__()
         self.selects = method == "auto"
-        self.blends = method == "blend"
+        self.blends = method in ("blend", "blend_backtest")
+        self.backtests = method == "blend_backtest"
         if self.selects or self.blends:
             self.candidates = [m for m in AUTO_CANDIDATES if m != "weekday" or schema.panel.window >= WEEK]
         else:
@@ -145,10 +186,22 @@ class ForecastOffset(nn.Module):
             self.gate_bias = nn.Parameter(torch.zeros(len(counts), C))
             self.gate_weight = nn.Parameter(torch.zeros(len(counts), C, C))
             self.mean_index = self.candidates.index("mean")
+        if self.backtests:  # the gate's weights on the candidates' recent errors; the tasks' history columns
+            if not 1 <= backtest_days <= schema.panel.window:
+                raise ConfigError(f"model.backtest_days: {backtest_days} (expected 1 to the panel window, {schema.panel.window} steps)")
+            self.backtest_days = backtest_days
+            self.error_weight = nn.Parameter(torch.zeros(len(counts), C, C))
+            self.register_buffer("count_columns", naive.columns[[naive.tasks.index(t) for t in counts]].clone(), persistent=False)
 
     def naive_values(self, batch: dict[str, Tensor]) -> Tensor:
         """[C, B, T] every candidate's naive forecast of the offset tasks (C = 1 unless ``auto`` or ``blend``)."""
         return torch.stack([torch.stack([naive(batch)[0][t] for t in self.tasks], 1) for naive in self.naives])
+
+    def errors(self, batch: dict[str, Tensor]) -> Tensor:
+        """[B, T, C] each candidate's recent backtest error on the row's window (``blend_backtest``)."""
+        x = batch["seq.raw"].index_select(2, self.count_columns)
+        seen = batch["seq.present"].index_select(2, self.count_columns)
+        return backtest_errors(x, seen, self.candidates, self.epsilon, self.backtest_days)
 
     def offsets(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """{task: [B] log(b + ε)} for the offset tasks."""
@@ -161,6 +214,9 @@ class ForecastOffset(nn.Module):
             logs = torch.log(values + self.epsilon.unsqueeze(-1))
             z = logs - logs[..., self.mean_index].unsqueeze(-1)
             logits = self.gate_bias.to(z.dtype) + torch.einsum("btc,tcd->btd", z, self.gate_weight.to(z.dtype))
+            if self.backtests:
+                errors = self.errors(batch).to(z.dtype)  # [B, T, C]
+                logits = logits + torch.einsum("btc,tcd->btd", errors, self.error_weight.to(z.dtype))
             chosen = (torch.softmax(logits, -1) * values).sum(-1)  # [B, T]
         else:
             chosen = values[0]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from msmt.layers.naive import ForecastOffset
+from msmt.layers.naive import BACKTEST_STEPS, ForecastOffset
 from msmt.spec.batch import Batch
 from msmt.spec.dataset import TaskKind
 from msmt.spec.errors import ConfigError
@@ -96,7 +96,7 @@ class MultiTaskModel(nn.Module):
         self.history_dropout = float(getattr(cfg, "history_dropout", 0.0))
         self.history_gap_dropout = float(getattr(cfg, "history_gap_dropout", 0.0))
         method = self.forecast_method(schema, cfg)
-        self.forecast = ForecastOffset(schema, method) if method else None
+        self.forecast = ForecastOffset(schema, method, backtest_days=int(getattr(cfg, "backtest_days", BACKTEST_STEPS))) if method else None
         self.dispersion = nn.ParameterDict(
             {
                 t.name: nn.Parameter(torch.full((schema.num_scenarios + 1 if t.dispersion == "scenario" else 1,), INITIAL_LOG_DISPERSION))
@@ -117,7 +117,8 @@ class MultiTaskModel(nn.Module):
 
         ``model.forecast``: ``auto`` (on panel data with a count task that has a history: per
         task the naive forecast that backtests best on the training split, see
-        :class:`~msmt.layers.naive.ForecastOffset`; else none), ``none``, or ``last`` / ``mean`` / ``weekday``.
+        :class:`~msmt.layers.naive.ForecastOffset`; else none), ``blend`` / ``blend_backtest`` (a learnt
+        per-row mix of the naive forecasts; else none), ``none``, or ``last`` / ``mean`` / ``weekday``.
         """
         choice = getattr(cfg, "forecast", "none")
         if choice == "none":
@@ -125,7 +126,7 @@ class MultiTaskModel(nn.Module):
         offsettable = schema.panel is not None and schema.task_stats and any(
             t.kind == TaskKind.COUNT and schema.spec.history_of(t) for t in schema.spec.tasks
         )
-        if choice in ("auto", "blend"):
+        if choice in ("auto", "blend", "blend_backtest"):
             return choice if offsettable else None
         if not offsettable:
             raise ConfigError(f"model.forecast: '{choice}' needs panel data with a count task that has a history (tasks.<name>.history)")

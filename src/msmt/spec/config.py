@@ -59,8 +59,11 @@ class ModelConfig(Strict):
     history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
     # count heads as log(naive forecast + ε) + f(x) on panel data (msmt.layers.naive.ForecastOffset):
     # auto = per count task with a history, the naive forecast with the least training-split absolute error;
-    # blend = per row a learnt softmax mix of those naive forecasts (data that changes regime); none = plain heads
-    forecast: Literal["auto", "blend", "none", "last", "mean", "weekday"] = "auto"
+    # blend = per row a learnt softmax mix of those naive forecasts (data that changes regime); blend_backtest =
+    # the blend whose gate also reads each naive forecast's error over the row's last backtest_days days; none = plain heads
+    forecast: Literal["auto", "blend", "blend_backtest", "none", "last", "mean", "weekday"] = "auto"
+    # blend_backtest: the days at the end of each row's window on which every naive forecast is scored (≤ the panel window)
+    backtest_days: int = Field(default=7, ge=1)
     # share of training rows whose panel history is removed (msmt.models.base.drop_history), so
     # that units without history (new advertisers, a new scenario's first days) are learnt too
     history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
