@@ -66,6 +66,24 @@ def test_every_registered_model_exports_with_parity(trained_run, trained_panel_r
         np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("forecast", ["blend", "blend_backtest"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_blend_offsets_export_with_parity(trained_panel_run, tmp_path, forecast, fmt):
+    """The learnt per-row mix of the naive forecasts (and the backtest errors its gate reads) is part
+    of the exported graph: test rows scored by the file equal ``msmt predict``'s."""
+    run_dir = trained_panel_run("mmoe", f"model.forecast={forecast}")
+    out = tmp_path / f"m.{fmt}"
+    assert export_run(run_dir, fmt, out, rows=40).max_abs_diff <= 1e-5
+    run = load_run(run_dir)
+    assert run.model.forecast.blends and run.model.forecast.backtests == (forecast == "blend_backtest")
+    batch = _batch(run, trained_panel_run.data_dir, rows=31)
+    raw = (OnnxRunner(out) if fmt == "onnx" else TorchScriptRunner(out))(batch)
+    expected = predict_batches(run.model, batch)
+    for task in run.model.task_names:
+        got = to_user_units(run.schema.spec.task(task).kind, torch.from_numpy(raw[task])).numpy()
+        np.testing.assert_allclose(got, expected[task], atol=1e-5, rtol=1e-5)
+
+
 def _declares_dynamic_batch_and_task_kinds(path, run, model: str) -> None:
     """Every input and output has the symbolic batch dimension, the metadata names each task's
     kind, and (for the mmoe run, whose data has no scenario attributes: [N, 0] tensors) unused
