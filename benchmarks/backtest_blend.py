@@ -18,10 +18,9 @@ one more run without it writes the page. Differences are paired by training seed
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from msmt.experiments.twins import Twin, TwinPage, add_twin_arguments, run_twin_study
+from msmt.experiments.twins import Twin, TwinPage, twin_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,10 +47,7 @@ PAGE = TwinPage(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_twin_arguments(ap, REPO, REPO / "docs" / "results" / "backtest_blend.md")
-    args = ap.parse_args()
-    run_twin_study(args, Twin(" +backtest", "model.forecast=blend_backtest", "backtest blend"), PAGE, REPO / "configs" / "online_ads.yaml")
+    twin_main(__doc__, REPO, "backtest_blend.md", lambda args: (Twin(" +backtest", "model.forecast=blend_backtest", "backtest blend"), PAGE))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ processes; one more run without it writes the page. Differences are paired by tr
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from msmt.experiments.forecasting import REFIT
-from msmt.experiments.twins import Twin, TwinPage, add_twin_arguments, run_twin_study
+from msmt.experiments.twins import Twin, TwinPage, twin_main
 
 REPO = Path(__file__).resolve().parents[1]
 REFIT_TWIN = Twin(REFIT, "train.refit=true", "refit")
@@ -45,9 +44,7 @@ PAGE = TwinPage(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_twin_arguments(ap, REPO, REPO / "docs" / "results" / "refit.md")
-    run_twin_study(ap.parse_args(), REFIT_TWIN, PAGE, REPO / "configs" / "online_ads.yaml")
+    twin_main(__doc__, REPO, "refit.md", lambda args: (REFIT_TWIN, PAGE))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msmt.experiments.twins import Twin, TwinPage, add_twin_arguments, run_twin_study
+from msmt.experiments.twins import Twin, TwinPage, twin_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,13 +46,16 @@ def page_text(ema_epochs: float) -> TwinPage:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ema-epochs", type=float, default=3.0, help="train.ema_epochs of the twins (the average's time constant)")
-    add_twin_arguments(ap, REPO, REPO / "docs" / "results" / "weight_average.md")
-    args = ap.parse_args()
-    twin = Twin(f" +ema{args.ema_epochs:g}", f"train.ema_epochs={args.ema_epochs:g}", "weight average")
-    run_twin_study(args, twin, page_text(args.ema_epochs), REPO / "configs" / "online_ads.yaml")
+
+
+def study(args: argparse.Namespace) -> tuple[Twin, TwinPage]:
+    return Twin(f" +ema{args.ema_epochs:g}", f"train.ema_epochs={args.ema_epochs:g}", "weight average"), page_text(args.ema_epochs)
+
+
+def main() -> None:
+    twin_main(__doc__, REPO, "weight_average.md", study, add_arguments)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def test_the_cost_table_counts_every_epoch_a_run_trained(tmp_path):
 
     import pandas as pd
 
-    from msmt.experiments.twins import cost_table, epochs_trained
+    from msmt.experiments.twins import cost_table, epochs_trained, training_seconds
 
     runs = {}
     for name, seed, epochs, refit, seconds in (("a", 0, 4, 0, 10.0), ("a", 1, 6, 0, 20.0), ("a +x", 0, 8, 3, 30.0), ("a +x", 1, 10, 0, 50.0)):
@@ -46,3 +46,4 @@ def test_the_cost_table_counts_every_epoch_a_run_trained(tmp_path):
         runs[(name, seed)] = run
     assert epochs_trained(runs[("a +x", 0)]) == 11
     assert cost_table(runs, [("a", "a +x")])[-1] == "| a | 5.0 → 10.5 | 15 → 40 |"
+    assert training_seconds(runs.values()) == 110.0
