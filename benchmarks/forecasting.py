@@ -53,10 +53,12 @@ from msmt.experiments.forecasting_page import (
     WORLD_COLS,
     curve_plot,
     naive_checks,
+    offset_wins,
     online_targets,
     paired_differences,
     table,
     values,
+    with_offset_chosen,
     world_targets,
 )
 from msmt.experiments.results_page import simulator_config
@@ -136,16 +138,17 @@ def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return records, extra_records
 
 
-BLEND = " offset=blend"  # online ads: every trained model also with model.forecast=blend
-AUTO = " offset=auto"  # ... and the rows of the offset the validation split did not choose
+# online ads: every trained model with each offset; the suffix its runs' names carry after the model's
+OFFSETS = {"auto": "", "blend": " offset=blend", "blend_backtest": " offset=blend_backtest"}
 
 
 def online_variants() -> list[Variant]:
     """The main variants (the config's offset, ``model.forecast: auto``), and every trained one
-    again with ``model.forecast=blend``: :func:`online_section` keeps the offset with the lower
-    validation NMAE."""
+    again with each other offset of :data:`OFFSETS`: :func:`online_section` keeps the offset whose
+    validation NMAE is the lowest in the most (model, task) pairs."""
     trained = [v for v in main_variants() if not v.name.startswith("naive_")]
-    return main_variants() + [Variant(v.name + BLEND, (*v.overrides, "model.forecast=blend")) for v in trained]
+    return main_variants() + [Variant(v.name + suffix, (*v.overrides, f"model.forecast={offset}"))
+                              for offset, suffix in OFFSETS.items() if suffix for v in trained]
 
 
 def online_study(args) -> pd.DataFrame:
@@ -270,34 +273,14 @@ def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[s
     auto = load_run(args.work / "runs" / "online_ads" / "m2m" / f"seed{args.online_seeds[0]}").model
     auto_chosen = ", ".join(f"{t}: naive {m}" for t, m in auto.forecast.chosen().items())
 
-    def blend_lower(split: str) -> tuple[int, int]:
-        """(in how many (trained model, task) pairs blend's NMAE is below auto's, how many pairs)."""
-        pairs = [
-            (v[(m + BLEND, split, "overall", t, "nmae")][0], v[(m, split, "overall", t, "nmae")][0])
-            for m in trained
-            for t in ONLINE_TASKS
-            if (m, split, "overall", t, "nmae") in v and (m + BLEND, split, "overall", t, "nmae") in v
-        ]
-        return sum(x < y for x, y in pairs), len(pairs)
-
-    val_wins, pairs = blend_lower("val")
-    test_wins, _ = blend_lower("test")
-    chosen = "blend" if 2 * val_wins > pairs else "auto"
-    if chosen == "blend":  # the main rows become the blend runs; the auto runs keep their own rows
-        renamed = {}
-        for (name, *rest), cell in v.items():
-            base = name[: -len(BLEND)] if name.endswith(BLEND) else None
-            if base in trained:
-                renamed[(base, *rest)] = cell
-            elif name in trained:
-                renamed[(name + AUTO, *rest)] = cell
-            else:
-                renamed[(name, *rest)] = cell
-        v, other = renamed, AUTO
-    else:
-        other = BLEND
-    rows = [*main, *(m + other for m in trained)]
-    suffix = BLEND if chosen == "blend" else ""  # the records keep the runs' own names
+    val_wins = offset_wins(v, trained, ONLINE_TASKS, OFFSETS, "val")
+    test_wins = offset_wins(v, trained, ONLINE_TASKS, OFFSETS, "test")
+    chosen = max(val_wins, key=val_wins.get)  # a tie goes to the offset listed first
+    v = with_offset_chosen(v, trained, OFFSETS, chosen)
+    others = [o for o in OFFSETS if o != chosen]
+    rows = [*main, *(f"{m} offset={o}" for o in others for m in trained)]
+    suffix = OFFSETS[chosen]  # the records keep the runs' own names
+    counts = ", ".join(f"`{o}` {val_wins[o]} (test: {test_wins[o]})" for o in OFFSETS)
     return [
         "## Online ads (real data)",
         "",
@@ -306,13 +289,14 @@ def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[s
         "April's, validation and test (10 – 31 May) are all May's, and in the test days (the last 15% by date) the "
         "trailing mean falls far behind the last value.",
         "",
-        "**The offset, chosen on the validation split.** Every trained model runs twice: with the config's "
-        f"`model.forecast: auto` (one naive forecast per task, the best on the training split: {auto_chosen}) and with "
+        "**The offset, chosen on the validation split.** Every trained model runs three times: with the config's "
+        f"`model.forecast: auto` (one naive forecast per task, the best on the training split: {auto_chosen}), with "
         "`blend` (per row a learnt softmax mix of the naive forecasts, steered by how far the last value and the same "
-        "weekday sit from the trailing mean; `msmt.layers.naive.ForecastOffset`). With `blend` the validation NMAE is "
-        f"lower in {val_wins} of {pairs} (model, task) pairs (test: {test_wins} of {pairs}), so the model rows and the "
-        f"targets below use **`{chosen}`**; the rows marked `{other.strip()}` are the same models with the other offset "
-        "(`benchmarks/forecasting.py: online_section`).",
+        "weekday sit from the trailing mean) and with `blend_backtest` (the blend whose mix also reads each naive "
+        "forecast's error over the row's last `model.backtest_days` days; both `msmt.layers.naive.ForecastOffset`). "
+        f"In how many of the {sum(val_wins.values())} (model, task) pairs each has the lowest validation NMAE of the three: "
+        f"{counts}; so the model rows and the targets below use **`{chosen}`**; the rows marked `offset=…` are the same "
+        "models with the others (`benchmarks/forecasting.py: online_section`).",
         "",
         "### Test split",
         "",

@@ -3,7 +3,16 @@ forecast per column (direction by metric), bold-best cells and the single-seed c
 
 from __future__ import annotations
 
-from msmt.experiments.forecasting_page import best_naive, cell, naive_checks, online_targets, table, world_targets
+from msmt.experiments.forecasting_page import (
+    best_naive,
+    cell,
+    naive_checks,
+    offset_wins,
+    online_targets,
+    table,
+    with_offset_chosen,
+    world_targets,
+)
 
 
 def _v(rows: dict) -> dict:
@@ -102,6 +111,42 @@ def test_online_and_naive_checks_compare_with_the_best_history_model_and_the_bes
     assert online["clicks: M2M NMAE ≤ every +history model's"] == ("✗", "0.5000 vs 0.4500 (a+history)")
     naive = _checks(naive_checks(v, ["clicks"]))
     assert naive["clicks: M2M NMAE ≤ the best naive forecast's"] == ("✗", "0.5000 vs 0.4000 (naive_last)")
+
+
+OFFSETS = {"auto": "", "blend": " offset=blend", "backtest": " offset=backtest"}
+
+
+def _offset_runs() -> dict:
+    """Two models × two tasks × the three offsets; on validation each pair's lowest offset is planted
+    (a: clicks blend, displays backtest; b: clicks backtest, displays a tie of auto and backtest, which
+    auto — listed first — takes) and the test split prefers another; the naive row has no offsets."""
+    val = {("a", "clicks"): (0.50, 0.40, 0.45), ("a", "displays"): (0.50, 0.49, 0.30),
+           ("b", "clicks"): (0.60, 0.61, 0.59), ("b", "displays"): (0.20, 0.25, 0.20)}
+    rows = {}
+    for (model, task), by_offset in val.items():
+        for suffix, x in zip(OFFSETS.values(), by_offset):
+            rows[(model + suffix, "val", "overall", task, "nmae")] = x
+            rows[(model + suffix, "test", "overall", task, "nmae")] = 1.0 if suffix == " offset=blend" else 2.0
+    rows[("naive_last", "val", "overall", "clicks", "nmae")] = 0.1
+    return _v(rows)
+
+
+def test_offset_wins_count_the_lowest_offset_per_model_and_task_on_the_asked_split_only():
+    v = _offset_runs()
+    assert offset_wins(v, ["a", "b"], ["clicks", "displays"], OFFSETS, "val") == {"auto": 1, "blend": 1, "backtest": 2}
+    assert offset_wins(v, ["a", "b"], ["clicks", "displays"], OFFSETS, "test") == {"auto": 0, "blend": 4, "backtest": 0}
+    del v[("b offset=blend", "val", "overall", "clicks", "nmae")]  # a pair without every offset does not count
+    assert offset_wins(v, ["a", "b"], ["clicks", "displays"], OFFSETS, "val") == {"auto": 1, "blend": 1, "backtest": 1}
+
+
+def test_with_offset_chosen_gives_the_chosen_runs_the_models_names_and_marks_the_others():
+    v = with_offset_chosen(_offset_runs(), ["a", "b"], OFFSETS, "backtest")
+    assert v[("a", "val", "overall", "displays", "nmae")][0] == 0.30  # the backtest run under the model's name
+    assert v[("a offset=auto", "val", "overall", "displays", "nmae")][0] == 0.50
+    assert v[("a offset=blend", "val", "overall", "displays", "nmae")][0] == 0.49
+    assert v[("naive_last", "val", "overall", "clicks", "nmae")][0] == 0.1  # other variants unchanged
+    assert not any(name.endswith("offset=backtest") for name, *_ in v)
+    assert len(v) == len(_offset_runs())
 
 
 def test_table_bolds_the_best_variant_per_column_by_direction_never_a_bound():

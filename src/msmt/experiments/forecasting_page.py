@@ -206,3 +206,25 @@ def naive_checks(v: dict, tasks: Sequence[str]) -> list[str]:
         if m2m and naive:
             lines.append(check(f"{task}: M2M NMAE ≤ the best naive forecast's", m2m[0] <= naive[1], f"{m2m[0]:.4f} vs {naive[1]:.4f} ({naive[0]})"))
     return lines
+
+
+def offset_wins(v: dict, models: Sequence[str], tasks: Sequence[str], offsets: dict[str, str], split: str) -> dict[str, int]:
+    """Per offset, in how many (model, task) pairs its overall NMAE on ``split`` is the lowest of the offsets.
+
+    ``offsets``: {offset: the suffix its runs' names carry after the model's, e.g. ``{"auto": "",
+    "blend": " offset=blend"}``}; a pair counts only where every offset has a number, and a tie goes to
+    the offset listed first."""
+    wins = dict.fromkeys(offsets, 0)
+    for model in models:
+        for task in tasks:
+            keys = {o: (model + suffix, split, "overall", task, "nmae") for o, suffix in offsets.items()}
+            if all(k in v for k in keys.values()):
+                wins[min(offsets, key=lambda o: v[keys[o]][0])] += 1
+    return wins
+
+
+def with_offset_chosen(v: dict, models: Sequence[str], offsets: dict[str, str], chosen: str) -> dict:
+    """``v`` with the ``chosen`` offset's rows of ``models`` under the models' own names and every other
+    offset's under ``<model> offset=<offset>`` (rows of other variants unchanged)."""
+    names = {m + suffix: m if o == chosen else f"{m} offset={o}" for m in models for o, suffix in offsets.items()}
+    return {(names.get(name, name), *rest): cell for (name, *rest), cell in v.items()}
