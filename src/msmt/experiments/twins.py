@@ -1,8 +1,9 @@
 """One training option against the same runs without it, on the forecasting study's data.
 
-``benchmarks/refit.py`` (``train.refit``) and ``benchmarks/weight_average.py`` (``train.ema_epochs``)
-ask the same question of one option: on online ads (real data, every trained variant with the
-offset the forecasting page chose for it, ``model.forecast=blend``) and on the simulator world (the
+``benchmarks/refit.py`` (``train.refit``), ``benchmarks/weight_average.py`` (``train.ema_epochs``) and
+``benchmarks/backtest_blend.py`` (``model.forecast=blend_backtest``) ask the same question of one option:
+on online ads (real data, every trained variant with ``model.forecast=blend``, the offset the forecasting
+page's validation split chose before ``blend_backtest`` existed) and on the simulator world (the
 variants of ``--world-models``), does a twin with the option beat the run without it, paired by
 training seed, and where does M2M then stand against the best naive forecaster? The runs are
 the forecasting study's (:class:`msmt.experiments.forecasting.Study`), reused when the same code
@@ -44,7 +45,7 @@ from msmt.runtime.host import describe_cpu
 from msmt.spec.config import load_experiment
 
 ONLINE_COLS = [(t, "nmae") for t in ("displays", "clicks", "post_click_conversions")]
-BLEND = " offset=blend"  # the forecasting page's online rows: the offset its validation split chose
+BLEND = " offset=blend"  # the online runs every twin is compared with (the forecasting study's blend runs)
 COST_NOTE = "seconds of one run on one thread, beside the study's other processes: compare them within a row"
 
 
