@@ -12,7 +12,7 @@ again with the channel (:func:`msmt.experiments.forecasting.cross_section_varian
 with ``model.m2m.scenario_dropout``), with the naive forecasters beside them, on the world of
 ``benchmarks/forecasting.py`` in the same ``WORK/runs/world`` folder: with the same ``--work``,
 ``--threads`` and ``--default`` the two commands share their runs (reused when the same code trained
-them, :func:`msmt.experiments.bench.run_or_reuse`). ``--models`` trains only those variants (and
+them, :func:`msmt.experiments.bench.train_missing`). ``--models`` trains only those variants (and
 their channel twins) — to split the work over processes, then one more run without it writes the
 page. Every difference is paired by training seed (the same seed's two runs), with its 95%
 t-interval over seeds.
@@ -94,7 +94,7 @@ def main() -> None:
     variants = [v for v in main_variants() + with_channel if chosen is None or v.name.removesuffix(CROSS_SECTION) in chosen]
     twins = [(v.name.removesuffix(CROSS_SECTION), v.name) for v in with_channel]  # (the study's variant, its twin with the channel)
     study = Study(config, args.work / "runs" / "world", args.seeds, variants,
-                  (f"train.num_threads={args.threads}", *args.overrides), new_scenario, _log, tuple(args.defaults))
+                  (f"train.num_threads={args.threads}", *args.overrides), new_scenario, _log, tuple(args.defaults), args.jobs)
     runs = study.train()
     if chosen is not None:
         _log(f"trained {len(runs)} runs of {sorted(chosen)}; run again without --models to write the page")

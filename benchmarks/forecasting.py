@@ -4,17 +4,18 @@ and new scenarios, M2M's ablations and curves, and the online-ads data.
 
     .venv/bin/python benchmarks/forecasting.py [--advertisers 1200] [--days 90] [--seed 2026]
         [--seeds 0 1 2] [--curve-seeds 0 1] [--online-seeds 0 .. 9] [--windows 7 14 28 56]
-        [--scenario-dims 4 16 64] [--meta-layers 1 2 3] [--threads 2] [--work runs/forecasting] [--skip-curves]
-        [--skip-online] [--default KEY=VALUE ...] [--set KEY=VALUE ...] [--out docs/results/forecasting.md]
+        [--scenario-dims 4 16 64] [--meta-layers 1 2 3] [--threads 2] [--jobs 1] [--work runs/forecasting]
+        [--skip-curves] [--skip-online] [--default KEY=VALUE ...] [--set KEY=VALUE ...] [--out docs/results/forecasting.md]
 
 A thin command line over :mod:`msmt.experiments.forecasting` (what is trained and scored) and
 :mod:`msmt.experiments.forecasting_page` (tables, target checks, plots). Runs are ordinary run
 directories under ``WORK`` (git-ignored) and are reused when the same code trained them with the
-same overrides, so a stopped study continues where it stopped. Several processes may share one
-``--work`` folder to use more cores (each with its own ``--seeds`` / ``--online-seeds`` / curve values,
-then one more with the full arguments to reuse every run and write the page), but start the first alone
-until ``WORK/data/world/synth.json`` exists: two processes that find no world both write it, and the
-second deletes the first's files mid-write.
+same overrides, so a stopped study continues where it stopped. ``--jobs N --threads 1`` trains N runs
+at a time in worker processes (the runs are the same as one at a time). Several processes may also share
+one ``--work`` folder (each with its own ``--seeds`` / ``--online-seeds`` / curve values, then one more
+with the full arguments to reuse every run and write the page), but start the first alone until
+``WORK/data/world/synth.json`` exists: two processes that find no world both write it, and the second
+deletes the first's files mid-write; and give no two of them the same run.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def _train(study: Study) -> dict[tuple[str, int], Path]:
 
 def _study(args, config: Path, runs: str, seeds, variants: list[Variant], new_scenario: Path | None = None) -> Study:
     """A study of the command line's settings: runs under ``WORK/runs/<runs>``, its overrides and defaults."""
-    return Study(config, args.work / "runs" / runs, seeds, variants, _extra(args), new_scenario, _log, tuple(args.defaults))
+    return Study(config, args.work / "runs" / runs, seeds, variants, _extra(args), new_scenario, _log, tuple(args.defaults),
+                 args.jobs)
 
 
 def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.4], help="scenario_dropout values to compare")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "held_out_scenario.md")
     ap.add_argument("--references", action="store_true", help="also train M2M without the channel and the trailing mean")
@@ -124,7 +125,7 @@ def main() -> None:
     config, held, launch = held_out_world(world, args.scenario, args.launch)
     chosen = variants(args.rates, args.references)
     study = Study(config, args.work / "runs" / f"held_out_{args.scenario}", args.seeds, chosen,
-                  (f"train.num_threads={args.threads}",), None, _log, tuple(args.defaults))
+                  (f"train.num_threads={args.threads}",), None, _log, tuple(args.defaults), args.jobs)
     runs = study.train()
     rows = [dict(variant=name, seed=seed, K=k, task=t, nmae=v)
             for (name, seed), run in runs.items() for k, tasks in scores(run, held).items() for t, v in tasks.items()]

@@ -122,3 +122,30 @@ def test_a_twin_with_the_channel_is_scored_on_the_new_scenario_too(tmp_path):
     records = study_records(study, runs)
     scored = set(records[records["split"] == "new K=3"]["variant"])
     assert scored == {"m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION, "m2m +ema3"}
+
+
+@pytest.mark.slow
+def test_study_trains_the_same_runs_with_two_jobs_and_reuses_them(tiny_dir, tmp_path):
+    """``Study.jobs`` (``--jobs``): worker processes train exactly the runs one process trains (each
+    run's ``metrics.json`` equal), a second ``train()`` trains nothing, and a run whose files are gone
+    is the only one trained again."""
+    config = tiny_dir / "experiment.yaml"
+    variants = [Variant("sb", ("model.name=shared_bottom",)), Variant("mmoe", ("model.name=mmoe",))]
+    fast = ("train.epochs=1", "train.batch_size=256", "train.num_threads=1")
+    logs: list[str] = []
+    serial = Study(config, tmp_path / "serial", [0, 1], variants, fast, log=logs.append)
+    parallel = Study(config, tmp_path / "parallel", [0, 1], variants, fast, log=logs.append, jobs=2)
+    one = serial.train()
+    assert logs == [f"training {one[(v.name, s)]}" for s in (0, 1) for v in variants]  # seed-major, one at a time
+    logs.clear()
+    assert serial.train() == one and logs == []  # finished: reused
+    two = parallel.train()
+    assert logs[0] == "4 runs to train, 2 at a time" and len(logs) == 5
+    assert one.keys() == two.keys() == {(v.name, s) for v in variants for s in (0, 1)}
+    for key in one:
+        assert json.loads((one[key] / "metrics.json").read_text()) == json.loads((two[key] / "metrics.json").read_text()), key
+    logs.clear()
+    assert parallel.train() == two and logs == []  # every run finished: none trained, nothing logged
+    (two[("mmoe", 1)] / "metrics.json").unlink()
+    parallel.train()
+    assert logs == [f"training {two[('mmoe', 1)]}"]  # one run to train: no pool, the others reused

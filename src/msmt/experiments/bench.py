@@ -214,6 +214,41 @@ def run_or_reuse(config: Path, overrides: Sequence[str], run_dir: Path, log=prin
     return train_recorded(cfg, run_dir, overrides)[0]
 
 
+def train_overrides(config: Path, overrides: Sequence[str], run_dir: Path) -> float:
+    """Train ``config`` with ``overrides`` into ``run_dir`` (recorded); returns the seconds. Also the
+    worker-process entry point of :func:`train_missing`."""
+    return train_recorded(load_experiment(config, list(overrides)), run_dir, overrides)[1]
+
+
+def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs: int = 1, log=print) -> list[Path]:
+    """Train every (overrides, run directory) of ``runs`` that is not :func:`finished`, in the given
+    order, ``jobs`` at a time (worker processes; give each run ``train.num_threads`` so that jobs ×
+    threads fit the cores). A run's result does not depend on ``jobs``. With one job each run is
+    checked just before its turn, so processes sharing the run directories skip what another finished.
+    Returns the run directories trained."""
+
+    def missing(overrides: Sequence[str], run_dir: Path) -> bool:
+        return not finished(run_dir, overrides, load_experiment(config, list(overrides)))
+
+    if jobs > 1:
+        todo = [(list(o), d) for o, d in runs if missing(o, d)]
+        if len(todo) > 1:
+            log(f"{len(todo)} runs to train, {jobs} at a time")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(train_overrides, config, overrides, run_dir): run_dir for overrides, run_dir in todo}
+                for done, future in enumerate(as_completed(futures), 1):
+                    log(f"[{done}/{len(todo)}] trained {futures[future]} in {future.result():.0f} s")
+            return [d for _, d in todo]
+        runs = todo
+    trained = []
+    for overrides, run_dir in runs:
+        if missing(overrides, run_dir):
+            log(f"training {run_dir}")
+            train_overrides(config, overrides, run_dir)
+            trained.append(run_dir)
+    return trained
+
+
 def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str | None, float]:
     """Run one cell; returns ("trained" | "n/a", reason, seconds). Also the worker-process entry point."""
     overrides = cell.overrides(common)

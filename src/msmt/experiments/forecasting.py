@@ -2,7 +2,7 @@
 
 World: the advertiser simulator (``msmt synth advertiser``) at a size and seed of the caller's
 choice; every variant below is an ordinary run (``msmt train`` with overrides, reused through
-:func:`msmt.experiments.bench.run_or_reuse` when the same code already trained it), one per seed.
+:func:`msmt.experiments.bench.train_missing` when the same code already trained it), one per seed.
 
 * **Variants**: the naive forecasters (``naive_last``, ``naive_mean``, ``naive_weekday``: a scale
   to fit, 2 epochs), the multi-task models with the panel history summary (``+history``:
@@ -40,7 +40,7 @@ from msmt.data.loading import read_data
 from msmt.data.tensorize import encode_frame
 from msmt.evaluation.evaluate import evaluate_model, scenario_names
 from msmt.evaluation.metrics import compute_metrics
-from msmt.experiments.bench import read_metrics, run_or_reuse
+from msmt.experiments.bench import read_metrics, train_missing
 from msmt.rundir.layout import load_run
 from msmt.spec.model_params import M2MParams
 from msmt.synth.advertiser import HISTORY_ACTIVE, MEDIAN_PREFIX, ZERO_SHOT_PREFIX, history_oracle_active, median_oracle, zero_shot_oracle
@@ -121,9 +121,10 @@ def add_world_arguments(ap: argparse.ArgumentParser) -> None:
 
 def add_study_arguments(ap: argparse.ArgumentParser, work: Path, out: Path, threads: int = 1) -> None:
     """Where a forecasting benchmark keeps its runs and writes its page, and what every run is given:
-    ``--threads``, ``--work``, ``--out``, ``--set`` (an override for every run) and ``--default``
-    (an override every run starts from, :attr:`Study.defaults`)."""
-    ap.add_argument("--threads", type=int, default=threads)
+    ``--threads``, ``--jobs`` (:attr:`Study.jobs`), ``--work``, ``--out``, ``--set`` (an override for
+    every run) and ``--default`` (an override every run starts from, :attr:`Study.defaults`)."""
+    ap.add_argument("--threads", type=int, default=threads, help="train.num_threads of every run")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (jobs × threads ≤ cores)")
     ap.add_argument("--work", type=Path, default=work)
     ap.add_argument("--out", type=Path, default=out)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -181,19 +182,16 @@ class Study:
     # overrides every run starts from, before its variant's own: a variant that sets the same key wins
     # (``train.epochs=60`` trains every model until early stopping; the naive forecasters keep their 2 epochs)
     defaults: tuple[str, ...] = ()
+    jobs: int = 1  # runs trained at once (worker processes); the runs are the same whatever its value
 
     def overrides(self, variant: Variant, seed: int) -> list[str]:
         return [*self.defaults, *variant.overrides, f"train.seed={seed}", *COMMON, *self.extra]
 
     def train(self) -> dict[tuple[str, int], Path]:
         """Train (or reuse) every variant × seed, seed-major so a stopped study is usable."""
-        done = {}
-        for seed in self.seeds:
-            for v in self.variants:
-                run = v.run_dir(self.runs, seed)
-                run_or_reuse(self.config, self.overrides(v, seed), run, log=self.log)
-                done[(v.name, seed)] = run
-        return done
+        runs = {(v.name, seed): (self.overrides(v, seed), v.run_dir(self.runs, seed)) for seed in self.seeds for v in self.variants}
+        train_missing(self.config, list(runs.values()), self.jobs, self.log)
+        return {key: run_dir for key, (_, run_dir) in runs.items()}
 
 
 def _flatten(block: dict, variant: str, seed: int, split: str, source: str | None = None) -> list[dict]:

@@ -184,7 +184,7 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
     extra = (f"train.num_threads={args.threads}", *args.overrides)
     online, online_pairs = online_variants(twin)
     online_study = Study(online_config, args.work / "runs" / "online_ads", args.online_seeds, chosen(online, args.models, twin),
-                         extra, None, _log, tuple(args.defaults))
+                         extra, None, _log, tuple(args.defaults), args.jobs)
     online_runs = online_study.train()
     world_runs: dict = {}
     if not args.skip_world:
@@ -192,7 +192,7 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
         config = simulator_config("advertiser", world, args.work, "world", _log)
         variants, world_pairs = world_variants(args.world_models, twin)
         world_study = Study(config, args.work / "runs" / "world", args.seeds, chosen(variants, args.models, twin), extra,
-                            config.parent / "new_scenario.csv" if text.new_scenario else None, _log, tuple(args.defaults))
+                            config.parent / "new_scenario.csv" if text.new_scenario else None, _log, tuple(args.defaults), args.jobs)
         world_runs = world_study.train()
     if args.models is not None:
         _log(f"trained {len(online_runs) + len(world_runs)} runs of {sorted(args.models)}; run again without --models to write the page")
