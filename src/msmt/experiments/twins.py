@@ -214,8 +214,9 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
         f"[`{tables.name}/`]({tables.name}/).", "",
         text.intro, "",
         "## Online ads (real data)", "",
-        f"`configs/online_ads.yaml`, training seeds {args.online_seeds}, every trained model with the offset "
-        "[the forecasting study](forecasting.md) chose on the validation split for this data (`model.forecast=blend`). "
+        f"`configs/online_ads.yaml`, training seeds {args.online_seeds}, every trained model with `model.forecast=blend` "
+        "(the offset [the forecasting study](forecasting.md) chose on the validation split for this data before "
+        "`blend_backtest` existed; it now chooses that one). "
         "The data change regime on 1 May 2020: 82% of the training rows (1 April – 10 May) are April's, validation and "
         f"test (10 – 31 May) all May's. {text.online_note}", "",
         f"Cells: mean ± std over the {len(args.online_seeds)} seeds. The paired differences: with {text.label} minus without, "
