@@ -104,7 +104,12 @@ DATASETS = [
              "they are past) and their count, dense features every model reads (logistic regression and LightGBM too)",
     ),
     Dataset("census", "census-income 1994", _repo_config("configs/census.yaml"), "`configs/census.yaml`"),
-    Dataset("online_ads", "online ads performance", _repo_config("configs/online_ads.yaml"), "`configs/online_ads.yaml`"),
+    Dataset(
+        "online_ads", "online ads performance", _repo_config("configs/online_ads.yaml"), "`configs/online_ads.yaml`",
+        note="Every trained model's offset is `model.forecast: blend_backtest`, set in the config: per row a learnt mix of the "
+             "naive forecasts whose gate reads each one's error over the row's last 7 days (the data change regime on 1 May; "
+             "the forecasting study's validation split prefers this offset to `auto` and `blend`: `results/forecasting.md`)",
+    ),
     Dataset(
         "advertiser_sim", "advertiser simulator",
         _simulator("advertiser", ADVERTISER, "advertiser_sim"),

@@ -11,6 +11,7 @@ from msmt.data.fit import fit_schema
 from msmt.data.loading import load_splits
 from msmt.data.panel import time_steps, trailing_mean
 from msmt.data.tensorize import encode_frame
+from msmt.models import build_model
 from msmt.spec.config import load_experiment
 
 
@@ -34,6 +35,16 @@ def test_online_ads_schema_and_shapes(online):
     assert batch["seq.mask"][:, -1].float().mean() > 0.8  # most units ran the day before
     # strictly earlier: the time split puts every test date at or after the last training date
     assert time_steps(splits["test"], "date").min() >= time_steps(splits["train"], "date").max()
+
+
+def test_online_ads_models_offset_by_the_backtest_blend(online):
+    """The shipped config trains every model (M2M too) on the offset the forecasting study's validation
+    split chooses for this data (``blend_backtest``), scored on a week inside the panel window."""
+    cfg, _, schema = online
+    for name in ("mmoe", "m2m"):
+        forecast = build_model(schema, cfg.model.model_copy(update={"name": name})).forecast
+        assert forecast is not None and forecast.blends and forecast.backtests, name
+    assert cfg.model.backtest_days <= schema.panel.window
 
 
 def test_online_ads_trailing_mean_matches_pandas(online):
