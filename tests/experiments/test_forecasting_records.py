@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from msmt.experiments.bench import train_missing
 from msmt.experiments.forecasting import Study, Variant, study_records, summarise
+from msmt.spec.errors import ConfigError
 
 
 def _block(value: float, rows: int) -> dict:
@@ -122,6 +124,20 @@ def test_a_twin_with_the_channel_is_scored_on_the_new_scenario_too(tmp_path):
     records = study_records(study, runs)
     scored = set(records[records["split"] == "new K=3"]["variant"])
     assert scored == {"m2m", "m2m" + CROSS_SECTION, "mmoe+history" + CROSS_SECTION, "m2m +ema3"}
+
+
+@pytest.mark.slow
+def test_a_failed_run_raises_without_training_the_runs_not_yet_started(tiny_dir, tmp_path):
+    """``train_missing`` with two jobs: a run that fails in its worker (a naive forecast offset on data
+    without a panel) raises its error, and of the twelve runs queued behind it at most the few already
+    handed to a worker train."""
+    config = tiny_dir / "experiment.yaml"
+    slow = ["train.epochs=5", "train.patience=5", "train.batch_size=64", "train.num_threads=1"]  # each run outlasts the failure
+    good = [(["model.name=shared_bottom", f"train.seed={s}", *slow], tmp_path / f"sb{s}") for s in range(12)]
+    with pytest.raises(ConfigError):
+        train_missing(config, [(["model.forecast=last", *slow], tmp_path / "bad"), *good], jobs=2, log=lambda _: None)
+    trained = [d for _, d in good if (d / "metrics.json").exists()]
+    assert len(trained) <= 6, trained  # without the cancel all 12 train before the error surfaces
 
 
 @pytest.mark.slow

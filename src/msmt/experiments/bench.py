@@ -225,7 +225,8 @@ def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs
     order, ``jobs`` at a time (worker processes; give each run ``train.num_threads`` so that jobs ×
     threads fit the cores). A run's result does not depend on ``jobs``. With one job each run is
     checked just before its turn, so processes sharing the run directories skip what another finished.
-    Returns the run directories trained."""
+    A run that fails raises its error once the runs already started have ended; the others are not
+    started. Returns the run directories trained."""
 
     def missing(overrides: Sequence[str], run_dir: Path) -> bool:
         return not finished(run_dir, overrides, load_experiment(config, list(overrides)))
@@ -236,8 +237,12 @@ def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs
             log(f"{len(todo)} runs to train, {jobs} at a time")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
                 futures = {pool.submit(train_overrides, config, overrides, run_dir): run_dir for overrides, run_dir in todo}
-                for done, future in enumerate(as_completed(futures), 1):
-                    log(f"[{done}/{len(todo)}] trained {futures[future]} in {future.result():.0f} s")
+                try:
+                    for done, future in enumerate(as_completed(futures), 1):
+                        log(f"[{done}/{len(todo)}] trained {futures[future]} in {future.result():.0f} s")
+                except BaseException:  # a failed run (or Ctrl-C) raises now: the runs not started are dropped
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
             return [d for _, d in todo]
         runs = todo
     trained = []
