@@ -151,12 +151,10 @@ def online_variants() -> list[Variant]:
     set on each trained run, whatever the config's own offset: the runs named without a suffix are
     ``auto``'s): :func:`online_section` keeps the offset whose validation NMAE is the lowest in the
     most (model, task) pairs."""
-    def naive(v: Variant) -> bool:
-        return v.name.startswith("naive_")
-
-    return [v if naive(v) else Variant(v.name, (*v.overrides, "model.forecast=auto")) for v in main_variants()] + [
-        Variant(v.name + suffix, (*v.overrides, f"model.forecast={offset}"))
-        for offset, suffix in OFFSETS.items() if suffix for v in main_variants() if not naive(v)]
+    main = main_variants()
+    trained = [v for v in main if not v.name.startswith("naive_")]
+    return [v for v in main if v not in trained] + [Variant(v.name + suffix, (*v.overrides, f"model.forecast={offset}"))
+                                                    for offset, suffix in OFFSETS.items() for v in trained]
 
 
 def online_study(args) -> pd.DataFrame:
