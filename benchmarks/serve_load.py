@@ -249,10 +249,10 @@ def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> 
         direct = RowEncoder(run.schema, cols, row_model)
         panel = PanelEncoder(run.schema, cols, history_columns(run.schema), store, direct)
         keys = "direct" if direct.direct else "encode_frame"
-        encoder, label = (lambda rows: panel(rows)[0]), f"store window + encode ({keys} + encode_panel, served)"
+        encoder, label = (lambda rows: panel(rows)[0]), f"store window + encode ({keys} + encode_rows, served)"
         if store is not None and any(panel.totalled(tuple(k)) for _, k in peer_channels(run.schema.spec.panel)):
             every_row = PanelEncoder(run.schema, cols, history_columns(run.schema), RowsOnly(store), direct)
-            reference = f"reference: every peer unit's rows read ({keys} + encode_panel)"
+            reference = f"reference: every peer unit's rows read ({keys} + encode_rows)"
     else:
         encoder = RowEncoder(run.schema, cols, row_model)
         label = f"encode ({'direct' if encoder.direct else 'encode_frame'}, served)"

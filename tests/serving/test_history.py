@@ -513,3 +513,26 @@ def test_group_window_reads_every_unit_of_a_group_and_needs_group_keys(tmp_path)
     with pytest.raises(ConfigError, match=r"no peer channel keyed by \['scen'\]"):
         plain.group_window(["x"], [0], [3], by=("scen",))
     plain.close()
+
+
+def test_store_rows_become_the_panel_rows_a_file_of_the_same_rows_gives(tmp_path):
+    """The service encodes the store's rows without a DataFrame (``Observations.panel_rows``): entity
+    and group texts, steps, metrics and event indices equal ``frame_rows`` of the same rows read as a
+    file, for keys that are numbers, unicode or look like JSON, with missing metrics and unseen events."""
+    from msmt.data.panel import frame_rows
+    from msmt.spec.dataset import PanelSpec
+
+    panel = PanelSpec(keys=("adv", "scen"), time="day", metrics=("imp", "cost"), event="ev", group_keys=("adv",),
+                      cross_section_keys=("scen",))
+    frame = pd.DataFrame({
+        "adv": [7, 7, "é,\"x\"", "[1]", 7], "scen": ["x", "y", "x", "x", "x"], "day": [1, 1, 2, 2, 3],
+        "imp": [1.0, np.nan, 3.0, 0.0, 5.0], "cost": [0.5, 2.0, np.nan, 0.0, 1.0], "ev": ["up", None, "down", "new", "up"],
+    })
+    events = ("down", "up")
+    obs = observations_from_frame(frame, panel)
+    got, want = obs.panel_rows(panel, events), frame_rows(frame, panel, events)
+    assert list(got.entity) == list(want.entity) and len(set(got.entity)) == 4
+    assert [list(g) for g in got.groups] == [list(g) for g in want.groups] and len(set(got.groups[1])) == 2
+    np.testing.assert_array_equal(got.steps, want.steps)
+    np.testing.assert_array_equal(got.values, want.values)  # NaN where missing, in both
+    assert got.events.tolist() == want.events.tolist() == [3, 1, 2, 1, 3]  # 2.. known, 1 unseen or missing

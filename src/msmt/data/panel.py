@@ -37,6 +37,7 @@ code, and all N x W lagged codes are found with one ``searchsorted``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -98,14 +99,119 @@ def panel_events(frame: pd.DataFrame, spec: PanelSpec) -> pd.Series:
     return pd.Series(pd.NA, index=range(len(frame)), dtype="string")
 
 
-class _Lookup(NamedTuple):
-    index: np.ndarray  # [N, W] row numbers into ``source`` (-1: no row)
-    source: pd.DataFrame  # the history rows: context rows first, then frame rows
-    rows: np.ndarray  # the deduplicated rows of ``source`` that may serve as history
-    parts: list[pd.DataFrame]  # [context,] frame
-    steps: np.ndarray  # [len(source)] int64 step of every source row
+@dataclass(frozen=True)
+class PanelRows:
+    """Rows of a panel table as arrays, what the window look-up and the peer channels read (no pandas).
+
+    A source of history rows (a data file, the history store's rows, the request's rows) becomes one
+    of these (:func:`frame_rows`, :func:`msmt.serving.encode.observation_rows`); :func:`encode_rows`
+    encodes the last part's rows with every part as their history.
+
+    * ``entity`` [R] object: the row's unit as text, equal for the rows of one unit and only for them
+      (:func:`entity_text`: its key values as text, joined by U+001F);
+    * ``groups``: per peer channel (:func:`msmt.spec.batch.peer_channels` order) [R] object, the
+      row's group as text (the channel's key values, joined likewise);
+    * ``steps`` [R] int64 (:func:`time_steps`);
+    * ``values`` [R, F] float64: the raw metrics in ``spec.metrics`` order, NaN where missing;
+    * ``events`` [R] int64: the event index (2.. known events, :data:`OOV` unseen or missing);
+    * ``peer_rows``, ``peer_active`` [R] float64 or None: how many rows a row stands for and how many
+      of them are active (:data:`PEER_ROWS`; NaN or None: a plain row, one, active or not).
+    """
+
+    entity: np.ndarray
+    groups: tuple[np.ndarray, ...]
+    steps: np.ndarray
+    values: np.ndarray
+    events: np.ndarray
+    peer_rows: np.ndarray | None = None
+    peer_active: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def entity_text(frame: pd.DataFrame, keys: tuple[str, ...]) -> np.ndarray:
+    """[N] object: each row's values of ``keys`` as text joined by U+001F (missing: ``<NA>``)."""
+    return _entity_text(frame, keys).to_numpy(dtype=object)
+
+
+def event_codes(events, known: tuple[str, ...]) -> np.ndarray:
+    """[N] int64 event index of each value of ``events``: 2.. for ``known`` (the fitted vocabulary),
+    :data:`OOV` for an unseen or missing one."""
+    codes = pd.Index(list(known), dtype=object).get_indexer(pd.Index(events, dtype=object))
+    return np.where(codes >= 0, codes + 2, OOV).astype(np.int64)
+
+
+def frame_rows(
+    frame: pd.DataFrame, spec: PanelSpec, events: tuple[str, ...], texts: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None
+) -> PanelRows:
+    """A table's rows (a data file, a request's rows or context) as :class:`PanelRows`; ``events``:
+    the fitted event vocabulary; ``texts``: the rows' entity and group texts when the caller has them
+    (the service, from its unit ids: :func:`msmt.serving.history.unit_texts`), else read off the key
+    columns. A metric column the table lacks is missing on every row."""
+    require_columns(frame, [*spec.keys, spec.time])
+    n = len(frame)
+    values = np.stack([numeric_column(frame, m) if m in frame.columns else np.full(n, np.nan) for m in spec.metrics], axis=1) \
+        if spec.metrics else np.zeros((n, 0))
+    has_event = bool(spec.event) and spec.event in frame.columns
+    ev = event_codes(frame[spec.event].astype(object).to_numpy(), events) if has_event else np.full(n, OOV, np.int64)
+    weight = {c: frame[c].to_numpy(np.float64, na_value=np.nan) if c in frame.columns else None for c in (PEER_ROWS, PEER_ACTIVE)}
+    entity, groups = texts or (entity_text(frame, spec.keys), tuple(entity_text(frame, keys) for _, keys in peer_channels(spec)))
+    return PanelRows(entity, groups, time_steps(frame, spec.time), values, ev, weight[PEER_ROWS], weight[PEER_ACTIVE])
+
+
+def concat_rows(parts: list[PanelRows]) -> PanelRows:
+    """The parts' rows one after the other (a part without peer weights: plain rows)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def weights(name: str) -> np.ndarray | None:
+        given = [getattr(p, name) for p in parts]
+        if all(w is None for w in given):
+            return None
+        return np.concatenate([np.full(len(p), np.nan) if w is None else w for p, w in zip(parts, given)])
+
+    return PanelRows(
+        np.concatenate([p.entity for p in parts]), tuple(np.concatenate(g) for g in zip(*(p.groups for p in parts))),
+        np.concatenate([p.steps for p in parts]), np.concatenate([p.values for p in parts]),
+        np.concatenate([p.events for p in parts]), weights("peer_rows"), weights("peer_active"),
+    )
+
+
+class _Window(NamedTuple):
+    index: np.ndarray  # [N, W] row numbers into the source rows (-1: no row)
+    rows: np.ndarray  # the deduplicated source rows that may serve as history
+    steps: np.ndarray  # [R] int64 step of every source row
     t0: int  # steps are coded as step - t0 (>= 0 for every lag)
     span: int
+
+
+def _window(entity: np.ndarray, steps: np.ndarray, n_frame: int, window: int, own_history: bool) -> _Window:
+    """Where each of the last ``n_frame`` source rows finds its past ``window`` steps: every
+    (entity, step) gets one int64 code, and all N x W lagged codes are found with one ``searchsorted``.
+    ``entity`` [R]: the rows' units as text (or any hashable)."""
+    codes_of_entity, _ = pd.factorize(entity)
+    t0 = int(steps.min()) - window - 1
+    span = int(steps.max()) - t0 + 1
+    codes = codes_of_entity.astype(np.int64) * span + (steps - t0)  # unique per (entity, step)
+
+    lookup = codes if own_history else codes[: len(codes) - n_frame]  # history rows: frame rows too, or context only
+    # The last occurrence of a code wins: frame rows come after context rows.
+    order = np.argsort(lookup, kind="stable")
+    sorted_codes = lookup[order]
+    last = np.r_[sorted_codes[1:] != sorted_codes[:-1], True] if len(sorted_codes) else np.zeros(0, dtype=bool)
+    uniq_codes, uniq_rows = sorted_codes[last], order[last]
+    history_rows = uniq_rows
+    if not len(uniq_codes):  # nothing to look up: no row has history
+        uniq_codes, uniq_rows = np.array([-1], dtype=np.int64), np.array([0], dtype=np.int64)
+
+    own = codes[len(codes) - n_frame :]  # [N] the frame's own codes
+    lags = np.arange(window, 0, -1, dtype=np.int64)  # [W]: W, ..., 1
+    wanted = own[:, None] - lags[None, :]  # [N, W] same entity, earlier steps (t0 keeps them >= 0)
+    pos = np.searchsorted(uniq_codes, wanted)
+    pos_c = np.minimum(pos, len(uniq_codes) - 1)
+    found = uniq_codes[pos_c] == wanted
+    return _Window(np.where(found, uniq_rows[pos_c], -1), history_rows, steps, t0, span)
 
 
 def history_index(
@@ -123,43 +229,15 @@ def history_index(
             ``_step`` and the panel's metric/event columns. A (entity, step) present in both
             keeps the ``frame`` row; duplicates within one file keep the last row.
     """
-    found = _lookup(frame, spec, context, own_history)
-    return found.index, found.source
-
-
-def _lookup(frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None, own_history: bool) -> _Lookup:
     require_columns(frame, [*spec.keys, spec.time])
     parts = []
     if context is not None and len(context):
         require_columns(context, [*spec.keys, spec.time])
         parts.append(context)
     parts.append(frame)
-    ent_text = pd.concat([_entity_text(p, spec.keys) for p in parts], ignore_index=True)
+    entity = np.concatenate([entity_text(p, spec.keys) for p in parts])
     steps = np.concatenate([time_steps(p, spec.time) for p in parts])
-    entity, _ = pd.factorize(ent_text)
-    entity = entity.astype(np.int64)
-    t0 = int(steps.min()) - spec.window - 1
-    span = int(steps.max()) - t0 + 1
-    codes = entity * span + (steps - t0)  # unique per (entity, step)
-
-    n_frame = len(frame)
-    lookup = codes if own_history else codes[: len(codes) - n_frame]  # history rows: frame rows too, or context only
-    # The last occurrence of a code wins: frame rows come after context rows.
-    order = np.argsort(lookup, kind="stable")
-    sorted_codes = lookup[order]
-    last = np.r_[sorted_codes[1:] != sorted_codes[:-1], True] if len(sorted_codes) else np.zeros(0, dtype=bool)
-    uniq_codes, uniq_rows = sorted_codes[last], order[last]
-    history_rows = uniq_rows
-    if not len(uniq_codes):  # nothing to look up: no row has history
-        uniq_codes, uniq_rows = np.array([-1], dtype=np.int64), np.array([0], dtype=np.int64)
-
-    own = codes[len(codes) - n_frame :]  # [N] the frame's own codes
-    lags = np.arange(spec.window, 0, -1, dtype=np.int64)  # [W]: W, ..., 1
-    wanted = own[:, None] - lags[None, :]  # [N, W] same entity, earlier steps (t0 keeps them >= 0)
-    pos = np.searchsorted(uniq_codes, wanted)
-    pos_c = np.minimum(pos, len(uniq_codes) - 1)
-    found = uniq_codes[pos_c] == wanted
-    index = np.where(found, uniq_rows[pos_c], -1)
+    found = _window(entity, steps, len(frame), spec.window, own_history)
 
     keep = [c for c in [*spec.metrics, *([spec.event] if spec.event else [])]]
     frames = []
@@ -174,7 +252,7 @@ def _lookup(frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None, 
     source = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     source.attrs["source"] = " + ".join(source_of(p) for p in parts)
     source["_step"] = steps
-    return _Lookup(index, source, history_rows, parts, steps, t0, span)
+    return found.index, source
 
 
 # A history row may stand for many units (the service's peer totals, msmt.serving.encode): it then
@@ -182,18 +260,14 @@ def _lookup(frame: pd.DataFrame, spec: PanelSpec, context: pd.DataFrame | None, 
 PEER_ROWS, PEER_ACTIVE = "_peer_rows", "_peer_active"
 
 
-def _row_weight(parts: list[pd.DataFrame], column: str, default: np.ndarray) -> np.ndarray:
-    """[len(source)] ``column`` of every part's rows (NaN or absent: ``default``'s value)."""
-    if not any(column in p.columns for p in parts):
-        return default
-    given = np.concatenate([p[column].to_numpy(np.float64, na_value=np.nan) if column in p.columns else np.full(len(p), np.nan)
-                            for p in parts])
-    return np.where(np.isnan(given), default, given)
+def _weight(given: np.ndarray | None, default: np.ndarray) -> np.ndarray:
+    """[R] ``given`` where it is a number, else ``default``'s value."""
+    return default if given is None else np.where(np.isnan(given), default, given)
 
 
-def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_history(found: _Window, group: np.ndarray, source: PanelRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A peer channel: per row and past step, the metrics summed over the *other* units of its
-    group (the units sharing its values of ``keys``: ``panel.group_keys`` or
+    group (the units sharing its values of the channel's keys: ``panel.group_keys`` or
     ``panel.cross_section_keys``) that have a row at that step, how many do, and how many of those
     are active (a positive value of some metric). The active count is what tells a group's pauses
     and resumes apart from changes of level: the advertiser's propensity to pause, shared by its
@@ -203,20 +277,20 @@ def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> 
     own rows unless ``own_history=False``), so a zero-shot unit's group channel is its group's
     other units' past, never its own.
 
-    A context row with :data:`PEER_ROWS` / :data:`PEER_ACTIVE` set stands for that many rows, that
-    many of them active (its metrics their sums): the service's per-step totals of a group.
+    A row with :data:`PEER_ROWS` / :data:`PEER_ACTIVE` set stands for that many rows, that many of
+    them active (its metrics their sums): the service's per-step totals of a group.
 
     Args:
-        values: [len(source), F] float64 raw metrics of the source rows (NaN: missing, counts as 0).
+        group: [R] the source rows' groups as text (:attr:`PanelRows.groups`).
+        source: the source rows (their raw metrics: NaN, missing, counts as 0).
     Returns:
         sums [N, W, F] float32 (0 where no other unit of the group has a row), counts [N, W]
         float32, active [N, W] float32.
     """
-    parts, rows = found.parts, found.rows
+    rows, values = found.rows, source.values
     n_frame, window = found.index.shape
-    group_text = pd.concat([_entity_text(p, keys) for p in parts], ignore_index=True)
-    group, _ = pd.factorize(group_text)
-    codes = group.astype(np.int64) * found.span + (found.steps - found.t0)  # unique per (group, step)
+    codes_of_group, _ = pd.factorize(group)
+    codes = codes_of_group.astype(np.int64) * found.span + (found.steps - found.t0)  # unique per (group, step)
     clean = np.nan_to_num(values, nan=0.0)
     uniq, inverse = np.unique(codes[rows], return_inverse=True)
     if not len(uniq):
@@ -224,9 +298,9 @@ def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> 
         return np.zeros((n_frame, window, values.shape[1]), np.float32), empty, empty.copy()
     sums = np.stack([np.bincount(inverse, weights=clean[rows, f], minlength=len(uniq)) for f in range(values.shape[1])], 1)
     is_active = (clean > 0).any(1).astype(np.float64)  # [len(source)]
-    row_count = _row_weight(parts, PEER_ROWS, np.ones(len(clean)))
+    row_count = _weight(source.peer_rows, np.ones(len(clean)))
     counts = np.bincount(inverse, weights=row_count[rows], minlength=len(uniq))
-    actives = np.bincount(inverse, weights=_row_weight(parts, PEER_ACTIVE, is_active)[rows], minlength=len(uniq))
+    actives = np.bincount(inverse, weights=_weight(source.peer_active, is_active)[rows], minlength=len(uniq))
     lags = np.arange(window, 0, -1, dtype=np.int64)
     wanted = codes[len(codes) - n_frame :, None] - lags[None, :]  # [N, W]
     pos = np.minimum(np.searchsorted(uniq, wanted), len(uniq) - 1)
@@ -242,6 +316,20 @@ def group_history(found: _Lookup, keys: tuple[str, ...], values: np.ndarray) -> 
     return np.clip(group_sums, 0.0, None).astype(np.float32), group_counts.astype(np.float32), group_active.astype(np.float32)
 
 
+def empty_panel(spec: PanelSpec) -> dict[str, np.ndarray]:
+    """:func:`encode_panel`'s keys for no row."""
+    W, F = spec.window, len(spec.metrics)
+    return {
+        "seq.behaviour": np.zeros((0, W), np.int64),
+        "seq.performance": np.zeros((0, W, F), np.float32),
+        "seq.mask": np.zeros((0, W), bool),
+        "seq.raw": np.zeros((0, W, F), np.float32),
+        "seq.present": np.zeros((0, W, F), bool),
+        **{key: np.zeros(shape, np.float32) for prefix, _ in peer_channels(spec)
+           for key, shape in ((f"{prefix}_raw", (0, W, F)), (f"{prefix}_count", (0, W)), (f"{prefix}_active", (0, W)))},
+    }
+
+
 def encode_panel(
     frame: pd.DataFrame, spec: PanelSpec, fitted: PanelEncoding, context: pd.DataFrame | None = None, own_history: bool = True
 ) -> dict[str, np.ndarray]:
@@ -249,26 +337,28 @@ def encode_panel(
     "seq.raw": [N, W, F] float32, "seq.present": [N, W, F] bool}``, and per peer channel
     (:func:`msmt.spec.batch.peer_channels`: ``seq.group`` with ``spec.group_keys``, ``seq.cross``
     with ``spec.cross_section_keys``) ``"<prefix>_raw"`` [N, W, F] float32, ``"<prefix>_count"``
-    and ``"<prefix>_active"`` [N, W] float32 (:func:`group_history`)."""
-    W, F = spec.window, len(spec.metrics)
+    and ``"<prefix>_active"`` [N, W] float32 (:func:`group_history`): :func:`encode_rows` of
+    ``context``'s rows then ``frame``'s."""
     if len(frame) == 0:
-        return {
-            "seq.behaviour": np.zeros((0, W), np.int64),
-            "seq.performance": np.zeros((0, W, F), np.float32),
-            "seq.mask": np.zeros((0, W), bool),
-            "seq.raw": np.zeros((0, W, F), np.float32),
-            "seq.present": np.zeros((0, W, F), bool),
-            **{key: np.zeros(shape, np.float32) for prefix, _ in peer_channels(spec)
-               for key, shape in ((f"{prefix}_raw", (0, W, F)), (f"{prefix}_count", (0, W)), (f"{prefix}_active", (0, W)))},
-        }
-    found = _lookup(frame, spec, context, own_history)
-    index, source = found.index, found.source
+        return empty_panel(spec)
+    require_columns(frame, [*spec.keys, spec.time])
+    parts = [frame_rows(context, spec, fitted.events)] if context is not None and len(context) else []
+    return encode_rows([*parts, frame_rows(frame, spec, fitted.events)], spec, fitted, own_history)
+
+
+def encode_rows(parts: list[PanelRows], spec: PanelSpec, fitted: PanelEncoding, own_history: bool = True) -> dict[str, np.ndarray]:
+    """:func:`encode_panel`'s keys for the last part's rows (N of them), whose history is every
+    part's rows (the last part's own too unless ``own_history=False``); a (unit, step) held by
+    several rows reads the last of them."""
+    if not len(parts[-1]):
+        return empty_panel(spec)
+    source = concat_rows(parts)
+    found = _window(source.entity, source.steps, len(parts[-1]), spec.window, own_history)
+    index = found.index
     mask = index >= 0
     safe = np.where(mask, index, 0)
 
-    values = np.stack(
-        [numeric_column(source, m) for m in spec.metrics], axis=1
-    ) if spec.metrics else np.zeros((len(source), 0))
+    values = source.values
     means = np.array([fitted.metric_stats[m]["mean"] for m in spec.metrics])
     stds = np.array([fitted.metric_stats[m]["std"] for m in spec.metrics])
     z = (np.log1p(np.clip(values, 0.0, None)) - means) / stds  # [R, F]
@@ -276,13 +366,7 @@ def encode_panel(
     perf = z[safe] * mask[..., None]  # [N, W, F]
     present = ~np.isnan(values[safe]) & mask[..., None]  # [N, W, F]
     raw = np.where(present, np.nan_to_num(values[safe]), 0.0).astype(np.float32)
-
-    if spec.event:
-        codes = pd.Index(list(fitted.events), dtype=object).get_indexer(source[spec.event].astype(object))
-        ev = np.where(codes >= 0, codes + 2, OOV).astype(np.int64)  # unseen or missing event -> OOV
-    else:
-        ev = np.full(len(source), OOV, dtype=np.int64)
-    behaviour = np.where(mask, ev[safe], PAD).astype(np.int64)
+    behaviour = np.where(mask, source.events[safe], PAD).astype(np.int64)
     out = {
         "seq.behaviour": behaviour,
         "seq.performance": perf.astype(np.float32),
@@ -290,8 +374,8 @@ def encode_panel(
         "seq.raw": raw,
         "seq.present": present,
     }
-    for prefix, keys in peer_channels(spec):
-        out[f"{prefix}_raw"], out[f"{prefix}_count"], out[f"{prefix}_active"] = group_history(found, keys, values)
+    for (prefix, _), group in zip(peer_channels(spec), source.groups):
+        out[f"{prefix}_raw"], out[f"{prefix}_count"], out[f"{prefix}_active"] = group_history(found, group, source)
     return out
 
 

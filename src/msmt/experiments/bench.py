@@ -240,7 +240,7 @@ def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs
                 try:
                     for done, future in enumerate(as_completed(futures), 1):
                         log(f"[{done}/{len(todo)}] trained {futures[future]} in {future.result():.0f} s")
-                except BaseException:  # a failed run (or Ctrl-C) raises now: the runs not started are dropped
+                except BaseException:  # a failed run (or Ctrl-C): the runs not started are dropped, the error raised once the started ones end
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
             return [d for _, d in todo]

@@ -11,22 +11,22 @@ keys, shapes, dtypes and values of ``encode_frame``; otherwise (a schema with in
 not know) every request goes through ``encode_frame``.
 ``tests/serving/test_serve.py`` checks the two paths agree on random rows (hypothesis).
 
-Panel datasets (:class:`PanelEncoder`): the history is ``encode_frame``'s own
-:func:`msmt.data.panel.encode_panel` with a ``context``: the history store's rows of the
-request's units in the steps their windows cover (with ``panel.group_keys``, also every unit of
-their groups: the group channel; with ``panel.cross_section_keys`` every unit of their
-cross-sections, e.g. a scenario's advertisers: ``W`` steps of each, which a request pays for
-in rows read), then the request's own ``context`` rows (which
-win over the store for the same unit and step), exactly the frame ``msmt predict --data ROWS
---context HISTORY`` encodes (the rows are each other's history too, as in a file). The other
-keys come from the direct path when it passed its probe (compared without ``seq.*``), else the
-whole batch from ``encode_frame``.
+Panel datasets (:class:`PanelEncoder`): the history is :func:`msmt.data.panel.encode_panel`'s
+core, :func:`~msmt.data.panel.encode_rows`, over the rows ``msmt predict --data ROWS --context
+HISTORY`` would encode: the history store's rows of the request's units in the steps their
+windows cover (with ``panel.group_keys``, also every unit of their groups: the group channel;
+with ``panel.cross_section_keys`` their cross-sections' per-step totals, or every unit's rows
+when the store keeps none), then the request's own ``context`` rows (which win over the store
+for the same unit and step), then the rows to score (each other's history too, as in a file).
+Each source becomes :class:`~msmt.data.panel.PanelRows` without a DataFrame (the store's rows
+through :meth:`~msmt.serving.history.Observations.panel_rows`). The other keys come from the
+direct path when it passed its probe (compared without ``seq.*``), else from ``encode_frame``
+(given the request's ``context``, as ``dataset.behaviour`` reads it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import numpy as np
 import pandas as pd
@@ -34,9 +34,10 @@ import torch
 from pydantic import BaseModel
 
 from msmt.data.encoders import standardise
-from msmt.data.panel import PEER_ACTIVE, PEER_ROWS, encode_panel, time_steps
+from msmt.data.panel import OOV as OOV_EVENT
+from msmt.data.panel import PanelRows, encode_rows, frame_rows, time_steps
 from msmt.data.tensorize import encode_frame
-from msmt.serving.history import HistoryStore, group_id, unit_id
+from msmt.serving.history import HistoryStore, group_id, unit_id, unit_keys, unit_texts
 from msmt.serving.request import Column, FieldError, rows_to_frame
 from msmt.spec.batch import Batch, peer_channels
 from msmt.spec.dataset import FeatureSet
@@ -243,22 +244,22 @@ class PanelEncoder:
         steps, _ = request_steps(frame, time, "rows")
         frame[time] = steps
         units = frame_units(frame, panel.keys)
-        parts: list[pd.DataFrame] = []
+        parts: list[PanelRows] = []
         cunits: list[str] = []
         cframe = None
         if context:
             cframe, cunits = self._context(context, units, steps)
         if self.store is not None:
             parts += self._store_rows(units, steps, cunits, cframe)
+        events = self.schema.panel.events
         if cframe is not None:
-            parts.append(cframe)
-        ctx = pd.concat(parts, ignore_index=True) if parts else None
+            parts.append(frame_rows(cframe, panel, events, unit_texts(cunits, panel)))
         if self.rows is not None and self.rows.direct:
             batch = self.rows.direct_encode(rows)
-            seqs = encode_panel(frame, panel, self.schema.panel, ctx)  # what encode_frame adds for the panel
-            batch.update({k: torch.from_numpy(v) for k, v in seqs.items()})
-        else:
-            batch = encode_frame(frame, self.schema, with_labels=False, context=ctx)
+        else:  # every key but seq.* (the request's context: dataset.behaviour's history, as --context)
+            batch = encode_frame(frame, self.schema, with_labels=False, context=cframe)
+        seqs = encode_rows([*parts, frame_rows(frame, panel, events, unit_texts(units, panel))], panel, self.schema.panel)  # encode_panel of the same rows
+        batch.update({k: torch.from_numpy(v) for k, v in seqs.items()})
         observed = batch["seq.mask"].sum(1).tolist()
         return batch, {"window": W, "observed": observed}, self._notes(units, observed, cunits)
 
@@ -272,7 +273,7 @@ class PanelEncoder:
             return False
         return all(set(other) - set(keys) for _, other in peer_channels(self.panel) if tuple(other) != tuple(keys))
 
-    def _store_rows(self, units: list[str], steps: np.ndarray, cunits: list[str], cframe: pd.DataFrame | None) -> list[pd.DataFrame]:
+    def _store_rows(self, units: list[str], steps: np.ndarray, cunits: list[str], cframe: pd.DataFrame | None) -> list[PanelRows]:
         """The history rows the store adds to a request: each unit's window; per peer channel either
         every unit's rows of each row's group (``panel.group_keys``: an advertiser's few scenarios) or,
         for a wide channel (``panel.cross_section_keys``: a scenario's every advertiser), one row per
@@ -307,22 +308,23 @@ class PanelEncoder:
                 g = group_id(u, positions)
                 g_first[g] = min(first[u] - W, g_first.get(g, first[u] - W))
                 g_last[g] = max(last[u] - 1, g_last.get(g, last[u] - 1))
-                values[g] = tuple(json.loads(u)[i] for i in positions)
+                values[g] = tuple(unit_keys(u)[i] for i in positions)
             ranges[tuple(keys)] = (g_first, g_last, values)
             if tuple(keys) not in totalled:
                 groups = list(g_first)
                 reads.append(self.store.group_window(groups, [g_first[g] for g in groups], [g_last[g] for g in groups], by=keys))
-        parts = [r.to_frame(panel) for r in reads]  # a unit read twice (two channels, its window) comes twice: the panel keeps one
+        events = self.schema.panel.events
+        parts = [r.panel_rows(panel, events) for r in reads]  # a unit read twice (two channels, its window) comes twice: the panel keeps one
         for keys in totalled:
             parts.append(self._peer_totals(keys, *ranges[keys], reads))
         return parts
 
-    def _peer_totals(self, keys: tuple[str, ...], g_first: dict, g_last: dict, values: dict, reads: list) -> pd.DataFrame:
+    def _peer_totals(self, keys: tuple[str, ...], g_first: dict, g_last: dict, values: dict, reads: list) -> PanelRows:
         """One history row per (group of ``keys``, step) of the store's totals, less every stored row
         the request reads as a row of its own (``reads``; each (unit, step) once), so that
         :func:`msmt.data.panel.group_history` sums the same rows as from a read of every unit. Its
-        keys: the group's values, a marker for the others; :data:`PEER_ROWS` / :data:`PEER_ACTIVE`
-        its counts."""
+        keys: the group's values, a marker for the others; its peer weights
+        (:attr:`~msmt.data.panel.PanelRows.peer_rows`, ``peer_active``) its counts; no event."""
         panel = self.panel
         groups = list(g_first)
         totals = self.store.group_totals(groups, [g_first[g] for g in groups], [g_last[g] for g in groups], by=keys)
@@ -342,21 +344,14 @@ class PanelEncoder:
                 sums[i] -= clean[j]
         keep = rows > 0
         index = np.flatnonzero(keep)
-        data: dict[str, object] = {}
-        for k in panel.keys:
-            if k in keys:
-                data[k] = pd.Series([values[totals.groups[i]][keys.index(k)] for i in index], dtype=object)
-            else:
-                data[k] = pd.Series([PEER_MARKER] * len(index), dtype=object)
-        data[panel.time] = totals.steps[keep]
-        for f, m in enumerate(panel.metrics):
-            data[m] = np.clip(sums[keep, f], 0.0, None)
-        if panel.event:
-            data[panel.event] = pd.Series([None] * len(index), dtype=object)
-        data[PEER_ROWS], data[PEER_ACTIVE] = rows[keep], active[keep]
-        frame = pd.DataFrame(data, index=range(len(index)))
-        frame.attrs["source"] = "history store (peer totals)"
-        return frame
+        key_text = [[values[totals.groups[i]][keys.index(k)] if k in keys else PEER_MARKER for k in panel.keys] for i in index]
+        every = range(len(panel.keys))
+        groups = tuple(np.array(["\x1f".join(t[j] for j in positions) for t in key_text], dtype=object)
+                       for positions in ([panel.keys.index(k) for k in other] for _, other in peer_channels(panel)))
+        return PanelRows(
+            np.array(["\x1f".join(t[j] for j in every) for t in key_text], dtype=object), groups, totals.steps[keep].astype(np.int64),
+            np.clip(sums[keep], 0.0, None), np.full(len(index), OOV_EVENT, np.int64), rows[keep], active[keep],
+        )
 
     def _notes(self, units: list[str], observed: list[int], context_units: list[str]) -> list[str]:
         """What was done for rows without any history in their window (the documented fallback)."""

@@ -30,6 +30,7 @@ it outlives any run. That is why it lives in ``serving/`` rather than ``rundir/`
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -42,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from msmt.data.io import source_of
-from msmt.data.panel import time_steps
+from msmt.data.panel import PanelRows, event_codes, time_steps
 from msmt.data.validate import numeric_column, require_columns
 from msmt.spec.batch import peer_channels
 from msmt.spec.dataset import PanelSpec
@@ -57,12 +58,20 @@ def unit_id(keys: Sequence[str]) -> str:
     return json.dumps(list(keys), ensure_ascii=False, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def unit_keys(unit: str) -> tuple[str, ...]:
+    """A unit's key values as text, from its :func:`unit_id` (parsed once per unit: a service reads
+    the same units request after request)."""
+    return tuple(str(v) for v in json.loads(unit))
+
+
 def group_id(unit: str, positions: Sequence[int]) -> str:
     """The text of a unit's group (``panel.group_keys``, or ``panel.cross_section_keys``, at
     ``positions`` of the keys): the key values joined by U+001F, what
-    :meth:`SqliteHistory.group_window` matches."""
-    keys = json.loads(unit)
-    return "\x1f".join(str(keys[i]) for i in positions)
+    :meth:`SqliteHistory.group_window` matches; with every position, the unit's entity text
+    (:func:`msmt.data.panel.entity_text`)."""
+    keys = unit_keys(unit)
+    return "\x1f".join(keys[i] for i in positions)
 
 
 @dataclass
@@ -85,18 +94,22 @@ class Observations:
     def empty(cls, n_metrics: int) -> Observations:
         return cls([], np.zeros(0, np.int64), np.zeros((0, n_metrics)), [])
 
-    def to_frame(self, panel: PanelSpec) -> pd.DataFrame:
-        """As rows of a data file: key columns (text), the time column (steps), metrics, event."""
-        keys = [json.loads(u) for u in self.units]
-        data: dict[str, object] = {k: pd.Series([row[i] for row in keys], dtype=object) for i, k in enumerate(panel.keys)}
-        data[panel.time] = self.steps.astype(np.int64)
-        for j, m in enumerate(panel.metrics):
-            data[m] = self.metrics[:, j] if len(self.units) else np.zeros(0)
-        if panel.event:
-            data[panel.event] = pd.Series(self.events, dtype=object)
-        frame = pd.DataFrame(data, index=range(len(self.units)))
-        frame.attrs["source"] = "history store"
-        return frame
+    def panel_rows(self, panel: PanelSpec, events: tuple[str, ...]) -> PanelRows:
+        """As :class:`~msmt.data.panel.PanelRows` (what :func:`~msmt.data.panel.frame_rows` makes of the
+        same rows in a data file); ``events``: the fitted event vocabulary."""
+        metrics = self.metrics if len(self.units) else np.zeros((0, len(panel.metrics)))
+        return PanelRows(*unit_texts(self.units, panel), self.steps.astype(np.int64), metrics, event_codes(self.events, events))
+
+
+def unit_texts(units: Sequence[str], panel: PanelSpec) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The :class:`~msmt.data.panel.PanelRows` texts of rows of these units (:func:`unit_id`): [R] the
+    entity's, and per peer channel [R] the group's (:func:`group_id`), each worked out once per unit."""
+    distinct = list(dict.fromkeys(units))
+    where = {u: i for i, u in enumerate(distinct)}
+    at = np.array([where[u] for u in units], dtype=np.int64)
+    positions = [range(len(panel.keys)), *([panel.keys.index(k) for k in keys] for _, keys in peer_channels(panel))]
+    texts = [np.array([group_id(u, p) for u in distinct], dtype=object)[at] for p in positions]
+    return texts[0], tuple(texts[1:])
 
 
 def observations_from_frame(frame: pd.DataFrame, panel: PanelSpec, steps: np.ndarray | None = None) -> Observations:
