@@ -331,6 +331,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="server intra-op threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the markdown report here")
+    ap.add_argument("--work", type=Path, help="train the model and fill its store here, kept (reused when there): "
+                    "later calls can pass --run WORK/run --history WORK/history.db (default: a temporary folder)")
+    ap.add_argument("--stages-only", action="store_true",
+                    help="only the in-process stage table (no server, no report): e.g. the same run and store timed "
+                         "with two versions of msmt, PYTHONPATH=<tree>/src")
     args = ap.parse_args()
     args.duration = min(args.duration, 120.0)
     args.clients = [max(1, min(c, 64)) for c in args.clients]
@@ -407,13 +412,15 @@ def write_report(out: Path, report: str, title: str) -> None:
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="msmt-bench-") as tmp:
-        run_dir = args.run or train_model(Path(tmp), args.dataset, args.seed, args.model, args.advertisers, args.overrides)
+        work = args.work or Path(tmp)
+        reuse = args.work is not None and (work / "run").is_dir()
+        run_dir = args.run or (work / "run" if reuse else train_model(work, args.dataset, args.seed, args.model, args.advertisers, args.overrides))
         run = load_run(run_dir)
         n_params = sum(p.numel() for p in run.model.parameters())
         history, store_note = None, ""
         if run.schema.spec.panel is not None:
-            history = args.history or Path(tmp) / "history.db"
-            if not args.history:
+            history = args.history or work / "history.db"
+            if not args.history and not (reuse and history.exists()):
                 s = fill_store(run_dir, history)
                 panel = run.schema.spec.panel
                 channels = ", ".join(f"`{list(keys)}`" for _, keys in peer_channels(panel))
@@ -422,6 +429,12 @@ def main() -> None:
                               + (f" with an index per peer channel ({channels})" if channels else "")
                               + (f" and the cross-section's per-step totals (`{list(panel.cross_section_keys)}`)" if panel.cross_section_keys else "")
                               + "; each request reads its units' 14-day windows.")
+            else:
+                store_note = f" History store: `{history}` (given or reused); each request reads its units' 14-day windows."
+        if args.stages_only:
+            torch.set_num_threads(args.threads)
+            print("\n".join(stage_table({n: stage_times(run_dir, n, history) for n in args.rows})))
+            return
         before = conditions()
         results, memory = load_cases(args, run_dir, history)
         torch.set_num_threads(args.threads)
