@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from msmt.data.encoders import standardise
 from msmt.data.panel import OOV as OOV_EVENT
-from msmt.data.panel import PanelRows, encode_rows, frame_rows, time_steps
+from msmt.data.panel import PanelRows, encode_rows, event_codes, time_steps
 from msmt.data.tensorize import encode_frame
 from msmt.serving.history import HistoryStore, group_id, unit_id, unit_keys, unit_texts
 from msmt.serving.request import Column, FieldError, rows_to_frame
@@ -213,13 +213,33 @@ class PanelEncoder:
         self.store = store
         self.rows = rows  # its direct path (when it passed its probe) encodes every key but seq.*
 
-    def _context(self, context: list[BaseModel], units: list[str], steps: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
-        """The request's context rows, checked: each (unit, step) once, before the unit's last row."""
+    def _keys_and_steps(self, rows: list[BaseModel], cols: list[Column], part: str) -> tuple[list[str], np.ndarray]:
+        """Each row's :func:`unit_id` and time step (``request_steps`` of the key and time columns alone,
+        as :func:`~msmt.serving.request.rows_to_frame` types them)."""
+        panel = self.panel
+        frame = rows_to_frame(rows, [c for c in cols if c.column in (*panel.keys, panel.time)])
+        steps, _ = request_steps(frame, panel.time, part)
+        return frame_units(frame, panel.keys), steps
+
+    def _panel_rows(self, rows: list[BaseModel], cols: list[Column], units: list[str], steps: np.ndarray) -> PanelRows:
+        """Validated rows as :class:`~msmt.data.panel.PanelRows`: what :func:`~msmt.data.panel.frame_rows` makes of
+        ``rows_to_frame``'s frame (their numbers already checked as the data pipeline checks a file's)."""
+        panel = self.panel
+        field = {c.column: c.field for c in cols}
+        values = np.full((len(rows), len(panel.metrics)), np.nan)
+        for j, m in enumerate(panel.metrics):
+            if m in field:
+                values[:, j] = [np.nan if v is None else float(v) for v in (getattr(r, field[m]) for r in rows)]
+        if panel.event and panel.event in field:
+            events = event_codes([None if v is None else str(v) for v in (getattr(r, field[panel.event]) for r in rows)], self.schema.panel.events)
+        else:
+            events = np.full(len(rows), OOV_EVENT, np.int64)
+        return PanelRows(*unit_texts(units, panel), steps, values, events)
+
+    def _context(self, context: list[BaseModel], units: list[str], steps: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The request's context rows' units and steps, checked: each (unit, step) once, before the unit's last row."""
         time = self.panel.time
-        frame = rows_to_frame(context, self.history_cols)
-        csteps, _ = request_steps(frame, time, "context")
-        frame[time] = csteps
-        cunits = frame_units(frame, self.panel.keys)
+        cunits, csteps = self._keys_and_steps(context, self.history_cols, "context")
         rows_at = {(u, s): i for i, (u, s) in enumerate(zip(units, steps.tolist()))}
         last: dict[str, int] = {}
         for u, s in zip(units, steps.tolist()):
@@ -236,29 +256,29 @@ class PanelEncoder:
                     f"context[{j}].{time}",
                     f"{s} is after the unit's last row to score ({time} {last[u]}): history must be earlier than the forecast",
                 )
-        return frame, cunits
+        return cunits, csteps
 
     def __call__(self, rows: list[BaseModel], context: list[BaseModel] | None = None) -> tuple[Batch, dict, list[str]]:
-        panel, time, W = self.panel, self.panel.time, self.panel.window
-        frame = rows_to_frame(rows, self.cols)
-        steps, _ = request_steps(frame, time, "rows")
-        frame[time] = steps
-        units = frame_units(frame, panel.keys)
+        panel, W = self.panel, self.panel.window
+        units, steps = self._keys_and_steps(rows, self.cols, "rows")
         parts: list[PanelRows] = []
         cunits: list[str] = []
-        cframe = None
+        csteps = None
         if context:
-            cframe, cunits = self._context(context, units, steps)
+            cunits, csteps = self._context(context, units, steps)
         if self.store is not None:
-            parts += self._store_rows(units, steps, cunits, cframe)
-        events = self.schema.panel.events
-        if cframe is not None:
-            parts.append(frame_rows(cframe, panel, events, unit_texts(cunits, panel)))
+            parts += self._store_rows(units, steps, cunits, csteps)
+        if context:
+            parts.append(self._panel_rows(context, self.history_cols, cunits, csteps))
         if self.rows is not None and self.rows.direct:
             batch = self.rows.direct_encode(rows)
-        else:  # every key but seq.* (the request's context: dataset.behaviour's history, as --context)
+        else:  # every key but seq.*, from the frames msmt predict reads (the context: dataset.behaviour's history)
+            frame, cframe = rows_to_frame(rows, self.cols), rows_to_frame(context, self.history_cols) if context else None
+            frame[panel.time] = steps
+            if cframe is not None:
+                cframe[panel.time] = csteps
             batch = encode_frame(frame, self.schema, with_labels=False, context=cframe)
-        seqs = encode_rows([*parts, frame_rows(frame, panel, events, unit_texts(units, panel))], panel, self.schema.panel)  # encode_panel of the same rows
+        seqs = encode_rows([*parts, self._panel_rows(rows, self.cols, units, steps)], panel, self.schema.panel)  # encode_panel of the same rows
         batch.update({k: torch.from_numpy(v) for k, v in seqs.items()})
         observed = batch["seq.mask"].sum(1).tolist()
         return batch, {"window": W, "observed": observed}, self._notes(units, observed, cunits)
@@ -273,7 +293,7 @@ class PanelEncoder:
             return False
         return all(set(other) - set(keys) for _, other in peer_channels(self.panel) if tuple(other) != tuple(keys))
 
-    def _store_rows(self, units: list[str], steps: np.ndarray, cunits: list[str], cframe: pd.DataFrame | None) -> list[PanelRows]:
+    def _store_rows(self, units: list[str], steps: np.ndarray, cunits: list[str], csteps: np.ndarray | None) -> list[PanelRows]:
         """The history rows the store adds to a request: each unit's window; per peer channel either
         every unit's rows of each row's group (``panel.group_keys``: an advertiser's few scenarios) or,
         for a wide channel (``panel.cross_section_keys``: a scenario's every advertiser), one row per
@@ -291,8 +311,7 @@ class PanelEncoder:
         if not channels or totalled:
             # the units' windows, their last step too: a row to score replaces a stored row of its (unit, step)
             reads.append(self.store.window(wanted, [first[u] - W for u in wanted], [last[u] - (0 if totalled else 1) for u in wanted]))
-            if totalled and cframe is not None and len(cframe):  # the stored rows a context row replaces
-                csteps = cframe[panel.time].to_numpy(np.int64)
+            if totalled and csteps is not None and len(csteps):  # the stored rows a context row replaces
                 span: dict[str, tuple[int, int]] = {}
                 for u, s in zip(cunits, csteps.tolist()):
                     lo, hi = span.get(u, (s, s))
