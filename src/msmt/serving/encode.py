@@ -350,17 +350,18 @@ class PanelEncoder:
         at = {(g, s): i for i, (g, s) in enumerate(zip(totals.groups, totals.steps.tolist()))}
         rows, active, sums = totals.rows.astype(np.float64), totals.active.astype(np.float64), totals.sums.copy()
         positions = [list(panel.keys).index(k) for k in keys]
-        seen: set[tuple[str, int]] = set()
-        for obs in reads:
-            clean = np.nan_to_num(obs.metrics, nan=0.0)
-            for j, (u, s) in enumerate(zip(obs.units, obs.steps.tolist())):
-                i = at.get((group_id(u, positions), s))
-                if i is None or (u, s) in seen:
-                    continue
-                seen.add((u, s))
-                rows[i] -= 1
-                active[i] -= float((clean[j] > 0).any())
-                sums[i] -= clean[j]
+        units = [u for obs in reads for u in obs.units]
+        group_of = {u: group_id(u, positions) for u in dict.fromkeys(units)}
+        clean = np.concatenate([np.nan_to_num(obs.metrics, nan=0.0) for obs in reads]) if reads else sums[:0]
+        first: dict[tuple[str, int], int] = {}  # each (unit, step) read taken out once, in read order
+        for j, (u, s) in enumerate(zip(units, (s for obs in reads for s in obs.steps.tolist()))):
+            if (u, s) not in first and (group_of[u], s) in at:
+                first[(u, s)] = j
+        read = np.fromiter(first.values(), np.int64, len(first))  # [K] rows of `clean`
+        total = np.array([at[(group_of[u], s)] for u, s in first], dtype=np.int64)  # [K] their totals' rows
+        np.subtract.at(rows, total, 1.0)
+        np.subtract.at(active, total, (clean[read] > 0).any(1).astype(np.float64))
+        np.subtract.at(sums, total, clean[read])
         keep = rows > 0
         index = np.flatnonzero(keep)
         key_text = [[values[totals.groups[i]][keys.index(k)] if k in keys else PEER_MARKER for k in panel.keys] for i in index]
