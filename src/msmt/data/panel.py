@@ -32,7 +32,9 @@ step. A row's own step and later steps are never used. Outputs (the batch keys o
 
 History rows come from the frame itself plus an optional ``context`` frame (earlier data used
 only for history, never scored). The lookup is vectorised: every (entity, step) gets one int64
-code, and all N x W lagged codes are found with one ``searchsorted``.
+code, and all N x W lagged codes are found with one ``searchsorted``. The work is done on arrays
+(:class:`PanelRows`, :func:`encode_rows`); :func:`encode_panel` makes them of DataFrames, and the
+service (:mod:`msmt.serving.encode`) of its history store's rows and its requests, without one.
 """
 
 from __future__ import annotations
@@ -104,8 +106,9 @@ class PanelRows:
     """Rows of a panel table as arrays, what the window look-up and the peer channels read (no pandas).
 
     A source of history rows (a data file, the history store's rows, the request's rows) becomes one
-    of these (:func:`frame_rows`, :func:`msmt.serving.encode.observation_rows`); :func:`encode_rows`
-    encodes the last part's rows with every part as their history.
+    of these (:func:`frame_rows`; the service: ``Observations.panel_rows`` of
+    :mod:`msmt.serving.history`, and ``PanelEncoder`` of :mod:`msmt.serving.encode` for its peer totals
+    and request rows); :func:`encode_rows` encodes the last part's rows with every part as their history.
 
     * ``entity`` [R] object: the row's unit as text, equal for the rows of one unit and only for them
       (:func:`entity_text`: its key values as text, joined by U+001F);
