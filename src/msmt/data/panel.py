@@ -145,13 +145,9 @@ def event_codes(events, known: tuple[str, ...]) -> np.ndarray:
     return np.where(codes >= 0, codes + 2, OOV).astype(np.int64)
 
 
-def frame_rows(
-    frame: pd.DataFrame, spec: PanelSpec, events: tuple[str, ...], texts: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None
-) -> PanelRows:
-    """A table's rows (a data file, a request's rows or context) as :class:`PanelRows`; ``events``:
-    the fitted event vocabulary; ``texts``: the rows' entity and group texts when the caller has them
-    (the service, from its unit ids: :func:`msmt.serving.history.unit_texts`), else read off the key
-    columns. A metric column the table lacks is missing on every row."""
+def frame_rows(frame: pd.DataFrame, spec: PanelSpec, events: tuple[str, ...]) -> PanelRows:
+    """A table's rows (a data file, or its context) as :class:`PanelRows`; ``events``: the fitted
+    event vocabulary. A metric column the table lacks is missing on every row."""
     require_columns(frame, [*spec.keys, spec.time])
     n = len(frame)
     values = np.stack([numeric_column(frame, m) if m in frame.columns else np.full(n, np.nan) for m in spec.metrics], axis=1) \
@@ -159,8 +155,8 @@ def frame_rows(
     has_event = bool(spec.event) and spec.event in frame.columns
     ev = event_codes(frame[spec.event].astype(object).to_numpy(), events) if has_event else np.full(n, OOV, np.int64)
     weight = {c: frame[c].to_numpy(np.float64, na_value=np.nan) if c in frame.columns else None for c in (PEER_ROWS, PEER_ACTIVE)}
-    entity, groups = texts or (entity_text(frame, spec.keys), tuple(entity_text(frame, keys) for _, keys in peer_channels(spec)))
-    return PanelRows(entity, groups, time_steps(frame, spec.time), values, ev, weight[PEER_ROWS], weight[PEER_ACTIVE])
+    groups = tuple(entity_text(frame, keys) for _, keys in peer_channels(spec))
+    return PanelRows(entity_text(frame, spec.keys), groups, time_steps(frame, spec.time), values, ev, weight[PEER_ROWS], weight[PEER_ACTIVE])
 
 
 def concat_rows(parts: list[PanelRows]) -> PanelRows:
