@@ -162,6 +162,27 @@ def test_auto_offset_follows_labels_that_equal_one_naive_forecast(world):
         torch.testing.assert_close(torch.exp(offsets[task]), last[task] + model.forecast.epsilon[i], rtol=1e-5, atol=1e-5)
 
 
+def test_each_count_tasks_offset_is_its_own_naive_forecast_whatever_the_task_order(world):
+    """The offset reads every candidate in one pass over the history: with the binary task first in
+    the task order (its column ahead of the count tasks'), each count task's offset under each
+    candidate choice is still log(b + ε) of that task's own naive forecast by that candidate."""
+    schema, val, _, train = world
+    spec = schema.spec
+    active = next(t for t in spec.tasks if t.name == "active")
+    reordered = spec.model_copy(update={"tasks": [active, *(t for t in spec.tasks if t.name != "active")]})
+    schema = fit_schema(train, reordered)
+    inputs = encode_frame(val, schema, context=train, with_labels=False)
+    offset = build_model(schema, model_config("mmoe")).forecast
+    assert offset.tasks == ["impressions", "clicks", "cost"] and len(offset.candidates) == 3
+    for c, method in enumerate(offset.candidates):
+        offset.choice.fill_(c)
+        with torch.no_grad():
+            got = offset.offsets(inputs)
+        values, _ = NaiveForecast(schema, method, prior="overall")(inputs)
+        for i, task in enumerate(offset.tasks):
+            torch.testing.assert_close(got[task], torch.log(values[task] + offset.epsilon[i]), rtol=0, atol=0)
+
+
 def test_auto_offset_ignores_the_labels_of_rows_without_the_task(world):
     """Observed rows' labels are the last value, the (more numerous) unobserved rows' labels the
     trailing mean: only the observed rows count, so every count task still chooses ``last``."""

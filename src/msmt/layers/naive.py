@@ -72,25 +72,35 @@ class NaiveForecast(nn.Module):
         prior = [[s["mean"], *(s["scenario_mean"] if prior == "scenario" else [s["mean"]] * schema.num_scenarios)] for s in stats]
         self.register_buffer("prior", torch.tensor(prior, dtype=torch.float32).T.contiguous(), persistent=False)  # [P+1, T]
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def values(self, batch: dict[str, Tensor], methods: tuple[str, ...] | None = None) -> tuple[Tensor, Tensor]:
+        """(value [C, B, T], has [B, T] bool): the forecast of every task by each of ``methods``
+        (default: this module's own, C = 1), columns in ``self.tasks`` order; the history is read once
+        for all of them (the forecast offset's candidates). ``weekday`` needs a window of ≥ 7 steps."""
         x = batch["seq.raw"].index_select(2, self.columns)  # [B, W, T]
         seen = batch["seq.present"].index_select(2, self.columns).to(x.dtype)  # [B, W, T]
         x = torch.where(self.binary, (x > 0).to(x.dtype), x)  # binary tasks read the indicator
         count = seen.sum(1)  # [B, T]
         mean = (x * seen).sum(1) / count.clamp_min(1.0)
-        if self.method == "mean":
-            value = mean
-        elif self.method == "last":
-            W = x.shape[1]
-            steps = torch.arange(1, W + 1, device=x.device, dtype=x.dtype).view(1, W, 1)
-            latest = (seen * steps).argmax(1, keepdim=True)  # [B, 1, T]: the most recent observed step
-            value = x.gather(1, latest).squeeze(1)
-        else:
-            week = x[:, -WEEK]  # [B, T]: 7 steps before the row's own step
-            value = torch.where(seen[:, -WEEK] > 0, week, mean)
         has = count > 0
         prior = self.prior[batch["scenario"]]  # [B, T]
-        value = torch.where(has, value, prior)
+        out = []
+        for method in methods or (self.method,):
+            if method == "mean":
+                value = mean
+            elif method == "last":
+                W = x.shape[1]
+                steps = torch.arange(1, W + 1, device=x.device, dtype=x.dtype).view(1, W, 1)
+                latest = (seen * steps).argmax(1, keepdim=True)  # [B, 1, T]: the most recent observed step
+                value = x.gather(1, latest).squeeze(1)
+            else:
+                week = x[:, -WEEK]  # [B, T]: 7 steps before the row's own step
+                value = torch.where(seen[:, -WEEK] > 0, week, mean)
+            out.append(torch.where(has, value, prior))
+        return torch.stack(out), has
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        value, has = self.values(batch)
+        value = value[0]
         return {t: value[:, i] for i, t in enumerate(self.tasks)}, {t: has[:, i] for i, t in enumerate(self.tasks)}
 
 
@@ -170,13 +180,14 @@ class ForecastOffset(nn.Module):
             self.candidates = [m for m in AUTO_CANDIDATES if m != "weekday" or schema.panel.window >= WEEK]
         else:
             self.candidates = [method]
-        self.naives = nn.ModuleList(NaiveForecast(schema, m, prior="overall") for m in self.candidates)
-        naive = self.naives[0]
+        self.naive = naive = NaiveForecast(schema, self.candidates[0], prior="overall")  # computes every candidate
         counts = [t for t in naive.tasks if schema.spec.task(t).kind == TaskKind.COUNT]
         if not counts:
             raise ConfigError("model.forecast: no count task has a history to offset (tasks.<name>.history)")
         self.tasks = counts
         self.label_index = [schema.spec.task_names.index(t) for t in counts]
+        # the offset tasks' columns among every naive forecast's tasks (each candidate computed once per batch)
+        self.register_buffer("task_columns", torch.tensor([naive.tasks.index(t) for t in counts]), persistent=False)
         eps = [EPSILON_SHARE * max(schema.task_stats[t]["mean"], 1e-6) for t in counts]
         self.register_buffer("epsilon", torch.tensor(eps, dtype=torch.float32), persistent=False)
         if self.selects:  # index into self.candidates per offset task; persistent: the fitted choice
@@ -191,11 +202,11 @@ class ForecastOffset(nn.Module):
                 raise ConfigError(f"model.backtest_days: {backtest_days} (expected 1 to the panel window, {schema.panel.window} steps)")
             self.backtest_days = backtest_days
             self.error_weight = nn.Parameter(torch.zeros(len(counts), C, C))
-            self.register_buffer("count_columns", naive.columns[[naive.tasks.index(t) for t in counts]].clone(), persistent=False)
+            self.register_buffer("count_columns", naive.columns[self.task_columns].clone(), persistent=False)
 
     def naive_values(self, batch: dict[str, Tensor]) -> Tensor:
         """[C, B, T] every candidate's naive forecast of the offset tasks (C = 1 unless ``auto`` or ``blend``)."""
-        return torch.stack([torch.stack([naive(batch)[0][t] for t in self.tasks], 1) for naive in self.naives])
+        return self.naive.values(batch, tuple(self.candidates))[0].index_select(2, self.task_columns)
 
     def errors(self, batch: dict[str, Tensor]) -> Tensor:
         """[B, T, C] each candidate's recent backtest error on the row's window (``blend_backtest``)."""
