@@ -59,6 +59,7 @@ from msmt.data.tensorize import encode_frame
 from msmt.experiments.run import run_experiment
 from msmt.rundir.layout import load_run
 from msmt.runtime.host import describe_cpu
+from msmt.scoring.export import OnnxRunner, export_model, validation_batch
 from msmt.serving.encode import PanelEncoder, RowEncoder
 from msmt.serving.history import SqliteHistory, last_of_duplicates, observations_from_frame
 from msmt.serving.request import build_request_models, history_columns, request_columns, rows_to_frame
@@ -239,8 +240,9 @@ async def load(url: str, body: bytes, n_rows: int, clients: int, warmup: float, 
     }
 
 
-def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> dict[str, float]:
-    """Median in-process ms of each server-side stage for an ``n``-row request (no HTTP)."""
+def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50, onnx: OnnxRunner | None = None) -> dict[str, float]:
+    """Median in-process ms of each server-side stage for an ``n``-row request (no HTTP); with
+    ``onnx`` (the model exported as the ``onnx`` backend serves it) its forward on the same batch too."""
     run = load_run(run_dir)
     row_model, request, cols = build_request_models(run.schema, max(n, 1000))
     every_row = None
@@ -263,6 +265,8 @@ def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> 
         "reference: rows -> DataFrame -> encode_frame": [],
         "model forward": [],
     }
+    if onnx is not None:
+        times["model forward (onnx)"] = []
     if every_row is not None:
         times[reference] = []
     for _ in range(reps):
@@ -277,12 +281,23 @@ def stage_times(run_dir: Path, n: int, history: Path | None, reps: int = 50) -> 
             run.model(batch)
         t4 = time.perf_counter()
         steps = [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+        if onnx is not None:
+            t5 = time.perf_counter()
+            onnx(batch)
+            steps.append(time.perf_counter() - t5)
         if every_row is not None:
+            t6 = time.perf_counter()
             every_row(req.rows)
-            steps.append(time.perf_counter() - t4)
+            steps.append(time.perf_counter() - t6)
         for key, dt in zip(times, steps):
             times[key].append(dt * 1000.0)
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def onnx_runner(run, path: Path, threads: int) -> OnnxRunner:
+    """The run's model exported (parity-checked, as ``msmt serve --backend onnx`` does at start) and loaded in onnxruntime."""
+    export_model(run.model, validation_batch(run), "onnx", path)
+    return OnnxRunner(path, threads)
 
 
 class RowsOnly:
@@ -431,14 +446,15 @@ def main() -> None:
                               + "; each request reads its units' 14-day windows.")
             else:
                 store_note = f" History store: `{history}` (given or reused); each request reads its units' 14-day windows."
+        onnx = onnx_runner(run, Path(tmp) / "model.onnx", args.threads) if "onnx" in args.backend else None
         if args.stages_only:
             torch.set_num_threads(args.threads)
-            print("\n".join(stage_table({n: stage_times(run_dir, n, history) for n in args.rows})))
+            print("\n".join(stage_table({n: stage_times(run_dir, n, history, onnx=onnx) for n in args.rows})))
             return
         before = conditions()
         results, memory = load_cases(args, run_dir, history)
         torch.set_num_threads(args.threads)
-        stages = {n: stage_times(run_dir, n, history) for n in args.rows}
+        stages = {n: stage_times(run_dir, n, history, onnx=onnx) for n in args.rows}
         after = conditions()
 
     model = f"{run.config.model.name} on {run.schema.spec.name}, {n_params:,} parameters" + (
