@@ -183,6 +183,45 @@ def test_each_count_tasks_offset_is_its_own_naive_forecast_whatever_the_task_ord
             torch.testing.assert_close(got[task], torch.log(values[task] + offset.epsilon[i]), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("w", [0.0, 0.5])
+def test_an_unseen_scenarios_rows_with_history_keep_w_of_the_correction(world, w):
+    """``model.unseen_scenario_correction`` w: log λ = log(b + ε) + w f(x) on the rows of a scenario
+    training never saw (index 0) that have their own history, log(b + ε) + f(x) everywhere else
+    (known scenarios; rows without history, whose b is only the overall mean); binary heads untouched.
+    The network's f is a fixed random vector per row, so each row is checked against the formula."""
+    schema, val, batch, train = world
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    alone = encode_frame(val, schema, with_labels=False)  # no context: the first days have no history
+    data = {k: torch.cat([inputs[k], alone[k]]) for k in alone}
+    B = data["scenario"].shape[0]
+    data["scenario"] = data["scenario"].clone()
+    data["scenario"][::3] = 0  # every third row: a scenario training never saw
+    f = {t: torch.randn(B, generator=torch.Generator().manual_seed(i)) for i, t in enumerate(schema.spec.task_names)}
+    model = build_model(schema, model_config("mmoe", forecast="mean", unseen_scenario_correction=w)).eval()
+    plain = build_model(schema, model_config("mmoe", forecast="mean")).eval()
+    for m in (model, plain):
+        m.network = lambda b, f=f: dict(f)
+    with torch.no_grad():
+        got, whole = model(data), plain(data)
+    values, has = NaiveForecast(schema, "mean", prior="overall")(data)
+    unseen = data["scenario"] == 0
+    for i, task in enumerate(model.forecast.tasks):
+        shrunk = unseen & has[task]
+        assert shrunk.any() and (unseen & ~has[task]).any() and (~unseen & has[task]).any()
+        offset = torch.log(values[task] + model.forecast.epsilon[i])
+        torch.testing.assert_close(got[task][shrunk], offset[shrunk] + w * f[task][shrunk])
+        torch.testing.assert_close(got[task][~shrunk], whole[task][~shrunk], rtol=0, atol=0)
+        torch.testing.assert_close(whole[task], offset + f[task])
+    torch.testing.assert_close(got["active"], f["active"], rtol=0, atol=0)
+
+
+def test_unseen_scenario_correction_needs_a_forecast_offset(world):
+    schema = world[0]
+    with pytest.raises(ConfigError, match="model.unseen_scenario_correction"):
+        build_model(schema, model_config("mmoe", forecast="none", unseen_scenario_correction=0.5))
+    assert build_model(schema, model_config("mmoe", forecast="none")).forecast is None  # the default: nothing to refuse
+
+
 def test_auto_offset_ignores_the_labels_of_rows_without_the_task(world):
     """Observed rows' labels are the last value, the (more numerous) unobserved rows' labels the
     trailing mean: only the observed rows count, so every count task still chooses ``last``."""

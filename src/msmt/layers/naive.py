@@ -168,11 +168,21 @@ class ForecastOffset(nn.Module):
     whose training split never saw that regime (forecast combination weighted by recent
     performance, Bates & Granger 1969).
 
+    ``unseen_correction`` w < 1: on a row whose scenario training never saw (index 0) and that has
+    its own history of the task, the network keeps only w of its correction, log λ_t = log(b_t + ε_t)
+    + w f_t(x): such a scenario's generated weights come from attributes no training row shared,
+    while its level shows in its first days (chosen on a known scenario held out of training,
+    ``benchmarks/held_out_scenario.py``). Rows of known scenarios and rows without history keep all
+    of f (without history b is only the overall mean). Scoring only: no training row is unseen.
+
     ``forward(batch, outputs)`` -> outputs with ``log(b + ε)`` added to those tasks' log-rates.
     """
 
-    def __init__(self, schema: FittedSchema, method: str = "mean", backtest_days: int = BACKTEST_STEPS):
+    def __init__(self, schema: FittedSchema, method: str = "mean", backtest_days: int = BACKTEST_STEPS, unseen_correction: float = 1.0):
         super().__init__()
+        if not 0.0 <= unseen_correction <= 1.0:
+            raise ConfigError(f"model.unseen_scenario_correction: {unseen_correction} (expected 0 to 1)")
+        self.unseen_correction = float(unseen_correction)
         self.selects = method == "auto"
         self.blends = method in ("blend", "blend_backtest")
         self.backtests = method == "blend_backtest"
@@ -257,6 +267,19 @@ class ForecastOffset(nn.Module):
             errors += ((values - y).abs() * mask).sum(1)
         self.choice.copy_(reduce(errors).argmin(0))
 
+    def shrink_unseen(self, batch: dict[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The offset tasks' corrections f(x) [B] times w on the rows of an unseen scenario with their own history."""
+        columns = self.naive.columns.index_select(0, self.task_columns)
+        has = batch["seq.present"].index_select(2, columns).any(1)  # [B, T]: the row observed the task's metric
+        unseen = (batch["scenario"] == 0).unsqueeze(1) & has  # [B, T]
+        out = dict(outputs)
+        for i, t in enumerate(self.tasks):
+            o = outputs[t]
+            out[t] = torch.where(unseen[:, i], o * self.unseen_correction, o)
+        return out
+
     def forward(self, batch: dict[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         offsets = self.offsets(batch)
+        if self.unseen_correction != 1.0:
+            outputs = self.shrink_unseen(batch, outputs)
         return {t: (o + offsets[t].to(o.dtype)) if t in offsets else o for t, o in outputs.items()}

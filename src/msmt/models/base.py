@@ -96,7 +96,13 @@ class MultiTaskModel(nn.Module):
         self.history_dropout = float(getattr(cfg, "history_dropout", 0.0))
         self.history_gap_dropout = float(getattr(cfg, "history_gap_dropout", 0.0))
         method = self.forecast_method(schema, cfg)
-        self.forecast = ForecastOffset(schema, method, backtest_days=int(getattr(cfg, "backtest_days", BACKTEST_STEPS))) if method else None
+        unseen = float(getattr(cfg, "unseen_scenario_correction", 1.0))
+        if unseen != 1.0 and not method:
+            raise ConfigError(f"model.unseen_scenario_correction: {unseen:g} shrinks the correction of a forecast offset, and this model has none "
+                              "(model.forecast: none, or a dataset without a panel)")
+        self.forecast = ForecastOffset(
+            schema, method, backtest_days=int(getattr(cfg, "backtest_days", BACKTEST_STEPS)), unseen_correction=unseen,
+        ) if method else None
         self.dispersion = nn.ParameterDict(
             {
                 t.name: nn.Parameter(torch.full((schema.num_scenarios + 1 if t.dispersion == "scenario" else 1,), INITIAL_LOG_DISPERSION))

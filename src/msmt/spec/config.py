@@ -64,6 +64,10 @@ class ModelConfig(Strict):
     forecast: Literal["auto", "blend", "blend_backtest", "none", "last", "mean", "weekday"] = "auto"
     # blend_backtest: the days at the end of each row's window on which every naive forecast is scored (≤ the panel window)
     backtest_days: int = Field(default=7, ge=1)
+    # w, the share of the network's correction a count head with a forecast offset keeps on a row whose scenario
+    # training never saw and that has its own history: log λ = log(b + ε) + w·f(x) there (msmt.layers.naive.ForecastOffset);
+    # 1 = all of it. Scoring only: no training row has an unseen scenario
+    unseen_scenario_correction: float = Field(default=1.0, ge=0.0, le=1.0)
     # share of training rows whose panel history is removed (msmt.models.base.drop_history), so
     # that units without history (new advertisers, a new scenario's first days) are learnt too
     history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
