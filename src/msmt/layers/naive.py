@@ -180,9 +180,7 @@ class ForecastOffset(nn.Module):
 
     def __init__(self, schema: FittedSchema, method: str = "mean", backtest_days: int = BACKTEST_STEPS, unseen_correction: float = 1.0):
         super().__init__()
-        if not 0.0 <= unseen_correction <= 1.0:
-            raise ConfigError(f"model.unseen_scenario_correction: {unseen_correction} (expected 0 to 1)")
-        self.unseen_correction = float(unseen_correction)
+        self.unseen_correction = float(unseen_correction)  # in [0, 1]: model.unseen_scenario_correction
         self.selects = method == "auto"
         self.blends = method in ("blend", "blend_backtest")
         self.backtests = method == "blend_backtest"
@@ -198,6 +196,7 @@ class ForecastOffset(nn.Module):
         self.label_index = [schema.spec.task_names.index(t) for t in counts]
         # the offset tasks' columns among every naive forecast's tasks (each candidate computed once per batch)
         self.register_buffer("task_columns", torch.tensor([naive.tasks.index(t) for t in counts]), persistent=False)
+        self.register_buffer("count_columns", naive.columns[self.task_columns].clone(), persistent=False)  # their panel metrics
         eps = [EPSILON_SHARE * max(schema.task_stats[t]["mean"], 1e-6) for t in counts]
         self.register_buffer("epsilon", torch.tensor(eps, dtype=torch.float32), persistent=False)
         if self.selects:  # index into self.candidates per offset task; persistent: the fitted choice
@@ -207,12 +206,11 @@ class ForecastOffset(nn.Module):
             self.gate_bias = nn.Parameter(torch.zeros(len(counts), C))
             self.gate_weight = nn.Parameter(torch.zeros(len(counts), C, C))
             self.mean_index = self.candidates.index("mean")
-        if self.backtests:  # the gate's weights on the candidates' recent errors; the tasks' history columns
+        if self.backtests:  # the gate's weights on the candidates' recent errors
             if not 1 <= backtest_days <= schema.panel.window:
                 raise ConfigError(f"model.backtest_days: {backtest_days} (expected 1 to the panel window, {schema.panel.window} steps)")
             self.backtest_days = backtest_days
             self.error_weight = nn.Parameter(torch.zeros(len(counts), C, C))
-            self.register_buffer("count_columns", naive.columns[self.task_columns].clone(), persistent=False)
 
     def naive_values(self, batch: dict[str, Tensor]) -> Tensor:
         """[C, B, T] every candidate's naive forecast of the offset tasks (C = 1 unless ``auto`` or ``blend``)."""
@@ -269,8 +267,7 @@ class ForecastOffset(nn.Module):
 
     def shrink_unseen(self, batch: dict[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The offset tasks' corrections f(x) [B] times w on the rows of an unseen scenario with their own history."""
-        columns = self.naive.columns.index_select(0, self.task_columns)
-        has = batch["seq.present"].index_select(2, columns).any(1)  # [B, T]: the row observed the task's metric
+        has = batch["seq.present"].index_select(2, self.count_columns).any(1)  # [B, T]: the row observed the task's metric
         unseen = (batch["scenario"] == 0).unsqueeze(1) & has  # [B, T]
         out = dict(outputs)
         for i, t in enumerate(self.tasks):
