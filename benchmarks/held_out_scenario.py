@@ -1,4 +1,4 @@
-"""Choosing ``model.m2m.scenario_dropout`` without the new scenario's rows (docs/results/held_out_scenario.md).
+"""Choosing ``model.m2m.scenario_dropout`` and ``model.unseen_scenario_correction`` without the new scenario's rows (docs/results/held_out_scenario.md).
 
 A validation split holds no new scenario, so the rate cannot be chosen on it. Instead one *known*
 scenario is held out of training entirely (every row, every day) and launched on a day inside
@@ -7,9 +7,15 @@ the training period; it is scored as the forecasting study scores its new scenar
 the other scenarios' rows as context (:func:`msmt.experiments.forecasting.new_scenario_blocks`).
 No day of the test split is read, and the world's real new scenario is never touched.
 
+With ``--references --unseen-corrections W ...`` the plain M2M runs (no channel) are also scored
+keeping w of their correction on the held-out scenario's rows with history
+(``model.unseen_scenario_correction``: scoring only, so the same runs serve every w;
+:func:`msmt.experiments.forecasting.new_scenario_blocks`), and the page names the w with the lowest
+mean count NMAE over K = 3 and 7: the value ``benchmarks/forecasting.py --unseen-correction`` takes.
+
     .venv/bin/python benchmarks/held_out_scenario.py [--work runs/forecasting] [--scenario live_stream]
-        [--launch 53] [--rates 0 0.1 0.2 0.4] [--seeds 0] [--threads 1] [--default KEY=VALUE ...]
-        [--out docs/results/held_out_scenario.md]
+        [--launch 53] [--rates 0 0.1 0.2 0.4] [--seeds 0] [--threads 1] [--references]
+        [--unseen-corrections 1 0.75 0.5 0.25 0] [--default KEY=VALUE ...] [--out docs/results/held_out_scenario.md]
 
 The world is the forecasting study's (``WORK/data/world``, made by ``benchmarks/forecasting.py``
 or ``benchmarks/cross_section.py``, its size and seed in ``synth.json``); the held-out copy goes to ``WORK/data/held_out_<scenario>``.
@@ -49,13 +55,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--launch", type=int, default=None,
                     help="the held-out scenario's first day (default: 14 days before the validation split ends, the span of the "
                          "simulator's new scenario, so that every scored day's window reaches back to the first K days)")
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.4], help="scenario_dropout values to compare")
+    ap.add_argument("--rates", type=float, nargs="*", default=[0.0, 0.1, 0.2, 0.4],
+                    help="scenario_dropout values to compare (none: only the references and the correction's scan)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "forecasting")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "held_out_scenario.md")
     ap.add_argument("--references", action="store_true", help="also train M2M without the channel and the trailing mean")
+    ap.add_argument("--unseen-corrections", type=float, nargs="+", default=[],
+                    help="model.unseen_scenario_correction values to score the plain M2M runs with (needs --references)")
     ap.add_argument("--default", dest="defaults", action="append", default=[], metavar="KEY=VALUE")
     return ap.parse_args()
 
@@ -102,23 +111,55 @@ def variants(rates, references: bool) -> list[Variant]:
     return out
 
 
-def scores(run: Path, held: Path) -> dict[int, dict[str, float]]:
-    """{K: {count task: NMAE}} on the held-out scenario's scored rows; cached in the run folder
-    with the held-out world's record (another launch day is scored again)."""
-    cache = run / "held_out.json"
+def scores(run: Path, held: Path, unseen_correction: float | None = None) -> dict[int, dict[str, float]]:
+    """{K: {count task: NMAE}} on the held-out scenario's scored rows (with ``unseen_correction``:
+    scored with that ``model.unseen_scenario_correction``); cached in the run folder with the
+    held-out world's record (another launch day is scored again)."""
+    cache = run / ("held_out.json" if unseen_correction is None else f"held_out_w{unseen_correction:g}.json")
     record = json.loads((held.parent / "held_out.json").read_text())
     if cache.exists() and cache.stat().st_mtime >= (run / "metrics.json").stat().st_mtime:
         kept = json.loads(cache.read_text())
         if kept.get("held_out") == record:
             return {int(k): v for k, v in kept["scores"].items()}
-    blocks = new_scenario_blocks(run, held)
+    blocks = new_scenario_blocks(run, held, unseen_correction)
     out = {k: {t: float(b["overall"][t]["nmae"]) for t in COUNTS} for k, b in blocks.items()}
     cache.write_text(json.dumps({"held_out": record, "scores": out}))
     return out
 
 
+def correction_section(runs: dict, held: Path, corrections, naive: pd.DataFrame | None) -> tuple[list[str], float, pd.DataFrame]:
+    """The page's section on ``model.unseen_scenario_correction``, the chosen w and the scan's records: the
+    plain M2M runs scored at each w, chosen the lowest mean of the count NMAEs over K = 3 and 7 (ties: the larger w)."""
+    rows = [dict(w=w, seed=seed, K=k, task=t, nmae=v) for (name, seed), run in runs.items() if name == NO_CHANNEL
+            for w in corrections for k, tasks in scores(run, held, w).items() if k > 0 for t, v in tasks.items()]
+    scan = pd.DataFrame(rows)
+    cell = scan.groupby(["w", "K", "task"])["nmae"].agg(["mean", "std"]).fillna(0.0)
+    mean = scan.groupby("w")["nmae"].mean()
+    chosen = float(max(w for w in mean.index if mean[w] == mean.min()))
+    ks = sorted(scan["K"].unique())
+    out = ["## The unseen scenario's correction", "",
+           "The plain M2M runs above (`m2m`, no channel) scored again with `model.unseen_scenario_correction` w: on the "
+           "held-out scenario's rows that have their own history the count heads keep w of the network's correction, "
+           "log λ = log(b + ε) + w · f(x) (w = 1: the runs as trained; scoring only, no training row is of an unseen "
+           "scenario; `msmt.layers.naive.ForecastOffset`). K = 0 rows have no history of their own and keep f whole. "
+           "NMAE mean ± std over seeds; the last column is the mean over the six cells.", "",
+           "| w | " + " | ".join(f"K = {k} {t}" for k in ks for t in COUNTS) + " | mean |", "|---" * (len(ks) * len(COUNTS) + 2) + "|"]
+    for w in corrections:
+        text = " | ".join(f"{cell.loc[(w, k, t), 'mean']:.4f} ± {cell.loc[(w, k, t), 'std']:.4f}" for k in ks for t in COUNTS)
+        out.append(f"| {'**' if w == chosen else ''}{w:g}{'**' if w == chosen else ''} | {text} | {mean[w]:.4f} |")
+    if naive is not None:
+        out.append(f"| {NAIVE} | " + " | ".join(f"{naive.loc[(NAIVE, k, t), 'mean']:.4f}" for k in ks for t in COUNTS)
+                   + f" | {np.mean([naive.loc[(NAIVE, k, t), 'mean'] for k in ks for t in COUNTS]):.4f} |")
+    out += ["", f"**Chosen**: w = {chosen:g} (the lowest mean; `benchmarks/forecasting.py --unseen-correction {chosen:g}`).", ""]
+    return out, chosen, scan
+
+
 def main() -> None:
     args = parse_args()
+    if args.unseen_corrections and not args.references:
+        raise SystemExit("--unseen-corrections: scores the plain M2M runs, which only --references trains")
+    if not args.rates and not args.unseen_corrections:
+        raise SystemExit("--rates: none given, and no --unseen-corrections: nothing to choose")
     world = args.work / "data" / "world" / "experiment.yaml"
     if not world.exists():
         raise SystemExit(f"{world}: no forecasting world here; make it with benchmarks/forecasting.py or benchmarks/cross_section.py --work {args.work}")
@@ -136,22 +177,25 @@ def main() -> None:
     cell = records.groupby(["variant", "K", "task"])["nmae"].agg(["mean", "std"]).fillna(0.0)
     rated = [v.name for v in chosen if "p=" in v.name]
     mean3 = {name: float(np.mean([cell.loc[(name, 3, t), "mean"] for t in COUNTS])) for name in rated}
-    best = min(mean3, key=mean3.get)
+    best = min(mean3, key=mean3.get) if mean3 else None
     n_rows = len(pd.read_csv(held))
     size = json.loads((world.parent / "synth.json").read_text())
+    corrections = " --unseen-corrections " + " ".join(f"{w:g}" for w in args.unseen_corrections) if args.unseen_corrections else ""
     page = [
-        "# Choosing the scenario dropout on a held-out known scenario", "",
+        "# Choosing the scenario dropout and the unseen scenario's correction on a held-out known scenario", "",
         "Generated by `.venv/bin/python benchmarks/held_out_scenario.py` "
         f"(`--scenario {args.scenario} --launch {launch} --rates {' '.join(f'{r:g}' for r in args.rates)} --seeds "
         f"{' '.join(map(str, args.seeds))} --threads {args.threads}{' --references' if args.references else ''}"
+        f"{corrections}"
         f"{''.join(f' --default {d}' for d in args.defaults)}`) with msmt's source {source_hash()[:12]} on {describe_cpu()}.", "",
         f"The forecasting study's world ({size['advertisers']:,} advertisers × {size['days']} days, seed {size['seed']}) "
         f"with every row of `{args.scenario}` removed from training, validation and test; "
         f"`{args.scenario}` then plays a new scenario launched on day {launch}: its {n_rows:,} rows from then to the "
         "validation split's last day, scored from launch + 7 days on with K days of its own history (K = 0: none), the "
         "other scenarios' rows as context — the forecasting study's new-scenario protocol on days before the test split. "
-        "Every M2M here reads the cross-section channel (`panel.cross_section_keys: [scenario]`) and differs only in "
-        "`model.m2m.scenario_dropout` (p). NMAE of the point forecast (lower is better), mean ± std over seeds.", "",
+        "Every `m2m +cross-section` here reads the cross-section channel (`panel.cross_section_keys: [scenario]`) and they differ "
+        "only in `model.m2m.scenario_dropout` (p); `m2m` is the simulator config's M2M without the channel. "
+        "NMAE of the point forecast (lower is better), mean ± std over seeds.", "",
     ]
     for k in NEW_SCENARIO_K:
         page += [f"**K = {k}**", "", "| model | " + " | ".join(f"{t} NMAE" for t in COUNTS) + " |", "|---" * (len(COUNTS) + 1) + "|"]
@@ -160,14 +204,21 @@ def main() -> None:
                 page.append(f"| {v.name} | " + " | ".join(
                     f"{cell.loc[(v.name, k, t), 'mean']:.4f} ± {cell.loc[(v.name, k, t), 'std']:.4f}" for t in COUNTS) + " |")
         page.append("")
-    page += [f"**Chosen**: {best} (the lowest mean of the three count NMAEs at K = 3: "
-             + ", ".join(f"{n.split('p=')[1]}: {m:.4f}" for n, m in mean3.items()) + ")."]
-    for name, what in ((NO_CHANNEL, "M2M without the channel"), (NAIVE, "The trailing mean")):
-        if (name, 3, COUNTS[0]) in cell.index:
-            page[-1] += f" {what}: {np.mean([cell.loc[(name, 3, t), 'mean'] for t in COUNTS]):.4f}."
-    page.append("")
+    if best is not None:
+        page += [f"**Chosen**: {best} (the lowest mean of the three count NMAEs at K = 3: "
+                 + ", ".join(f"{n.split('p=')[1]}: {m:.4f}" for n, m in mean3.items()) + ")."]
+        for name, what in ((NO_CHANNEL, "M2M without the channel"), (NAIVE, "The trailing mean")):
+            if (name, 3, COUNTS[0]) in cell.index:
+                page[-1] += f" {what}: {np.mean([cell.loc[(name, 3, t), 'mean'] for t in COUNTS]):.4f}."
+        page.append("")
+    if args.unseen_corrections:
+        naive = cell if (NAIVE, 3, COUNTS[0]) in cell.index else None
+        section, w, scan = correction_section(runs, held, args.unseen_corrections, naive)
+        write_table(scan, tables / "unseen_correction.csv")
+        page += section
+        _log(f"unseen_scenario_correction: chosen w = {w:g}")
     atomic_write_text(args.out, "\n".join(page))
-    _log(f"wrote {args.out}; chosen {best}")
+    _log(f"wrote {args.out}" + (f"; chosen {best}" if best else ""))
 
 
 if __name__ == "__main__":

@@ -220,6 +220,9 @@ def test_unseen_scenario_correction_needs_a_forecast_offset(world):
     with pytest.raises(ConfigError, match="model.unseen_scenario_correction"):
         build_model(schema, model_config("mmoe", forecast="none", unseen_scenario_correction=0.5))
     assert build_model(schema, model_config("mmoe", forecast="none")).forecast is None  # the default: nothing to refuse
+    # a naive forecaster is the naive forecast itself, with no correction to shrink: it ignores the key (a run's
+    # naive baselines are built from the run's own model config)
+    assert build_model(schema, model_config("naive_mean", unseen_scenario_correction=0.5)).forecast is None
 
 
 def test_auto_offset_ignores_the_labels_of_rows_without_the_task(world):

@@ -20,7 +20,9 @@ choice; every variant below is an ordinary run (``msmt train`` with overrides, r
 * **The new scenario** (never in training; ``new_scenario.csv``): scored on its days from
   launch + :data:`NEW_SCENARIO_FROM` on, with its units' history limited to their first K days
   (K = 0: zero-shot, none of its rows as history), K ∈ :data:`NEW_SCENARIO_K`; the naive
-  forecasts exist only for K > 0.
+  forecasts exist only for K > 0. With :attr:`Study.unseen_correction` w < 1 the M2M runs keep w of
+  their correction on its rows with history (``model.unseen_scenario_correction``) and are scored
+  with the whole one too (:data:`WHOLE_CORRECTION`).
 
 Every number comes back as a long table (:func:`study_records`): variant, seed, split (``test``
 or ``new K=k``), scenario, task, metric, value; :mod:`msmt.experiments.forecasting_page` renders it.
@@ -53,6 +55,7 @@ COMMON = ("train.progress=false",)
 ZERO_SHOT = "oracle (zero-shot)"  # the best K = 0 forecast: knows the world, not the unit's state
 HISTORY_ORACLE = "oracle (history{})"  # the best `active` forecast from the unit's observed live days
 MEDIAN_ORACLE = "oracle (median)"  # NMAE's bound: the median of the day's outcomes given the oracle's knowledge
+WHOLE_CORRECTION = " (w = 1)"  # an M2M variant's new-scenario rows scored with its whole correction (Study.unseen_correction)
 
 
 @dataclass(frozen=True)
@@ -183,9 +186,17 @@ class Study:
     # (``train.epochs=60`` trains every model until early stopping; the naive forecasters keep their 2 epochs)
     defaults: tuple[str, ...] = ()
     jobs: int = 1  # runs trained at once (worker processes); the runs are the same whatever its value
+    # ``model.unseen_scenario_correction`` of every M2M run (1: the whole correction, no override: the runs as before);
+    # scoring only, so the runs train the same whatever its value. With w < 1 :func:`study_records` also scores each
+    # M2M run's new scenario with w = 1 (the variant's name + :data:`WHOLE_CORRECTION`).
+    unseen_correction: float = 1.0
 
     def overrides(self, variant: Variant, seed: int) -> list[str]:
-        return [*self.defaults, *variant.overrides, f"train.seed={seed}", *COMMON, *self.extra]
+        unseen = [f"model.unseen_scenario_correction={self.unseen_correction:g}"] if self._shrinks(variant.overrides) else []
+        return [*self.defaults, *variant.overrides, *unseen, f"train.seed={seed}", *COMMON, *self.extra]
+
+    def _shrinks(self, overrides: Sequence[str]) -> bool:
+        return self.unseen_correction != 1.0 and "model.name=m2m" in overrides
 
     def train(self) -> dict[tuple[str, int], Path]:
         """Train (or reuse) every variant × seed, seed-major so a stopped study is usable."""
@@ -223,14 +234,18 @@ def new_scenario_context(spec, frame: pd.DataFrame, others: list[pd.DataFrame], 
     return context if len(context) else None
 
 
-def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
+def new_scenario_blocks(run_dir: Path, new_scenario: Path, unseen_correction: float | None = None) -> dict[int, dict]:
     """{K: the ``M`` block of the new scenario's rows from launch + 7 on, history from its first K days}.
 
     A unit's own history is its (advertiser, scenario) rows: K = 0 leaves every scored row without
     any (zero-shot). With ``panel.group_keys`` the rows of the advertiser's other scenarios
     (the dataset's validation and test files, never a row of the new scenario) are context too,
-    as a service's history store would hold them: they feed only the group channel."""
+    as a service's history store would hold them: they feed only the group channel.
+    ``unseen_correction``: score with that ``model.unseen_scenario_correction`` instead of the run's
+    own (:func:`score_with_unseen_correction`); None: the run as it is."""
     run = load_run(run_dir)
+    if unseen_correction is not None:
+        score_with_unseen_correction(run.model, unseen_correction, run_dir)
     spec = run.schema.spec
     frame, scored, others = new_scenario_rows(spec, new_scenario)
     out: dict[int, dict] = {}
@@ -240,6 +255,19 @@ def new_scenario_blocks(run_dir: Path, new_scenario: Path) -> dict[int, dict]:
         data = encode_frame(scored, run.schema, context=new_scenario_context(spec, frame, others, k), own_history=False)
         out[k] = evaluate_model(run.model, scored, data, point=run.point)
     return out
+
+
+def score_with_unseen_correction(model, w: float, where: Path | str) -> None:
+    """Make ``model`` keep ``w`` of its correction on the rows of a scenario training never saw that
+    have their own history (``model.unseen_scenario_correction``,
+    :class:`msmt.layers.naive.ForecastOffset`). It only acts where no training row is, so a run
+    trained with any value scores with this one as if trained with it. ValueError naming ``where``
+    when ``w`` is outside [0, 1] or the model has no forecast offset."""
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"{where}: unseen_correction {w:g} is outside [0, 1]")
+    if getattr(model, "forecast", None) is None:
+        raise ValueError(f"{where}: the model has no forecast offset (model.forecast), so no correction to shrink")
+    model.forecast.unseen_correction = float(w)
 
 
 def _bound_on_rows(spec, frame: pd.DataFrame, bound: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame:
@@ -326,21 +354,30 @@ def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFra
             records += _flatten(metrics[split]["oracle"], name, seed, split, source="oracle")
         base = name.split(" +")[0]  # a twin (" +cross-section", " +ema3"...) is scored where its variant is
         if study.new_scenario is not None and (name.startswith("naive_") or base in ("m2m", *(f"{m}+history" for m in HISTORY_MODELS))):
-            cache = run_dir / "new_scenario.json"
-            if cache.exists() and cache.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime:
-                blocks = {int(k): v for k, v in json.loads(cache.read_text()).items()}
-            else:
-                blocks = new_scenario_blocks(run_dir, study.new_scenario)
-                cache.write_text(json.dumps(blocks))
+            blocks = cached_new_scenario_blocks(run_dir, study.new_scenario)
             for k, block in blocks.items():
                 if k == 0 and name.startswith("naive_"):
                     continue  # no history: no naive forecast exists (it would be the training mean)
                 records += _flatten(block, name, seed, f"new K={k}")
                 if seed == study.seeds[0] and "oracle" in block:
                     records += _flatten(block["oracle"], name, seed, f"new K={k}", source="oracle")
+            if base == "m2m" and study.unseen_correction != 1.0:
+                for k, block in cached_new_scenario_blocks(run_dir, study.new_scenario, 1.0).items():
+                    records += _flatten(block, name + WHOLE_CORRECTION, seed, f"new K={k}")
     frame = pd.DataFrame(records)
     oracle = frame["variant"] == "oracle"
     return pd.concat([frame[~oracle], frame[oracle].drop_duplicates(["split", "scenario", "task", "metric"])], ignore_index=True)
+
+
+def cached_new_scenario_blocks(run_dir: Path, new_scenario: Path, unseen_correction: float | None = None) -> dict[int, dict]:
+    """:func:`new_scenario_blocks`, kept in the run folder (``new_scenario.json``; with an
+    ``unseen_correction``, ``new_scenario_w<value>.json``) and read back while it is newer than the run's metrics."""
+    cache = run_dir / ("new_scenario.json" if unseen_correction is None else f"new_scenario_w{unseen_correction:g}.json")
+    if cache.exists() and cache.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime:
+        return {int(k): v for k, v in json.loads(cache.read_text()).items()}
+    blocks = new_scenario_blocks(run_dir, new_scenario, unseen_correction)
+    cache.write_text(json.dumps(blocks))
+    return blocks
 
 
 def summarise(records: pd.DataFrame) -> pd.DataFrame:

@@ -97,7 +97,7 @@ class MultiTaskModel(nn.Module):
         self.history_gap_dropout = float(getattr(cfg, "history_gap_dropout", 0.0))
         method = self.forecast_method(schema, cfg)
         unseen = float(getattr(cfg, "unseen_scenario_correction", 1.0))
-        if unseen != 1.0 and not method:
+        if unseen != 1.0 and not method and "unseen_scenario_correction" not in self.ignored_options:
             raise ConfigError(f"model.unseen_scenario_correction: {unseen:g} shrinks the correction of a forecast offset, and this model has none "
                               "(model.forecast: none, or a dataset without a panel)")
         self.forecast = ForecastOffset(

@@ -33,8 +33,9 @@ from msmt.spec.task_kinds import rules
 class NaiveForecaster(MultiTaskModel):
     """batch -> {task: [B] log-rate / logit / value}; see the module docstring."""
 
-    # no embeddings of its own size, no hidden layers; the scale is fitted on the histories as they are
-    ignored_options = NETWORK_OPTIONS | {"history_dropout", "history_gap_dropout"}
+    # no embeddings of its own size, no hidden layers; the scale is fitted on the histories as they are; no offset
+    # whose correction an unseen scenario could shrink (the naive forecast is the model itself)
+    ignored_options = NETWORK_OPTIONS | {"history_dropout", "history_gap_dropout", "unseen_scenario_correction"}
 
     method = "mean"
 

@@ -54,7 +54,7 @@ def default_column(spec) -> str | None:
 class Popularity(MultiTaskModel):
     """batch -> {task: [B] smoothed (scenario, ID) rate in the task's output space}; see the module docstring."""
 
-    ignored_options = NETWORK_OPTIONS  # no embeddings of its own size, no hidden layers
+    ignored_options = NETWORK_OPTIONS | {"unseen_scenario_correction"}  # no embeddings of its own size, no hidden layers, no offset
 
     fits_statistics = True
 
