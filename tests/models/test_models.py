@@ -181,7 +181,7 @@ def test_forward_and_backward_stay_on_the_model_device(name, with_panel, data, p
 
 
 OTHER_VALUE = {"embedding_dim": 5, "hidden_dims": [7], "tower_dims": [3], "dropout": 0.5, "activation": "gelu",
-               "history_dropout": 0.9, "history_gap_dropout": 0.9}
+               "history_dropout": 0.9, "history_gap_dropout": 0.9, "unseen_scenario_correction": 0.5}
 
 
 @pytest.mark.parametrize("name", MODELS)
