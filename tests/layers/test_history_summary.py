@@ -136,3 +136,69 @@ def test_a_row_without_own_history_is_forecast_from_its_group(adv_cross, name, k
     for t in full:
         assert not torch.allclose(moved[t][k], full[t][k]), t
         torch.testing.assert_close(moved[t][others], full[t][others])
+
+
+def test_live_history_is_the_practitioners_live_day_features(adv_world):
+    """``HistorySummary(live=True)``'s last 4F columns against :mod:`msmt.experiments.live_history`
+    (a numpy computation from the rows themselves) for every panel metric: days since the last
+    live / paused day, changes between consecutive observed days, yesterday live."""
+    from msmt.experiments.live_history import feature_names, live_history_features
+
+    spec = load_dataset_spec(adv_world / "dataset.yaml")
+    frame = read_data(adv_world / "train.csv", spec)
+    frame = frame[frame.index % 3 != 1].reset_index(drop=True)  # days without a row: gaps in some units' windows
+    schema = fit_schema(frame, spec)
+    batch = encode_frame(frame, schema)
+    plain, live = HistorySummary(schema), HistorySummary(schema, live=True)
+    full = live(batch)
+    F, W = len(spec.panel.metrics), spec.panel.window
+    assert live.out_dim == plain.out_dim + 4 * F == full.shape[1]
+    torch.testing.assert_close(full[:, : plain.out_dim], plain(batch), rtol=0, atol=0)  # the rest unchanged
+    extra = full[:, plain.out_dim:].reshape(len(frame), 4, F).numpy()
+    names = feature_names(W)
+    for f, metric in enumerate(spec.panel.metrics):
+        ref = dict(zip(names, live_history_features(frame, frame, list(spec.panel.keys), spec.panel.time, metric, W).T))
+        days = np.stack([ref[f"day_{i + 1}"] for i in range(W)], axis=1)  # oldest first, −1 unobserved
+        both = (days[:, 1:] >= 0) & (days[:, :-1] >= 0)
+        np.testing.assert_allclose(extra[:, 0, f], ref["since_live"] / (W + 1), rtol=1e-6)
+        np.testing.assert_allclose(extra[:, 1, f], ref["since_paused"] / (W + 1), rtol=1e-6)
+        np.testing.assert_allclose(extra[:, 2, f], (both & (days[:, 1:] != days[:, :-1])).sum(1) / W, rtol=1e-6)
+        np.testing.assert_array_equal(extra[:, 3, f], days[:, -1] == 1)
+    assert (extra[:, 2] > 0).any() and (extra[:, 3] == 0).any() and (extra[:, 0] < 1).any()  # not trivially constant
+
+
+def test_history_live_needs_the_history_summary():
+    with pytest.raises(ValueError, match="model.history_live"):
+        ModelConfig(name="mmoe", history_live=True)
+    assert ModelConfig(name="mmoe", history_summary=True, history_live=True).history_live
+
+
+@pytest.mark.parametrize("name", ["mmoe", "logistic_regression", "m2m"])
+def test_history_live_reaches_the_binary_head_and_only_its_own_row(adv, name):
+    """``active`` (binary: no forecast offset) reads the raw history only through the live features
+    in MMoE and the logistic regression: zeroing one row's raw history moves that row's ``active``
+    with ``history_live`` and nothing without it; other rows never move. M2M (whose encoder reads
+    raw levels anyway) gains the 4F inputs."""
+    schema, batch = adv
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weight")}
+    r = int(torch.nonzero(inputs["seq.mask"].all(1))[0])  # a row with a full window
+    rows = torch.arange(r - 5, r + 59) if r >= 5 else torch.arange(0, 64)
+    k = int((rows == r).nonzero())
+    changed = {key: v.clone() for key, v in take(inputs, rows).items()}
+    changed["seq.raw"][k] = 0.0  # every day paused
+    others = torch.arange(len(rows)) != k
+    cfg = dict(name=name, embedding_dim=4, hidden_dims=[16], tower_dims=[8], history_summary=True)
+    dims = {}
+    for live in (False, True):
+        torch.manual_seed(0)
+        model = build_model(schema, ModelConfig(**cfg, history_live=live)).eval()
+        with torch.no_grad():  # the logistic regression starts at zero weights: give every weight a value
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        dims[live] = model.encoder.history.out_dim
+        with torch.no_grad():
+            full, moved = model(take(inputs, rows)), model(changed)
+        torch.testing.assert_close(moved["active"][others], full["active"][others])
+        if name != "m2m":
+            assert (moved["active"][k] != full["active"][k]) == live, live
+    assert dims[True] == dims[False] + 4 * len(schema.spec.panel.metrics)

@@ -60,6 +60,7 @@ class FeatureEncoder(nn.Module):
         prefix: str = "",
         with_scenario: bool = False,
         history: bool = False,
+        history_live: bool = False,
         id_warmup: dict[str, list[str]] | None = None,
         oov_init: str = "random",
     ):
@@ -82,7 +83,7 @@ class FeatureEncoder(nn.Module):
         self.table = nn.Embedding(max(sum(sizes), 1), dim)
         nn.init.normal_(self.table.weight, std=0.05)
         n_embedded = self.num_sparse + len(self.multi_names) + int(with_scenario)
-        self.history = HistorySummary(schema) if history else None
+        self.history = HistorySummary(schema, live=history_live) if history else None
         self.out_dim = dim * n_embedded + self.num_dense + (self.history.out_dim if history else 0)
         self.generators = nn.ModuleDict()  # Meta-Embedding: ID feature -> its generator
         self.generated: dict[str, tuple[int, list[int], list[int]]] = {}  # name -> (field, attribute fields, dense columns)
@@ -126,7 +127,7 @@ class FeatureEncoder(nn.Module):
         """The input encoder of the shared ``model.*`` keys (scenario embedding, history summary,
         ID warm-up generators, the OOV rows' start)."""
         return cls(schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary,
-                   id_warmup=getattr(cfg, "id_warmup", None), oov_init=getattr(cfg, "oov_init", "random"))
+                   history_live=getattr(cfg, "history_live", False), id_warmup=getattr(cfg, "id_warmup", None), oov_init=getattr(cfg, "oov_init", "random"))
 
     def generate_ids(self, single: Tensor, sparse: Tensor, batch: Batch) -> Tensor:
         """[B, S(+1), dim] single-field embeddings with each warmed-up ID field's OOV rows replaced

@@ -15,8 +15,15 @@ architecture, not about who may look at the past. Per row, over its own window o
   steps the peers have rows, the most recent step's, the share of such steps, and the share of
   the other units active (a positive metric) over those steps and at the most recent one
                                                   [B, 2F + 3] each
+* with ``live`` (``model.history_live``), per panel metric of the raw history (``seq.raw``,
+  ``seq.present``), the unit's live history: a step is live where the metric is positive, paused
+  where it is observed and not: days since the last live and the last paused step (window + 1
+  when none) / (window + 1), changes of state between consecutive observed steps / window, and
+  whether the most recent step was live (the features ``benchmarks/active_baseline.py`` gives a
+  logistic regression, :mod:`msmt.experiments.live_history`)
+                                                  [B, 4F]
 
-Output: [B, 2F + 1 + V + (2F + 3)·channels]. Nothing mixes rows of the batch.
+Output: [B, 2F + 1 + V + (2F + 3)·channels (+ 4F)]. Nothing mixes rows of the batch.
 """
 
 from __future__ import annotations
@@ -31,15 +38,16 @@ from msmt.spec.fitted import FittedSchema
 
 
 class HistorySummary(nn.Module):
-    def __init__(self, schema: FittedSchema):
+    def __init__(self, schema: FittedSchema, live: bool = False):
         super().__init__()
+        self.live = live
         panel = schema.panel
         if panel is None:
             raise ConfigError("model.history_summary: the dataset has no 'panel' section, so there is no history to summarise")
         self.num_metrics = len(panel.metrics)
         self.num_events = len(panel.events) + 2
         self.peers = [prefix for prefix, _ in peer_channels(panel)]
-        self.out_dim = 2 * self.num_metrics + 1 + self.num_events + (2 * self.num_metrics + 3) * len(self.peers)
+        self.out_dim = 2 * self.num_metrics + 1 + self.num_events + (2 * self.num_metrics + 3) * len(self.peers) + 4 * self.num_metrics * live
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         perf = batch["seq.performance"]  # [B, W, F], 0 where missing
@@ -59,4 +67,21 @@ class HistorySummary(nn.Module):
             steps = seen.sum(1, keepdim=True)
             parts += [(level * seen.unsqueeze(-1)).sum(1) / steps.clamp_min(1.0), level[:, -1], steps / seen.shape[1],
                       (live * seen).sum(1, keepdim=True) / steps.clamp_min(1.0), live[:, -1:]]
+        if self.live:
+            parts += [p.to(perf.dtype) for p in self.live_history(batch)]
         return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def live_history(batch: dict[str, Tensor]) -> list[Tensor]:
+        """[since live, since paused, changes, last live], each [B, F]; see the module docstring."""
+        present = batch["seq.present"]  # [B, W, F]
+        live = (batch["seq.raw"] > 0) & present
+        paused = present & ~live
+        window = live.shape[1]
+        age = torch.arange(window, 0, -1, device=live.device).view(1, window, 1)  # steps before the row, oldest first
+
+        def since(hit: Tensor) -> Tensor:
+            return torch.where(hit, age, window + 1).amin(1).float() / (window + 1)
+
+        changes = ((live[:, 1:] != live[:, :-1]) & present[:, 1:] & present[:, :-1]).float().sum(1) / window
+        return [since(live), since(paused), changes, live[:, -1].float()]

@@ -44,7 +44,7 @@ class LogisticRegression(MultiTaskModel):
         super().__init__(schema, cfg)
         T = self.num_tasks
         # one column per task: embed_fields gives [B, F, T], each field's weight for each task
-        self.encoder = FeatureEncoder(schema, T, history=cfg.history_summary, id_warmup=getattr(cfg, "id_warmup", None),
+        self.encoder = FeatureEncoder(schema, T, history=cfg.history_summary, history_live=cfg.history_live, id_warmup=getattr(cfg, "id_warmup", None),
                                       oov_init=cfg.oov_init)
         nn.init.zeros_(self.encoder.table.weight)  # every OOV weight then is the mean of its seen weights too (model.oov_init)
         dense_width = self.encoder.out_dim - T * len(self.encoder.field_names)

@@ -44,7 +44,7 @@ class M2M(MultiTaskModel):
         # one fused table for all fields (+ the scenario id with model.use_scenario_feature), and
         # the panel-history summary of the other models with model.history_summary
         self.encoder = FeatureEncoder(
-            schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary, id_warmup=cfg.id_warmup,
+            schema, cfg.embedding_dim, with_scenario=cfg.use_scenario_feature, history=cfg.history_summary, history_live=cfg.history_live, id_warmup=cfg.id_warmup,
             oov_init=cfg.oov_init,
         )
         field_names = [f.name for f in (*feats.sparse, *feats.multi_sparse)] + (["<scenario id>"] if cfg.use_scenario_feature else [])

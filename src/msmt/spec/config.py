@@ -57,6 +57,9 @@ class ModelConfig(Strict):
     activation: Literal["relu", "gelu", "silu"] = "relu"
     use_scenario_feature: bool = True  # embed the scenario id as one more input feature
     history_summary: bool = False  # append a summary of the panel history (datasets with `panel:`)
+    # with history_summary: also each panel metric's live history (days since it was last positive / zero, its changes
+    # of state between consecutive days, yesterday's positive flag; msmt.layers.history.HistorySummary)
+    history_live: bool = False
     # count heads as log(naive forecast + ε) + f(x) on panel data (msmt.layers.naive.ForecastOffset):
     # auto = per count task with a history, the naive forecast with the least training-split absolute error;
     # blend = per row a learnt softmax mix of those naive forecasts (data that changes regime); blend_backtest =
@@ -86,6 +89,8 @@ class ModelConfig(Strict):
     def _validate_sections(self) -> ModelConfig:
         if self.name not in model_names():
             raise ValueError(f"unknown model '{self.name}' (registered: {model_names()})")
+        if self.history_live and not self.history_summary:
+            raise ValueError("model.history_live: adds to the history summary, so it needs model.history_summary: true")
         for key, value in (self.model_extra or {}).items():
             if key not in model_names():
                 raise ValueError(f"unknown key 'model.{key}'")
