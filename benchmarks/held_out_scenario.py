@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.experiments.forecasting import NEW_SCENARIO_K, Study, Variant, new_scenario_blocks
+from msmt.experiments.forecasting import NEW_SCENARIO_K, Study, Variant, new_scenario_blocks_by_correction
 from msmt.experiments.forecasting_page import COUNTS
 from msmt.rundir.provenance import source_hash
 from msmt.runtime.host import describe_cpu
@@ -111,19 +111,27 @@ def variants(rates, references: bool) -> list[Variant]:
     return out
 
 
-def scores(run: Path, held: Path, unseen_correction: float | None = None) -> dict[int, dict[str, float]]:
-    """{K: {count task: NMAE}} on the held-out scenario's scored rows (with ``unseen_correction``:
-    scored with that ``model.unseen_scenario_correction``); cached in the run folder with the
-    held-out world's record (another launch day is scored again)."""
-    cache = run / ("held_out.json" if unseen_correction is None else f"held_out_w{unseen_correction:g}.json")
+def scores(run: Path, held: Path, corrections=(None,)) -> dict:
+    """{w: {K: {count task: NMAE}}} on the held-out scenario's scored rows, w of ``corrections`` the
+    ``model.unseen_scenario_correction`` scored with (None: the run's own); each cached in the run
+    folder with the held-out world's record (another launch day is scored again), the missing ones
+    scored together (:func:`msmt.experiments.forecasting.new_scenario_blocks_by_correction`)."""
     record = json.loads((held.parent / "held_out.json").read_text())
-    if cache.exists() and cache.stat().st_mtime >= (run / "metrics.json").stat().st_mtime:
-        kept = json.loads(cache.read_text())
-        if kept.get("held_out") == record:
-            return {int(k): v for k, v in kept["scores"].items()}
-    blocks = new_scenario_blocks(run, held, unseen_correction)
-    out = {k: {t: float(b["overall"][t]["nmae"]) for t in COUNTS} for k, b in blocks.items()}
-    cache.write_text(json.dumps({"held_out": record, "scores": out}))
+
+    def cache_of(w: float | None) -> Path:
+        return run / ("held_out.json" if w is None else f"held_out_w{w:g}.json")
+
+    out = {}
+    for w in corrections:
+        cache = cache_of(w)
+        if cache.exists() and cache.stat().st_mtime >= (run / "metrics.json").stat().st_mtime:
+            kept = json.loads(cache.read_text())
+            if kept.get("held_out") == record:
+                out[w] = {int(k): v for k, v in kept["scores"].items()}
+    missing = [w for w in corrections if w not in out]
+    for w, blocks in (new_scenario_blocks_by_correction(run, held, missing) if missing else {}).items():
+        out[w] = {k: {t: float(b["overall"][t]["nmae"]) for t in COUNTS} for k, b in blocks.items()}
+        cache_of(w).write_text(json.dumps({"held_out": record, "scores": out[w]}))
     return out
 
 
@@ -131,7 +139,7 @@ def correction_section(runs: dict, held: Path, corrections, naive: pd.DataFrame 
     """The page's section on ``model.unseen_scenario_correction``, the chosen w and the scan's records: the
     plain M2M runs scored at each w, chosen the lowest mean of the count NMAEs over K = 3 and 7 (ties: the larger w)."""
     rows = [dict(w=w, seed=seed, K=k, task=t, nmae=v) for (name, seed), run in runs.items() if name == NO_CHANNEL
-            for w in corrections for k, tasks in scores(run, held, w).items() if k > 0 for t, v in tasks.items()]
+            for w, by_k in scores(run, held, corrections).items() for k, tasks in by_k.items() if k > 0 for t, v in tasks.items()]
     scan = pd.DataFrame(rows)
     cell = scan.groupby(["w", "K", "task"])["nmae"].agg(["mean", "std"]).fillna(0.0)
     mean = scan.groupby("w")["nmae"].mean()
@@ -169,7 +177,7 @@ def main() -> None:
                   (f"train.num_threads={args.threads}",), None, _log, tuple(args.defaults), args.jobs)
     runs = study.train()
     rows = [dict(variant=name, seed=seed, K=k, task=t, nmae=v)
-            for (name, seed), run in runs.items() for k, tasks in scores(run, held).items() for t, v in tasks.items()]
+            for (name, seed), run in runs.items() for k, tasks in scores(run, held)[None].items() for t, v in tasks.items()]
     records = pd.DataFrame(rows)
     tables = args.out.with_suffix("")
     tables.mkdir(parents=True, exist_ok=True)

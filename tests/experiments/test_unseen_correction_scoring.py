@@ -14,6 +14,7 @@ from msmt.experiments.forecasting import (
     Study,
     main_variants,
     new_scenario_blocks,
+    new_scenario_blocks_by_correction,
     score_with_unseen_correction,
     study_records,
 )
@@ -52,6 +53,9 @@ def test_a_run_scored_with_w_equals_the_run_trained_with_w(runs):
     assert as_trained[0.5][0] == as_trained[1.0][0]  # K = 0: no row has history of its own, f stays whole
     for k in (3, 7):
         assert as_trained[0.5][k] != as_trained[1.0][k], k  # with history the correction is shrunk
+    together = new_scenario_blocks_by_correction(trained[0.5], new, [1.0, None, 0.25])  # one encoding for every w
+    assert _nmae(together[1.0]) == as_trained[1.0] and _nmae(together[None]) == as_trained[0.5]  # None: the run's own w
+    assert _nmae(together[0.25]) == _nmae(new_scenario_blocks(trained[1.0], new, unseen_correction=0.25))
 
 
 def test_study_gives_m2m_runs_alone_the_correction_and_scores_them_also_with_the_whole_one(runs, tmp_path):

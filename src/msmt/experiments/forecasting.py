@@ -243,17 +243,25 @@ def new_scenario_blocks(run_dir: Path, new_scenario: Path, unseen_correction: fl
     as a service's history store would hold them: they feed only the group channel.
     ``unseen_correction``: score with that ``model.unseen_scenario_correction`` instead of the run's
     own (:func:`score_with_unseen_correction`); None: the run as it is."""
+    return new_scenario_blocks_by_correction(run_dir, new_scenario, [unseen_correction])[unseen_correction]
+
+
+def new_scenario_blocks_by_correction(run_dir: Path, new_scenario: Path, corrections: Sequence[float | None]) -> dict:
+    """{w: :func:`new_scenario_blocks` with ``unseen_correction=w``} for every w of ``corrections``,
+    the run loaded and each K's rows encoded once for all of them."""
     run = load_run(run_dir)
-    if unseen_correction is not None:
-        score_with_unseen_correction(run.model, unseen_correction, run_dir)
+    own = run.model.forecast.unseen_correction if run.model.forecast is not None else None
     spec = run.schema.spec
     frame, scored, others = new_scenario_rows(spec, new_scenario)
-    out: dict[int, dict] = {}
+    out: dict = {w: {} for w in corrections}
     if scored.empty:  # a test period shorter than NEW_SCENARIO_FROM days
         return out
     for k in NEW_SCENARIO_K:
         data = encode_frame(scored, run.schema, context=new_scenario_context(spec, frame, others, k), own_history=False)
-        out[k] = evaluate_model(run.model, scored, data, point=run.point)
+        for w in corrections:
+            if w is not None or own is not None:
+                score_with_unseen_correction(run.model, own if w is None else w, run_dir)
+            out[w][k] = evaluate_model(run.model, scored, data, point=run.point)
     return out
 
 
@@ -354,30 +362,37 @@ def study_records(study: Study, runs: dict[tuple[str, int], Path]) -> pd.DataFra
             records += _flatten(metrics[split]["oracle"], name, seed, split, source="oracle")
         base = name.split(" +")[0]  # a twin (" +cross-section", " +ema3"...) is scored where its variant is
         if study.new_scenario is not None and (name.startswith("naive_") or base in ("m2m", *(f"{m}+history" for m in HISTORY_MODELS))):
-            blocks = cached_new_scenario_blocks(run_dir, study.new_scenario)
-            for k, block in blocks.items():
+            whole = base == "m2m" and study.unseen_correction != 1.0  # also scored with the whole correction
+            scored = cached_new_scenario_blocks(run_dir, study.new_scenario, (None, 1.0) if whole else (None,))
+            for k, block in scored[None].items():
                 if k == 0 and name.startswith("naive_"):
                     continue  # no history: no naive forecast exists (it would be the training mean)
                 records += _flatten(block, name, seed, f"new K={k}")
                 if seed == study.seeds[0] and "oracle" in block:
                     records += _flatten(block["oracle"], name, seed, f"new K={k}", source="oracle")
-            if base == "m2m" and study.unseen_correction != 1.0:
-                for k, block in cached_new_scenario_blocks(run_dir, study.new_scenario, 1.0).items():
+            if whole:
+                for k, block in scored[1.0].items():
                     records += _flatten(block, name + WHOLE_CORRECTION, seed, f"new K={k}")
     frame = pd.DataFrame(records)
     oracle = frame["variant"] == "oracle"
     return pd.concat([frame[~oracle], frame[oracle].drop_duplicates(["split", "scenario", "task", "metric"])], ignore_index=True)
 
 
-def cached_new_scenario_blocks(run_dir: Path, new_scenario: Path, unseen_correction: float | None = None) -> dict[int, dict]:
-    """:func:`new_scenario_blocks`, kept in the run folder (``new_scenario.json``; with an
-    ``unseen_correction``, ``new_scenario_w<value>.json``) and read back while it is newer than the run's metrics."""
-    cache = run_dir / ("new_scenario.json" if unseen_correction is None else f"new_scenario_w{unseen_correction:g}.json")
-    if cache.exists() and cache.stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime:
-        return {int(k): v for k, v in json.loads(cache.read_text()).items()}
-    blocks = new_scenario_blocks(run_dir, new_scenario, unseen_correction)
-    cache.write_text(json.dumps(blocks))
-    return blocks
+def cached_new_scenario_blocks(run_dir: Path, new_scenario: Path, corrections: Sequence[float | None] = (None,)) -> dict:
+    """:func:`new_scenario_blocks_by_correction`, each w kept in the run folder (``new_scenario.json``;
+    a w, ``new_scenario_w<w>.json``) and read back while it is newer than the run's metrics; the
+    missing ones are scored together."""
+    def cache(w: float | None) -> Path:
+        return run_dir / ("new_scenario.json" if w is None else f"new_scenario_w{w:g}.json")
+
+    fresh = {w for w in corrections if cache(w).exists() and cache(w).stat().st_mtime >= (run_dir / "metrics.json").stat().st_mtime}
+    out = {w: {int(k): v for k, v in json.loads(cache(w).read_text()).items()} for w in fresh}
+    missing = [w for w in corrections if w not in fresh]
+    if missing:
+        for w, blocks in new_scenario_blocks_by_correction(run_dir, new_scenario, missing).items():
+            cache(w).write_text(json.dumps(blocks))
+            out[w] = blocks
+    return out
 
 
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
