@@ -40,7 +40,7 @@ from msmt.spec.config import load_experiment
 REPO = Path(__file__).resolve().parents[1]
 TASK = "active"
 SPLITS = ("train", "validation", "test")
-PAGE_ROWS = ("naive_last", "naive_mean", "single_task+history", "shared_bottom+history", "mmoe+history", "ple+history", "m2m",
+PAGE_ROWS = ("naive_last", "naive_mean", "logistic_regression+history", "single_task+history", "shared_bottom+history", "mmoe+history", "ple+history", "m2m",
              "oracle (history, T=14)", "oracle (history, all days)", "oracle")
 
 

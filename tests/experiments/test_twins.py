@@ -47,3 +47,14 @@ def test_the_cost_table_counts_every_epoch_a_run_trained(tmp_path):
     assert epochs_trained(runs[("a +x", 0)]) == 11
     assert cost_table(runs, [("a", "a +x")])[-1] == "| a | 5.0 → 10.5 | 15 → 40 |"
     assert training_seconds(runs.values()) == 110.0
+
+
+def test_a_twin_gets_the_settings_its_option_requires_only_where_its_variant_lacks_them():
+    live = Twin(" +live", "model.history_live=true", "live history", requires=("model.history_summary=true",))
+    variants, pairs = world_variants(["mmoe+history", "m2m"], live)
+    by_name = {v.name: v for v in variants}
+    assert pairs == [("mmoe+history", "mmoe+history +live"), ("m2m", "m2m +live")]
+    assert by_name["mmoe+history +live"].overrides == ("model.name=mmoe", "model.history_summary=true", "model.history_live=true")
+    assert by_name["m2m +live"].overrides == ("model.name=m2m", "model.history_summary=true", "model.history_live=true")
+    online, _ = online_variants(live)
+    assert all(v.overrides.count("model.history_summary=true") == 1 for v in online if v.name.endswith(" +live"))

@@ -5,9 +5,10 @@ choice; every variant below is an ordinary run (``msmt train`` with overrides, r
 :func:`msmt.experiments.bench.train_missing` when the same code already trained it), one per seed.
 
 * **Variants**: the naive forecasters (``naive_last``, ``naive_mean``, ``naive_weekday``: a scale
-  to fit, 2 epochs), the multi-task models with the panel history summary (``+history``:
-  ``model.history_summary=true``; like every model on panel data they forecast relative to the
-  trailing mean, ``model.forecast``), and M2M as the simulator's experiment config declares it.
+  to fit, 2 epochs), logistic regression (the practitioner's GLM: a linear log-rate / logit) and the
+  multi-task models with the panel history summary (``+history``: ``model.history_summary=true``;
+  like every model on panel data they forecast relative to the trailing mean, ``model.forecast``),
+  and M2M as the simulator's experiment config declares it.
 * **The cross-section channel** (:func:`cross_section_variants`, ``benchmarks/cross_section.py``):
   every trained variant again with ``panel.cross_section_keys: [scenario]``, M2M also with
   ``model.m2m.scenario_dropout``.
@@ -48,7 +49,7 @@ from msmt.spec.model_params import M2MParams
 from msmt.synth.advertiser import HISTORY_ACTIVE, MEDIAN_PREFIX, ZERO_SHOT_PREFIX, history_oracle_active, median_oracle, zero_shot_oracle
 
 NAIVE = ("naive_last", "naive_mean", "naive_weekday")
-HISTORY_MODELS = ("single_task", "shared_bottom", "mmoe", "ple")
+HISTORY_MODELS = ("logistic_regression", "single_task", "shared_bottom", "mmoe", "ple")  # the practitioner's GLM first
 NEW_SCENARIO_K = (0, 3, 7)
 NEW_SCENARIO_FROM = 7  # scored days: launch + 7 onward (the same rows for every K)
 COMMON = ("train.progress=false",)
@@ -100,10 +101,14 @@ def cross_section_variants(scenario_dropout: float = 0.2) -> list[Variant]:
 REFIT = " +refit"  # the variant's name suffix: train.refit (trained again on training + validation rows)
 
 
-def twin_variants(variants: Sequence[Variant], suffix: str, setting: str, group: str) -> list[Variant]:
+def twin_variants(variants: Sequence[Variant], suffix: str, setting: str, group: str,
+                  requires: Sequence[str] = ()) -> list[Variant]:
     """Each trained variant of ``variants`` again with one more override ``setting`` (its name +
-    ``suffix``, in ``group``); the naive forecasters are left out (they read the history as it is)."""
-    return [Variant(v.name + suffix, (*v.overrides, setting), group) for v in variants if not v.name.startswith("naive_")]
+    ``suffix``, in ``group``), after those of ``requires`` (settings the option needs, e.g.
+    ``model.history_summary=true`` for ``model.history_live``) that the variant does not set already;
+    the naive forecasters are left out (they read the history as it is)."""
+    return [Variant(v.name + suffix, (*v.overrides, *(r for r in requires if r not in v.overrides), setting), group)
+            for v in variants if not v.name.startswith("naive_")]
 
 
 def refit_variants(variants: Sequence[Variant]) -> list[Variant]:

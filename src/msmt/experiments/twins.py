@@ -56,6 +56,7 @@ class Twin:
     suffix: str  # e.g. " +refit"
     setting: str  # e.g. "train.refit=true"
     group: str  # the variants' group in the study's records
+    requires: tuple[str, ...] = ()  # settings the option needs, given to each twin whose variant lacks them
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,14 @@ def online_variants(twin: Twin) -> tuple[list[Variant], list[tuple[str, str]]]:
     (without, with) name pairs."""
     naive = [v for v in main_variants() if v.name in NAIVE]
     blend = [Variant(v.name + BLEND, (*v.overrides, "model.forecast=blend")) for v in main_variants() if v.name not in NAIVE]
-    return naive + blend + twin_variants(blend, twin.suffix, twin.setting, twin.group), [(v.name, v.name + twin.suffix) for v in blend]
+    return naive + blend + twin_variants(blend, twin.suffix, twin.setting, twin.group, twin.requires), [(v.name, v.name + twin.suffix) for v in blend]
 
 
 def world_variants(models: Sequence[str], twin: Twin) -> tuple[list[Variant], list[tuple[str, str]]]:
     """The naive forecasters, the main variants named in ``models`` and their twins; the name pairs."""
     naive = [v for v in main_variants() if v.name in NAIVE]
     trained = [v for v in main_variants() if v.name in models]
-    return naive + trained + twin_variants(trained, twin.suffix, twin.setting, twin.group), [(v.name, v.name + twin.suffix) for v in trained]
+    return naive + trained + twin_variants(trained, twin.suffix, twin.setting, twin.group, twin.requires), [(v.name, v.name + twin.suffix) for v in trained]
 
 
 def chosen(variants: list[Variant], models: Sequence[str] | None, twin: Twin) -> list[Variant]:
@@ -131,27 +132,28 @@ def cost_table(runs: dict[tuple[str, int], Path], pairs: list[tuple[str, str]]) 
     return lines
 
 
-def add_twin_arguments(ap: argparse.ArgumentParser, repo: Path, out: Path) -> None:
+def add_twin_arguments(ap: argparse.ArgumentParser, repo: Path, out: Path, world_models: Sequence[str] = ("m2m",)) -> None:
     """A twin study's command line: the world and seeds, ``--online-seeds``, ``--world-models``,
     ``--skip-world``, ``--models`` (train only those variants and their twins: to split the work over
     processes; one more run without it writes the page) and where the runs and the page go."""
     add_world_arguments(ap)
     ap.add_argument("--online-seeds", type=int, nargs="+", default=list(range(10)), help="training seeds of the online-ads runs")
-    ap.add_argument("--world-models", nargs="+", default=["m2m"], help="the simulator world's trained variants (with and without the option)")
+    ap.add_argument("--world-models", nargs="+", default=list(world_models), help="the simulator world's trained variants (with and without the option)")
     ap.add_argument("--skip-world", action="store_true", help="online ads only")
     ap.add_argument("--models", nargs="+", default=None, help="train only these main variants (m2m, mmoe+history...) and their twins")
     add_study_arguments(ap, repo / "runs" / "forecasting", out)
 
 
 def twin_main(doc: str, repo: Path, page_name: str, study: Callable[[argparse.Namespace], tuple[Twin, TwinPage]],
-              arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    """A twin benchmark's command (``benchmarks/refit.py``, ``weight_average.py``, ``backtest_blend.py``):
-    its own options (``arguments``) and the shared ones, then the study of the twin and page that
-    ``study`` makes of the parsed arguments; the page is ``docs/results/<page_name>`` by default."""
+              arguments: Callable[[argparse.ArgumentParser], None] | None = None, world_models: Sequence[str] = ("m2m",)) -> None:
+    """A twin benchmark's command (``benchmarks/refit.py``, ``weight_average.py``, ``backtest_blend.py``,
+    ``history_live.py``): its own options (``arguments``) and the shared ones (``--world-models``
+    defaulting to ``world_models``), then the study of the twin and page that ``study`` makes of the
+    parsed arguments; the page is ``docs/results/<page_name>`` by default."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     if arguments is not None:
         arguments(ap)
-    add_twin_arguments(ap, repo, repo / "docs" / "results" / page_name)
+    add_twin_arguments(ap, repo, repo / "docs" / "results" / page_name, world_models)
     args = ap.parse_args()
     twin, page = study(args)
     run_twin_study(args, twin, page, repo / "configs" / "online_ads.yaml")
