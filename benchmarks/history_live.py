@@ -43,7 +43,9 @@ PAGE = TwinPage(
     "twin. The option changes the validation numbers, so both splits are shown.",
     online_note="Conversions are zero on most rows, so their days since the last positive day are a feature the "
     "summary's mean and last value only approximate.",
-    world_note="Units pause and resume (the `active` task), so a count's run of zeros says when the unit paused.",
+    world_note="Units pause and resume (the `active` task), so a count's run of zeros says when the unit paused. "
+    "M2M's runs here keep their whole correction on the new scenario (`model.unseen_scenario_correction` 1, the "
+    "forecasting page's `m2m (w = 1)` rows; training is the same for any w), so its K = 3 / 7 rows are those.",
     label="the live history",
     validation=True,
     new_scenario=True,
