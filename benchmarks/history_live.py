@@ -3,7 +3,7 @@
 whether yesterday was positive) beat the history summary alone, the features a logistic regression
 is level with M2M on ``active`` with (docs/results/active_baseline.md)?
 
-    .venv/bin/python benchmarks/history_live.py [--online-seeds 0 .. 9] [--skip-world]
+    .venv/bin/python benchmarks/history_live.py [--online-seeds 0 .. 9] [--skip-world] [--online-offset blend|blend_backtest]
         [--advertisers 1200] [--days 90] [--seed 2026] [--seeds 0 1 2]
         [--world-models logistic_regression+history single_task+history shared_bottom+history mmoe+history ple+history m2m]
         [--models NAME ...] [--threads 1] [--work runs/forecasting]

@@ -2,7 +2,7 @@
 and validation rows (``train.refit``) pay where the data drift, and what does it do where they do not?
 
     .venv/bin/python benchmarks/refit.py [--online-seeds 0 .. 9] [--advertisers 1200] [--days 90]
-        [--seed 2026] [--seeds 0 1 2] [--world-models m2m] [--skip-world] [--models NAME ...]
+        [--seed 2026] [--seeds 0 1 2] [--world-models m2m] [--skip-world] [--online-offset blend|blend_backtest] [--models NAME ...]
         [--threads 1] [--work runs/forecasting] [--default KEY=VALUE ...] [--set KEY=VALUE ...]
         [--out docs/results/refit.md]
 

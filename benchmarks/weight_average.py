@@ -4,12 +4,12 @@ trained, and does it narrow the spread between training seeds?
 
     .venv/bin/python benchmarks/weight_average.py [--ema-epochs 3] [--online-seeds 0 .. 9]
         [--advertisers 1200] [--days 90] [--seed 2026] [--seeds 0 1 2] [--world-models m2m]
-        [--skip-world] [--models NAME ...] [--threads 1] [--work runs/forecasting]
+        [--skip-world] [--online-offset blend|blend_backtest] [--models NAME ...] [--threads 1] [--work runs/forecasting]
         [--default KEY=VALUE ...] [--set KEY=VALUE ...] [--out docs/results/weight_average.md]
 
 Online ads (real data, a few hundred optimiser steps per run, 1,646 test rows): every trained variant
-of the forecasting study's online section with the offset that page chose (``model.forecast=blend``)
-and again with ``train.ema_epochs`` (:mod:`msmt.experiments.twins`), the naive forecasters beside
+of the forecasting study's online section with the offset that page chose before ``blend_backtest``
+existed (``model.forecast=blend``; ``--online-offset blend_backtest``: the one it chooses now) and again with ``train.ema_epochs`` (:mod:`msmt.experiments.twins`), the naive forecasters beside
 them; the simulator world of ``benchmarks/forecasting.py``: the variants of ``--world-models``
 likewise, scored on the new scenario too. The runs live where the forecasting study keeps its own
 (same ``--work``, ``--threads`` and ``--default``: shared, reused when the same code trained them).

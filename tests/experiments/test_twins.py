@@ -58,3 +58,24 @@ def test_a_twin_gets_the_settings_its_option_requires_only_where_its_variant_lac
     assert by_name["m2m +live"].overrides == ("model.name=m2m", "model.history_summary=true", "model.history_live=true")
     online, _ = online_variants(live)
     assert all(v.overrides.count("model.history_summary=true") == 1 for v in online if v.name.endswith(" +live"))
+
+
+def test_online_twins_with_another_offset_are_the_forecasting_study_runs_with_it():
+    """``--online-offset blend_backtest``: each trained variant with that offset, named and set as the
+    forecasting study's own run with it (so the runs are shared), and its twin; a twin whose option is
+    that very offset is refused (both runs would be the same)."""
+    import pytest
+
+    from msmt.experiments.forecasting import main_variants
+
+    variants, pairs = online_variants(EMA, "blend_backtest")
+    by_name = {v.name: v for v in variants}
+    trained = [v for v in main_variants() if v.name not in NAIVE]
+    assert [base for base, _ in pairs] == [v.name + " offset=blend_backtest" for v in trained]
+    for v in trained:
+        base = by_name[v.name + " offset=blend_backtest"]
+        assert base.overrides == (*v.overrides, "model.forecast=blend_backtest")
+        assert by_name[base.name + EMA.suffix].overrides == (*base.overrides, EMA.setting)
+    assert {v.name for v in chosen(variants, ["m2m"], EMA)} == {"m2m offset=blend_backtest", "m2m offset=blend_backtest +ema3"}
+    with pytest.raises(ValueError, match="online-offset"):
+        online_variants(Twin(" +backtest", "model.forecast=blend_backtest", "backtest blend"), "blend_backtest")

@@ -3,7 +3,8 @@
 ``benchmarks/refit.py`` (``train.refit``), ``benchmarks/weight_average.py`` (``train.ema_epochs``) and
 ``benchmarks/backtest_blend.py`` (``model.forecast=blend_backtest``) ask the same question of one option:
 on online ads (real data, every trained variant with ``model.forecast=blend``, the offset the forecasting
-page's validation split chose before ``blend_backtest`` existed) and on the simulator world (the
+page's validation split chose before ``blend_backtest`` existed, or with ``--online-offset blend_backtest``,
+the one it chooses now) and on the simulator world (the
 variants of ``--world-models``), does a twin with the option beat the run without it, paired by
 training seed, and where does M2M then stand against the best naive forecaster? The runs are
 the forecasting study's (:class:`msmt.experiments.forecasting.Study`), reused when the same code
@@ -45,7 +46,9 @@ from msmt.runtime.host import describe_cpu
 from msmt.spec.config import load_experiment
 
 ONLINE_COLS = [(t, "nmae") for t in ("displays", "clicks", "post_click_conversions")]
-BLEND = " offset=blend"  # the online runs every twin is compared with (the forecasting study's blend runs)
+OFFSET = " offset={}"  # the online runs' name suffix: the offset every run without and with the option has
+BLEND = OFFSET.format("blend")  # the online runs twins are compared with by default (the forecasting study's blend runs)
+ONLINE_OFFSETS = ("blend", "blend_backtest")  # --online-offset: the forecasting study trains both, so its runs are shared
 COST_NOTE = "seconds of one run on one thread, beside the study's other processes: compare them within a row"
 
 
@@ -73,11 +76,15 @@ class TwinPage:
     new_scenario: bool = False  # score the world's runs on the new scenario (K days of its history) too
 
 
-def online_variants(twin: Twin) -> tuple[list[Variant], list[tuple[str, str]]]:
-    """The naive forecasters, each trained main variant with the blend offset, and its twin; and the
-    (without, with) name pairs."""
+def online_variants(twin: Twin, offset: str = "blend") -> tuple[list[Variant], list[tuple[str, str]]]:
+    """The naive forecasters, each trained main variant with the offset ``model.forecast=<offset>``
+    (named as the forecasting study names its run with it), and its twin; and the (without, with)
+    name pairs."""
+    if twin.setting == f"model.forecast={offset}":
+        raise ValueError(f"--online-offset {offset}: the twin's option is that offset, so both runs would be the same")
     naive = [v for v in main_variants() if v.name in NAIVE]
-    blend = [Variant(v.name + BLEND, (*v.overrides, "model.forecast=blend")) for v in main_variants() if v.name not in NAIVE]
+    blend = [Variant(v.name + OFFSET.format(offset), (*v.overrides, f"model.forecast={offset}"))
+             for v in main_variants() if v.name not in NAIVE]
     return naive + blend + twin_variants(blend, twin.suffix, twin.setting, twin.group, twin.requires), [(v.name, v.name + twin.suffix) for v in blend]
 
 
@@ -92,7 +99,7 @@ def chosen(variants: list[Variant], models: Sequence[str] | None, twin: Twin) ->
     """The variants of ``models`` (by their main variant's name) and their twins; all without ``models``."""
     if models is None:
         return variants
-    return [v for v in variants if v.name.removesuffix(twin.suffix).removesuffix(BLEND) in models]
+    return [v for v in variants if v.name.removesuffix(twin.suffix).split(OFFSET.format(""))[0] in models]
 
 
 def verdicts(v: dict, pairs: list[tuple[str, str]], split: str, scenario: str, cols) -> list[str]:
@@ -140,6 +147,8 @@ def add_twin_arguments(ap: argparse.ArgumentParser, repo: Path, out: Path, world
     ap.add_argument("--online-seeds", type=int, nargs="+", default=list(range(10)), help="training seeds of the online-ads runs")
     ap.add_argument("--world-models", nargs="+", default=list(world_models), help="the simulator world's trained variants (with and without the option)")
     ap.add_argument("--skip-world", action="store_true", help="online ads only")
+    ap.add_argument("--online-offset", choices=ONLINE_OFFSETS, default="blend",
+                    help="model.forecast of every online run, without and with the option")
     ap.add_argument("--models", nargs="+", default=None, help="train only these main variants (m2m, mmoe+history...) and their twins")
     add_study_arguments(ap, repo / "runs" / "forecasting", out)
 
@@ -166,6 +175,7 @@ def _log(message: str) -> None:
 def _command(args: argparse.Namespace) -> str:
     defaults = " ".join(f"--default {d}" for d in args.defaults)
     return (f"--online-seeds {' '.join(map(str, args.online_seeds))} "
+            + ("" if args.online_offset == "blend" else f"--online-offset {args.online_offset} ")
             + ("--skip-world" if args.skip_world else f"--advertisers {args.advertisers} --days {args.days} --seed {args.seed} "
                f"--seeds {' '.join(map(str, args.seeds))} --world-models {' '.join(args.world_models)}")
             + f" --threads {args.threads}" + (f" {defaults}" if defaults else ""))
@@ -184,7 +194,10 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
     ``--models``, write the page and its records (``args.out`` and the folder beside it)."""
     started = time.perf_counter()
     extra = (f"train.num_threads={args.threads}", *args.overrides)
-    online, online_pairs = online_variants(twin)
+    try:
+        online, online_pairs = online_variants(twin, args.online_offset)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     online_study = Study(online_config, args.work / "runs" / "online_ads", args.online_seeds, chosen(online, args.models, twin),
                          extra, None, _log, tuple(args.defaults), args.jobs)
     online_runs = online_study.train()
@@ -216,10 +229,13 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
         f"[`{tables.name}/`]({tables.name}/).", "",
         text.intro, "",
         "## Online ads (real data)", "",
-        f"`configs/online_ads.yaml`, training seeds {args.online_seeds}, every trained model with `model.forecast=blend` "
-        "(the offset [the forecasting study](forecasting.md) chose on the validation split for this data before "
-        "`blend_backtest` existed; it now chooses that one). "
-        "The data change regime on 1 May 2020: 82% of the training rows (1 April – 10 May) are April's, validation and "
+        f"`configs/online_ads.yaml`, training seeds {args.online_seeds}, every trained model with "
+        f"`model.forecast={args.online_offset}` "
+        + ("(the offset [the forecasting study](forecasting.md) chose on the validation split for this data before "
+           "`blend_backtest` existed; it now chooses that one). " if args.online_offset == "blend" else
+           "(the offset [the forecasting study](forecasting.md) chooses on the validation split for this data, and "
+           "`configs/online_ads.yaml`'s). ")
+        + "The data change regime on 1 May 2020: 82% of the training rows (1 April – 10 May) are April's, validation and "
         f"test (10 – 31 May) all May's. {text.online_note}", "",
         f"Cells: mean ± std over the {len(args.online_seeds)} seeds. The paired differences: with {text.label} minus without, "
         "paired by training seed, mean and 95% t-interval over the seeds; * = the interval excludes 0 (negative = "
