@@ -26,8 +26,9 @@ demo: $(STAMP)
 	$(MSMT) train demo/data/experiment.yaml --out demo/run --quiet
 	@echo "\nnew scenario (never seen in training), model (oracle):\n"
 	$(MSMT) evaluate demo/run --data demo/data/new_scenario.csv --out demo/run/new_scenario_metrics.json
-	$(MSMT) bench --datasets advertiser=demo/data/experiment.yaml --models naive_last --models naive_mean --models m2m --seeds 1 --out demo/bench
-	@echo "\nthe naive forecasts beside M2M and the oracle (test split; demo/bench/leaderboard.md):\n"
+	$(MSMT) bench --datasets advertiser=demo/data/experiment.yaml --models naive_last --models naive_mean \
+		--models logistic_regression --model-set logistic_regression:model.history_summary=true --models m2m --seeds 1 --out demo/bench
+	@echo "\nthe naive forecasts and a logistic regression on the history summary beside M2M and the oracle (test split; demo/bench/leaderboard.md):\n"
 	@awk '/^\*\*/ { show = ($$0 ~ /nmae|auc/) } show' demo/bench/leaderboard.md
 	@echo "report: demo/run/report.md; cross-scenario correlations: demo/data/plots/scenario_correlation.png"
 

@@ -182,3 +182,36 @@ def test_an_na_verdict_holds_for_every_seed_and_only_for_the_code_that_reached_i
     assert cell_not_applicable(Cell("tiny", config, "naive_last", 1), out, common) is not None
     monkeypatch.setattr(provenance, "source_hash", lambda *args: "other code")
     assert cell_not_applicable(Cell("tiny", config, "naive_last", 1), out, common) is None
+
+
+def test_model_set_overrides_one_model_cells_and_the_leaderboard_names_them(tiny_dir, tmp_path):
+    """``msmt bench --model-set MODEL:KEY=VALUE``: the override reaches that model's runs only, its row
+    keeps the model's name, and the leaderboard says which cells had it."""
+    from helpers import run_main
+
+    cfg = yaml.safe_load((tiny_dir / "experiment.yaml").read_text())
+    cfg["dataset"] = str(tiny_dir / "dataset.yaml")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "bench"
+    fast = ["--set", "train.epochs=1", "--set", "train.batch_size=256", "--set", "train.num_threads=1"]
+    assert run_main("bench", "--datasets", config, "--models", "shared_bottom", "--models", "mmoe", "--seeds", "1",
+                    "--out", out, *fast, "--model-set", "mmoe:train.lr=0.0123", "--model-set", "mmoe:train.weight_decay=0.5") == 0
+    runs = {m: yaml.safe_load((out / f"runs/tiny/{m}/seed0/config.yaml").read_text())["train"] for m in ("mmoe", "shared_bottom")}
+    assert (runs["mmoe"]["lr"], runs["mmoe"]["weight_decay"]) == (0.0123, 0.5)
+    assert (runs["shared_bottom"]["lr"], runs["shared_bottom"]["weight_decay"]) != (0.0123, 0.5)
+    text = (out / "leaderboard.md").read_text()
+    assert "* `mmoe`: `train.lr=0.0123`, `train.weight_decay=0.5`" in text and "* `shared_bottom`" not in text
+    assert "| mmoe |" in text
+
+
+def test_model_set_items_are_parsed_and_bad_ones_named():
+    from msmt.experiments.bench import model_cell_overrides
+    from msmt.spec.errors import ConfigError
+
+    assert model_cell_overrides(["a:x.y=1", "b:z=2", "a:w=3"], ["a", "b"]) == {"a": ["x.y=1", "w=3"], "b": ["z=2"]}
+    assert model_cell_overrides([], ["a"]) == {}
+    with pytest.raises(ConfigError, match="expected MODEL:KEY=VALUE"):
+        model_cell_overrides(["a=1"], ["a"])
+    with pytest.raises(ConfigError, match="'c' is not benched"):
+        model_cell_overrides(["c:x=1"], ["a", "b"])

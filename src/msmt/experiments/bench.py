@@ -97,6 +97,20 @@ def resolve_dataset(name: str, configs_dir: Path = Path("configs")) -> Path:
     return candidate
 
 
+def model_cell_overrides(items: Sequence[str], models: Sequence[str]) -> dict[str, list[str]]:
+    """``{model: [KEY=VALUE, ...]}`` from ``msmt bench --model-set MODEL:KEY=VALUE`` items: overrides
+    for one benched model's cells only (its row keeps the model's name)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        model, sep, setting = item.partition(":")
+        if not sep or "=" not in setting:
+            raise ConfigError(f"--model-set '{item}': expected MODEL:KEY=VALUE")
+        if model not in models:
+            raise ConfigError(f"--model-set '{item}': model '{model}' is not benched (--models: {list(models)})")
+        out.setdefault(model, []).append(setting)
+    return out
+
+
 def resolve_datasets(datasets: Sequence[str], configs_dir: Path = Path("configs")) -> dict[str, Path]:
     """``{name: config}`` from config paths, config names or ``NAME=PATH``; names must be unique."""
     configs: dict[str, Path] = {}
@@ -364,7 +378,10 @@ def summarise(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: list[str],
-             na: Mapping[tuple[str, str], str] | None = None) -> str:
+             na: Mapping[tuple[str, str], str] | None = None,
+             cell_overrides: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> str:
+    """The leaderboard page: per dataset, a table per task and primary metric (a row per model and
+    the oracle, a column per scenario); the n/a cells and each model's own overrides named."""
     na = dict(na or {})
     lines = ["# Leaderboard", "", "Mean ± std over seeds; split = test when the dataset has one. "
              "`oracle` = the data's true expected values used as predictions (the best achievable).", ""]
@@ -376,6 +393,10 @@ def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: li
         else:
             seeds = int(part["seeds"].max())
             lines += [f"## {dataset} ({part['split'].iloc[0]} split, {seeds} seed(s))", ""]
+        own = {m: list(o) for m, o in (cell_overrides or {}).get(dataset, {}).items() if o}
+        if own:
+            lines += ["Overrides of some models' cells only:", "",
+                      *[f"* `{m}`: " + ", ".join(f"`{o}`" for o in settings) for m, settings in own.items()], ""]
         if dataset_na:
             lines += ["Not applicable:", "", *[f"* `{m}`: n/a — {r}" for m, r in dataset_na], ""]
         if part.empty:
@@ -471,7 +492,7 @@ def bench(
     na_rows = [dict(dataset=d, model=m, reason=r) for (d, m), r in na.items()]
     write_table(pd.DataFrame(na_rows, columns=["dataset", "model", "reason"]), out / "not_applicable.csv")
     plots = plot(summary, kinds, out)
-    text = markdown(summary, kinds, models, na)
+    text = markdown(summary, kinds, models, na, cell_overrides)
     text += "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
     atomic_write_text(out / "leaderboard.md", text)
     summary.attrs["not_applicable"] = na
