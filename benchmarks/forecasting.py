@@ -65,7 +65,7 @@ from msmt.experiments.forecasting_page import (
     world_targets,
 )
 from msmt.experiments.results_page import simulator_config
-from msmt.experiments.twins import BLEND
+from msmt.experiments.twins import OFFSET, ONLINE_OFFSETS
 from msmt.rundir.layout import load_run
 from msmt.rundir.provenance import source_hash
 from msmt.runtime.host import describe_cpu
@@ -149,8 +149,8 @@ def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # online ads: every trained model with each offset; the suffix its runs' names carry after the model's
-# (the blend runs are the ones the twin benchmarks compare with: the same names)
-OFFSETS = {"auto": "", "blend": BLEND, "blend_backtest": " offset=blend_backtest"}
+# (the blend and blend_backtest runs are those the twin benchmarks compare with, `--online-offset`: the same names)
+OFFSETS = {"auto": "", **{offset: OFFSET.format(offset) for offset in ONLINE_OFFSETS}}
 
 
 def online_variants() -> list[Variant]:
