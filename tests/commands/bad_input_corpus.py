@@ -233,6 +233,7 @@ CORPUS: list[Case] = [
     Case("train-dense-huge", "numbers", "train {bad}/exp_train_dense_huge.yaml --out {tmp}/r", ("train_dense_huge.csv", "column 'user_age'", "data row 10", "float32"), absent=("{tmp}/r",)),
     Case("train-log1p-negative", "numbers", "train {bad}/exp_train_log1p_negative.yaml --out {tmp}/r", ("column 'price'", "log1p", "data row 11"), absent=("{tmp}/r",)),
     Case("train-label-5", "data", "train {bad}/exp_train_label_5.yaml --out {tmp}/r", ("column 'click'", "0 or 1", "data row 12"), absent=("{tmp}/r",)),
+    Case("bench-jobs-label-5", "data", "bench --datasets {bad}/exp_train_label_5.yaml --models mmoe --models shared_bottom --out {tmp}/b --jobs 2 --set train.epochs=1", ("column 'click'", "0 or 1", "data row 12"), absent=("{tmp}/b/leaderboard.md",)),
     Case("train-duplicate-column", "data", "train {bad}/exp_train_dup_column.yaml --out {tmp}/r", ("column 'price'", "duplicate column"), absent=("{tmp}/r",)),
     Case("train-diverges", "numbers", "train {exp} --out {tmp}/r --set train.lr=1e30", ("training stopped", "epoch 1", "train.lr"), absent=("{tmp}/r",)),
     Case("train-diverges-checkpointing", "numbers", "train {exp} --out {tmp}/r --set train.lr=1e30 --set train.checkpoint_every=1", ("training stopped",), extra={"only": ("{tmp}/r", {"config.yaml", "provenance.json", "checkpoint.pt"})}),

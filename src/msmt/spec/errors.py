@@ -25,6 +25,11 @@ class DataError(MsmtError):
         at = f" in data row {row + 1}" if row is not None else ""
         super().__init__(f"{where}: {problem}{at}")
 
+    def __reduce__(self):
+        """Pickled by its fields, not its message: a worker process of ``msmt bench --jobs`` or a
+        study raises it to the parent, which must rebuild it to answer with its one line."""
+        return type(self), (self.file, self.column, self.problem, self.row)
+
 
 class RunDirError(MsmtError):
     """A run directory is incomplete, damaged or inconsistent; the message names the file."""
