@@ -228,6 +228,7 @@ CORPUS: list[Case] = [
     Case("config-no-dataset", "config", "train {bad}/no_dataset.yaml --out {tmp}/r", ("missing key 'dataset'",), absent=("{tmp}/r",)),
     Case("config-task-weight-inf", "config", "train {bad}/task_weight_inf.yaml --out {tmp}/r", ("weight", "finite"), absent=("{tmp}/r",)),
     Case("config-task-kind", "config", "train {bad}/task_kind.yaml --out {tmp}/r", ("unknown task kind 'probability'",), absent=("{tmp}/r",)),
+    Case("config-backtest-fold-no-split", "config", "train {exp} --out {tmp}/r --set dataset.split.backtest_fold=1", ("split.backtest_fold",), absent=("{tmp}/r",)),
     Case("config-train-file-missing", "config", "train {bad}/train_missing.yaml --out {tmp}/r", ("nowhere.csv", "no such file"), absent=("{tmp}/r",)),
     # ----------------------------------------------------------------- training data and numbers
     Case("train-dense-huge", "numbers", "train {bad}/exp_train_dense_huge.yaml --out {tmp}/r", ("train_dense_huge.csv", "column 'user_age'", "data row 10", "float32"), absent=("{tmp}/r",)),

@@ -237,6 +237,40 @@ def test_time_split_sorts_rows_given_in_any_order():
         assert part["x"].is_monotonic_increasing
 
 
+@pytest.mark.parametrize("fold", [1, 2])
+def test_a_backtest_fold_moves_every_split_one_test_size_earlier(fold):
+    """``split.backtest_fold`` k: the latest k × 10 of 100 rows are in no split, and the others are split with
+    fold 0's sizes (70 / 20 / 10), so fold 1's test rows are the 10 just before fold 0's (what a rolling-origin
+    backtest scores); a row's part depends on its time alone."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"t": rng.permutation(100), "x": np.arange(100)})
+    spec = {"method": "time", "time_column": "t", "validation_fraction": 0.2, "test_fraction": 0.1}
+    parts = split_frame(frame, SplitSpec(**spec, backtest_fold=fold))
+    end = 100 - 10 * fold
+    assert sorted(parts["test"]["t"]) == list(range(end - 10, end))
+    assert sorted(parts["validation"]["t"]) == list(range(end - 30, end - 10))
+    assert sorted(parts["train"]["t"]) == list(range(end - 30))
+    earlier = split_frame(frame, SplitSpec(**spec, backtest_fold=fold - 1))
+    assert sorted(parts["test"]["t"]) == sorted(earlier["validation"]["t"])[-10:]
+
+
+def test_a_backtest_fold_needs_a_time_split_with_a_test_share_and_enough_rows():
+    with pytest.raises(ValueError, match="split.backtest_fold"):
+        SplitSpec(method="random", validation_fraction=0.2, test_fraction=0.1, backtest_fold=1)
+    with pytest.raises(ValueError, match="split.backtest_fold"):
+        SplitSpec(method="time", time_column="t", validation_fraction=0.2, backtest_fold=1)
+    from msmt.spec.dataset import DatasetSpec
+
+    with pytest.raises(ValueError, match="split.backtest_fold: files.validation"):
+        DatasetSpec.model_validate({
+            "files": {"train": "a.csv", "validation": "b.csv"}, "scenario": {"column": "s"},
+            "split": {"method": "time", "time_column": "t", "test_fraction": 0.1, "backtest_fold": 1},
+            "tasks": [{"name": "y", "label": "y", "kind": "binary"}]})
+    frame = pd.DataFrame({"t": np.arange(10), "x": np.arange(10)})
+    with pytest.raises(DataError, match="too few rows"):
+        split_frame(frame, SplitSpec(method="time", time_column="t", validation_fraction=0.4, test_fraction=0.3, backtest_fold=1))
+
+
 def test_task_label_statistics_are_over_the_rows_where_the_task_exists():
     """``schema.task_stats[t]``: the "mean" and (population) "var" of t's training labels over the
     rows of its scenarios only (labels written in other scenarios are ignored), and "scenario_mean"

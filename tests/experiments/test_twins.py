@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from msmt.experiments.forecasting import NAIVE
-from msmt.experiments.twins import BLEND, Twin, chosen, online_variants, world_variants
+from msmt.experiments.twins import BLEND, Twin, backtest_fold_note, chosen, online_variants, world_variants
 
 EMA = Twin(" +ema3", "train.ema_epochs=3", "weight average")
 
@@ -79,3 +79,19 @@ def test_online_twins_with_another_offset_are_the_forecasting_study_runs_with_it
     assert {v.name for v in chosen(variants, ["m2m"], EMA)} == {"m2m offset=blend_backtest", "m2m offset=blend_backtest +ema3"}
     with pytest.raises(ValueError, match="online-offset"):
         online_variants(Twin(" +backtest", "model.forecast=blend_backtest", "backtest blend"), "blend_backtest")
+
+
+def test_a_page_of_a_backtest_fold_says_its_test_split_is_not_the_data_s():
+    """Runs with ``dataset.split.backtest_fold`` k > 0 (a ``--default`` or a ``--set``; the last one given
+    counts) get the paragraph naming the fold; fold 0 or none, no paragraph."""
+    import argparse
+
+    def note(defaults, overrides=()):
+        return backtest_fold_note(argparse.Namespace(defaults=list(defaults), overrides=list(overrides)))
+
+    assert note(["train.epochs=60"]) == []
+    assert note(["dataset.split.backtest_fold=0"]) == []
+    text = note(["train.epochs=60", "dataset.split.backtest_fold=1"])
+    assert text[0].startswith("**Backtest fold 1** (`dataset.split.backtest_fold=1`)") and "not chosen on the data's test split" in text[0]
+    assert note(["dataset.split.backtest_fold=1"], ["dataset.split.backtest_fold=0"]) == []
+    assert note([], ["dataset.split.backtest_fold=2"])[0].startswith("**Backtest fold 2**")

@@ -17,11 +17,15 @@ def split_frame(frame: pd.DataFrame, split: SplitSpec) -> dict[str, pd.DataFrame
     ``time``: rows are ordered by ``time_column``; the latest rows go to test, the ones before
     them to validation, so no validation row is earlier than a training row.
     ``random``: a permutation drawn from ``split.seed``.
+    ``split.backtest_fold`` k > 0 (time splits): the latest k × (test size) rows are left out and the
+    rest is split with the same validation and test sizes, so fold 1's test rows are the ones just
+    before fold 0's test rows (a rolling-origin backtest; the left-out rows are in no split).
     """
     n = len(frame)
     n_test = int(round(n * split.test_fraction))
     n_val = int(round(n * split.validation_fraction))
-    if n - n_test - n_val <= 0:
+    kept = n - split.backtest_fold * n_test  # the rows before the fold's origin
+    if kept - n_test - n_val <= 0:
         raise DataError(source_of(frame), None, f"too few rows ({n}) for the requested split")
     if split.method == "time":
         require_columns(frame, [split.time_column])
@@ -29,12 +33,13 @@ def split_frame(frame: pd.DataFrame, split: SplitSpec) -> dict[str, pd.DataFrame
         order = np.argsort(t, kind="stable")
     else:
         order = np.random.default_rng(split.seed).permutation(n)
+    order = order[:kept]
     parts = {
-        "train": order[: n - n_test - n_val],
-        "validation": order[n - n_test - n_val : n - n_test],
+        "train": order[: kept - n_test - n_val],
+        "validation": order[kept - n_test - n_val : kept - n_test],
     }
     if n_test:
-        parts["test"] = order[n - n_test :]
+        parts["test"] = order[kept - n_test :]
     out = {}
     for name, idx in parts.items():
         part = frame.iloc[np.sort(idx)].reset_index(drop=True)

@@ -181,6 +181,19 @@ def _command(args: argparse.Namespace) -> str:
             + f" --threads {args.threads}" + (f" {defaults}" if defaults else ""))
 
 
+def backtest_fold_note(args: argparse.Namespace) -> list[str]:
+    """A paragraph when the runs are a rolling-origin backtest fold (``dataset.split.backtest_fold`` among the
+    overrides): every "test" below is then the fold's test split, not the data's."""
+    folds = [o.split("=", 1)[1] for o in (*args.defaults, *args.overrides) if o.startswith("dataset.split.backtest_fold=")]
+    if not folds or folds[-1].strip() in ("0", ""):
+        return []
+    k = folds[-1].strip()
+    return [f"**Backtest fold {k}** (`dataset.split.backtest_fold={k}`): every split is moved {k} test size(s) earlier and the "
+            "latest rows are in none, so the \"test split\" below is the rows just before the data's own test split (fold 1: "
+            "the data's validation rows where validation and test are the same size). A setting chosen here is not chosen "
+            "on the data's test split.", ""]
+
+
 def _split_sections(records: pd.DataFrame, v: dict, shown: list[str], pairs: list[tuple[str, str]], split: str,
                     scenario: str, cols, bounds: Sequence[str], label: str) -> list[str]:
     """One split's table of every shown variant and the option's paired differences on it."""
@@ -228,6 +241,7 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
         f"{(time.perf_counter() - started) / 3600:.1f} h (it reuses the runs it finds). The numbers behind every table: "
         f"[`{tables.name}/`]({tables.name}/).", "",
         text.intro, "",
+        *backtest_fold_note(args),
         "## Online ads (real data)", "",
         f"`configs/online_ads.yaml`, training seeds {args.online_seeds}, every trained model with "
         f"`model.forecast={args.online_offset}` "

@@ -223,11 +223,16 @@ class SplitSpec(Spec):
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)  # share of rows for validation
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)  # share of rows for test
     seed: int = 0  # seed of the random split
+    # rolling-origin backtest (Tashman, 2000): fold k > 0 drops the latest k test-sized blocks of rows first, so
+    # fold 1's test split is the rows just before the real test split: choose settings there, never on the test
+    backtest_fold: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _time_needs_column(self) -> SplitSpec:
         if self.method == "time" and not self.time_column:
             raise ValueError("split.method 'time' needs split.time_column")
+        if self.backtest_fold and (self.method != "time" or not self.test_fraction):
+            raise ValueError("split.backtest_fold: a backtest fold needs split.method 'time' and split.test_fraction > 0")
         return self
 
 
@@ -344,6 +349,8 @@ class DatasetSpec(Spec):
     def _consistent(self) -> DatasetSpec:
         if not self.tasks:
             raise ValueError("tasks: at least one task is required")
+        if self.split.backtest_fold and (self.files.validation or self.files.test):
+            raise ValueError("split.backtest_fold: files.validation / files.test are given, so no split is carved out to move earlier")
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"tasks: duplicate task names in {names}")
