@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from msmt.experiments.forecasting import NAIVE
-from msmt.experiments.twins import BLEND, Twin, backtest_fold_note, chosen, online_variants, world_variants
+from msmt.experiments.twins import BLEND, Twin, backtest_fold_note, chosen, online_variants, page_command, world_variants
 
 EMA = Twin(" +ema3", "train.ema_epochs=3", "weight average")
 
@@ -95,3 +95,20 @@ def test_a_page_of_a_backtest_fold_says_its_test_split_is_not_the_data_s():
     assert text[0].startswith("**Backtest fold 1** (`dataset.split.backtest_fold=1`)") and "not chosen on the data's test split" in text[0]
     assert note(["dataset.split.backtest_fold=1"], ["dataset.split.backtest_fold=0"]) == []
     assert note([], ["dataset.split.backtest_fold=2"])[0].startswith("**Backtest fold 2**")
+
+
+def test_the_command_a_page_shows_writes_that_page_again(tmp_path):
+    """A page written to another ``--out`` than its benchmark's own shows that ``--out`` (relative to the
+    repository inside it), so rerunning the shown command rewrites it and not the benchmark's default page."""
+    import argparse
+
+    def command(out):
+        return page_command(argparse.Namespace(
+            online_seeds=[0, 1], online_offset="blend_backtest", skip_world=True, threads=1, defaults=["train.epochs=60"],
+            out=out, default_out=tmp_path / "docs" / "results" / "refit.md", repo=tmp_path))
+
+    assert command(tmp_path / "docs" / "results" / "refit.md") == (
+        "--online-seeds 0 1 --online-offset blend_backtest --skip-world --threads 1 --default train.epochs=60")
+    assert command(tmp_path / "docs" / "results" / "refit_backtest.md").endswith(
+        "--default train.epochs=60 --out docs/results/refit_backtest.md")
+    assert command(tmp_path.parent / "elsewhere.md").endswith(f"--out {(tmp_path.parent / 'elsewhere.md').resolve()}")
