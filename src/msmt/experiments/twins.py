@@ -151,6 +151,7 @@ def add_twin_arguments(ap: argparse.ArgumentParser, repo: Path, out: Path, world
                     help="model.forecast of every online run, without and with the option")
     ap.add_argument("--models", nargs="+", default=None, help="train only these main variants (m2m, mmoe+history...) and their twins")
     add_study_arguments(ap, repo / "runs" / "forecasting", out)
+    ap.set_defaults(default_out=out, repo=repo)  # for the page's command (page_command)
 
 
 def twin_main(doc: str, repo: Path, page_name: str, study: Callable[[argparse.Namespace], tuple[Twin, TwinPage]],
@@ -164,7 +165,6 @@ def twin_main(doc: str, repo: Path, page_name: str, study: Callable[[argparse.Na
         arguments(ap)
     add_twin_arguments(ap, repo, repo / "docs" / "results" / page_name, world_models)
     args = ap.parse_args()
-    args.default_out, args.repo = ap.get_default("out"), repo
     twin, page = study(args)
     run_twin_study(args, twin, page, repo / "configs" / "online_ads.yaml")
 
@@ -187,11 +187,9 @@ def _out_option(args: argparse.Namespace) -> str:
     """`` --out PATH`` where the page was written elsewhere than the benchmark's own page (the command
     the page shows must write that page again, not overwrite another), PATH relative to the repository
     when inside it."""
-    default = getattr(args, "default_out", None)
-    if default is None or Path(args.out).resolve() == Path(default).resolve():
+    out, repo = Path(args.out).resolve(), Path(args.repo).resolve()
+    if out == Path(args.default_out).resolve():
         return ""
-    out = Path(args.out).resolve()
-    repo = Path(getattr(args, "repo", Path.cwd())).resolve()
     return f" --out {out.relative_to(repo) if out.is_relative_to(repo) else out}"
 
 
