@@ -153,6 +153,15 @@ def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 OFFSETS = {"auto": "", **{offset: OFFSET.format(offset) for offset in ONLINE_OFFSETS}}
 
 
+def _online_training_note() -> str:
+    """The online config's weight average, when it has one: every trained run below uses it."""
+    ema = load_experiment(ONLINE).train.ema_epochs
+    return "" if ema is None else (
+        f" Every trained run averages its weights (`train.ema_epochs: {ema:g}` in the config, chosen on the validation "
+        "split of [the weight-average study](weight_average_backtest.md)): validation, early stopping and the stored "
+        "model use the average.")
+
+
 def online_variants() -> list[Variant]:
     """The main variants, every trained one with each offset of :data:`OFFSETS` (``model.forecast``
     set on each trained run, whatever the config's own offset: the runs named without a suffix are
@@ -314,7 +323,7 @@ def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[s
         f"`configs/online_ads.yaml`, training seeds {args.online_seeds}. On 1 May 2020 the data changes regime (conversions per "
         "click about 3× April's, clicks per display about two thirds); 82% of the training rows (1 April – 10 May) are "
         "April's, validation and test (10 – 31 May) are all May's, and in the test days (the last 15% by date) the "
-        "trailing mean falls far behind the last value.",
+        "trailing mean falls far behind the last value." + _online_training_note(),
         "",
         "**The offset, chosen on the validation split.** Every trained model runs three times: with "
         f"`model.forecast: auto` (one naive forecast per task, the best on the training split: {auto_chosen}), with "

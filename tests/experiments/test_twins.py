@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from msmt.experiments.forecasting import NAIVE
 from msmt.experiments.twins import BLEND, Twin, backtest_fold_note, chosen, online_variants, page_command, world_variants
 
 EMA = Twin(" +ema3", "train.ema_epochs=3", "weight average")
+ONLINE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "online_ads.yaml"
 
 
 def test_online_twins_are_the_blend_variants_with_the_option():
@@ -82,19 +85,37 @@ def test_online_twins_with_another_offset_are_the_forecasting_study_runs_with_it
 
 
 def test_a_page_of_a_backtest_fold_says_its_test_split_is_not_the_data_s():
-    """Runs with ``dataset.split.backtest_fold`` k > 0 (a ``--default`` or a ``--set``; the last one given
-    counts) get the paragraph naming the fold; fold 0 or none, no paragraph."""
-    import argparse
+    """Runs of a backtest fold k > 0 (``dataset.split.backtest_fold`` of the config as loaded with their
+    defaults and overrides: the last one given counts) get the paragraph naming the fold; fold 0, none."""
+    from msmt.spec.config import load_experiment
 
-    def note(defaults, overrides=()):
-        return backtest_fold_note(argparse.Namespace(defaults=list(defaults), overrides=list(overrides)))
+    def note(*settings):
+        return backtest_fold_note(load_experiment(ONLINE_CONFIG, list(settings)))
 
-    assert note(["train.epochs=60"]) == []
-    assert note(["dataset.split.backtest_fold=0"]) == []
-    text = note(["train.epochs=60", "dataset.split.backtest_fold=1"])
+    assert note("train.epochs=60") == []
+    assert note("dataset.split.backtest_fold=1", "dataset.split.backtest_fold=0") == []
+    text = note("train.epochs=60", "dataset.split.backtest_fold=1")
     assert text[0].startswith("**Backtest fold 1** (`dataset.split.backtest_fold=1`)") and "not chosen on the data's test split" in text[0]
-    assert note(["dataset.split.backtest_fold=1"], ["dataset.split.backtest_fold=0"]) == []
-    assert note([], ["dataset.split.backtest_fold=2"])[0].startswith("**Backtest fold 2**")
+    assert note("dataset.split.backtest_fold=2")[0].startswith("**Backtest fold 2**")
+
+
+def test_a_twin_whose_option_the_config_already_has_is_refused():
+    """The online config with the runs' defaults and overrides: a twin whose setting changes nothing there
+    (the config's own value, a ``--default`` of it, a ``--set`` that undoes it after the variant's settings)
+    would be the same run as its base, and stops with one line naming the setting; otherwise it goes on."""
+    import pytest
+
+    from msmt.experiments.twins import refuse_option_in_effect
+
+    config = ONLINE_CONFIG
+    refuse_option_in_effect(config, ["train.ema_epochs=null", "model.forecast=blend"], [], EMA)
+    for defaults, overrides in ((["train.ema_epochs=3"], []), (["train.ema_epochs=null"], ["train.ema_epochs=null"])):
+        with pytest.raises(SystemExit, match=r"train\.ema_epochs=3 changes nothing there.*--default train\.ema_epochs="):
+            refuse_option_in_effect(config, defaults, overrides, EMA)
+    with pytest.raises(SystemExit, match="model.forecast=blend_backtest changes nothing"):
+        refuse_option_in_effect(config, ["model.forecast=blend_backtest"], [], Twin(" +backtest", "model.forecast=blend_backtest", "backtest blend"))
+    live = Twin(" +live", "model.history_live=true", "live history", requires=("model.history_summary=true",))
+    refuse_option_in_effect(config, [], [], live)
 
 
 def test_the_command_a_page_shows_writes_that_page_again(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from msmt.data.io import atomic_write_text, write_table
-from msmt.experiments.bench import CELL_RECORD
+from msmt.experiments.bench import CELL_RECORD, config_digest
 from msmt.experiments.forecasting import (
     MEDIAN_ORACLE,
     NAIVE,
@@ -43,7 +43,7 @@ from msmt.experiments.results_page import simulator_config
 from msmt.rundir.layout import HISTORY, REFIT_HISTORY
 from msmt.rundir.provenance import source_hash
 from msmt.runtime.host import describe_cpu
-from msmt.spec.config import load_experiment
+from msmt.spec.config import ExperimentConfig, load_experiment
 
 ONLINE_COLS = [(t, "nmae") for t in ("displays", "clicks", "post_click_conversions")]
 OFFSET = " offset={}"  # the online runs' name suffix: the offset every run without and with the option has
@@ -193,17 +193,32 @@ def _out_option(args: argparse.Namespace) -> str:
     return f" --out {out.relative_to(repo) if out.is_relative_to(repo) else out}"
 
 
-def backtest_fold_note(args: argparse.Namespace) -> list[str]:
-    """A paragraph when the runs are a rolling-origin backtest fold (``dataset.split.backtest_fold`` among the
-    overrides): every "test" below is then the fold's test split, not the data's."""
-    folds = [o.split("=", 1)[1] for o in (*args.defaults, *args.overrides) if o.startswith("dataset.split.backtest_fold=")]
-    if not folds or folds[-1].strip() in ("0", ""):
+def backtest_fold_note(cfg: ExperimentConfig) -> list[str]:
+    """A paragraph when the runs (``cfg``: the config as loaded with their defaults and overrides) are a
+    rolling-origin backtest fold (``dataset.split.backtest_fold`` k > 0): every "test" below is then the
+    fold's test split, not the data's."""
+    fold = cfg.dataset.split.backtest_fold
+    if not fold:
         return []
-    k = folds[-1].strip()
-    return [f"**Backtest fold {k}** (`dataset.split.backtest_fold={k}`): every split is moved {k} test size(s) earlier and the "
+    return [f"**Backtest fold {fold}** (`dataset.split.backtest_fold={fold}`): every split is moved {fold} test size(s) earlier and the "
             "latest rows are in none, so the \"test split\" below is the rows just before the data's own test split (fold 1: "
             "the data's validation rows where validation and test are the same size). A setting chosen here is not chosen "
             "on the data's test split.", ""]
+
+
+def refuse_option_in_effect(config: Path, defaults: Sequence[str], overrides: Sequence[str], twin: Twin) -> None:
+    """Stop with one line when ``config``, after the runs' ``defaults`` (before the variant's settings, the
+    twin's among them) and ``overrides`` (after them), already has the twin's option, or has it undone:
+    each twin would train the same config as its run without the option, and the page would call their
+    difference the option's. E.g. ``train.ema_epochs: 3`` in the config and the weight average's twin."""
+    def digest(settings: Sequence[str]) -> str:
+        return config_digest(load_experiment(config, list(settings)))
+
+    if digest([*defaults, *twin.requires, *overrides]) == digest([*defaults, *twin.requires, twin.setting, *overrides]):
+        key = twin.setting.split("=", 1)[0]
+        raise SystemExit(f"{config}: {twin.setting} changes nothing there (the config's own value, or a --default / --set "
+                         f"of {key}), so each twin would be its run without the option; give --default {key}=<the value "
+                         "without it> to measure the option against runs without it")
 
 
 def _split_sections(records: pd.DataFrame, v: dict, shown: list[str], pairs: list[tuple[str, str]], split: str,
@@ -223,13 +238,18 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
         online, online_pairs = online_variants(twin, args.online_offset)
     except ValueError as err:
         raise SystemExit(str(err)) from None
+    offset = f"model.forecast={args.online_offset}"
+    refuse_option_in_effect(online_config, [*args.defaults, offset], args.overrides, twin)
+    fold_note = backtest_fold_note(load_experiment(online_config, [*args.defaults, offset, *args.overrides]))
+    if not args.skip_world:
+        world = {"advertisers": args.advertisers, "days": args.days, "seed": args.seed}
+        config = simulator_config("advertiser", world, args.work, "world", _log)
+        refuse_option_in_effect(config, args.defaults, args.overrides, twin)
     online_study = Study(online_config, args.work / "runs" / "online_ads", args.online_seeds, chosen(online, args.models, twin),
                          extra, None, _log, tuple(args.defaults), args.jobs)
     online_runs = online_study.train()
     world_runs: dict = {}
     if not args.skip_world:
-        world = {"advertisers": args.advertisers, "days": args.days, "seed": args.seed}
-        config = simulator_config("advertiser", world, args.work, "world", _log)
         variants, world_pairs = world_variants(args.world_models, twin)
         world_study = Study(config, args.work / "runs" / "world", args.seeds, chosen(variants, args.models, twin), extra,
                             config.parent / "new_scenario.csv" if text.new_scenario else None, _log, tuple(args.defaults), args.jobs)
@@ -253,7 +273,7 @@ def run_twin_study(args: argparse.Namespace, twin: Twin, text: TwinPage, online_
         f"{(time.perf_counter() - started) / 3600:.1f} h (it reuses the runs it finds). The numbers behind every table: "
         f"[`{tables.name}/`]({tables.name}/).", "",
         text.intro, "",
-        *backtest_fold_note(args),
+        *fold_note,
         "## Online ads (real data)", "",
         f"`configs/online_ads.yaml`, training seeds {args.online_seeds}, every trained model with "
         f"`model.forecast={args.online_offset}` "
