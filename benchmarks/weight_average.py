@@ -13,6 +13,9 @@ existed (``model.forecast=blend``; ``--online-offset blend_backtest``: the one i
 them; the simulator world of ``benchmarks/forecasting.py``: the variants of ``--world-models``
 likewise, scored on the new scenario too. The runs live where the forecasting study keeps its own
 (same ``--work``, ``--threads`` and ``--default``: shared, reused when the same code trained them).
+Where ``configs/online_ads.yaml`` averages the weights itself, a twin would be its base run again and
+is refused: give ``--default train.ema_epochs=null`` (the runs without the average; no longer the
+forecasting study's, so give them their own ``--work``).
 ``--models`` trains only those variants (and their twins) — to split the work over processes; one
 more run without it writes the page. Differences are paired by training seed.
 """
@@ -23,8 +26,19 @@ import argparse
 from pathlib import Path
 
 from msmt.experiments.twins import Twin, TwinPage, twin_main
+from msmt.spec.config import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def config_note() -> str:
+    """What the page says when ``configs/online_ads.yaml`` itself averages the weights: its runs without the
+    average then need ``--default train.ema_epochs=null`` (the twin study refuses a twin the config already has)."""
+    ema = load_experiment(REPO / "configs" / "online_ads.yaml").train.ema_epochs
+    return "" if ema is None else (
+        f" `configs/online_ads.yaml` itself averages the weights (`train.ema_epochs: {ema:g}`, chosen on this study's "
+        "validation split); the runs without the average set it off (`--default train.ema_epochs=null`, on the world's "
+        "runs too, where it changes nothing).")
 
 
 def page_text(ema_epochs: float) -> TwinPage:
@@ -37,7 +51,7 @@ def page_text(ema_epochs: float) -> TwinPage:
         "stores it, while the optimiser keeps stepping the weights as trained (Polyak averaging). The naive forecasters "
         "have no twin. Unlike the refit, the option changes the validation numbers, so both splits are shown.",
         online_note="Each run is a few hundred optimiser steps with early stopping on 1,646 validation rows, and the "
-        "test split as many: the spread between training seeds is a large part of every difference.",
+        "test split as many: the spread between training seeds is a large part of every difference." + config_note(),
         world_note="Its training split is far larger than online ads', so an epoch there is many more optimiser steps "
         "(the average's time constant, in epochs, spans as many more).",
         label="the average",
