@@ -36,9 +36,8 @@ def config_note() -> str:
     average then need ``--default train.ema_epochs=null`` (the twin study refuses a twin the config already has)."""
     ema = load_experiment(REPO / "configs" / "online_ads.yaml").train.ema_epochs
     return "" if ema is None else (
-        f" `configs/online_ads.yaml` itself averages the weights (`train.ema_epochs: {ema:g}`, chosen on this study's "
-        "validation split); the runs without the average set it off (`--default train.ema_epochs=null`, on the world's "
-        "runs too, where it changes nothing).")
+        f" `configs/online_ads.yaml` itself averages the weights (`train.ema_epochs: {ema:g}`); the runs without the "
+        "average set it off (`--default train.ema_epochs=null`, on the world's runs too, where it changes nothing).")
 
 
 def page_text(ema_epochs: float) -> TwinPage:

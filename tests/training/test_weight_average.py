@@ -89,3 +89,38 @@ def test_early_stopping_selects_and_keeps_the_best_average(tiny_schema, split):
     assert result.best_epoch == min(range(len(losses)), key=losses.__getitem__) + 1
     train_data, val_data, val = split
     assert validation_loss(model, val_data, 8192)["loss"] == pytest.approx(losses[result.best_epoch - 1], rel=1e-6)
+
+
+def test_a_naive_forecaster_keeps_its_fitted_scale(tmp_path):
+    """The naive forecasters' scale is fitted in a few epochs, shorter than the average's time constant: with
+    ``ema_epochs`` their stored weights are the fit's own, equal to a run without it, and the fit moved them
+    (an average started at the first step would still sit near the unfitted scale, log s = 0)."""
+    from msmt.data.fit import fit_schema
+    from msmt.data.loading import read_data
+    from msmt.data.tensorize import encode_frame
+    from msmt.spec.config import load_dataset_spec
+    from msmt.synth.advertiser import write_advertiser
+
+    out = write_advertiser(tmp_path, advertisers=20, days=30, seed=3)
+    spec = load_dataset_spec(out / "dataset.yaml")
+    train, val = read_data(out / "train.csv", spec), read_data(out / "validation.csv", spec)
+    schema = fit_schema(train, spec)
+    data = (encode_frame(train, schema), encode_frame(val, schema, context=train), val)
+
+    def fitted(**tc) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = build_model(schema, model_config("naive_mean"))
+        fit(model, TrainConfig(**(dict(epochs=2, batch_size=64, lr=0.02, patience=10, progress=False) | tc)), LossConfig(), *data)
+        return model.log_scale.detach().clone()
+
+    plain, averaged = fitted(), fitted(ema_epochs=3.0)
+    assert torch.equal(averaged, plain)
+    assert plain.abs().max() > 0.02  # the fit moved the scale: an average towards its start would differ
+    # the same average on a network does change its stored weights (the averaging is on for the run)
+    torch.manual_seed(0)
+    network = build_model(schema, model_config("mmoe"))
+    fit(network, TrainConfig(epochs=2, batch_size=64, lr=0.02, patience=10, progress=False, ema_epochs=3.0), LossConfig(), *data)
+    torch.manual_seed(0)
+    reference = build_model(schema, model_config("mmoe"))
+    fit(reference, TrainConfig(epochs=2, batch_size=64, lr=0.02, patience=10, progress=False), LossConfig(), *data)
+    assert any(not torch.equal(a, b) for a, b in zip(network.parameters(), reference.parameters(), strict=True))

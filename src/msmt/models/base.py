@@ -85,6 +85,9 @@ class MultiTaskModel(nn.Module):
     # shared ``model.*`` options this model does not read (a GLM has no hidden layers): a
     # hyper-parameter search leaves them out (msmt.experiments.tuned.model_space)
     ignored_options: frozenset[str] = frozenset()
+    # train.ema_epochs applies (msmt.training.averaging); False for a fit of a few epochs (the naive forecasters'
+    # scale: 2 epochs), which an average with a time constant of several epochs drags back towards its start
+    averages_weights: bool = True
 
     def __init__(self, schema: FittedSchema, cfg):
         super().__init__()

@@ -146,7 +146,8 @@ class TrainConfig(Strict):
     refit: bool = False
     # validate, select and store an exponential moving average of the weights whose time constant is this
     # many epochs (decay per step 1 − 1/(ema_epochs × steps per epoch); msmt.training.averaging); the
-    # optimiser still steps the weights as trained. null: the weights as trained
+    # optimiser still steps the weights as trained. null: the weights as trained. The naive forecasters keep
+    # their fitted scale as it is (a fit of a few epochs, which the average would drag back to its start)
     ema_epochs: float | None = Field(default=None, gt=0.0)
 
     @field_validator("device")

@@ -378,7 +378,7 @@ def fit(
     steps_per_epoch = _steps_per_epoch(train_data, tc, tr.dist)
     tr.schedulers = build_schedulers(tr.optimizers, tc, steps_per_epoch)
     steps = trainable(model)
-    tr.average = weight_average(model, tc.ema_epochs, steps_per_epoch) if steps else None
+    tr.average = weight_average(model, tc.ema_epochs, steps_per_epoch) if steps and model.averages_weights else None
     if resume:
         if tr.checkpoint is None:
             raise ValueError("resume needs run_dir")

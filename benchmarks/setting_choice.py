@@ -1,0 +1,100 @@
+"""Which setting a split chooses, read from published records by the rule that chooses the online offset.
+
+    .venv/bin/python benchmarks/setting_choice.py RECORDS [RECORDS ...] --models NAME [NAME ...]
+        --settings LABEL=SUFFIX [LABEL=SUFFIX ...] [--split val] [--tasks TASK ...]
+
+RECORDS are records files study pages publish beside themselves (``docs/results/<page>/online_records.csv``:
+one row per variant, seed, split, scenario, task and metric); several are read as one (a variant in two of
+them must have the same rows there, e.g. the naive forecasters). A setting's variant of a model is named
+``<model><SUFFIX>`` (``m2m offset=blend +ema3``: model ``m2m``, suffix `` offset=blend +ema3``). Per (model,
+task) the setting with the lowest overall NMAE on ``--split`` (mean over the seeds) gets the pair; the one
+with the most pairs is chosen, a tie going to the setting listed first
+(``msmt.experiments.forecasting_page.offset_wins``, the forecasting study's rule for the online offset).
+Printed: each setting's pairs, then every setting against every other head to head (in how many pairs its
+mean is the lower). Nothing is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from msmt.experiments.forecasting import summarise
+from msmt.experiments.forecasting_page import offset_wins, values
+
+KEYS = ["variant", "seed", "split", "scenario", "task", "metric"]
+
+
+def read_records(paths: list[Path]) -> pd.DataFrame:
+    """The records of every file, a row found in several kept once; one line and exit where a file is missing
+    or two files disagree on a row."""
+    frames = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such records file")
+        frames.append(pd.read_csv(path))
+    records = pd.concat(frames, ignore_index=True).drop_duplicates()
+    clash = records[records.duplicated(KEYS, keep=False)]
+    if not clash.empty:
+        row = clash.iloc[0]
+        raise SystemExit(f"{', '.join(map(str, paths))}: the files disagree on {row['variant']!r} seed {row['seed']} "
+                         f"{row['split']} {row['task']} {row['metric']}")
+    return records
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """``LABEL=SUFFIX`` items as {label: suffix}; the suffix keeps the space it starts with (``' offset=blend'``)."""
+    settings = {}
+    for item in items:
+        label, sep, suffix = item.partition("=")
+        if not sep or not label:
+            raise SystemExit(f"--settings {item!r}: expected LABEL=SUFFIX (e.g. 'blend+ema= offset=blend +ema3')")
+        settings[label] = suffix
+    return settings
+
+
+def head_to_head(v: dict, models: list[str], tasks: list[str], settings: dict[str, str], split: str) -> list[str]:
+    """A markdown table: row setting against column setting, in how many (model, task) pairs the row's mean is lower."""
+    labels = list(settings)
+    lines = ["| lower than → | " + " | ".join(f"`{b}`" for b in labels) + " |", "|---|" + "---:|" * len(labels)]
+    for a in labels:
+        cells = []
+        for b in labels:
+            if a == b:
+                cells.append("–")
+                continue
+            cells.append(str(offset_wins(v, models, tasks, {a: settings[a], b: settings[b]}, split)[a]))
+        lines.append(f"| `{a}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("records", type=Path, nargs="+", help="study pages' records CSVs")
+    ap.add_argument("--models", nargs="+", required=True, help="the models, as their variants' names start")
+    ap.add_argument("--settings", nargs="+", required=True, help="LABEL=SUFFIX: the suffix a setting's variants carry")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--tasks", nargs="+", default=None, help="default: every task of the records")
+    args = ap.parse_args()
+    records = read_records(args.records)
+    settings = parse_settings(args.settings)
+    missing = sorted({m + s for m in args.models for s in settings.values()} - set(records["variant"]))
+    if missing:
+        raise SystemExit(f"{', '.join(map(str, args.records))}: no variant {missing}")
+    rows = records[(records["split"] == args.split) & (records["scenario"] == "overall") & (records["metric"] == "nmae")]
+    if rows.empty:
+        raise SystemExit(f"{', '.join(map(str, args.records))}: no overall nmae rows on split {args.split!r}")
+    tasks = args.tasks or list(dict.fromkeys(rows["task"]))
+    v = values(summarise(rows))
+    wins = offset_wins(v, args.models, tasks, settings, args.split)
+    chosen = max(wins, key=wins.get)
+    print(f"{args.split}: the lowest mean NMAE in how many of the {len(args.models) * len(tasks)} (model, task) pairs: "
+          + ", ".join(f"`{s}` {n}" for s, n in wins.items()) + f"; chosen: `{chosen}`")
+    print()
+    print("\n".join(head_to_head(v, args.models, tasks, settings, args.split)))
+
+
+if __name__ == "__main__":
+    main()
