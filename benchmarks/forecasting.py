@@ -333,7 +333,9 @@ def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[s
         "weekday sit from the trailing mean) and with `blend_backtest` (the blend whose mix also reads each naive "
         "forecast's error over the row's last `model.backtest_days` days; both `msmt.layers.naive.ForecastOffset`). "
         f"In how many of the {sum(val_wins.values())} (model, task) pairs each has the lowest validation NMAE of the three: "
-        f"{counts}; so the model rows and the targets below use **`{chosen}`**; the rows marked `offset=…` are the same "
+        f"{counts}; so the model rows and the targets below use **`{chosen}`**"
+        + (" (a tie, which goes to the config's own offset)" if list(val_wins.values()).count(val_wins[chosen]) > 1 else "")
+        + "; the rows marked `offset=…` are the same "
         "models with the others (`benchmarks/forecasting.py: online_section`).",
         "",
         "### Test split",
