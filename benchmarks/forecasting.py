@@ -153,9 +153,8 @@ def world_study(args, config: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 OFFSETS = {"auto": "", **{offset: OFFSET.format(offset) for offset in ONLINE_OFFSETS}}
 
 
-def _online_training_note() -> str:
-    """The online config's weight average, when it has one: every trained run below uses it."""
-    ema = load_experiment(ONLINE).train.ema_epochs
+def _online_training_note(ema: float | None) -> str:
+    """The online config's weight average (``train.ema_epochs``), when it has one: every network below uses it."""
     return "" if ema is None else (
         f" Every network averages its weights (`train.ema_epochs: {ema:g}` in the config; "
         "[the weight-average study](weight_average_backtest.md)): validation, early stopping and the stored "
@@ -311,7 +310,8 @@ def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[s
 
     val_wins = offset_wins(v, trained, ONLINE_TASKS, OFFSETS, "val")
     test_wins = offset_wins(v, trained, ONLINE_TASKS, OFFSETS, "test")
-    own = load_experiment(ONLINE).model.forecast
+    config = load_experiment(ONLINE)
+    own = config.model.forecast
     # a tie goes to the config's own offset (a change needs more pairs than what it replaces), then the one listed first
     chosen = min(OFFSETS, key=lambda o: (-val_wins[o], o != own))
     v = with_offset_chosen(v, trained, OFFSETS, chosen)
@@ -325,7 +325,7 @@ def online_section(summary: pd.DataFrame, records: pd.DataFrame, args) -> list[s
         f"`configs/online_ads.yaml`, training seeds {args.online_seeds}. On 1 May 2020 the data changes regime (conversions per "
         "click about 3× April's, clicks per display about two thirds); 82% of the training rows (1 April – 10 May) are "
         "April's, validation and test (10 – 31 May) are all May's, and in the test days (the last 15% by date) the "
-        "trailing mean falls far behind the last value." + _online_training_note(),
+        "trailing mean falls far behind the last value." + _online_training_note(config.train.ema_epochs),
         "",
         "**The offset, chosen on the validation split.** Every trained model runs three times: with "
         f"`model.forecast: auto` (one naive forecast per task, the best on the training split: {auto_chosen}), with "
