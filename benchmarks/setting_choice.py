@@ -1,11 +1,14 @@
 """Which setting a split chooses, read from published records by the rule that chooses the online offset.
 
-    .venv/bin/python benchmarks/setting_choice.py RECORDS [RECORDS ...] --models NAME [NAME ...]
+    .venv/bin/python benchmarks/setting_choice.py [RECORDS ...] [--runs SUFFIX DIR ...] --models NAME [NAME ...]
         --settings LABEL=SUFFIX [LABEL=SUFFIX ...] [--split val] [--tasks TASK ...]
 
 RECORDS are records files study pages publish beside themselves (``docs/results/<page>/online_records.csv``:
 one row per variant, seed, split, scenario, task and metric); several are read as one (a variant in two of
-them must have the same rows there, e.g. the naive forecasters). A setting's variant of a model is named
+them must have the same rows there, e.g. the naive forecasters). ``--runs SUFFIX DIR`` reads a ``msmt bench``
+grid's runs of one dataset instead (``DIR`` = ``OUT/runs/<dataset>``: ``<model>/seed<N>/metrics.json``), each
+model's variant named ``<model><SUFFIX>``: two grids of the same models, one with a setting and one without,
+are two settings. A setting's variant of a model is named
 ``<model><SUFFIX>`` (``m2m offset=blend +ema3``: model ``m2m``, suffix `` offset=blend +ema3``). Per (model,
 task) the setting with the lowest overall NMAE on ``--split`` (mean over the seeds) gets the pair; the one
 with the most pairs is chosen, a tie going to the setting listed first
@@ -17,6 +20,7 @@ mean is the lower). Nothing is trained.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -27,21 +31,41 @@ from msmt.experiments.forecasting_page import offset_wins, values
 KEYS = ["variant", "seed", "split", "scenario", "task", "metric"]
 
 
-def read_records(paths: list[Path]) -> pd.DataFrame:
-    """The records of every file, a row found in several kept once; one line and exit where a file is missing
-    or two files disagree on a row."""
+def read_records(paths: list[Path], runs: list[tuple[str, Path]] = ()) -> pd.DataFrame:
+    """The records of every file and bench folder, a row found in several kept once; one line and exit where a
+    file is missing or two sources disagree on a row."""
     frames = []
     for path in paths:
         if not path.is_file():
             raise SystemExit(f"{path}: no such records file")
         frames.append(pd.read_csv(path))
+    frames += [bench_records(suffix, folder) for suffix, folder in runs]
+    where = ", ".join(map(str, [*paths, *(folder for _, folder in runs)]))
     records = pd.concat(frames, ignore_index=True).drop_duplicates()
     clash = records[records.duplicated(KEYS, keep=False)]
     if not clash.empty:
         row = clash.iloc[0]
-        raise SystemExit(f"{', '.join(map(str, paths))}: the files disagree on {row['variant']!r} seed {row['seed']} "
+        raise SystemExit(f"{where}: the sources disagree on {row['variant']!r} seed {row['seed']} "
                          f"{row['split']} {row['task']} {row['metric']}")
     return records
+
+
+def bench_records(suffix: str, folder: Path) -> pd.DataFrame:
+    """The overall metrics of a ``msmt bench`` grid's runs of one dataset (``folder/<model>/seed<N>/metrics.json``)
+    as records, each variant named ``<model><suffix>``; one line and exit where there are none."""
+    rows = []
+    for path in sorted(folder.glob("*/seed*/metrics.json")):
+        variant, seed = path.parent.parent.name + suffix, int(path.parent.name.removeprefix("seed"))
+        splits = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, dict) and "overall" in v}
+        for split, block in splits.items():  # a LightGBM cell also records its trees and seconds
+            for task, scores in block["overall"].items():
+                rows += [dict(variant=variant, seed=seed, split=split, scenario="overall", task=task, metric=metric,
+                              value=float(value), rows=scores["rows"])
+                         for metric, value in scores.items() if metric != "rows" and value is not None]
+    if not rows:
+        raise SystemExit(f"{folder}: no runs (--runs takes a bench grid's runs/<dataset> folder: "
+                         "<model>/seed<N>/metrics.json)")
+    return pd.DataFrame(rows)
 
 
 def parse_settings(items: list[str]) -> dict[str, str]:
@@ -72,20 +96,26 @@ def head_to_head(v: dict, models: list[str], tasks: list[str], settings: dict[st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("records", type=Path, nargs="+", help="study pages' records CSVs")
+    ap.add_argument("records", type=Path, nargs="*", help="study pages' records CSVs")
+    ap.add_argument("--runs", nargs=2, action="append", default=[], metavar=("SUFFIX", "DIR"),
+                    help="a bench grid's runs of one dataset (OUT/runs/<dataset>), its variants named <model>SUFFIX")
     ap.add_argument("--models", nargs="+", required=True, help="the models, as their variants' names start")
     ap.add_argument("--settings", nargs="+", required=True, help="LABEL=SUFFIX: the suffix a setting's variants carry")
     ap.add_argument("--split", default="val")
     ap.add_argument("--tasks", nargs="+", default=None, help="default: every task of the records")
     args = ap.parse_args()
-    records = read_records(args.records)
+    if not args.records and not args.runs:
+        raise SystemExit("setting_choice: give records files, --runs SUFFIX DIR, or both")
+    runs = [(suffix, Path(folder)) for suffix, folder in args.runs]
+    records = read_records(args.records, runs)
     settings = parse_settings(args.settings)
+    where = ", ".join(map(str, [*args.records, *(folder for _, folder in runs)]))
     missing = sorted({m + s for m in args.models for s in settings.values()} - set(records["variant"]))
     if missing:
-        raise SystemExit(f"{', '.join(map(str, args.records))}: no variant {missing}")
+        raise SystemExit(f"{where}: no variant {missing}")
     rows = records[(records["split"] == args.split) & (records["scenario"] == "overall") & (records["metric"] == "nmae")]
     if rows.empty:
-        raise SystemExit(f"{', '.join(map(str, args.records))}: no overall nmae rows on split {args.split!r}")
+        raise SystemExit(f"{where}: no overall nmae rows on split {args.split!r}")
     tasks = args.tasks or list(dict.fromkeys(rows["task"]))
     v = values(summarise(rows))
     wins = offset_wins(v, args.models, tasks, settings, args.split)
