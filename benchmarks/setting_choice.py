@@ -40,7 +40,7 @@ def read_records(paths: list[Path], runs: list[tuple[str, Path]] = ()) -> pd.Dat
             raise SystemExit(f"{path}: no such records file")
         frames.append(pd.read_csv(path))
     frames += [bench_records(suffix, folder) for suffix, folder in runs]
-    where = ", ".join(map(str, [*paths, *(folder for _, folder in runs)]))
+    where = sources(paths, runs)
     records = pd.concat(frames, ignore_index=True).drop_duplicates()
     clash = records[records.duplicated(KEYS, keep=False)]
     if not clash.empty:
@@ -50,13 +50,25 @@ def read_records(paths: list[Path], runs: list[tuple[str, Path]] = ()) -> pd.Dat
     return records
 
 
+def sources(paths: list[Path], runs: list[tuple[str, Path]]) -> str:
+    """The records files and bench folders read, as one line names them."""
+    return ", ".join(map(str, [*paths, *(folder for _, folder in runs)]))
+
+
 def bench_records(suffix: str, folder: Path) -> pd.DataFrame:
     """The overall metrics of a ``msmt bench`` grid's runs of one dataset (``folder/<model>/seed<N>/metrics.json``)
     as records, each variant named ``<model><suffix>``; one line and exit where there are none."""
     rows = []
     for path in sorted(folder.glob("*/seed*/metrics.json")):
-        variant, seed = path.parent.parent.name + suffix, int(path.parent.name.removeprefix("seed"))
-        splits = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, dict) and "overall" in v}
+        seed = path.parent.name.removeprefix("seed")
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"{path}: not a readable metrics file ({error})") from None
+        if not seed.isdigit():
+            raise SystemExit(f"{path.parent}: not a bench seed folder (seed<N>)")
+        variant, seed = path.parent.parent.name + suffix, int(seed)
+        splits = {k: v for k, v in metrics.items() if isinstance(v, dict) and "overall" in v}
         for split, block in splits.items():  # a LightGBM cell also records its trees and seconds
             for task, scores in block["overall"].items():
                 rows += [dict(variant=variant, seed=seed, split=split, scenario="overall", task=task, metric=metric,
@@ -109,7 +121,7 @@ def main() -> None:
     runs = [(suffix, Path(folder)) for suffix, folder in args.runs]
     records = read_records(args.records, runs)
     settings = parse_settings(args.settings)
-    where = ", ".join(map(str, [*args.records, *(folder for _, folder in runs)]))
+    where = sources(args.records, runs)
     missing = sorted({m + s for m in args.models for s in settings.values()} - set(records["variant"]))
     if missing:
         raise SystemExit(f"{where}: no variant {missing}")
