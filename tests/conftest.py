@@ -49,6 +49,28 @@ def tiny_schema(tiny_train, tiny_spec):
     return fit_schema(tiny_train, tiny_spec)
 
 
+def _run_factory(tmp_path_factory, data: Path, base: list[str], prefix: str):
+    """``make(model, *overrides)`` -> the run directory of ``data/experiment.yaml`` trained with
+    ``model.name=model``, ``base`` and the overrides; each distinct call trains once per session."""
+    from msmt.experiments.run import run_experiment
+    from msmt.spec.config import load_experiment
+
+    cache: dict[tuple, Path] = {}
+
+    def make(model: str = "mmoe", *overrides: str) -> Path:
+        key = (model, *overrides)
+        if key not in cache:
+            cfg = load_experiment(data / "experiment.yaml", [f"model.name={model}", *base, *overrides])
+            cfg.train.progress = False
+            out = tmp_path_factory.mktemp(f"{prefix}_{model}")
+            run_experiment(cfg, out)
+            cache[key] = out
+        return cache[key]
+
+    make.data_dir = data
+    return make
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """Factory: ``trained_run(model, *overrides)`` -> run directory of a tiny trained model.
@@ -56,25 +78,9 @@ def trained_run(tmp_path_factory):
     400 synthetic rows (``msmt synth simple``), 1 epoch, small layers, ``dataset.group=user_id``;
     each distinct call trains once per session. Used by the serving and export tests.
     """
-    from msmt.experiments.run import run_experiment
-    from msmt.spec.config import load_experiment
-
     data = write_simple(tmp_path_factory.mktemp("tiny_run_data"), rows=400, seed=0)
-    cache: dict[tuple, Path] = {}
-
-    def make(model: str = "mmoe", *overrides: str) -> Path:
-        key = (model, *overrides)
-        if key not in cache:
-            sets = [f"model.name={model}", "train.epochs=1", "train.batch_size=64", "dataset.group=user_id", *overrides]
-            cfg = load_experiment(data / "experiment.yaml", sets)
-            cfg.train.progress = False
-            out = tmp_path_factory.mktemp(f"run_{model}")
-            run_experiment(cfg, out)
-            cache[key] = out
-        return cache[key]
-
-    make.data_dir = data
-    return make
+    base = ["train.epochs=1", "train.batch_size=64", "dataset.group=user_id"]
+    return _run_factory(tmp_path_factory, data, base, "run")
 
 
 @pytest.fixture(scope="session")
@@ -82,27 +88,12 @@ def trained_panel_run(tmp_path_factory):
     """Factory like ``trained_run`` on panel data: a small advertiser-simulator world (30
     advertisers × 24 days), 1 epoch, small layers. For the models that need each unit's history
     (the naive forecasters) and for tests of forecasting on panel data."""
-    from msmt.experiments.run import run_experiment
-    from msmt.spec.config import load_experiment
     from msmt.synth.advertiser import write_advertiser
 
     data = write_advertiser(tmp_path_factory.mktemp("panel_run_data"), advertisers=30, days=24, seed=1)
-    cache: dict[tuple, Path] = {}
-
-    def make(model: str = "mmoe", *overrides: str) -> Path:
-        key = (model, *overrides)
-        if key not in cache:
-            sets = [f"model.name={model}", "train.epochs=1", "train.batch_size=128", "model.hidden_dims=[16]",
-                    "model.tower_dims=[8]", "model.embedding_dim=4", *overrides]
-            cfg = load_experiment(data / "experiment.yaml", sets)
-            cfg.train.progress = False
-            out = tmp_path_factory.mktemp(f"panel_run_{model}")
-            run_experiment(cfg, out)
-            cache[key] = out
-        return cache[key]
-
-    make.data_dir = data
-    return make
+    base = ["train.epochs=1", "train.batch_size=128", "model.hidden_dims=[16]", "model.tower_dims=[8]",
+            "model.embedding_dim=4"]
+    return _run_factory(tmp_path_factory, data, base, "panel_run")
 
 
 @pytest.fixture(scope="session")

@@ -600,26 +600,33 @@ def test_defaults_read_raw_recent_levels_and_feed_the_profile_to_the_experts(toy
     assert not torch.allclose(f0, f_profile)
 
 
-def test_sequence_encoder_equals_torch_transformer_stack_then_masked_mean():
-    """SequenceEncoder: position embedding, the Transformer layers over each row's own steps
-    (reference: nn.TransformerEncoderLayer with the weights copied), then the mean of the
-    observed steps; a row with no observed step pools to zero."""
+def _torch_layers_like(enc, norm_first: bool) -> list:
+    """nn.TransformerEncoderLayer copies (d = 8, 2 heads, feed-forward 12, float64) of ``enc``'s layers, the reference."""
     from torch import nn
 
-    from msmt.layers.sequence import SequenceEncoder
-
-    torch.manual_seed(0)
-    enc = SequenceEncoder(length=6, dim=8, heads=2, layers=2, ff_dim=12, dropout=0.0, use_transformer=True).eval().double()
-    assert len(enc.layers) == 2
     refs = []
     for layer in enc.layers:
-        ref = nn.TransformerEncoderLayer(8, 2, 12, 0.0, batch_first=True).eval().double()
+        ref = nn.TransformerEncoderLayer(8, 2, 12, 0.0, batch_first=True, norm_first=norm_first).eval().double()
         with torch.no_grad():
             ref.self_attn.in_proj_weight.copy_(layer.qkv.weight)
             ref.self_attn.in_proj_bias.copy_(layer.qkv.bias)
         for a, b in [(layer.out, ref.self_attn.out_proj), (layer.ff1, ref.linear1), (layer.ff2, ref.linear2), (layer.norm1, ref.norm1), (layer.norm2, ref.norm2)]:
             b.load_state_dict(a.state_dict())
         refs.append(ref)
+    return refs
+
+
+def test_sequence_encoder_equals_torch_transformer_stack_then_masked_mean():
+    """SequenceEncoder: position embedding, the Transformer layers over each row's own steps
+    (reference: nn.TransformerEncoderLayer with the weights copied), then the mean of the
+    observed steps; a row with no observed step pools to zero."""
+
+    from msmt.layers.sequence import SequenceEncoder
+
+    torch.manual_seed(0)
+    enc = SequenceEncoder(length=6, dim=8, heads=2, layers=2, ff_dim=12, dropout=0.0, use_transformer=True).eval().double()
+    assert len(enc.layers) == 2
+    refs = _torch_layers_like(enc, norm_first=False)
     steps = torch.randn(5, 6, 8, dtype=torch.float64)
     mask = torch.tensor([[True] * 6, [False] * 3 + [True] * 3, [False] * 5 + [True], [False] * 6, [True, False] * 3])
     with torch.no_grad():
@@ -639,7 +646,6 @@ def test_sequence_encoder_equals_torch_transformer_stack_then_masked_mean():
 def test_recency_encoder_equals_pre_norm_stack_then_attention_pool_and_last_step():
     """``recency``: pre-norm layers (reference: nn.TransformerEncoderLayer(norm_first=True)), a
     final LayerNorm, then [softmax_j(q·x_j/√d) over observed j, pooled ⊕ the last step's vector]."""
-    from torch import nn
 
     from msmt.layers.sequence import SequenceEncoder
 
@@ -647,15 +653,7 @@ def test_recency_encoder_equals_pre_norm_stack_then_attention_pool_and_last_step
     enc = SequenceEncoder(6, 8, 2, 2, 12, 0.0, True, kind="recency").eval().double()
     with torch.no_grad():
         enc.query.normal_()
-    refs = []
-    for layer in enc.layers:
-        ref = nn.TransformerEncoderLayer(8, 2, 12, 0.0, batch_first=True, norm_first=True).eval().double()
-        with torch.no_grad():
-            ref.self_attn.in_proj_weight.copy_(layer.qkv.weight)
-            ref.self_attn.in_proj_bias.copy_(layer.qkv.bias)
-        for a, b in [(layer.out, ref.self_attn.out_proj), (layer.ff1, ref.linear1), (layer.ff2, ref.linear2), (layer.norm1, ref.norm1), (layer.norm2, ref.norm2)]:
-            b.load_state_dict(a.state_dict())
-        refs.append(ref)
+    refs = _torch_layers_like(enc, norm_first=True)
     steps = torch.randn(4, 6, 8, dtype=torch.float64)
     mask = torch.tensor([[True] * 6, [False] * 3 + [True] * 3, [True, False] * 3, [False] * 6])
     with torch.no_grad():
