@@ -101,7 +101,7 @@ def test_run_or_reuse_trains_once_per_overrides(tiny_dir, tmp_path):
 def test_run_or_reuse_retrains_when_the_config_file_changes(tiny_dir, tmp_path):
     """Reuse is keyed on the resolved config, not only the overrides: editing the experiment file or the
     dataset file it names makes the kept run stale."""
-    from msmt.experiments.bench import Cell, cell_not_applicable, finished, run_or_reuse, train_cell
+    from msmt.experiments.bench import Cell, cell_not_applicable, finished, retrain_reason, run_or_reuse, train_cell
     from msmt.spec.config import load_experiment
 
     raw = yaml.safe_load((tiny_dir / "experiment.yaml").read_text())
@@ -113,18 +113,29 @@ def test_run_or_reuse_retrains_when_the_config_file_changes(tiny_dir, tmp_path):
     config.write_text(yaml.safe_dump(raw))
     fast = ["train.epochs=1", "train.batch_size=256", "train.num_threads=1", "model.name=shared_bottom"]
     run_dir, logs = tmp_path / "run", []
+    assert retrain_reason(run_dir, fast, load_experiment(config, fast)) == "new"
     run_or_reuse(config, fast, run_dir, log=logs.append)
-    assert finished(run_dir, fast, load_experiment(config, fast))
+    assert logs[-1] == f"training {run_dir} (new)" and finished(run_dir, fast, load_experiment(config, fast))
+    hidden = load_experiment(config, fast).model.hidden_dims
 
     raw.setdefault("model", {})["hidden_dims"] = [8]  # the experiment file
     config.write_text(yaml.safe_dump(raw))
     assert not finished(run_dir, fast, load_experiment(config, fast))
+    # the log names what changed, so two studies replacing each other's runs in one work folder show it
+    assert retrain_reason(run_dir, fast, load_experiment(config, fast)) == f"other config: model.hidden_dims {hidden} → [8]"
     run_or_reuse(config, fast, run_dir, log=logs.append)
+    assert logs[-1] == f"training {run_dir} (other config: model.hidden_dims {hidden} → [8])"
     assert len(logs) == 2 and finished(run_dir, fast, load_experiment(config, fast))
+    other = [*fast[:-1], "model.name=mmoe"]
+    assert retrain_reason(run_dir, other, load_experiment(config, other)) == "other overrides"
 
     dataset["split"] = {**dataset.get("split", {}), "seed": 7}  # the dataset file behind it
     (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(dataset))
     assert not finished(run_dir, fast, load_experiment(config, fast))
+    assert retrain_reason(run_dir, fast, load_experiment(config, fast)) == "other config: dataset.split.seed 0 → 7"
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    (run_dir / "provenance.json").write_text(json.dumps({**provenance, "source_sha256": "0" * 64}))
+    assert retrain_reason(run_dir, fast, load_experiment(config, fast)) == "other code"
 
     # an n/a verdict is kept with the config it was reached under
     cell = Cell("tiny", config, "naive_last", 0)
@@ -215,3 +226,21 @@ def test_model_set_items_are_parsed_and_bad_ones_named():
         model_cell_overrides(["a=1"], ["a"])
     with pytest.raises(ConfigError, match="'c' is not benched"):
         model_cell_overrides(["c:x=1"], ["a", "b"])
+
+
+def test_config_changes_names_the_first_keys_that_differ(tiny_dir, tmp_path):
+    """A kept run's config.yaml against the config now: dotted keys in config order, a key on one side
+    only against None, at most ``shown`` of them and how many more; an unreadable file names nothing."""
+    from msmt.experiments.bench import config_changes
+    from msmt.spec.config import dump_yaml, load_experiment
+
+    cfg = load_experiment(tiny_dir / "experiment.yaml", ["train.lr=0.01", "train.epochs=2"])
+    kept = cfg.to_dict()
+    kept["train"] = {**kept["train"], "lr": 0.02, "epochs": 3, "patience": 99, "gone": 1}
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml(kept))
+    assert config_changes(path, cfg, shown=2) == ": train.epochs 3 → 2, train.lr 0.02 → 0.01 (+2 more)"
+    assert config_changes(path, cfg, shown=9).endswith("train.gone 1 → None")
+    path.write_text(dump_yaml(cfg.to_dict()))
+    assert config_changes(path, cfg) == ""
+    assert config_changes(tmp_path / "missing.yaml", cfg) == ""

@@ -143,8 +143,8 @@ def test_a_failed_run_raises_without_training_the_runs_not_yet_started(tiny_dir,
 @pytest.mark.slow
 def test_study_trains_the_same_runs_with_two_jobs_and_reuses_them(tiny_dir, tmp_path):
     """``Study.jobs`` (``--jobs``): worker processes train exactly the runs one process trains (each
-    run's ``metrics.json`` equal), a second ``train()`` trains nothing, and a run whose files are gone
-    is the only one trained again."""
+    run's ``metrics.json`` equal), a second ``train()`` trains nothing, a run whose files are gone
+    is the only one trained again, and the log says why each run is trained."""
     config = tiny_dir / "experiment.yaml"
     variants = [Variant("sb", ("model.name=shared_bottom",)), Variant("mmoe", ("model.name=mmoe",))]
     fast = ("train.epochs=1", "train.batch_size=256", "train.num_threads=1")
@@ -152,11 +152,11 @@ def test_study_trains_the_same_runs_with_two_jobs_and_reuses_them(tiny_dir, tmp_
     serial = Study(config, tmp_path / "serial", [0, 1], variants, fast, log=logs.append)
     parallel = Study(config, tmp_path / "parallel", [0, 1], variants, fast, log=logs.append, jobs=2)
     one = serial.train()
-    assert logs == [f"training {one[(v.name, s)]}" for s in (0, 1) for v in variants]  # seed-major, one at a time
+    assert logs == [f"training {one[(v.name, s)]} (new)" for s in (0, 1) for v in variants]  # seed-major, one at a time
     logs.clear()
     assert serial.train() == one and logs == []  # finished: reused
     two = parallel.train()
-    assert logs[0] == "4 runs to train, 2 at a time" and len(logs) == 5
+    assert logs[0] == "4 runs to train, 2 at a time (4 new)" and len(logs) == 5
     assert one.keys() == two.keys() == {(v.name, s) for v in variants for s in (0, 1)}
     for key in one:
         assert json.loads((one[key] / "metrics.json").read_text()) == json.loads((two[key] / "metrics.json").read_text()), key
@@ -164,4 +164,10 @@ def test_study_trains_the_same_runs_with_two_jobs_and_reuses_them(tiny_dir, tmp_
     assert parallel.train() == two and logs == []  # every run finished: none trained, nothing logged
     (two[("mmoe", 1)] / "metrics.json").unlink()
     parallel.train()
-    assert logs == [f"training {two[('mmoe', 1)]}"]  # one run to train: no pool, the others reused
+    assert logs == [f"training {two[('mmoe', 1)]} (new)"]  # one run to train: no pool, the others reused
+    logs.clear()
+    for key in (("sb", 0), ("mmoe", 1)):  # trained by another source: the pool's line says so, with an example
+        record = json.loads((two[key] / "provenance.json").read_text())
+        (two[key] / "provenance.json").write_text(json.dumps({**record, "source_sha256": "0" * 64}))
+    parallel.train()
+    assert logs[0] == f"2 runs to train, 2 at a time (2 other code, e.g. {two[('sb', 0)]}: other code)", logs

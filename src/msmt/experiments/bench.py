@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from msmt.data.io import atomic_write, atomic_write_text, write_table
 from msmt.evaluation.figures import pyplot
@@ -48,7 +50,7 @@ from msmt.experiments.run import run_experiment
 from msmt.experiments.tables import pm
 from msmt.models.registry import model_class
 from msmt.rundir import provenance
-from msmt.rundir.layout import METRICS
+from msmt.rundir.layout import CONFIG, METRICS
 from msmt.rundir.provenance import same_code
 from msmt.spec.config import ExperimentConfig, dump_yaml, load_experiment
 from msmt.spec.errors import ConfigError
@@ -176,11 +178,47 @@ def finished(run_dir: Path, overrides: Sequence[str], cfg: ExperimentConfig) -> 
     applied) made by the same code (msmt.rundir.provenance); if not, the run is to be trained again.
     Both the overrides and the resolved config must match its :data:`CELL_RECORD`: the same overrides
     over an edited config file are another run."""
+    return retrain_reason(run_dir, overrides, cfg) is None
+
+
+def retrain_reason(run_dir: Path, overrides: Sequence[str], cfg: ExperimentConfig) -> str | None:
+    """None when ``run_dir`` is :func:`finished` for ``cfg``; else why it is to be trained: ``"new"`` (no
+    finished run there), ``"other code"`` (another source hash), ``"other overrides"``, or ``"other config"``
+    followed by the first keys whose values differ between the kept run's ``config.yaml`` and ``cfg``
+    (e.g. ``model.unseen_scenario_correction 0.75 → 1.0``: two studies sharing a work folder and
+    training the same run directory differently replace each other's runs)."""
     record = run_dir / CELL_RECORD
-    if not (run_dir / METRICS).exists() or not record.exists() or not same_code(run_dir):
-        return False
+    if not (run_dir / METRICS).exists() or not record.exists():
+        return "new"
+    if not same_code(run_dir):
+        return "other code"
     kept = json.loads(record.read_text())
-    return kept.get("overrides") == list(overrides) and kept.get("config_sha256") == config_digest(cfg)
+    if kept.get("overrides") != list(overrides):
+        return "other overrides"
+    if kept.get("config_sha256") != config_digest(cfg):
+        return "other config" + config_changes(run_dir / CONFIG, cfg)
+    return None
+
+
+def config_changes(kept: Path, cfg: ExperimentConfig, shown: int = 3) -> str:
+    """``": KEY OLD → NEW, …"`` for the first ``shown`` dotted keys whose values differ between the
+    resolved config in ``kept`` (a run's ``config.yaml``) and ``cfg``; ``""`` where ``kept`` is unreadable."""
+    try:
+        old = yaml.safe_load(kept.read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    new = yaml.safe_load(dump_yaml(cfg.to_dict()))  # the same rendering as the kept file's
+    changes = [f"{key} {old_value} → {new_value}" for key, old_value, new_value in _differences(old, new)]
+    more = f" (+{len(changes) - shown} more)" if len(changes) > shown else ""
+    return (": " + ", ".join(changes[:shown]) + more) if changes else ""
+
+
+def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old, new) of every leaf where two nested dicts differ (a key on one side only: None on the other)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in dict.fromkeys([*old, *new])
+                for d in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -222,9 +260,10 @@ def run_or_reuse(config: Path, overrides: Sequence[str], run_dir: Path, log=prin
     """The metrics of ``config`` with ``overrides`` trained in ``run_dir``: read back when that run
     is :func:`finished`, else trained now (and recorded)."""
     cfg = load_experiment(config, list(overrides))
-    if finished(run_dir, overrides, cfg):
+    reason = retrain_reason(run_dir, overrides, cfg)
+    if reason is None:
         return read_metrics(run_dir)
-    log(f"training {run_dir}")
+    log(f"training {run_dir} ({reason})")
     return train_recorded(cfg, run_dir, overrides)[0]
 
 
@@ -242,13 +281,22 @@ def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs
     A run that fails raises its error once the runs already started have ended; the others are not
     started. Returns the run directories trained."""
 
-    def missing(overrides: Sequence[str], run_dir: Path) -> bool:
-        return not finished(run_dir, overrides, load_experiment(config, list(overrides)))
+    reasons: Counter = Counter()  # why the runs to train are trained (retrain_reason's kinds), logged before they start
+    examples: dict[str, str] = {}
+
+    def reason_of(overrides: Sequence[str], run_dir: Path) -> str | None:
+        reason = retrain_reason(run_dir, overrides, load_experiment(config, list(overrides)))
+        if reason is not None:
+            kind = reason.split(":")[0]
+            reasons[kind] += 1
+            examples.setdefault(kind, f"{run_dir}: {reason}")
+        return reason
 
     if jobs > 1:
-        todo = [(list(o), d) for o, d in runs if missing(o, d)]
+        todo = [(list(o), d) for o, d in runs if reason_of(o, d) is not None]
         if len(todo) > 1:
-            log(f"{len(todo)} runs to train, {jobs} at a time")
+            why = "; ".join(f"{n} {kind}" + ("" if kind == "new" else f", e.g. {examples[kind]}") for kind, n in reasons.items())
+            log(f"{len(todo)} runs to train, {jobs} at a time ({why})")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
                 futures = {pool.submit(train_overrides, config, overrides, run_dir): run_dir for overrides, run_dir in todo}
                 try:
@@ -261,8 +309,9 @@ def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs
         runs = todo
     trained = []
     for overrides, run_dir in runs:
-        if missing(overrides, run_dir):
-            log(f"training {run_dir}")
+        reason = reason_of(overrides, run_dir)
+        if reason is not None:
+            log(f"training {run_dir} ({reason})")
             train_overrides(config, overrides, run_dir)
             trained.append(run_dir)
     return trained
