@@ -69,7 +69,7 @@ def test_bench_names_jobs_and_changed_overrides(tiny_dir, tmp_path):
     logs: list[str] = []
     bench([f"a={config}"], ["shared_bottom"], [0, 1], serial, fast, log=logs.append,
           cell_overrides={"a": {"shared_bottom": ["train.lr=0.01"]}})
-    assert sum("trained" in line for line in logs) == 2
+    assert sum("trained" in line and line.endswith("(other overrides)") for line in logs) == 2
     cfg = yaml.safe_load((serial / "runs/a/shared_bottom/seed0/config.yaml").read_text())
     assert cfg["train"]["lr"] == 0.01
 

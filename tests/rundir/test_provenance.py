@@ -47,7 +47,7 @@ def test_bench_retrains_a_cell_written_by_other_code(tiny_dir, tmp_path):
     (out / "runs/tiny/shared_bottom/seed1" / PROVENANCE).unlink()
     logs: list[str] = []
     bench([str(config)], ["shared_bottom"], [0, 1], out, fast, log=logs.append)
-    assert sum("trained in" in line for line in logs) == 2
+    assert sum("trained in" in line and line.endswith("(other code)") for line in logs) == 2  # and says why
     assert same_code(run)
     logs.clear()
     bench([str(config)], ["shared_bottom"], [0, 1], out, fast, log=logs.append)

@@ -344,6 +344,7 @@ def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, job
     """
     na: dict[tuple[str, str], str] = {}
     todo: list[Cell] = []
+    why: dict[tuple[str, str, int], str] = {}  # a cell to train: retrain_reason's answer, logged with its result
     order = sorted(cells, key=lambda c: c.seed)  # stable: datasets and models keep their order
     for i, cell in enumerate(order, 1):
         key = (cell.dataset, cell.model)
@@ -352,9 +353,11 @@ def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, job
         if reason is None:
             cfg = load_experiment(cell.config, cell.overrides(overrides))  # once per cell: it reads the config files
             reason = cell_not_applicable(cell, out, overrides, cfg)
-            done = reason is None and finished(cell.run_dir(out), cell.overrides(overrides), cfg)
+            stale = None if reason is not None else retrain_reason(cell.run_dir(out), cell.overrides(overrides), cfg)
+            done = reason is None and stale is None
             if reason is None and not done:
                 reason = not_applicable(cfg, cell.model)  # cheap: no data read
+                why[(cell.dataset, cell.model, cell.seed)] = stale
         if reason is not None:
             na[key] = reason
             log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")
@@ -369,7 +372,8 @@ def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, job
             na[(cell.dataset, cell.model)] = reason
             log(f"{prefix}{cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")
         else:
-            log(f"{prefix}{cell.dataset} {cell.model} seed {cell.seed}: trained in {seconds:.0f} s")
+            log(f"{prefix}{cell.dataset} {cell.model} seed {cell.seed}: trained in {seconds:.0f} s "
+                f"({why[(cell.dataset, cell.model, cell.seed)]})")
 
     if jobs <= 1:
         for j, cell in enumerate(todo, 1):
