@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -281,32 +280,23 @@ def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs
     A run that fails raises its error once the runs already started have ended; the others are not
     started. Returns the run directories trained."""
 
-    reasons: Counter = Counter()  # why the runs to train are trained (retrain_reason's kinds), logged before they start
-    examples: dict[str, str] = {}
-
     def reason_of(overrides: Sequence[str], run_dir: Path) -> str | None:
-        reason = retrain_reason(run_dir, overrides, load_experiment(config, list(overrides)))
-        if reason is not None:
-            kind = reason.split(":")[0]
-            reasons[kind] += 1
-            examples.setdefault(kind, f"{run_dir}: {reason}")
-        return reason
+        return retrain_reason(run_dir, overrides, load_experiment(config, list(overrides)))
 
     if jobs > 1:
-        todo = [(list(o), d) for o, d in runs if reason_of(o, d) is not None]
+        todo = [(list(o), d, r) for o, d in runs if (r := reason_of(o, d)) is not None]
         if len(todo) > 1:
-            why = "; ".join(f"{n} {kind}" + ("" if kind == "new" else f", e.g. {examples[kind]}") for kind, n in reasons.items())
-            log(f"{len(todo)} runs to train, {jobs} at a time ({why})")
+            log(f"{len(todo)} runs to train, {jobs} at a time ({_reasons_summary([(d, r) for _, d, r in todo])})")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(train_overrides, config, overrides, run_dir): run_dir for overrides, run_dir in todo}
+                futures = {pool.submit(train_overrides, config, overrides, run_dir): run_dir for overrides, run_dir, _ in todo}
                 try:
                     for done, future in enumerate(as_completed(futures), 1):
                         log(f"[{done}/{len(todo)}] trained {futures[future]} in {future.result():.0f} s")
                 except BaseException:  # a failed run (or Ctrl-C): the runs not started are dropped, the error raised once the started ones end
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
-            return [d for _, d in todo]
-        runs = todo
+            return [d for _, d, _ in todo]
+        runs = [(o, d) for o, d, _ in todo]
     trained = []
     for overrides, run_dir in runs:
         reason = reason_of(overrides, run_dir)
@@ -315,6 +305,15 @@ def train_missing(config: Path, runs: Sequence[tuple[Sequence[str], Path]], jobs
             train_overrides(config, overrides, run_dir)
             trained.append(run_dir)
     return trained
+
+
+def _reasons_summary(stale: Sequence[tuple[Path, str]]) -> str:
+    """``"n new; m other config, e.g. DIR: other config: …"``: how many runs each kind of
+    :func:`retrain_reason` trains, with the first run of each kind but ``new``."""
+    kinds: dict[str, list[str]] = {}
+    for run_dir, reason in stale:
+        kinds.setdefault(reason.split(":")[0], []).append(f"{run_dir}: {reason}")
+    return "; ".join(f"{len(v)} {kind}" + ("" if kind == "new" else f", e.g. {v[0]}") for kind, v in kinds.items())
 
 
 def train_cell(cell: Cell, out: Path, common: Sequence[str]) -> tuple[str, str | None, float]:
@@ -353,11 +352,12 @@ def run_cells(cells: list[Cell], out: Path, overrides: list[str], log=print, job
         if reason is None:
             cfg = load_experiment(cell.config, cell.overrides(overrides))  # once per cell: it reads the config files
             reason = cell_not_applicable(cell, out, overrides, cfg)
-            stale = None if reason is not None else retrain_reason(cell.run_dir(out), cell.overrides(overrides), cfg)
-            done = reason is None and stale is None
-            if reason is None and not done:
-                reason = not_applicable(cfg, cell.model)  # cheap: no data read
-                why[(cell.dataset, cell.model, cell.seed)] = stale
+            if reason is None:
+                stale = retrain_reason(cell.run_dir(out), cell.overrides(overrides), cfg)
+                done = stale is None
+                if not done:
+                    reason = not_applicable(cfg, cell.model)  # cheap: no data read
+                    why[(cell.dataset, cell.model, cell.seed)] = stale
         if reason is not None:
             na[key] = reason
             log(f"[{i}/{len(cells)}] {cell.dataset} {cell.model} seed {cell.seed}: n/a ({reason})")
