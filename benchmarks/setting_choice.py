@@ -1,7 +1,7 @@
 """Which setting a split chooses, read from published records by the rule that chooses the online offset.
 
     .venv/bin/python benchmarks/setting_choice.py [RECORDS ...] [--runs SUFFIX DIR ...] --models NAME [NAME ...]
-        --settings LABEL=SUFFIX [LABEL=SUFFIX ...] [--split val] [--tasks TASK ...]
+        --settings LABEL=SUFFIX [LABEL=SUFFIX ...] [--split val] [--tasks TASK ...] [--per-model LABEL:KEY=VALUE ...]
 
 RECORDS are records files study pages publish beside themselves (``docs/results/<page>/online_records.csv``:
 one row per variant, seed, split, scenario, task and metric); several are read as one (a variant in two of
@@ -14,7 +14,11 @@ task) the setting with the lowest overall NMAE on ``--split`` (mean over the see
 with the most pairs is chosen, a tie going to the setting listed first
 (``msmt.experiments.forecasting_page.offset_wins``, the forecasting study's rule for the online offset).
 Printed: each setting's pairs, then every setting against every other head to head (in how many pairs its
-mean is the lower). Nothing is trained.
+mean is the lower), then each model's own choice, the same rule over the model's tasks alone
+(``msmt.experiments.setting_choice.per_model_choice``). ``--per-model LABEL:KEY=VALUE`` names the override a
+setting stands for (``ema3:train.ema_epochs=3``; repeat it for more keys or settings): the script then also
+prints the ``per_model`` block that, added to the config, trains each model with its own choice (a model
+choosing a setting without overrides, the config's own, gets no entry). Nothing is trained.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from msmt.experiments.bench import prefixed_overrides
 from msmt.experiments.forecasting import summarise
 from msmt.experiments.forecasting_page import offset_wins, values
+from msmt.experiments.setting_choice import per_model_choice, per_model_entries
+from msmt.spec.config import dump_yaml
+from msmt.spec.errors import ConfigError
 
 KEYS = ["variant", "seed", "split", "scenario", "task", "metric"]
 
@@ -92,6 +100,15 @@ def parse_settings(items: list[str]) -> dict[str, str]:
     return settings
 
 
+def parse_per_model(items: list[str], settings: dict[str, str]) -> dict[str, list[str]]:
+    """``LABEL:KEY=VALUE`` items as {label: [KEY=VALUE, ...]}; one line and exit for a malformed item or a label
+    that is not a setting."""
+    try:
+        return prefixed_overrides(items, list(settings), "--per-model", "LABEL", "'{name}' is not a setting (--settings: {names})")
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+
+
 def head_to_head(v: dict, models: list[str], tasks: list[str], settings: dict[str, str], split: str) -> list[str]:
     """A markdown table: row setting against column setting, in how many (model, task) pairs the row's mean is
     strictly lower (an equal mean counts for neither: a refit's validation numbers are its first fit's)."""
@@ -115,12 +132,15 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", required=True, help="LABEL=SUFFIX: the suffix a setting's variants carry")
     ap.add_argument("--split", default="val")
     ap.add_argument("--tasks", nargs="+", default=None, help="default: every task of the records")
+    ap.add_argument("--per-model", action="append", default=[], metavar="LABEL:KEY=VALUE",
+                    help="the override setting LABEL stands for: prints the config's per_model block of each model's choice")
     args = ap.parse_args()
     if not args.records and not args.runs:
         raise SystemExit("setting_choice: give records files, --runs SUFFIX DIR, or both")
     runs = [(suffix, Path(folder)) for suffix, folder in args.runs]
     records = read_records(args.records, runs)
     settings = parse_settings(args.settings)
+    overrides = parse_per_model(args.per_model, settings)
     where = sources(args.records, runs)
     missing = sorted({m + s for m in args.models for s in settings.values()} - set(records["variant"]))
     if missing:
@@ -136,6 +156,12 @@ def main() -> None:
           + ", ".join(f"`{s}` {n}" for s, n in wins.items()) + f"; chosen: `{chosen}`")
     print()
     print("\n".join(head_to_head(v, args.models, tasks, settings, args.split)))
+    print()
+    choice = per_model_choice(v, args.models, tasks, settings, args.split)
+    print("each model's own choice: " + ", ".join(f"{m} `{s}`" for m, s in choice.items()))
+    if overrides:
+        print()
+        print(dump_yaml({"per_model": per_model_entries(choice, overrides)}), end="")
 
 
 if __name__ == "__main__":

@@ -216,6 +216,29 @@ def test_model_set_overrides_one_model_cells_and_the_leaderboard_names_them(tiny
     assert "| mmoe |" in text
 
 
+def test_the_configs_per_model_entry_reaches_that_models_cells_and_the_leaderboard_names_it(tiny_dir, tmp_path):
+    """A ``per_model`` entry in the benched config acts as ``--model-set`` does: that model's runs only, their
+    ``config.yaml`` holding the setting (not the section), and the leaderboard listing it."""
+    from helpers import run_main
+
+    cfg = yaml.safe_load((tiny_dir / "experiment.yaml").read_text())
+    cfg["dataset"] = str(tiny_dir / "dataset.yaml")
+    cfg["per_model"] = {"mmoe": {"train": {"lr": 0.0123}, "model": {"mmoe": {"num_experts": 3}}}, "ple": {"train": {"lr": 0.5}}}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "bench"
+    fast = ["--set", "train.epochs=1", "--set", "train.batch_size=256", "--set", "train.num_threads=1"]
+    assert run_main("bench", "--datasets", config, "--models", "shared_bottom", "--models", "mmoe", "--seeds", "1",
+                    "--out", out, *fast) == 0
+    runs = {m: yaml.safe_load((out / f"runs/tiny/{m}/seed0/config.yaml").read_text()) for m in ("mmoe", "shared_bottom")}
+    assert (runs["mmoe"]["train"]["lr"], runs["mmoe"]["model"]["mmoe"]["num_experts"]) == (0.0123, 3)
+    assert runs["shared_bottom"]["train"]["lr"] not in (0.0123, 0.5)
+    assert not any("per_model" in run for run in runs.values())
+    text = (out / "leaderboard.md").read_text()
+    assert "* `mmoe`: `model.mmoe.num_experts=3`, `train.lr=0.0123`" in text  # the file's order (safe_dump sorts)
+    assert "`ple`" not in text and "* `shared_bottom`" not in text  # ple is not benched; shared_bottom has no entry
+
+
 def test_model_set_items_are_parsed_and_bad_ones_named():
     from msmt.experiments.bench import model_cell_overrides
     from msmt.spec.errors import ConfigError

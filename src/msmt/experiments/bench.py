@@ -51,7 +51,7 @@ from msmt.models.registry import model_class
 from msmt.rundir import provenance
 from msmt.rundir.layout import CONFIG, METRICS
 from msmt.rundir.provenance import same_code
-from msmt.spec.config import ExperimentConfig, dump_yaml, load_experiment
+from msmt.spec.config import ExperimentConfig, dump_yaml, load_experiment, per_model_settings
 from msmt.spec.errors import ConfigError
 from msmt.spec.task_kinds import rules
 
@@ -101,14 +101,20 @@ def resolve_dataset(name: str, configs_dir: Path = Path("configs")) -> Path:
 def model_cell_overrides(items: Sequence[str], models: Sequence[str]) -> dict[str, list[str]]:
     """``{model: [KEY=VALUE, ...]}`` from ``msmt bench --model-set MODEL:KEY=VALUE`` items: overrides
     for one benched model's cells only (its row keeps the model's name)."""
+    return prefixed_overrides(items, models, "--model-set", "MODEL", "model '{name}' is not benched (--models: {names})")
+
+
+def prefixed_overrides(items: Sequence[str], names: Sequence[str], option: str, label: str, unknown: str) -> dict[str, list[str]]:
+    """``{NAME: [KEY=VALUE, ...]}`` from ``NAME:KEY=VALUE`` items of ``option``, in order; a malformed item, or
+    a NAME not in ``names`` (``unknown``, formatted with ``name`` and ``names``), is a ConfigError naming it."""
     out: dict[str, list[str]] = {}
     for item in items:
-        model, sep, setting = item.partition(":")
+        name, sep, setting = item.partition(":")
         if not sep or "=" not in setting:
-            raise ConfigError(f"--model-set '{item}': expected MODEL:KEY=VALUE")
-        if model not in models:
-            raise ConfigError(f"--model-set '{item}': model '{model}' is not benched (--models: {list(models)})")
-        out.setdefault(model, []).append(setting)
+            raise ConfigError(f"{option} '{item}': expected {label}:KEY=VALUE")
+        if name not in names:
+            raise ConfigError(f"{option} '{item}': " + unknown.format(name=name, names=list(names)))
+        out.setdefault(name, []).append(setting)
     return out
 
 
@@ -430,11 +436,22 @@ def summarise(per_seed: pd.DataFrame) -> pd.DataFrame:
     return agg.reset_index()
 
 
+def _settings_list(title: str, settings: Mapping[str, Sequence[str]]) -> list[str]:
+    """The leaderboard's lines naming each model's own ``KEY=VALUE`` settings under ``title`` (none without any)."""
+    own = {m: list(o) for m, o in settings.items() if o}
+    if not own:
+        return []
+    return [title, "", *[f"* `{m}`: " + ", ".join(f"`{o}`" for o in items) for m, items in own.items()], ""]
+
+
 def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: list[str],
              na: Mapping[tuple[str, str], str] | None = None,
-             cell_overrides: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> str:
+             cell_overrides: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+             per_model: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> str:
     """The leaderboard page: per dataset, a table per task and primary metric (a row per model and
-    the oracle, a column per scenario); the n/a cells and each model's own overrides named."""
+    the oracle, a column per scenario); the n/a cells and each model's own overrides named, those of
+    ``msmt bench --model-set`` (``cell_overrides``) and those of the config's ``per_model`` entries
+    (``per_model``: {dataset: {model: [KEY=VALUE, ...]}})."""
     na = dict(na or {})
     lines = ["# Leaderboard", "", "Mean ± std over seeds; split = test when the dataset has one. "
              "`oracle` = the data's true expected values used as predictions (the best achievable).", ""]
@@ -446,10 +463,9 @@ def markdown(summary: pd.DataFrame, kinds: dict[str, dict[str, str]], models: li
         else:
             seeds = int(part["seeds"].max())
             lines += [f"## {dataset} ({part['split'].iloc[0]} split, {seeds} seed(s))", ""]
-        own = {m: list(o) for m, o in (cell_overrides or {}).get(dataset, {}).items() if o}
-        if own:
-            lines += ["Overrides of some models' cells only:", "",
-                      *[f"* `{m}`: " + ", ".join(f"`{o}`" for o in settings) for m, settings in own.items()], ""]
+        lines += _settings_list("Overrides of some models' cells only:", (cell_overrides or {}).get(dataset, {}))
+        entries = {m: o for m, o in (per_model or {}).get(dataset, {}).items() if m in models}
+        lines += _settings_list("The config's `per_model` settings (each model's own):", entries)
         if dataset_na:
             lines += ["Not applicable:", "", *[f"* `{m}`: n/a — {r}" for m, r in dataset_na], ""]
         if part.empty:
@@ -545,7 +561,8 @@ def bench(
     na_rows = [dict(dataset=d, model=m, reason=r) for (d, m), r in na.items()]
     write_table(pd.DataFrame(na_rows, columns=["dataset", "model", "reason"]), out / "not_applicable.csv")
     plots = plot(summary, kinds, out)
-    text = markdown(summary, kinds, models, na, cell_overrides)
+    entries = {name: per_model_settings(cfg) for name, cfg in configs.items()}
+    text = markdown(summary, kinds, models, na, cell_overrides, entries)
     text += "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
     atomic_write_text(out / "leaderboard.md", text)
     summary.attrs["not_applicable"] = na

@@ -1,6 +1,7 @@
 """Typed experiment config: YAML in, validated values out; unknown keys are errors.
 
-Layering (lowest to highest): defaults < the YAML file < ``--set key=value`` overrides.
+Layering (lowest to highest): defaults < the YAML file < the file's ``per_model`` entry of the
+selected model < ``--set key=value`` overrides.
 The ``dataset`` key is either an inline dataset config or a path to one (resolved relative to
 the experiment file); data file paths are resolved relative to the dataset config, and the
 resolved, self-contained config is what a run directory stores as ``config.yaml``.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -399,7 +401,8 @@ def experiment_from_dict(
     data: dict[str, Any], overrides: list[str] | None = None, base: str | Path = ".", source: str = "config"
 ) -> ExperimentConfig:
     """An experiment config given as a mapping (what a YAML file holds): ``dataset`` inline or a
-    path, relative paths resolved against ``base``; then overrides, then validation."""
+    path, relative paths resolved against ``base``; then the ``per_model`` entry of the model selected
+    (:func:`split_per_model`), then overrides, then validation."""
     data = copy.deepcopy(data)
     base = Path(base)
     dataset = data.get("dataset")
@@ -410,8 +413,94 @@ def experiment_from_dict(
         data["dataset"] = _resolve_files(dataset, base)
     elif dataset is None:
         raise ConfigError(f"{source}: missing key 'dataset'")
-    data = apply_overrides(data, list(overrides or []))
-    return validate_experiment(data, source=source)
+    overrides = list(overrides or [])
+    data, entries = split_per_model(data, source)
+    name = selected_model(data, overrides)
+    selected = entries.get(name, {}) if isinstance(name, str) else {}
+    cfg = validate_experiment(apply_overrides(merged(data, selected), overrides), source=source)
+    others = [text for text in overrides if parse_override(text)[0] != ["model", "name"]]
+    for other, settings in entries.items():
+        if other != name:  # checked too, so that a typo shows before the model is run
+            entry = {**settings, "model": {**settings.get("model", {}), "name": other}}
+            try:
+                ExperimentConfig.model_validate(apply_overrides(merged(data, entry), others))
+            except ValidationError as err:
+                raise ConfigError(f"{source}: per_model.{other}: {_format_validation_error(err)}") from None
+    return cfg
+
+
+# the sections a ``per_model`` entry may change (the dataset is the config's, whatever the model)
+PER_MODEL_SECTIONS = ("model", "train", "loss", "meta")
+
+
+def merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` laid over it: mappings merge key by key, any other value of ``top`` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        below = out.get(key)
+        out[key] = merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else copy.deepcopy(value)
+    return out
+
+
+def flat_settings(sections: dict[str, Any], prefix: str = "") -> list[str]:
+    """``{"train": {"ema_epochs": 3}}`` -> ``["train.ema_epochs=3"]``: nested settings as the ``KEY=VALUE``
+    overrides that set them (values as JSON, which ``--set`` reads as YAML)."""
+    out = []
+    for key, value in sections.items():
+        if isinstance(value, dict) and value:
+            out += flat_settings(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value)}")
+    return out
+
+
+def per_model_settings(path: str | Path) -> dict[str, list[str]]:
+    """The ``per_model`` entries of the config file ``path`` as {model: [KEY=VALUE, ...]} (:func:`flat_settings`)."""
+    return {model: flat_settings(entry) for model, entry in split_per_model(read_yaml_mapping(Path(path)), str(path))[1].items()}
+
+
+def selected_model(data: dict[str, Any], overrides: list[str]) -> Any:
+    """The ``model.name`` that ``data`` with ``overrides`` applied selects (the default when neither sets it)."""
+    model = data.get("model")
+    name = model.get("name", ModelConfig.model_fields["name"].default) if isinstance(model, dict) else None
+    for text in overrides:
+        path, value = parse_override(text)
+        if path == ["model", "name"]:
+            name = value
+    return name
+
+
+def split_per_model(data: dict[str, Any], source: str = "config") -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``data`` without its ``per_model`` key, and that key's entries (``{}`` without one).
+
+    ``per_model: {m2m: {train: {ema_epochs: 3}}, apg: {...}}`` holds settings that differ per
+    model (what each model's validation preferred, e.g. ``benchmarks/setting_choice.py``'s choice),
+    so that one config trains every model of a benchmark with its own. :func:`experiment_from_dict`
+    lays the entry of the model that the config and the overrides select (``model.name``) over the
+    file's values (:func:`merged`) and under the overrides, and checks the other entries too. The
+    config it returns has no ``per_model``: a run's ``config.yaml`` holds the settings it ran with.
+    An entry must name a registered model and hold only the sections :data:`PER_MODEL_SECTIONS`,
+    without ``model.name``; an error names ``per_model.<model>``."""
+    entries = data.get("per_model")
+    data = {k: v for k, v in data.items() if k != "per_model"}
+    if entries is None:
+        return data, {}
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{source}: per_model: expected a mapping of model name to its settings")
+    for name, settings in entries.items():
+        key = f"per_model.{name}"
+        if name not in model_names():
+            raise ConfigError(f"{source}: {key}: unknown model (registered: {model_names()})")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping of sections ({', '.join(PER_MODEL_SECTIONS)})")
+        for section, value in settings.items():
+            if section not in PER_MODEL_SECTIONS:
+                raise ConfigError(f"{source}: {key}.{section}: not a section a model's settings may change ({', '.join(PER_MODEL_SECTIONS)})")
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {key}.{section}: expected a mapping")
+        if "name" in settings.get("model", {}):
+            raise ConfigError(f"{source}: {key}.model.name: the entry's key names the model")
+    return data, entries
 
 
 def validate_experiment(data: dict[str, Any], source: str = "config") -> ExperimentConfig:

@@ -139,6 +139,12 @@ def config_reference() -> str:
         "see below), `model`, `train`, `loss`, `meta`. A run directory's `config.yaml` holds all of them",
         "with every default written out.",
         "",
+        "`per_model` (optional) holds settings that differ per model: `per_model: {m2m: {train: {ema_epochs: 3}}}`.",
+        "The entry of the model the config selects (`model.name`, the file's or `--set`'s) is laid over the",
+        "file's `model`, `train`, `loss` and `meta` values, key by key, and under `--set`; other models' entries",
+        "are checked but not used, and `config.yaml` holds the settings the run used, without the section.",
+        "`benchmarks/setting_choice.py --per-model` writes the block from each model's validated choice.",
+        "",
     ]
     lines += _section("`model`: shared by every model", ModelConfig, "model.")
     for name in model_names():
