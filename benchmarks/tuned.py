@@ -9,7 +9,8 @@ hand-set and the tuned config over the seeds on the test split. The default mode
 registered model with hyper-parameters to search: all but the naive forecasters and item
 popularity (no optimiser, no layers). A model takes the settings the results page gives it on a
 dataset (``benchmarks/results_page.py: DATASETS``, e.g. ESMM's funnel on MovieLens); one that
-does not apply is listed as n/a. ``--jobs`` pairs run at once, one thread each. Studies and runs
+does not apply is listed as n/a. Each table starts with the models that have nothing to search
+(the naive forecasters, item popularity) where they apply, trained over the same seeds. ``--jobs`` pairs run at once, one thread each. Studies and runs
 stay in ``--work`` (git-ignored); running the command again continues unfinished studies and
 reuses finished runs of the same code.
 """
@@ -24,12 +25,11 @@ from pathlib import Path
 
 from msmt.data.io import atomic_write_text
 from msmt.experiments.results_page import ordered_models
-from msmt.experiments.tuned import pair_not_applicable, render, tuned_pair
+from msmt.experiments.tuned import NOTHING_TO_SEARCH, pair_not_applicable, reference_runs, render, tuned_pair
 from msmt.spec.sections import model_names
 from results_page import DATASETS as PAGE_DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
-NOTHING_TO_SEARCH = ("naive_last", "naive_mean", "naive_weekday", "popularity")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +57,11 @@ def _pair(name: str, config: Path, model: str, args: argparse.Namespace, extra: 
     return tuned_pair(name, config, model, args.trials, args.seeds, args.work.resolve(), log=_log, extra=extra)
 
 
+def _references(name: str, config: Path, args: argparse.Namespace):
+    _log(f"== {name} references")
+    return reference_runs(name, config, args.seeds, args.work.resolve(), log=_log)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -67,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     todo = [key for key in extras if key not in skipped]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_pair, name, configs[name], model, args, extras[(name, model)]) for name, model in todo]
+        reference_futures = {name: pool.submit(_references, name, config, args) for name, config in configs.items()}
         pairs = [f.result() for f in futures]
-    text = render(pairs, configs, args.seeds, args.trials, command_line(argv), skipped=skipped, extras=extras)
+        references = {name: f.result() for name, f in reference_futures.items()}
+    text = render(pairs, configs, args.seeds, args.trials, command_line(argv), skipped=skipped, extras=extras,
+                  references=references)
     atomic_write_text(args.out, text)
     print(text)
     return 0

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import yaml
 
-from msmt.experiments.tuned import model_space, render, tuned_pair
+from msmt.experiments.tuned import model_space, reference_runs, render, tuned_pair
 from msmt.runtime.host import describe_cpu
 
 
@@ -71,6 +71,19 @@ def test_the_page_shows_both_configs_test_numbers_and_the_budget(tiny_dir, tmp_p
         assert raw[better][j].strip().startswith("**") and not raw[worse][j].strip().startswith("**"), (name, raw)
         decided.add(name[-1])
     assert decided == {"↑", "↓"}  # both directions decided at least once
+    refs = reference_runs("tiny", data / "experiment.yaml", [0], tmp_path / "work", log=lambda m: None,
+                          models=("naive_last", "popularity"))
+    assert refs.models == ("popularity",)  # no panel here: the naive forecasters do not apply, no run of theirs
+    assert not (tmp_path / "work/bench/tiny/_references/runs/reference/naive_last").exists()
+    with_refs = render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd", references={"tiny": refs}).splitlines()
+    metrics = json.loads((tmp_path / "work/bench/tiny/_references/runs/reference/popularity/seed0/metrics.json").read_text())
+    row = next(i for i, line in enumerate(with_refs) if line.startswith("| popularity | nothing to search |"))
+    cells = [c.strip() for c in with_refs[row].split("|")[3:-2]]
+    assert cells[names.index("click AUC ↑")] == f"{metrics['test']['overall']['click']['auc']:.4f} ± 0.0000"
+    assert row == with_refs.index(header) + 2 and with_refs[row + 1].startswith("| mmoe | hand-set |")  # the first row
+    assert not any("nothing to search" in line and line.startswith("|") for line in page.splitlines())  # none given, none shown
+    alone = render([], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd", references={"tiny": refs})
+    assert "## tiny" in alone and "| popularity | nothing to search |" in alone  # a dataset without searched models keeps its table
     assert "2 trials ×" in page and "`train.lr=" in page
     assert f"on {describe_cpu()}." in page  # the machine the budget was timed on, not a fixed one
     assert "on Zen 9, 3 cores, AVX." in render([pair], {"tiny": data / "experiment.yaml"}, [0], 2, "cmd", host="Zen 9, 3 cores, AVX")

@@ -38,6 +38,8 @@ from msmt.spec.task_kinds import higher_is_better
 
 COMMON = ["train.num_threads=1"]
 UNSEEN = COHORTS[1]  # "∉ train": the cohort of IDs with no training row of their own
+NOTHING_TO_SEARCH = ("naive_last", "naive_mean", "naive_weekday", "popularity")  # no optimiser, no layers
+REFERENCE = "reference"  # the bench dataset label of the references' runs
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,15 @@ class Pair:
     model: str
     study: TuneResult
     summary: pd.DataFrame  # bench summary rows of datasets "hand" and "tuned"
+
+
+@dataclass(frozen=True)
+class References:
+    """The models with nothing to search that apply to one dataset, and their test numbers."""
+
+    dataset: str
+    models: tuple[str, ...]
+    summary: pd.DataFrame  # bench summary rows of dataset :data:`REFERENCE`
 
 
 def model_space(space: Path, model: str, out: Path) -> Path:
@@ -83,6 +94,17 @@ def tuned_pair(name: str, config: Path, model: str, trials: int, seeds: Sequence
     return Pair(name, model, study, summary)
 
 
+def reference_runs(name: str, config: Path, seeds: Sequence[int], work: Path, log=print,
+                   models: Sequence[str] = NOTHING_TO_SEARCH) -> References:
+    """Train the ``models`` that apply to ``config`` (:func:`pair_not_applicable`) over ``seeds``, as the
+    pairs are trained (one thread per run; runs under ``work``); none applies: no runs, no rows."""
+    applicable = tuple(m for m in models if pair_not_applicable(config, m) is None)
+    if not applicable:
+        return References(name, (), pd.DataFrame())
+    summary = bench([f"{REFERENCE}={config}"], list(applicable), list(seeds), work / "bench" / name / "_references", COMMON, log=log)
+    return References(name, applicable, summary)
+
+
 def _value(summary: pd.DataFrame, dataset: str, model: str, task: str, metric: str, scenario: str = "overall") -> tuple[float, float] | None:
     row = summary[(summary["dataset"] == dataset) & (summary["model"] == model) & (summary["scenario"] == scenario)
                   & (summary["task"] == task) & (summary["metric"] == metric)]
@@ -101,9 +123,10 @@ def unseen_cohorts(pairs: list[Pair]) -> list[str]:
     return sorted(names)
 
 
-def dataset_table(pairs: list[Pair], kinds: dict[str, str]) -> list[str]:
-    """Rows: per model, hand-set then tuned (test metrics overall and on each cohort of IDs unseen
-    in training; the better of the two configs in bold), with the search budget."""
+def dataset_table(pairs: list[Pair], kinds: dict[str, str], references: References | None = None) -> list[str]:
+    """Rows: the references first (nothing to search), then per model hand-set and tuned (test
+    metrics overall and on each cohort of IDs unseen in training; the better of the two configs in
+    bold), with the search budget."""
     cols = [(task, PAGE_METRIC[kind], scenario) for scenario in ["overall", *unseen_cohorts(pairs)] for task, kind in kinds.items()]
     arrow = {True: "↑", False: "↓"}
 
@@ -113,6 +136,9 @@ def dataset_table(pairs: list[Pair], kinds: dict[str, str]) -> list[str]:
 
     lines = ["| model | config | " + " | ".join(header(*c) for c in cols) + " | search budget |",
              "|---|---|" + "---|" * (len(cols) + 1)]
+    for model in references.models if references else ():
+        cells = [pm(*v) if (v := _value(references.summary, REFERENCE, model, *c)) else "–" for c in cols]
+        lines.append(f"| {model} | nothing to search | " + " | ".join(cells) + " | – |")
     for pair in pairs:
         values = {which: [_value(pair.summary, which, pair.model, *c) for c in cols] for which in ("hand", "tuned")}
         for which, budget in (("hand", "–"), ("tuned", pair.study.budget())):
@@ -133,12 +159,13 @@ def dataset_table(pairs: list[Pair], kinds: dict[str, str]) -> list[str]:
 
 def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], trials: int, command: str,
            skipped: Mapping[tuple[str, str], str] | None = None, extras: Mapping[tuple[str, str], Sequence[str]] | None = None,
-           host: str | None = None) -> str:
+           host: str | None = None, references: Mapping[str, References] | None = None) -> str:
     """The page: the command, how to read it, one table per dataset. ``skipped``: {(dataset, model):
     why the model does not apply}, listed as n/a under the table; ``extras``: {(dataset, model): the
     settings the model needs there}, listed so each row can be rerun; ``host``: the machine the
-    searches were timed on (default: this one, :func:`msmt.runtime.host.describe_cpu`)."""
-    skipped, extras = dict(skipped or {}), dict(extras or {})
+    searches were timed on (default: this one, :func:`msmt.runtime.host.describe_cpu`);
+    ``references``: {dataset: :func:`reference_runs`}, the first rows of its table."""
+    skipped, extras, references = dict(skipped or {}), dict(extras or {}), dict(references or {})
     kinds = task_kinds(configs)
     lines = [
         "# Hand-set against tuned hyper-parameters (issue 21)", "",
@@ -150,15 +177,19 @@ def render(pairs: list[Pair], configs: dict[str, Path], seeds: Sequence[int], tr
         "saw: mean ± std over seeds (population std), the better of the two configs in bold; columns marked `∉ train` are the "
         "test rows whose `dataset.group` ID (the user on MovieLens) has no training row, the cold-start number. The budget is the search alone "
         "(finished trials × mean seconds per trial, pruned trials included; one thread per trial, `--jobs` searches at once), "
-        f"on {host or describe_cpu()}.", "",
+        f"on {host or describe_cpu()}. The rows `nothing to search` come first: what a practitioner tries before any "
+        "network and that has no hyper-parameter to tune (the naive forecasts on panel data: yesterday's value, the trailing "
+        "mean, the same weekday; item popularity where the data has an item or group ID), trained over the same seeds; "
+        "logistic regression is searched like the networks.", "",
     ]
     for name, config in configs.items():
         mine = [p for p in pairs if p.dataset == name]
         notes = [f"* `{m}` here (both configs): " + ", ".join(f"`--set {o}`" for o in sets)
                  for (d, m), sets in extras.items() if d == name and sets and any(p.model == m for p in mine)]
         notes += [f"* n/a `{m}`: {why}" for (d, m), why in skipped.items() if d == name]
-        if mine or notes:
+        refs = references.get(name)
+        if mine or notes or (refs and refs.models):
             lines += [f"## {name} (`{Path(*Path(config).parts[-2:])}`)", ""]
-            lines += dataset_table(mine, kinds[name]) if mine else []
+            lines += dataset_table(mine, kinds[name], refs) if mine or (refs and refs.models) else []
             lines += [*notes, ""] if notes else []
     return "\n".join(lines)
