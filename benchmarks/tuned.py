@@ -10,9 +10,9 @@ registered model with hyper-parameters to search: all but the naive forecasters 
 popularity (no optimiser, no layers). A model takes the settings the results page gives it on a
 dataset (``benchmarks/results_page.py: DATASETS``, e.g. ESMM's funnel on MovieLens); one that
 does not apply is listed as n/a. Each table starts with the models that have nothing to search
-(the naive forecasters, item popularity) where they apply, trained over the same seeds. ``--jobs`` pairs run at once, one thread each. Studies and runs
-stay in ``--work`` (git-ignored); running the command again continues unfinished studies and
-reuses finished runs of the same code.
+(the naive forecasters, item popularity) where they apply, trained over the same seeds.
+``--jobs`` pairs run at once, one thread each. Studies and runs stay in ``--work`` (git-ignored);
+running the command again continues unfinished studies and reuses finished runs of the same code.
 """
 
 from __future__ import annotations
