@@ -46,6 +46,8 @@ for side in old new; do
     fi
   done
 done
+(cd "$work/old" && find . -type f | sort) > "$work/files.old"
+(cd "$work/new" && find . -type f | sort) > "$work/files.new"
 equal=0
 differ=0
 while IFS= read -r file; do
@@ -55,8 +57,8 @@ while IFS= read -r file; do
     differ=$((differ + 1))
     echo "differ $file"
   fi
-done < <(cd "$work/old" && find . -type f | sort)
-if ! diff <(cd "$work/old" && find . -type f | sort) <(cd "$work/new" && find . -type f | sort) > "$work/files.diff"; then
+done < "$work/files.old"
+if ! diff "$work/files.old" "$work/files.new" > "$work/files.diff"; then
   echo "the two sides wrote different files (< old only, > new only):"
   grep '^[<>]' "$work/files.diff"
   differ=$((differ + $(grep -c '^[<>]' "$work/files.diff")))
